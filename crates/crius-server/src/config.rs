@@ -1,0 +1,328 @@
+//! The daemon's configuration: a TOML file whose every key is optional, with built-in defaults.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Default configuration file.
+pub const DEFAULT_CONFIG_FILE: &str = "/etc/crius/config.toml";
+/// Default directory for persistent data (images, metadata).
+pub const DEFAULT_ROOT: &str = "/var/lib/crius";
+/// Default directory for runtime state (sockets, per-pod state).
+pub const DEFAULT_STATE: &str = "/run/crius";
+/// Default CRI socket.
+pub const DEFAULT_LISTEN: &str = "/run/crius/crius.sock";
+/// Default directory holding CNI network configurations.
+pub const DEFAULT_CNI_CONF_DIR: &str = "/etc/cni/net.d";
+/// Default directories searched for CNI plugin binaries, in order.
+pub const DEFAULT_CNI_BIN_DIRS: [&str; 2] = ["/opt/cni/bin", "/usr/lib/cni"];
+
+/// Why a configuration could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file exists but could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or has an unknown key or a value of the wrong type.
+    #[error("invalid config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// Line, column, key and reason.
+        message: String,
+    },
+    /// A value parsed but is not acceptable.
+    #[error("invalid config{origin}: key `{key}`: {reason}")]
+    Invalid {
+        /// ` file PATH` when the value came from a file.
+        origin: String,
+        /// The key, dotted.
+        key: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Registry settings.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryConfig {
+    /// Upstream registry host → mirror endpoints (`http://` or `https://` URLs), tried in order
+    /// before the upstream host.
+    #[serde(default)]
+    pub mirrors: BTreeMap<String, Vec<String>>,
+}
+
+/// The whole configuration, after defaults are applied.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Persistent data directory.
+    pub root: PathBuf,
+    /// Runtime state directory.
+    pub state: PathBuf,
+    /// Path of the CRI unix socket.
+    pub listen: PathBuf,
+    /// Log filter (`error`, `warn`, `info`, `debug`, `trace`, or a tracing filter directive).
+    pub log_level: String,
+    /// Log output format.
+    pub log_format: LogFormat,
+    /// Registries (`host` or `host:port`) reached over plain HTTP.
+    pub insecure_registries: Vec<String>,
+    /// Registry mirrors.
+    pub registry: RegistryConfig,
+    /// Directory holding CNI network configurations.
+    pub cni_conf_dir: PathBuf,
+    /// Directories searched for CNI plugin binaries.
+    pub cni_bin_dirs: Vec<PathBuf>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            root: DEFAULT_ROOT.into(),
+            state: DEFAULT_STATE.into(),
+            listen: DEFAULT_LISTEN.into(),
+            log_level: "info".into(),
+            log_format: LogFormat::Text,
+            insecure_registries: Vec::new(),
+            registry: RegistryConfig::default(),
+            cni_conf_dir: DEFAULT_CNI_CONF_DIR.into(),
+            cni_bin_dirs: DEFAULT_CNI_BIN_DIRS.iter().map(PathBuf::from).collect(),
+        }
+    }
+}
+
+impl Config {
+    /// Parses TOML text; `path` names its origin in errors.
+    pub fn from_toml(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: describe_toml_error(text, &e),
+        })?;
+        config.validate(Some(path))?;
+        Ok(config)
+    }
+
+    /// Reads a config file. A missing file gives the defaults when `required` is false.
+    pub fn load(path: &Path, required: bool) -> Result<Config, ConfigError> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => Config::from_toml(&text, path),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => {
+                Ok(Config::default())
+            }
+            Err(source) => Err(ConfigError::Read {
+                path: path.to_owned(),
+                source,
+            }),
+        }
+    }
+
+    /// Checks values that parse but make no sense; `path` names the file they came from.
+    pub fn validate(&self, path: Option<&Path>) -> Result<(), ConfigError> {
+        let invalid = |key: &str, reason: String| ConfigError::Invalid {
+            origin: path
+                .map(|p| format!(" file {}", p.display()))
+                .unwrap_or_default(),
+            key: key.to_owned(),
+            reason,
+        };
+        for (key, dir) in [
+            ("root", &self.root),
+            ("state", &self.state),
+            ("listen", &self.listen),
+            ("cni_conf_dir", &self.cni_conf_dir),
+        ] {
+            if !dir.is_absolute() {
+                return Err(invalid(
+                    key,
+                    format!("{} is not an absolute path", dir.display()),
+                ));
+            }
+        }
+        for dir in &self.cni_bin_dirs {
+            if !dir.is_absolute() {
+                return Err(invalid(
+                    "cni_bin_dirs",
+                    format!("{} is not an absolute path", dir.display()),
+                ));
+            }
+        }
+        if self.cni_bin_dirs.is_empty() {
+            return Err(invalid(
+                "cni_bin_dirs",
+                "must name at least one directory".into(),
+            ));
+        }
+        for host in &self.insecure_registries {
+            validate_host(host)
+                .map_err(|reason| invalid("insecure_registries", format!("{host:?}: {reason}")))?;
+        }
+        for (host, endpoints) in &self.registry.mirrors {
+            let key = format!("registry.mirrors.\"{host}\"");
+            validate_host(host).map_err(|reason| invalid(&key, reason))?;
+            if endpoints.is_empty() {
+                return Err(invalid(&key, "lists no mirror endpoint".into()));
+            }
+            for endpoint in endpoints {
+                validate_endpoint(endpoint)
+                    .map_err(|reason| invalid(&key, format!("{endpoint:?}: {reason}")))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The mirror endpoints configured for an upstream registry host, in order.
+    pub fn mirrors_for(&self, host: &str) -> &[String] {
+        self.registry
+            .mirrors
+            .get(host)
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+    }
+}
+
+/// Renders a TOML error with its line and column and, where serde names it, the key.
+fn describe_toml_error(text: &str, error: &toml::de::Error) -> String {
+    let reason = error.message();
+    match error.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+            let source_line = text.lines().nth(line - 1).unwrap_or("").trim();
+            format!("line {line}, column {column} (`{source_line}`): {reason}")
+        }
+        None => reason.to_owned(),
+    }
+}
+
+/// A registry host: `name` or `name:port`, no scheme, no path.
+fn validate_host(host: &str) -> Result<(), String> {
+    if host.is_empty() {
+        return Err("empty host".into());
+    }
+    if host.contains("://") {
+        return Err("a host must not carry a scheme".into());
+    }
+    if host.contains('/') || host.chars().any(char::is_whitespace) {
+        return Err("not a host or host:port".into());
+    }
+    if let Some((_, port)) = host.rsplit_once(':')
+        && !host.ends_with(']')
+        && port.parse::<u16>().is_err()
+    {
+        return Err(format!("port {port:?} is not a number from 0 to 65535"));
+    }
+    Ok(())
+}
+
+/// A mirror endpoint: `http://host[:port]` or `https://host[:port]`, optionally with a path.
+fn validate_endpoint(endpoint: &str) -> Result<(), String> {
+    let rest = endpoint
+        .strip_prefix("http://")
+        .or_else(|| endpoint.strip_prefix("https://"))
+        .ok_or("must start with http:// or https://")?;
+    let host = rest.split('/').next().unwrap_or_default();
+    validate_host(host)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::from_toml(text, Path::new("/etc/crius/config.toml"))
+    }
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        assert_eq!(parse("").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn full_file_parses() {
+        let config = parse(
+            r#"
+root = "/tmp/r"
+state = "/tmp/s"
+listen = "/tmp/s/c.sock"
+log_level = "debug"
+log_format = "json"
+insecure_registries = ["127.0.0.1:5000"]
+cni_conf_dir = "/tmp/cni"
+cni_bin_dirs = ["/usr/lib/cni"]
+[registry.mirrors]
+"registry.k8s.io" = ["http://127.0.0.1:5000", "https://mirror.example:443/v2"]
+"#,
+        )
+        .unwrap();
+        assert_eq!(config.root, Path::new("/tmp/r"));
+        assert_eq!(config.log_format, LogFormat::Json);
+        assert_eq!(config.mirrors_for("registry.k8s.io").len(), 2);
+        assert!(config.mirrors_for("docker.io").is_empty());
+    }
+
+    #[test]
+    fn unknown_key_names_line_and_key() {
+        let err = parse("root = \"/x\"\n\nbogus_key = 1\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("/etc/crius/config.toml"), "{err}");
+        assert!(err.contains("line 3"), "{err}");
+        assert!(err.contains("bogus_key"), "{err}");
+    }
+
+    #[test]
+    fn wrong_type_names_line() {
+        let err = parse("log_level = \"info\"\ninsecure_registries = \"x\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("line 2"), "{err}");
+        assert!(err.contains("insecure_registries"), "{err}");
+    }
+
+    #[test]
+    fn relative_root_is_refused() {
+        let err = parse("root = \"var/lib\"").unwrap_err().to_string();
+        assert!(err.contains("`root`"), "{err}");
+    }
+
+    #[test]
+    fn bad_registry_values_are_refused() {
+        for text in [
+            "insecure_registries = [\"http://127.0.0.1:5000\"]",
+            "insecure_registries = [\"127.0.0.1:99999\"]",
+            "[registry.mirrors]\n\"docker.io\" = [\"127.0.0.1:5000\"]",
+            "[registry.mirrors]\n\"docker.io\" = []",
+        ] {
+            let err = parse(text).unwrap_err();
+            assert!(matches!(err, ConfigError::Invalid { .. }), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn missing_optional_file_gives_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config::load(&dir.path().join("none.toml"), false).unwrap();
+        assert_eq!(config, Config::default());
+        assert!(Config::load(&dir.path().join("none.toml"), true).is_err());
+    }
+}

@@ -1,0 +1,83 @@
+//! The CRI services of crius: maps CRI `RuntimeService` and `ImageService` requests onto the
+//! domain crates, and holds the daemon's configuration.
+
+pub mod calllog;
+pub mod config;
+mod image;
+mod runtime;
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use cri_api::v1::image_service_server::ImageServiceServer;
+use cri_api::v1::runtime_service_server::RuntimeServiceServer;
+
+pub use config::{Config, ConfigError, LogFormat};
+
+/// The CRI API version crius speaks.
+pub const RUNTIME_API_VERSION: &str = "v1";
+/// The runtime name reported by `Version`.
+pub const RUNTIME_NAME: &str = "crius";
+/// The crius version reported by `Version`.
+pub const RUNTIME_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// A boxed server stream, the response type of streaming RPCs.
+pub(crate) type BoxStream<T> =
+    Pin<Box<dyn tokio_stream::Stream<Item = Result<T, tonic::Status>> + Send + 'static>>;
+
+/// State shared by every CRI service.
+#[derive(Debug)]
+pub struct Cri {
+    config: Config,
+}
+
+impl Cri {
+    /// Builds the services for a configuration that has already been validated.
+    pub fn new(config: Config) -> Arc<Cri> {
+        Arc::new(Cri { config })
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The tonic `RuntimeService` server.
+    pub fn runtime_service(self: &Arc<Self>) -> RuntimeServiceServer<runtime::Runtime> {
+        RuntimeServiceServer::new(runtime::Runtime(self.clone()))
+    }
+
+    /// The tonic `ImageService` server.
+    pub fn image_service(self: &Arc<Self>) -> ImageServiceServer<image::Images> {
+        ImageServiceServer::new(image::Images(self.clone()))
+    }
+}
+
+/// An `Unimplemented` status naming the RPC.
+pub(crate) fn unimplemented(rpc: &str) -> tonic::Status {
+    tonic::Status::unimplemented(format!("{rpc} is not implemented by crius yet"))
+}
+
+/// Defines RPC methods that answer `Unimplemented` with their CRI name, in the desugared form
+/// `#[tonic::async_trait]` produces (it does not see methods a macro expands to).
+macro_rules! unimplemented_rpcs {
+    ($($method:ident($req:ty) -> $resp:ty = $name:literal;)*) => {
+        $(
+            fn $method<'life0, 'async_trait>(
+                &'life0 self,
+                _request: tonic::Request<$req>,
+            ) -> ::std::pin::Pin<Box<
+                dyn ::std::future::Future<Output = Result<tonic::Response<$resp>, tonic::Status>>
+                    + Send
+                    + 'async_trait,
+            >>
+            where
+                'life0: 'async_trait,
+                Self: 'async_trait,
+            {
+                Box::pin(async move { Err($crate::unimplemented($name)) })
+            }
+        )*
+    };
+}
+pub(crate) use unimplemented_rpcs;

@@ -1,0 +1,205 @@
+//! `criusd`: the crius daemon. Serves the CRI over a unix socket.
+
+mod lock;
+
+use std::io::IsTerminal;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use crius_server::Cri;
+use crius_server::calllog::CallLogLayer;
+use crius_server::config::{Config, DEFAULT_CONFIG_FILE, LogFormat};
+
+/// Command-line flags; each overrides the config key of the same name.
+#[derive(Debug, Parser)]
+#[command(name = "criusd", version, about = "crius: a Kubernetes CRI runtime")]
+struct Cli {
+    /// Configuration file (TOML). Without this flag /etc/crius/config.toml is read if present.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Directory for persistent data (images, metadata).
+    #[arg(long, value_name = "DIR")]
+    root: Option<PathBuf>,
+    /// Directory for runtime state (pod state, sockets).
+    #[arg(long, value_name = "DIR")]
+    state: Option<PathBuf>,
+    /// Path of the CRI unix socket.
+    #[arg(long, value_name = "PATH")]
+    listen: Option<PathBuf>,
+    /// Log level or tracing filter (error, warn, info, debug, trace).
+    #[arg(long, value_name = "LEVEL")]
+    log_level: Option<String>,
+    /// Log format.
+    #[arg(long, value_name = "FORMAT", value_parser = ["text", "json"])]
+    log_format: Option<String>,
+}
+
+impl Cli {
+    /// Loads the config file and lays the flags over it.
+    fn config(&self) -> anyhow::Result<Config> {
+        let mut config = match &self.config {
+            Some(path) => Config::load(path, true)?,
+            None => Config::load(Path::new(DEFAULT_CONFIG_FILE), false)?,
+        };
+        if let Some(root) = &self.root {
+            config.root = absolute(root)?;
+        }
+        if let Some(state) = &self.state {
+            config.state = absolute(state)?;
+        }
+        if let Some(listen) = &self.listen {
+            config.listen = absolute(listen)?;
+        }
+        if let Some(level) = &self.log_level {
+            config.log_level = level.clone();
+        }
+        if let Some(format) = &self.log_format {
+            config.log_format = if format == "json" {
+                LogFormat::Json
+            } else {
+                LogFormat::Text
+            };
+        }
+        config.validate(None)?;
+        Ok(config)
+    }
+}
+
+/// How long in-flight calls may take to finish after SIGTERM or SIGINT.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
+fn absolute(path: &Path) -> anyhow::Result<PathBuf> {
+    std::path::absolute(path).with_context(|| format!("cannot resolve {}", path.display()))
+}
+
+fn init_logging(config: &Config) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.log_level)
+        .with_context(|| format!("invalid log level {:?}", config.log_level))?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
+    match config.log_format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+    Ok(())
+}
+
+/// Creates a directory (and its parents) readable only by root.
+fn make_private_dir(dir: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711))
+        .with_context(|| format!("cannot set the mode of {}", dir.display()))
+}
+
+/// Binds the CRI socket with mode 0600, replacing a stale one left by a crashed run.
+fn bind_socket(path: &Path) -> anyhow::Result<std::os::unix::net::UnixListener> {
+    match std::fs::remove_file(path) {
+        Ok(()) => tracing::info!(socket = %path.display(), "removed a stale socket"),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("cannot remove {}", path.display())),
+    }
+    // No thread runs yet: the umask change cannot race another file creation.
+    let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o177));
+    let bound = std::os::unix::net::UnixListener::bind(path);
+    nix::sys::stat::umask(old);
+    let listener = bound.with_context(|| format!("cannot listen on {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("cannot set the mode of {}", path.display()))?;
+    listener.set_nonblocking(true)?;
+    Ok(listener)
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers; stop criusd with SIGKILL");
+        return std::future::pending().await;
+    };
+    let name = tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    };
+    tracing::info!(signal = name, "shutting down");
+}
+
+fn run(cli: &Cli) -> anyhow::Result<()> {
+    let config = cli.config()?;
+    init_logging(&config)?;
+    make_private_dir(&config.root)?;
+    make_private_dir(&config.state)?;
+    if let Some(parent) = config.listen.parent() {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("cannot create {}", parent.display()))?;
+    }
+    let _root_lock = lock::Lock::acquire(&config.root.join("criusd.lock"), "root")?;
+    let _state_lock = lock::Lock::acquire(&config.state.join("criusd.lock"), "state")?;
+    let socket_lock_path = PathBuf::from(format!("{}.lock", config.listen.display()));
+    let _socket_lock = lock::Lock::acquire(&socket_lock_path, "socket")?;
+    let listener = bind_socket(&config.listen)?;
+    let listen = config.listen.clone();
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let result = runtime.block_on(async {
+        let listener = tokio::net::UnixListener::from_std(listener)?;
+        let cri = Cri::new(config);
+        tracing::info!(
+            socket = %listen.display(),
+            root = %cri.config().root.display(),
+            state = %cri.config().state.display(),
+            version = crius_server::RUNTIME_VERSION,
+            "criusd serving the CRI"
+        );
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = tonic::transport::Server::builder()
+            .layer(CallLogLayer)
+            .add_service(cri.runtime_service())
+            .add_service(cri.image_service())
+            .serve_with_incoming_shutdown(
+                tokio_stream::wrappers::UnixListenerStream::new(listener),
+                async {
+                    let _ = stop_rx.await;
+                },
+            );
+        tokio::pin!(server);
+        tokio::select! {
+            result = &mut server => return result.context("the gRPC server failed"),
+            () = shutdown_signal() => {}
+        }
+        // Clients such as kubelet hold their connection open: finish in-flight calls, then go.
+        let _ = stop_tx.send(());
+        match tokio::time::timeout(SHUTDOWN_GRACE, server).await {
+            Ok(result) => result.context("the gRPC server failed"),
+            Err(_) => {
+                tracing::info!("closing client connections still open");
+                Ok(())
+            }
+        }
+    });
+    if let Err(e) = std::fs::remove_file(&listen) {
+        tracing::warn!(socket = %listen.display(), error = %e, "cannot remove the socket");
+    }
+    result
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(&cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("criusd: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

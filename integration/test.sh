@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The crius test suite: installs what a fresh machine lacks, then runs formatting, lints, unit and
+# end-to-end tests. Needs root (the end-to-end tests make namespaces and mounts).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" != 0 ]; then
+  echo "integration/test.sh: run as root (end-to-end tests create namespaces and mounts)" >&2
+  exit 1
+fi
+
+# Debian packages used by the tests: the registry, the busybox the test images are made from,
+# CNI plugins and the tools the network tests look with.
+packages=(busybox-static docker-registry containernetworking-plugins iptables iproute2 util-linux)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing: ${missing[*]}"
+  apt-get update -q
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}"
+fi
+command -v cargo >/dev/null || { echo "cargo is required (rustup)" >&2; exit 1; }
+rustup component add rustfmt clippy >/dev/null 2>&1 || true
+
+set -x
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets -- -D warnings
+cargo build --workspace --bins
+cargo test --workspace

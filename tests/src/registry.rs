@@ -1,0 +1,452 @@
+//! A real OCI registry on loopback for tests, and a minimal plain-HTTP client for it.
+//!
+//! [`Registry`] runs Debian's `docker-registry` (distribution 2.8, package `docker-registry`,
+//! binary `/usr/bin/docker-registry`; `apt-get install -y docker-registry`) on a free
+//! `127.0.0.1` port, with filesystem storage in a temporary directory. Tests that use it need
+//! that binary; they fail with a clear error when it is missing.
+//!
+//! [`RegistryClient`] speaks the Docker registry HTTP API v2 over plain HTTP: enough to push
+//! blobs and manifests with exact bytes and to read them back.
+
+use std::future::Future;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use reqwest::StatusCode;
+use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap, LOCATION};
+
+/// Default path of the registry binary; the `CRIUS_TEST_REGISTRY_BIN` environment variable
+/// overrides it.
+pub const REGISTRY_BIN: &str = "/usr/bin/docker-registry";
+
+/// How long [`Registry::start`] waits for `GET /v2/` to answer.
+const START_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Media types a manifest GET accepts: OCI and Docker manifests and indexes.
+pub const MANIFEST_ACCEPT: &[&str] = &[
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.oci.image.index.v1+json",
+    "application/vnd.docker.distribution.manifest.v2+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+];
+
+/// A running `docker-registry` on `127.0.0.1`, killed, reaped and deleted (storage included)
+/// when dropped, also when a test panics.
+#[derive(Debug)]
+pub struct Registry {
+    child: Child,
+    dir: tempfile::TempDir,
+    storage: PathBuf,
+    port: u16,
+    credentials: Option<(String, String)>,
+}
+
+impl Registry {
+    /// Starts an open registry (no authentication) on a free loopback port.
+    pub fn start() -> Result<Registry> {
+        Self::start_inner(None)
+    }
+
+    /// Starts a registry that requires HTTP basic authentication as `user` / `password`
+    /// (htpasswd with a bcrypt hash; distribution 2.8 accepts it over plain HTTP).
+    pub fn start_with_htpasswd(user: &str, password: &str) -> Result<Registry> {
+        Self::start_inner(Some((user.to_owned(), password.to_owned())))
+    }
+
+    fn start_inner(credentials: Option<(String, String)>) -> Result<Registry> {
+        let bin = std::env::var("CRIUS_TEST_REGISTRY_BIN").unwrap_or_else(|_| REGISTRY_BIN.into());
+        if !Path::new(&bin).exists() {
+            bail!("registry binary {bin} not found: apt-get install -y docker-registry");
+        }
+        let dir = tempfile::Builder::new()
+            .prefix("crius-registry-")
+            .tempdir()
+            .context("creating the registry tempdir")?;
+        let storage = dir.path().join("storage");
+        std::fs::create_dir(&storage).context("creating the registry storage dir")?;
+        let auth = match &credentials {
+            None => String::new(),
+            Some((user, password)) => {
+                let hash = bcrypt::hash(password, 5).context("bcrypt hash")?;
+                let htpasswd = dir.path().join("htpasswd");
+                std::fs::write(&htpasswd, format!("{user}:{hash}\n"))
+                    .context("writing htpasswd")?;
+                format!(
+                    "auth:\n  htpasswd:\n    realm: crius-test\n    path: {}\n",
+                    htpasswd.display()
+                )
+            }
+        };
+        // The port is picked by binding :0 and released before the registry binds it, so
+        // another process may take it in between: retry a few times on an early exit.
+        let mut last_err = None;
+        for _ in 0..5 {
+            let port = free_port()?;
+            let config = dir.path().join("config.yml");
+            std::fs::write(
+                &config,
+                format!(
+                    "version: 0.1\n\
+                     log:\n  level: warn\n  accesslog:\n    disabled: true\n\
+                     storage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n\
+                     http:\n  addr: 127.0.0.1:{port}\n  secret: crius-test-secret\n\
+                     {auth}",
+                    storage.display()
+                ),
+            )
+            .context("writing the registry config")?;
+            let log = std::fs::File::create(dir.path().join("registry.log"))
+                .context("creating the registry log")?;
+            let mut child = Command::new(&bin)
+                .arg("serve")
+                .arg(&config)
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().context("dup log fd")?)
+                .stderr(log)
+                .spawn()
+                .with_context(|| format!("spawning {bin}"))?;
+            match wait_ready(&mut child, port, credentials.is_some()) {
+                Ok(()) => {
+                    return Ok(Registry {
+                        child,
+                        dir,
+                        storage,
+                        port,
+                        credentials,
+                    });
+                }
+                Err(e) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    let log = std::fs::read_to_string(dir.path().join("registry.log"))
+                        .unwrap_or_default();
+                    last_err = Some(e.context(format!("registry log:\n{log}")));
+                }
+            }
+        }
+        Err(last_err.unwrap_or_else(|| anyhow::anyhow!("registry did not start")))
+    }
+
+    /// The registry's address as `127.0.0.1:PORT`, the host part of image references.
+    pub fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// The listening port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The root of the registry's filesystem storage (`docker/registry/v2/...` below it).
+    pub fn storage_dir(&self) -> &Path {
+        &self.storage
+    }
+
+    /// Where the registry stores the blob with `digest` (`sha256:...`), so a test can tamper
+    /// with it.
+    pub fn blob_path(&self, digest: &str) -> PathBuf {
+        let (algo, hex) = digest.split_once(':').unwrap_or(("sha256", digest));
+        let prefix = hex.get(..2).unwrap_or(hex);
+        self.storage
+            .join("docker/registry/v2/blobs")
+            .join(algo)
+            .join(prefix)
+            .join(hex)
+            .join("data")
+    }
+
+    /// The `(user, password)` of a registry started with [`Registry::start_with_htpasswd`].
+    pub fn credentials(&self) -> Option<(&str, &str)> {
+        self.credentials
+            .as_ref()
+            .map(|(u, p)| (u.as_str(), p.as_str()))
+    }
+
+    /// A client for this registry, authenticated when the registry requires it.
+    pub fn client(&self) -> Result<RegistryClient> {
+        let client = RegistryClient::new(&self.host())?;
+        Ok(match self.credentials() {
+            Some((user, password)) => client.with_basic_auth(user, password),
+            None => client,
+        })
+    }
+
+    /// The registry's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// What the registry has logged so far (warnings and errors).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Polls `GET /v2/` until it answers 200 (or 401 when authentication is on).
+fn wait_ready(child: &mut Child, port: u16, auth: bool) -> Result<()> {
+    let deadline = Instant::now() + START_TIMEOUT;
+    loop {
+        if let Some(status) = child.try_wait().context("polling the registry")? {
+            bail!("registry exited early: {status}");
+        }
+        if let Ok(code) = http_get_status(port, "/v2/") {
+            match (code, auth) {
+                (200, _) | (401, true) => return Ok(()),
+                _ => bail!("GET /v2/ answered {code}"),
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("registry did not answer GET /v2/ within {START_TIMEOUT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A free TCP port on 127.0.0.1 (free when this returns; nothing holds it).
+fn free_port() -> Result<u16> {
+    let listener = TcpListener::bind("127.0.0.1:0").context("binding 127.0.0.1:0")?;
+    Ok(listener.local_addr()?.port())
+}
+
+/// A blocking `GET path` on 127.0.0.1:port that returns the HTTP status code. Plain std so it
+/// works inside and outside an async runtime.
+fn http_get_status(port: u16, path: &str) -> Result<u16> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+    stream.set_write_timeout(Some(Duration::from_secs(2)))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut buf = Vec::new();
+    stream.read_to_end(&mut buf)?;
+    let text = String::from_utf8_lossy(&buf);
+    let code = text
+        .split_whitespace()
+        .nth(1)
+        .context("empty HTTP response")?
+        .parse()
+        .context("bad HTTP status line")?;
+    Ok(code)
+}
+
+/// Runs `fut` to completion on a fresh single-threaded tokio runtime in a new thread, so that
+/// async helpers can be called from a plain `#[test]` and from inside another runtime alike.
+pub fn block_on<F>(fut: F) -> F::Output
+where
+    F: Future + Send,
+    F::Output: Send,
+{
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("building a tokio runtime")
+                .block_on(fut)
+        })
+        .join()
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
+}
+
+/// A manifest as the registry served it.
+#[derive(Clone, Debug)]
+pub struct FetchedManifest {
+    /// The `Content-Type` the registry answered with.
+    pub media_type: String,
+    /// The `Docker-Content-Digest` header, if any.
+    pub digest: Option<String>,
+    /// The manifest bytes exactly as served.
+    pub body: Vec<u8>,
+}
+
+/// A minimal async client of the Docker registry HTTP API v2 over plain HTTP, with optional
+/// basic authentication. Built on reqwest without TLS.
+#[derive(Clone, Debug)]
+pub struct RegistryClient {
+    host: String,
+    auth: Option<(String, String)>,
+    http: reqwest::Client,
+}
+
+impl RegistryClient {
+    /// A client for the registry at `host` (`127.0.0.1:PORT`), anonymous.
+    pub fn new(host: &str) -> Result<RegistryClient> {
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(120))
+            .build()
+            .context("building the HTTP client")?;
+        Ok(RegistryClient {
+            host: host.to_owned(),
+            auth: None,
+            http,
+        })
+    }
+
+    /// The same client, sending HTTP basic credentials with every request.
+    pub fn with_basic_auth(mut self, user: &str, password: &str) -> RegistryClient {
+        self.auth = Some((user.to_owned(), password.to_owned()));
+        self
+    }
+
+    /// The registry's `host:port`.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.host)
+    }
+
+    fn request(&self, method: reqwest::Method, url: &str) -> reqwest::RequestBuilder {
+        let req = self.http.request(method, url);
+        match &self.auth {
+            Some((user, password)) => req.basic_auth(user, Some(password)),
+            None => req,
+        }
+    }
+
+    /// `GET /v2/` and return the status code (200, or 401 without valid credentials).
+    pub async fn ping(&self) -> Result<u16> {
+        let res = self
+            .request(reqwest::Method::GET, &self.url("/v2/"))
+            .send()
+            .await?;
+        Ok(res.status().as_u16())
+    }
+
+    /// Whether the blob `digest` exists in `repo` (`HEAD /v2/<repo>/blobs/<digest>`).
+    pub async fn blob_exists(&self, repo: &str, digest: &str) -> Result<bool> {
+        let url = self.url(&format!("/v2/{repo}/blobs/{digest}"));
+        let res = self.request(reqwest::Method::HEAD, &url).send().await?;
+        match res.status() {
+            StatusCode::OK => Ok(true),
+            StatusCode::NOT_FOUND => Ok(false),
+            s => bail!("HEAD {url}: {s}"),
+        }
+    }
+
+    /// Uploads `data` as blob `digest` into `repo` (monolithic: POST an upload, then PUT the
+    /// bytes with `?digest=`). Skips the upload when the blob already exists.
+    pub async fn push_blob(&self, repo: &str, digest: &str, data: &[u8]) -> Result<()> {
+        if self.blob_exists(repo, digest).await? {
+            return Ok(());
+        }
+        let url = self.url(&format!("/v2/{repo}/blobs/uploads/"));
+        let res = self.request(reqwest::Method::POST, &url).send().await?;
+        if res.status() != StatusCode::ACCEPTED {
+            bail!("POST {url}: {}: {}", res.status(), res.text().await?);
+        }
+        let location = self.location(res.headers())?;
+        let sep = if location.contains('?') { '&' } else { '?' };
+        let put_url = format!("{location}{sep}digest={digest}");
+        let res = self
+            .request(reqwest::Method::PUT, &put_url)
+            .header(CONTENT_TYPE, "application/octet-stream")
+            .body(data.to_vec())
+            .send()
+            .await?;
+        if res.status() != StatusCode::CREATED {
+            bail!(
+                "PUT blob {digest} to {repo}: {}: {}",
+                res.status(),
+                res.text().await?
+            );
+        }
+        Ok(())
+    }
+
+    fn location(&self, headers: &HeaderMap) -> Result<String> {
+        let location = headers
+            .get(LOCATION)
+            .context("upload response without Location")?
+            .to_str()
+            .context("non-ASCII Location")?;
+        Ok(
+            if location.starts_with("http://") || location.starts_with("https://") {
+                location.to_owned()
+            } else {
+                self.url(location)
+            },
+        )
+    }
+
+    /// `PUT /v2/<repo>/manifests/<reference>` with exactly `body` as `media_type`; returns the
+    /// digest the registry reports (`Docker-Content-Digest`).
+    pub async fn put_manifest(
+        &self,
+        repo: &str,
+        reference: &str,
+        media_type: &str,
+        body: &[u8],
+    ) -> Result<String> {
+        let url = self.url(&format!("/v2/{repo}/manifests/{reference}"));
+        let res = self
+            .request(reqwest::Method::PUT, &url)
+            .header(CONTENT_TYPE, media_type)
+            .body(body.to_vec())
+            .send()
+            .await?;
+        if res.status() != StatusCode::CREATED {
+            bail!("PUT {url}: {}: {}", res.status(), res.text().await?);
+        }
+        let digest = res
+            .headers()
+            .get("docker-content-digest")
+            .context("manifest PUT without Docker-Content-Digest")?
+            .to_str()?
+            .to_owned();
+        Ok(digest)
+    }
+
+    /// `GET /v2/<repo>/manifests/<reference>` (tag or digest), accepting OCI and Docker
+    /// manifests and indexes.
+    pub async fn get_manifest(&self, repo: &str, reference: &str) -> Result<FetchedManifest> {
+        let url = self.url(&format!("/v2/{repo}/manifests/{reference}"));
+        let res = self
+            .request(reqwest::Method::GET, &url)
+            .header(ACCEPT, MANIFEST_ACCEPT.join(", "))
+            .send()
+            .await?;
+        if res.status() != StatusCode::OK {
+            bail!("GET {url}: {}: {}", res.status(), res.text().await?);
+        }
+        let header = |name| {
+            res.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let media_type = header(CONTENT_TYPE.as_str()).unwrap_or_default();
+        let digest = header("docker-content-digest");
+        let body = res.bytes().await?.to_vec();
+        Ok(FetchedManifest {
+            media_type,
+            digest,
+            body,
+        })
+    }
+
+    /// `GET /v2/<repo>/blobs/<digest>`: the blob's bytes as served (not verified).
+    pub async fn get_blob(&self, repo: &str, digest: &str) -> Result<Vec<u8>> {
+        let url = self.url(&format!("/v2/{repo}/blobs/{digest}"));
+        let res = self.request(reqwest::Method::GET, &url).send().await?;
+        if res.status() != StatusCode::OK {
+            bail!("GET {url}: {}", res.status());
+        }
+        Ok(res.bytes().await?.to_vec())
+    }
+}
