@@ -25,16 +25,44 @@ pub const RUNTIME_VERSION: &str = env!("CARGO_PKG_VERSION");
 pub(crate) type BoxStream<T> =
     Pin<Box<dyn tokio_stream::Stream<Item = Result<T, tonic::Status>> + Send + 'static>>;
 
+/// The metadata database under `--root`: pods, containers and images.
+pub const METADATA_FILE: &str = "metadata.redb";
+
+/// Why the services could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The metadata database could not be opened or created.
+    #[error("cannot open the metadata database {path}: {source}")]
+    Metadata {
+        /// The database file.
+        path: std::path::PathBuf,
+        /// What redb said.
+        source: Box<redb::DatabaseError>,
+    },
+}
+
 /// State shared by every CRI service.
 #[derive(Debug)]
 pub struct Cri {
     config: Config,
+    /// The metadata database; each domain crate keeps its own tables in it.
+    #[allow(dead_code, reason = "the image and pod stores keep their tables here")]
+    db: Arc<redb::Database>,
 }
 
 impl Cri {
-    /// Builds the services for a configuration that has already been validated.
-    pub fn new(config: Config) -> Arc<Cri> {
-        Arc::new(Cri { config })
+    /// Opens the stores under the configuration's root (already validated) and builds the
+    /// services.
+    pub fn open(config: Config) -> Result<Arc<Cri>, StartError> {
+        let path = config.root.join(METADATA_FILE);
+        let db = redb::Database::create(&path).map_err(|e| StartError::Metadata {
+            path: path.clone(),
+            source: Box::new(e),
+        })?;
+        Ok(Arc::new(Cri {
+            config,
+            db: Arc::new(db),
+        }))
     }
 
     /// The configuration in force.

@@ -153,7 +153,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         .context("cannot start the async runtime")?;
     let result = runtime.block_on(async {
         let listener = tokio::net::UnixListener::from_std(listener)?;
-        let cri = Cri::new(config);
+        let cri = Cri::open(config)?;
         tracing::info!(
             socket = %listen.display(),
             root = %cri.config().root.display(),
