@@ -1,0 +1,340 @@
+//! The pod cgroup (cgroupfs driver): one directory per mounted hierarchy, cgroup v1 and v2.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crius_proto::{CgroupSpec, Resources};
+
+use crate::Error;
+
+/// A mounted cgroup hierarchy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Hierarchy {
+    /// Where it is mounted.
+    pub mount: PathBuf,
+    /// cgroup2 (unified) rather than v1.
+    pub v2: bool,
+    /// v1 controllers of the mount (`cpu`, `memory`, `name=systemd`, …).
+    pub controllers: Vec<String>,
+}
+
+/// The cgroup hierarchies mounted in this mount namespace, one per distinct superblock.
+pub(crate) fn hierarchies() -> Vec<Hierarchy> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    parse_mountinfo(&text)
+}
+
+fn parse_mountinfo(text: &str) -> Vec<Hierarchy> {
+    let mut seen = Vec::new();
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let Some((left, right)) = line.split_once(" - ") else {
+            continue;
+        };
+        let left: Vec<&str> = left.split(' ').collect();
+        let right: Vec<&str> = right.split(' ').collect();
+        let (Some(dev), Some(root), Some(mount), Some(fstype)) =
+            (left.get(2), left.get(3), left.get(4), right.first())
+        else {
+            continue;
+        };
+        let v2 = match *fstype {
+            "cgroup2" => true,
+            "cgroup" => false,
+            _ => continue,
+        };
+        if *root != "/" || seen.contains(dev) {
+            continue;
+        }
+        seen.push(*dev);
+        let controllers = if v2 {
+            Vec::new()
+        } else {
+            right
+                .get(2)
+                .map(|opts| {
+                    opts.split(',')
+                        .filter(|o| !matches!(*o, "rw" | "ro") && !o.starts_with("release_agent"))
+                        .filter(|o| !o.starts_with("clone_children") && *o != "noprefix")
+                        .map(str::to_owned)
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        out.push(Hierarchy {
+            mount: PathBuf::from(mount.replace("\\040", " ")),
+            v2,
+            controllers,
+        });
+    }
+    out
+}
+
+/// The directories (one per hierarchy) of `spec`'s pod cgroup.
+pub(crate) fn pod_dirs(spec: &CgroupSpec) -> Vec<(Hierarchy, PathBuf)> {
+    let relative: PathBuf = spec
+        .parent
+        .split('/')
+        .filter(|c| !c.is_empty() && *c != "." && *c != "..")
+        .chain(std::iter::once(spec.name.as_str()))
+        .collect();
+    hierarchies()
+        .into_iter()
+        .map(|h| {
+            let dir = h.mount.join(&relative);
+            (h, dir)
+        })
+        .collect()
+}
+
+/// Creates the pod cgroup in every hierarchy and applies its limits. Returns the directories.
+pub(crate) fn create(spec: &CgroupSpec) -> Result<Vec<PathBuf>, Error> {
+    let mut created = Vec::new();
+    for (h, dir) in pod_dirs(spec) {
+        if let Err(e) = make_dirs(&h, &dir) {
+            remove(&created);
+            return Err(e);
+        }
+        created.push(dir);
+    }
+    if let Err(e) = apply(&created, &spec.resources) {
+        remove(&created);
+        return Err(e);
+    }
+    Ok(created)
+}
+
+/// Creates `dir` and its missing parents below the hierarchy's mount.
+fn make_dirs(h: &Hierarchy, dir: &Path) -> Result<(), Error> {
+    let mut missing = Vec::new();
+    let mut cur = dir;
+    while !cur.exists() && cur != h.mount {
+        missing.push(cur.to_path_buf());
+        match cur.parent() {
+            Some(parent) => cur = parent,
+            None => break,
+        }
+    }
+    for d in missing.iter().rev() {
+        if h.v2
+            && let Some(parent) = d.parent()
+        {
+            // Delegate the usual controllers; refused where the parent holds processes.
+            let _ = std::fs::write(parent.join("cgroup.subtree_control"), "+cpu +memory +pids");
+        }
+        match std::fs::create_dir(d) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => {
+                return Err(Error::Io {
+                    what: format!("cannot create cgroup {}", d.display()),
+                    source: e,
+                });
+            }
+        }
+        if h.controllers.iter().any(|c| c == "cpuset") {
+            inherit_cpuset(d)?;
+        }
+    }
+    Ok(())
+}
+
+/// A new v1 cpuset cgroup starts empty: copy its parent's cpus and mems.
+fn inherit_cpuset(dir: &Path) -> Result<(), Error> {
+    let Some(parent) = dir.parent() else {
+        return Ok(());
+    };
+    for file in ["cpuset.cpus", "cpuset.mems"] {
+        let own = std::fs::read_to_string(dir.join(file)).unwrap_or_default();
+        if own.trim().is_empty() {
+            let value = std::fs::read_to_string(parent.join(file)).unwrap_or_default();
+            std::fs::write(dir.join(file), value.trim()).map_err(Error::io(format!(
+                "cannot write {}",
+                dir.join(file).display()
+            )))?;
+        }
+    }
+    Ok(())
+}
+
+/// Moves `pid` into every directory.
+pub(crate) fn enter(dirs: &[PathBuf], pid: i32) -> Result<(), Error> {
+    for dir in dirs {
+        std::fs::write(dir.join("cgroup.procs"), pid.to_string()).map_err(Error::io(format!(
+            "cannot move pid {pid} into cgroup {}",
+            dir.display()
+        )))?;
+    }
+    Ok(())
+}
+
+/// The cgroup directories this process is in now, one per hierarchy.
+pub(crate) fn current() -> Vec<PathBuf> {
+    let text = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+    let mut out = Vec::new();
+    for h in hierarchies() {
+        for line in text.lines() {
+            let mut parts = line.splitn(3, ':');
+            let (Some(_), Some(ctrls), Some(path)) = (parts.next(), parts.next(), parts.next())
+            else {
+                continue;
+            };
+            let matches = if h.v2 {
+                ctrls.is_empty()
+            } else {
+                let set: Vec<&str> = ctrls.split(',').collect();
+                !set.is_empty()
+                    && h.controllers.iter().all(|c| set.contains(&c.as_str()))
+                    && set.len() == h.controllers.len()
+            };
+            if matches {
+                out.push(h.mount.join(path.trim_start_matches('/')));
+            }
+        }
+    }
+    out
+}
+
+/// Applies limits to the pod cgroup directories (v1 and v2 files, whichever exist).
+pub(crate) fn apply(dirs: &[PathBuf], r: &Resources) -> Result<(), Error> {
+    for dir in dirs {
+        let write = |file: &str, value: String| -> Result<(), Error> {
+            let path = dir.join(file);
+            if !path.exists() {
+                return Ok(());
+            }
+            std::fs::write(&path, &value).map_err(Error::io(format!(
+                "cannot write {value:?} to {}",
+                path.display()
+            )))
+        };
+        if let Some(shares) = r.cpu_shares {
+            write("cpu.shares", shares.to_string())?;
+            write("cpu.weight", shares_to_weight(shares).to_string())?;
+        }
+        if let Some(period) = r.cpu_period.filter(|p| *p > 0) {
+            write("cpu.cfs_period_us", period.to_string())?;
+        }
+        if let Some(quota) = r.cpu_quota {
+            let quota = if quota > 0 { quota } else { -1 };
+            write("cpu.cfs_quota_us", quota.to_string())?;
+            let period = r.cpu_period.filter(|p| *p > 0).unwrap_or(100_000);
+            let max = if quota > 0 {
+                quota.to_string()
+            } else {
+                "max".to_owned()
+            };
+            write("cpu.max", format!("{max} {period}"))?;
+        }
+        if let Some(limit) = r.memory_limit {
+            let v1 = if limit > 0 { limit } else { -1 };
+            write("memory.limit_in_bytes", v1.to_string())?;
+            let v2 = if limit > 0 {
+                limit.to_string()
+            } else {
+                "max".to_owned()
+            };
+            write("memory.max", v2)?;
+        }
+    }
+    Ok(())
+}
+
+/// cgroup v1 cpu shares to a cgroup v2 weight (the conversion the OCI runtimes use).
+pub(crate) fn shares_to_weight(shares: u64) -> u64 {
+    if shares == 0 {
+        return 0;
+    }
+    1 + (shares.clamp(2, 262_144) - 2) * 9999 / 262_142
+}
+
+/// Removes the directories, retrying while the last processes leave.
+pub(crate) fn remove(dirs: &[PathBuf]) {
+    for dir in dirs.iter().rev() {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            match std::fs::remove_dir(dir) {
+                Ok(()) => break,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
+                Err(e) if Instant::now() > deadline => {
+                    crate::log(format_args!("cannot remove cgroup {}: {e}", dir.display()));
+                    break;
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(10)),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_hybrid_mountinfo() {
+        let text = "\
+31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
+32 31 0:29 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu
+34 31 0:31 / /sys/fs/cgroup/cpuset rw,relatime - cgroup cgroup rw,cpuset
+40 31 0:37 / /sys/fs/cgroup/systemd rw,relatime - cgroup cgroup rw,name=systemd
+41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
+99 31 0:29 / /mnt/again rw,relatime - cgroup cgroup rw,cpu
+";
+        let h = parse_mountinfo(text);
+        assert_eq!(h.len(), 4);
+        assert_eq!(h[0].controllers, vec!["cpu".to_owned()]);
+        assert_eq!(h[2].controllers, vec!["name=systemd".to_owned()]);
+        assert!(h[3].v2);
+    }
+
+    #[test]
+    fn limits_reach_v1_and_v2_files() {
+        let v1 = tempfile::tempdir().expect("tempdir");
+        let v2 = tempfile::tempdir().expect("tempdir");
+        for f in [
+            "cpu.shares",
+            "cpu.cfs_period_us",
+            "cpu.cfs_quota_us",
+            "memory.limit_in_bytes",
+        ] {
+            std::fs::write(v1.path().join(f), "").expect("v1 file");
+        }
+        for f in ["cpu.weight", "cpu.max", "memory.max"] {
+            std::fs::write(v2.path().join(f), "").expect("v2 file");
+        }
+        let dirs = [v1.path().to_path_buf(), v2.path().to_path_buf()];
+        let limits = Resources {
+            cpu_period: Some(50_000),
+            cpu_quota: Some(25_000),
+            cpu_shares: Some(1024),
+            memory_limit: Some(1 << 30),
+        };
+        apply(&dirs, &limits).expect("apply");
+        let read = |d: &Path, f: &str| std::fs::read_to_string(d.join(f)).unwrap_or_default();
+        assert_eq!(read(v1.path(), "cpu.shares"), "1024");
+        assert_eq!(read(v1.path(), "cpu.cfs_quota_us"), "25000");
+        assert_eq!(read(v1.path(), "cpu.cfs_period_us"), "50000");
+        assert_eq!(read(v1.path(), "memory.limit_in_bytes"), "1073741824");
+        assert_eq!(read(v2.path(), "cpu.weight"), "39");
+        assert_eq!(read(v2.path(), "cpu.max"), "25000 50000");
+        assert_eq!(read(v2.path(), "memory.max"), "1073741824");
+        // No v2 file is created where the controller is absent.
+        assert!(!v1.path().join("memory.max").exists());
+        let unlimited = Resources {
+            cpu_quota: Some(-1),
+            memory_limit: Some(0),
+            ..Resources::default()
+        };
+        apply(&dirs, &unlimited).expect("apply");
+        assert_eq!(read(v2.path(), "cpu.max"), "max 100000");
+        assert_eq!(read(v2.path(), "memory.max"), "max");
+        assert_eq!(read(v1.path(), "memory.limit_in_bytes"), "-1");
+    }
+
+    #[test]
+    fn weight_conversion() {
+        assert_eq!(shares_to_weight(2), 1);
+        assert_eq!(shares_to_weight(1024), 39);
+        assert_eq!(shares_to_weight(262_144), 10_000);
+    }
+}

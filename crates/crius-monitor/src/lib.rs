@@ -1,0 +1,260 @@
+//! The crius pod monitor: one single-threaded process per pod, started by criusd as
+//! `criusd monitor --pod-dir DIR` and detached from it. It creates the pod sandbox with one
+//! clone (user, network, IPC, UTS, PID, mount and cgroup namespaces), writes the user namespace
+//! maps, pins the network namespace, places the sandbox in the pod cgroup, is the child subreaper
+//! of the pod, and serves the monitor protocol of `crius-proto` on `DIR/monitor.sock`.
+//!
+//! Raw namespace, mount and clone syscalls live in this crate alone; criusd calls in only from
+//! its `main` before any thread exists ([`main`] and [`probe_idmap`]).
+
+mod cgroup;
+mod mounts;
+mod probe;
+mod sandbox;
+mod server;
+
+use std::ffi::OsString;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use crius_proto::{MonitorState, PROTOCOL_VERSION, SandboxSpec, Startup, layout};
+
+pub use probe::probe_idmap;
+
+/// Why a monitor could not do its work.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The command line is not `monitor --pod-dir DIR [--cleanup]`.
+    #[error("usage: criusd monitor --pod-dir DIR [--cleanup]")]
+    Usage,
+    /// A file of the pod directory could not be read or parsed.
+    #[error("cannot read {path}: {reason}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The spec or state file is of another protocol version.
+    #[error("{path} has version {found}, this monitor speaks {PROTOCOL_VERSION}")]
+    Version {
+        /// The file.
+        path: PathBuf,
+        /// Its version.
+        found: u32,
+    },
+    /// A system call failed.
+    #[error("{what}: {source}")]
+    Sys {
+        /// What was being done.
+        what: String,
+        /// The errno.
+        source: nix::Error,
+    },
+    /// A file could not be written.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The sandbox process reported a failure while setting itself up.
+    #[error("the sandbox process failed: {0}")]
+    Sandbox(String),
+    /// The node cannot run this sandbox (kernel or configuration lacks something).
+    #[error("{0}")]
+    Precondition(String),
+    /// The state could not be written whole.
+    #[error(transparent)]
+    Write(#[from] crius_proto::WriteError),
+}
+
+impl Error {
+    pub(crate) fn sys(what: impl Into<String>) -> impl FnOnce(nix::Error) -> Error {
+        let what = what.into();
+        move |source| Error::Sys { what, source }
+    }
+
+    pub(crate) fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
+        let what = what.into();
+        move |source| Error::Io { what, source }
+    }
+}
+
+/// The entry point of `criusd monitor …`. `args` are the words after `monitor`. Must be called
+/// while the process is single-threaded.
+pub fn main(args: &[OsString]) -> ExitCode {
+    let mut pod_dir = None;
+    let mut cleanup = false;
+    let mut words = args.iter();
+    while let Some(word) = words.next() {
+        match word.to_str() {
+            Some("--pod-dir") => pod_dir = words.next().map(PathBuf::from),
+            Some("--cleanup") => cleanup = true,
+            _ => pod_dir = None,
+        }
+    }
+    let Some(dir) = pod_dir.filter(|d| d.is_absolute()) else {
+        eprintln!("criusd monitor: {}", Error::Usage);
+        return ExitCode::from(2);
+    };
+    if cleanup {
+        return match server::cleanup(&dir) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("criusd monitor: cleanup of {}: {e}", dir.display());
+                ExitCode::FAILURE
+            }
+        };
+    }
+    run(&dir)
+}
+
+/// Reads and checks the spec criusd wrote.
+fn read_spec(dir: &Path) -> Result<SandboxSpec, Error> {
+    let path = dir.join(layout::SPEC);
+    let text = std::fs::read(&path).map_err(|e| Error::Read {
+        path: path.clone(),
+        reason: e.to_string(),
+    })?;
+    let spec: SandboxSpec = serde_json::from_slice(&text).map_err(|e| Error::Read {
+        path: path.clone(),
+        reason: e.to_string(),
+    })?;
+    if spec.version != PROTOCOL_VERSION {
+        return Err(Error::Version {
+            path,
+            found: spec.version,
+        });
+    }
+    Ok(spec)
+}
+
+/// Reads the state a monitor wrote.
+pub(crate) fn read_state(dir: &Path) -> Result<MonitorState, Error> {
+    let path = dir.join(layout::STATE);
+    let text = std::fs::read(&path).map_err(|e| Error::Read {
+        path: path.clone(),
+        reason: e.to_string(),
+    })?;
+    serde_json::from_slice(&text).map_err(|e| Error::Read {
+        path,
+        reason: e.to_string(),
+    })
+}
+
+/// Writes the state whole.
+pub(crate) fn write_state(dir: &Path, state: &MonitorState) -> Result<(), Error> {
+    let data = serde_json::to_vec_pretty(state).map_err(|e| Error::Io {
+        what: "cannot encode the state".into(),
+        source: e.into(),
+    })?;
+    crius_proto::write_whole(&dir.join(layout::STATE), &data, 0o600)?;
+    Ok(())
+}
+
+/// Writes the startup line to stdout (criusd's pipe) and detaches stdout from it.
+fn report(startup: &Startup) {
+    use std::io::Write;
+    let mut line = serde_json::to_string(startup).unwrap_or_else(|e| {
+        format!(r#"{{"failed":{{"message":"cannot encode the startup report: {e}","precondition":false}}}}"#)
+    });
+    line.push('\n');
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(line.as_bytes());
+    let _ = out.flush();
+    drop(out);
+    redirect_to_null(1);
+}
+
+/// Points `fd` at /dev/null.
+fn redirect_to_null(fd: i32) {
+    if let Ok(null) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+    {
+        // SAFETY: dup2 onto a standard descriptor number; both are valid descriptors.
+        unsafe { libc::dup2(null.as_raw_fd(), fd) };
+    }
+}
+
+/// Sends stderr to the pod's monitor log.
+fn log_to_file(dir: &Path) {
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Ok(log) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(dir.join(layout::LOG))
+    {
+        // SAFETY: dup2 onto stderr; both are valid descriptors.
+        unsafe { libc::dup2(log.as_raw_fd(), 2) };
+    }
+}
+
+/// Logs one line to stderr (the monitor log) with a timestamp.
+pub(crate) fn log(message: std::fmt::Arguments<'_>) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    eprintln!(
+        "{}.{:03} monitor[{}]: {message}",
+        now.as_secs(),
+        now.subsec_millis(),
+        std::process::id()
+    );
+}
+
+/// Runs a monitor for the pod in `dir`: detaches, creates the sandbox, reports, serves.
+fn run(dir: &Path) -> ExitCode {
+    log_to_file(dir);
+    redirect_to_null(0);
+    let spec = match read_spec(dir) {
+        Ok(spec) => spec,
+        Err(e) => {
+            report(&Startup::Failed {
+                message: e.to_string(),
+                precondition: false,
+            });
+            return ExitCode::FAILURE;
+        }
+    };
+    // Detach: the process criusd started exits at once (criusd reaps it); its child carries on
+    // in a session of its own, reparented away from criusd.
+    // SAFETY: the process is single-threaded (criusd branches here before starting threads).
+    match unsafe { nix::unistd::fork() } {
+        Ok(nix::unistd::ForkResult::Parent { .. }) => {
+            // SAFETY: _exit skips destructors and atexit handlers the child still owns.
+            unsafe { libc::_exit(0) }
+        }
+        Ok(nix::unistd::ForkResult::Child) => {}
+        Err(e) => {
+            report(&Startup::Failed {
+                message: format!("cannot fork the monitor: {e}"),
+                precondition: false,
+            });
+            return ExitCode::FAILURE;
+        }
+    }
+    let _ = nix::unistd::setsid();
+    let _ = std::env::set_current_dir("/");
+    log(format_args!("monitoring pod {}", spec.id));
+    match server::Monitor::start(dir, &spec) {
+        Ok(mut monitor) => {
+            report(&Startup::Ready(monitor.state().clone()));
+            monitor.serve();
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            log(format_args!("cannot start the sandbox: {e}"));
+            report(&Startup::Failed {
+                message: e.to_string(),
+                precondition: matches!(e, Error::Precondition(_)),
+            });
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,271 @@
+//! The sandbox process: one clone into all of the pod's new namespaces, the user namespace maps
+//! written from the monitor, then a pause loop that reaps zombies.
+
+use std::io::{Read, Write};
+use std::os::fd::OwnedFd;
+
+use crius_proto::{SandboxSpec, render_id_map};
+use nix::sched::CloneFlags;
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::wait::{WaitPidFlag, waitpid};
+use nix::unistd::Pid;
+
+use crate::Error;
+
+/// The namespaces the sandbox clone creates for `spec`.
+pub(crate) fn clone_flags(spec: &SandboxSpec) -> CloneFlags {
+    let mut flags =
+        CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWCGROUP;
+    if spec.userns.is_some() {
+        flags |= CloneFlags::CLONE_NEWUSER;
+    }
+    if spec.new_net {
+        flags |= CloneFlags::CLONE_NEWNET;
+    }
+    if spec.new_ipc {
+        flags |= CloneFlags::CLONE_NEWIPC;
+    }
+    if spec.new_pid {
+        flags |= CloneFlags::CLONE_NEWPID;
+    }
+    flags
+}
+
+/// Creates the sandbox process and returns its pid once it has set itself up and parked. The
+/// child waits until the monitor has written its user namespace maps and oom_score_adj.
+pub(crate) fn create(spec: &SandboxSpec) -> Result<Pid, Error> {
+    let (go_r, go_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(Error::sys("cannot create a pipe"))?;
+    let (status_r, status_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(Error::sys("cannot create a pipe"))?;
+    let flags = clone_flags(spec);
+    // SAFETY: a fork-like clone (no new stack: the child continues on a copy of this one). The
+    // monitor is single-threaded, so no lock is held by another thread in the child.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            flags.bits() as libc::c_ulong | libc::SIGCHLD as libc::c_ulong,
+            0usize,
+            0usize,
+            0usize,
+            0usize,
+        )
+    };
+    if ret < 0 {
+        let errno = nix::errno::Errno::last();
+        return Err(match errno {
+            nix::errno::Errno::ENOSPC | nix::errno::Errno::EUSERS => Error::Precondition(format!(
+                "cannot create the sandbox namespaces: {errno} (user.max_*_namespaces exhausted?)"
+            )),
+            _ => Error::Sys {
+                what: "cannot clone the sandbox".into(),
+                source: errno,
+            },
+        });
+    }
+    if ret == 0 {
+        drop(go_w);
+        drop(status_r);
+        child(spec, go_r, status_w);
+    }
+    drop(go_r);
+    drop(status_w);
+    let pid = Pid::from_raw(ret as i32);
+    let result = (|| {
+        if let Some(userns) = &spec.userns {
+            write_proc(pid, "uid_map", &render_id_map(&userns.uids))?;
+            write_proc(pid, "gid_map", &render_id_map(&userns.gids))?;
+        }
+        if let Some(adj) = spec.oom_score_adj {
+            set_oom_score_adj(pid, adj);
+        }
+        let mut go = std::fs::File::from(go_w);
+        go.write_all(b"g")
+            .map_err(Error::io("cannot release the sandbox process"))?;
+        drop(go);
+        let mut answer = String::new();
+        std::fs::File::from(status_r)
+            .read_to_string(&mut answer)
+            .map_err(Error::io("cannot read the sandbox process's answer"))?;
+        match answer.as_str() {
+            "ok" => Ok(()),
+            "" => Err(Error::Sandbox("it exited while setting up".into())),
+            message => Err(Error::Sandbox(message.to_owned())),
+        }
+    })();
+    if let Err(e) = result {
+        let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+        let _ = waitpid(pid, None);
+        return Err(e);
+    }
+    Ok(pid)
+}
+
+/// Sets the sandbox's `oom_score_adj`. Lowering it below the monitor's own needs
+/// CAP_SYS_RESOURCE: without it the value is clamped to the monitor's, and logged.
+pub(crate) fn set_oom_score_adj(pid: Pid, wanted: i32) {
+    let path = format!("/proc/{pid}/oom_score_adj");
+    match std::fs::write(&path, wanted.to_string()) {
+        Ok(()) => {}
+        Err(e)
+            if e.raw_os_error() == Some(libc::EPERM) || e.raw_os_error() == Some(libc::EACCES) =>
+        {
+            let own = std::fs::read_to_string("/proc/self/oom_score_adj")
+                .ok()
+                .and_then(|v| v.trim().parse::<i32>().ok())
+                .unwrap_or(0);
+            let clamped = wanted.max(own);
+            crate::log(format_args!(
+                "oom_score_adj {wanted} for the sandbox is not allowed here ({e}); using {clamped}"
+            ));
+            if let Err(e) = std::fs::write(&path, clamped.to_string()) {
+                crate::log(format_args!("cannot set oom_score_adj {clamped}: {e}"));
+            }
+        }
+        Err(e) => crate::log(format_args!("cannot set oom_score_adj {wanted}: {e}")),
+    }
+}
+
+fn write_proc(pid: Pid, file: &str, text: &str) -> Result<(), Error> {
+    std::fs::write(format!("/proc/{pid}/{file}"), text).map_err(Error::io(format!(
+        "cannot write /proc/{pid}/{file} ({})",
+        text.trim()
+    )))
+}
+
+/// The sandbox child: waits for the monitor, becomes the pod's root, sets the hostname, parks.
+fn child(spec: &SandboxSpec, go: OwnedFd, status: OwnedFd) -> ! {
+    let mut status = std::fs::File::from(status);
+    let mut byte = [0u8; 1];
+    let released = std::fs::File::from(go).read(&mut byte).ok() == Some(1);
+    if !released {
+        // The monitor died or gave up before the maps were written.
+        // SAFETY: leaving the forked child without running the parent's destructors.
+        unsafe { libc::_exit(1) }
+    }
+    match child_setup(spec) {
+        Ok(()) => {
+            let _ = status.write_all(b"ok");
+            drop(status);
+            pause()
+        }
+        Err(message) => {
+            let _ = status.write_all(message.as_bytes());
+            // SAFETY: as above.
+            unsafe { libc::_exit(1) }
+        }
+    }
+}
+
+fn child_setup(spec: &SandboxSpec) -> Result<(), String> {
+    // Die with the monitor: a sandbox nobody monitors is not ready and must not linger.
+    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
+        .map_err(|e| format!("cannot set the parent-death signal: {e}"))?;
+    if spec.userns.is_some() {
+        // Become the pod's root (the mapping's host id), with full capabilities in the new user
+        // namespace. setgroups stays allowed so that containers can set their groups.
+        let root_gid = nix::unistd::Gid::from_raw(0);
+        let root_uid = nix::unistd::Uid::from_raw(0);
+        nix::unistd::setresgid(root_gid, root_gid, root_gid)
+            .map_err(|e| format!("setresgid(0) in the user namespace: {e}"))?;
+        nix::unistd::setgroups(&[]).map_err(|e| format!("setgroups([]): {e}"))?;
+        nix::unistd::setresuid(root_uid, root_uid, root_uid)
+            .map_err(|e| format!("setresuid(0) in the user namespace: {e}"))?;
+    }
+    for (key, value) in &spec.sysctls {
+        let path = crius_proto::sysctl_path(key).ok_or_else(|| format!("bad sysctl {key:?}"))?;
+        std::fs::write(&path, value)
+            .map_err(|e| format!("cannot set sysctl {key}={value}: {e}"))?;
+    }
+    // Mounts made in the pod's mount namespace never propagate back to the host.
+    nix::mount::mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        nix::mount::MsFlags::MS_REC | nix::mount::MsFlags::MS_SLAVE,
+        None::<&str>,
+    )
+    .map_err(|e| format!("cannot make / a slave mount: {e}"))?;
+    nix::unistd::sethostname(&spec.hostname)
+        .map_err(|e| format!("cannot set the hostname {:?}: {e}", spec.hostname))?;
+    // The standard output is criusd's startup pipe: let go of it.
+    crate::redirect_to_null(1);
+    Ok(())
+}
+
+/// The pause loop: reaps every child (as PID 1 of the pod's PID namespace it inherits orphans)
+/// and exits on SIGTERM or SIGINT.
+fn pause() -> ! {
+    let mut set = SigSet::empty();
+    for signal in [
+        Signal::SIGCHLD,
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGHUP,
+    ] {
+        set.add(signal);
+    }
+    let _ = set.thread_block();
+    loop {
+        match set.wait() {
+            Ok(Signal::SIGCHLD) => {
+                while let Ok(status) = waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+                    if status == nix::sys::wait::WaitStatus::StillAlive {
+                        break;
+                    }
+                }
+            }
+            Ok(Signal::SIGTERM | Signal::SIGINT) => {
+                // SAFETY: exiting the pause process; nothing to clean up.
+                unsafe { libc::_exit(0) }
+            }
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crius_proto::{IdRange, UserNamespace};
+
+    fn spec() -> SandboxSpec {
+        SandboxSpec {
+            version: crius_proto::PROTOCOL_VERSION,
+            id: "x".into(),
+            hostname: "h".into(),
+            userns: None,
+            new_net: true,
+            new_ipc: true,
+            new_pid: true,
+            cgroup: None,
+            shm_size: 0,
+            sysctls: Default::default(),
+            oom_score_adj: None,
+        }
+    }
+
+    #[test]
+    fn flags_follow_the_spec() {
+        let mut s = spec();
+        let f = clone_flags(&s);
+        assert!(f.contains(CloneFlags::CLONE_NEWNET | CloneFlags::CLONE_NEWIPC));
+        assert!(!f.contains(CloneFlags::CLONE_NEWUSER));
+        s.new_net = false;
+        s.new_ipc = false;
+        s.new_pid = false;
+        s.userns = Some(UserNamespace {
+            uids: vec![IdRange {
+                container_id: 0,
+                host_id: 1000,
+                length: 10,
+            }],
+            gids: vec![],
+        });
+        let f = clone_flags(&s);
+        assert!(f.contains(CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWUTS));
+        assert!(!f.intersects(
+            CloneFlags::CLONE_NEWNET | CloneFlags::CLONE_NEWIPC | CloneFlags::CLONE_NEWPID
+        ));
+    }
+}

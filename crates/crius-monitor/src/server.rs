@@ -1,0 +1,345 @@
+//! The monitor's life after detaching: set the sandbox up, serve the socket, reap, tear down.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::fd::AsFd;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crius_proto::{
+    Exit, MonitorState, PROTOCOL_VERSION, Reply, ReplyBody, Request, RequestBody, SandboxSpec,
+    layout, process_is, process_start_time,
+};
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::Pid;
+
+use crate::{Error, cgroup, log, mounts, sandbox, write_state};
+
+/// How long one client may take to send its request.
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A running monitor and its sandbox.
+pub(crate) struct Monitor {
+    dir: PathBuf,
+    state: MonitorState,
+    listener: UnixListener,
+    signals: SignalFd,
+}
+
+/// What the serve loop does after a request.
+enum Next {
+    Serve,
+    Exit,
+}
+
+impl Monitor {
+    /// Creates the sandbox for `spec`, records the state and binds the socket.
+    pub(crate) fn start(dir: &Path, spec: &SandboxSpec) -> Result<Monitor, Error> {
+        nix::sys::prctl::set_child_subreaper(true)
+            .map_err(Error::sys("cannot become the child subreaper"))?;
+        let mut mask = SigSet::empty();
+        mask.add(Signal::SIGCHLD);
+        mask.thread_block()
+            .map_err(Error::sys("cannot block SIGCHLD"))?;
+        let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
+            .map_err(Error::sys("cannot create a signalfd"))?;
+
+        let cgroup_dirs = match &spec.cgroup {
+            Some(cg) => cgroup::create(cg)?,
+            None => Vec::new(),
+        };
+        let mut undo = Undo {
+            dir: dir.to_owned(),
+            cgroups: cgroup_dirs.clone(),
+            armed: true,
+        };
+        // The sandbox's cgroup namespace is rooted at the cgroup it is cloned in: clone it from
+        // inside the pod cgroup, then step back out so the monitor is not limited with the pod.
+        let own = cgroup::current();
+        let me = i32::try_from(std::process::id()).unwrap_or(0);
+        let created = cgroup::enter(&cgroup_dirs, me).and_then(|()| sandbox::create(spec));
+        if let Err(e) = cgroup::enter(&own, me) {
+            log(format_args!("cannot leave the pod cgroup: {e}"));
+        }
+        let pid = created?;
+        let mut state = MonitorState {
+            version: PROTOCOL_VERSION,
+            monitor_pid: me,
+            monitor_start_time: process_start_time(me).unwrap_or(0),
+            sandbox_pid: pid.as_raw(),
+            sandbox_start_time: process_start_time(pid.as_raw()).unwrap_or(0),
+            netns: None,
+            cgroup_dirs,
+            exit: None,
+        };
+        let result = (|| {
+            if spec.new_net {
+                state.netns = Some(mounts::pin_netns(dir, pid.as_raw())?);
+            }
+            if spec.new_ipc && spec.shm_size > 0 {
+                let root = |ranges: Option<&Vec<crius_proto::IdRange>>| {
+                    ranges
+                        .and_then(|r| r.first())
+                        .and_then(|r| r.to_host(0))
+                        .unwrap_or(0)
+                };
+                let uid = root(spec.userns.as_ref().map(|u| &u.uids));
+                let gid = root(spec.userns.as_ref().map(|u| &u.gids));
+                mounts::mount_shm(dir, spec.shm_size, uid, gid)?;
+            }
+            write_state(dir, &state)?;
+            let socket = dir.join(layout::SOCKET);
+            let _ = std::fs::remove_file(&socket);
+            let listener = crius_proto::socket_path(dir, layout::SOCKET)
+                .and_then(|(_dir, short)| UnixListener::bind(short))
+                .map_err(Error::io(format!("cannot listen on {}", socket.display())))?;
+            listener
+                .set_nonblocking(true)
+                .map_err(Error::io("cannot make the socket non-blocking"))?;
+            Ok(listener)
+        })();
+        match result {
+            Ok(listener) => {
+                undo.armed = false;
+                log(format_args!(
+                    "sandbox {} runs as pid {}",
+                    spec.id, state.sandbox_pid
+                ));
+                Ok(Monitor {
+                    dir: dir.to_owned(),
+                    state,
+                    listener,
+                    signals,
+                })
+            }
+            Err(e) => {
+                let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+                let _ = waitpid(pid, None);
+                Err(e)
+            }
+        }
+    }
+
+    /// The current state.
+    pub(crate) fn state(&self) -> &MonitorState {
+        &self.state
+    }
+
+    /// Serves requests and reaps children until asked to shut down.
+    pub(crate) fn serve(&mut self) {
+        loop {
+            let (sig_ready, conn_ready) = {
+                let mut fds = [
+                    PollFd::new(self.signals.as_fd(), PollFlags::POLLIN),
+                    PollFd::new(self.listener.as_fd(), PollFlags::POLLIN),
+                ];
+                match poll(&mut fds, PollTimeout::NONE) {
+                    Ok(_) => {}
+                    Err(nix::errno::Errno::EINTR) => continue,
+                    Err(e) => {
+                        log(format_args!("poll failed: {e}"));
+                        std::thread::sleep(Duration::from_millis(100));
+                        continue;
+                    }
+                }
+                let ready = |fd: &PollFd<'_>| fd.revents().is_some_and(|r| !r.is_empty());
+                (ready(&fds[0]), ready(&fds[1]))
+            };
+            if sig_ready {
+                while let Ok(Some(_)) = self.signals.read_signal() {}
+                self.reap();
+            }
+            if conn_ready {
+                while let Ok((conn, _)) = self.listener.accept() {
+                    if let Next::Exit = self.handle(conn) {
+                        log(format_args!("shut down"));
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reaps every exited child; records the sandbox's exit.
+    fn reap(&mut self) {
+        loop {
+            match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) | Err(_) => break,
+                Ok(status) => self.record(status),
+            }
+        }
+    }
+
+    fn record(&mut self, status: WaitStatus) {
+        let (pid, code) = match status {
+            WaitStatus::Exited(pid, code) => (pid, code),
+            WaitStatus::Signaled(pid, signal, _) => (pid, 128 + signal as i32),
+            _ => return,
+        };
+        if pid.as_raw() != self.state.sandbox_pid || self.state.exit.is_some() {
+            return;
+        }
+        log(format_args!("the sandbox exited with {code}"));
+        self.state.exit = Some(Exit {
+            code,
+            at_ns: now_ns(),
+        });
+        self.save();
+    }
+
+    fn save(&self) {
+        if let Err(e) = write_state(&self.dir, &self.state) {
+            log(format_args!("{e}"));
+        }
+    }
+
+    fn handle(&mut self, conn: UnixStream) -> Next {
+        let _ = conn.set_nonblocking(false);
+        let _ = conn.set_read_timeout(Some(CLIENT_TIMEOUT));
+        let _ = conn.set_write_timeout(Some(CLIENT_TIMEOUT));
+        let mut line = String::new();
+        let mut reader = BufReader::new(&conn);
+        if reader.read_line(&mut line).is_err() {
+            return Next::Serve;
+        }
+        let (result, next) = match serde_json::from_str::<Request>(&line) {
+            Err(e) => (Err(format!("invalid request: {e}")), Next::Serve),
+            Ok(req) if req.version != PROTOCOL_VERSION => (
+                Err(format!(
+                    "protocol version {} is not {PROTOCOL_VERSION}",
+                    req.version
+                )),
+                Next::Serve,
+            ),
+            Ok(req) => self.execute(req.body),
+        };
+        let reply = Reply {
+            version: PROTOCOL_VERSION,
+            result: result.map(|()| ReplyBody::State(self.state.clone())),
+        };
+        if let Ok(mut text) = serde_json::to_string(&reply) {
+            text.push('\n');
+            let _ = (&conn).write_all(text.as_bytes());
+        }
+        next
+    }
+
+    fn execute(&mut self, body: RequestBody) -> (Result<(), String>, Next) {
+        match body {
+            RequestBody::Status => {
+                self.reap();
+                (Ok(()), Next::Serve)
+            }
+            RequestBody::StopSandbox => (self.stop().map_err(|e| e.to_string()), Next::Serve),
+            RequestBody::UpdateResources { resources } => (
+                cgroup::apply(&self.state.cgroup_dirs, &resources).map_err(|e| e.to_string()),
+                Next::Serve,
+            ),
+            RequestBody::Shutdown => {
+                let result = self.stop().and_then(|()| {
+                    mounts::release(&self.dir.join(layout::SHM))?;
+                    cgroup::remove(&self.state.cgroup_dirs);
+                    let _ = std::fs::remove_file(self.dir.join(layout::SOCKET));
+                    Ok(())
+                });
+                let next = if result.is_ok() {
+                    Next::Exit
+                } else {
+                    Next::Serve
+                };
+                (result.map_err(|e| e.to_string()), next)
+            }
+        }
+    }
+
+    /// Kills the sandbox (its PID namespace dies with it), reaps it, unpins the netns.
+    fn stop(&mut self) -> Result<(), Error> {
+        if self.state.exit.is_none() {
+            let pid = Pid::from_raw(self.state.sandbox_pid);
+            let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+            match waitpid(pid, None) {
+                Ok(status) => self.record(status),
+                Err(e) => {
+                    log(format_args!("waiting for the sandbox: {e}"));
+                    self.reap();
+                }
+            }
+            if self.state.exit.is_none() {
+                self.state.exit = Some(Exit {
+                    code: 137,
+                    at_ns: now_ns(),
+                });
+                self.save();
+            }
+        }
+        if let Some(netns) = self.state.netns.take() {
+            mounts::release(&netns)?;
+            self.save();
+        }
+        Ok(())
+    }
+}
+
+/// Removes what a partly started monitor made, unless disarmed.
+struct Undo {
+    dir: PathBuf,
+    cgroups: Vec<PathBuf>,
+    armed: bool,
+}
+
+impl Drop for Undo {
+    fn drop(&mut self) {
+        if self.armed {
+            let _ = mounts::release(&self.dir.join(layout::NETNS));
+            let _ = mounts::release(&self.dir.join(layout::SHM));
+            cgroup::remove(&self.cgroups);
+        }
+    }
+}
+
+fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// Releases everything of a pod whose monitor is gone (or refuses to answer): kills the monitor
+/// and sandbox if they still run (checked against their start times), unmounts the netns and
+/// shm, removes the pod cgroup and the socket.
+pub(crate) fn cleanup(dir: &Path) -> Result<(), Error> {
+    let state = crate::read_state(dir).ok();
+    let mut cgroups = Vec::new();
+    if let Some(state) = &state {
+        for (pid, start) in [
+            (state.monitor_pid, state.monitor_start_time),
+            (state.sandbox_pid, state.sandbox_start_time),
+        ] {
+            if process_is(pid, start) {
+                let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while process_is(state.sandbox_pid, state.sandbox_start_time) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        cgroups.extend(state.cgroup_dirs.iter().cloned());
+    }
+    if let Ok(spec) = crate::read_spec(dir)
+        && let Some(cg) = &spec.cgroup
+    {
+        for (_, d) in cgroup::pod_dirs(cg) {
+            if !cgroups.contains(&d) {
+                cgroups.push(d);
+            }
+        }
+    }
+    mounts::release(&dir.join(layout::NETNS))?;
+    mounts::release(&dir.join(layout::SHM))?;
+    cgroup::remove(&cgroups);
+    let _ = std::fs::remove_file(dir.join(layout::SOCKET));
+    Ok(())
+}

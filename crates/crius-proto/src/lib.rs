@@ -1,0 +1,459 @@
+//! The small types crius-runtime (in criusd) and the crius pod monitor share: the sandbox spec
+//! criusd hands a new monitor, the monitor's durable state, the pod directory layout, and the
+//! request/reply messages of the monitor socket.
+//!
+//! The socket protocol is one JSON object per line over a unix stream socket: the client writes
+//! one [`Request`] line, the monitor answers one [`Reply`] line and closes the connection. Both
+//! carry [`PROTOCOL_VERSION`]; a monitor refuses a request of another version. New requests
+//! (containers, exec, attach) are new [`RequestBody`] variants with, where needed, new
+//! [`ReplyBody`] variants.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Version of the monitor socket protocol and of the files below.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Files in a pod's directory `<state>/pods/<id>/`.
+pub mod layout {
+    /// The sandbox spec criusd writes before starting the monitor.
+    pub const SPEC: &str = "spec.json";
+    /// The monitor's durable state ([`crate::MonitorState`]).
+    pub const STATE: &str = "state.json";
+    /// The monitor's unix socket.
+    pub const SOCKET: &str = "monitor.sock";
+    /// The monitor's stderr.
+    pub const LOG: &str = "monitor.log";
+    /// The sandbox's network namespace, bind mounted (pinned) while the pod runs; CNI's
+    /// `netns_path`.
+    pub const NETNS: &str = "netns";
+    /// The pod's `/dev/shm` (a tmpfs) when the pod has its own IPC namespace.
+    pub const SHM: &str = "shm";
+    /// The pod's `/etc/hostname`.
+    pub const HOSTNAME: &str = "hostname";
+    /// The pod's `/etc/hosts`.
+    pub const HOSTS: &str = "hosts";
+    /// The pod's `/etc/resolv.conf`.
+    pub const RESOLV_CONF: &str = "resolv.conf";
+}
+
+/// One contiguous id mapping range (`uid_map` / `gid_map` line).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdRange {
+    /// First id inside the user namespace.
+    pub container_id: u32,
+    /// First id on the host.
+    pub host_id: u32,
+    /// Number of ids.
+    pub length: u32,
+}
+
+impl IdRange {
+    /// The host id that container id `id` maps to, if mapped.
+    pub fn to_host(&self, id: u32) -> Option<u32> {
+        let offset = id.checked_sub(self.container_id)?;
+        if offset < self.length {
+            self.host_id.checked_add(offset)
+        } else {
+            None
+        }
+    }
+}
+
+/// Renders ranges in the format of `/proc/PID/uid_map` as written by a process.
+pub fn render_id_map(ranges: &[IdRange]) -> String {
+    ranges
+        .iter()
+        .map(|r| format!("{} {} {}\n", r.container_id, r.host_id, r.length))
+        .collect()
+}
+
+/// Parses `/proc/PID/uid_map` text (whitespace separated triples, one per line).
+pub fn parse_id_map(text: &str) -> Option<Vec<IdRange>> {
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|line| {
+            let mut fields = line.split_whitespace().map(str::parse::<u32>);
+            let range = IdRange {
+                container_id: fields.next()?.ok()?,
+                host_id: fields.next()?.ok()?,
+                length: fields.next()?.ok()?,
+            };
+            fields.next().is_none().then_some(range)
+        })
+        .collect()
+}
+
+/// The user namespace of a sandbox: one uid and one gid range (validated by crius-runtime).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserNamespace {
+    /// uid mappings.
+    pub uids: Vec<IdRange>,
+    /// gid mappings.
+    pub gids: Vec<IdRange>,
+}
+
+/// CPU and memory limits of a pod cgroup. `None` leaves a value alone.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resources {
+    /// CFS period in microseconds.
+    pub cpu_period: Option<u64>,
+    /// CFS quota in microseconds per period; negative means unlimited.
+    pub cpu_quota: Option<i64>,
+    /// cgroup v1 cpu shares (2..262144); v2 weight is derived from it.
+    pub cpu_shares: Option<u64>,
+    /// Memory limit in bytes; 0 or absent means unlimited.
+    pub memory_limit: Option<i64>,
+}
+
+impl Resources {
+    /// Whether nothing is set.
+    pub fn is_empty(&self) -> bool {
+        self == &Resources::default()
+    }
+}
+
+/// Where the pod cgroup goes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CgroupSpec {
+    /// Parent cgroup path relative to each hierarchy root (absolute, `/`-separated).
+    pub parent: String,
+    /// Name of the pod's own cgroup under `parent`.
+    pub name: String,
+    /// Limits applied when it is created.
+    #[serde(default)]
+    pub resources: Resources,
+}
+
+/// What a monitor needs to create a sandbox; criusd writes it whole to `spec.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SandboxSpec {
+    /// [`PROTOCOL_VERSION`].
+    pub version: u32,
+    /// The pod sandbox id.
+    pub id: String,
+    /// Hostname set in the sandbox's UTS namespace.
+    pub hostname: String,
+    /// A user namespace to create, or none to stay in the host's.
+    pub userns: Option<UserNamespace>,
+    /// Create a network namespace (false: network NODE).
+    pub new_net: bool,
+    /// Create an IPC namespace (false: ipc NODE).
+    pub new_ipc: bool,
+    /// Create a PID namespace (false: pid NODE).
+    pub new_pid: bool,
+    /// The pod cgroup, or none to leave the sandbox in the monitor's cgroup.
+    pub cgroup: Option<CgroupSpec>,
+    /// Size in bytes of the pod's `/dev/shm` tmpfs (with `new_ipc`).
+    pub shm_size: u64,
+    /// Namespaced sysctls set inside the sandbox (validated by crius-runtime).
+    #[serde(default)]
+    pub sysctls: std::collections::BTreeMap<String, String>,
+    /// `oom_score_adj` of the sandbox process (clamped to what the node allows).
+    #[serde(default)]
+    pub oom_score_adj: Option<i32>,
+}
+
+/// The `/proc/sys` path of a sysctl key: dots separate components, unless the key uses
+/// slashes (then dots are part of a component, as in `net/ipv4/conf/eth0.1/forwarding`).
+/// `None` for keys that would leave `/proc/sys`.
+pub fn sysctl_path(key: &str) -> Option<PathBuf> {
+    let components: Vec<&str> = if key.contains('/') {
+        key.split('/').collect()
+    } else {
+        key.split('.').collect()
+    };
+    if components
+        .iter()
+        .any(|c| c.is_empty() || *c == "." || *c == ".." || c.contains('\0'))
+    {
+        return None;
+    }
+    let mut path = PathBuf::from("/proc/sys");
+    path.extend(components);
+    Some(path)
+}
+
+/// How the sandbox process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Exit {
+    /// Exit code, or 128 + signal number.
+    pub code: i32,
+    /// When the monitor reaped it, in nanoseconds since the epoch.
+    pub at_ns: i64,
+}
+
+/// The monitor's durable state, written whole to `state.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MonitorState {
+    /// [`PROTOCOL_VERSION`].
+    pub version: u32,
+    /// The monitor's pid.
+    pub monitor_pid: i32,
+    /// The monitor's start time (field 22 of `/proc/PID/stat`), against pid reuse.
+    pub monitor_start_time: u64,
+    /// The sandbox (pause) process's pid on the host.
+    pub sandbox_pid: i32,
+    /// The sandbox's start time (field 22 of `/proc/PID/stat`), against pid reuse.
+    pub sandbox_start_time: u64,
+    /// The pinned network namespace, when the sandbox has its own.
+    pub netns: Option<PathBuf>,
+    /// The pod cgroup directories created, one per hierarchy.
+    pub cgroup_dirs: Vec<PathBuf>,
+    /// Set once the sandbox process has been reaped.
+    pub exit: Option<Exit>,
+}
+
+/// The first line a new monitor writes to its stdout, then closes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Startup {
+    /// The sandbox runs.
+    Ready(MonitorState),
+    /// The sandbox could not be created; the monitor has cleaned up and exited.
+    Failed {
+        /// What went wrong.
+        message: String,
+        /// The request cannot work on this node (as opposed to an internal failure).
+        precondition: bool,
+    },
+}
+
+/// A request to a monitor.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Request {
+    /// [`PROTOCOL_VERSION`].
+    pub version: u32,
+    /// What is asked.
+    pub body: RequestBody,
+}
+
+/// What a request asks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum RequestBody {
+    /// Report the state.
+    Status,
+    /// Kill the sandbox (and everything in the pod), wait for it, unpin the netns. Idempotent.
+    StopSandbox,
+    /// Apply limits to the pod cgroup.
+    UpdateResources {
+        /// The limits.
+        resources: Resources,
+    },
+    /// Stop the sandbox, release every mount and cgroup, answer, and exit.
+    Shutdown,
+}
+
+/// A monitor's answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reply {
+    /// [`PROTOCOL_VERSION`].
+    pub version: u32,
+    /// The answer, or why the request failed. Serialized as `{"Ok": {...}}` or
+    /// `{"Err": "..."}`.
+    pub result: Result<ReplyBody, String>,
+}
+
+/// What a monitor answers; each request kind names the variant it gets.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ReplyBody {
+    /// The monitor's state after the request (every sandbox request).
+    State(MonitorState),
+}
+
+impl Request {
+    /// A request of the current version.
+    pub fn new(body: RequestBody) -> Request {
+        Request {
+            version: PROTOCOL_VERSION,
+            body,
+        }
+    }
+}
+
+/// Whether the kernel and filesystems support idmapped mounts; the result of the start-up probe.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum IdmapSupport {
+    /// Idmapped mounts work on every probed filesystem.
+    Supported,
+    /// They do not; the reason names what the kernel or filesystem lacks.
+    Unsupported(String),
+    /// Not probed (unit tests, tools).
+    Unknown,
+}
+
+/// A path naming `dir/name` that fits a unix socket address (108 bytes) however long `dir` is:
+/// `/proc/self/fd/N/name` through the returned open descriptor of `dir`, which must be kept
+/// open while the path is used.
+pub fn socket_path(dir: &Path, name: &str) -> std::io::Result<(std::fs::File, PathBuf)> {
+    use std::os::fd::AsRawFd;
+    let handle = std::fs::File::open(dir)?;
+    let path = PathBuf::from(format!("/proc/self/fd/{}/{name}", handle.as_raw_fd()));
+    Ok((handle, path))
+}
+
+/// Why a file could not be written whole.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot write {path}: {source}")]
+pub struct WriteError {
+    /// The file.
+    pub path: PathBuf,
+    /// The I/O error.
+    pub source: std::io::Error,
+}
+
+/// Writes `data` to `path` whole: to a temporary file in the same directory, synced, then
+/// renamed over `path`.
+pub fn write_whole(path: &Path, data: &[u8], mode: u32) -> Result<(), WriteError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let err = |source| WriteError {
+        path: path.to_owned(),
+        source,
+    };
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.tmp.{}", std::process::id()));
+    let result = (|| {
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode)
+            .open(&tmp)?;
+        file.write_all(data)?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result.map_err(err)
+}
+
+/// Reads the start time (field 22, clock ticks since boot) of `pid` from `/proc/PID/stat`.
+pub fn process_start_time(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces and parentheses: fields resume after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    // rest starts at field 3 (state); field 22 is the 20th from there.
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Whether `pid` is alive (not a zombie) and still the process started at `start_time`.
+pub fn process_is(pid: i32, start_time: u64) -> bool {
+    if pid <= 0 {
+        return false;
+    }
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    let Some(close) = stat.rfind(')') else {
+        return false;
+    };
+    let mut fields = stat[close + 1..].split_whitespace();
+    let state = fields.next().unwrap_or("X");
+    if state == "Z" || state == "X" {
+        return false;
+    }
+    fields.nth(18).and_then(|t| t.parse::<u64>().ok()) == Some(start_time)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn id_map_renders_and_parses() {
+        let ranges = [IdRange {
+            container_id: 0,
+            host_id: 1000,
+            length: 100000,
+        }];
+        let text = render_id_map(&ranges);
+        assert_eq!(text, "0 1000 100000\n");
+        assert_eq!(
+            parse_id_map("         0       1000     100000\n"),
+            Some(ranges.to_vec())
+        );
+        assert_eq!(parse_id_map("0 1 x\n"), None);
+        assert_eq!(ranges[0].to_host(0), Some(1000));
+        assert_eq!(ranges[0].to_host(99999), Some(100999));
+        assert_eq!(ranges[0].to_host(100000), None);
+    }
+
+    #[test]
+    fn sysctl_paths() {
+        assert_eq!(
+            sysctl_path("net.ipv4.ip_forward"),
+            Some(PathBuf::from("/proc/sys/net/ipv4/ip_forward"))
+        );
+        assert_eq!(
+            sysctl_path("net/ipv4/conf/eth0.1/forwarding"),
+            Some(PathBuf::from("/proc/sys/net/ipv4/conf/eth0.1/forwarding"))
+        );
+        assert_eq!(sysctl_path("net/../../etc/passwd"), None);
+        assert_eq!(sysctl_path("net..x"), None);
+    }
+
+    #[test]
+    fn start_time_of_self() {
+        let pid = i32::try_from(std::process::id()).unwrap_or(0);
+        let t = process_start_time(pid);
+        assert!(t.is_some());
+        assert!(process_is(pid, t.unwrap_or(0)));
+        assert!(!process_is(pid, t.unwrap_or(0) + 1));
+    }
+
+    #[test]
+    fn write_whole_replaces() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("f");
+        write_whole(&path, b"one", 0o600).expect("write");
+        write_whole(&path, b"two", 0o600).expect("write");
+        assert_eq!(std::fs::read(&path).expect("read"), b"two");
+        assert_eq!(std::fs::read_dir(dir.path()).expect("dir").count(), 1);
+    }
+
+    #[test]
+    fn reply_round_trips() {
+        let state = MonitorState {
+            version: PROTOCOL_VERSION,
+            monitor_pid: 10,
+            monitor_start_time: 1,
+            sandbox_pid: 11,
+            sandbox_start_time: 2,
+            netns: Some(PathBuf::from("/run/crius/pods/x/netns")),
+            cgroup_dirs: vec![],
+            exit: None,
+        };
+        let reply = Reply {
+            version: PROTOCOL_VERSION,
+            result: Ok(ReplyBody::State(state)),
+        };
+        let line = serde_json::to_string(&reply).expect("json");
+        assert!(line.contains(r#""Ok":{"type":"state""#), "{line}");
+        assert_eq!(serde_json::from_str::<Reply>(&line).expect("parse"), reply);
+        let refused: Reply =
+            serde_json::from_str(r#"{"version":1,"result":{"Err":"no"}}"#).expect("parse");
+        assert_eq!(refused.result, Err("no".to_owned()));
+    }
+
+    #[test]
+    fn request_round_trips() {
+        let req = Request::new(RequestBody::UpdateResources {
+            resources: Resources {
+                memory_limit: Some(1 << 20),
+                ..Resources::default()
+            },
+        });
+        let line = serde_json::to_string(&req).expect("json");
+        assert!(line.contains("\"type\":\"update_resources\""));
+        assert_eq!(serde_json::from_str::<Request>(&line).expect("parse"), req);
+    }
+}

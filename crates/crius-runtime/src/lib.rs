@@ -1,0 +1,726 @@
+//! Pods as criusd sees them: validation, records in the metadata store, lifecycle orchestration
+//! and recovery. Each pod has a monitor process (`criusd monitor`, crate crius-monitor) that this
+//! crate starts and talks to over the pod's socket; nothing here forks in-process or makes a
+//! namespace or mount syscall.
+//!
+//! Pod directory `<state>/pods/<id>/` (names in [`crius_proto::layout`]): `spec.json`,
+//! `state.json`, `monitor.sock`, `monitor.log`, `netns` (the pinned network namespace, CNI's
+//! `netns_path`), `shm` (tmpfs), `hostname`, `hosts`, `resolv.conf`.
+
+pub mod client;
+pub mod files;
+pub mod spec;
+pub mod store;
+pub mod validate;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crius_proto::{
+    CgroupSpec, IdmapSupport, MonitorState, PROTOCOL_VERSION, RequestBody, Resources, SandboxSpec,
+    Startup, layout, process_is, write_whole,
+};
+use tokio::io::AsyncBufReadExt;
+
+use crate::client::ClientError;
+use crate::spec::{NamespaceMode, PodSpec};
+pub use crate::store::{PodRecord, PodState};
+use crate::store::{Store, StoreError};
+pub use crate::validate::Invalid;
+
+/// The cgroup parent used when the pod names none.
+pub const DEFAULT_CGROUP_PARENT: &str = "/crius";
+/// Size of a pod's `/dev/shm`.
+pub const SHM_SIZE: u64 = 64 << 20;
+/// `oom_score_adj` of sandbox processes: the pause process is the last thing to kill.
+pub const SANDBOX_OOM_SCORE_ADJ: i32 = -998;
+/// How long a new monitor may take to report its sandbox.
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Why a pod operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PodError {
+    /// The request breaks the CRI contract.
+    #[error("invalid pod sandbox config: {0}")]
+    Invalid(#[from] Invalid),
+    /// No such pod.
+    #[error("pod sandbox {0} not found")]
+    NotFound(String),
+    /// A pod with the same metadata exists.
+    #[error("{0}")]
+    AlreadyExists(String),
+    /// The node cannot do what the pod asks.
+    #[error("{0}")]
+    Precondition(String),
+    /// Something failed on the node.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl From<StoreError> for PodError {
+    fn from(e: StoreError) -> PodError {
+        PodError::Internal(e.to_string())
+    }
+}
+
+impl From<crius_proto::WriteError> for PodError {
+    fn from(e: crius_proto::WriteError) -> PodError {
+        PodError::Internal(e.to_string())
+    }
+}
+
+/// The cgroup driver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CgroupDriver {
+    /// crius writes cgroupfs directly.
+    Cgroupfs,
+    /// systemd manages the cgroups (not supported yet).
+    Systemd,
+}
+
+/// How [`Pods`] is set up.
+#[derive(Debug, Clone)]
+pub struct PodsConfig {
+    /// The daemon's state directory; pods live in `<state>/pods`.
+    pub state_dir: PathBuf,
+    /// The binary started as `BINARY monitor --pod-dir DIR` (criusd itself).
+    pub monitor_exe: PathBuf,
+    /// Result of the idmapped-mount probe.
+    pub idmap: IdmapSupport,
+    /// The cgroup driver.
+    pub cgroup_driver: CgroupDriver,
+}
+
+/// A pod and whether it is ready now.
+#[derive(Debug, Clone)]
+pub struct PodView {
+    /// The record.
+    pub record: PodRecord,
+    /// Recorded ready and its monitor and sandbox both run.
+    pub ready: bool,
+}
+
+/// The pods of this node.
+#[derive(Debug)]
+pub struct Pods {
+    store: Store,
+    pods_dir: PathBuf,
+    config: PodsConfig,
+    locks: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+fn internal(what: &str) -> impl FnOnce(std::io::Error) -> PodError + '_ {
+    move |e| PodError::Internal(format!("{what}: {e}"))
+}
+
+fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// A new sandbox id: 64 random hex digits.
+fn new_id() -> Result<String, PodError> {
+    use std::io::Read;
+    let mut bytes = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .map_err(internal("cannot read /dev/urandom"))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Whether the pod's monitor process still runs.
+fn monitor_alive(r: &PodRecord) -> bool {
+    process_is(r.monitor_pid, r.monitor_start_time)
+}
+
+impl Pods {
+    /// Opens the pod table in `db`, creates `<state>/pods`, and re-attaches to the pods of a
+    /// previous run: pods whose monitor is gone are marked not ready, never forgotten.
+    pub fn open(db: Arc<redb::Database>, config: PodsConfig) -> Result<Pods, PodError> {
+        use std::os::unix::fs::PermissionsExt;
+        let pods_dir = config.state_dir.join("pods");
+        std::fs::create_dir_all(&pods_dir).map_err(internal("cannot create the pods directory"))?;
+        std::fs::set_permissions(&pods_dir, std::fs::Permissions::from_mode(0o711))
+            .map_err(internal("cannot set the mode of the pods directory"))?;
+        let store = Store::open(db)?;
+        let mut live = 0;
+        for record in store.all()? {
+            let alive = monitor_alive(&record);
+            if alive {
+                live += 1;
+            }
+            if record.state == PodState::Creating || (record.state == PodState::Ready && !alive) {
+                tracing::warn!(id = %record.id, "pod monitor is gone: the pod is not ready");
+                store.update(&record.id, |r| r.state = PodState::NotReady)?;
+            }
+        }
+        tracing::info!(live, "re-attached to running pod monitors");
+        Ok(Pods {
+            store,
+            pods_dir,
+            config,
+            locks: std::sync::Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The cgroup driver in force.
+    pub fn cgroup_driver(&self) -> CgroupDriver {
+        self.config.cgroup_driver
+    }
+
+    /// The result of the idmapped-mount probe.
+    pub fn idmap_support(&self) -> &IdmapSupport {
+        &self.config.idmap
+    }
+
+    /// The directory of pod `id`.
+    pub fn pod_dir(&self, id: &str) -> PathBuf {
+        self.pods_dir.join(id)
+    }
+
+    fn lock(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.locks.lock().unwrap_or_else(|e| e.into_inner());
+        locks.entry(id.to_owned()).or_default().clone()
+    }
+
+    /// Drops the lock entry of a pod that no longer exists.
+    fn forget_lock(&self, id: &str) {
+        self.locks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id);
+    }
+
+    /// Takes the lock of pod `id` (or unique prefix) and reads its record under it; `None` when
+    /// there is no such pod.
+    async fn locked(
+        &self,
+        id: &str,
+    ) -> Result<Option<(PodRecord, tokio::sync::OwnedMutexGuard<()>)>, PodError> {
+        let full = match self.get(id) {
+            Ok(v) => v.record.id,
+            Err(PodError::NotFound(_)) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let guard = self.lock(&full).lock_owned().await;
+        match self.get(&full) {
+            Ok(v) => Ok(Some((v.record, guard))),
+            Err(PodError::NotFound(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Finds a pod by id or unique id prefix.
+    pub fn get(&self, id: &str) -> Result<PodView, PodError> {
+        if id.is_empty() {
+            return Err(PodError::NotFound("\"\"".into()));
+        }
+        let mut found: Vec<PodRecord> = self
+            .store
+            .all()?
+            .into_iter()
+            .filter(|r| r.id.starts_with(id))
+            .collect();
+        if let Some(exact) = found.iter().position(|r| r.id == id) {
+            return Ok(view(found.swap_remove(exact)));
+        }
+        match found.len() {
+            1 => Ok(view(found.swap_remove(0))),
+            0 => Err(PodError::NotFound(id.to_owned())),
+            n => Err(PodError::NotFound(format!(
+                "{id} (ambiguous: {n} pods match)"
+            ))),
+        }
+    }
+
+    /// Every pod.
+    pub fn list(&self) -> Result<Vec<PodView>, PodError> {
+        Ok(self.store.all()?.into_iter().map(view).collect())
+    }
+
+    /// The state the pod's monitor last recorded (`state.json`), if any: pids, the sandbox's exit.
+    pub fn monitor_state(&self, record: &PodRecord) -> Option<MonitorState> {
+        let text = std::fs::read(record.dir.join(layout::STATE)).ok()?;
+        serde_json::from_slice(&text).ok()
+    }
+
+    /// The pinned network namespace of a pod (CNI `netns_path`), while it has one.
+    pub fn netns_path(&self, id: &str) -> Result<Option<PathBuf>, PodError> {
+        Ok(self.get(id)?.record.netns)
+    }
+
+    /// Records the pod's IPs (from CNI) and rewrites its `/etc/hosts` with them.
+    pub fn set_ips(&self, id: &str, ips: Vec<String>) -> Result<(), PodError> {
+        let record = self
+            .store
+            .update(id, |r| r.ips = ips.clone())?
+            .ok_or_else(|| PodError::NotFound(id.to_owned()))?;
+        files::update_hosts(&record.dir, &record.spec.hostname, &ips)?;
+        Ok(())
+    }
+
+    /// RunPodSandbox: validates, records, starts the monitor and waits for the sandbox. A
+    /// failure leaves nothing behind. Runs to completion even if the caller goes away.
+    pub async fn run(self: &Arc<Self>, spec: PodSpec) -> Result<String, PodError> {
+        let pods = self.clone();
+        tokio::spawn(async move { pods.run_inner(spec).await })
+            .await
+            .map_err(|e| PodError::Internal(format!("RunPodSandbox task failed: {e}")))?
+    }
+
+    async fn run_inner(&self, mut spec: PodSpec) -> Result<String, PodError> {
+        validate::validate(&spec)?;
+        if !spec.runtime_handler.is_empty() {
+            return Err(PodError::Invalid(Invalid {
+                field: "runtime_handler".into(),
+                reason: format!(
+                    "unknown runtime handler {:?}: crius has only the default handler \"\"",
+                    spec.runtime_handler
+                ),
+            }));
+        }
+        let userns = spec.namespaces.pod_userns();
+        if userns.is_some()
+            && let IdmapSupport::Unsupported(reason) = &self.config.idmap
+        {
+            return Err(PodError::Precondition(format!(
+                "the pod asks for a user namespace, but this node cannot run one: {reason}"
+            )));
+        }
+        if self.config.cgroup_driver == CgroupDriver::Systemd {
+            return Err(PodError::Precondition(
+                "the systemd cgroup driver is not supported by crius yet: set cgroup_driver = \
+                 \"cgroupfs\""
+                    .into(),
+            ));
+        }
+        let ns = &spec.namespaces;
+        let host_network = ns.network == NamespaceMode::Node;
+        if spec.hostname.is_empty() {
+            spec.hostname = if host_network {
+                nix_hostname()
+            } else {
+                spec.metadata
+                    .as_ref()
+                    .map(|m| m.name.clone())
+                    .unwrap_or_default()
+            };
+        }
+        let id = new_id()?;
+        let dir = self.pod_dir(&id);
+        let cgroup_parent = if spec.cgroup_parent.is_empty() {
+            DEFAULT_CGROUP_PARENT.to_owned()
+        } else {
+            spec.cgroup_parent.clone()
+        };
+        let sandbox = SandboxSpec {
+            version: PROTOCOL_VERSION,
+            id: id.clone(),
+            hostname: spec.hostname.clone(),
+            userns,
+            new_net: !host_network,
+            new_ipc: ns.ipc != NamespaceMode::Node,
+            new_pid: ns.pid != NamespaceMode::Node,
+            cgroup: Some(CgroupSpec {
+                parent: cgroup_parent,
+                name: format!("crius-{id}"),
+                resources: spec.resources.clone(),
+            }),
+            shm_size: SHM_SIZE,
+            sysctls: spec.sysctls.clone(),
+            oom_score_adj: Some(SANDBOX_OOM_SCORE_ADJ),
+        };
+        let record = PodRecord {
+            id: id.clone(),
+            spec,
+            state: PodState::Creating,
+            created_at_ns: now_ns(),
+            dir: dir.clone(),
+            monitor_pid: 0,
+            monitor_start_time: 0,
+            sandbox_pid: 0,
+            sandbox_start_time: 0,
+            netns: None,
+            ips: Vec::new(),
+        };
+        let lock = self.lock(&id);
+        let _guard = lock.lock().await;
+        if let Some(other) = self.store.insert_unique(&record)? {
+            let name = record
+                .spec
+                .metadata
+                .as_ref()
+                .map(|m| {
+                    format!(
+                        "{}/{} (uid {}, attempt {})",
+                        m.namespace, m.name, m.uid, m.attempt
+                    )
+                })
+                .unwrap_or_default();
+            self.forget_lock(&id);
+            return Err(PodError::AlreadyExists(format!(
+                "pod sandbox {name} already exists as {other}"
+            )));
+        }
+        match self.start(&record, &sandbox).await {
+            Ok(state) => {
+                self.store.update(&id, |r| {
+                    r.state = PodState::Ready;
+                    r.monitor_pid = state.monitor_pid;
+                    r.monitor_start_time = state.monitor_start_time;
+                    r.sandbox_pid = state.sandbox_pid;
+                    r.sandbox_start_time = state.sandbox_start_time;
+                    r.netns = state.netns.clone();
+                })?;
+                tracing::info!(%id, monitor = state.monitor_pid, sandbox = state.sandbox_pid, "pod sandbox ready");
+                Ok(id)
+            }
+            Err(e) => {
+                match self.release(&record).await {
+                    Ok(()) => {
+                        self.store.delete(&id)?;
+                        self.forget_lock(&id);
+                    }
+                    Err(cleanup) => {
+                        // Keep the record, not ready, so that RemovePodSandbox can retry.
+                        tracing::error!(%id, error = %cleanup, "cannot clean up a failed pod");
+                        self.store.update(&id, |r| r.state = PodState::NotReady)?;
+                    }
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Writes the pod directory and starts the monitor; returns the state it reports.
+    async fn start(
+        &self,
+        record: &PodRecord,
+        sandbox: &SandboxSpec,
+    ) -> Result<MonitorState, PodError> {
+        use std::os::unix::fs::DirBuilderExt;
+        let dir = &record.dir;
+        std::fs::DirBuilder::new()
+            .mode(0o711)
+            .create(dir)
+            .map_err(internal("cannot create the pod directory"))?;
+        let ns = &record.spec.namespaces;
+        files::write_pod_files(
+            dir,
+            &record.spec.hostname,
+            ns.network == NamespaceMode::Node,
+            record.spec.dns.as_ref(),
+        )?;
+        let data = serde_json::to_vec_pretty(sandbox)
+            .map_err(|e| PodError::Internal(format!("cannot encode the sandbox spec: {e}")))?;
+        write_whole(&dir.join(layout::SPEC), &data, 0o600)?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join(layout::LOG))
+            .map_err(internal("cannot open the monitor log"))?;
+        let mut child = tokio::process::Command::new(&self.config.monitor_exe)
+            .arg("monitor")
+            .arg("--pod-dir")
+            .arg(dir)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .map_err(internal("cannot start the pod monitor"))?;
+        let stdout = child.stdout.take();
+        let mut line = String::new();
+        let read = async {
+            if let Some(out) = stdout {
+                tokio::io::BufReader::new(out).read_line(&mut line).await?;
+            }
+            Ok::<_, std::io::Error>(())
+        };
+        let outcome = tokio::time::timeout(STARTUP_TIMEOUT, read).await;
+        // The process started exits as soon as it has forked the monitor: reap it.
+        let _ = child.wait().await;
+        match outcome {
+            Err(_) => {
+                return Err(PodError::Internal(format!(
+                    "the pod monitor did not report in {STARTUP_TIMEOUT:?} (see {})",
+                    dir.join(layout::LOG).display()
+                )));
+            }
+            Ok(Err(e)) => {
+                return Err(PodError::Internal(format!(
+                    "cannot read the pod monitor's report: {e}"
+                )));
+            }
+            Ok(Ok(())) => {}
+        }
+        match serde_json::from_str::<Startup>(&line) {
+            Ok(Startup::Ready(state)) => Ok(state),
+            Ok(Startup::Failed {
+                message,
+                precondition: true,
+            }) => Err(PodError::Precondition(message)),
+            Ok(Startup::Failed { message, .. }) => Err(PodError::Internal(format!(
+                "cannot create the pod sandbox: {message}"
+            ))),
+            Err(_) => Err(PodError::Internal(format!(
+                "the pod monitor exited without a report (see {})",
+                dir.join(layout::LOG).display()
+            ))),
+        }
+    }
+
+    /// StopPodSandbox: kills the sandbox and unpins its network namespace. Idempotent; an
+    /// unknown id is not an error.
+    pub async fn stop(self: &Arc<Self>, id: &str) -> Result<(), PodError> {
+        let pods = self.clone();
+        let id = id.to_owned();
+        tokio::spawn(async move { pods.stop_inner(&id).await })
+            .await
+            .map_err(|e| PodError::Internal(format!("StopPodSandbox task failed: {e}")))?
+    }
+
+    async fn stop_inner(&self, id: &str) -> Result<(), PodError> {
+        let Some((record, lock)) = self.locked(id).await? else {
+            return Ok(());
+        };
+        let _guard = lock;
+        let stopped = if monitor_alive(&record) {
+            match client::request(&record.dir, RequestBody::StopSandbox).await {
+                Ok(_) => true,
+                Err(e) => {
+                    tracing::warn!(id = %record.id, error = %e, "the monitor did not stop the sandbox");
+                    false
+                }
+            }
+        } else {
+            false
+        };
+        if !stopped && record.dir.exists() {
+            self.cleanup(&record.dir).await?;
+        }
+        self.store.update(&record.id, |r| {
+            r.state = PodState::NotReady;
+            r.netns = None;
+        })?;
+        Ok(())
+    }
+
+    /// RemovePodSandbox: stops the pod, ends its monitor, releases every mount and cgroup,
+    /// removes its directory and record. Idempotent; an unknown id is not an error.
+    pub async fn remove(self: &Arc<Self>, id: &str) -> Result<(), PodError> {
+        let pods = self.clone();
+        let id = id.to_owned();
+        tokio::spawn(async move { pods.remove_inner(&id).await })
+            .await
+            .map_err(|e| PodError::Internal(format!("RemovePodSandbox task failed: {e}")))?
+    }
+
+    async fn remove_inner(&self, id: &str) -> Result<(), PodError> {
+        let Some((record, lock)) = self.locked(id).await? else {
+            return Ok(());
+        };
+        let _guard = lock;
+        self.release(&record).await?;
+        self.store.delete(&record.id)?;
+        self.forget_lock(&record.id);
+        tracing::info!(id = %record.id, "pod sandbox removed");
+        Ok(())
+    }
+
+    /// Ends the monitor and releases everything of the pod, then removes its directory.
+    async fn release(&self, record: &PodRecord) -> Result<(), PodError> {
+        let mut done = false;
+        if monitor_alive(record) {
+            match client::request(&record.dir, RequestBody::Shutdown).await {
+                Ok(_) => {
+                    let deadline = Instant::now() + Duration::from_secs(5);
+                    while monitor_alive(record) && Instant::now() < deadline {
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                    done = !monitor_alive(record);
+                }
+                Err(e) => {
+                    tracing::warn!(id = %record.id, error = %e, "the monitor did not shut down");
+                }
+            }
+        }
+        if !record.dir.exists() {
+            return Ok(());
+        }
+        if !done {
+            self.cleanup(&record.dir).await?;
+        }
+        match std::fs::remove_dir_all(&record.dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(_) => {
+                // Something was still mounted: release it for good and retry.
+                self.cleanup(&record.dir).await?;
+                std::fs::remove_dir_all(&record.dir).map_err(|e| {
+                    PodError::Internal(format!("cannot remove {}: {e}", record.dir.display()))
+                })
+            }
+        }
+    }
+
+    /// Runs `BINARY monitor --pod-dir DIR --cleanup`: kills what is left of the pod and
+    /// releases its mounts and cgroups (the syscalls live in the monitor crate).
+    async fn cleanup(&self, dir: &Path) -> Result<(), PodError> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join(layout::LOG))
+            .map_err(internal("cannot open the monitor log"))?;
+        let status = tokio::process::Command::new(&self.config.monitor_exe)
+            .arg("monitor")
+            .arg("--pod-dir")
+            .arg(dir)
+            .arg("--cleanup")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .status()
+            .await
+            .map_err(internal("cannot run the pod cleanup"))?;
+        if status.success() {
+            Ok(())
+        } else {
+            let log = std::fs::read_to_string(dir.join(layout::LOG)).unwrap_or_default();
+            let last = log.lines().last().unwrap_or("").to_owned();
+            Err(PodError::Internal(format!(
+                "the pod cleanup failed ({status}): {last}"
+            )))
+        }
+    }
+
+    /// UpdatePodSandboxResources: applies limits to the pod cgroup through its monitor.
+    pub async fn update_resources(&self, id: &str, resources: Resources) -> Result<(), PodError> {
+        let pod = self.get(id)?;
+        if !monitor_alive(&pod.record) {
+            return Err(PodError::Precondition(format!(
+                "pod sandbox {} is not running",
+                pod.record.id
+            )));
+        }
+        client::request(&pod.record.dir, RequestBody::UpdateResources { resources })
+            .await
+            .map_err(|e| match e {
+                ClientError::Refused(m) => PodError::Internal(m),
+                other => PodError::Internal(other.to_string()),
+            })?;
+        Ok(())
+    }
+}
+
+fn view(record: PodRecord) -> PodView {
+    let ready = record.state == PodState::Ready
+        && monitor_alive(&record)
+        && process_is(record.sandbox_pid, record.sandbox_start_time);
+    PodView { record, ready }
+}
+
+/// The node's hostname.
+fn nix_hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "localhost".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::{IdRange, PodMetadata, UsernsOptions};
+
+    fn pods(dir: &Path, idmap: IdmapSupport, driver: CgroupDriver) -> Arc<Pods> {
+        let db = redb::Database::create(dir.join("metadata.redb")).expect("db");
+        let config = PodsConfig {
+            state_dir: dir.join("state"),
+            // A "monitor" that reports nothing (start fails) and cleans up successfully.
+            monitor_exe: PathBuf::from("/bin/true"),
+            idmap,
+            cgroup_driver: driver,
+        };
+        Arc::new(Pods::open(Arc::new(db), config).expect("open"))
+    }
+
+    fn spec(userns: bool) -> PodSpec {
+        let range = IdRange {
+            container_id: 0,
+            host_id: 1000,
+            length: 100_000,
+        };
+        let mut spec = PodSpec {
+            metadata: Some(PodMetadata {
+                name: "n".into(),
+                uid: "u".into(),
+                namespace: "ns".into(),
+                attempt: 0,
+            }),
+            ..PodSpec::default()
+        };
+        if userns {
+            spec.namespaces.userns = Some(UsernsOptions {
+                mode: NamespaceMode::Pod,
+                uids: vec![range],
+                gids: vec![range],
+            });
+        }
+        spec
+    }
+
+    #[tokio::test]
+    async fn userns_without_idmapped_mounts_is_a_precondition() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = pods(
+            dir.path(),
+            IdmapSupport::Unsupported("tmpfs: mount_setattr: EINVAL".into()),
+            CgroupDriver::Cgroupfs,
+        );
+        match p.run(spec(true)).await {
+            Err(PodError::Precondition(m)) => assert!(m.contains("tmpfs"), "{m}"),
+            other => panic!("expected a precondition failure, got {other:?}"),
+        }
+        assert!(p.list().expect("list").is_empty());
+    }
+
+    #[tokio::test]
+    async fn systemd_driver_and_unknown_handler_are_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = pods(dir.path(), IdmapSupport::Supported, CgroupDriver::Systemd);
+        assert!(matches!(
+            p.run(spec(false)).await,
+            Err(PodError::Precondition(_))
+        ));
+        let other = tempfile::tempdir().expect("tempdir");
+        let p = pods(
+            other.path(),
+            IdmapSupport::Supported,
+            CgroupDriver::Cgroupfs,
+        );
+        let mut s = spec(false);
+        s.runtime_handler = "kata".into();
+        assert!(matches!(p.run(s).await, Err(PodError::Invalid(_))));
+    }
+
+    #[tokio::test]
+    async fn a_failed_start_leaves_no_record_and_unknown_ids_are_fine() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = pods(dir.path(), IdmapSupport::Supported, CgroupDriver::Cgroupfs);
+        assert!(matches!(
+            p.run(spec(false)).await,
+            Err(PodError::Internal(_))
+        ));
+        assert!(p.list().expect("list").is_empty());
+        let leftovers = std::fs::read_dir(dir.path().join("state/pods"))
+            .expect("pods dir")
+            .count();
+        assert_eq!(leftovers, 0);
+        p.stop("nope").await.expect("stop of an unknown pod");
+        p.remove("nope").await.expect("remove of an unknown pod");
+        assert!(matches!(p.get("nope"), Err(PodError::NotFound(_))));
+    }
+}

@@ -1,0 +1,159 @@
+//! Pod records in the metadata database (redb), written transactionally.
+
+use std::path::PathBuf;
+
+use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+
+use crate::spec::PodSpec;
+
+/// The `pods` table: sandbox id → JSON [`PodRecord`].
+const PODS: TableDefinition<&str, &[u8]> = TableDefinition::new("pods");
+
+/// Where a pod is in its life, as recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PodState {
+    /// RunPodSandbox is in progress (a crash here leaves a pod that reports NotReady).
+    Creating,
+    /// The sandbox was started (it is reported ready while its monitor and sandbox live).
+    Ready,
+    /// Stopped, failed, or its monitor is gone.
+    NotReady,
+}
+
+/// One pod as recorded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PodRecord {
+    /// Sandbox id (64 hex digits).
+    pub id: String,
+    /// What was asked.
+    pub spec: PodSpec,
+    /// Recorded state.
+    pub state: PodState,
+    /// Creation time, nanoseconds since the epoch.
+    pub created_at_ns: i64,
+    /// The pod directory `<state>/pods/<id>`.
+    pub dir: PathBuf,
+    /// The monitor's pid (0 before it runs).
+    pub monitor_pid: i32,
+    /// The monitor's start time (`/proc/PID/stat` field 22).
+    pub monitor_start_time: u64,
+    /// The sandbox process's pid (0 before it runs).
+    pub sandbox_pid: i32,
+    /// The sandbox's start time.
+    pub sandbox_start_time: u64,
+    /// The pinned network namespace (CNI `netns_path`) while the pod has one.
+    pub netns: Option<PathBuf>,
+    /// Pod IPs, once networking has assigned them (first is the primary).
+    #[serde(default)]
+    pub ips: Vec<String>,
+}
+
+/// A metadata database failure.
+#[derive(Debug, thiserror::Error)]
+#[error("metadata database: {0}")]
+pub struct StoreError(String);
+
+fn err(e: impl Into<redb::Error>) -> StoreError {
+    StoreError(e.into().to_string())
+}
+
+/// The pod table of the metadata database.
+#[derive(Debug, Clone)]
+pub struct Store {
+    db: std::sync::Arc<redb::Database>,
+}
+
+impl Store {
+    /// Opens (creating) the pod table.
+    pub fn open(db: std::sync::Arc<redb::Database>) -> Result<Store, StoreError> {
+        let txn = db.begin_write().map_err(err)?;
+        txn.open_table(PODS).map_err(err)?;
+        txn.commit().map_err(err)?;
+        Ok(Store { db })
+    }
+
+    /// Inserts or replaces a record.
+    pub fn put(&self, record: &PodRecord) -> Result<(), StoreError> {
+        let data = serde_json::to_vec(record).map_err(|e| StoreError(e.to_string()))?;
+        let txn = self.db.begin_write().map_err(err)?;
+        {
+            let mut table = txn.open_table(PODS).map_err(err)?;
+            table
+                .insert(record.id.as_str(), data.as_slice())
+                .map_err(err)?;
+        }
+        txn.commit().map_err(err)
+    }
+
+    /// Inserts `record` unless a pod with the same metadata exists; returns that pod's id then.
+    pub fn insert_unique(&self, record: &PodRecord) -> Result<Option<String>, StoreError> {
+        let data = serde_json::to_vec(record).map_err(|e| StoreError(e.to_string()))?;
+        let txn = self.db.begin_write().map_err(err)?;
+        {
+            let mut table = txn.open_table(PODS).map_err(err)?;
+            for entry in table.iter().map_err(err)? {
+                let (_, value) = entry.map_err(err)?;
+                if let Ok(other) = serde_json::from_slice::<PodRecord>(value.value())
+                    && other.spec.metadata == record.spec.metadata
+                {
+                    return Ok(Some(other.id));
+                }
+            }
+            table
+                .insert(record.id.as_str(), data.as_slice())
+                .map_err(err)?;
+        }
+        txn.commit().map_err(err)?;
+        Ok(None)
+    }
+
+    /// Changes a record in one transaction; `None` when it does not exist.
+    pub fn update(
+        &self,
+        id: &str,
+        change: impl FnOnce(&mut PodRecord),
+    ) -> Result<Option<PodRecord>, StoreError> {
+        let txn = self.db.begin_write().map_err(err)?;
+        let updated = {
+            let mut table = txn.open_table(PODS).map_err(err)?;
+            let current = match table.get(id).map_err(err)? {
+                Some(v) => serde_json::from_slice::<PodRecord>(v.value())
+                    .map_err(|e| StoreError(format!("pod {id}: {e}")))?,
+                None => return Ok(None),
+            };
+            let mut record = current;
+            change(&mut record);
+            let data = serde_json::to_vec(&record).map_err(|e| StoreError(e.to_string()))?;
+            table.insert(id, data.as_slice()).map_err(err)?;
+            record
+        };
+        txn.commit().map_err(err)?;
+        Ok(Some(updated))
+    }
+
+    /// Deletes a record (absent is fine).
+    pub fn delete(&self, id: &str) -> Result<(), StoreError> {
+        let txn = self.db.begin_write().map_err(err)?;
+        {
+            let mut table = txn.open_table(PODS).map_err(err)?;
+            table.remove(id).map_err(err)?;
+        }
+        txn.commit().map_err(err)
+    }
+
+    /// Every record. A record that cannot be decoded is logged and skipped.
+    pub fn all(&self) -> Result<Vec<PodRecord>, StoreError> {
+        let txn = self.db.begin_read().map_err(err)?;
+        let table = txn.open_table(PODS).map_err(err)?;
+        let mut out = Vec::new();
+        for entry in table.iter().map_err(err)? {
+            let (key, value) = entry.map_err(err)?;
+            match serde_json::from_slice::<PodRecord>(value.value()) {
+                Ok(r) => out.push(r),
+                Err(e) => tracing::error!(id = key.value(), error = %e, "undecodable pod record"),
+            }
+        }
+        Ok(out)
+    }
+}
