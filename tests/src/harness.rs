@@ -52,10 +52,106 @@ pub async fn connect(socket: &Path) -> anyhow::Result<Channel> {
 /// How to start a daemon.
 #[derive(Debug, Clone, Default)]
 pub struct Options {
-    /// Config file contents (TOML); none when empty.
+    /// Config file contents (TOML). Unless it sets `cni_conf_dir`, the harness adds one naming
+    /// a [`TestNetwork`] private to this daemon.
     pub config: String,
     /// Extra command-line arguments.
     pub args: Vec<String>,
+}
+
+/// A CNI network private to one test daemon: its own bridge (no masquerading, no port
+/// mappings), its own /24 and IPAM state under the daemon's temporary directory, so daemons
+/// running side by side never share addresses and the host's CNI state is never touched. The
+/// bridge is deleted on drop.
+#[derive(Debug)]
+pub struct TestNetwork {
+    /// The bridge the CNI bridge plugin creates (`crt` + 8 hex digits).
+    pub bridge: String,
+    /// The first three octets of the pod subnet, e.g. `10.201.7`.
+    pub prefix: String,
+    /// The CNI configuration directory.
+    pub conf_dir: PathBuf,
+    /// host-local's data directory (one file per allocated IP under `<it>/<network name>/`).
+    pub ipam_dir: PathBuf,
+}
+
+/// The CNI network name of every [`TestNetwork`].
+pub const TEST_NETWORK_NAME: &str = "crius-test";
+
+impl TestNetwork {
+    /// Writes the conflist under `dir`.
+    pub fn create(dir: &Path) -> anyhow::Result<TestNetwork> {
+        let mut bytes = [0u8; 6];
+        std::fs::File::open("/dev/urandom")
+            .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))
+            .context("cannot read /dev/urandom")?;
+        let bridge = format!(
+            "crt{:02x}{:02x}{:02x}{:02x}",
+            bytes[0], bytes[1], bytes[2], bytes[3]
+        );
+        // 10.128.0.0/9 holds 32768 /24s: enough that concurrent test daemons do not collide.
+        let prefix = format!("10.{}.{}", 128 + (bytes[4] & 0x7f), bytes[5]);
+        let conf_dir = dir.join("cni");
+        let ipam_dir = dir.join("cni-ipam");
+        std::fs::create_dir_all(&conf_dir)?;
+        let conflist = serde_json::json!({
+            "cniVersion": "1.0.0",
+            "name": TEST_NETWORK_NAME,
+            "plugins": [{
+                "type": "bridge",
+                "bridge": bridge,
+                "isGateway": true,
+                "ipMasq": false,
+                "ipam": {
+                    "type": "host-local",
+                    "dataDir": ipam_dir,
+                    "ranges": [[{ "subnet": format!("{prefix}.0/24") }]],
+                },
+            }],
+        });
+        std::fs::write(conf_dir.join("10-test.conflist"), conflist.to_string())?;
+        Ok(TestNetwork {
+            bridge,
+            prefix,
+            conf_dir,
+            ipam_dir,
+        })
+    }
+
+    /// The addresses host-local has handed out and not released.
+    pub fn allocated_ips(&self) -> Vec<String> {
+        let Ok(entries) = std::fs::read_dir(self.ipam_dir.join(TEST_NETWORK_NAME)) else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|name| name.starts_with(&self.prefix))
+            .collect()
+    }
+
+    /// Interfaces attached to the bridge (one veth per pod).
+    pub fn attached_links(&self) -> Vec<String> {
+        let Ok(entries) = std::fs::read_dir(format!("/sys/class/net/{}/brif", self.bridge)) else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect()
+    }
+}
+
+impl Drop for TestNetwork {
+    fn drop(&mut self) {
+        if Path::new("/sys/class/net").join(&self.bridge).exists() {
+            let _ = Command::new("ip")
+                .args(["link", "del", &self.bridge])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
 }
 
 /// Paths of one daemon's temporary world.
@@ -116,6 +212,8 @@ pub struct Criusd {
     pub runtime: RuntimeServiceClient<Channel>,
     /// ImageService client.
     pub images: ImageServiceClient<Channel>,
+    /// The daemon's private CNI network, unless the config named its own.
+    pub network: Option<TestNetwork>,
 }
 
 impl Criusd {
@@ -129,11 +227,17 @@ impl Criusd {
         let dir = tempfile::Builder::new().prefix("crius-test-").tempdir()?;
         let paths = Paths::under(dir.path());
         let mut args = Self::base_args(&paths);
-        if !options.config.is_empty() {
-            std::fs::write(&paths.config, &options.config)?;
-            args.push("--config".into());
-            args.push(paths.config.display().to_string());
+        let mut config = options.config;
+        let mut network = None;
+        if !config.contains("cni_conf_dir") {
+            let net = TestNetwork::create(dir.path())?;
+            // Top-level keys must precede any table of the caller's config.
+            config = format!("cni_conf_dir = \"{}\"\n{config}", net.conf_dir.display());
+            network = Some(net);
         }
+        std::fs::write(&paths.config, &config)?;
+        args.push("--config".into());
+        args.push(paths.config.display().to_string());
         args.extend(options.args);
         let child = spawn(&args, &paths.log)?;
         let mut daemon = Criusd {
@@ -144,6 +248,7 @@ impl Criusd {
             ),
             images: ImageServiceClient::new(Endpoint::from_static("http://[::]:1").connect_lazy()),
             paths,
+            network,
         };
         daemon.wait_ready().await?;
         Ok(daemon)
@@ -243,8 +348,50 @@ impl Criusd {
     }
 }
 
+/// Stops and removes every pod sandbox of the daemon on `socket` over CRI, from a thread of its
+/// own (a `Drop` may run inside a test's async runtime). Errors are ignored: this is cleanup.
+fn remove_all_pods(socket: &Path) {
+    let socket = socket.to_path_buf();
+    let cleanup = std::thread::spawn(move || {
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return;
+        };
+        rt.block_on(async {
+            let Ok(channel) = connect(&socket).await else {
+                return;
+            };
+            let mut runtime = RuntimeServiceClient::new(channel);
+            let Ok(list) = runtime
+                .list_pod_sandbox(cri_api::v1::ListPodSandboxRequest::default())
+                .await
+            else {
+                return;
+            };
+            for pod in list.into_inner().items {
+                let _ = runtime
+                    .stop_pod_sandbox(cri_api::v1::StopPodSandboxRequest {
+                        pod_sandbox_id: pod.id.clone(),
+                    })
+                    .await;
+                let _ = runtime
+                    .remove_pod_sandbox(cri_api::v1::RemovePodSandboxRequest {
+                        pod_sandbox_id: pod.id,
+                    })
+                    .await;
+            }
+        });
+    });
+    let _ = cleanup.join();
+}
+
 impl Drop for Criusd {
     fn drop(&mut self) {
+        if self.child.is_some() {
+            remove_all_pods(&self.paths.socket);
+        }
         if let Some(mut child) = self.child.take() {
             if let Ok(pid) = i32::try_from(child.id()) {
                 let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);

@@ -18,6 +18,9 @@ pub const DEFAULT_CNI_CONF_DIR: &str = "/etc/cni/net.d";
 /// Default directories searched for CNI plugin binaries, in order.
 pub const DEFAULT_CNI_BIN_DIRS: [&str; 2] = ["/opt/cni/bin", "/usr/lib/cni"];
 
+/// Exists while systemd runs as the init system.
+pub const SYSTEMD_RUNNING: &str = "/run/systemd/system";
+
 /// Why a configuration could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -60,6 +63,17 @@ pub enum LogFormat {
     Json,
 }
 
+/// Who manages cgroups.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CgroupDriver {
+    /// crius writes the cgroup filesystem itself.
+    #[default]
+    Cgroupfs,
+    /// systemd manages the cgroups (needs a running systemd).
+    Systemd,
+}
+
 /// Registry settings.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -92,6 +106,8 @@ pub struct Config {
     pub cni_conf_dir: PathBuf,
     /// Directories searched for CNI plugin binaries.
     pub cni_bin_dirs: Vec<PathBuf>,
+    /// The cgroup driver: `cgroupfs` or `systemd` (must match kubelet's).
+    pub cgroup_driver: CgroupDriver,
 }
 
 impl Default for Config {
@@ -106,6 +122,7 @@ impl Default for Config {
             registry: RegistryConfig::default(),
             cni_conf_dir: DEFAULT_CNI_CONF_DIR.into(),
             cni_bin_dirs: DEFAULT_CNI_BIN_DIRS.iter().map(PathBuf::from).collect(),
+            cgroup_driver: CgroupDriver::Cgroupfs,
         }
     }
 }
@@ -164,6 +181,14 @@ impl Config {
                     format!("{} is not an absolute path", dir.display()),
                 ));
             }
+        }
+        if self.cgroup_driver == CgroupDriver::Systemd && !Path::new(SYSTEMD_RUNNING).exists() {
+            return Err(invalid(
+                "cgroup_driver",
+                format!(
+                    "\"systemd\" needs a running systemd ({SYSTEMD_RUNNING} is missing); use \"cgroupfs\""
+                ),
+            ));
         }
         if self.cni_bin_dirs.is_empty() {
             return Err(invalid(
@@ -315,6 +340,21 @@ cni_bin_dirs = ["/usr/lib/cni"]
         ] {
             let err = parse(text).unwrap_err();
             assert!(matches!(err, ConfigError::Invalid { .. }), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn cgroup_driver_parses_and_checks_systemd() {
+        assert_eq!(parse("").unwrap().cgroup_driver, CgroupDriver::Cgroupfs);
+        let config = parse("cgroup_driver = \"cgroupfs\"").unwrap();
+        assert_eq!(config.cgroup_driver, CgroupDriver::Cgroupfs);
+        assert!(parse("cgroup_driver = \"lxc\"").is_err());
+        let systemd = parse("cgroup_driver = \"systemd\"");
+        if Path::new(SYSTEMD_RUNNING).exists() {
+            assert_eq!(systemd.unwrap().cgroup_driver, CgroupDriver::Systemd);
+        } else {
+            let err = systemd.unwrap_err().to_string();
+            assert!(err.contains("cgroup_driver"), "{err}");
         }
     }
 

@@ -1,27 +1,249 @@
-//! The CRI `ImageService`.
+//! The CRI `ImageService`: maps CRI image requests onto the crius image store.
 
 use std::sync::Arc;
 
 use cri_api::v1::image_service_server::ImageService;
 use cri_api::v1::*;
+use crius_image::{Credentials, ImageError, ImageRecord, ImageStore};
+use tonic::{Request, Response, Status};
 
-use crate::{BoxStream, Cri, unimplemented_rpcs};
+use crate::{BoxStream, Cri};
 
 /// The `ImageService` implementation.
 #[derive(Debug)]
-#[allow(dead_code, reason = "the image store arrives with PullImage")]
 pub struct Images(pub(crate) Arc<Cri>);
+
+impl Images {
+    fn store(&self) -> Arc<ImageStore> {
+        self.0.images.clone()
+    }
+}
+
+/// The gRPC status of an image store error.
+pub(crate) fn status_of(e: ImageError) -> Status {
+    let message = e.to_string();
+    match e {
+        ImageError::InvalidReference(_)
+        | ImageError::InvalidDigest(_)
+        | ImageError::InvalidRequest(_) => Status::invalid_argument(message),
+        ImageError::NotFound { .. }
+        | ImageError::RegistryNotFound { .. }
+        | ImageError::NoMatchingPlatform { .. } => Status::not_found(message),
+        ImageError::Unauthenticated { .. } => Status::unauthenticated(message),
+        ImageError::PermissionDenied { .. } => Status::permission_denied(message),
+        ImageError::Registry { .. } => Status::unavailable(message),
+        ImageError::BadImage { .. } | ImageError::Layer { .. } => {
+            Status::failed_precondition(message)
+        }
+        ImageError::DigestMismatch { .. } | ImageError::SizeMismatch { .. } => {
+            Status::data_loss(message)
+        }
+        ImageError::Io { .. } | ImageError::Metadata { .. } | ImageError::Record { .. } => {
+            Status::internal(message)
+        }
+    }
+}
+
+/// The CRI form of an image record.
+fn cri_image(record: &ImageRecord) -> Image {
+    let (uid, username) = record.config.uid_or_name();
+    Image {
+        id: record.id.clone(),
+        repo_tags: record.repo_tags.clone(),
+        repo_digests: record.repo_digests.clone(),
+        size: record.size.max(1),
+        uid: uid.map(|value| Int64Value { value }),
+        username,
+        spec: Some(ImageSpec {
+            image: record.id.clone(),
+            image_ref: record.id.clone(),
+            ..ImageSpec::default()
+        }),
+        pinned: false,
+    }
+}
+
+/// The images matching a filter (all without one).
+async fn filtered(
+    store: Arc<ImageStore>,
+    filter: Option<ImageFilter>,
+) -> Result<Vec<Image>, Status> {
+    let wanted = filter
+        .and_then(|f| f.image)
+        .map(|spec| spec.image)
+        .filter(|image| !image.is_empty());
+    let records = blocking(move || store.list()).await?;
+    Ok(match wanted {
+        None => records.iter().map(cri_image).collect(),
+        Some(reference) => crius_image::store::find(&records, &reference)
+            .map(cri_image)
+            .into_iter()
+            .collect(),
+    })
+}
+
+/// Runs a (short, file or database touching) store call off the async workers.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ImageError> + Send + 'static,
+) -> Result<T, Status> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Status::internal(format!("image store task failed: {e}")))?
+        .map_err(status_of)
+}
+
+fn image_name(spec: Option<ImageSpec>, rpc: &str) -> Result<String, Status> {
+    let image = spec.map(|s| s.image).unwrap_or_default();
+    if image.is_empty() {
+        return Err(Status::invalid_argument(format!(
+            "{rpc}: image.image is empty"
+        )));
+    }
+    Ok(image)
+}
 
 #[tonic::async_trait]
 impl ImageService for Images {
     type StreamImagesStream = BoxStream<StreamImagesResponse>;
 
-    unimplemented_rpcs! {
-        list_images(ListImagesRequest) -> ListImagesResponse = "ListImages";
-        stream_images(StreamImagesRequest) -> Self::StreamImagesStream = "StreamImages";
-        image_status(ImageStatusRequest) -> ImageStatusResponse = "ImageStatus";
-        pull_image(PullImageRequest) -> PullImageResponse = "PullImage";
-        remove_image(RemoveImageRequest) -> RemoveImageResponse = "RemoveImage";
-        image_fs_info(ImageFsInfoRequest) -> ImageFsInfoResponse = "ImageFsInfo";
+    async fn list_images(
+        &self,
+        request: Request<ListImagesRequest>,
+    ) -> Result<Response<ListImagesResponse>, Status> {
+        let images = filtered(self.store(), request.into_inner().filter).await?;
+        Ok(Response::new(ListImagesResponse { images }))
+    }
+
+    async fn stream_images(
+        &self,
+        request: Request<StreamImagesRequest>,
+    ) -> Result<Response<Self::StreamImagesStream>, Status> {
+        let images = filtered(self.store(), request.into_inner().filter).await?;
+        let chunks: Vec<Result<StreamImagesResponse, Status>> = images
+            .chunks(100)
+            .map(|chunk| {
+                Ok(StreamImagesResponse {
+                    images: chunk.to_vec(),
+                })
+            })
+            .collect();
+        Ok(Response::new(Box::pin(tokio_stream::iter(chunks))))
+    }
+
+    async fn image_status(
+        &self,
+        request: Request<ImageStatusRequest>,
+    ) -> Result<Response<ImageStatusResponse>, Status> {
+        let request = request.into_inner();
+        let reference = image_name(request.image, "ImageStatus")?;
+        tracing::Span::current().record("id", reference.as_str());
+        let store = self.store();
+        let found = {
+            let store = store.clone();
+            blocking(move || store.get(&reference)).await?
+        };
+        let Some(record) = found else {
+            // CRI: a missing image is an empty answer, not an error.
+            return Ok(Response::new(ImageStatusResponse::default()));
+        };
+        let mut info = std::collections::HashMap::new();
+        if request.verbose {
+            let config: serde_json::Value = store
+                .config_json(&record.id)
+                .await
+                .ok()
+                .and_then(|raw| serde_json::from_slice(&raw).ok())
+                .unwrap_or(serde_json::Value::Null);
+            let layer_dirs: Vec<String> = record
+                .layers
+                .iter()
+                .filter_map(|l| store.layer_dir(&l.chain_id).ok())
+                .map(|p| p.display().to_string())
+                .collect();
+            let doc = serde_json::json!({
+                "id": record.id,
+                "manifestDigest": record.manifest_digest,
+                "manifestMediaType": record.manifest_media_type,
+                "chainIDs": record.layers.iter().map(|l| &l.chain_id).collect::<Vec<_>>(),
+                "layers": record.layers,
+                "layerDirs": layer_dirs,
+                "imageSpec": config,
+            });
+            info.insert("info".to_owned(), doc.to_string());
+        }
+        Ok(Response::new(ImageStatusResponse {
+            image: Some(cri_image(&record)),
+            info,
+        }))
+    }
+
+    async fn pull_image(
+        &self,
+        request: Request<PullImageRequest>,
+    ) -> Result<Response<PullImageResponse>, Status> {
+        let request = request.into_inner();
+        let reference = image_name(request.image, "PullImage")?;
+        tracing::Span::current().record("id", reference.as_str());
+        let credentials = request
+            .auth
+            .map(|a| Credentials {
+                username: a.username,
+                password: a.password,
+                auth: a.auth,
+                identity_token: a.identity_token,
+                registry_token: a.registry_token,
+            })
+            .unwrap_or_default();
+        let store = self.store();
+        // The pull runs in its own task: a client that hangs up does not cancel it halfway.
+        let record = tokio::spawn(async move { store.pull(&reference, &credentials).await })
+            .await
+            .map_err(|e| Status::internal(format!("pull task failed: {e}")))?
+            .map_err(status_of)?;
+        Ok(Response::new(PullImageResponse {
+            image_ref: record.id,
+        }))
+    }
+
+    async fn remove_image(
+        &self,
+        request: Request<RemoveImageRequest>,
+    ) -> Result<Response<RemoveImageResponse>, Status> {
+        let reference = image_name(request.into_inner().image, "RemoveImage")?;
+        tracing::Span::current().record("id", reference.as_str());
+        let store = self.store();
+        // Removal of a missing image succeeds, as CRI asks.
+        tokio::spawn(async move { store.remove(&reference).await })
+            .await
+            .map_err(|e| Status::internal(format!("remove task failed: {e}")))?
+            .map_err(status_of)?;
+        Ok(Response::new(RemoveImageResponse {}))
+    }
+
+    async fn image_fs_info(
+        &self,
+        _request: Request<ImageFsInfoRequest>,
+    ) -> Result<Response<ImageFsInfoResponse>, Status> {
+        let store = self.store();
+        let usage = blocking(move || Ok(store.usage())).await?;
+        let timestamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .ok()
+            .and_then(|d| i64::try_from(d.as_nanos()).ok())
+            .unwrap_or(0);
+        let fs = FilesystemUsage {
+            timestamp,
+            fs_id: Some(FilesystemIdentifier {
+                mountpoint: self.0.images.root().display().to_string(),
+            }),
+            used_bytes: Some(UInt64Value { value: usage.bytes }),
+            inodes_used: Some(UInt64Value {
+                value: usage.inodes,
+            }),
+        };
+        Ok(Response::new(ImageFsInfoResponse {
+            image_filesystems: vec![fs.clone()],
+            container_filesystems: vec![fs],
+        }))
     }
 }

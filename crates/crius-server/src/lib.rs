@@ -4,6 +4,7 @@
 pub mod calllog;
 pub mod config;
 mod image;
+mod network;
 mod runtime;
 
 use std::pin::Pin;
@@ -39,6 +40,15 @@ pub enum StartError {
         /// What redb said.
         source: Box<redb::DatabaseError>,
     },
+    /// The image store could not be opened.
+    #[error("cannot open the image store: {0}")]
+    Images(#[source] crius_image::ImageError),
+    /// The pod store could not be opened.
+    #[error("cannot open the pod store: {0}")]
+    Pods(#[source] crius_runtime::PodError),
+    /// The path of the running binary (started again as the pod monitor) is unknown.
+    #[error("cannot find the criusd binary: {0}")]
+    Exe(#[source] std::io::Error),
 }
 
 /// State shared by every CRI service.
@@ -48,20 +58,49 @@ pub struct Cri {
     /// The metadata database; each domain crate keeps its own tables in it.
     #[allow(dead_code, reason = "the image and pod stores keep their tables here")]
     db: Arc<redb::Database>,
+    /// The image store (blobs, layers, image records).
+    images: Arc<crius_image::ImageStore>,
+    /// The pod sandboxes.
+    pods: Arc<crius_runtime::Pods>,
+    /// Pod networking through CNI.
+    cni: crius_net::Cni,
 }
 
 impl Cri {
     /// Opens the stores under the configuration's root (already validated) and builds the
-    /// services.
-    pub fn open(config: Config) -> Result<Arc<Cri>, StartError> {
+    /// services. `idmap` is the result of the idmapped-mount probe criusd ran at start.
+    pub fn open(config: Config, idmap: crius_proto::IdmapSupport) -> Result<Arc<Cri>, StartError> {
         let path = config.root.join(METADATA_FILE);
         let db = redb::Database::create(&path).map_err(|e| StartError::Metadata {
             path: path.clone(),
             source: Box::new(e),
         })?;
+        let db = Arc::new(db);
+        let registry = crius_image::RegistryOptions {
+            insecure: config.insecure_registries.clone(),
+            mirrors: config.registry.mirrors.clone(),
+        };
+        let images = crius_image::ImageStore::open(&config.root, db.clone(), registry)
+            .map_err(StartError::Images)?;
+        let pods = crius_runtime::Pods::open(
+            db.clone(),
+            crius_runtime::PodsConfig {
+                state_dir: config.state.clone(),
+                monitor_exe: std::env::current_exe().map_err(StartError::Exe)?,
+                idmap,
+                cgroup_driver: match config.cgroup_driver {
+                    config::CgroupDriver::Cgroupfs => crius_runtime::CgroupDriver::Cgroupfs,
+                    config::CgroupDriver::Systemd => crius_runtime::CgroupDriver::Systemd,
+                },
+            },
+        )
+        .map_err(StartError::Pods)?;
         Ok(Arc::new(Cri {
+            cni: network::cni(&config),
             config,
-            db: Arc::new(db),
+            db,
+            images: Arc::new(images),
+            pods: Arc::new(pods),
         }))
     }
 

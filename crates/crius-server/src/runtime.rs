@@ -1,7 +1,6 @@
 //! The CRI `RuntimeService`.
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::sync::Arc;
 
 use cri_api::v1::runtime_service_server::RuntimeService;
@@ -41,17 +40,158 @@ impl RuntimeService for Runtime {
         request: tonic::Request<StatusRequest>,
     ) -> Result<tonic::Response<StatusResponse>, tonic::Status> {
         Ok(tonic::Response::new(
-            self.0.status(request.get_ref().verbose),
+            self.0.status(request.get_ref().verbose).await,
         ))
     }
 
+    async fn run_pod_sandbox(
+        &self,
+        request: tonic::Request<RunPodSandboxRequest>,
+    ) -> Result<tonic::Response<RunPodSandboxResponse>, tonic::Status> {
+        let request = request.into_inner();
+        let config = request
+            .config
+            .ok_or_else(|| tonic::Status::invalid_argument("config: is required"))?;
+        let spec = pod_spec(config, request.runtime_handler)?;
+        let id = self.0.pods.run(spec).await.map_err(pod_error)?;
+        tracing::Span::current().record("id", id.as_str());
+        if let Err(status) = self.0.attach_network(&id).await {
+            // No half pod: whatever the plugins set up is gone, and so is the sandbox.
+            if let Err(e) = self.0.pods.remove(&id).await {
+                tracing::warn!(error = %e, "cannot roll back the pod after a network failure");
+            }
+            return Err(status);
+        }
+        Ok(tonic::Response::new(RunPodSandboxResponse {
+            pod_sandbox_id: id,
+        }))
+    }
+
+    async fn stop_pod_sandbox(
+        &self,
+        request: tonic::Request<StopPodSandboxRequest>,
+    ) -> Result<tonic::Response<StopPodSandboxResponse>, tonic::Status> {
+        let id = request.into_inner().pod_sandbox_id;
+        tracing::Span::current().record("id", id.as_str());
+        match self.0.pods.get(&id) {
+            Ok(pod) => self.0.detach_network(&pod.record).await?,
+            Err(crius_runtime::PodError::NotFound(_)) => {}
+            Err(e) => return Err(pod_error(e)),
+        }
+        self.0.pods.stop(&id).await.map_err(pod_error)?;
+        Ok(tonic::Response::new(StopPodSandboxResponse {}))
+    }
+
+    async fn remove_pod_sandbox(
+        &self,
+        request: tonic::Request<RemovePodSandboxRequest>,
+    ) -> Result<tonic::Response<RemovePodSandboxResponse>, tonic::Status> {
+        let id = request.into_inner().pod_sandbox_id;
+        tracing::Span::current().record("id", id.as_str());
+        // Removal without a Stop first still releases the network.
+        if let Ok(pod) = self.0.pods.get(&id)
+            && self.0.network_attached(&id).await
+        {
+            self.0.detach_network(&pod.record).await?;
+        }
+        self.0.pods.remove(&id).await.map_err(pod_error)?;
+        Ok(tonic::Response::new(RemovePodSandboxResponse {}))
+    }
+
+    async fn pod_sandbox_status(
+        &self,
+        request: tonic::Request<PodSandboxStatusRequest>,
+    ) -> Result<tonic::Response<PodSandboxStatusResponse>, tonic::Status> {
+        let request = request.into_inner();
+        tracing::Span::current().record("id", request.pod_sandbox_id.as_str());
+        let pod = self
+            .0
+            .pods
+            .get(&request.pod_sandbox_id)
+            .map_err(pod_error)?;
+        let mut info = HashMap::new();
+        if request.verbose {
+            let r = &pod.record;
+            let verbose = serde_json::json!({
+                "monitorPid": r.monitor_pid,
+                "sandboxPid": r.sandbox_pid,
+                "netns": r.netns,
+                "podDir": r.dir,
+                "recordedState": format!("{:?}", r.state),
+                "sandboxExit": self.0.pods.monitor_state(r).and_then(|s| s.exit).map(|e| {
+                    serde_json::json!({ "code": e.code, "atNs": e.at_ns })
+                }),
+                "runtimeSpec": {
+                    "hostname": r.spec.hostname,
+                    "cgroupParent": r.spec.cgroup_parent,
+                    "logDirectory": r.spec.log_directory,
+                },
+            });
+            info.insert("info".to_owned(), verbose.to_string());
+        }
+        Ok(tonic::Response::new(PodSandboxStatusResponse {
+            status: Some(sandbox_status(&pod)),
+            info,
+            containers_statuses: Vec::new(),
+            timestamp: now_ns(),
+        }))
+    }
+
+    async fn list_pod_sandbox(
+        &self,
+        request: tonic::Request<ListPodSandboxRequest>,
+    ) -> Result<tonic::Response<ListPodSandboxResponse>, tonic::Status> {
+        let items = self.0.list_pods(request.into_inner().filter)?;
+        Ok(tonic::Response::new(ListPodSandboxResponse { items }))
+    }
+
+    async fn stream_pod_sandboxes(
+        &self,
+        request: tonic::Request<StreamPodSandboxesRequest>,
+    ) -> Result<tonic::Response<Self::StreamPodSandboxesStream>, tonic::Status> {
+        let items = self.0.list_pods(request.into_inner().filter)?;
+        let chunks: Vec<Result<StreamPodSandboxesResponse, tonic::Status>> = items
+            .chunks(STREAM_CHUNK)
+            .map(|c| {
+                Ok(StreamPodSandboxesResponse {
+                    pod_sandboxes: c.to_vec(),
+                })
+            })
+            .collect();
+        Ok(tonic::Response::new(Box::pin(tokio_stream::iter(chunks))))
+    }
+
+    async fn runtime_config(
+        &self,
+        _request: tonic::Request<RuntimeConfigRequest>,
+    ) -> Result<tonic::Response<RuntimeConfigResponse>, tonic::Status> {
+        let driver = match self.0.pods.cgroup_driver() {
+            crius_runtime::CgroupDriver::Cgroupfs => CgroupDriver::Cgroupfs,
+            crius_runtime::CgroupDriver::Systemd => CgroupDriver::Systemd,
+        };
+        Ok(tonic::Response::new(RuntimeConfigResponse {
+            linux: Some(LinuxRuntimeConfiguration {
+                cgroup_driver: driver.into(),
+            }),
+        }))
+    }
+
+    async fn update_pod_sandbox_resources(
+        &self,
+        request: tonic::Request<UpdatePodSandboxResourcesRequest>,
+    ) -> Result<tonic::Response<UpdatePodSandboxResourcesResponse>, tonic::Status> {
+        let request = request.into_inner();
+        tracing::Span::current().record("id", request.pod_sandbox_id.as_str());
+        let resources = pod_resources(request.resources.as_ref(), request.overhead.as_ref());
+        self.0
+            .pods
+            .update_resources(&request.pod_sandbox_id, resources)
+            .await
+            .map_err(pod_error)?;
+        Ok(tonic::Response::new(UpdatePodSandboxResourcesResponse {}))
+    }
+
     unimplemented_rpcs! {
-        run_pod_sandbox(RunPodSandboxRequest) -> RunPodSandboxResponse = "RunPodSandbox";
-        stop_pod_sandbox(StopPodSandboxRequest) -> StopPodSandboxResponse = "StopPodSandbox";
-        remove_pod_sandbox(RemovePodSandboxRequest) -> RemovePodSandboxResponse = "RemovePodSandbox";
-        pod_sandbox_status(PodSandboxStatusRequest) -> PodSandboxStatusResponse = "PodSandboxStatus";
-        list_pod_sandbox(ListPodSandboxRequest) -> ListPodSandboxResponse = "ListPodSandbox";
-        stream_pod_sandboxes(StreamPodSandboxesRequest) -> Self::StreamPodSandboxesStream = "StreamPodSandboxes";
         create_container(CreateContainerRequest) -> CreateContainerResponse = "CreateContainer";
         start_container(StartContainerRequest) -> StartContainerResponse = "StartContainer";
         stop_container(StopContainerRequest) -> StopContainerResponse = "StopContainer";
@@ -77,29 +217,34 @@ impl RuntimeService for Runtime {
         list_metric_descriptors(ListMetricDescriptorsRequest) -> ListMetricDescriptorsResponse = "ListMetricDescriptors";
         list_pod_sandbox_metrics(ListPodSandboxMetricsRequest) -> ListPodSandboxMetricsResponse = "ListPodSandboxMetrics";
         stream_pod_sandbox_metrics(StreamPodSandboxMetricsRequest) -> Self::StreamPodSandboxMetricsStream = "StreamPodSandboxMetrics";
-        runtime_config(RuntimeConfigRequest) -> RuntimeConfigResponse = "RuntimeConfig";
-        update_pod_sandbox_resources(UpdatePodSandboxResourcesRequest) -> UpdatePodSandboxResourcesResponse = "UpdatePodSandboxResources";
     }
 }
 
 /// Condition type: the runtime can serve containers.
 pub const RUNTIME_READY: &str = "RuntimeReady";
-/// Condition type: the pod network is ready.
-pub const NETWORK_READY: &str = "NetworkReady";
 
 impl Cri {
     /// Builds the `Status` answer: readiness conditions, handlers and features.
-    pub(crate) fn status(&self, verbose: bool) -> StatusResponse {
-        let network = network_condition(&self.config.cni_conf_dir);
+    pub(crate) async fn status(&self, verbose: bool) -> StatusResponse {
+        let network = self.network_condition().await;
         let runtime = RuntimeCondition {
             r#type: RUNTIME_READY.into(),
             status: true,
             reason: String::new(),
             message: String::new(),
         };
+        let idmap_support = self.pods.idmap_support();
+        let idmap = *idmap_support == crius_proto::IdmapSupport::Supported;
         let mut info = HashMap::new();
         if verbose {
+            let idmap_text = match idmap_support {
+                crius_proto::IdmapSupport::Supported => "supported".to_owned(),
+                crius_proto::IdmapSupport::Unsupported(reason) => reason.clone(),
+                crius_proto::IdmapSupport::Unknown => "not probed".to_owned(),
+            };
             let config = serde_json::json!({
+                "cgroupDriver": format!("{:?}", self.pods.cgroup_driver()).to_lowercase(),
+                "idmappedMounts": idmap_text,
                 "root": self.config.root,
                 "state": self.config.state,
                 "listen": self.config.listen,
@@ -116,8 +261,8 @@ impl Cri {
             runtime_handlers: vec![RuntimeHandler {
                 name: String::new(),
                 features: Some(RuntimeHandlerFeatures {
-                    recursive_read_only_mounts: false,
-                    user_namespaces: false,
+                    recursive_read_only_mounts: idmap,
+                    user_namespaces: idmap,
                 }),
             }],
             features: Some(RuntimeFeatures {
@@ -128,29 +273,253 @@ impl Cri {
     }
 }
 
-/// `NetworkReady`: false with a reason until pods can be networked through CNI.
-fn network_condition(cni_conf_dir: &Path) -> RuntimeCondition {
-    let has_conf = std::fs::read_dir(cni_conf_dir)
-        .map(|entries| {
-            entries.flatten().any(|e| {
-                let name = e.file_name();
-                let name = name.to_string_lossy();
-                name.ends_with(".conflist") || name.ends_with(".conf") || name.ends_with(".json")
-            })
+/// Pods per message of `StreamPodSandboxes`.
+const STREAM_CHUNK: usize = 100;
+
+fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// Maps a pod error onto its gRPC code.
+pub(crate) fn pod_error(e: crius_runtime::PodError) -> tonic::Status {
+    use crius_runtime::PodError;
+    let message = e.to_string();
+    match e {
+        PodError::Invalid(_) => tonic::Status::invalid_argument(message),
+        PodError::NotFound(_) => tonic::Status::not_found(message),
+        PodError::AlreadyExists(_) => tonic::Status::already_exists(message),
+        PodError::Precondition(_) => tonic::Status::failed_precondition(message),
+        PodError::Internal(_) => tonic::Status::internal(message),
+    }
+}
+
+/// A CRI namespace mode; `field` names it in the error.
+fn namespace_mode(
+    value: i32,
+    field: &str,
+) -> Result<crius_runtime::spec::NamespaceMode, tonic::Status> {
+    use crius_runtime::spec::NamespaceMode as M;
+    match NamespaceMode::try_from(value) {
+        Ok(NamespaceMode::Pod) => Ok(M::Pod),
+        Ok(NamespaceMode::Container) => Ok(M::Container),
+        Ok(NamespaceMode::Node) => Ok(M::Node),
+        Ok(NamespaceMode::Target) => Ok(M::Target),
+        Err(_) => Err(tonic::Status::invalid_argument(format!(
+            "{field}: unknown namespace mode {value}"
+        ))),
+    }
+}
+
+fn cri_mode(mode: crius_runtime::spec::NamespaceMode) -> i32 {
+    use crius_runtime::spec::NamespaceMode as M;
+    match mode {
+        M::Pod => NamespaceMode::Pod,
+        M::Container => NamespaceMode::Container,
+        M::Node => NamespaceMode::Node,
+        M::Target => NamespaceMode::Target,
+    }
+    .into()
+}
+
+fn id_ranges(maps: &[IdMapping]) -> Vec<crius_runtime::spec::IdRange> {
+    maps.iter()
+        .map(|m| crius_runtime::spec::IdRange {
+            container_id: m.container_id,
+            host_id: m.host_id,
+            length: m.length,
         })
-        .unwrap_or(false);
-    let message = if has_conf {
-        "CNI pod networking is not implemented by crius yet".to_owned()
-    } else {
-        format!(
-            "no CNI network configuration in {}, and CNI pod networking is not implemented by crius yet",
-            cni_conf_dir.display()
-        )
+        .collect()
+}
+
+fn id_mappings(ranges: &[crius_runtime::spec::IdRange]) -> Vec<IdMapping> {
+    ranges
+        .iter()
+        .map(|r| IdMapping {
+            host_id: r.host_id,
+            container_id: r.container_id,
+            length: r.length,
+        })
+        .collect()
+}
+
+/// The pod cgroup limits: the pod's resources plus its overhead.
+fn pod_resources(
+    resources: Option<&LinuxContainerResources>,
+    overhead: Option<&LinuxContainerResources>,
+) -> crius_runtime::spec::Resources {
+    let zero = LinuxContainerResources::default();
+    let r = resources.unwrap_or(&zero);
+    let o = overhead.unwrap_or(&zero);
+    let positive = |v: i64| (v > 0).then_some(v);
+    let sum = |a: i64, b: i64| positive(a).map(|a| a.saturating_add(b.max(0)));
+    crius_runtime::spec::Resources {
+        cpu_period: positive(r.cpu_period)
+            .or(positive(o.cpu_period))
+            .and_then(|v| u64::try_from(v).ok()),
+        cpu_quota: sum(r.cpu_quota, o.cpu_quota),
+        cpu_shares: sum(r.cpu_shares, o.cpu_shares).and_then(|v| u64::try_from(v).ok()),
+        memory_limit: sum(r.memory_limit_in_bytes, o.memory_limit_in_bytes),
+    }
+}
+
+/// Maps RunPodSandbox's config onto crius-runtime's pod spec.
+fn pod_spec(
+    config: PodSandboxConfig,
+    runtime_handler: String,
+) -> Result<crius_runtime::spec::PodSpec, tonic::Status> {
+    use crius_runtime::spec::{
+        DnsConfig as Dns, NamespaceOptions, PodMetadata, PodSpec, PortMapping as Port,
+        UsernsOptions,
     };
-    RuntimeCondition {
-        r#type: NETWORK_READY.into(),
-        status: false,
-        reason: "NetworkPluginNotReady".into(),
-        message,
+    const NS: &str = "config.linux.security_context.namespace_options";
+    let linux = config.linux.unwrap_or_default();
+    let security = linux.security_context.unwrap_or_default();
+    let ns = security.namespace_options.unwrap_or_default();
+    let userns = match ns.userns_options {
+        Some(u) => Some(UsernsOptions {
+            mode: namespace_mode(u.mode, &format!("{NS}.userns_options.mode"))?,
+            uids: id_ranges(&u.uids),
+            gids: id_ranges(&u.gids),
+        }),
+        None => None,
+    };
+    Ok(PodSpec {
+        metadata: config.metadata.map(|m| PodMetadata {
+            name: m.name,
+            uid: m.uid,
+            namespace: m.namespace,
+            attempt: m.attempt,
+        }),
+        hostname: config.hostname,
+        log_directory: config.log_directory,
+        dns: config.dns_config.map(|d| Dns {
+            servers: d.servers,
+            searches: d.searches,
+            options: d.options,
+        }),
+        port_mappings: config
+            .port_mappings
+            .into_iter()
+            .map(|p| Port {
+                protocol: Protocol::try_from(p.protocol)
+                    .map(|p| p.as_str_name().to_lowercase())
+                    .unwrap_or_else(|_| "tcp".into()),
+                container_port: p.container_port,
+                host_port: p.host_port,
+                host_ip: p.host_ip,
+            })
+            .collect(),
+        labels: config.labels.into_iter().collect(),
+        annotations: config.annotations.into_iter().collect(),
+        cgroup_parent: linux.cgroup_parent,
+        namespaces: NamespaceOptions {
+            network: namespace_mode(ns.network, &format!("{NS}.network"))?,
+            pid: namespace_mode(ns.pid, &format!("{NS}.pid"))?,
+            ipc: namespace_mode(ns.ipc, &format!("{NS}.ipc"))?,
+            target_id: ns.target_id,
+            userns,
+        },
+        run_as_user: security.run_as_user.map(|v| v.value),
+        run_as_group: security.run_as_group.map(|v| v.value),
+        resources: pod_resources(linux.resources.as_ref(), linux.overhead.as_ref()),
+        sysctls: linux.sysctls.into_iter().collect(),
+        runtime_handler,
+        cri_config: Vec::new(),
+    })
+}
+
+fn cri_metadata(spec: &crius_runtime::spec::PodSpec) -> Option<PodSandboxMetadata> {
+    spec.metadata.as_ref().map(|m| PodSandboxMetadata {
+        name: m.name.clone(),
+        uid: m.uid.clone(),
+        namespace: m.namespace.clone(),
+        attempt: m.attempt,
+    })
+}
+
+fn cri_state(ready: bool) -> i32 {
+    if ready {
+        PodSandboxState::SandboxReady.into()
+    } else {
+        PodSandboxState::SandboxNotready.into()
+    }
+}
+
+/// The CRI status of a pod.
+fn sandbox_status(pod: &crius_runtime::PodView) -> PodSandboxStatus {
+    let r = &pod.record;
+    let ns = &r.spec.namespaces;
+    let options = NamespaceOption {
+        network: cri_mode(ns.network),
+        pid: cri_mode(ns.pid),
+        ipc: cri_mode(ns.ipc),
+        target_id: ns.target_id.clone(),
+        userns_options: ns.userns.as_ref().map(|u| UserNamespace {
+            mode: cri_mode(u.mode),
+            uids: id_mappings(&u.uids),
+            gids: id_mappings(&u.gids),
+        }),
+    };
+    PodSandboxStatus {
+        id: r.id.clone(),
+        metadata: cri_metadata(&r.spec),
+        state: cri_state(pod.ready),
+        created_at: r.created_at_ns,
+        network: Some(PodSandboxNetworkStatus {
+            ip: r.ips.first().cloned().unwrap_or_default(),
+            additional_ips: r
+                .ips
+                .iter()
+                .skip(1)
+                .map(|ip| PodIp { ip: ip.clone() })
+                .collect(),
+        }),
+        linux: Some(LinuxPodSandboxStatus {
+            namespaces: Some(Namespace {
+                options: Some(options),
+            }),
+        }),
+        labels: r.spec.labels.clone().into_iter().collect(),
+        annotations: r.spec.annotations.clone().into_iter().collect(),
+        runtime_handler: r.spec.runtime_handler.clone(),
+    }
+}
+
+impl Cri {
+    /// ListPodSandbox with its filter (id prefix, state, label selector).
+    fn list_pods(
+        &self,
+        filter: Option<PodSandboxFilter>,
+    ) -> Result<Vec<PodSandbox>, tonic::Status> {
+        let filter = filter.unwrap_or_default();
+        let pods = self.pods.list().map_err(pod_error)?;
+        Ok(pods
+            .into_iter()
+            .filter(|p| filter.id.is_empty() || p.record.id.starts_with(&filter.id))
+            .filter(|p| {
+                filter
+                    .state
+                    .as_ref()
+                    .is_none_or(|s| s.state == cri_state(p.ready))
+            })
+            .filter(|p| {
+                filter
+                    .label_selector
+                    .iter()
+                    .all(|(k, v)| p.record.spec.labels.get(k) == Some(v))
+            })
+            .map(|p| PodSandbox {
+                id: p.record.id.clone(),
+                metadata: cri_metadata(&p.record.spec),
+                state: cri_state(p.ready),
+                created_at: p.record.created_at_ns,
+                labels: p.record.spec.labels.clone().into_iter().collect(),
+                annotations: p.record.spec.annotations.clone().into_iter().collect(),
+                runtime_handler: p.record.spec.runtime_handler.clone(),
+            })
+            .collect())
     }
 }

@@ -146,6 +146,12 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     let _socket_lock = lock::Lock::acquire(&socket_lock_path, "socket")?;
     let listener = bind_socket(&config.listen)?;
     let listen = config.listen.clone();
+    // Still single-threaded: the probe clones a short-lived user namespace holder.
+    let idmap = crius_monitor::probe_idmap(&[&config.root, &config.state]);
+    match &idmap {
+        crius_proto::IdmapSupport::Supported => tracing::info!("idmapped mounts work"),
+        other => tracing::warn!(?other, "pods with a user namespace will be refused"),
+    }
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -153,7 +159,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         .context("cannot start the async runtime")?;
     let result = runtime.block_on(async {
         let listener = tokio::net::UnixListener::from_std(listener)?;
-        let cri = Cri::open(config)?;
+        let cri = Cri::open(config, idmap)?;
         tracing::info!(
             socket = %listen.display(),
             root = %cri.config().root.display(),
@@ -194,6 +200,11 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
 }
 
 fn main() -> ExitCode {
+    // The pod monitor mode: branch before anything starts a thread (it clones and forks).
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args.get(1).is_some_and(|a| a == "monitor") {
+        return crius_monitor::main(&args[2..]);
+    }
     let cli = Cli::parse();
     match run(&cli) {
         Ok(()) => ExitCode::SUCCESS,
