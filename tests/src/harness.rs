@@ -184,7 +184,11 @@ impl Paths {
 
 /// Starts `criusd` with `args` and waits for it, without connecting. Its stderr goes to `log`.
 pub fn spawn(args: &[String], log: &Path) -> anyhow::Result<Child> {
-    let binary = criusd_binary();
+    spawn_binary(&criusd_binary(), args, log)
+}
+
+/// Starts the criusd at `binary` with `args`, its output going to `log`.
+pub fn spawn_binary(binary: &Path, args: &[String], log: &Path) -> anyhow::Result<Child> {
     if !binary.exists() {
         bail!(
             "{} does not exist: build it first (cargo build --bins) or set CRIUSD_BIN",
@@ -192,7 +196,7 @@ pub fn spawn(args: &[String], log: &Path) -> anyhow::Result<Child> {
         );
     }
     let log_file = File::create(log)?;
-    Command::new(&binary)
+    Command::new(binary)
         .args(args)
         .stdin(Stdio::null())
         .stdout(log_file.try_clone()?)
