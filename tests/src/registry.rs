@@ -284,6 +284,9 @@ pub struct RegistryClient {
 impl RegistryClient {
     /// A client for the registry at `host` (`127.0.0.1:PORT`), anonymous.
     pub fn new(host: &str) -> Result<RegistryClient> {
+        // A workspace build unifies reqwest's features with the daemon's, whose TLS stack
+        // (rustls without a built-in provider) needs a provider before any client is built.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let http = reqwest::Client::builder()
             .no_proxy()
             .timeout(Duration::from_secs(120))
