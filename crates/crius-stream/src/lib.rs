@@ -1,0 +1,29 @@
+//! The streaming server of crius: serves the URLs that the CRI Exec, Attach and PortForward
+//! calls return, speaking what kubelet, the API server, kubectl and crictl speak to them —
+//! the Kubernetes remotecommand and port-forward protocols over SPDY/3.1 and WebSocket.
+//!
+//! The daemon starts a [`StreamServer`] with its [`Backend`], and for each CRI call asks it
+//! for a URL ([`StreamServer::exec_url`] and friends): the request is validated, stored under a
+//! single-use random token that expires, and the URL names the token. When the client
+//! connects, the server upgrades the connection, collects the client's streams and calls the
+//! backend with them ([`StreamIo`]), then reports the exit status the way the negotiated
+//! protocol wants it.
+//!
+//! Modules: `server` (HTTP, routing, negotiation), `token` (the token store), `spdy` (SPDY/3.1
+//! framing and sessions, with remotecommand and port forwarding on top), `websocket` (both
+//! protocols over WebSocket), `remotecommand` (what exec and attach mean, transport-free).
+
+mod backend;
+mod dictionary;
+mod error;
+mod remotecommand;
+mod request;
+mod server;
+mod spdy;
+mod token;
+mod websocket;
+
+pub use backend::{Backend, OutputWriter, PortStream, StdinReader, StreamIo, TerminalSize};
+pub use error::{BackendError, RequestError, ServerError};
+pub use request::{AttachRequest, ExecRequest, PortForwardRequest};
+pub use server::{StreamConfig, StreamServer};
