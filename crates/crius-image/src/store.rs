@@ -1,6 +1,7 @@
 //! The image store: pulls, records, lookups, removal, start-up sweep and usage.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 
@@ -109,9 +110,18 @@ impl ImageStore {
         let layers = root.join("layers");
         let tmp = root.join("image-tmp");
         unpack::remove_tree(&tmp).map_err(ImageError::io(format!("emptying {}", tmp.display())))?;
-        for dir in [blobs_dir.join("sha256"), layers.clone(), tmp.clone()] {
+        // Root only: unpacked layers hold image files with their set-id bits, file
+        // capabilities and device nodes, which no other host user may reach.
+        for dir in [
+            blobs_dir.clone(),
+            blobs_dir.join("sha256"),
+            layers.clone(),
+            tmp.clone(),
+        ] {
             std::fs::create_dir_all(&dir)
                 .map_err(ImageError::io(format!("creating {}", dir.display())))?;
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
+                .map_err(ImageError::io(format!("restricting {}", dir.display())))?;
         }
         let txn = db.begin_write().map_err(ImageError::db("begin"))?;
         txn.open_table(IMAGES)
