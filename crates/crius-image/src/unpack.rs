@@ -382,7 +382,7 @@ impl Layer {
                     meta,
                 });
             }
-            tar::EntryType::Regular | tar::EntryType::Continuous => {
+            tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => {
                 let fd = create_or_replace(parent, name, &raw_path, || {
                     nix::fcntl::openat(
                         parent,
@@ -468,6 +468,8 @@ impl Layer {
                 .map_err(io_err("mknod", &raw_path))?;
                 apply_path_meta(parent, &c, &meta, &raw_path, true)?;
             }
+            // Global PAX headers carry defaults for the archive, not a file.
+            tar::EntryType::XGlobalHeader => {}
             other => {
                 return Err(UnpackError::Unsupported {
                     path: lossy(&raw_path),
@@ -621,8 +623,11 @@ fn meta_of<R: Read>(entry: &mut tar::Entry<'_, R>, path: &[u8]) -> Result<Meta, 
                 "mtime" => mtime = parse_pax_time(value).unwrap_or(mtime),
                 _ => {
                     if let Some(name) = key.strip_prefix("SCHILY.xattr.") {
-                        // The overlay's own xattrs would change what the merged view shows.
-                        if name.starts_with("trusted.overlay.") {
+                        // Only what an image may carry: file capabilities, ACLs and user
+                        // xattrs. The overlay's own xattrs would change what the merged view
+                        // shows; security labels and other trusted.* belong to the node.
+                        if !xattr_allowed(name) {
+                            tracing::debug!(path = %lossy(path), xattr = name, "xattr skipped");
                             continue;
                         }
                         let name = cstring(name.as_bytes(), path)?;
@@ -771,8 +776,36 @@ pub fn remove_tree(path: &Path) -> std::io::Result<()> {
     }
 }
 
+/// Whether an xattr from a layer is applied: file capabilities, POSIX ACLs and `user.*`
+/// (but not `user.overlay.*`, which overlayfs honours with `userxattr`).
+fn xattr_allowed(name: &str) -> bool {
+    name == "security.capability"
+        || name.starts_with("system.posix_acl_")
+        || (name.starts_with("user.") && !name.starts_with("user.overlay."))
+}
+
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn only_image_xattrs_are_applied() {
+        for ok in [
+            "security.capability",
+            "system.posix_acl_access",
+            "user.mime_type",
+        ] {
+            assert!(super::xattr_allowed(ok), "{ok}");
+        }
+        for refused in [
+            "trusted.overlay.opaque",
+            "trusted.foo",
+            "security.selinux",
+            "security.ima",
+            "user.overlay.whiteout",
+        ] {
+            assert!(!super::xattr_allowed(refused), "{refused}");
+        }
+    }
     use std::os::unix::fs::{FileTypeExt, MetadataExt};
 
     use super::*;

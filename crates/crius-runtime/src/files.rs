@@ -57,16 +57,13 @@ pub fn write_pod_files(
         render_hosts(hostname, &[]).into_bytes()
     };
     write_whole(&dir.join(layout::HOSTS), &hosts, 0o644)?;
-    write_resolv_conf(dir, host_network, dns)
+    write_resolv_conf(dir, dns)
 }
 
-/// Writes resolv.conf: the pod's DNS settings, or the host's file.
-fn write_resolv_conf(
-    dir: &Path,
-    host_network: bool,
-    dns: Option<&DnsConfig>,
-) -> Result<(), WriteError> {
-    let own = dns.filter(|d| !(host_network || d.servers.is_empty() && d.searches.is_empty()));
+/// Writes resolv.conf: the pod's DNS settings whenever it has any (hostNetwork pods with
+/// `dnsPolicy: ClusterFirstWithHostNet` get cluster DNS too), else the host's file.
+fn write_resolv_conf(dir: &Path, dns: Option<&DnsConfig>) -> Result<(), WriteError> {
+    let own = dns.filter(|d| !(d.servers.is_empty() && d.searches.is_empty()));
     let text = match own {
         Some(d) => render_resolv_conf(d).into_bytes(),
         None => std::fs::read(HOST_RESOLV_CONF).unwrap_or_default(),
