@@ -1,0 +1,2180 @@
+//! crius-bench: drives criusd and Debian's containerd (the peer) through the same CRI client
+//! code in one run, alternating A/B per iteration after a warm-up, and prints a markdown table of
+//! median, p90, p99 and the crius/peer ratio. A figure a runtime cannot do yet (an RPC answering
+//! `Unimplemented`, a missing feature) reads `n/a (reason)`; nothing here needs changing as crius
+//! grows. See `integration/bench/README.md`.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use cri_api::v1::image_service_client::ImageServiceClient;
+use cri_api::v1::runtime_service_client::RuntimeServiceClient;
+use cri_api::v1::{
+    ContainerConfig, ContainerMetadata, ContainerState, ContainerStatusRequest,
+    CreateContainerRequest, IdMapping, ImageSpec, LinuxPodSandboxConfig,
+    LinuxSandboxSecurityContext, ListContainersRequest, ListImagesRequest, ListPodSandboxRequest,
+    NamespaceMode, NamespaceOption, PodSandboxConfig, PodSandboxMetadata, PodSandboxStatusRequest,
+    PullImageRequest, RemoveContainerRequest, RemoveImageRequest, RemovePodSandboxRequest,
+    RunPodSandboxRequest, StartContainerRequest, StatusRequest, StopContainerRequest,
+    StopPodSandboxRequest, UserNamespace, VersionRequest,
+};
+use crius_tests::harness::connect;
+use crius_tests::image::{self, Compression, Entry, Image, Layer};
+use crius_tests::registry::Registry;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use tonic::transport::Channel;
+
+/// Where the shared pause source lives when it is not beside the repository (built with
+/// `gcc -static` at bench time).
+const PAUSE_SRC: &str = "/work/shared/critest-images/src/pause.c";
+/// Files in the large test image's extra layer.
+const LARGE_FILES: usize = 20_000;
+/// The CNI plugin directory of Debian's containernetworking-plugins.
+const CNI_BIN_DIR: &str = "/usr/lib/cni";
+/// Length of every user namespace mapping the bench asks for.
+const USERNS_LENGTH: u32 = 65_536;
+/// The conflist used when the repository's `integration/cni/10-crius.conflist` is missing.
+const FALLBACK_CONFLIST: &str = r#"{
+  "cniVersion": "1.0.0",
+  "name": "crius",
+  "plugins": [
+    {
+      "type": "bridge", "bridge": "crius0", "isGateway": true, "ipMasq": true,
+      "hairpinMode": true,
+      "ipam": { "type": "host-local", "ranges": [[{ "subnet": "10.87.0.0/16" }]],
+                "routes": [{ "dst": "0.0.0.0/0" }] }
+    },
+    { "type": "portmap", "capabilities": { "portMappings": true } }
+  ]
+}
+"#;
+
+const USAGE: &str = "usage: crius-bench [--quick] [--out FILE] [--criusd PATH] [--conflist FILE]
+                   [--pause-src FILE] [--iterations N] [--pods N]
+  --quick        few iterations (CI smoke run, two or three minutes)
+  --out FILE     where to write the markdown table (default integration/bench/results.md)
+  --criusd PATH  the criusd binary (default: next to this binary)
+  --conflist F   CNI conflist given to both runtimes (default integration/cni/10-crius.conflist)
+  --pause-src F  pause.c for containerd's sandbox image (default: shared/critest-images/src/
+                 pause.c beside the repository, else under /work/shared)
+  --iterations N measured iterations per latency figure (overrides the mode's default)
+  --pods N       pods in the concurrency figure (default 50)";
+
+// ---------------------------------------------------------------------------------------------
+// Options
+
+/// How much work one run does.
+#[derive(Debug, Clone)]
+struct Plan {
+    /// Unrecorded iterations before each latency figure.
+    warmup: usize,
+    /// Recorded iterations of each latency figure.
+    iterations: usize,
+    /// Recorded iterations of the large-image pull.
+    pulls: usize,
+    /// Pods started at once in the concurrency figure.
+    pods: usize,
+    /// Rounds of the concurrency figure.
+    rounds: usize,
+    /// ListContainers / ContainerStatus calls per runtime.
+    calls: usize,
+}
+
+/// Command-line options.
+#[derive(Debug, Clone)]
+struct Options {
+    quick: bool,
+    out: PathBuf,
+    criusd: PathBuf,
+    conflist: PathBuf,
+    pause_src: PathBuf,
+    plan: Plan,
+}
+
+/// The repository root (this crate lives in `<root>/tests`).
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+fn parse_options() -> Result<Options> {
+    let mut args = std::env::args().skip(1);
+    let root = repo_root();
+    let exe = std::env::current_exe()?;
+    let mut quick = false;
+    let mut out = root.join("integration/bench/results.md");
+    let mut criusd = exe
+        .parent()
+        .map(|d| d.join("criusd"))
+        .unwrap_or_else(|| PathBuf::from("criusd"));
+    let mut conflist = root.join("integration/cni/10-crius.conflist");
+    // shared/ sits beside the repository on the project's machines.
+    let beside = root.join("../shared/critest-images/src/pause.c");
+    let mut pause_src = if beside.exists() {
+        beside
+    } else {
+        PathBuf::from(PAUSE_SRC)
+    };
+    let mut iterations = None;
+    let mut pods = 50;
+    while let Some(arg) = args.next() {
+        let mut value = |name: &str| args.next().with_context(|| format!("{name} needs a value"));
+        match arg.as_str() {
+            "--quick" => quick = true,
+            "--out" => out = value("--out")?.into(),
+            "--criusd" => criusd = value("--criusd")?.into(),
+            "--conflist" => conflist = value("--conflist")?.into(),
+            "--pause-src" => pause_src = value("--pause-src")?.into(),
+            "--iterations" => iterations = Some(value("--iterations")?.parse()?),
+            "--pods" => pods = value("--pods")?.parse()?,
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
+            other => bail!("unknown argument {other}\n{USAGE}"),
+        }
+    }
+    let mut plan = if quick {
+        Plan {
+            warmup: 1,
+            iterations: 5,
+            pulls: 2,
+            pods,
+            rounds: 1,
+            calls: 50,
+        }
+    } else {
+        Plan {
+            warmup: 3,
+            iterations: 30,
+            pulls: 5,
+            pods,
+            rounds: 2,
+            calls: 300,
+        }
+    };
+    if let Some(n) = iterations {
+        plan.iterations = n;
+    }
+    Ok(Options {
+        quick,
+        out,
+        criusd,
+        conflist,
+        pause_src,
+        plan,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Results
+
+/// The unit a figure is measured in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Unit {
+    Millis,
+    Seconds,
+    Mebibytes,
+}
+
+impl Unit {
+    fn format(self, v: f64) -> String {
+        match self {
+            Unit::Millis => format!("{v:.1} ms"),
+            Unit::Seconds => format!("{v:.2} s"),
+            Unit::Mebibytes => format!("{v:.1} MiB"),
+        }
+    }
+}
+
+/// One runtime's measurements of one figure.
+#[derive(Debug, Clone, Default)]
+struct Cell {
+    samples: Vec<f64>,
+    na: Option<String>,
+}
+
+/// One row group of the table: a figure and its cell per runtime.
+#[derive(Debug, Clone)]
+struct Figure {
+    name: String,
+    unit: Unit,
+    cells: [Cell; 2],
+}
+
+/// Every figure, in table order, plus notes: each distinct full error text and the figures it
+/// made n/a.
+#[derive(Debug, Default)]
+struct Results {
+    figures: Vec<Figure>,
+    notes: Vec<(String, Vec<String>)>,
+    /// Milliseconds of `tar -x` of the large image's layers (the unpack baseline).
+    baseline: Vec<f64>,
+}
+
+impl Results {
+    fn figure(&mut self, name: &str, unit: Unit) -> usize {
+        if let Some(i) = self.figures.iter().position(|f| f.name == name) {
+            return i;
+        }
+        self.figures.push(Figure {
+            name: name.to_owned(),
+            unit,
+            cells: Default::default(),
+        });
+        self.figures.len() - 1
+    }
+
+    fn cell(&mut self, name: &str, unit: Unit, target: usize) -> &mut Cell {
+        let i = self.figure(name, unit);
+        &mut self.figures[i].cells[target]
+    }
+
+    fn record(&mut self, name: &str, unit: Unit, target: usize, value: f64) {
+        let cell = self.cell(name, unit, target);
+        if cell.na.is_none() {
+            cell.samples.push(value);
+        }
+    }
+
+    fn is_na(&self, name: &str, target: usize) -> bool {
+        self.figures
+            .iter()
+            .any(|f| f.name == name && f.cells[target].na.is_some())
+    }
+
+    fn fail(&mut self, name: &str, unit: Unit, target: usize, reason: String, detail: String) {
+        let cell = self.cell(name, unit, target);
+        if cell.na.is_none() {
+            cell.na = Some(reason);
+            cell.samples.clear();
+            match self.notes.iter_mut().find(|(d, _)| *d == detail) {
+                Some((_, figures)) => figures.push(name.to_owned()),
+                None => self.notes.push((detail, vec![name.to_owned()])),
+            }
+        }
+    }
+}
+
+/// The `q`-quantile (0..=1) of sorted `v`, nearest rank.
+fn quantile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    // Nearest rank: ceil(q * n), 1-based.
+    let n = sorted.len();
+    let rank = ((q * n as f64).ceil() as usize).clamp(1, n);
+    sorted[rank - 1]
+}
+
+fn median(samples: &[f64]) -> Option<f64> {
+    let mut v = samples.to_vec();
+    v.sort_by(f64::total_cmp);
+    (!v.is_empty()).then(|| quantile(&v, 0.5))
+}
+
+fn md_escape(s: &str) -> String {
+    s.replace('|', "\\|").replace('\n', " ")
+}
+
+/// Renders the results as markdown.
+fn render(results: &Results, names: [&str; 2], header: &str) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "{header}");
+    let _ = writeln!(
+        out,
+        "| figure | runtime | n | median | p90 | p99 | crius/peer |\n|---|---|---|---|---|---|---|"
+    );
+    for f in &results.figures {
+        let medians: Vec<Option<f64>> = f
+            .cells
+            .iter()
+            .map(|c| {
+                if c.na.is_some() {
+                    None
+                } else {
+                    median(&c.samples)
+                }
+            })
+            .collect();
+        for (t, cell) in f.cells.iter().enumerate() {
+            let label = if t == 0 { f.name.as_str() } else { "" };
+            if let Some(reason) = &cell.na {
+                let _ = writeln!(
+                    out,
+                    "| {} | {} | – | n/a ({}) | – | – | – |",
+                    md_escape(label),
+                    names[t],
+                    md_escape(reason)
+                );
+                continue;
+            }
+            if cell.samples.is_empty() {
+                let _ = writeln!(
+                    out,
+                    "| {} | {} | 0 | n/a (not measured) | – | – | – |",
+                    md_escape(label),
+                    names[t]
+                );
+                continue;
+            }
+            let mut v = cell.samples.clone();
+            v.sort_by(f64::total_cmp);
+            let ratio = match (t, medians[0], medians[1]) {
+                (0, Some(a), Some(b)) if b > 0.0 => format!("{:.2}", a / b),
+                _ => "–".to_owned(),
+            };
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {} | {} | {} |",
+                md_escape(label),
+                names[t],
+                v.len(),
+                f.unit.format(quantile(&v, 0.5)),
+                f.unit.format(quantile(&v, 0.9)),
+                f.unit.format(quantile(&v, 0.99)),
+                ratio
+            );
+        }
+    }
+    // Large-image cost relative to the small image, per runtime.
+    let pairs = [
+        (F_POD, F_POD_LARGE, "plain"),
+        (F_POD_USERNS, F_POD_USERNS_LARGE, "userns"),
+    ];
+    let mut ratio_lines = Vec::new();
+    for (small, large, what) in pairs {
+        for (t, name) in names.iter().enumerate() {
+            let get = |n: &str| {
+                results.figures.iter().find(|f| f.name == n).and_then(|f| {
+                    let c = &f.cells[t];
+                    if c.na.is_some() {
+                        None
+                    } else {
+                        median(&c.samples)
+                    }
+                })
+            };
+            if let (Some(s), Some(l)) = (get(small), get(large))
+                && s > 0.0
+            {
+                ratio_lines.push(format!(
+                    "| full pod start, {what}: 20k-file / 20-file image | {name} | {:.2} |",
+                    l / s
+                ));
+            }
+        }
+    }
+    if !ratio_lines.is_empty() {
+        let _ = writeln!(
+            out,
+            "\n| image-size ratio (medians) | runtime | ratio |\n|---|---|---|"
+        );
+        for l in ratio_lines {
+            let _ = writeln!(out, "{l}");
+        }
+    }
+    if let Some(m) = median(&results.baseline) {
+        let _ = writeln!(
+            out,
+            "\nBaseline: `tar -xf` of the 20k-file image's layers (gzip) into an empty directory \
+             (no runtime, no registry): median {} of {}.",
+            Unit::Millis.format(m),
+            results.baseline.len()
+        );
+    }
+    if !results.notes.is_empty() {
+        let _ = writeln!(out, "\nWhy cells are n/a:\n");
+        for (detail, figures) in &results.notes {
+            let _ = writeln!(
+                out,
+                "- {}  \n  ({})",
+                md_escape(detail),
+                md_escape(&figures.join("; "))
+            );
+        }
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
+// Figures
+
+const F_PULL: &str = "image pull + unpack, 20k-file image";
+const F_RUN: &str = "RunPodSandbox (CNI)";
+const F_STOPRM: &str = "StopPodSandbox + RemovePodSandbox";
+const F_RUN_USERNS: &str = "RunPodSandbox, userns (CNI)";
+const F_CTR: &str = "CreateContainer + StartContainer";
+const F_POD: &str = "full pod start, 20-file image";
+const F_POD_LARGE: &str = "full pod start, 20k-file image";
+const F_POD_USERNS: &str = "full pod start, userns, 20-file image";
+const F_POD_USERNS_LARGE: &str = "full pod start, userns, 20k-file image";
+
+/// The figures of one many-pods phase.
+#[derive(Debug, Clone)]
+struct ManyFigures {
+    /// Each pod gets a busybox container (else sandboxes only).
+    containers: bool,
+    start: String,
+    stop: String,
+    rss: String,
+    pss: String,
+    pss_all: String,
+    /// ListContainers / ContainerStatus latencies (with containers only).
+    list: Option<(String, String)>,
+}
+
+impl ManyFigures {
+    /// The phase of `pods` full pods (sandbox + container), or of `pods` bare sandboxes.
+    fn new(pods: usize, containers: bool) -> ManyFigures {
+        if containers {
+            ManyFigures {
+                containers,
+                start: format!("{pods} pods started concurrently (wall, until all running)"),
+                stop: format!("{pods} pods stopped + removed concurrently (wall)"),
+                rss: format!("daemon RSS, {pods} pods running"),
+                pss: "per-pod PSS: crius pod monitor vs containerd-shim-runc-v2".to_owned(),
+                pss_all: "per-pod PSS incl. sandbox process (monitor+sandbox vs shim+pause)"
+                    .to_owned(),
+                list: Some((
+                    format!("ListContainers, {} containers", pods * 2),
+                    format!("ContainerStatus, {} containers", pods * 2),
+                )),
+            }
+        } else {
+            ManyFigures {
+                containers,
+                start: format!("{pods} sandboxes started concurrently (wall, no containers)"),
+                stop: format!("{pods} sandboxes stopped + removed concurrently (wall)"),
+                rss: format!("daemon RSS, {pods} sandboxes (no containers)"),
+                pss: "per-sandbox PSS (no containers): pod monitor vs shim".to_owned(),
+                pss_all: "per-sandbox PSS incl. sandbox process (no containers)".to_owned(),
+                list: None,
+            }
+        }
+    }
+
+    /// Every figure with its unit, in table order.
+    fn all(&self) -> Vec<(String, Unit)> {
+        let mut v = vec![
+            (self.start.clone(), Unit::Seconds),
+            (self.stop.clone(), Unit::Seconds),
+            (self.rss.clone(), Unit::Mebibytes),
+            (self.pss.clone(), Unit::Mebibytes),
+            (self.pss_all.clone(), Unit::Mebibytes),
+        ];
+        if let Some((l, s)) = &self.list {
+            v.push((l.clone(), Unit::Millis));
+            v.push((s.clone(), Unit::Millis));
+        }
+        v
+    }
+}
+
+/// Daemon RSS with no pods, after setup.
+const F_RSS_IDLE: &str = "daemon RSS, idle (after setup)";
+/// Daemon RSS with no pods, at the end.
+const F_RSS_END: &str = "daemon RSS, idle (end of run)";
+
+// ---------------------------------------------------------------------------------------------
+// Daemons
+
+/// Which runtime a daemon is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Crius,
+    Containerd,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Crius => "crius",
+            Kind::Containerd => "containerd",
+        }
+    }
+}
+
+/// A daemon under test: its process and its temporary directory, torn down on drop (processes
+/// it left, mounts beneath its directory, cgroups under its cgroup parent, the directory).
+struct Daemon {
+    kind: Kind,
+    dir: PathBuf,
+    socket: PathBuf,
+    log: PathBuf,
+    child: Option<Child>,
+    /// The cgroup parent given to every pod of this daemon (absolute, cgroupfs).
+    cgroup_parent: String,
+    /// Directories outside `dir` the daemon creates, removed at teardown when empty (containerd
+    /// 1.6 puts shim sockets under `/run/containerd/s` whatever its state dir).
+    outside_dirs: Vec<PathBuf>,
+    torn_down: bool,
+}
+
+impl Daemon {
+    fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+
+    /// Stops the daemon and removes everything it left. Idempotent; errors are ignored.
+    fn teardown(&mut self) {
+        if self.torn_down {
+            return;
+        }
+        self.torn_down = true;
+        if let Some(mut child) = self.child.take() {
+            if let Ok(pid) = i32::try_from(child.id()) {
+                let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+            }
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                match child.try_wait() {
+                    Ok(Some(_)) | Err(_) => break,
+                    Ok(None) if Instant::now() > deadline => {
+                        let _ = child.kill();
+                        let _ = child.wait();
+                        break;
+                    }
+                    Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+                }
+            }
+        }
+        let dir = self.dir.display().to_string();
+        let pattern = self.cgroup_parent.clone();
+        for _ in 0..5 {
+            let victims = leftover_processes(&dir, &pattern);
+            if victims.is_empty() {
+                break;
+            }
+            for pid in victims {
+                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        unmount_beneath(&self.dir);
+        remove_cgroups(&self.cgroup_parent);
+        for d in &self.outside_dirs {
+            let _ = std::fs::remove_dir(d);
+        }
+        if std::fs::remove_dir_all(&self.dir).is_err() {
+            // A mount may have needed a moment to go away (MNT_DETACH): try once more.
+            std::thread::sleep(Duration::from_millis(300));
+            unmount_beneath(&self.dir);
+            if let Err(e) = std::fs::remove_dir_all(&self.dir) {
+                eprintln!("crius-bench: cannot remove {}: {e}", self.dir.display());
+            }
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.teardown();
+    }
+}
+
+/// Processes (other than this one) whose command line names `dir`, or that live in a cgroup
+/// beneath `cgroup_parent`: pod monitors and sandboxes, shims, containers.
+fn leftover_processes(dir: &str, cgroup_parent: &str) -> Vec<i32> {
+    let me = std::process::id();
+    let mut out = Vec::new();
+    for (pid, argv) in processes() {
+        if pid as u32 == me {
+            continue;
+        }
+        let by_cmdline = argv.iter().any(|a| a.contains(dir));
+        let by_cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+            .map(|c| {
+                c.lines().any(|l| {
+                    l.split(':')
+                        .nth(2)
+                        .is_some_and(|p| p.starts_with(cgroup_parent))
+                })
+            })
+            .unwrap_or(false);
+        if by_cmdline || by_cgroup {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// Every process and its argv.
+fn processes() -> Vec<(i32, Vec<String>)> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for e in entries.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        let Ok(raw) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        let argv = raw
+            .split(|b| *b == 0)
+            .filter(|a| !a.is_empty())
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        out.push((pid, argv));
+    }
+    out
+}
+
+/// Unescapes a mountinfo path (`\040` and friends).
+fn unescape_mountinfo(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\'
+            && i + 3 < bytes.len()
+            && let Ok(v) = u8::from_str_radix(&s[i + 1..i + 4], 8)
+        {
+            out.push(v);
+            i += 4;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Lazily unmounts every mount at or beneath `dir`, deepest first.
+fn unmount_beneath(dir: &Path) {
+    for _ in 0..5 {
+        let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let mut mounts: Vec<PathBuf> = text
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4))
+            .map(|p| PathBuf::from(unescape_mountinfo(p)))
+            .filter(|p| p.starts_with(dir))
+            .collect();
+        if mounts.is_empty() {
+            return;
+        }
+        mounts.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+        for m in mounts {
+            let _ = nix::mount::umount2(&m, nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+}
+
+/// Removes the cgroup directories under `parent` in every mounted hierarchy, deepest first.
+fn remove_cgroups(parent: &str) {
+    let Ok(hierarchies) = std::fs::read_dir("/sys/fs/cgroup") else {
+        return;
+    };
+    let rel = parent.trim_start_matches('/');
+    if rel.is_empty() {
+        return;
+    }
+    let mut roots = vec![PathBuf::from("/sys/fs/cgroup").join(rel)];
+    for h in hierarchies.flatten() {
+        roots.push(h.path().join(rel));
+    }
+    for root in roots {
+        let mut dirs = Vec::new();
+        collect_dirs(&root, &mut dirs);
+        dirs.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+        for d in dirs {
+            let _ = std::fs::remove_dir(&d);
+        }
+    }
+    // The parent's own parent (`/crius-bench-PID`) is shared by both daemons: remove it when
+    // empty.
+    if let Some(top) = Path::new(rel).components().next() {
+        for h in std::fs::read_dir("/sys/fs/cgroup")
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let _ = std::fs::remove_dir(h.path().join(top));
+        }
+    }
+}
+
+fn collect_dirs(dir: &Path, out: &mut Vec<PathBuf>) {
+    if !dir.is_dir() {
+        return;
+    }
+    out.push(dir.to_path_buf());
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                collect_dirs(&e.path(), out);
+            }
+        }
+    }
+}
+
+/// A fresh directory for one daemon.
+fn daemon_dir(kind: Kind) -> Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!(
+        "crius-bench-{}-{}",
+        std::process::id(),
+        kind.name()
+    ));
+    if dir.exists() {
+        unmount_beneath(&dir);
+        std::fs::remove_dir_all(&dir)?;
+    }
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+fn spawn_logged(program: &Path, args: &[String], log: &Path) -> Result<Child> {
+    use std::os::unix::process::CommandExt as _;
+    let file = std::fs::File::create(log)?;
+    Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(file.try_clone()?)
+        .stderr(file)
+        // Own process group: a terminal Ctrl-C reaches the bench, which cleans up over CRI
+        // before stopping the daemons.
+        .process_group(0)
+        .spawn()
+        .with_context(|| format!("cannot start {}", program.display()))
+}
+
+/// Starts criusd on a fresh directory.
+fn start_criusd(opts: &Options, registry_host: &str, cni_dir: &Path) -> Result<Daemon> {
+    if !opts.criusd.exists() {
+        bail!(
+            "{} does not exist (cargo build --release -p criusd, or --criusd PATH)",
+            opts.criusd.display()
+        );
+    }
+    let dir = daemon_dir(Kind::Crius)?;
+    let outside_dirs = Vec::new();
+    let socket = dir.join("state/crius.sock");
+    let config = dir.join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "insecure_registries = [\"{registry_host}\"]\ncni_conf_dir = \"{}\"\n\
+             cni_bin_dirs = [\"{CNI_BIN_DIR}\"]\n",
+            cni_dir.display()
+        ),
+    )?;
+    let args = vec![
+        "--config".into(),
+        config.display().to_string(),
+        "--root".into(),
+        dir.join("root").display().to_string(),
+        "--state".into(),
+        dir.join("state").display().to_string(),
+        "--listen".into(),
+        socket.display().to_string(),
+        "--log-level".into(),
+        "info".into(),
+    ];
+    let log = dir.join("criusd.log");
+    let child = spawn_logged(&opts.criusd, &args, &log)?;
+    Ok(Daemon {
+        kind: Kind::Crius,
+        cgroup_parent: format!("/crius-bench-{}/crius", std::process::id()),
+        dir,
+        socket,
+        log,
+        child: Some(child),
+        outside_dirs,
+        torn_down: false,
+    })
+}
+
+/// Starts containerd on a fresh directory with a generated config.
+fn start_containerd(registry_host: &str, pause: &str, cni_dir: &Path) -> Result<Daemon> {
+    let binary = PathBuf::from("/usr/bin/containerd");
+    if !binary.exists() {
+        bail!("/usr/bin/containerd is missing (apt-get install containerd runc)");
+    }
+    let dir = daemon_dir(Kind::Containerd)?;
+    // Only what did not exist before (a system containerd may own them), deepest first.
+    let outside_dirs: Vec<PathBuf> = ["/run/containerd/s", "/run/containerd"]
+        .iter()
+        .map(PathBuf::from)
+        .filter(|d| !d.exists())
+        .collect();
+    let socket = dir.join("containerd.sock");
+    // Registry access: a hosts.toml per registry host under config_path (containerd 1.5+); the
+    // loopback registry speaks plain HTTP.
+    let hosts_dir = dir.join("certs.d").join(registry_host);
+    std::fs::create_dir_all(&hosts_dir)?;
+    std::fs::write(
+        hosts_dir.join("hosts.toml"),
+        format!(
+            "server = \"http://{registry_host}\"\n\n[host.\"http://{registry_host}\"]\n  \
+             capabilities = [\"pull\", \"resolve\"]\n  skip_verify = true\n"
+        ),
+    )?;
+    let d = dir.display();
+    let config = format!(
+        r#"version = 2
+root = "{d}/root"
+state = "{d}/state"
+oom_score = 0
+disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.btrfs",
+  "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.zfs",
+  "io.containerd.tracing.processor.v1.otlp", "io.containerd.internal.v1.tracing"]
+
+[grpc]
+  address = "{d}/containerd.sock"
+
+[ttrpc]
+  address = ""
+
+[debug]
+  address = ""
+  level = "info"
+
+[metrics]
+  address = ""
+
+[plugins."io.containerd.internal.v1.opt"]
+  path = "{d}/opt"
+
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "{pause}"
+  disable_apparmor = true
+  # Lowering oom_score_adj (the sandbox's -998) needs CAP_SYS_RESOURCE, which a container or
+  # VM may not grant: keep every score at least containerd's own, as rootless setups do.
+  restrict_oom_score_adj = true
+  enable_selinux = false
+  netns_mounts_under_state_dir = true
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "overlayfs"
+    default_runtime_name = "runc"
+
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+        SystemdCgroup = false
+        Root = "{d}/runc"
+
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "{CNI_BIN_DIR}"
+    conf_dir = "{cni}"
+    max_conf_num = 1
+
+  [plugins."io.containerd.grpc.v1.cri".registry]
+    config_path = "{d}/certs.d"
+"#,
+        cni = cni_dir.display(),
+    );
+    let config_path = dir.join("config.toml");
+    std::fs::write(&config_path, config)?;
+    let log = dir.join("containerd.log");
+    let child = spawn_logged(
+        &binary,
+        &["--config".into(), config_path.display().to_string()],
+        &log,
+    )?;
+    Ok(Daemon {
+        kind: Kind::Containerd,
+        cgroup_parent: format!("/crius-bench-{}/containerd", std::process::id()),
+        dir,
+        socket,
+        log,
+        child: Some(child),
+        outside_dirs,
+        torn_down: false,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Targets: a daemon and its CRI clients
+
+/// A runtime under test with its CRI clients and per-run state.
+struct Target {
+    daemon: Daemon,
+    runtime: RuntimeServiceClient<Channel>,
+    images: ImageServiceClient<Channel>,
+    version: String,
+    userns: bool,
+    /// The long-lived sandbox of the container figure.
+    container_pod: Option<Pod>,
+    /// Pods of the concurrency figure.
+    many: Vec<Pod>,
+}
+
+impl Target {
+    fn name(&self) -> &'static str {
+        self.daemon.kind.name()
+    }
+}
+
+/// Waits for a daemon's `Version` and connects.
+async fn connect_target(mut daemon: Daemon) -> Result<Target> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(child) = daemon.child.as_mut()
+            && let Some(status) = child.try_wait()?
+        {
+            bail!(
+                "{} exited with {status} while starting:\n{}",
+                daemon.kind.name(),
+                daemon.log_tail()
+            );
+        }
+        if daemon.socket.exists()
+            && let Ok(channel) = connect(&daemon.socket).await
+        {
+            let mut runtime = RuntimeServiceClient::new(channel.clone());
+            if let Ok(v) = runtime.version(VersionRequest::default()).await {
+                let v = v.into_inner();
+                let status = runtime
+                    .status(StatusRequest { verbose: false })
+                    .await
+                    .map(|s| s.into_inner())
+                    .ok();
+                let userns = status.is_some_and(|s| {
+                    s.runtime_handlers
+                        .iter()
+                        .any(|h| h.name.is_empty() && h.features.is_some_and(|f| f.user_namespaces))
+                });
+                return Ok(Target {
+                    daemon,
+                    runtime,
+                    images: ImageServiceClient::new(channel),
+                    version: format!("{} {}", v.runtime_name, v.runtime_version),
+                    userns,
+                    container_pod: None,
+                    many: Vec::new(),
+                });
+            }
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "{} did not answer Version in 30 s:\n{}",
+                daemon.kind.name(),
+                daemon.log_tail()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A pod the bench made: its id, config (CreateContainer needs it) and containers.
+#[derive(Debug, Clone)]
+struct Pod {
+    id: String,
+    config: PodSandboxConfig,
+    containers: Vec<String>,
+}
+
+/// The images every runtime uses.
+#[derive(Debug, Clone)]
+struct Images {
+    small: String,
+    large: String,
+    pause: String,
+}
+
+/// Hands out unique pod names and user namespace ranges.
+#[derive(Debug, Default)]
+struct Counter(u64);
+
+impl Counter {
+    fn next(&mut self) -> u64 {
+        self.0 += 1;
+        self.0
+    }
+}
+
+/// The user namespace option of pod number `n`: a 65536-aligned host range above 65535, as
+/// kubelet allocates them.
+fn userns_option(n: u64) -> UserNamespace {
+    let slot = u32::try_from(n % 4096).unwrap_or(0);
+    let map = IdMapping {
+        host_id: USERNS_LENGTH * (16 + slot),
+        container_id: 0,
+        length: USERNS_LENGTH,
+    };
+    UserNamespace {
+        mode: NamespaceMode::Pod as i32,
+        uids: vec![map],
+        gids: vec![map],
+    }
+}
+
+/// A kubelet-like pod config.
+fn pod_config(t: &Target, n: u64, userns: bool) -> Result<PodSandboxConfig> {
+    let name = format!("bench-{n}");
+    let log_dir = t.daemon.dir.join("logs").join(&name);
+    std::fs::create_dir_all(&log_dir)?;
+    let namespace_options = NamespaceOption {
+        network: NamespaceMode::Pod as i32,
+        pid: NamespaceMode::Container as i32,
+        ipc: NamespaceMode::Pod as i32,
+        target_id: String::new(),
+        userns_options: userns.then(|| userns_option(n)),
+    };
+    Ok(PodSandboxConfig {
+        metadata: Some(PodSandboxMetadata {
+            name: name.clone(),
+            uid: format!("{:08x}-bench-{}-{n}", std::process::id(), t.name()),
+            namespace: "bench".into(),
+            attempt: 0,
+        }),
+        hostname: name,
+        log_directory: log_dir.display().to_string(),
+        linux: Some(LinuxPodSandboxConfig {
+            cgroup_parent: t.daemon.cgroup_parent.clone(),
+            security_context: Some(LinuxSandboxSecurityContext {
+                namespace_options: Some(namespace_options),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+}
+
+fn container_config(image: &str, name: &str) -> ContainerConfig {
+    ContainerConfig {
+        metadata: Some(ContainerMetadata {
+            name: name.to_owned(),
+            attempt: 0,
+        }),
+        image: Some(ImageSpec {
+            image: image.to_owned(),
+            ..Default::default()
+        }),
+        command: vec!["/bin/sleep".into(), "3600".into()],
+        log_path: format!("{name}.log"),
+        ..Default::default()
+    }
+}
+
+/// The clients of a target, cloneable into tasks.
+#[derive(Clone)]
+struct Clients {
+    runtime: RuntimeServiceClient<Channel>,
+}
+
+impl Clients {
+    async fn run_pod(&mut self, config: PodSandboxConfig) -> Result<Pod> {
+        let id = self
+            .runtime
+            .run_pod_sandbox(RunPodSandboxRequest {
+                config: Some(config.clone()),
+                runtime_handler: String::new(),
+            })
+            .await
+            .context("RunPodSandbox")?
+            .into_inner()
+            .pod_sandbox_id;
+        Ok(Pod {
+            id,
+            config,
+            containers: Vec::new(),
+        })
+    }
+
+    /// CreateContainer + StartContainer, then waits until ContainerStatus says running.
+    async fn start_container(&mut self, pod: &mut Pod, image: &str, name: &str) -> Result<()> {
+        let id = self
+            .runtime
+            .create_container(CreateContainerRequest {
+                pod_sandbox_id: pod.id.clone(),
+                config: Some(container_config(image, name)),
+                sandbox_config: Some(pod.config.clone()),
+            })
+            .await
+            .context("CreateContainer")?
+            .into_inner()
+            .container_id;
+        pod.containers.push(id.clone());
+        self.runtime
+            .start_container(StartContainerRequest {
+                container_id: id.clone(),
+            })
+            .await
+            .context("StartContainer")?;
+        self.wait_running(&id).await
+    }
+
+    async fn wait_running(&mut self, id: &str) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let status = self
+                .runtime
+                .container_status(ContainerStatusRequest {
+                    container_id: id.to_owned(),
+                    verbose: false,
+                })
+                .await
+                .context("ContainerStatus")?
+                .into_inner()
+                .status
+                .context("ContainerStatus without status")?;
+            if status.state == ContainerState::ContainerRunning as i32 {
+                return Ok(());
+            }
+            if status.state == ContainerState::ContainerExited as i32 {
+                bail!(
+                    "container exited: code {} reason {} {}",
+                    status.exit_code,
+                    status.reason,
+                    status.message
+                );
+            }
+            if Instant::now() > deadline {
+                bail!("container {id} not running after 60 s");
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    async fn stop_remove_pod(&mut self, id: &str) -> Result<()> {
+        self.runtime
+            .stop_pod_sandbox(StopPodSandboxRequest {
+                pod_sandbox_id: id.to_owned(),
+            })
+            .await
+            .context("StopPodSandbox")?;
+        self.runtime
+            .remove_pod_sandbox(RemovePodSandboxRequest {
+                pod_sandbox_id: id.to_owned(),
+            })
+            .await
+            .context("RemovePodSandbox")?;
+        Ok(())
+    }
+
+    async fn stop_remove_container(&mut self, id: &str) -> Result<()> {
+        self.runtime
+            .stop_container(StopContainerRequest {
+                container_id: id.to_owned(),
+                timeout: 0,
+            })
+            .await
+            .context("StopContainer")?;
+        self.runtime
+            .remove_container(RemoveContainerRequest {
+                container_id: id.to_owned(),
+            })
+            .await
+            .context("RemoveContainer")?;
+        Ok(())
+    }
+
+    /// A full pod start: sandbox plus one container until running.
+    async fn full_pod(&mut self, config: PodSandboxConfig, image: &str) -> Result<Pod> {
+        let mut pod = self.run_pod(config).await?;
+        if let Err(e) = self.start_container(&mut pod, image, "sleeper").await {
+            let _ = self.stop_remove_pod(&pod.id).await;
+            return Err(e);
+        }
+        Ok(pod)
+    }
+}
+
+/// The full text of `err` for the notes: the outermost context, then the gRPC code and message
+/// when the error is a CRI answer.
+fn detail(runtime: &str, err: &anyhow::Error) -> String {
+    match err.chain().find_map(|e| e.downcast_ref::<tonic::Status>()) {
+        Some(s) => {
+            let outer = err.to_string();
+            let what = if outer == s.to_string() {
+                String::new()
+            } else {
+                format!("{outer}: ")
+            };
+            format!("{runtime}: {what}{:?}: {}", s.code(), s.message())
+        }
+        None => format!("{runtime}: {err:#}"),
+    }
+}
+
+/// The reason a figure is n/a for `runtime` after `err`.
+fn reason(runtime: &str, err: &anyhow::Error) -> String {
+    if let Some(s) = err.chain().find_map(|e| e.downcast_ref::<tonic::Status>()) {
+        if s.code() == tonic::Code::Unimplemented {
+            return format!("{runtime}: Unimplemented");
+        }
+        let mut msg: String = s.message().chars().take(80).collect();
+        if s.message().chars().count() > 80 {
+            msg.push('…');
+        }
+        return format!("{runtime}: {:?}: {msg}", s.code());
+    }
+    let text = format!("{err:#}");
+    let mut msg: String = text.chars().take(80).collect();
+    if text.chars().count() > 80 {
+        msg.push('…');
+    }
+    format!("{runtime}: {msg}")
+}
+
+// ---------------------------------------------------------------------------------------------
+// The bench
+
+/// One run: both targets, the images, the counters and the results.
+struct Bench {
+    opts: Options,
+    targets: Vec<Target>,
+    images: Images,
+    counter: Counter,
+    results: Results,
+    /// The large image's layer blobs on disk, for the `tar -x` baseline.
+    large_layers: Vec<PathBuf>,
+    /// A scratch directory.
+    work: PathBuf,
+}
+
+/// What one A/B step measures.
+#[derive(Debug, Clone, Copy)]
+enum Step {
+    Pull,
+    Sandbox { userns: bool },
+    Container,
+    FullPod { userns: bool, large: bool },
+}
+
+impl Step {
+    /// The figures this step records, the first one gating the step.
+    fn figures(self) -> Vec<(&'static str, Unit)> {
+        match self {
+            Step::Pull => vec![(F_PULL, Unit::Millis)],
+            Step::Sandbox { userns: false } => {
+                vec![(F_RUN, Unit::Millis), (F_STOPRM, Unit::Millis)]
+            }
+            Step::Sandbox { userns: true } => vec![(F_RUN_USERNS, Unit::Millis)],
+            Step::Container => vec![(F_CTR, Unit::Millis)],
+            Step::FullPod { userns, large } => {
+                let name = match (userns, large) {
+                    (false, false) => F_POD,
+                    (false, true) => F_POD_LARGE,
+                    (true, false) => F_POD_USERNS,
+                    (true, true) => F_POD_USERNS_LARGE,
+                };
+                vec![(name, Unit::Millis)]
+            }
+        }
+    }
+
+    fn userns(self) -> bool {
+        matches!(
+            self,
+            Step::Sandbox { userns: true } | Step::FullPod { userns: true, .. }
+        )
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+impl Bench {
+    fn clients(&self, t: usize) -> Clients {
+        Clients {
+            runtime: self.targets[t].runtime.clone(),
+        }
+    }
+
+    /// Whether target `t` can run `step`; marks its figures n/a when it cannot.
+    fn gate(&mut self, t: usize, step: Step) -> bool {
+        let figures = step.figures();
+        if self.results.is_na(figures[0].0, t) {
+            return false;
+        }
+        let target = &self.targets[t];
+        if step.userns() && target.daemon.kind != Kind::Crius && !target.userns {
+            let why = format!(
+                "{}: no user namespace support in Status",
+                target.daemon.kind.name()
+            );
+            for (f, u) in figures {
+                self.results.fail(f, u, t, why.clone(), why.clone());
+            }
+            return false;
+        }
+        true
+    }
+
+    /// One iteration of `step` on target `t`; returns a sample per figure of the step.
+    async fn step(&mut self, t: usize, step: Step) -> Result<Vec<f64>> {
+        let mut c = self.clients(t);
+        match step {
+            Step::Pull => {
+                let mut images = self.targets[t].images.clone();
+                let spec = ImageSpec {
+                    image: self.images.large.clone(),
+                    ..Default::default()
+                };
+                // Not timed: make sure the image is absent (NotFound is fine).
+                let _ = images
+                    .remove_image(RemoveImageRequest {
+                        image: Some(spec.clone()),
+                    })
+                    .await;
+                let start = Instant::now();
+                images
+                    .pull_image(PullImageRequest {
+                        image: Some(spec),
+                        ..Default::default()
+                    })
+                    .await
+                    .context("PullImage")?;
+                Ok(vec![ms(start.elapsed())])
+            }
+            Step::Sandbox { userns } => {
+                let config = pod_config(&self.targets[t], self.counter.next(), userns)?;
+                let start = Instant::now();
+                let pod = c.run_pod(config).await?;
+                let run = ms(start.elapsed());
+                let start = Instant::now();
+                c.stop_remove_pod(&pod.id).await?;
+                let stop = ms(start.elapsed());
+                Ok(if userns { vec![run] } else { vec![run, stop] })
+            }
+            Step::Container => {
+                if self.targets[t].container_pod.is_none() {
+                    let config = pod_config(&self.targets[t], self.counter.next(), false)?;
+                    let pod = c.run_pod(config).await?;
+                    self.targets[t].container_pod = Some(pod);
+                }
+                let mut pod = self.targets[t]
+                    .container_pod
+                    .clone()
+                    .context("container pod")?;
+                let name = format!("c{}", self.counter.next());
+                let start = Instant::now();
+                let result = c.start_container(&mut pod, &self.images.small, &name).await;
+                let elapsed = ms(start.elapsed());
+                if let Some(id) = pod.containers.pop() {
+                    let _ = c.stop_remove_container(&id).await;
+                }
+                result?;
+                Ok(vec![elapsed])
+            }
+            Step::FullPod { userns, large } => {
+                let config = pod_config(&self.targets[t], self.counter.next(), userns)?;
+                let image = if large {
+                    self.images.large.clone()
+                } else {
+                    self.images.small.clone()
+                };
+                let start = Instant::now();
+                let pod = c.full_pod(config, &image).await?;
+                let elapsed = ms(start.elapsed());
+                c.stop_remove_pod(&pod.id).await?;
+                Ok(vec![elapsed])
+            }
+        }
+    }
+
+    /// Runs `step` on both targets, alternating which goes first, with warm-up.
+    async fn ab(&mut self, step: Step, iterations: usize) {
+        let figures = step.figures();
+        // A pull is long and the page cache is warm after one: one warm-up is enough.
+        let warmup = match step {
+            Step::Pull => self.opts.plan.warmup.min(1),
+            _ => self.opts.plan.warmup,
+        };
+        eprintln!(
+            "crius-bench: {} ({} warm-up + {iterations} iterations)",
+            figures.iter().map(|f| f.0).collect::<Vec<_>>().join(" / "),
+            warmup
+        );
+        let total = warmup + iterations;
+        for i in 0..total {
+            let order: Vec<usize> = if i % 2 == 0 {
+                (0..self.targets.len()).collect()
+            } else {
+                (0..self.targets.len()).rev().collect()
+            };
+            for t in order {
+                if !self.gate(t, step) {
+                    continue;
+                }
+                let name = self.targets[t].name();
+                match self.step(t, step).await {
+                    Ok(samples) if i >= warmup => {
+                        for ((f, u), v) in figures.iter().zip(samples) {
+                            self.results.record(f, *u, t, v);
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        let why = reason(name, &e);
+                        eprintln!("crius-bench:   {}", detail(name, &e));
+                        for (f, u) in &figures {
+                            self.results.fail(f, *u, t, why.clone(), detail(name, &e));
+                        }
+                    }
+                }
+            }
+        }
+        // The container figure's sandbox is not needed after its figure.
+        for t in 0..self.targets.len() {
+            if let Some(pod) = self.targets[t].container_pod.take() {
+                let _ = self.clients(t).stop_remove_pod(&pod.id).await;
+            }
+        }
+    }
+
+    /// Pulls `image` on every target, untimed. A failure marks nothing: the figures that need
+    /// the image fail on their own with the runtime's answer.
+    async fn prepull(&mut self, image: &str) {
+        for t in &mut self.targets {
+            if let Err(e) = t
+                .images
+                .pull_image(PullImageRequest {
+                    image: Some(ImageSpec {
+                        image: image.to_owned(),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                })
+                .await
+            {
+                eprintln!(
+                    "crius-bench:   {}: PullImage {image}: {:?}: {}",
+                    t.name(),
+                    e.code(),
+                    e.message()
+                );
+            }
+        }
+    }
+
+    /// Daemon RSS (VmRSS) in MiB, recorded under `figure`.
+    fn record_rss(&mut self, figure: &str) {
+        for t in 0..self.targets.len() {
+            match self.targets[t].daemon.pid().and_then(|p| rss_kib(p as i32)) {
+                Some(kib) => self
+                    .results
+                    .record(figure, Unit::Mebibytes, t, kib as f64 / 1024.0),
+                None => {
+                    let why = format!("{}: daemon not running", self.targets[t].name());
+                    self.results
+                        .fail(figure, Unit::Mebibytes, t, why.clone(), why);
+                }
+            }
+        }
+    }
+
+    /// A many-pods phase: `rounds` rounds of starting the pods on each runtime at once (wall
+    /// time), memory and (with containers) list/status latencies on the last round, then
+    /// stopping and removing them all at once.
+    async fn many(&mut self, figs: &ManyFigures, rounds: usize) {
+        let pods = self.opts.plan.pods;
+        eprintln!(
+            "crius-bench: {} ({rounds} rounds), memory{}",
+            figs.start,
+            if figs.containers { ", list/status" } else { "" }
+        );
+        for round in 0..rounds {
+            let last = round + 1 == rounds;
+            let order: Vec<usize> = if round % 2 == 0 {
+                (0..self.targets.len()).collect()
+            } else {
+                (0..self.targets.len()).rev().collect()
+            };
+            for &t in &order {
+                if self.results.is_na(&figs.start, t) {
+                    continue;
+                }
+                let mut set = tokio::task::JoinSet::new();
+                let image = self.images.small.clone();
+                let start = Instant::now();
+                for _ in 0..pods {
+                    let config = match pod_config(&self.targets[t], self.counter.next(), false) {
+                        Ok(c) => c,
+                        Err(e) => {
+                            eprintln!("crius-bench: pod config: {e:#}");
+                            continue;
+                        }
+                    };
+                    let mut c = self.clients(t);
+                    let image = image.clone();
+                    let containers = figs.containers;
+                    set.spawn(async move {
+                        if containers {
+                            c.full_pod(config, &image).await
+                        } else {
+                            c.run_pod(config).await
+                        }
+                    });
+                }
+                let mut first_error = None;
+                while let Some(joined) = set.join_next().await {
+                    match joined {
+                        Ok(Ok(pod)) => self.targets[t].many.push(pod),
+                        Ok(Err(e)) => {
+                            first_error.get_or_insert(e);
+                        }
+                        Err(e) => {
+                            first_error.get_or_insert(anyhow::anyhow!("task: {e}"));
+                        }
+                    }
+                }
+                let wall = start.elapsed().as_secs_f64();
+                let name = self.targets[t].name();
+                match first_error {
+                    None => self.results.record(&figs.start, Unit::Seconds, t, wall),
+                    Some(e) => {
+                        eprintln!("crius-bench:   {}", detail(name, &e));
+                        for (f, u) in figs.all() {
+                            self.results
+                                .fail(&f, u, t, reason(name, &e), detail(name, &e));
+                        }
+                    }
+                }
+            }
+            if last {
+                self.memory(&figs.rss, &figs.pss, &figs.pss_all).await;
+                if let Some((list, status)) = &figs.list {
+                    self.list_status(list, status).await;
+                }
+            }
+            for &t in &order {
+                let made = std::mem::take(&mut self.targets[t].many);
+                if made.is_empty() {
+                    continue;
+                }
+                let start = Instant::now();
+                let mut set = tokio::task::JoinSet::new();
+                for pod in made {
+                    let mut c = self.clients(t);
+                    set.spawn(async move { c.stop_remove_pod(&pod.id).await });
+                }
+                let mut first_error = None;
+                while let Some(joined) = set.join_next().await {
+                    if let Ok(Err(e)) = joined {
+                        first_error.get_or_insert(e);
+                    }
+                }
+                let wall = start.elapsed().as_secs_f64();
+                let name = self.targets[t].name();
+                match first_error {
+                    None => self.results.record(&figs.stop, Unit::Seconds, t, wall),
+                    Some(e) => self.results.fail(
+                        &figs.stop,
+                        Unit::Seconds,
+                        t,
+                        reason(name, &e),
+                        detail(name, &e),
+                    ),
+                }
+            }
+        }
+    }
+
+    /// Daemon RSS with the pods running, and per-pod PSS of the runtime's per-pod processes.
+    async fn memory(&mut self, f_rss: &str, f_pss: &str, f_pss_all: &str) {
+        let procs = processes();
+        for t in 0..self.targets.len() {
+            if self.targets[t].many.is_empty() {
+                continue;
+            }
+            self.record_rss_one(t, f_rss);
+            let pods = self.targets[t].many.clone();
+            let kind = self.targets[t].daemon.kind;
+            let socket = self.targets[t].daemon.socket.display().to_string();
+            for pod in &pods {
+                let info = self.targets[t]
+                    .runtime
+                    .pod_sandbox_status(PodSandboxStatusRequest {
+                        pod_sandbox_id: pod.id.clone(),
+                        verbose: true,
+                    })
+                    .await
+                    .map(|r| r.into_inner().info)
+                    .unwrap_or_default();
+                let (agent, sandbox) = match kind {
+                    Kind::Crius => (
+                        info_pid(&info, "monitorPid")
+                            .or_else(|| find_process(&procs, &["monitor", &pod.id])),
+                        info_pid(&info, "sandboxPid"),
+                    ),
+                    Kind::Containerd => (
+                        find_process(&procs, &["containerd-shim", &pod.id, &socket]),
+                        info_pid(&info, "pid"),
+                    ),
+                };
+                let who = match kind {
+                    Kind::Crius => "pod monitor",
+                    Kind::Containerd => "shim",
+                };
+                match agent.and_then(pss_kib) {
+                    Some(a) => {
+                        self.results
+                            .record(f_pss, Unit::Mebibytes, t, a as f64 / 1024.0);
+                        match sandbox.and_then(pss_kib) {
+                            Some(s) => self.results.record(
+                                f_pss_all,
+                                Unit::Mebibytes,
+                                t,
+                                (a + s) as f64 / 1024.0,
+                            ),
+                            None => {
+                                let why = format!(
+                                    "{}: sandbox pid not in verbose PodSandboxStatus",
+                                    kind.name()
+                                );
+                                self.results
+                                    .fail(f_pss_all, Unit::Mebibytes, t, why.clone(), why);
+                            }
+                        }
+                    }
+                    None => {
+                        let why = format!("{}: {who} process not found", kind.name());
+                        self.results
+                            .fail(f_pss, Unit::Mebibytes, t, why.clone(), why.clone());
+                        self.results
+                            .fail(f_pss_all, Unit::Mebibytes, t, why.clone(), why);
+                    }
+                }
+            }
+        }
+    }
+
+    fn record_rss_one(&mut self, t: usize, figure: &str) {
+        if let Some(kib) = self.targets[t].daemon.pid().and_then(|p| rss_kib(p as i32)) {
+            self.results
+                .record(figure, Unit::Mebibytes, t, kib as f64 / 1024.0);
+        }
+    }
+
+    /// Adds a second container to every pod, then times ListContainers and ContainerStatus,
+    /// alternating runtimes in batches of ten calls.
+    async fn list_status(&mut self, f_list: &str, f_status: &str) {
+        for t in 0..self.targets.len() {
+            if self.targets[t].many.is_empty() {
+                continue;
+            }
+            let pods = std::mem::take(&mut self.targets[t].many);
+            let mut set = tokio::task::JoinSet::new();
+            for mut pod in pods {
+                let mut c = self.clients(t);
+                let image = self.images.small.clone();
+                set.spawn(async move {
+                    let r = c.start_container(&mut pod, &image, "second").await;
+                    (pod, r)
+                });
+            }
+            let mut first_error = None;
+            while let Some(joined) = set.join_next().await {
+                if let Ok((pod, r)) = joined {
+                    if let Err(e) = r {
+                        first_error.get_or_insert(e);
+                    }
+                    self.targets[t].many.push(pod);
+                }
+            }
+            if let Some(e) = first_error {
+                let name = self.targets[t].name();
+                for f in [f_list, f_status] {
+                    self.results
+                        .fail(f, Unit::Millis, t, reason(name, &e), detail(name, &e));
+                }
+            }
+        }
+        let ids: Vec<Vec<String>> = self
+            .targets
+            .iter()
+            .map(|t| t.many.iter().flat_map(|p| p.containers.clone()).collect())
+            .collect();
+        let batches = self.opts.plan.calls.div_ceil(10);
+        for b in 0..batches {
+            for i in 0..self.targets.len() {
+                let t = if b % 2 == 0 {
+                    i
+                } else {
+                    self.targets.len() - 1 - i
+                };
+                if ids[t].is_empty() || self.results.is_na(f_list, t) {
+                    continue;
+                }
+                let mut rt = self.targets[t].runtime.clone();
+                for k in 0..10 {
+                    let start = Instant::now();
+                    let r = rt
+                        .list_containers(ListContainersRequest { filter: None })
+                        .await;
+                    let list = ms(start.elapsed());
+                    let id = ids[t][(b * 10 + k) % ids[t].len()].clone();
+                    let start = Instant::now();
+                    let s = rt
+                        .container_status(ContainerStatusRequest {
+                            container_id: id,
+                            verbose: false,
+                        })
+                        .await;
+                    let status = ms(start.elapsed());
+                    let name = self.targets[t].name();
+                    match r {
+                        Ok(_) => self.results.record(f_list, Unit::Millis, t, list),
+                        Err(e) => {
+                            let e = anyhow::Error::from(e);
+                            self.results.fail(
+                                f_list,
+                                Unit::Millis,
+                                t,
+                                reason(name, &e),
+                                detail(name, &e),
+                            );
+                        }
+                    }
+                    match s {
+                        Ok(_) => self.results.record(f_status, Unit::Millis, t, status),
+                        Err(e) => {
+                            let e = anyhow::Error::from(e);
+                            self.results.fail(
+                                f_status,
+                                Unit::Millis,
+                                t,
+                                reason(name, &e),
+                                detail(name, &e),
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Every figure, in order.
+    async fn run(&mut self) -> Result<()> {
+        let plan = self.opts.plan.clone();
+        // Table order first, so the rows read the same however the run goes.
+        for s in [
+            Step::Pull,
+            Step::Sandbox { userns: false },
+            Step::Sandbox { userns: true },
+            Step::Container,
+            Step::FullPod {
+                userns: false,
+                large: false,
+            },
+            Step::FullPod {
+                userns: false,
+                large: true,
+            },
+            Step::FullPod {
+                userns: true,
+                large: false,
+            },
+            Step::FullPod {
+                userns: true,
+                large: true,
+            },
+        ] {
+            for (f, u) in s.figures() {
+                self.results.figure(f, u);
+            }
+        }
+        let full = ManyFigures::new(plan.pods, true);
+        let bare = ManyFigures::new(plan.pods, false);
+        self.results.figure(F_RSS_IDLE, Unit::Mebibytes);
+        for (f, u) in full.all().into_iter().chain(bare.all()) {
+            self.results.figure(&f, u);
+        }
+        self.results.figure(F_RSS_END, Unit::Mebibytes);
+
+        eprintln!("crius-bench: pre-pulling the test images (untimed)");
+        let (small, pause) = (self.images.small.clone(), self.images.pause.clone());
+        self.prepull(&small).await;
+        self.prepull(&pause).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        self.record_rss(F_RSS_IDLE);
+
+        // The pull figure first: it leaves the large image pulled for the pod figures.
+        self.ab(Step::Pull, plan.pulls).await;
+        self.tar_baseline(plan.pulls);
+        let large = self.images.large.clone();
+        self.prepull(&large).await;
+        self.ab(Step::Sandbox { userns: false }, plan.iterations)
+            .await;
+        self.ab(Step::Sandbox { userns: true }, plan.iterations)
+            .await;
+        self.ab(Step::Container, plan.iterations).await;
+        for (userns, large) in [(false, false), (false, true), (true, false), (true, true)] {
+            self.ab(Step::FullPod { userns, large }, plan.iterations)
+                .await;
+        }
+        self.many(&full, plan.rounds).await;
+        // Bare sandboxes: the per-pod cost of the runtime's own processes, which crius can
+        // show before it runs containers.
+        self.many(&bare, 1).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        self.record_rss(F_RSS_END);
+        Ok(())
+    }
+
+    /// Times `tar -xf` of the large image's layers into an empty directory: unpacking with no
+    /// runtime around it, next to the pull figure.
+    fn tar_baseline(&mut self, iterations: usize) {
+        let dest = self.work.join("untar");
+        for i in 0..=iterations {
+            let _ = std::fs::remove_dir_all(&dest);
+            if std::fs::create_dir_all(&dest).is_err() {
+                return;
+            }
+            let start = Instant::now();
+            for layer in &self.large_layers {
+                let ok = Command::new("tar")
+                    .arg("-xf")
+                    .arg(layer)
+                    .arg("-C")
+                    .arg(&dest)
+                    .status()
+                    .is_ok_and(|s| s.success());
+                if !ok {
+                    eprintln!("crius-bench: tar -xf {} failed", layer.display());
+                    return;
+                }
+            }
+            if i > 0 {
+                self.results.baseline.push(ms(start.elapsed()));
+            }
+        }
+        let _ = std::fs::remove_dir_all(&dest);
+    }
+
+    /// Removes every pod and image on both runtimes over CRI (best effort).
+    async fn cleanup_cri(&mut self) {
+        for t in &mut self.targets {
+            let mut rt = t.runtime.clone();
+            if let Ok(list) = rt
+                .list_pod_sandbox(ListPodSandboxRequest { filter: None })
+                .await
+            {
+                let mut set = tokio::task::JoinSet::new();
+                for pod in list.into_inner().items {
+                    let mut c = Clients {
+                        runtime: rt.clone(),
+                    };
+                    set.spawn(async move { c.stop_remove_pod(&pod.id).await });
+                }
+                while set.join_next().await.is_some() {}
+            }
+            if let Ok(list) = t
+                .images
+                .list_images(ListImagesRequest { filter: None })
+                .await
+            {
+                for image in list.into_inner().images {
+                    let _ = t
+                        .images
+                        .remove_image(RemoveImageRequest {
+                            image: Some(ImageSpec {
+                                image: image.id,
+                                ..Default::default()
+                            }),
+                        })
+                        .await;
+                }
+            }
+        }
+    }
+}
+
+/// A pid from a verbose status `info` map: any JSON value holding `key` at its top level.
+fn info_pid(info: &HashMap<String, String>, key: &str) -> Option<i32> {
+    info.values().find_map(|v| {
+        let json: serde_json::Value = serde_json::from_str(v).ok()?;
+        let pid = json.get(key)?.as_i64()?;
+        i32::try_from(pid).ok().filter(|p| *p > 0)
+    })
+}
+
+/// The first process whose argv mentions every one of `needles`.
+fn find_process(procs: &[(i32, Vec<String>)], needles: &[&str]) -> Option<i32> {
+    procs
+        .iter()
+        .find(|(_, argv)| needles.iter().all(|n| argv.iter().any(|a| a.contains(n))))
+        .map(|(pid, _)| *pid)
+}
+
+/// A field of `/proc/PID/<file>` in kB.
+fn proc_kib(pid: i32, file: &str, field: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/{file}")).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+}
+
+fn rss_kib(pid: i32) -> Option<u64> {
+    proc_kib(pid, "status", "VmRSS:")
+}
+
+fn pss_kib(pid: i32) -> Option<u64> {
+    proc_kib(pid, "smaps_rollup", "Pss:")
+}
+
+// ---------------------------------------------------------------------------------------------
+// Setup
+
+/// A ~20-entry busybox image: the directories, `/bin/busybox`, a few applet links, passwd and
+/// group.
+fn small_image() -> Result<Image> {
+    let busybox = std::fs::read(image::BUSYBOX).with_context(|| {
+        format!(
+            "reading {} (apt-get install busybox-static)",
+            image::BUSYBOX
+        )
+    })?;
+    let mut entries = Vec::new();
+    for d in [
+        "bin", "dev", "etc", "proc", "root", "sys", "tmp", "usr", "var",
+    ] {
+        entries.push(Entry::dir(d, if d == "tmp" { 0o1777 } else { 0o755 }));
+    }
+    entries.push(Entry::file("bin/busybox", busybox, 0o755));
+    for applet in ["sh", "sleep", "true", "cat", "ls", "id", "ps"] {
+        entries.push(Entry::symlink(&format!("bin/{applet}"), "busybox"));
+    }
+    entries.push(Entry::file(
+        "etc/passwd",
+        "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n",
+        0o644,
+    ));
+    entries.push(Entry::file(
+        "etc/group",
+        "root:x:0:\nnogroup:x:65534:\n",
+        0o644,
+    ));
+    entries.push(Entry::file("etc/hostname", "bench\n", 0o644));
+    Ok(Image::new(vec![Layer::new(&entries, Compression::Gzip)?]).with_cmd(&["sh"]))
+}
+
+/// The pause image for containerd: `pause.c` compiled with `gcc -static`, alone in one layer.
+/// Falls back to the small busybox image running `sleep` when gcc or the source is missing.
+fn pause_image(src: &Path, work: &Path) -> Result<(Image, &'static str)> {
+    let out = work.join("pause");
+    let built = Command::new("gcc")
+        .args(["-static", "-O2", "-o"])
+        .arg(&out)
+        .arg(src)
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if built {
+        let bin = std::fs::read(&out)?;
+        let layer = Layer::new(&[Entry::file("pause", bin, 0o755)], Compression::Gzip)?;
+        return Ok((
+            Image::new(vec![layer]).with_entrypoint(&["/pause"]),
+            "gcc -static pause.c",
+        ));
+    }
+    eprintln!(
+        "crius-bench: cannot build {} with gcc -static: using busybox sleep as pause",
+        src.display()
+    );
+    Ok((
+        small_image()?.with_entrypoint(&["/bin/sleep", "2147483647"]),
+        "busybox sleep (gcc failed)",
+    ))
+}
+
+fn command_output(program: &str, args: &[&str]) -> String {
+    Command::new(program)
+        .args(args)
+        .output()
+        .ok()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .next()
+                .unwrap_or("")
+                .to_owned()
+        })
+        .unwrap_or_default()
+}
+
+fn machine_description() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .map(|l| l.trim_start_matches([' ', '\t', ':']).to_owned())
+        })
+        .unwrap_or_default();
+    let cores = std::thread::available_parallelism().map_or(0, usize::from);
+    let mem = proc_kib_file("/proc/meminfo", "MemTotal:").map_or(0, |k| k / 1024 / 1024);
+    let kernel = command_output("uname", &["-r"]);
+    format!("{cpu}, {cores} cores, {mem} GiB, Linux {kernel}")
+}
+
+fn proc_kib_file(path: &str, field: &str) -> Option<u64> {
+    std::fs::read_to_string(path)
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix(field))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+fn now_utc() -> String {
+    command_output("date", &["-u", "+%Y-%m-%d %H:%M UTC"])
+}
+
+async fn setup_and_run(bench_slot: &mut Option<Bench>, opts: &Options) -> Result<()> {
+    let work = tempfile::Builder::new()
+        .prefix("crius-bench-images-")
+        .tempdir()?;
+    eprintln!("crius-bench: starting the loopback registry and pushing the test images");
+    let registry = Registry::start()?;
+    let host = registry.host();
+    let small = small_image()?;
+    let large = image::large(LARGE_FILES)?;
+    let mut large_layers = Vec::new();
+    for (i, layer) in large.layers.iter().enumerate() {
+        let path = work.path().join(format!("large-layer-{i}.tar.gz"));
+        std::fs::write(&path, layer.blob())?;
+        large_layers.push(path);
+    }
+    let (pause, pause_how) = pause_image(&opts.pause_src, work.path())?;
+    let images = Images {
+        small: small.push(&host, "bench/small:20").await?.reference,
+        large: large.push(&host, "bench/large:20k").await?.reference,
+        pause: pause.push(&host, "bench/pause:3.9").await?.reference,
+    };
+    eprintln!("crius-bench: pause image from {pause_how}");
+
+    // One CNI configuration directory for both runtimes.
+    let cni_dir = work.path().join("net.d");
+    std::fs::create_dir_all(&cni_dir)?;
+    let conflist = match std::fs::read_to_string(&opts.conflist) {
+        Ok(text) => text,
+        Err(_) => {
+            eprintln!(
+                "crius-bench: {} missing: using the built-in bridge conflist",
+                opts.conflist.display()
+            );
+            FALLBACK_CONFLIST.to_owned()
+        }
+    };
+    std::fs::write(cni_dir.join("10-crius.conflist"), conflist)?;
+
+    let crius = start_criusd(opts, &host, &cni_dir)?;
+    let containerd = start_containerd(&host, &images.pause, &cni_dir)?;
+    let crius = connect_target(crius).await?;
+    let containerd = connect_target(containerd).await?;
+    *bench_slot = Some(Bench {
+        opts: opts.clone(),
+        targets: vec![crius, containerd],
+        images,
+        counter: Counter::default(),
+        results: Results::default(),
+        large_layers,
+        work: work.path().to_path_buf(),
+    });
+    let bench = bench_slot.as_mut().context("bench")?;
+    let outcome = bench.run().await;
+    // The registry and image work dir live until the run ends (containerd may still pull).
+    drop(registry);
+    drop(work);
+    outcome
+}
+
+fn header(opts: &Options, bench: &Bench) -> String {
+    let plan = &opts.plan;
+    let versions: Vec<String> = bench
+        .targets
+        .iter()
+        .map(|t| format!("{} ({})", t.name(), t.version))
+        .collect();
+    format!(
+        "## crius vs containerd ({mode})\n\n\
+         - date: {date}\n- machine: {machine}\n- runtimes: {versions}; {runc}\n\
+         - plan: {warm} warm-up + {it} iterations per latency figure, {pulls} pulls, \
+         {pods} concurrent pods × {rounds} rounds, {calls} list/status calls; A/B alternating\n\
+         - the crius/peer column is the ratio of medians (below 1: crius is faster or lighter)\n",
+        mode = if opts.quick { "--quick" } else { "default" },
+        date = now_utc(),
+        machine = machine_description(),
+        versions = versions.join(", "),
+        runc = command_output("runc", &["--version"]),
+        warm = plan.warmup,
+        it = plan.iterations,
+        pulls = plan.pulls,
+        pods = plan.pods,
+        rounds = plan.rounds,
+        calls = plan.calls,
+    )
+}
+
+fn main() {
+    let outcome = parse_options().and_then(|opts| {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(async_main(opts))
+    });
+    if let Err(e) = outcome {
+        eprintln!("crius-bench: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn async_main(opts: Options) -> Result<()> {
+    let started = Instant::now();
+    let mut bench: Option<Bench> = None;
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let outcome = tokio::select! {
+        r = setup_and_run(&mut bench, &opts) => r,
+        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
+        _ = sigterm.recv() => Err(anyhow::anyhow!("terminated")),
+    };
+    let Some(mut bench) = bench else {
+        return outcome;
+    };
+    let table = render(
+        &bench.results,
+        ["crius", "containerd"],
+        &header(&opts, &bench),
+    );
+    eprintln!("crius-bench: cleaning up");
+    let cleanup = tokio::time::timeout(Duration::from_secs(120), bench.cleanup_cri());
+    tokio::select! {
+        _ = cleanup => {},
+        _ = tokio::signal::ctrl_c() => eprintln!("crius-bench: interrupted again: stopping the daemons"),
+    }
+    for t in &mut bench.targets {
+        t.daemon.teardown();
+    }
+    drop(bench);
+    println!("{table}");
+    if outcome.is_ok() {
+        if let Some(parent) = opts.out.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::write(&opts.out, &table)?;
+        eprintln!(
+            "crius-bench: wrote {} ({:.0} s)",
+            opts.out.display(),
+            started.elapsed().as_secs_f64()
+        );
+    }
+    outcome
+}
