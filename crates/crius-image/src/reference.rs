@@ -12,12 +12,29 @@ pub const DEFAULT_TAG: &str = "latest";
 
 /// Why an image reference was refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("invalid image reference {reference:?}: {reason}")]
+#[error("invalid image reference {}: {reason}", shown(reference))]
 pub struct InvalidReference {
     /// The refused text.
     pub reference: String,
     /// What is wrong with it.
     pub reason: String,
+}
+
+/// The longest reference accepted.
+pub const REFERENCE_MAX: usize = 4096;
+
+/// A reference as shown in an error: quoted and escaped, cut after 128 bytes so a huge request
+/// does not make a huge message (gRPC carries it in a header).
+pub fn shown(value: &str) -> String {
+    const SHOWN_MAX: usize = 128;
+    if value.len() <= SHOWN_MAX {
+        return format!("{value:?}");
+    }
+    let mut end = SHOWN_MAX;
+    while !value.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{:?}... ({} bytes)", &value[..end], value.len())
 }
 
 /// A normalised image reference: registry, repository, and a tag and/or a digest.
@@ -43,16 +60,26 @@ impl ImageName {
         if reference.is_empty() {
             return Err(invalid("empty"));
         }
-        if reference.len() > 4096
-            || reference
-                .chars()
-                .any(|c| c.is_whitespace() || c.is_control())
+        if reference.len() > REFERENCE_MAX {
+            return Err(invalid(&format!(
+                "is {} bytes, more than {REFERENCE_MAX}",
+                reference.len()
+            )));
+        }
+        if reference
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control())
         {
-            return Err(invalid("contains whitespace or is too long"));
+            return Err(invalid("contains whitespace or control characters"));
         }
         let (rest, digest) = match reference.split_once('@') {
             Some((rest, d)) => {
-                digest::hex_of(d).map_err(|e| invalid(&e.to_string()))?;
+                digest::hex_of(d).map_err(|_| {
+                    invalid(&format!(
+                        "digest {} is not sha256: and 64 lowercase hex digits",
+                        shown(d)
+                    ))
+                })?;
                 (rest, Some(d.to_owned()))
             }
             None => (reference, None),
@@ -236,5 +263,51 @@ mod tests {
         ] {
             assert!(ImageName::parse(bad).is_err(), "{bad:?} was accepted");
         }
+    }
+
+    #[test]
+    fn refuses_hostile_references_with_short_messages() {
+        let big = "a".repeat(64 * 1024);
+        let hex = "a".repeat(64);
+        for bad in [
+            " ".to_owned(),
+            "busybox latest".into(),
+            "busybox\0".into(),
+            "busybox\n:1".into(),
+            "REG.IO/x".into(),
+            format!("busybox@sha256:{}", "a".repeat(63)),
+            format!("busybox@sha256:{}", "a".repeat(65)),
+            format!("busybox@sha256:{}", "A".repeat(64)),
+            format!("busybox@md5:{}", "a".repeat(32)),
+            format!("busybox@sha256:{big}"),
+            "busybox@".into(),
+            "..".into(),
+            "127.0.0.1:5000/../x".into(),
+            "127.0.0.1:5000/a/../../b".into(),
+            "127.0.0.1:5000//a".into(),
+            "127.0.0.1:5000/a/".into(),
+            format!("busybox:{}", "t".repeat(129)),
+            "http://127.0.0.1:5000/a".into(),
+            "127.0.0.1:99999/a".into(),
+            format!("sha256:{hex}/x"),
+            "@".into(),
+            ":".into(),
+            big.clone(),
+            format!("127.0.0.1:5000/{big}"),
+        ] {
+            let err = ImageName::parse(&bad).err();
+            let message = err.map(|e| e.to_string());
+            assert!(message.is_some(), "{bad:?} was accepted");
+            let message = message.unwrap_or_default();
+            assert!(message.len() < 512, "a {} byte message", message.len());
+            assert!(message.starts_with("invalid image reference"), "{message}");
+        }
+    }
+
+    #[test]
+    fn shown_cuts_long_references() {
+        assert_eq!(shown("a b"), "\"a b\"");
+        let cut = shown(&"é".repeat(100));
+        assert!(cut.ends_with("... (200 bytes)"), "{cut}");
     }
 }

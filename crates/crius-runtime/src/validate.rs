@@ -38,12 +38,24 @@ pub fn validate(spec: &PodSpec) -> Result<(), Invalid> {
             return Err(invalid(field, "must not be empty"));
         }
     }
-    if spec.hostname.len() > HOST_NAME_MAX || spec.hostname.contains('\0') {
-        return Err(invalid(
-            "config.hostname",
-            format!("must be at most {HOST_NAME_MAX} bytes without NUL"),
-        ));
+    for (field, value) in [
+        ("config.metadata.name", &meta.name),
+        ("config.metadata.uid", &meta.uid),
+        ("config.metadata.namespace", &meta.namespace),
+    ] {
+        validate_name(field, value)?;
     }
+    validate_hostname(&spec.hostname)?;
+    validate_runtime_handler(&spec.runtime_handler)?;
+    validate_path("config.log_directory", &spec.log_directory, false)?;
+    validate_path("config.linux.cgroup_parent", &spec.cgroup_parent, true)?;
+    if let Some(dns) = &spec.dns {
+        validate_dns(dns)?;
+    }
+    for (i, port) in spec.port_mappings.iter().enumerate() {
+        validate_port(i, port)?;
+    }
+    validate_resources("config.linux.resources", &spec.resources)?;
     let ns = &spec.namespaces;
     if ns.pid == NamespaceMode::Target {
         return Err(invalid(
@@ -94,8 +106,9 @@ pub fn validate(spec: &PodSpec) -> Result<(), Invalid> {
             }
         }
     }
-    for key in spec.sysctls.keys() {
+    for (key, value) in &spec.sysctls {
         validate_sysctl(key, ns.network, ns.ipc)?;
+        validate_sysctl_value(key, value)?;
     }
     if spec.run_as_group.is_some() && spec.run_as_user.is_none() {
         return Err(invalid(
@@ -120,11 +133,272 @@ pub fn validate(spec: &PodSpec) -> Result<(), Invalid> {
     Ok(())
 }
 
+/// The longest name, namespace or uid accepted (a DNS subdomain; a UID is far shorter).
+const NAME_MAX: usize = 253;
+/// The longest path accepted for a log directory or cgroup parent.
+const PATH_MAX: usize = 4096;
+/// The longest DNS search domain.
+const DOMAIN_MAX: usize = 253;
+/// At most this many DNS servers, search domains or options each.
+const DNS_ENTRIES_MAX: usize = 32;
+
+/// How a client-supplied string is shown in an error: quoted, escaped, cut after 64 bytes, so a
+/// 64 KiB value does not make a 64 KiB message (gRPC carries it in a header).
+pub fn shown(value: &str) -> String {
+    const SHOWN_MAX: usize = 64;
+    if value.len() <= SHOWN_MAX {
+        return format!("{value:?}");
+    }
+    let mut end = SHOWN_MAX;
+    while !value.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{:?}... ({} bytes)", &value[..end], value.len())
+}
+
+/// A metadata string: names files and cgroups nowhere, but is logged, listed and matched; it
+/// must be a printable single line without `/`, not `.` or `..`, of sane length.
+fn validate_name(field: &str, value: &str) -> Result<(), Invalid> {
+    if value.len() > NAME_MAX {
+        return Err(invalid(
+            field,
+            format!("is {} bytes, more than {NAME_MAX}", value.len()),
+        ));
+    }
+    if value.chars().any(|c| c.is_control() || c == '/') || value == "." || value == ".." {
+        return Err(invalid(
+            field,
+            format!(
+                "{} must not contain '/' or control characters (NUL, newline) nor be . or ..",
+                shown(value)
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// A runtime handler name (whether crius has it is decided by the caller): a short printable
+/// name, so that the error for an unknown one stays small.
+fn validate_runtime_handler(handler: &str) -> Result<(), Invalid> {
+    if handler.len() > NAME_MAX || handler.chars().any(|c| c.is_control() || c == '/') {
+        return Err(invalid(
+            "runtime_handler",
+            format!(
+                "{} is not a runtime handler name: crius has only the default handler \"\"",
+                shown(handler)
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// A hostname is written to the kernel and into the pod's /etc/hosts: a DNS name of at most
+/// 64 bytes (letters, digits, '-', '.', '_').
+fn validate_hostname(hostname: &str) -> Result<(), Invalid> {
+    let field = "config.hostname";
+    if hostname.len() > HOST_NAME_MAX {
+        return Err(invalid(
+            field,
+            format!(
+                "is {} bytes, more than the kernel's {HOST_NAME_MAX}",
+                hostname.len()
+            ),
+        ));
+    }
+    if !hostname
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b))
+    {
+        return Err(invalid(
+            field,
+            format!(
+                "{} may hold only letters, digits, '-', '.' and '_'",
+                shown(hostname)
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// An absolute path without `.`/`..` components or control characters; empty is allowed (the
+/// default). With `slice`, a systemd slice name (`kubepods-besteffort.slice`) is allowed too.
+fn validate_path(field: &str, path: &str, slice: bool) -> Result<(), Invalid> {
+    if path.is_empty() {
+        return Ok(());
+    }
+    if path.len() > PATH_MAX {
+        return Err(invalid(
+            field,
+            format!("is {} bytes, more than {PATH_MAX}", path.len()),
+        ));
+    }
+    if path.chars().any(char::is_control) {
+        return Err(invalid(
+            field,
+            format!(
+                "{} must not contain control characters (NUL, newline)",
+                shown(path)
+            ),
+        ));
+    }
+    let systemd_slice = slice && !path.contains('/') && path.ends_with(".slice");
+    if !path.starts_with('/') && !systemd_slice {
+        return Err(invalid(
+            field,
+            format!("{} must be an absolute path", shown(path)),
+        ));
+    }
+    if path.split('/').any(|c| c == "." || c == "..") {
+        return Err(invalid(
+            field,
+            format!("{} must not contain . or .. components", shown(path)),
+        ));
+    }
+    Ok(())
+}
+
+/// resolv.conf is line based: no entry may carry whitespace that would start a new line or
+/// keyword; servers are IP addresses.
+fn validate_dns(dns: &crate::spec::DnsConfig) -> Result<(), Invalid> {
+    for (field, entries) in [
+        ("config.dns_config.servers", &dns.servers),
+        ("config.dns_config.searches", &dns.searches),
+        ("config.dns_config.options", &dns.options),
+    ] {
+        if entries.len() > DNS_ENTRIES_MAX {
+            return Err(invalid(
+                field,
+                format!("has {} entries, more than {DNS_ENTRIES_MAX}", entries.len()),
+            ));
+        }
+        for entry in entries {
+            if entry.is_empty()
+                || entry.len() > DOMAIN_MAX
+                || entry.chars().any(|c| c.is_whitespace() || c.is_control())
+            {
+                return Err(invalid(
+                    field,
+                    format!(
+                        "{} must be 1 to {DOMAIN_MAX} bytes without whitespace or control \
+                         characters",
+                        shown(entry)
+                    ),
+                ));
+            }
+        }
+    }
+    for server in &dns.servers {
+        if server.parse::<std::net::IpAddr>().is_err() {
+            return Err(invalid(
+                "config.dns_config.servers",
+                format!("{} is not an IP address", shown(server)),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A port mapping: ports in range, a known protocol, an IP address (or nothing) to bind.
+fn validate_port(index: usize, port: &crate::spec::PortMapping) -> Result<(), Invalid> {
+    let field = format!("config.port_mappings[{index}]");
+    if !(1..=65535).contains(&port.container_port) {
+        return Err(invalid(
+            &format!("{field}.container_port"),
+            format!("{} is not a port (1..65535)", port.container_port),
+        ));
+    }
+    if !(0..=65535).contains(&port.host_port) {
+        return Err(invalid(
+            &format!("{field}.host_port"),
+            format!("{} is not a port (1..65535, or 0 for none)", port.host_port),
+        ));
+    }
+    if !matches!(port.protocol.as_str(), "tcp" | "udp" | "sctp") {
+        return Err(invalid(
+            &format!("{field}.protocol"),
+            format!("{} is not TCP, UDP or SCTP", shown(&port.protocol)),
+        ));
+    }
+    if !port.host_ip.is_empty() && port.host_ip.parse::<std::net::IpAddr>().is_err() {
+        return Err(invalid(
+            &format!("{field}.host_ip"),
+            format!("{} is not an IP address", shown(&port.host_ip)),
+        ));
+    }
+    Ok(())
+}
+
+/// Pod cgroup limits the kernel would refuse (so they never reach the monitor as an Internal
+/// error): CFS period 1 ms to 1 s, quota at least 1 ms, shares 2 to 262144, memory not
+/// negative. `prefix` names the request field (`config.linux.resources` for RunPodSandbox,
+/// `resources` for UpdatePodSandboxResources).
+pub fn validate_resources(prefix: &str, r: &crate::spec::Resources) -> Result<(), Invalid> {
+    if let Some(period) = r.cpu_period
+        && !(1_000..=1_000_000).contains(&period)
+    {
+        return Err(invalid(
+            &format!("{prefix}.cpu_period"),
+            format!("{period} is outside 1000..1000000 microseconds"),
+        ));
+    }
+    if let Some(quota) = r.cpu_quota
+        && (0..1_000).contains(&quota)
+    {
+        return Err(invalid(
+            &format!("{prefix}.cpu_quota"),
+            format!("{quota} is below 1000 microseconds"),
+        ));
+    }
+    if let Some(shares) = r.cpu_shares
+        && !(2..=262_144).contains(&shares)
+    {
+        return Err(invalid(
+            &format!("{prefix}.cpu_shares"),
+            format!("{shares} is outside 2..262144"),
+        ));
+    }
+    if let Some(memory) = r.memory_limit
+        && memory < 0
+    {
+        return Err(invalid(
+            &format!("{prefix}.memory_limit_in_bytes"),
+            format!("{memory} is negative"),
+        ));
+    }
+    Ok(())
+}
+
+/// A sysctl value is written to /proc/sys as is: one line, no NUL, not empty.
+fn validate_sysctl_value(key: &str, value: &str) -> Result<(), Invalid> {
+    if value.is_empty() || value.len() > PATH_MAX || value.chars().any(char::is_control) {
+        return Err(invalid(
+            "config.linux.sysctls",
+            format!(
+                "the value of {} must be 1 to {PATH_MAX} bytes on one line without NUL",
+                shown(key)
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// A pod sysctl must be namespaced, in a namespace the pod has of its own.
 fn validate_sysctl(key: &str, network: NamespaceMode, ipc: NamespaceMode) -> Result<(), Invalid> {
     let field = "config.linux.sysctls";
-    if crius_proto::sysctl_path(key).is_none() {
-        return Err(invalid(field, format!("{key:?} is not a sysctl name")));
+    if key.len() > PATH_MAX
+        || key.chars().any(char::is_control)
+        || crius_proto::sysctl_path(key).is_none()
+    {
+        return Err(invalid(
+            field,
+            format!("{} is not a sysctl name", shown(key)),
+        ));
+    }
+    if crius_proto::sysctl_path(key).is_some_and(|p| !p.exists()) {
+        return Err(invalid(
+            field,
+            format!("{} is not a sysctl of this kernel", shown(key)),
+        ));
     }
     let dotted = key.replace('/', ".");
     let (needs, mode) = if dotted.starts_with("net.") {
@@ -140,13 +414,19 @@ fn validate_sysctl(key: &str, network: NamespaceMode, ipc: NamespaceMode) -> Res
     } else {
         return Err(invalid(
             field,
-            format!("{key} is not a namespaced sysctl and would change the whole node"),
+            format!(
+                "{} is not a namespaced sysctl and would change the whole node",
+                shown(key)
+            ),
         ));
     };
     if mode == NamespaceMode::Node {
         return Err(invalid(
             field,
-            format!("{key} would change the host's {needs} namespace, which the pod shares"),
+            format!(
+                "{} would change the host's {needs} namespace, which the pod shares",
+                shown(key)
+            ),
         ));
     }
     Ok(())
@@ -187,7 +467,7 @@ fn validate_ranges(field: &str, ranges: &[IdRange]) -> Result<(), Invalid> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spec::{PodMetadata, UsernsOptions};
+    use crate::spec::{DnsConfig, PodMetadata, PortMapping, Resources, UsernsOptions};
 
     fn range(c: u32, h: u32, l: u32) -> IdRange {
         IdRange {
@@ -334,5 +614,274 @@ mod tests {
         assert_eq!(field_of(&p), "config.linux.security_context.run_as_group");
         p.run_as_user = Some(1);
         assert_eq!(validate(&p), Ok(()));
+    }
+
+    fn port(container_port: i32, host_port: i32, protocol: &str, host_ip: &str) -> PortMapping {
+        PortMapping {
+            protocol: protocol.into(),
+            container_port,
+            host_port,
+            host_ip: host_ip.into(),
+        }
+    }
+
+    #[test]
+    fn accepts_what_kubelet_sends() {
+        let mut p = pod();
+        p.hostname = "web-0.example_x".into();
+        p.log_directory = "/var/log/pods/default_web-0_0b6f5a2e-8c1d-4d7e-9a55-0d7e4c9c1f1a".into();
+        p.cgroup_parent = "/kubepods/burstable/pod0b6f5a2e".into();
+        p.dns = Some(DnsConfig {
+            servers: vec!["10.96.0.10".into(), "fd00::a".into()],
+            searches: vec!["default.svc.cluster.local".into()],
+            options: vec!["ndots:5".into(), "single-request-reopen".into()],
+        });
+        p.port_mappings = vec![
+            port(80, 8080, "tcp", ""),
+            port(53, 0, "udp", "0.0.0.0"),
+            port(9, 9, "sctp", "::1"),
+        ];
+        p.resources = Resources {
+            cpu_period: Some(100_000),
+            cpu_quota: Some(50_000),
+            cpu_shares: Some(1024),
+            memory_limit: Some(1 << 30),
+        };
+        p.sysctls
+            .insert("net.ipv4.ip_unprivileged_port_start".into(), "0".into());
+        assert_eq!(validate(&p), Ok(()));
+        p.cgroup_parent = "kubepods-burstable.slice".into();
+        assert_eq!(validate(&p), Ok(()));
+    }
+
+    fn meta(p: &mut PodSpec) -> &mut PodMetadata {
+        p.metadata.get_or_insert_default()
+    }
+
+    #[test]
+    fn refuses_hostile_fields() {
+        let big = "x".repeat(64 * 1024);
+        type Case = (&'static str, Box<dyn Fn(&mut PodSpec)>, &'static str);
+        let cases: Vec<Case> = vec![
+            (
+                "name /",
+                Box::new(move |p| meta(p).name = "a/b".into()),
+                "config.metadata.name",
+            ),
+            (
+                "name ..",
+                Box::new(move |p| meta(p).name = "..".into()),
+                "config.metadata.name",
+            ),
+            (
+                "name NUL",
+                Box::new(move |p| meta(p).name = "a\0".into()),
+                "config.metadata.name",
+            ),
+            (
+                "uid newline",
+                Box::new(move |p| meta(p).uid = "u\n".into()),
+                "config.metadata.uid",
+            ),
+            (
+                "namespace long",
+                Box::new({
+                    let b = big.clone();
+                    move |p| meta(p).namespace = b.clone()
+                }),
+                "config.metadata.namespace",
+            ),
+            (
+                "hostname /",
+                Box::new(|p| p.hostname = "a/b".into()),
+                "config.hostname",
+            ),
+            (
+                "hostname newline",
+                Box::new(|p| p.hostname = "a\n1.2.3.4 x".into()),
+                "config.hostname",
+            ),
+            (
+                "handler long",
+                Box::new({
+                    let b = big.clone();
+                    move |p| p.runtime_handler = b.clone()
+                }),
+                "runtime_handler",
+            ),
+            (
+                "handler NUL",
+                Box::new(|p| p.runtime_handler = "x\0".into()),
+                "runtime_handler",
+            ),
+            (
+                "log relative",
+                Box::new(|p| p.log_directory = "logs".into()),
+                "config.log_directory",
+            ),
+            (
+                "log ..",
+                Box::new(|p| p.log_directory = "/var/log/pods/../..".into()),
+                "config.log_directory",
+            ),
+            (
+                "log NUL",
+                Box::new(|p| p.log_directory = "/a\0".into()),
+                "config.log_directory",
+            ),
+            (
+                "cgroup ..",
+                Box::new(|p| p.cgroup_parent = "/a/../../b".into()),
+                "config.linux.cgroup_parent",
+            ),
+            (
+                "cgroup relative",
+                Box::new(|p| p.cgroup_parent = "a/b".into()),
+                "config.linux.cgroup_parent",
+            ),
+            (
+                "cgroup slice with /",
+                Box::new(|p| p.cgroup_parent = "../x.slice".into()),
+                "config.linux.cgroup_parent",
+            ),
+            (
+                "cgroup newline",
+                Box::new(|p| p.cgroup_parent = "/a\nb".into()),
+                "config.linux.cgroup_parent",
+            ),
+            (
+                "dns option newline",
+                Box::new(|p| {
+                    p.dns.get_or_insert_default().options = vec!["a\nnameserver 1.1.1.1".into()]
+                }),
+                "config.dns_config.options",
+            ),
+            (
+                "dns search space",
+                Box::new(|p| p.dns.get_or_insert_default().searches = vec!["a b".into()]),
+                "config.dns_config.searches",
+            ),
+            (
+                "dns server name",
+                Box::new(|p| p.dns.get_or_insert_default().servers = vec!["dns".into()]),
+                "config.dns_config.servers",
+            ),
+            (
+                "dns too many",
+                Box::new(|p| p.dns.get_or_insert_default().options = vec!["a".into(); 33]),
+                "config.dns_config.options",
+            ),
+            (
+                "port 0",
+                Box::new(|p| p.port_mappings = vec![port(0, 1, "tcp", "")]),
+                "config.port_mappings[0].container_port",
+            ),
+            (
+                "host port 65536",
+                Box::new(|p| p.port_mappings = vec![port(1, 65536, "tcp", "")]),
+                "config.port_mappings[0].host_port",
+            ),
+            (
+                "protocol",
+                Box::new(|p| p.port_mappings = vec![port(1, 1, "icmp", "")]),
+                "config.port_mappings[0].protocol",
+            ),
+            (
+                "host ip",
+                Box::new(|p| p.port_mappings = vec![port(1, 1, "tcp", "1.2.3")]),
+                "config.port_mappings[0].host_ip",
+            ),
+            (
+                "second port",
+                Box::new(|p| p.port_mappings = vec![port(1, 1, "tcp", ""), port(1, -1, "tcp", "")]),
+                "config.port_mappings[1].host_port",
+            ),
+            (
+                "cpu_period",
+                Box::new(|p| p.resources.cpu_period = Some(999)),
+                "config.linux.resources.cpu_period",
+            ),
+            (
+                "cpu_quota",
+                Box::new(|p| p.resources.cpu_quota = Some(999)),
+                "config.linux.resources.cpu_quota",
+            ),
+            (
+                "cpu_shares",
+                Box::new(|p| p.resources.cpu_shares = Some(262_145)),
+                "config.linux.resources.cpu_shares",
+            ),
+            (
+                "memory",
+                Box::new(|p| p.resources.memory_limit = Some(-1)),
+                "config.linux.resources.memory_limit_in_bytes",
+            ),
+            (
+                "sysctl value newline",
+                Box::new(|p| {
+                    p.sysctls
+                        .insert("net.ipv4.ip_unprivileged_port_start".into(), "0\n1".into());
+                }),
+                "config.linux.sysctls",
+            ),
+            (
+                "sysctl value empty",
+                Box::new(|p| {
+                    p.sysctls
+                        .insert("net.ipv4.ip_unprivileged_port_start".into(), String::new());
+                }),
+                "config.linux.sysctls",
+            ),
+            (
+                "sysctl key newline",
+                Box::new(|p| {
+                    p.sysctls.insert("net.ipv4.ip_forward\n".into(), "1".into());
+                }),
+                "config.linux.sysctls",
+            ),
+            (
+                "sysctl unknown",
+                Box::new(|p| {
+                    p.sysctls
+                        .insert("net.ipv4.no_such_sysctl".into(), "1".into());
+                }),
+                "config.linux.sysctls",
+            ),
+        ];
+        for (label, breaks, field) in cases {
+            let mut p = pod();
+            breaks(&mut p);
+            let err = validate(&p).err();
+            assert_eq!(
+                err.as_ref().map(|e| e.field.as_str()),
+                Some(field),
+                "{label}"
+            );
+            let shown = err.map(|e| e.to_string()).unwrap_or_default();
+            assert!(shown.len() < 512, "{label}: a {} byte message", shown.len());
+        }
+    }
+
+    #[test]
+    fn resources_of_an_update_name_their_field() {
+        let r = Resources {
+            cpu_period: Some(1 << 40),
+            ..Resources::default()
+        };
+        let e = validate_resources("resources", &r).err();
+        assert_eq!(e.map(|e| e.field), Some("resources.cpu_period".into()));
+        assert_eq!(
+            validate_resources("resources", &Resources::default()),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn shown_cuts_long_values() {
+        assert_eq!(shown("a\nb"), "\"a\\nb\"");
+        let long = "é".repeat(100);
+        let cut = shown(&long);
+        assert!(cut.ends_with("... (200 bytes)"), "{cut}");
+        assert!(cut.len() < 100, "{cut}");
     }
 }
