@@ -29,9 +29,13 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 
 work=$(mktemp -d /var/tmp/crius-critest.XXXXXX)
-criusd_pid= registry_pid=
+criusd_pid= registry_pid= criusd=
 cleanup() {
   [ -n "$criusd_pid" ] && kill "$criusd_pid" 2>/dev/null && wait "$criusd_pid" 2>/dev/null || true
+  # Pod monitors outlive criusd by design: release every pod critest left behind.
+  for pod in "$work"/state/pods/*/; do
+    [ -d "$pod" ] && "$criusd" monitor --pod-dir "$pod" --cleanup >/dev/null 2>&1 || true
+  done
   [ -n "$registry_pid" ] && kill "$registry_pid" 2>/dev/null && wait "$registry_pid" 2>/dev/null || true
   # Anything crius left mounted under the work dir is a bug, but never leave it behind.
   grep -o " $work[^ ]*" /proc/self/mountinfo | sort -r | while read -r m; do umount -l "$m" || true; done

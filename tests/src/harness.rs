@@ -3,6 +3,7 @@
 //! panics) and removes everything it made.
 
 use std::fs::File;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -229,6 +230,8 @@ impl Criusd {
     /// Starts a daemon with `options` on a fresh temporary directory.
     pub async fn start_with(options: Options) -> anyhow::Result<Criusd> {
         let dir = tempfile::Builder::new().prefix("crius-test-").tempdir()?;
+        // As /run is: a pod's mapped root must be able to reach the state directory beneath.
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711))?;
         let paths = Paths::under(dir.path());
         let mut args = Self::base_args(&paths);
         let mut config = options.config;

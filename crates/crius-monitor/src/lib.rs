@@ -8,8 +8,15 @@
 //! its `main` before any thread exists ([`main`] and [`probe_idmap`]).
 
 mod cgroup;
+mod containers;
+mod exec;
+mod executor;
+mod identity;
+mod logs;
 mod mounts;
+mod ocispec;
 mod probe;
+mod rootfs;
 mod sandbox;
 mod server;
 
@@ -26,7 +33,7 @@ pub use probe::probe_idmap;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The command line is not `monitor --pod-dir DIR [--cleanup]`.
-    #[error("usage: criusd monitor --pod-dir DIR [--cleanup]")]
+    #[error("usage: criusd monitor --pod-dir DIR [--cleanup | --exec ID -- CMD...]")]
     Usage,
     /// A file of the pod directory could not be read or parsed.
     #[error("cannot read {path}: {reason}")]
@@ -88,11 +95,17 @@ impl Error {
 pub fn main(args: &[OsString]) -> ExitCode {
     let mut pod_dir = None;
     let mut cleanup = false;
+    let mut exec = None;
+    let mut command = Vec::new();
     let mut words = args.iter();
     while let Some(word) = words.next() {
         match word.to_str() {
             Some("--pod-dir") => pod_dir = words.next().map(PathBuf::from),
             Some("--cleanup") => cleanup = true,
+            Some("--exec") => exec = words.next().and_then(|w| w.to_str()).map(str::to_owned),
+            Some("--") => {
+                command = words.by_ref().cloned().collect();
+            }
             _ => pod_dir = None,
         }
     }
@@ -100,6 +113,9 @@ pub fn main(args: &[OsString]) -> ExitCode {
         eprintln!("criusd monitor: {}", Error::Usage);
         return ExitCode::from(2);
     };
+    if let Some(id) = exec {
+        return ExitCode::from(exec::run(&dir, &id, &command));
+    }
     if cleanup {
         return match server::cleanup(&dir) {
             Ok(()) => ExitCode::SUCCESS,

@@ -17,11 +17,11 @@ const FSMOUNT_CLOEXEC: libc::c_uint = 1;
 
 /// `struct mount_attr` of mount_setattr(2).
 #[repr(C)]
-struct MountAttr {
-    attr_set: u64,
-    attr_clr: u64,
-    propagation: u64,
-    userns_fd: u64,
+pub(crate) struct MountAttr {
+    pub(crate) attr_set: u64,
+    pub(crate) attr_clr: u64,
+    pub(crate) propagation: u64,
+    pub(crate) userns_fd: u64,
 }
 
 /// Probes idmapped mounts on the filesystem of each path and on a fresh tmpfs. Must be called
@@ -72,7 +72,7 @@ fn owned(ret: libc::c_long, call: &str) -> Result<OwnedFd, String> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-fn open_tree(path: &Path) -> Result<OwnedFd, String> {
+pub(crate) fn open_tree(path: &Path) -> Result<OwnedFd, String> {
     let c = CString::new(path.as_os_str().as_encoded_bytes()).map_err(|e| e.to_string())?;
     // SAFETY: open_tree with a valid NUL-terminated path; returns a new descriptor or -1.
     let ret = unsafe {
@@ -114,7 +114,7 @@ fn fresh_tmpfs() -> Result<OwnedFd, String> {
     )
 }
 
-fn idmap(mount: &OwnedFd, userns: &OwnedFd) -> Result<(), String> {
+pub(crate) fn idmap(mount: &OwnedFd, userns: &OwnedFd) -> Result<(), String> {
     let attr = MountAttr {
         attr_set: MOUNT_ATTR_IDMAP,
         attr_clr: 0,

@@ -171,6 +171,10 @@ fn child_setup(spec: &SandboxSpec) -> Result<(), String> {
         nix::unistd::setgroups(&[]).map_err(|e| format!("setgroups([]): {e}"))?;
         nix::unistd::setresuid(root_uid, root_uid, root_uid)
             .map_err(|e| format!("setresuid(0) in the user namespace: {e}"))?;
+        // Changing ids made the process non-dumpable, which would hide /proc/PID/ns/* from
+        // the pod's own root: containers join the pod's namespaces through those paths.
+        nix::sys::prctl::set_dumpable(true)
+            .map_err(|e| format!("cannot make the sandbox dumpable: {e}"))?;
     }
     for (key, value) in &spec.sysctls {
         let path = crius_proto::sysctl_path(key).ok_or_else(|| format!("bad sysctl {key:?}"))?;

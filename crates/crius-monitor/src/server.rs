@@ -16,7 +16,8 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
-use crate::{Error, cgroup, log, mounts, sandbox, write_state};
+use crate::logs::Stream;
+use crate::{Error, cgroup, containers, log, mounts, rootfs, sandbox, write_state};
 
 /// How long one client may take to send its request.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -27,6 +28,8 @@ pub(crate) struct Monitor {
     state: MonitorState,
     listener: UnixListener,
     signals: SignalFd,
+    spec: SandboxSpec,
+    live: std::collections::BTreeMap<String, containers::Live>,
 }
 
 /// What the serve loop does after a request.
@@ -74,6 +77,7 @@ impl Monitor {
             netns: None,
             cgroup_dirs,
             exit: None,
+            containers: Default::default(),
         };
         let result = (|| {
             if spec.new_net {
@@ -113,6 +117,8 @@ impl Monitor {
                     state,
                     listener,
                     signals,
+                    spec: spec.clone(),
+                    live: Default::default(),
                 })
             }
             Err(e) => {
@@ -131,11 +137,30 @@ impl Monitor {
     /// Serves requests and reaps children until asked to shut down.
     pub(crate) fn serve(&mut self) {
         loop {
-            let (sig_ready, conn_ready) = {
-                let mut fds = [
+            let pipes: Vec<(String, Stream, std::os::fd::RawFd)> = self
+                .live
+                .iter()
+                .flat_map(|(id, live)| {
+                    [Stream::Stdout, Stream::Stderr]
+                        .into_iter()
+                        .filter_map(move |s| {
+                            live.pipes[s as usize]
+                                .as_ref()
+                                .map(|fd| (id.clone(), s, std::os::fd::AsRawFd::as_raw_fd(fd)))
+                        })
+                })
+                .collect();
+            let (sig_ready, conn_ready, pipes_ready) = {
+                let mut fds = vec![
                     PollFd::new(self.signals.as_fd(), PollFlags::POLLIN),
                     PollFd::new(self.listener.as_fd(), PollFlags::POLLIN),
                 ];
+                for (_, _, raw) in &pipes {
+                    // SAFETY: the descriptor is owned by `self.live` and stays open while
+                    // `fds` lives (nothing below mutates `self.live` before `fds` is dropped).
+                    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(*raw) };
+                    fds.push(PollFd::new(fd, PollFlags::POLLIN));
+                }
                 match poll(&mut fds, PollTimeout::NONE) {
                     Ok(_) => {}
                     Err(nix::errno::Errno::EINTR) => continue,
@@ -146,8 +171,14 @@ impl Monitor {
                     }
                 }
                 let ready = |fd: &PollFd<'_>| fd.revents().is_some_and(|r| !r.is_empty());
-                (ready(&fds[0]), ready(&fds[1]))
+                let pipes_ready: Vec<bool> = fds[2..].iter().map(ready).collect();
+                (ready(&fds[0]), ready(&fds[1]), pipes_ready)
             };
+            for ((id, stream, _), ready) in pipes.iter().zip(pipes_ready) {
+                if ready && let Some(live) = self.live.get_mut(id) {
+                    live.drain(*stream);
+                }
+            }
             if sig_ready {
                 while let Ok(Some(_)) = self.signals.read_signal() {}
                 self.reap();
@@ -179,6 +210,27 @@ impl Monitor {
             WaitStatus::Signaled(pid, signal, _) => (pid, 128 + signal as i32),
             _ => return,
         };
+        if let Some((id, c)) = self
+            .state
+            .containers
+            .iter_mut()
+            .find(|(_, c)| c.pid == pid.as_raw() && c.exit.is_none())
+        {
+            if let Some(live) = self.live.get_mut(id) {
+                live.drain(Stream::Stdout);
+                live.drain(Stream::Stderr);
+                live.log.flush(Stream::Stdout);
+                live.log.flush(Stream::Stderr);
+            }
+            c.oom_killed = containers::oom_killed(c);
+            log(format_args!("container {id} exited with {code}"));
+            c.exit = Some(Exit {
+                code,
+                at_ns: now_ns(),
+            });
+            self.save();
+            return;
+        }
         if pid.as_raw() != self.state.sandbox_pid || self.state.exit.is_some() {
             return;
         }
@@ -238,8 +290,48 @@ impl Monitor {
                 cgroup::apply(&self.state.cgroup_dirs, &resources).map_err(|e| e.to_string()),
                 Next::Serve,
             ),
+            RequestBody::CreateContainer { spec } => (
+                self.create_container(&spec).map_err(|e| e.to_string()),
+                Next::Serve,
+            ),
+            RequestBody::StartContainer { id } => (
+                self.start_container(&id).map_err(|e| e.to_string()),
+                Next::Serve,
+            ),
+            RequestBody::SignalContainer { id, signal } => {
+                (self.signal_container(&id, signal), Next::Serve)
+            }
+            RequestBody::RemoveContainer { id } => (
+                self.remove_container(&id).map_err(|e| e.to_string()),
+                Next::Serve,
+            ),
+            RequestBody::UpdateContainerResources { id, resources } => {
+                let result = match self.state.containers.get(&id) {
+                    Some(c) if c.exit.is_none() => {
+                        cgroup::apply(&c.cgroup_dirs, &resources).map_err(|e| e.to_string())
+                    }
+                    Some(_) => Err(format!("container {id} is not running")),
+                    None => Err(format!("container {id} is not known to this monitor")),
+                };
+                (result, Next::Serve)
+            }
+            RequestBody::ReopenContainerLog { id } => {
+                let result = match self.live.get_mut(&id) {
+                    Some(live) => live
+                        .log
+                        .reopen()
+                        .map_err(|e| format!("cannot reopen the log of {id}: {e}")),
+                    None => Err(format!("container {id} is not known to this monitor")),
+                };
+                (result, Next::Serve)
+            }
             RequestBody::Shutdown => {
                 let result = self.stop().and_then(|()| {
+                    let ids: Vec<String> = self.state.containers.keys().cloned().collect();
+                    for id in ids {
+                        self.remove_container(&id)?;
+                    }
+                    mounts::release(&self.dir.join(rootfs::LAYERS))?;
                     mounts::release(&self.dir.join(layout::SHM))?;
                     cgroup::remove(&self.state.cgroup_dirs);
                     let _ = std::fs::remove_file(self.dir.join(layout::SOCKET));
@@ -257,6 +349,10 @@ impl Monitor {
 
     /// Kills the sandbox (its PID namespace dies with it), reaps it, unpins the netns.
     fn stop(&mut self) -> Result<(), Error> {
+        let ids: Vec<String> = self.state.containers.keys().cloned().collect();
+        for id in ids {
+            self.kill_container(&id);
+        }
         if self.state.exit.is_none() {
             let pid = Pid::from_raw(self.state.sandbox_pid);
             let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
@@ -277,6 +373,109 @@ impl Monitor {
         }
         if let Some(netns) = self.state.netns.take() {
             mounts::release(&netns)?;
+            self.save();
+        }
+        Ok(())
+    }
+}
+
+impl Monitor {
+    fn create_container(&mut self, spec: &crius_proto::ContainerSpec) -> Result<(), Error> {
+        if self.state.exit.is_some() {
+            return Err(Error::Precondition("the pod sandbox is not running".into()));
+        }
+        if self.state.containers.contains_key(&spec.id) {
+            return Err(Error::Precondition(format!("container {} exists", spec.id)));
+        }
+        let pid_target = match &spec.pid_target {
+            None => None,
+            Some(target) => match self.state.containers.get(target) {
+                Some(c) if c.exit.is_none() => Some(c.pid),
+                _ => {
+                    return Err(Error::Precondition(format!(
+                        "pid namespace target container {target} is not running in this pod"
+                    )));
+                }
+            },
+        };
+        let (state, live) = containers::create(
+            &self.dir,
+            &self.spec,
+            self.state.sandbox_pid,
+            spec,
+            pid_target,
+        )?;
+        log(format_args!(
+            "container {} created, pid {}",
+            spec.id, state.pid
+        ));
+        self.state.containers.insert(spec.id.clone(), state);
+        self.live.insert(spec.id.clone(), live);
+        self.save();
+        Ok(())
+    }
+
+    fn start_container(&mut self, id: &str) -> Result<(), Error> {
+        let Some(state) = self.state.containers.get_mut(id) else {
+            return Err(Error::Precondition(format!("container {id} is not known")));
+        };
+        if state.started_at_ns.is_some() || state.exit.is_some() {
+            return Err(Error::Precondition(format!(
+                "container {id} was already started"
+            )));
+        }
+        let result = containers::start(&self.dir, &self.spec, id, state);
+        self.save();
+        result
+    }
+
+    fn signal_container(&mut self, id: &str, signal: i32) -> Result<(), String> {
+        let Some(state) = self.state.containers.get(id) else {
+            return Err(format!("container {id} is not known"));
+        };
+        if state.exit.is_some() {
+            return Ok(());
+        }
+        let signal = Signal::try_from(signal).map_err(|e| format!("signal {signal}: {e}"))?;
+        // The monitor is the parent of the container's first process: until it is reaped here
+        // its pid cannot be reused.
+        match nix::sys::signal::kill(Pid::from_raw(state.pid), signal) {
+            Ok(()) | Err(nix::errno::Errno::ESRCH) => Ok(()),
+            Err(e) => Err(format!("cannot signal container {id}: {e}")),
+        }
+    }
+
+    /// Kills a container's process (if it runs) and waits for it.
+    fn kill_container(&mut self, id: &str) {
+        let Some(state) = self.state.containers.get(id) else {
+            return;
+        };
+        if state.exit.is_some() {
+            return;
+        }
+        let pid = Pid::from_raw(state.pid);
+        let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+        match waitpid(pid, None) {
+            Ok(status) => self.record(status),
+            Err(e) => log(format_args!("waiting for container {id}: {e}")),
+        }
+        if let Some(state) = self.state.containers.get_mut(id)
+            && state.exit.is_none()
+        {
+            state.exit = Some(Exit {
+                code: 137,
+                at_ns: now_ns(),
+            });
+            self.save();
+        }
+    }
+
+    fn remove_container(&mut self, id: &str) -> Result<(), Error> {
+        self.kill_container(id);
+        let state = self.state.containers.get(id).cloned();
+        containers::release(&self.dir, id, state.as_ref())?;
+        self.live.remove(id);
+        if self.state.containers.remove(id).is_some() {
             self.save();
         }
         Ok(())
@@ -337,6 +536,17 @@ pub(crate) fn cleanup(dir: &Path) -> Result<(), Error> {
             }
         }
     }
+    for id in containers::dirs(dir) {
+        let container = state.as_ref().and_then(|s| s.containers.get(&id));
+        if let Some(c) = container
+            && c.exit.is_none()
+            && process_is(c.pid, c.start_time)
+        {
+            let _ = nix::sys::signal::kill(Pid::from_raw(c.pid), Signal::SIGKILL);
+        }
+        containers::release(dir, &id, container)?;
+    }
+    mounts::release(&dir.join(rootfs::LAYERS))?;
     mounts::release(&dir.join(layout::NETNS))?;
     mounts::release(&dir.join(layout::SHM))?;
     cgroup::remove(&cgroups);

@@ -204,6 +204,9 @@ pub struct MonitorState {
     pub cgroup_dirs: Vec<PathBuf>,
     /// Set once the sandbox process has been reaped.
     pub exit: Option<Exit>,
+    /// The pod's containers by id, as the monitor created, started and reaped them.
+    #[serde(default)]
+    pub containers: std::collections::BTreeMap<String, ContainerState>,
 }
 
 /// The first line a new monitor writes to its stdout, then closes it.
@@ -245,6 +248,191 @@ pub enum RequestBody {
     },
     /// Stop the sandbox, release every mount and cgroup, answer, and exit.
     Shutdown,
+    /// Create a container (its rootfs, libcontainer state, stdio pipes) without starting it.
+    CreateContainer {
+        /// What to create.
+        spec: Box<ContainerSpec>,
+    },
+    /// Start a created container.
+    StartContainer {
+        /// Container id.
+        id: String,
+    },
+    /// Send a signal to a container's first process (nothing when it has exited).
+    SignalContainer {
+        /// Container id.
+        id: String,
+        /// The signal number.
+        signal: i32,
+    },
+    /// Kill a container if it runs, release its rootfs and forget it. Idempotent.
+    RemoveContainer {
+        /// Container id.
+        id: String,
+    },
+    /// Apply limits to a container's cgroup.
+    UpdateContainerResources {
+        /// Container id.
+        id: String,
+        /// The limits.
+        resources: Resources,
+    },
+    /// Reopen a container's log file (after log rotation).
+    ReopenContainerLog {
+        /// Container id.
+        id: String,
+    },
+}
+
+/// Directory of the pod directory holding one directory per container.
+pub const CONTAINERS_DIR: &str = "containers";
+
+/// A bind mount asked for by a container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BindMount {
+    /// Path on the host.
+    pub host_path: PathBuf,
+    /// Path in the container.
+    pub container_path: String,
+    /// Mounted read-only.
+    pub readonly: bool,
+    /// Mounted idmapped with the pod's user namespace mapping (the request's Mount carried
+    /// the pod's mapping).
+    #[serde(default)]
+    pub idmap: bool,
+    /// Mount propagation: `rprivate` (default), `rslave` (host to container) or `rshared`
+    /// (bidirectional).
+    #[serde(default)]
+    pub propagation: String,
+    /// Read-only recursively: every submount too (MOUNT_ATTR_RDONLY with AT_RECURSIVE).
+    #[serde(default)]
+    pub recursive_read_only: bool,
+}
+
+/// A device node made in the container (CRI `Device`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceSpec {
+    /// Path in the container.
+    pub container_path: String,
+    /// `c` (character) or `b` (block).
+    pub kind: String,
+    /// Major number.
+    pub major: i64,
+    /// Minor number.
+    pub minor: i64,
+    /// File mode bits of the node.
+    pub file_mode: u32,
+    /// cgroup access: any of `r`, `w`, `m`.
+    pub permissions: String,
+}
+
+/// Who a container runs as, as asked; the monitor resolves names against the image's
+/// `/etc/passwd` and `/etc/group`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserRequest {
+    /// `run_as_user`.
+    pub uid: Option<u32>,
+    /// `run_as_username`, empty when unset.
+    pub username: String,
+    /// `run_as_group`.
+    pub gid: Option<u32>,
+    /// The image config's `User` (`uid`, `uid:gid`, `name`, `name:group`), used when the
+    /// request names no user.
+    pub image_user: String,
+    /// `supplemental_groups` plus the pod's `fs_group`.
+    pub supplemental_groups: Vec<u32>,
+    /// `supplemental_groups_policy` Strict: do not add the image's `/etc/group` memberships.
+    pub strict: bool,
+}
+
+/// The first process's identity as read from `/proc/PID/status`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessUser {
+    /// Real uid (in the container's user namespace).
+    pub uid: u32,
+    /// Real gid.
+    pub gid: u32,
+    /// Supplementary groups, the primary gid included.
+    pub groups: Vec<u32>,
+}
+
+/// Linux capabilities of a container, as asked.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CapabilityRequest {
+    /// Capabilities added to the default set (`CAP_` prefix optional, `ALL` for every one).
+    pub add: Vec<String>,
+    /// Capabilities dropped from it (`ALL` drops every default).
+    pub drop: Vec<String>,
+}
+
+/// Everything a monitor needs to create a container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerSpec {
+    /// Container id (64 hex digits).
+    pub id: String,
+    /// The parent of every layer directory (mounted idmapped once per user-namespaced pod).
+    pub layers_root: PathBuf,
+    /// The image's layer directories, bottom to top, all beneath `layers_root`.
+    pub layer_dirs: Vec<PathBuf>,
+    /// The process arguments (Entrypoint/Cmd already merged).
+    pub args: Vec<String>,
+    /// The environment, `NAME=value` each, values as raw bytes.
+    pub env: Vec<Vec<u8>>,
+    /// Working directory; `/` when empty.
+    pub working_dir: String,
+    /// Identity.
+    pub user: UserRequest,
+    /// Mount the root filesystem read-only.
+    pub readonly_rootfs: bool,
+    /// The CRI log file, or none to discard output.
+    pub log_path: Option<PathBuf>,
+    /// Bind mounts from the request.
+    pub mounts: Vec<BindMount>,
+    /// Privileged: every capability, no masked paths.
+    pub privileged: bool,
+    /// no_new_privs.
+    pub no_new_privs: bool,
+    /// Capabilities to add and drop.
+    pub capabilities: CapabilityRequest,
+    /// Extra masked paths (replaces the defaults when `Some`).
+    pub masked_paths: Option<Vec<String>>,
+    /// Extra read-only paths (replaces the defaults when `Some`).
+    pub readonly_paths: Option<Vec<String>>,
+    /// `oom_score_adj` of the first process (clamped to what the node allows).
+    pub oom_score_adj: Option<i32>,
+    /// Limits for the container cgroup.
+    pub resources: Resources,
+    /// Run in its own PID namespace (pid CONTAINER) instead of the pod's.
+    pub own_pid_ns: bool,
+    /// Join the PID namespace of this container of the pod (pid TARGET).
+    #[serde(default)]
+    pub pid_target: Option<String>,
+    /// Device nodes.
+    #[serde(default)]
+    pub devices: Vec<DeviceSpec>,
+}
+
+/// A container as its pod monitor knows it; durable in `state.json`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerState {
+    /// The first process's pid on the host.
+    pub pid: i32,
+    /// Its start time (`/proc/PID/stat` field 22).
+    pub start_time: u64,
+    /// When it was created, nanoseconds since the epoch.
+    pub created_at_ns: i64,
+    /// When it was started.
+    pub started_at_ns: Option<i64>,
+    /// How it ended, once reaped.
+    pub exit: Option<Exit>,
+    /// Killed by the kernel's OOM killer.
+    #[serde(default)]
+    pub oom_killed: bool,
+    /// The first process's identity, read after start.
+    pub user: Option<ProcessUser>,
+    /// The container cgroup directories.
+    #[serde(default)]
+    pub cgroup_dirs: Vec<PathBuf>,
 }
 
 /// A monitor's answer.
@@ -431,6 +619,7 @@ mod tests {
             netns: Some(PathBuf::from("/run/crius/pods/x/netns")),
             cgroup_dirs: vec![],
             exit: None,
+            containers: Default::default(),
         };
         let reply = Reply {
             version: PROTOCOL_VERSION,

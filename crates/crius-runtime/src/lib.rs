@@ -8,6 +8,7 @@
 //! `netns_path`), `shm` (tmpfs), `hostname`, `hosts`, `resolv.conf`.
 
 pub mod client;
+pub mod containers;
 pub mod files;
 pub mod spec;
 pub mod store;
@@ -25,6 +26,9 @@ use crius_proto::{
 use tokio::io::AsyncBufReadExt;
 
 use crate::client::ClientError;
+pub use crate::containers::{
+    ContainerRecord, ContainerStateKind, ContainerView, ExecError, ExecOutput,
+};
 use crate::spec::{NamespaceMode, PodSpec};
 pub use crate::store::{PodRecord, PodState};
 use crate::store::{Store, StoreError};
@@ -106,6 +110,7 @@ pub struct PodView {
 #[derive(Debug)]
 pub struct Pods {
     store: Store,
+    db: Arc<redb::Database>,
     pods_dir: PathBuf,
     config: PodsConfig,
     locks: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
@@ -146,7 +151,8 @@ impl Pods {
         std::fs::create_dir_all(&pods_dir).map_err(internal("cannot create the pods directory"))?;
         std::fs::set_permissions(&pods_dir, std::fs::Permissions::from_mode(0o711))
             .map_err(internal("cannot set the mode of the pods directory"))?;
-        let store = Store::open(db)?;
+        let store = Store::open(db.clone())?;
+        Pods::open_containers(&db)?;
         let mut live = 0;
         for record in store.all()? {
             let alive = monitor_alive(&record);
@@ -161,6 +167,7 @@ impl Pods {
         tracing::info!(live, "re-attached to running pod monitors");
         Ok(Pods {
             store,
+            db,
             pods_dir,
             config,
             locks: std::sync::Mutex::new(HashMap::new()),
@@ -301,14 +308,9 @@ impl Pods {
         let ns = &spec.namespaces;
         let host_network = ns.network == NamespaceMode::Node;
         if spec.hostname.is_empty() {
-            spec.hostname = if host_network {
-                nix_hostname()
-            } else {
-                spec.metadata
-                    .as_ref()
-                    .map(|m| m.name.clone())
-                    .unwrap_or_default()
-            };
+            // As with other runtimes, a pod that names no hostname keeps the node's (its UTS
+            // namespace starts as a copy); a pod name may be longer than a hostname can be.
+            spec.hostname = nix_hostname();
         }
         let id = new_id()?;
         let dir = self.pod_dir(&id);
@@ -525,6 +527,7 @@ impl Pods {
         };
         let _guard = lock;
         self.release(&record).await?;
+        self.forget_containers(&record.id)?;
         self.store.delete(&record.id)?;
         self.forget_lock(&record.id);
         tracing::info!(id = %record.id, "pod sandbox removed");

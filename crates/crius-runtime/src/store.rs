@@ -54,6 +54,13 @@ pub struct PodRecord {
 #[error("metadata database: {0}")]
 pub struct StoreError(String);
 
+impl StoreError {
+    /// A failure described by `message`.
+    pub fn new(message: String) -> StoreError {
+        StoreError(message)
+    }
+}
+
 fn err(e: impl Into<redb::Error>) -> StoreError {
     StoreError(e.into().to_string())
 }

@@ -3,6 +3,7 @@
 
 pub mod calllog;
 pub mod config;
+mod containers;
 mod image;
 mod network;
 mod runtime;

@@ -94,7 +94,9 @@ impl RuntimeService for Runtime {
         {
             self.0.detach_network(&pod.record).await?;
         }
+        let containers = self.0.pod_containers(&id);
         self.0.pods.remove(&id).await.map_err(pod_error)?;
+        self.0.release_leases(&containers).await;
         Ok(tonic::Response::new(RemovePodSandboxResponse {}))
     }
 
@@ -191,17 +193,144 @@ impl RuntimeService for Runtime {
         Ok(tonic::Response::new(UpdatePodSandboxResourcesResponse {}))
     }
 
+    async fn create_container(
+        &self,
+        request: tonic::Request<CreateContainerRequest>,
+    ) -> Result<tonic::Response<CreateContainerResponse>, tonic::Status> {
+        let request = request.into_inner();
+        tracing::Span::current().record("id", request.pod_sandbox_id.as_str());
+        let id = self.0.create_container(request).await?;
+        Ok(tonic::Response::new(CreateContainerResponse {
+            container_id: id,
+        }))
+    }
+
+    async fn start_container(
+        &self,
+        request: tonic::Request<StartContainerRequest>,
+    ) -> Result<tonic::Response<StartContainerResponse>, tonic::Status> {
+        let id = request.into_inner().container_id;
+        tracing::Span::current().record("id", id.as_str());
+        self.0.pods.start_container(&id).await.map_err(pod_error)?;
+        Ok(tonic::Response::new(StartContainerResponse {}))
+    }
+
+    async fn stop_container(
+        &self,
+        request: tonic::Request<StopContainerRequest>,
+    ) -> Result<tonic::Response<StopContainerResponse>, tonic::Status> {
+        let request = request.into_inner();
+        tracing::Span::current().record("id", request.container_id.as_str());
+        self.0
+            .stop_container(&request.container_id, request.timeout)
+            .await?;
+        Ok(tonic::Response::new(StopContainerResponse {}))
+    }
+
+    async fn remove_container(
+        &self,
+        request: tonic::Request<RemoveContainerRequest>,
+    ) -> Result<tonic::Response<RemoveContainerResponse>, tonic::Status> {
+        let id = request.into_inner().container_id;
+        tracing::Span::current().record("id", id.as_str());
+        self.0.remove_container(&id).await?;
+        Ok(tonic::Response::new(RemoveContainerResponse {}))
+    }
+
+    async fn list_containers(
+        &self,
+        request: tonic::Request<ListContainersRequest>,
+    ) -> Result<tonic::Response<ListContainersResponse>, tonic::Status> {
+        let containers = self.0.list_containers(request.into_inner().filter)?;
+        Ok(tonic::Response::new(ListContainersResponse { containers }))
+    }
+
+    async fn stream_containers(
+        &self,
+        request: tonic::Request<StreamContainersRequest>,
+    ) -> Result<tonic::Response<Self::StreamContainersStream>, tonic::Status> {
+        let items = self.0.list_containers(request.into_inner().filter)?;
+        let chunks: Vec<Result<StreamContainersResponse, tonic::Status>> = items
+            .chunks(STREAM_CHUNK)
+            .map(|c| {
+                Ok(StreamContainersResponse {
+                    containers: c.to_vec(),
+                })
+            })
+            .collect();
+        Ok(tonic::Response::new(Box::pin(tokio_stream::iter(chunks))))
+    }
+
+    async fn container_status(
+        &self,
+        request: tonic::Request<ContainerStatusRequest>,
+    ) -> Result<tonic::Response<ContainerStatusResponse>, tonic::Status> {
+        let request = request.into_inner();
+        tracing::Span::current().record("id", request.container_id.as_str());
+        Ok(tonic::Response::new(self.0.container_status(
+            &request.container_id,
+            request.verbose,
+        )?))
+    }
+
+    async fn update_container_resources(
+        &self,
+        request: tonic::Request<UpdateContainerResourcesRequest>,
+    ) -> Result<tonic::Response<UpdateContainerResourcesResponse>, tonic::Status> {
+        let request = request.into_inner();
+        tracing::Span::current().record("id", request.container_id.as_str());
+        let linux = request.linux.unwrap_or_default();
+        self.0
+            .pods
+            .update_container_resources(
+                &request.container_id,
+                crate::containers::container_resources(&linux),
+            )
+            .await
+            .map_err(pod_error)?;
+        Ok(tonic::Response::new(UpdateContainerResourcesResponse {}))
+    }
+
+    async fn reopen_container_log(
+        &self,
+        request: tonic::Request<ReopenContainerLogRequest>,
+    ) -> Result<tonic::Response<ReopenContainerLogResponse>, tonic::Status> {
+        let id = request.into_inner().container_id;
+        tracing::Span::current().record("id", id.as_str());
+        self.0
+            .pods
+            .reopen_container_log(&id)
+            .await
+            .map_err(pod_error)?;
+        Ok(tonic::Response::new(ReopenContainerLogResponse {}))
+    }
+
+    async fn exec_sync(
+        &self,
+        request: tonic::Request<ExecSyncRequest>,
+    ) -> Result<tonic::Response<ExecSyncResponse>, tonic::Status> {
+        let request = request.into_inner();
+        tracing::Span::current().record("id", request.container_id.as_str());
+        let timeout = std::time::Duration::from_secs(u64::try_from(request.timeout).unwrap_or(0));
+        match self
+            .0
+            .pods
+            .exec_sync(&request.container_id, &request.cmd, timeout)
+            .await
+        {
+            Ok(out) => Ok(tonic::Response::new(ExecSyncResponse {
+                stdout: out.stdout,
+                stderr: out.stderr,
+                exit_code: out.exit_code,
+            })),
+            Err(crius_runtime::ExecError::Timeout(t)) => Err(tonic::Status::deadline_exceeded(
+                format!("command {:?} timed out after {t:?}", request.cmd),
+            )),
+            Err(crius_runtime::ExecError::Pod(e)) => Err(pod_error(e)),
+        }
+    }
+
     unimplemented_rpcs! {
-        create_container(CreateContainerRequest) -> CreateContainerResponse = "CreateContainer";
-        start_container(StartContainerRequest) -> StartContainerResponse = "StartContainer";
-        stop_container(StopContainerRequest) -> StopContainerResponse = "StopContainer";
-        remove_container(RemoveContainerRequest) -> RemoveContainerResponse = "RemoveContainer";
-        list_containers(ListContainersRequest) -> ListContainersResponse = "ListContainers";
-        stream_containers(StreamContainersRequest) -> Self::StreamContainersStream = "StreamContainers";
-        container_status(ContainerStatusRequest) -> ContainerStatusResponse = "ContainerStatus";
-        update_container_resources(UpdateContainerResourcesRequest) -> UpdateContainerResourcesResponse = "UpdateContainerResources";
-        reopen_container_log(ReopenContainerLogRequest) -> ReopenContainerLogResponse = "ReopenContainerLog";
-        exec_sync(ExecSyncRequest) -> ExecSyncResponse = "ExecSync";
         exec(ExecRequest) -> ExecResponse = "Exec";
         attach(AttachRequest) -> AttachResponse = "Attach";
         port_forward(PortForwardRequest) -> PortForwardResponse = "PortForward";
@@ -266,7 +395,7 @@ impl Cri {
                 }),
             }],
             features: Some(RuntimeFeatures {
-                supplemental_groups_policy: false,
+                supplemental_groups_policy: true,
                 user_namespaces_host_network: false,
             }),
         }

@@ -1,0 +1,391 @@
+//! Containers of a pod: rootfs, spec, libcontainer create/start/kill/delete, stdio pipes.
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use crius_proto::{CONTAINERS_DIR, CgroupSpec, ContainerSpec, ContainerState, SandboxSpec};
+use libcontainer::container::Container;
+use libcontainer::container::builder::ContainerBuilder;
+use libcontainer::syscall::syscall::SyscallType;
+
+use crate::logs::{LogWriter, Stream};
+use crate::{Error, cgroup, identity, ocispec, rootfs};
+
+/// Where libcontainer keeps its container state, in the pod directory.
+const LIBCONTAINER_ROOT: &str = "libcontainer";
+
+/// The parts of a container that live only as long as its monitor: output pipes and log.
+#[derive(Debug)]
+pub(crate) struct Live {
+    /// Read ends of stdout and stderr, until they reach end of file.
+    pub(crate) pipes: [Option<OwnedFd>; 2],
+    /// The CRI log.
+    pub(crate) log: LogWriter,
+}
+
+impl Live {
+    /// Reads what is available on the pipe of `stream` into the log; drops the pipe at end of
+    /// file.
+    pub(crate) fn drain(&mut self, stream: Stream) {
+        let index = stream as usize;
+        let mut buf = [0u8; 8192];
+        loop {
+            let Some(fd) = self.pipes[index].as_ref() else {
+                return;
+            };
+            match nix::unistd::read(fd, &mut buf) {
+                Ok(0) => {
+                    self.pipes[index] = None;
+                    self.log.flush(stream);
+                    return;
+                }
+                Ok(n) => self.log.write(stream, &buf[..n]),
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(nix::errno::Errno::EAGAIN) => return,
+                Err(_) => {
+                    self.pipes[index] = None;
+                    self.log.flush(stream);
+                    return;
+                }
+            }
+        }
+    }
+}
+
+fn container_dir(pod_dir: &Path, id: &str) -> PathBuf {
+    pod_dir.join(CONTAINERS_DIR).join(id)
+}
+
+fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// The host ids of the pod's root (0:0 without a user namespace).
+fn pod_root(sandbox: &SandboxSpec) -> (u32, u32) {
+    let root = |ranges: Option<&Vec<crius_proto::IdRange>>| {
+        ranges
+            .and_then(|r| r.iter().find_map(|r| r.to_host(0)))
+            .unwrap_or(0)
+    };
+    (
+        root(sandbox.userns.as_ref().map(|u| &u.uids)),
+        root(sandbox.userns.as_ref().map(|u| &u.gids)),
+    )
+}
+
+/// The container's cgroup: a child of the pod cgroup.
+fn container_cgroup(sandbox: &SandboxSpec, id: &str) -> Option<CgroupSpec> {
+    sandbox.cgroup.as_ref().map(|pod| CgroupSpec {
+        parent: format!("{}/{}", pod.parent.trim_end_matches('/'), pod.name),
+        name: format!("crius-{id}"),
+        resources: Default::default(),
+    })
+}
+
+/// Creates container `spec.id` in the pod (sandbox process `sandbox_pid`) without starting
+/// it. On failure nothing of it is left.
+pub(crate) fn create(
+    pod_dir: &Path,
+    sandbox: &SandboxSpec,
+    sandbox_pid: i32,
+    spec: &ContainerSpec,
+    pid_target: Option<i32>,
+) -> Result<(ContainerState, Live), Error> {
+    if spec.id.is_empty() || spec.id.contains('/') || spec.id.starts_with('.') {
+        return Err(Error::Precondition(format!(
+            "bad container id {:?}",
+            spec.id
+        )));
+    }
+    let dir = container_dir(pod_dir, &spec.id);
+    std::fs::create_dir_all(pod_dir.join(CONTAINERS_DIR))
+        .map_err(Error::io("cannot create the containers directory"))?;
+    std::fs::create_dir(&dir).map_err(Error::io(format!("cannot create {}", dir.display())))?;
+    let cgroup = container_cgroup(sandbox, &spec.id);
+    let result = create_in(
+        pod_dir,
+        &dir,
+        sandbox,
+        (sandbox_pid, pid_target),
+        spec,
+        cgroup.as_ref(),
+    );
+    if result.is_err() {
+        delete_libcontainer(pod_dir, &spec.id);
+        let _ = rootfs::remove(&dir);
+        if let Some(cg) = &cgroup {
+            let dirs: Vec<PathBuf> = cgroup::pod_dirs(cg).into_iter().map(|(_, d)| d).collect();
+            cgroup::remove(&dirs);
+        }
+    }
+    // libcontainer changes the working directory of the whole process.
+    let _ = std::env::set_current_dir("/");
+    result
+}
+
+fn create_in(
+    pod_dir: &Path,
+    dir: &Path,
+    sandbox: &SandboxSpec,
+    (sandbox_pid, pid_target): (i32, Option<i32>),
+    spec: &ContainerSpec,
+    cgroup: Option<&CgroupSpec>,
+) -> Result<(ContainerState, Live), Error> {
+    let lowers: Vec<PathBuf> = if sandbox.userns.is_some() {
+        check_traversable(dir)?;
+        let layers = rootfs::idmapped_layers(pod_dir, &spec.layers_root, sandbox_pid)?;
+        spec.layer_dirs
+            .iter()
+            .map(|d| {
+                d.strip_prefix(&spec.layers_root)
+                    .map(|rel| layers.join(rel))
+                    .map_err(|_| {
+                        Error::Precondition(format!(
+                            "layer {} is not under {}",
+                            d.display(),
+                            spec.layers_root.display()
+                        ))
+                    })
+            })
+            .collect::<Result<_, _>>()?
+    } else {
+        spec.layer_dirs.clone()
+    };
+    let root = rootfs::mount_overlay(dir, &lowers, pod_root(sandbox))?;
+    let passwd = identity::read_in_root(&root.merged, "/etc/passwd")?.unwrap_or_default();
+    let group = identity::read_in_root(&root.merged, "/etc/group")?.unwrap_or_default();
+    let id = identity::resolve(
+        &spec.user,
+        &identity::parse_passwd(&passwd),
+        &identity::parse_group(&group),
+    )
+    .map_err(Error::Precondition)?;
+    let cgroups_path = cgroup
+        .map(|c| format!("{}/{}", c.parent, c.name))
+        .unwrap_or_else(|| format!("/crius/crius-{}", spec.id));
+    // In a user-namespaced pod, the pod's files and the volumes that carry the pod's mapping
+    // are bound idmapped, so host root's files are root's in the pod.
+    let mut spec = spec.clone();
+    let mut pod_files = std::collections::BTreeMap::new();
+    if sandbox.userns.is_some() {
+        let mut names = vec![
+            crius_proto::layout::HOSTNAME,
+            crius_proto::layout::HOSTS,
+            crius_proto::layout::RESOLV_CONF,
+        ];
+        if sandbox.new_ipc && sandbox.shm_size > 0 {
+            names.push(crius_proto::layout::SHM);
+        }
+        for name in names {
+            let mapped = rootfs::idmapped_bind(dir, name, &pod_dir.join(name), sandbox_pid)?;
+            pod_files.insert(name.to_owned(), mapped);
+        }
+    } else if spec.mounts.iter().any(|m| m.idmap) {
+        return Err(Error::Precondition(
+            "a mount asks for an id mapping but the pod has no user namespace".into(),
+        ));
+    }
+    for (i, m) in spec.mounts.iter_mut().enumerate() {
+        let name = format!("volume-{i}");
+        m.host_path = if m.idmap {
+            // A detached clone attached here is private.
+            rootfs::idmapped_bind(dir, &name, &m.host_path, sandbox_pid)?
+        } else {
+            rootfs::propagation_bind(dir, &name, &m.host_path, &m.propagation)?
+        };
+        if m.recursive_read_only {
+            rootfs::make_recursive_read_only(&m.host_path)?;
+        }
+    }
+    // Like other runtimes, HOME comes from the image's passwd when the environment has none.
+    if !spec.env.iter().any(|e| e.starts_with(b"HOME=")) {
+        spec.env.push(format!("HOME={}", id.home).into_bytes());
+    }
+    let spec = &spec;
+    let ns = ocispec::Namespaces {
+        sandbox_pid,
+        userns: sandbox.userns.is_some(),
+        net: sandbox.new_net,
+        ipc: sandbox.new_ipc,
+        pid: sandbox.new_pid,
+        pid_target,
+        pod_dir,
+        pod_files: &pod_files,
+        shm: sandbox.new_ipc && sandbox.shm_size > 0,
+    };
+    let oci = ocispec::build(spec, &ns, &id, &cgroups_path).map_err(Error::Precondition)?;
+    oci.save(dir.join("config.json"))
+        .map_err(|e| Error::Precondition(format!("cannot write the runtime spec: {e}")))?;
+
+    let log = LogWriter::new(spec.log_path.clone()).map_err(Error::io(format!(
+        "cannot open the container log {}",
+        spec.log_path.as_deref().unwrap_or(Path::new("")).display()
+    )))?;
+    let (out_r, out_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(Error::sys("cannot create a pipe"))?;
+    let (err_r, err_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(Error::sys("cannot create a pipe"))?;
+    for fd in [&out_r, &err_r] {
+        nix::fcntl::fcntl(
+            fd.as_fd(),
+            nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+        )
+        .map_err(Error::sys("cannot make a pipe non-blocking"))?;
+    }
+    let null = std::fs::File::open("/dev/null").map_err(Error::io("cannot open /dev/null"))?;
+    let libcontainer_root = pod_dir.join(LIBCONTAINER_ROOT);
+    std::fs::create_dir_all(&libcontainer_root)
+        .map_err(Error::io("cannot create the libcontainer root"))?;
+    let container = ContainerBuilder::new(spec.id.clone(), SyscallType::default())
+        .with_executor(crate::executor::CriusExecutor {
+            env: spec.env.clone(),
+        })
+        .with_root_path(&libcontainer_root)
+        .and_then(|b| b.validate_id())
+        .map(|b| {
+            b.with_stdin(OwnedFd::from(null))
+                .with_stdout(out_w)
+                .with_stderr(err_w)
+        })
+        .and_then(|b| b.as_init(dir).with_systemd(false).with_detach(true).build())
+        .map_err(|e| {
+            Error::Precondition(format!("libcontainer cannot create the container: {e}"))
+        })?;
+    restore_dumpable();
+    let pid = container
+        .pid()
+        .map(|p| p.as_raw())
+        .ok_or_else(|| Error::Precondition("libcontainer reported no pid".into()))?;
+    if let Some(adj) = spec.oom_score_adj {
+        crate::sandbox::set_oom_score_adj(nix::unistd::Pid::from_raw(pid), adj);
+    }
+    let state = ContainerState {
+        pid,
+        start_time: crius_proto::process_start_time(pid).unwrap_or(0),
+        created_at_ns: now_ns(),
+        started_at_ns: None,
+        exit: None,
+        oom_killed: false,
+        user: None,
+        cgroup_dirs: cgroup
+            .map(|c| cgroup::pod_dirs(c).into_iter().map(|(_, d)| d).collect())
+            .unwrap_or_default(),
+    };
+    Ok((
+        state,
+        Live {
+            pipes: [Some(out_r), Some(err_r)],
+            log,
+        },
+    ))
+}
+
+/// The container's process runs as the pod's mapped root, an unprivileged user on the host: it
+/// must be able to reach its rootfs through every directory above it.
+fn check_traversable(dir: &Path) -> Result<(), Error> {
+    use std::os::unix::fs::PermissionsExt;
+    for ancestor in dir.ancestors().skip(1) {
+        let mode = std::fs::metadata(ancestor)
+            .map_err(Error::io(format!("cannot stat {}", ancestor.display())))?
+            .permissions()
+            .mode();
+        if mode & 0o001 == 0 {
+            return Err(Error::Precondition(format!(
+                "{} (mode {:o}) cannot be searched by the pod's mapped user: user-namespaced \
+                 containers need every directory above the state directory to be searchable \
+                 by others (o+x)",
+                ancestor.display(),
+                mode & 0o7777
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// libcontainer makes its caller non-dumpable; the monitor's /proc files should stay readable
+/// by root tools.
+fn restore_dumpable() {
+    // SAFETY: prctl(PR_SET_DUMPABLE, 1) only changes a flag of this process.
+    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0) };
+}
+
+/// Starts a created container: its process execs the command.
+pub(crate) fn start(
+    pod_dir: &Path,
+    sandbox: &SandboxSpec,
+    id: &str,
+    state: &mut ContainerState,
+) -> Result<(), Error> {
+    let mut container = Container::load(pod_dir.join(LIBCONTAINER_ROOT).join(id))
+        .map_err(|e| Error::Precondition(format!("cannot load container {id}: {e}")))?;
+    let result = container
+        .start()
+        .map_err(|e| Error::Precondition(format!("libcontainer cannot start container {id}: {e}")));
+    let _ = std::env::set_current_dir("/");
+    restore_dumpable();
+    result?;
+    state.started_at_ns = Some(now_ns());
+    state.user = identity::process_user(state.pid, sandbox.userns.as_ref());
+    Ok(())
+}
+
+/// Removes libcontainer's state of container `id` (and the cgroup it made). Missing is fine.
+pub(crate) fn delete_libcontainer(pod_dir: &Path, id: &str) {
+    let path = pod_dir.join(LIBCONTAINER_ROOT).join(id);
+    if !path.exists() {
+        return;
+    }
+    match Container::load(path.clone()) {
+        Ok(mut c) => {
+            if let Err(e) = c.delete(true) {
+                crate::log(format_args!("libcontainer cannot delete {id}: {e}"));
+            }
+        }
+        Err(e) => crate::log(format_args!("cannot load container {id}: {e}")),
+    }
+    let _ = std::env::set_current_dir("/");
+    restore_dumpable();
+    let _ = std::fs::remove_dir_all(&path);
+}
+
+/// Releases a container whose process is gone: libcontainer state, cgroups, rootfs.
+pub(crate) fn release(
+    pod_dir: &Path,
+    id: &str,
+    state: Option<&ContainerState>,
+) -> Result<(), Error> {
+    delete_libcontainer(pod_dir, id);
+    if let Some(s) = state {
+        cgroup::remove(&s.cgroup_dirs);
+    }
+    rootfs::remove(&container_dir(pod_dir, id))
+}
+
+/// Whether a v1 memory cgroup or v2 memory.events recorded an OOM kill.
+pub(crate) fn oom_killed(state: &ContainerState) -> bool {
+    state.cgroup_dirs.iter().any(|dir| {
+        ["memory.oom_control", "memory.events"].iter().any(|f| {
+            std::fs::read_to_string(dir.join(f)).is_ok_and(|text| {
+                text.lines().any(|l| {
+                    l.strip_prefix("oom_kill ")
+                        .and_then(|n| n.trim().parse::<u64>().ok())
+                        .is_some_and(|n| n > 0)
+                })
+            })
+        })
+    })
+}
+
+/// The ids of the container directories in a pod directory (for cleanup after a crash).
+pub(crate) fn dirs(pod_dir: &Path) -> Vec<String> {
+    std::fs::read_dir(pod_dir.join(CONTAINERS_DIR))
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .filter_map(|e| e.file_name().into_string().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}

@@ -1,0 +1,267 @@
+//! `criusd monitor --pod-dir DIR --exec ID -- CMD...`: runs a command inside a running
+//! container, as a fresh single-threaded process criusd starts for each ExecSync. It joins the
+//! container's cgroups, then the pod's user namespace FIRST (so that every later step, and the
+//! command, has only the powers of the pod's root, never the host's), then the container's
+//! mount, network, IPC, UTS and PID namespaces; takes the first process's identity (uid, gid,
+//! groups), bounding and effective capabilities, no_new_privs and environment; forks into the
+//! PID namespace and execs. Its exit code is the command's (128 + signal when killed).
+
+use std::ffi::CString;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use nix::sched::CloneFlags;
+use nix::sys::wait::{WaitStatus, waitpid};
+
+/// Exit code when the exec could not be set up (the message is on stderr).
+const SETUP_FAILED: u8 = 126;
+
+/// Runs the exec and returns the exit code.
+pub(crate) fn run(pod_dir: &Path, id: &str, cmd: &[std::ffi::OsString]) -> u8 {
+    match setup_and_run(pod_dir, id, cmd) {
+        Ok(code) => code,
+        Err(message) => {
+            eprintln!("crius exec: {message}");
+            SETUP_FAILED
+        }
+    }
+}
+
+struct Target {
+    pid: i32,
+    uid: u32,
+    gid: u32,
+    groups: Vec<u32>,
+    cgroup_dirs: Vec<PathBuf>,
+}
+
+fn target(pod_dir: &Path, id: &str) -> Result<Target, String> {
+    let state = crate::read_state(pod_dir).map_err(|e| e.to_string())?;
+    let c = state
+        .containers
+        .get(id)
+        .ok_or_else(|| format!("container {id} is not known to its pod monitor"))?;
+    if c.exit.is_some()
+        || c.started_at_ns.is_none()
+        || !crius_proto::process_is(c.pid, c.start_time)
+    {
+        return Err(format!("container {id} is not running"));
+    }
+    let user = c
+        .user
+        .clone()
+        .ok_or_else(|| format!("the identity of container {id} was not recorded"))?;
+    Ok(Target {
+        pid: c.pid,
+        uid: user.uid,
+        gid: user.gid,
+        groups: user.groups,
+        cgroup_dirs: c.cgroup_dirs.clone(),
+    })
+}
+
+/// A `CapXxx:` mask of `/proc/PID/status`.
+fn cap_mask(status: &str, field: &str) -> u64 {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .unwrap_or(0)
+}
+
+fn open_ns(pid: i32, kind: &str) -> Result<OwnedFd, String> {
+    std::fs::File::open(format!("/proc/{pid}/ns/{kind}"))
+        .map(OwnedFd::from)
+        .map_err(|e| format!("cannot open /proc/{pid}/ns/{kind}: {e}"))
+}
+
+fn same_ns(pid: i32, kind: &str) -> bool {
+    let mine = std::fs::metadata(format!("/proc/self/ns/{kind}"));
+    let theirs = std::fs::metadata(format!("/proc/{pid}/ns/{kind}"));
+    matches!((mine, theirs), (Ok(a), Ok(b)) if a.ino() == b.ino() && a.dev() == b.dev())
+}
+
+fn setup_and_run(pod_dir: &Path, id: &str, cmd: &[std::ffi::OsString]) -> Result<u8, String> {
+    if cmd.is_empty() {
+        return Err("no command".into());
+    }
+    let t = target(pod_dir, id)?;
+    let status = std::fs::read_to_string(format!("/proc/{}/status", t.pid))
+        .map_err(|e| format!("cannot read the container's status: {e}"))?;
+    let bounding = cap_mask(&status, "CapBnd:");
+    let effective = cap_mask(&status, "CapEff:");
+    let no_new_privs = status
+        .lines()
+        .find_map(|l| l.strip_prefix("NoNewPrivs:"))
+        .is_some_and(|v| v.trim() == "1");
+    let env: Vec<CString> = std::fs::read(format!("/proc/{}/environ", t.pid))
+        .map_err(|e| format!("cannot read the container's environment: {e}"))?
+        .split(|b| *b == 0)
+        .filter(|e| !e.is_empty())
+        .filter_map(|e| CString::new(e).ok())
+        .collect();
+    let cwd = std::fs::read_link(format!("/proc/{}/cwd", t.pid)).unwrap_or_else(|_| "/".into());
+
+    // Open everything while still the host's root.
+    let kinds = ["mnt", "net", "ipc", "uts", "pid"];
+    let userns = if same_ns(t.pid, "user") {
+        None
+    } else {
+        Some(open_ns(t.pid, "user")?)
+    };
+    let mut others = Vec::new();
+    for kind in kinds {
+        if !same_ns(t.pid, kind) {
+            others.push((kind, open_ns(t.pid, kind)?));
+        }
+    }
+    let me = std::process::id().to_string();
+    for dir in &t.cgroup_dirs {
+        // Best effort: a hierarchy the container has no directory in is skipped.
+        let _ = std::fs::write(dir.join("cgroup.procs"), &me);
+    }
+    if let Some(user) = &userns {
+        nix::sched::setns(user.as_fd(), CloneFlags::CLONE_NEWUSER)
+            .map_err(|e| format!("cannot join the pod's user namespace: {e}"))?;
+    }
+    for (kind, fd) in &others {
+        nix::sched::setns(fd.as_fd(), CloneFlags::empty())
+            .map_err(|e| format!("cannot join the container's {kind} namespace: {e}"))?;
+    }
+    // Joining the mount namespace put us at its root; go to the container's directory.
+    let _ = std::env::set_current_dir(&cwd);
+
+    // SAFETY: this helper process is single-threaded.
+    match unsafe { nix::unistd::fork() } {
+        Err(e) => Err(format!("cannot fork: {e}")),
+        Ok(nix::unistd::ForkResult::Child) => {
+            let message = child(&t, bounding, effective, no_new_privs, &env, cmd);
+            eprintln!("crius exec: {message}");
+            // SAFETY: leaving the forked child without running destructors.
+            unsafe { libc::_exit(127) }
+        }
+        Ok(nix::unistd::ForkResult::Parent { child }) => loop {
+            match waitpid(child, None) {
+                Ok(WaitStatus::Exited(_, code)) => return Ok(u8::try_from(code).unwrap_or(255)),
+                Ok(WaitStatus::Signaled(_, sig, _)) => {
+                    return Ok(u8::try_from(128 + sig as i32).unwrap_or(255));
+                }
+                Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => return Err(format!("cannot wait for the command: {e}")),
+            }
+        },
+    }
+}
+
+/// `struct __user_cap_header_struct` of capset(2).
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: i32,
+}
+
+/// `struct __user_cap_data_struct` of capset(2).
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+
+/// In the forked child: identity, capabilities, then exec. Returns only on failure.
+fn child(
+    t: &Target,
+    bounding: u64,
+    effective: u64,
+    no_new_privs: bool,
+    env: &[CString],
+    cmd: &[std::ffi::OsString],
+) -> String {
+    let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL);
+    for cap in 0..64u64 {
+        if bounding & (1 << cap) == 0 {
+            // SAFETY: PR_CAPBSET_DROP of one capability number; unknown numbers fail harmlessly.
+            unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) };
+        }
+    }
+    let groups: Vec<nix::unistd::Gid> = t
+        .groups
+        .iter()
+        .map(|g| nix::unistd::Gid::from_raw(*g))
+        .collect();
+    if let Err(e) = nix::unistd::setgroups(&groups) {
+        return format!("setgroups: {e}");
+    }
+    let gid = nix::unistd::Gid::from_raw(t.gid);
+    if let Err(e) = nix::unistd::setresgid(gid, gid, gid) {
+        return format!("setresgid({}): {e}", t.gid);
+    }
+    let uid = nix::unistd::Uid::from_raw(t.uid);
+    if let Err(e) = nix::unistd::setresuid(uid, uid, uid) {
+        return format!("setresuid({}): {e}", t.uid);
+    }
+    if t.uid == 0 {
+        // Root keeps only the container's capabilities.
+        let header = CapHeader {
+            version: LINUX_CAPABILITY_VERSION_3,
+            pid: 0,
+        };
+        let data = [
+            CapData {
+                effective: effective as u32,
+                permitted: effective as u32,
+                inheritable: 0,
+            },
+            CapData {
+                effective: (effective >> 32) as u32,
+                permitted: (effective >> 32) as u32,
+                inheritable: 0,
+            },
+        ];
+        // SAFETY: capset with a version-3 header and two data structs, as the ABI requires.
+        let ret =
+            unsafe { libc::syscall(libc::SYS_capset, &header as *const CapHeader, data.as_ptr()) };
+        if ret < 0 {
+            return format!("capset: {}", nix::errno::Errno::last());
+        }
+    }
+    if no_new_privs && let Err(e) = nix::sys::prctl::set_no_new_privs() {
+        return format!("no_new_privs: {e}");
+    }
+    let Some(program) = find_program(&cmd[0], env) else {
+        return format!("{:?} not found in the container's PATH", cmd[0]);
+    };
+    let Ok(path) = CString::new(program.as_os_str().as_bytes()) else {
+        return "bad program path".into();
+    };
+    let argv: Vec<CString> = cmd
+        .iter()
+        .filter_map(|a| CString::new(a.as_bytes()).ok())
+        .collect();
+    match nix::unistd::execve(&path, &argv, env) {
+        Err(e) => format!("cannot exec {}: {e}", program.display()),
+        Ok(never) => match never {},
+    }
+}
+
+fn find_program(arg0: &std::ffi::OsStr, env: &[CString]) -> Option<PathBuf> {
+    if arg0.as_bytes().contains(&b'/') {
+        return Some(PathBuf::from(arg0));
+    }
+    let path = env
+        .iter()
+        .find_map(|e| e.as_bytes().strip_prefix(b"PATH="))
+        .unwrap_or(b"/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+    path.split(|b| *b == b':')
+        .filter(|d| !d.is_empty())
+        .map(|d| Path::new(std::ffi::OsStr::from_bytes(d)).join(arg0))
+        .find(|p| {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+}

@@ -1,0 +1,326 @@
+//! Who a container runs as: names resolved against the image's `/etc/passwd` and `/etc/group`
+//! inside its rootfs (never the host's), the Merge/Strict supplemental group policy, and the
+//! identity read back from `/proc/PID/status`.
+
+use std::ffi::CString;
+use std::io::Read;
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::path::Path;
+
+use crius_proto::{ProcessUser, UserRequest};
+
+use crate::Error;
+
+const RESOLVE_IN_ROOT: u64 = 0x10;
+
+/// `struct open_how` of openat2(2).
+#[repr(C)]
+struct OpenHow {
+    flags: u64,
+    mode: u64,
+    resolve: u64,
+}
+
+/// Reads `rel` inside `root`, resolving every symlink as if `root` were `/`. A missing file
+/// is `None`.
+pub(crate) fn read_in_root(root: &Path, rel: &str) -> Result<Option<String>, Error> {
+    let dir =
+        std::fs::File::open(root).map_err(Error::io(format!("cannot open {}", root.display())))?;
+    let c = CString::new(rel).map_err(|e| Error::Precondition(e.to_string()))?;
+    let how = OpenHow {
+        flags: (libc::O_RDONLY | libc::O_CLOEXEC) as u64,
+        mode: 0,
+        resolve: RESOLVE_IN_ROOT,
+    };
+    // SAFETY: openat2 with a valid directory fd, a NUL-terminated path and a sized open_how.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            std::os::fd::AsRawFd::as_raw_fd(&dir),
+            c.as_ptr(),
+            &how as *const OpenHow,
+            std::mem::size_of::<OpenHow>(),
+        )
+    };
+    if ret < 0 {
+        let errno = nix::errno::Errno::last();
+        if errno == nix::errno::Errno::ENOENT {
+            return Ok(None);
+        }
+        return Err(Error::Sys {
+            what: format!("cannot open {rel} in the container rootfs"),
+            source: errno,
+        });
+    }
+    // SAFETY: the kernel returned a new descriptor that nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(ret as i32) };
+    let mut text = Vec::new();
+    std::fs::File::from(fd)
+        .take(4 << 20)
+        .read_to_end(&mut text)
+        .map_err(Error::io(format!(
+            "cannot read {rel} in the container rootfs"
+        )))?;
+    Ok(Some(String::from_utf8_lossy(&text).into_owned()))
+}
+
+/// One `/etc/passwd` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct PasswdEntry {
+    pub(crate) name: String,
+    pub(crate) uid: u32,
+    pub(crate) gid: u32,
+    pub(crate) home: String,
+}
+
+/// One `/etc/group` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct GroupEntry {
+    pub(crate) name: String,
+    pub(crate) gid: u32,
+    pub(crate) members: Vec<String>,
+}
+
+pub(crate) fn parse_passwd(text: &str) -> Vec<PasswdEntry> {
+    text.lines()
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split(':').collect();
+            Some(PasswdEntry {
+                name: (*f.first()?).to_owned(),
+                uid: f.get(2)?.parse().ok()?,
+                gid: f.get(3)?.parse().ok()?,
+                home: f.get(5).map(|h| (*h).to_owned()).unwrap_or_default(),
+            })
+        })
+        .collect()
+}
+
+pub(crate) fn parse_group(text: &str) -> Vec<GroupEntry> {
+    text.lines()
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split(':').collect();
+            Some(GroupEntry {
+                name: (*f.first()?).to_owned(),
+                gid: f.get(2)?.parse().ok()?,
+                members: f
+                    .get(3)
+                    .map(|m| {
+                        m.split(',')
+                            .filter(|s| !s.is_empty())
+                            .map(str::to_owned)
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+            })
+        })
+        .collect()
+}
+
+/// The resolved identity of a container process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Identity {
+    pub(crate) uid: u32,
+    pub(crate) gid: u32,
+    /// Supplementary groups, the primary gid first.
+    pub(crate) groups: Vec<u32>,
+    /// The user's home directory from the image's passwd (`/` when unknown).
+    pub(crate) home: String,
+}
+
+/// Resolves `req` against the image's passwd and group files.
+pub(crate) fn resolve(
+    req: &UserRequest,
+    passwd: &[PasswdEntry],
+    groups: &[GroupEntry],
+) -> Result<Identity, String> {
+    let (user_part, group_part) = if req.uid.is_some() || !req.username.is_empty() {
+        (String::new(), None)
+    } else {
+        match req.image_user.split_once(':') {
+            Some((u, g)) => (u.to_owned(), Some(g.to_owned())),
+            None => (req.image_user.clone(), None),
+        }
+    };
+    // The user: by number (an entry is optional) or by name (an entry is required).
+    let entry: Option<&PasswdEntry>;
+    let uid = if let Some(uid) = req.uid {
+        entry = passwd.iter().find(|p| p.uid == uid);
+        uid
+    } else {
+        let name = if req.username.is_empty() {
+            user_part.as_str()
+        } else {
+            req.username.as_str()
+        };
+        if name.is_empty() {
+            entry = passwd.iter().find(|p| p.uid == 0);
+            0
+        } else if let Ok(uid) = name.parse::<u32>() {
+            entry = passwd.iter().find(|p| p.uid == uid);
+            uid
+        } else {
+            entry = passwd.iter().find(|p| p.name == name);
+            entry
+                .ok_or_else(|| format!("user {name:?} is not in the image's /etc/passwd"))?
+                .uid
+        }
+    };
+    let gid = if let Some(gid) = req.gid {
+        gid
+    } else if let Some(g) = group_part.filter(|g| !g.is_empty()) {
+        match g.parse::<u32>() {
+            Ok(gid) => gid,
+            Err(_) => {
+                groups
+                    .iter()
+                    .find(|e| e.name == g)
+                    .ok_or_else(|| format!("group {g:?} is not in the image's /etc/group"))?
+                    .gid
+            }
+        }
+    } else {
+        entry.map(|e| e.gid).unwrap_or(0)
+    };
+    let mut list = vec![gid];
+    let mut push = |g: u32| {
+        if !list.contains(&g) {
+            list.push(g);
+        }
+    };
+    for g in &req.supplemental_groups {
+        push(*g);
+    }
+    if !req.strict
+        && let Some(e) = entry
+    {
+        for g in groups.iter().filter(|g| g.members.contains(&e.name)) {
+            push(g.gid);
+        }
+    }
+    Ok(Identity {
+        uid,
+        gid,
+        groups: list,
+        home: entry
+            .map(|e| e.home.clone())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "/".to_owned()),
+    })
+}
+
+/// The id inside a user namespace of host id `host` (unchanged without mappings).
+fn from_host(ranges: Option<&[crius_proto::IdRange]>, host: u32) -> u32 {
+    let Some(ranges) = ranges else {
+        return host;
+    };
+    ranges
+        .iter()
+        .find_map(|r| {
+            let offset = host.checked_sub(r.host_id)?;
+            (offset < r.length).then(|| r.container_id.saturating_add(offset))
+        })
+        .unwrap_or(65534)
+}
+
+/// Reads the real uid, gid and groups of `pid` from `/proc/PID/status`, as seen in the pod's
+/// user namespace (`userns`, none for the host's); the primary gid is included in the groups.
+pub(crate) fn process_user(
+    pid: i32,
+    userns: Option<&crius_proto::UserNamespace>,
+) -> Option<ProcessUser> {
+    let user = process_user_on_host(pid)?;
+    let uids = userns.map(|u| u.uids.as_slice());
+    let gids = userns.map(|u| u.gids.as_slice());
+    Some(ProcessUser {
+        uid: from_host(uids, user.uid),
+        gid: from_host(gids, user.gid),
+        groups: user.groups.iter().map(|g| from_host(gids, *g)).collect(),
+    })
+}
+
+fn process_user_on_host(pid: i32) -> Option<ProcessUser> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(str::trim)
+            .map(str::to_owned)
+    };
+    let first =
+        |text: Option<String>| -> Option<u32> { text?.split_whitespace().next()?.parse().ok() };
+    let uid = first(field("Uid:"))?;
+    let gid = first(field("Gid:"))?;
+    let mut groups: Vec<u32> = field("Groups:")
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|g| g.parse().ok())
+        .collect();
+    if !groups.contains(&gid) {
+        groups.insert(0, gid);
+    }
+    Some(ProcessUser { uid, gid, groups })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PASSWD: &str =
+        "root:x:0:0:root:/root:/bin/sh\nuser-defined-in-image:x:1000:1000::/home:/bin/sh\n";
+    const GROUP: &str = "root:x:0:\nuser-defined-in-image:x:1000:\ngroup-defined-in-image:x:50000:user-defined-in-image\n";
+
+    fn req() -> UserRequest {
+        UserRequest {
+            uid: Some(1000),
+            gid: Some(3000),
+            supplemental_groups: vec![4000],
+            ..UserRequest::default()
+        }
+    }
+
+    #[test]
+    fn merge_adds_image_groups() {
+        let id = resolve(&req(), &parse_passwd(PASSWD), &parse_group(GROUP)).expect("resolve");
+        assert_eq!((id.uid, id.gid), (1000, 3000));
+        assert_eq!(id.groups, vec![3000, 4000, 50000]);
+    }
+
+    #[test]
+    fn strict_does_not() {
+        let mut r = req();
+        r.strict = true;
+        let id = resolve(&r, &parse_passwd(PASSWD), &parse_group(GROUP)).expect("resolve");
+        assert_eq!(id.groups, vec![3000, 4000]);
+    }
+
+    #[test]
+    fn image_user_by_name_and_missing_names() {
+        let r = UserRequest {
+            image_user: "user-defined-in-image".into(),
+            ..UserRequest::default()
+        };
+        let id = resolve(&r, &parse_passwd(PASSWD), &parse_group(GROUP)).expect("resolve");
+        assert_eq!((id.uid, id.gid), (1000, 1000));
+        assert_eq!(id.groups, vec![1000, 50000]);
+        assert_eq!(id.home, "/home");
+        let r = UserRequest {
+            username: "nobody-here".into(),
+            ..UserRequest::default()
+        };
+        assert!(resolve(&r, &parse_passwd(PASSWD), &parse_group(GROUP)).is_err());
+        let r = UserRequest {
+            image_user: "5:7".into(),
+            ..UserRequest::default()
+        };
+        let id = resolve(&r, &[], &[]).expect("numeric");
+        assert_eq!((id.uid, id.gid, id.groups.clone()), (5, 7, vec![7]));
+    }
+
+    #[test]
+    fn reads_own_status() {
+        let pid = i32::try_from(std::process::id()).unwrap_or(0);
+        let u = process_user(pid, None).expect("status");
+        assert!(u.groups.contains(&u.gid));
+    }
+}

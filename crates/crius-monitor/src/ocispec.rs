@@ -1,0 +1,462 @@
+//! The OCI runtime spec (oci-spec types) of a container, as handed to libcontainer.
+
+use std::path::Path;
+
+use crius_proto::{CapabilityRequest, ContainerSpec};
+use oci_spec::runtime::Spec;
+use serde_json::{Value, json};
+
+use crate::identity::Identity;
+
+/// The capabilities a container gets by default (the same set as containerd's).
+pub(crate) const DEFAULT_CAPS: &[&str] = &[
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FSETID",
+    "CAP_FOWNER",
+    "CAP_MKNOD",
+    "CAP_NET_RAW",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETFCAP",
+    "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT",
+    "CAP_KILL",
+    "CAP_AUDIT_WRITE",
+];
+
+/// Every capability a privileged container gets.
+const ALL_CAPS: &[&str] = &[
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_DAC_READ_SEARCH",
+    "CAP_FOWNER",
+    "CAP_FSETID",
+    "CAP_KILL",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETPCAP",
+    "CAP_LINUX_IMMUTABLE",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_NET_BROADCAST",
+    "CAP_NET_ADMIN",
+    "CAP_NET_RAW",
+    "CAP_IPC_LOCK",
+    "CAP_IPC_OWNER",
+    "CAP_SYS_MODULE",
+    "CAP_SYS_RAWIO",
+    "CAP_SYS_CHROOT",
+    "CAP_SYS_PTRACE",
+    "CAP_SYS_PACCT",
+    "CAP_SYS_ADMIN",
+    "CAP_SYS_BOOT",
+    "CAP_SYS_NICE",
+    "CAP_SYS_RESOURCE",
+    "CAP_SYS_TIME",
+    "CAP_SYS_TTY_CONFIG",
+    "CAP_MKNOD",
+    "CAP_LEASE",
+    "CAP_AUDIT_WRITE",
+    "CAP_AUDIT_CONTROL",
+    "CAP_SETFCAP",
+    "CAP_MAC_OVERRIDE",
+    "CAP_MAC_ADMIN",
+    "CAP_SYSLOG",
+    "CAP_WAKE_ALARM",
+    "CAP_BLOCK_SUSPEND",
+    "CAP_AUDIT_READ",
+    "CAP_PERFMON",
+    "CAP_BPF",
+    "CAP_CHECKPOINT_RESTORE",
+];
+
+const DEFAULT_MASKED: &[&str] = &[
+    "/proc/asound",
+    "/proc/acpi",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+];
+
+const DEFAULT_READONLY: &[&str] = &[
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+];
+
+fn normalize_cap(name: &str) -> String {
+    let upper = name.to_ascii_uppercase();
+    if upper == "ALL" || upper.starts_with("CAP_") {
+        upper
+    } else {
+        format!("CAP_{upper}")
+    }
+}
+
+/// The capability set after the request's add and drop (drop of `ALL` first, then adds).
+pub(crate) fn capabilities(
+    req: &CapabilityRequest,
+    privileged: bool,
+) -> Result<Vec<String>, String> {
+    if privileged {
+        return Ok(ALL_CAPS.iter().map(|c| (*c).to_owned()).collect());
+    }
+    let adds: Vec<String> = req.add.iter().map(|c| normalize_cap(c)).collect();
+    let drops: Vec<String> = req.drop.iter().map(|c| normalize_cap(c)).collect();
+    for cap in adds.iter().chain(&drops) {
+        if cap != "ALL" && !ALL_CAPS.contains(&cap.as_str()) {
+            return Err(format!("unknown capability {cap:?}"));
+        }
+    }
+    let mut caps: Vec<String> = if adds.iter().any(|c| c == "ALL") {
+        ALL_CAPS.iter().map(|c| (*c).to_owned()).collect()
+    } else {
+        DEFAULT_CAPS.iter().map(|c| (*c).to_owned()).collect()
+    };
+    if drops.iter().any(|c| c == "ALL") {
+        caps.clear();
+    }
+    caps.retain(|c| !drops.contains(c));
+    for cap in adds.into_iter().filter(|c| c != "ALL") {
+        if !caps.contains(&cap) {
+            caps.push(cap);
+        }
+    }
+    Ok(caps)
+}
+
+/// Where the container's namespaces come from.
+pub(crate) struct Namespaces<'a> {
+    /// The sandbox (pause) process.
+    pub(crate) sandbox_pid: i32,
+    /// The pod has its own user namespace.
+    pub(crate) userns: bool,
+    /// The pod has its own network namespace.
+    pub(crate) net: bool,
+    /// The pod has its own IPC namespace.
+    pub(crate) ipc: bool,
+    /// The pod has its own PID namespace.
+    pub(crate) pid: bool,
+    /// A container whose PID namespace to join (pid TARGET), by its first process.
+    pub(crate) pid_target: Option<i32>,
+    /// The pod's directory (hostname, hosts, resolv.conf, shm).
+    pub(crate) pod_dir: &'a Path,
+    /// Replacement sources (idmapped clones) for pod files by their layout name.
+    pub(crate) pod_files: &'a std::collections::BTreeMap<String, std::path::PathBuf>,
+    /// The pod has a `/dev/shm` tmpfs.
+    pub(crate) shm: bool,
+}
+
+/// Builds the spec: rootfs `rootfs`, identity `id`, cgroup `cgroups_path`.
+pub(crate) fn build(
+    spec: &ContainerSpec,
+    ns: &Namespaces<'_>,
+    id: &Identity,
+    cgroups_path: &str,
+) -> Result<Spec, String> {
+    let caps = capabilities(&spec.capabilities, spec.privileged)?;
+    let by_path = |kind: &str| format!("/proc/{}/ns/{kind}", ns.sandbox_pid);
+    let mut namespaces = vec![json!({"type": "mount"})];
+    if ns.userns {
+        namespaces.push(json!({"type": "user", "path": by_path("user")}));
+    }
+    if ns.net {
+        namespaces.push(json!({"type": "network", "path": by_path("net")}));
+    }
+    if ns.ipc {
+        namespaces.push(json!({"type": "ipc", "path": by_path("ipc")}));
+    }
+    namespaces.push(json!({"type": "uts", "path": by_path("uts")}));
+    if let Some(target) = ns.pid_target {
+        namespaces.push(json!({"type": "pid", "path": format!("/proc/{target}/ns/pid")}));
+    } else if spec.own_pid_ns {
+        namespaces.push(json!({"type": "pid"}));
+    } else if ns.pid {
+        namespaces.push(json!({"type": "pid", "path": by_path("pid")}));
+    }
+    let pod_file = |name: &str| {
+        ns.pod_files
+            .get(name)
+            .cloned()
+            .unwrap_or_else(|| ns.pod_dir.join(name))
+            .to_string_lossy()
+            .into_owned()
+    };
+    let mut mounts = vec![
+        json!({"destination": "/proc", "type": "proc", "source": "proc",
+               "options": ["nosuid", "noexec", "nodev"]}),
+        json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
+               "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}),
+        json!({"destination": "/dev/pts", "type": "devpts", "source": "devpts",
+               "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]}),
+        json!({"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
+               "options": ["nosuid", "noexec", "nodev"]}),
+    ];
+    if ns.net {
+        mounts.push(
+            json!({"destination": "/sys", "type": "sysfs", "source": "sysfs",
+                           "options": ["nosuid", "noexec", "nodev", "ro"]}),
+        );
+    } else {
+        mounts.push(
+            json!({"destination": "/sys", "type": "bind", "source": "/sys",
+                           "options": ["rbind", "nosuid", "noexec", "nodev", "ro"]}),
+        );
+    }
+    if ns.shm {
+        mounts.push(json!({"destination": "/dev/shm", "type": "bind",
+                           "source": pod_file(crius_proto::layout::SHM),
+                           "options": ["rbind", "nosuid", "noexec", "nodev"]}));
+    } else {
+        mounts.push(
+            json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
+                           "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]}),
+        );
+    }
+    for (dest, name) in [
+        ("/etc/hostname", crius_proto::layout::HOSTNAME),
+        ("/etc/hosts", crius_proto::layout::HOSTS),
+        ("/etc/resolv.conf", crius_proto::layout::RESOLV_CONF),
+    ] {
+        mounts.push(
+            json!({"destination": dest, "type": "bind", "source": pod_file(name),
+                           "options": ["rbind", "rprivate"]}),
+        );
+    }
+    for m in &spec.mounts {
+        let propagation = match m.propagation.as_str() {
+            "rslave" => "rslave",
+            "rshared" => "rshared",
+            _ => "rprivate",
+        };
+        let mut options = vec!["rbind", propagation];
+        if m.readonly {
+            options.push("ro");
+        }
+        mounts.push(json!({"destination": m.container_path, "type": "bind",
+                           "source": m.host_path, "options": options}));
+    }
+    let (masked, readonly): (Vec<String>, Vec<String>) = if spec.privileged {
+        (Vec::new(), Vec::new())
+    } else {
+        (
+            spec.masked_paths
+                .clone()
+                .unwrap_or_else(|| DEFAULT_MASKED.iter().map(|p| (*p).to_owned()).collect()),
+            spec.readonly_paths
+                .clone()
+                .unwrap_or_else(|| DEFAULT_READONLY.iter().map(|p| (*p).to_owned()).collect()),
+        )
+    };
+    let cwd = if spec.working_dir.is_empty() {
+        "/".to_owned()
+    } else {
+        spec.working_dir.clone()
+    };
+    let env: Vec<String> = spec
+        .env
+        .iter()
+        .map(|e| String::from_utf8_lossy(e).into_owned())
+        .collect();
+    let mut resources = serde_json::Map::new();
+    let r = &spec.resources;
+    let mut cpu = serde_json::Map::new();
+    if let Some(v) = r.cpu_shares {
+        cpu.insert("shares".into(), json!(v));
+    }
+    if let Some(v) = r.cpu_quota {
+        cpu.insert("quota".into(), json!(v));
+    }
+    if let Some(v) = r.cpu_period {
+        cpu.insert("period".into(), json!(v));
+    }
+    if !cpu.is_empty() {
+        resources.insert("cpu".into(), Value::Object(cpu));
+    }
+    if let Some(v) = r.memory_limit.filter(|v| *v > 0) {
+        resources.insert("memory".into(), json!({"limit": v}));
+    }
+    if !spec.privileged {
+        resources.insert(
+            "devices".into(),
+            json!([{"allow": false, "access": "rwm"},
+                   {"allow": true, "type": "c", "major": 1, "minor": 3, "access": "rwm"},
+                   {"allow": true, "type": "c", "major": 1, "minor": 5, "access": "rwm"},
+                   {"allow": true, "type": "c", "major": 1, "minor": 7, "access": "rwm"},
+                   {"allow": true, "type": "c", "major": 1, "minor": 8, "access": "rwm"},
+                   {"allow": true, "type": "c", "major": 1, "minor": 9, "access": "rwm"},
+                   {"allow": true, "type": "c", "major": 5, "minor": 0, "access": "rwm"},
+                   {"allow": true, "type": "c", "major": 5, "minor": 2, "access": "rwm"},
+                   {"allow": true, "type": "c", "major": 136, "access": "rwm"}]),
+        );
+        if let Some(Value::Array(rules)) = resources.get_mut("devices") {
+            for d in &spec.devices {
+                rules.push(json!({"allow": true, "type": d.kind, "major": d.major,
+                                  "minor": d.minor, "access": d.permissions}));
+            }
+        }
+    }
+    let devices: Vec<Value> = spec
+        .devices
+        .iter()
+        .map(|d| {
+            json!({"path": d.container_path, "type": d.kind, "major": d.major,
+                   "minor": d.minor, "fileMode": d.file_mode, "uid": 0, "gid": 0})
+        })
+        .collect();
+    // A mount that receives (or shares) propagation needs the rootfs to be a slave (shared)
+    // mount too, else the events never reach it.
+    // (libcontainer's values; its default, a slave root, serves private mounts too.)
+    let rootfs_propagation = if spec.mounts.iter().any(|m| m.propagation == "rshared") {
+        Some("shared")
+    } else if spec.mounts.iter().any(|m| m.propagation == "rslave") {
+        Some("slave")
+    } else {
+        None
+    };
+    let value = json!({
+        "ociVersion": "1.0.2",
+        "root": {"path": "rootfs", "readonly": spec.readonly_rootfs},
+        "hostname": null,
+        "process": {
+            "terminal": false,
+            "user": {"uid": id.uid, "gid": id.gid, "additionalGids": id.groups},
+            "args": spec.args,
+            "env": env,
+            "cwd": cwd,
+            "noNewPrivileges": spec.no_new_privs,
+            "capabilities": {
+                "bounding": caps, "effective": caps, "permitted": caps,
+                "inheritable": [], "ambient": [],
+            },
+        },
+        "mounts": mounts,
+        "linux": {
+            "namespaces": namespaces,
+            "cgroupsPath": cgroups_path,
+            "devices": devices,
+            "rootfsPropagation": rootfs_propagation,
+            "resources": resources,
+            "maskedPaths": masked,
+            "readonlyPaths": readonly,
+        },
+    });
+    serde_json::from_value(value).map_err(|e| format!("cannot build the runtime spec: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> ContainerSpec {
+        ContainerSpec {
+            id: "c".into(),
+            layers_root: "/l".into(),
+            layer_dirs: vec!["/l/a".into()],
+            args: vec!["sh".into()],
+            env: vec![b"PATH=/bin".to_vec()],
+            working_dir: String::new(),
+            user: Default::default(),
+            readonly_rootfs: true,
+            log_path: None,
+            mounts: vec![crius_proto::BindMount {
+                host_path: "/h".into(),
+                container_path: "/v".into(),
+                readonly: true,
+                idmap: false,
+                propagation: "rslave".into(),
+                recursive_read_only: false,
+            }],
+            privileged: false,
+            no_new_privs: true,
+            capabilities: Default::default(),
+            masked_paths: None,
+            readonly_paths: None,
+            oom_score_adj: None,
+            resources: Default::default(),
+            own_pid_ns: false,
+            pid_target: None,
+            devices: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn joins_the_sandbox_namespaces_by_path() {
+        let files = std::collections::BTreeMap::new();
+        let ns = Namespaces {
+            sandbox_pid: 42,
+            userns: true,
+            net: true,
+            ipc: true,
+            pid: true,
+            pid_target: None,
+            pod_dir: Path::new("/pod"),
+            pod_files: &files,
+            shm: true,
+        };
+        let id = Identity {
+            uid: 0,
+            gid: 0,
+            groups: vec![0],
+            home: "/".into(),
+        };
+        let oci = build(&spec(), &ns, &id, "/crius/crius-p/crius-c").expect("spec");
+        let v = serde_json::to_value(&oci).expect("json");
+        let namespaces = v["linux"]["namespaces"].as_array().expect("namespaces");
+        for kind in ["user", "network", "ipc", "uts", "pid"] {
+            assert!(
+                namespaces.iter().any(|n| n["type"] == kind
+                    && n["path"]
+                        .as_str()
+                        .is_some_and(|p| p.starts_with("/proc/42/ns/"))),
+                "{kind}: {namespaces:?}"
+            );
+        }
+        assert!(
+            namespaces
+                .iter()
+                .any(|n| n["type"] == "mount" && n.get("path").is_none())
+        );
+        assert_eq!(v["linux"]["cgroupsPath"], "/crius/crius-p/crius-c");
+        assert_eq!(v["linux"]["rootfsPropagation"], "slave");
+        assert_eq!(v["root"]["readonly"], true);
+        assert_eq!(v["process"]["noNewPrivileges"], true);
+        assert!(
+            v["linux"].get("uidMappings").is_none(),
+            "the userns is joined, not made"
+        );
+    }
+
+    #[test]
+    fn caps_add_and_drop() {
+        let req = CapabilityRequest {
+            add: vec!["sys_admin".into()],
+            drop: vec!["CAP_CHOWN".into()],
+        };
+        let caps = capabilities(&req, false).expect("caps");
+        assert!(caps.contains(&"CAP_SYS_ADMIN".to_owned()));
+        assert!(!caps.contains(&"CAP_CHOWN".to_owned()));
+        let req = CapabilityRequest {
+            add: vec!["NET_ADMIN".into()],
+            drop: vec!["ALL".into()],
+        };
+        assert_eq!(
+            capabilities(&req, false).expect("caps"),
+            vec!["CAP_NET_ADMIN"]
+        );
+        let bad = CapabilityRequest {
+            add: vec!["BOGUS".into()],
+            drop: vec![],
+        };
+        assert!(capabilities(&bad, false).is_err());
+    }
+}

@@ -1,0 +1,342 @@
+//! Container root filesystems without chown: the pod's idmapped view of the layer store and an
+//! overlay per container whose upper and work dirs sit on the (not idmapped) pod directory.
+
+use std::ffi::CString;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use nix::mount::MsFlags;
+
+use crate::Error;
+
+/// The mount point of the pod's idmapped clone of the layer store, in the pod directory.
+pub(crate) const LAYERS: &str = "layers";
+
+const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x0000_0004;
+
+/// Whether `path` is a mount point (its device differs from its parent's).
+fn is_mount_point(path: &Path) -> bool {
+    if path.parent().is_none() {
+        return true;
+    }
+    let (Ok(me), Some(Ok(parent))) = (
+        std::fs::symlink_metadata(path),
+        path.parent().map(std::fs::symlink_metadata),
+    ) else {
+        return false;
+    };
+    me.dev() != parent.dev() || me.ino() == parent.ino()
+}
+
+/// Mounts an idmapped clone of `layers_root` at `<pod dir>/layers`, mapped into the user
+/// namespace of `sandbox_pid`, once per pod. Returns the mount point.
+pub(crate) fn idmapped_layers(
+    pod_dir: &Path,
+    layers_root: &Path,
+    sandbox_pid: i32,
+) -> Result<PathBuf, Error> {
+    let target = pod_dir.join(LAYERS);
+    if is_mount_point(&target) {
+        return Ok(target);
+    }
+    match std::fs::DirBuilder::new().mode(0o700).create(&target) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(Error::io(format!("cannot create {}", target.display()))(e)),
+    }
+    let tree = crate::probe::open_tree(layers_root).map_err(|e| {
+        Error::Precondition(format!(
+            "cannot clone the layer store {}: {e}",
+            layers_root.display()
+        ))
+    })?;
+    let ns_path = format!("/proc/{sandbox_pid}/ns/user");
+    let ns = std::fs::File::open(&ns_path).map_err(Error::io(format!("cannot open {ns_path}")))?;
+    crate::probe::idmap(&tree, &std::os::fd::OwnedFd::from(ns)).map_err(|e| {
+        Error::Precondition(format!(
+            "cannot idmap the layer store {}: {e}",
+            layers_root.display()
+        ))
+    })?;
+    attach(&tree, &target)?;
+    Ok(target)
+}
+
+/// Attaches a detached mount (from open_tree) at `target`.
+fn attach(tree: &std::os::fd::OwnedFd, target: &Path) -> Result<(), Error> {
+    let c_target = CString::new(target.as_os_str().as_encoded_bytes())
+        .map_err(|e| Error::Precondition(e.to_string()))?;
+    let empty = c"";
+    // SAFETY: move_mount of a detached mount descriptor onto a NUL-terminated path.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            tree.as_raw_fd(),
+            empty.as_ptr(),
+            libc::AT_FDCWD,
+            c_target.as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH,
+        )
+    };
+    if ret < 0 {
+        return Err(Error::Sys {
+            what: format!("cannot attach a mount at {}", target.display()),
+            source: nix::errno::Errno::last(),
+        });
+    }
+    Ok(())
+}
+
+/// Makes an idmapped clone of `source` (a file or directory) with the user namespace of
+/// `sandbox_pid`, attached at `<dir>/mounts/<name>`; returns that path. A bind of it keeps the
+/// mapping, so libcontainer gets it as a plain bind source.
+pub(crate) fn idmapped_bind(
+    dir: &Path,
+    name: &str,
+    source: &Path,
+    sandbox_pid: i32,
+) -> Result<PathBuf, Error> {
+    let target = mount_point(dir, name, source)?;
+    let tree = crate::probe::open_tree(source).map_err(|e| {
+        Error::Precondition(format!("cannot clone the mount {}: {e}", source.display()))
+    })?;
+    let ns_path = format!("/proc/{sandbox_pid}/ns/user");
+    let ns = std::fs::File::open(&ns_path).map_err(Error::io(format!("cannot open {ns_path}")))?;
+    crate::probe::idmap(&tree, &std::os::fd::OwnedFd::from(ns)).map_err(|e| {
+        Error::Precondition(format!(
+            "cannot mount {} idmapped (its filesystem may not support idmapped mounts): {e}",
+            source.display()
+        ))
+    })?;
+    attach(&tree, &target)?;
+    Ok(target)
+}
+
+/// Binds `source` (recursively) at `<dir>/mounts/<name>` with the propagation `propagation`
+/// (`rprivate`, `rslave`, `rshared`) and returns that path. libcontainer binds it into the
+/// container, and a bind takes the propagation of its source (libcontainer does not apply
+/// propagation options to binds itself).
+pub(crate) fn propagation_bind(
+    dir: &Path,
+    name: &str,
+    source: &Path,
+    propagation: &str,
+) -> Result<PathBuf, Error> {
+    let target = mount_point(dir, name, source)?;
+    nix::mount::mount(
+        Some(source),
+        &target,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .map_err(Error::sys(format!("cannot bind {}", source.display())))?;
+    let flag = match propagation {
+        "rslave" => MsFlags::MS_SLAVE,
+        "rshared" => MsFlags::MS_SHARED,
+        _ => MsFlags::MS_PRIVATE,
+    };
+    nix::mount::mount(
+        None::<&str>,
+        &target,
+        None::<&str>,
+        flag | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .map_err(Error::sys(format!(
+        "cannot set the propagation {propagation} of {}",
+        source.display()
+    )))?;
+    Ok(target)
+}
+
+/// Makes the mount tree at `target` read-only, every submount included.
+pub(crate) fn make_recursive_read_only(target: &Path) -> Result<(), Error> {
+    const MOUNT_ATTR_RDONLY: u64 = 0x0000_0001;
+    let attr = crate::probe::MountAttr {
+        attr_set: MOUNT_ATTR_RDONLY,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    let c = CString::new(target.as_os_str().as_encoded_bytes())
+        .map_err(|e| Error::Precondition(e.to_string()))?;
+    // SAFETY: mount_setattr on a NUL-terminated path with a properly sized attr struct.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            libc::AT_RECURSIVE as libc::c_uint,
+            &attr as *const crate::probe::MountAttr,
+            std::mem::size_of::<crate::probe::MountAttr>(),
+        )
+    };
+    if ret < 0 {
+        return Err(Error::Sys {
+            what: format!("cannot make {} recursively read-only", target.display()),
+            source: nix::errno::Errno::last(),
+        });
+    }
+    Ok(())
+}
+
+/// Creates the mount point `<dir>/mounts/<name>`, a directory or a file like `source`.
+fn mount_point(dir: &Path, name: &str, source: &Path) -> Result<PathBuf, Error> {
+    let mounts = dir.join(MOUNTS);
+    match std::fs::DirBuilder::new().mode(0o711).create(&mounts) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(Error::io(format!("cannot create {}", mounts.display()))(e)),
+    }
+    let target = mounts.join(name);
+    let meta = std::fs::metadata(source)
+        .map_err(Error::io(format!("cannot stat {}", source.display())))?;
+    if meta.is_dir() {
+        std::fs::DirBuilder::new()
+            .mode(0o755)
+            .create(&target)
+            .map_err(Error::io(format!("cannot create {}", target.display())))?;
+    } else {
+        std::fs::File::create(&target)
+            .map_err(Error::io(format!("cannot create {}", target.display())))?;
+    }
+    Ok(target)
+}
+
+/// Where a container's idmapped mount sources are attached, in its directory.
+const MOUNTS: &str = "mounts";
+
+/// The directories of one container's root filesystem.
+#[derive(Debug, Clone)]
+pub(crate) struct Rootfs {
+    /// The overlay mount point.
+    pub(crate) merged: PathBuf,
+}
+
+/// Creates `dir/upper`, `dir/work` (owned by `owner`) and mounts the overlay of `lowers`
+/// (bottom to top) at `dir/rootfs`; checks in mountinfo that it is writable.
+pub(crate) fn mount_overlay(
+    dir: &Path,
+    lowers: &[PathBuf],
+    owner: (u32, u32),
+) -> Result<Rootfs, Error> {
+    if lowers.is_empty() {
+        return Err(Error::Precondition("the image has no layers".into()));
+    }
+    let upper = dir.join("upper");
+    let work = dir.join("work");
+    let merged = dir.join("rootfs");
+    for (path, mode) in [(&upper, 0o755), (&work, 0o700), (&merged, 0o755)] {
+        std::fs::DirBuilder::new()
+            .mode(mode)
+            .create(path)
+            .map_err(Error::io(format!("cannot create {}", path.display())))?;
+    }
+    // Only these directories, made by crius for this container, get the pod root as owner.
+    for path in [&upper, &work] {
+        std::os::unix::fs::chown(path, Some(owner.0), Some(owner.1))
+            .map_err(Error::io(format!("cannot chown {}", path.display())))?;
+    }
+    let lowerdir: Vec<String> = lowers
+        .iter()
+        .rev()
+        .map(|p| escape(&p.to_string_lossy()))
+        .collect();
+    let options = format!(
+        "lowerdir={},upperdir={},workdir={},index=off,redirect_dir=off,metacopy=off",
+        lowerdir.join(":"),
+        escape(&upper.to_string_lossy()),
+        escape(&work.to_string_lossy()),
+    );
+    nix::mount::mount(
+        Some("overlay"),
+        &merged,
+        Some("overlay"),
+        MsFlags::empty(),
+        Some(options.as_str()),
+    )
+    .map_err(Error::sys(format!(
+        "cannot mount the overlay rootfs at {}",
+        merged.display()
+    )))?;
+    if let Err(e) = check_writable(&merged) {
+        let _ = nix::mount::umount2(&merged, nix::mount::MntFlags::MNT_DETACH);
+        return Err(e);
+    }
+    Ok(Rootfs { merged })
+}
+
+/// Escapes the characters overlayfs treats specially in its options.
+fn escape(path: &str) -> String {
+    path.replace('\\', "\\\\")
+        .replace(':', "\\:")
+        .replace(',', "\\,")
+}
+
+/// Fails when the mount at `path` came out read-only (overlayfs falls back to read-only
+/// when its upper dir cannot be used, e.g. on an idmapped mount).
+pub(crate) fn check_writable(path: &Path) -> Result<(), Error> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo")
+        .map_err(Error::io("cannot read /proc/self/mountinfo"))?;
+    let wanted = path.to_string_lossy();
+    let line = info
+        .lines()
+        .rfind(|l| l.split(' ').nth(4).map(unescape_mountinfo).as_deref() == Some(&wanted))
+        .ok_or_else(|| Error::Precondition(format!("{wanted} is not in mountinfo")))?;
+    let mount_opts = line.split(' ').nth(5).unwrap_or("");
+    let super_opts = line
+        .split(" - ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').nth(2))
+        .unwrap_or("");
+    let ro = |opts: &str| opts.split(',').any(|o| o == "ro");
+    if ro(mount_opts) || ro(super_opts) {
+        return Err(Error::Precondition(format!(
+            "the overlay rootfs at {wanted} came out read-only (its upper dir is unusable); \
+             mountinfo: {line}"
+        )));
+    }
+    Ok(())
+}
+
+fn unescape_mountinfo(field: &str) -> String {
+    field
+        .replace("\\040", " ")
+        .replace("\\011", "\t")
+        .replace("\\012", "\n")
+        .replace("\\134", "\\")
+}
+
+/// Unmounts a container's rootfs and idmapped mount sources (absent or unmounted is fine) and
+/// removes its directory. Nothing is removed while anything in it is still mounted.
+pub(crate) fn remove(dir: &Path) -> Result<(), Error> {
+    crate::mounts::release(&dir.join("rootfs"))?;
+    if let Ok(entries) = std::fs::read_dir(dir.join(MOUNTS)) {
+        for entry in entries.flatten() {
+            crate::mounts::release(&entry.path())?;
+        }
+    }
+    match std::fs::remove_dir_all(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io(format!("cannot remove {}", dir.display()))(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_overlay_separators() {
+        assert_eq!(escape("/a:b,c"), "/a\\:b\\,c");
+    }
+
+    #[test]
+    fn root_is_a_mount_point() {
+        assert!(is_mount_point(Path::new("/")));
+        assert!(is_mount_point(Path::new("/proc")));
+    }
+}

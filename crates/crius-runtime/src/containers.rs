@@ -1,0 +1,537 @@
+//! Containers as criusd sees them: records in the metadata database (table `containers`) and
+//! the lifecycle requests to the pod's monitor. The monitor records pids, start times and exit
+//! codes in the pod's `state.json`; the state reported here is read from there, so it is the
+//! same after a criusd restart.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use crius_proto::{BindMount, ContainerSpec, RequestBody};
+use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+
+use crate::client::ClientError;
+use crate::store::StoreError;
+use crate::{PodError, Pods, monitor_alive};
+
+/// The `containers` table: container id → JSON [`ContainerRecord`].
+const CONTAINERS: TableDefinition<&str, &[u8]> = TableDefinition::new("containers");
+
+/// How long to wait for a container to die after SIGKILL.
+const KILL_WAIT: Duration = Duration::from_secs(10);
+
+/// One container as recorded by criusd.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerRecord {
+    /// Container id (64 hex digits).
+    pub id: String,
+    /// The pod sandbox id.
+    pub pod_id: String,
+    /// Metadata name.
+    pub name: String,
+    /// Metadata attempt.
+    pub attempt: u32,
+    /// The image as requested.
+    pub image: String,
+    /// The image id.
+    pub image_id: String,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+    /// Annotations.
+    pub annotations: BTreeMap<String, String>,
+    /// The log file, empty when none.
+    pub log_path: String,
+    /// Bind mounts asked for.
+    pub mounts: Vec<BindMount>,
+    /// Signal number StopContainer sends first (the image's StopSignal or SIGTERM).
+    pub stop_signal: i32,
+    /// When criusd recorded it.
+    pub created_at_ns: i64,
+    /// The cgroup limits in force (as created, then as last updated).
+    #[serde(default)]
+    pub resources: crius_proto::Resources,
+}
+
+/// Where a container is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContainerStateKind {
+    /// Created, not started.
+    Created,
+    /// Its process runs.
+    Running,
+    /// Its process ended.
+    Exited,
+    /// Its monitor is gone and its end was never recorded.
+    Unknown,
+}
+
+/// A container and what its monitor recorded.
+#[derive(Debug, Clone)]
+pub struct ContainerView {
+    /// The record.
+    pub record: ContainerRecord,
+    /// The state.
+    pub state: ContainerStateKind,
+    /// What the monitor recorded, if it knows the container.
+    pub monitor: Option<crius_proto::ContainerState>,
+}
+
+fn err(e: impl Into<redb::Error>) -> StoreError {
+    StoreError::new(e.into().to_string())
+}
+
+fn monitor_error(e: ClientError) -> PodError {
+    match e {
+        ClientError::Refused(m) => PodError::Internal(m),
+        other => PodError::Internal(other.to_string()),
+    }
+}
+
+impl Pods {
+    pub(crate) fn open_containers(db: &redb::Database) -> Result<(), StoreError> {
+        let txn = db.begin_write().map_err(err)?;
+        txn.open_table(CONTAINERS).map_err(err)?;
+        txn.commit().map_err(err)
+    }
+
+    fn put_container(&self, record: &ContainerRecord) -> Result<(), StoreError> {
+        let data = serde_json::to_vec(record).map_err(|e| StoreError::new(e.to_string()))?;
+        let txn = self.db.begin_write().map_err(err)?;
+        {
+            let mut table = txn.open_table(CONTAINERS).map_err(err)?;
+            table
+                .insert(record.id.as_str(), data.as_slice())
+                .map_err(err)?;
+        }
+        txn.commit().map_err(err)
+    }
+
+    fn delete_container(&self, id: &str) -> Result<(), StoreError> {
+        let txn = self.db.begin_write().map_err(err)?;
+        {
+            let mut table = txn.open_table(CONTAINERS).map_err(err)?;
+            table.remove(id).map_err(err)?;
+        }
+        txn.commit().map_err(err)
+    }
+
+    fn container_records(&self) -> Result<Vec<ContainerRecord>, StoreError> {
+        let txn = self.db.begin_read().map_err(err)?;
+        let table = txn.open_table(CONTAINERS).map_err(err)?;
+        let mut out = Vec::new();
+        for entry in table.iter().map_err(err)? {
+            let (key, value) = entry.map_err(err)?;
+            match serde_json::from_slice::<ContainerRecord>(value.value()) {
+                Ok(r) => out.push(r),
+                Err(e) => {
+                    tracing::error!(id = key.value(), error = %e, "undecodable container record")
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Drops the records of a pod's containers (the pod is being removed).
+    pub(crate) fn forget_containers(&self, pod_id: &str) -> Result<(), StoreError> {
+        for r in self.container_records()? {
+            if r.pod_id == pod_id {
+                self.delete_container(&r.id)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn container_view(&self, record: ContainerRecord) -> ContainerView {
+        let pod = self.get(&record.pod_id).ok();
+        let monitor = pod
+            .as_ref()
+            .and_then(|p| self.monitor_state(&p.record))
+            .and_then(|s| s.containers.get(&record.id).cloned());
+        let alive = pod.as_ref().is_some_and(|p| monitor_alive(&p.record));
+        let state = match &monitor {
+            Some(m) if m.exit.is_some() => ContainerStateKind::Exited,
+            Some(_) if !alive => ContainerStateKind::Unknown,
+            Some(m) if m.started_at_ns.is_some() => ContainerStateKind::Running,
+            Some(_) => ContainerStateKind::Created,
+            None => ContainerStateKind::Unknown,
+        };
+        ContainerView {
+            record,
+            state,
+            monitor,
+        }
+    }
+
+    /// Every container.
+    pub fn list_containers(&self) -> Result<Vec<ContainerView>, PodError> {
+        Ok(self
+            .container_records()?
+            .into_iter()
+            .map(|r| self.container_view(r))
+            .collect())
+    }
+
+    /// Finds a container by id or unique id prefix.
+    pub fn get_container(&self, id: &str) -> Result<ContainerView, PodError> {
+        if id.is_empty() {
+            return Err(PodError::NotFound("container \"\"".into()));
+        }
+        let mut found: Vec<ContainerRecord> = self
+            .container_records()?
+            .into_iter()
+            .filter(|r| r.id.starts_with(id))
+            .collect();
+        if let Some(exact) = found.iter().position(|r| r.id == id) {
+            return Ok(self.container_view(found.swap_remove(exact)));
+        }
+        match found.len() {
+            1 => Ok(self.container_view(found.swap_remove(0))),
+            0 => Err(PodError::NotFound(format!("container {id}"))),
+            n => Err(PodError::NotFound(format!(
+                "container {id} (ambiguous: {n} containers match)"
+            ))),
+        }
+    }
+
+    /// A new container id.
+    pub fn new_container_id(&self) -> Result<String, PodError> {
+        crate::new_id()
+    }
+
+    /// CreateContainer: records the container and has the pod's monitor create it. On failure
+    /// nothing is left.
+    pub async fn create_container(
+        &self,
+        record: ContainerRecord,
+        spec: ContainerSpec,
+    ) -> Result<String, PodError> {
+        let Some((pod, _guard)) = self.locked(&record.pod_id).await? else {
+            return Err(PodError::NotFound(format!("pod sandbox {}", record.pod_id)));
+        };
+        if !crate::view(pod.clone()).ready {
+            return Err(PodError::Precondition(format!(
+                "pod sandbox {} is not ready",
+                pod.id
+            )));
+        }
+        if let Some(other) = self.container_records()?.into_iter().find(|r| {
+            r.pod_id == record.pod_id && r.name == record.name && r.attempt == record.attempt
+        }) {
+            return Err(PodError::AlreadyExists(format!(
+                "container {} (attempt {}) already exists in pod {} as {}",
+                record.name, record.attempt, record.pod_id, other.id
+            )));
+        }
+        self.put_container(&record)?;
+        let result = crate::client::request(
+            &pod.dir,
+            RequestBody::CreateContainer {
+                spec: Box::new(spec),
+            },
+        )
+        .await;
+        if let Err(e) = result {
+            let _ = crate::client::request(
+                &pod.dir,
+                RequestBody::RemoveContainer {
+                    id: record.id.clone(),
+                },
+            )
+            .await;
+            self.delete_container(&record.id)?;
+            return Err(match e {
+                ClientError::Refused(m) => PodError::Precondition(m),
+                other => PodError::Internal(other.to_string()),
+            });
+        }
+        Ok(record.id)
+    }
+
+    fn pod_dir_of(&self, view: &ContainerView) -> Result<std::path::PathBuf, PodError> {
+        let pod = self.get(&view.record.pod_id)?;
+        if !monitor_alive(&pod.record) {
+            return Err(PodError::Precondition(format!(
+                "the monitor of pod {} is gone",
+                pod.record.id
+            )));
+        }
+        Ok(pod.record.dir)
+    }
+
+    /// StartContainer.
+    pub async fn start_container(&self, id: &str) -> Result<(), PodError> {
+        let view = self.get_container(id)?;
+        if view.state != ContainerStateKind::Created {
+            return Err(PodError::Precondition(format!(
+                "container {} is {:?}, not created",
+                view.record.id, view.state
+            )));
+        }
+        let dir = self.pod_dir_of(&view)?;
+        crate::client::request(
+            &dir,
+            RequestBody::StartContainer {
+                id: view.record.id.clone(),
+            },
+        )
+        .await
+        .map_err(monitor_error)?;
+        Ok(())
+    }
+
+    async fn wait_exit(&self, id: &str, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            match self.get_container(id) {
+                Ok(v) if v.state == ContainerStateKind::Running => {}
+                _ => return true,
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// StopContainer: the stop signal, then SIGKILL after `timeout`. Stopping a container that
+    /// is not running is fine.
+    pub async fn stop_container(&self, id: &str, timeout: Duration) -> Result<(), PodError> {
+        let view = self.get_container(id)?;
+        if view.state != ContainerStateKind::Running {
+            return Ok(());
+        }
+        let dir = self.pod_dir_of(&view)?;
+        let cid = view.record.id.clone();
+        let signal = |signal: i32| RequestBody::SignalContainer {
+            id: cid.clone(),
+            signal,
+        };
+        if !timeout.is_zero() {
+            crate::client::request(&dir, signal(view.record.stop_signal))
+                .await
+                .map_err(monitor_error)?;
+            if self.wait_exit(&cid, timeout).await {
+                return Ok(());
+            }
+        }
+        crate::client::request(&dir, signal(libc_sigkill()))
+            .await
+            .map_err(monitor_error)?;
+        if self.wait_exit(&cid, KILL_WAIT).await {
+            Ok(())
+        } else {
+            Err(PodError::Internal(format!(
+                "container {cid} did not die within {KILL_WAIT:?} of SIGKILL"
+            )))
+        }
+    }
+
+    /// RemoveContainer: kills it if needed, releases its rootfs and forgets it. Idempotent;
+    /// returns the removed record (None when there was none).
+    pub async fn remove_container(&self, id: &str) -> Result<Option<ContainerRecord>, PodError> {
+        let view = match self.get_container(id) {
+            Ok(v) => v,
+            Err(PodError::NotFound(_)) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        if let Ok(pod) = self.get(&view.record.pod_id)
+            && monitor_alive(&pod.record)
+        {
+            crate::client::request(
+                &pod.record.dir,
+                RequestBody::RemoveContainer {
+                    id: view.record.id.clone(),
+                },
+            )
+            .await
+            .map_err(monitor_error)?;
+        }
+        self.delete_container(&view.record.id)?;
+        Ok(Some(view.record))
+    }
+
+    /// UpdateContainerResources: applies limits to the container's cgroup, live.
+    pub async fn update_container_resources(
+        &self,
+        id: &str,
+        resources: crius_proto::Resources,
+    ) -> Result<(), PodError> {
+        let view = self.get_container(id)?;
+        if !matches!(
+            view.state,
+            ContainerStateKind::Running | ContainerStateKind::Created
+        ) {
+            return Err(PodError::Precondition(format!(
+                "container {} is not running",
+                view.record.id
+            )));
+        }
+        let dir = self.pod_dir_of(&view)?;
+        crate::client::request(
+            &dir,
+            RequestBody::UpdateContainerResources {
+                id: view.record.id.clone(),
+                resources: resources.clone(),
+            },
+        )
+        .await
+        .map_err(monitor_error)?;
+        let mut record = view.record;
+        let r = &mut record.resources;
+        r.cpu_period = resources.cpu_period.or(r.cpu_period);
+        r.cpu_quota = resources.cpu_quota.or(r.cpu_quota);
+        r.cpu_shares = resources.cpu_shares.or(r.cpu_shares);
+        r.memory_limit = resources.memory_limit.or(r.memory_limit);
+        self.put_container(&record)?;
+        Ok(())
+    }
+
+    /// ReopenContainerLog.
+    pub async fn reopen_container_log(&self, id: &str) -> Result<(), PodError> {
+        let view = self.get_container(id)?;
+        if view.state != ContainerStateKind::Running {
+            return Err(PodError::Precondition(format!(
+                "container {} is not running",
+                view.record.id
+            )));
+        }
+        let dir = self.pod_dir_of(&view)?;
+        crate::client::request(
+            &dir,
+            RequestBody::ReopenContainerLog {
+                id: view.record.id.clone(),
+            },
+        )
+        .await
+        .map_err(monitor_error)?;
+        Ok(())
+    }
+}
+
+/// SIGKILL's number on Linux.
+fn libc_sigkill() -> i32 {
+    9
+}
+
+/// What an ExecSync produced.
+#[derive(Debug, Clone, Default)]
+pub struct ExecOutput {
+    /// Standard output (at most [`EXEC_OUTPUT_LIMIT`] bytes).
+    pub stdout: Vec<u8>,
+    /// Standard error (at most [`EXEC_OUTPUT_LIMIT`] bytes).
+    pub stderr: Vec<u8>,
+    /// The exit code (128 + signal when killed).
+    pub exit_code: i32,
+}
+
+/// The most output ExecSync keeps of each stream (kubelet's own limit).
+pub const EXEC_OUTPUT_LIMIT: usize = 16 * 1024 * 1024;
+
+/// Why an ExecSync did not produce a result.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    /// The container or pod is missing or not running, or the helper failed.
+    #[error(transparent)]
+    Pod(#[from] PodError),
+    /// The command ran past its timeout and was killed.
+    #[error("command timed out after {0:?}")]
+    Timeout(Duration),
+}
+
+async fn read_limited(mut from: impl tokio::io::AsyncRead + Unpin) -> std::io::Result<Vec<u8>> {
+    use tokio::io::AsyncReadExt;
+    let mut out = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        let n = from.read(&mut buf).await?;
+        if n == 0 {
+            return Ok(out);
+        }
+        let room = EXEC_OUTPUT_LIMIT.saturating_sub(out.len());
+        out.extend_from_slice(&buf[..n.min(room)]);
+    }
+}
+
+impl Pods {
+    /// ExecSync: runs `cmd` in the container (through `criusd monitor --exec`, a fresh
+    /// process that joins the pod's user namespace first) and collects its output. A zero
+    /// timeout waits forever.
+    pub async fn exec_sync(
+        &self,
+        id: &str,
+        cmd: &[String],
+        timeout: Duration,
+    ) -> Result<ExecOutput, ExecError> {
+        if cmd.is_empty() {
+            return Err(PodError::Invalid(crate::Invalid {
+                field: "cmd".into(),
+                reason: "is empty".into(),
+            })
+            .into());
+        }
+        let view = self.get_container(id)?;
+        if view.state != ContainerStateKind::Running {
+            return Err(PodError::Precondition(format!(
+                "container {} is not running",
+                view.record.id
+            ))
+            .into());
+        }
+        let dir = self.pod_dir_of(&view)?;
+        let mut child = tokio::process::Command::new(&self.config.monitor_exe)
+            .arg("monitor")
+            .arg("--pod-dir")
+            .arg(&dir)
+            .arg("--exec")
+            .arg(&view.record.id)
+            .arg("--")
+            .args(cmd)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| PodError::Internal(format!("cannot start the exec helper: {e}")))?;
+        let out = child.stdout.take();
+        let err = child.stderr.take();
+        let run = async {
+            let (stdout, stderr) = tokio::join!(
+                async {
+                    match out {
+                        Some(o) => read_limited(o).await,
+                        None => Ok(Vec::new()),
+                    }
+                },
+                async {
+                    match err {
+                        Some(e) => read_limited(e).await,
+                        None => Ok(Vec::new()),
+                    }
+                }
+            );
+            let status = child.wait().await?;
+            Ok::<_, std::io::Error>((stdout?, stderr?, status))
+        };
+        let result = if timeout.is_zero() {
+            Ok(run.await)
+        } else {
+            tokio::time::timeout(timeout, run).await
+        };
+        match result {
+            Err(_) => Err(ExecError::Timeout(timeout)),
+            Ok(Err(e)) => Err(PodError::Internal(format!("exec: {e}")).into()),
+            Ok(Ok((stdout, stderr, status))) => {
+                use std::os::unix::process::ExitStatusExt;
+                let exit_code = status
+                    .code()
+                    .or_else(|| status.signal().map(|s| 128 + s))
+                    .unwrap_or(-1);
+                Ok(ExecOutput {
+                    stdout,
+                    stderr,
+                    exit_code,
+                })
+            }
+        }
+    }
+}
