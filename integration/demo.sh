@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The crius demo: builds criusd, starts it on built-in defaults (its own temporary root, state
-# and socket), and runs a pod with a user namespace, checking from the host what it prints.
+# and socket), serves its demo image from a loopback registry, and runs a pod with a user namespace:
+# root serving port 80 as an unprivileged host uid, and supplementalGroupsPolicy Merge and Strict,
+# checking from the host what it prints.
 # Installs its Debian prerequisites and, if /etc/cni/net.d holds no network, crius' default
 # bridge network. Needs root. Exits 0 only if every step did what it printed.
 set -euo pipefail
@@ -8,7 +10,7 @@ cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || { echo "integration/demo.sh: run as root" >&2; exit 1; }
 
 need=()
-for p in containernetworking-plugins iptables iproute2; do
+for p in containernetworking-plugins iptables iproute2 docker-registry busybox-static; do
   dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
 done
 if [ ${#need[@]} -gt 0 ]; then

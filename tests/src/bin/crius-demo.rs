@@ -1,5 +1,6 @@
 //! `crius-demo`: starts a real criusd and shows a pod with a user namespace, checking from the
-//! host everything it prints. Exits 0 only if every step did what it printed.
+//! host everything it prints: a root container serving port 80 as an unprivileged host uid, and
+//! supplementalGroupsPolicy Merge and Strict. Exits 0 only if every step did what it printed.
 //!
 //! Usage: `crius-demo [--criusd PATH]` (run by `integration/demo.sh`, as root).
 
@@ -9,11 +10,15 @@ use std::process::Child;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
+use cri_api::v1::image_service_client::ImageServiceClient;
 use cri_api::v1::runtime_service_client::RuntimeServiceClient;
 use cri_api::v1::*;
 use crius_tests::harness::{connect, spawn_binary};
+use crius_tests::image;
+use crius_tests::registry::Registry;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
+use std::os::unix::fs::PermissionsExt;
 use tonic::transport::Channel;
 
 /// The mapping kubelet would pick for a `hostUsers: false` pod: a 65536-aligned range above
@@ -89,12 +94,24 @@ fn status_field(pid: i32, key: &str) -> anyhow::Result<String> {
         .with_context(|| format!("{key} not in /proc/{pid}/status"))
 }
 
-async fn start(criusd: &Path) -> anyhow::Result<(Daemon, RuntimeServiceClient<Channel>)> {
+async fn start(
+    criusd: &Path,
+    registry: &str,
+) -> anyhow::Result<(
+    Daemon,
+    RuntimeServiceClient<Channel>,
+    ImageServiceClient<Channel>,
+)> {
     let dir = tempfile::Builder::new()
         .prefix("crius-demo-")
         .tempdir_in("/var/tmp")?
         .keep();
+    // As /run is: the pods' mapped roots must be able to reach their state beneath.
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o711))?;
     let socket = dir.join("crius.sock");
+    let config = dir.join("config.toml");
+    // Built-in defaults, plus the loopback registry the demo images come from.
+    std::fs::write(&config, format!("insecure_registries = [\"{registry}\"]\n"))?;
     let args: Vec<String> = [
         "--root",
         &dir.join("root").display().to_string(),
@@ -102,6 +119,8 @@ async fn start(criusd: &Path) -> anyhow::Result<(Daemon, RuntimeServiceClient<Ch
         &dir.join("state").display().to_string(),
         "--listen",
         &socket.display().to_string(),
+        "--config",
+        &config.display().to_string(),
     ]
     .iter()
     .map(|s| (*s).to_owned())
@@ -114,9 +133,9 @@ async fn start(criusd: &Path) -> anyhow::Result<(Daemon, RuntimeServiceClient<Ch
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         if let Ok(channel) = connect(&socket).await {
-            let mut client = RuntimeServiceClient::new(channel);
+            let mut client = RuntimeServiceClient::new(channel.clone());
             if client.version(VersionRequest::default()).await.is_ok() {
-                return Ok((daemon, client));
+                return Ok((daemon, client, ImageServiceClient::new(channel)));
             }
         }
         if Instant::now() > deadline {
@@ -128,8 +147,17 @@ async fn start(criusd: &Path) -> anyhow::Result<(Daemon, RuntimeServiceClient<Ch
 }
 
 async fn demo(criusd: &Path) -> anyhow::Result<()> {
+    step(
+        "a loopback registry with the demo image (busybox-static; /etc/group has group-defined-in-image:x:50000:user-defined-in-image)",
+    );
+    let registry = Registry::start()?;
+    let pushed = image::busybox_with_image_user()?
+        .push(&registry.host(), "demo/busybox:1")
+        .await?;
+    check(true, &format!("pushed {}", pushed.reference))?;
+
     step("criusd: a real daemon on built-in defaults (its own root, state and socket)");
-    let (daemon, mut cri) = start(criusd).await?;
+    let (daemon, mut cri, mut images) = start(criusd, &registry.host()).await?;
     let version = cri.version(VersionRequest::default()).await?.into_inner();
     check(
         version.runtime_name == "crius",
@@ -209,7 +237,25 @@ async fn demo(criusd: &Path) -> anyhow::Result<()> {
         .await?
         .into_inner()
         .pod_sandbox_id;
-    let result = inspect_pod(&mut cri, &id).await;
+    let pulled = images
+        .pull_image(PullImageRequest {
+            image: Some(ImageSpec {
+                image: pushed.reference.clone(),
+                ..Default::default()
+            }),
+            auth: None,
+            sandbox_config: None,
+        })
+        .await?
+        .into_inner();
+    println!("   pulled {} as {}", pushed.reference, pulled.image_ref);
+    let mut result = inspect_pod(&mut cri, &id).await;
+    if result.is_ok() {
+        result = web_server(&mut cri, &id, &pushed.reference).await;
+    }
+    if result.is_ok() {
+        result = groups(&mut cri, &id, &pushed.reference).await;
+    }
     step("clean up: StopPodSandbox, RemovePodSandbox, stop criusd");
     cri.stop_pod_sandbox(StopPodSandboxRequest {
         pod_sandbox_id: id.clone(),
@@ -278,10 +324,231 @@ async fn inspect_pod(cri: &mut RuntimeServiceClient<Channel>, id: &str) -> anyho
         !ip.is_empty(),
         &format!("CNI gave the pod the address {ip}"),
     )?;
-    println!(
-        "\n   containers in the pod (id, uid_map inside, httpd on port 80, supplemental groups)\n   \
-         come with CreateContainer, which crius does not implement yet."
+    Ok(())
+}
+
+/// Creates and starts a container in the pod; returns its id.
+async fn run_container(
+    cri: &mut RuntimeServiceClient<Channel>,
+    pod: &str,
+    name: &str,
+    image: &str,
+    command: &[&str],
+    security: LinuxContainerSecurityContext,
+) -> anyhow::Result<String> {
+    let status = cri
+        .pod_sandbox_status(PodSandboxStatusRequest {
+            pod_sandbox_id: pod.into(),
+            verbose: false,
+        })
+        .await?
+        .into_inner()
+        .status
+        .unwrap_or_default();
+    let id = cri
+        .create_container(CreateContainerRequest {
+            pod_sandbox_id: pod.into(),
+            config: Some(ContainerConfig {
+                metadata: Some(ContainerMetadata {
+                    name: name.into(),
+                    attempt: 0,
+                }),
+                image: Some(ImageSpec {
+                    image: image.into(),
+                    ..Default::default()
+                }),
+                command: command.iter().map(|s| (*s).to_owned()).collect(),
+                linux: Some(LinuxContainerConfig {
+                    security_context: Some(security),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            sandbox_config: Some(PodSandboxConfig {
+                metadata: status.metadata,
+                ..Default::default()
+            }),
+        })
+        .await?
+        .into_inner()
+        .container_id;
+    cri.start_container(StartContainerRequest {
+        container_id: id.clone(),
+    })
+    .await?;
+    Ok(id)
+}
+
+/// Runs `command` in a container through ExecSync; returns its stdout.
+async fn exec(
+    cri: &mut RuntimeServiceClient<Channel>,
+    id: &str,
+    command: &[&str],
+) -> anyhow::Result<String> {
+    let reply = cri
+        .exec_sync(ExecSyncRequest {
+            container_id: id.into(),
+            cmd: command.iter().map(|s| (*s).to_owned()).collect(),
+            timeout: 10,
+        })
+        .await?
+        .into_inner();
+    ensure!(
+        reply.exit_code == 0,
+        "{command:?} exited {}: {}",
+        reply.exit_code,
+        String::from_utf8_lossy(&reply.stderr)
     );
+    Ok(String::from_utf8_lossy(&reply.stdout).trim().to_owned())
+}
+
+/// The pod's root serves port 80; the host sees only the mapped uid.
+async fn web_server(
+    cri: &mut RuntimeServiceClient<Channel>,
+    pod: &str,
+    image: &str,
+) -> anyhow::Result<()> {
+    step("a container as root in the pod serves port 80 (busybox httpd)");
+    let id = run_container(
+        cri,
+        pod,
+        "web",
+        image,
+        &[
+            "sh",
+            "-c",
+            "mkdir -p /www && echo 'hello from root in a user namespace' > /www/index.html \
+             && exec httpd -f -p 80 -h /www",
+        ],
+        LinuxContainerSecurityContext::default(),
+    )
+    .await?;
+    let inside_id = exec(cri, &id, &["id"]).await?;
+    println!("   id (inside): {inside_id}");
+    check(
+        inside_id.starts_with("uid=0(root) gid=0(root)"),
+        "root in the pod",
+    )?;
+    let uid_map = exec(cri, &id, &["cat", "/proc/self/uid_map"]).await?;
+    println!("   /proc/self/uid_map (inside): {uid_map}");
+    let fields: Vec<&str> = uid_map.split_whitespace().collect();
+    check(
+        fields == ["0", &HOST_ID.to_string(), &LENGTH.to_string()],
+        "the pod's mapping, seen from inside",
+    )?;
+    let reply = cri
+        .container_status(ContainerStatusRequest {
+            container_id: id.clone(),
+            verbose: true,
+        })
+        .await?
+        .into_inner();
+    let info: serde_json::Value = serde_json::from_str(reply.info.get("info").map_or("{}", |s| s))?;
+    let pid = info["pid"]
+        .as_i64()
+        .and_then(|p| i32::try_from(p).ok())
+        .context("no pid in the verbose container status")?;
+    let uids = status_field(pid, "Uid:")?;
+    println!("   ps (host): httpd is pid {pid}, host uid {uids}");
+    check(
+        uids.split(' ').all(|u| u == HOST_ID.to_string()),
+        "httpd runs as the mapped uid on the host, not as root",
+    )?;
+    let ip = cri
+        .pod_sandbox_status(PodSandboxStatusRequest {
+            pod_sandbox_id: pod.into(),
+            verbose: false,
+        })
+        .await?
+        .into_inner()
+        .status
+        .and_then(|s| s.network)
+        .map(|n| n.ip)
+        .unwrap_or_default();
+    let body = http_get(&ip).await?;
+    println!("   GET http://{ip}:80/ -> {body}");
+    check(
+        body.contains("hello from root in a user namespace"),
+        "root in the pod bound port 80 and served the host",
+    )
+}
+
+/// A plain HTTP GET of `/` on port 80, retried while the server starts.
+async fn http_get(ip: &str) -> anyhow::Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match tokio::net::TcpStream::connect((ip, 80)).await {
+            Ok(mut conn) => {
+                conn.write_all(b"GET / HTTP/1.0\r\nHost: pod\r\n\r\n")
+                    .await?;
+                let mut reply = String::new();
+                conn.read_to_string(&mut reply).await?;
+                return Ok(reply.lines().last().unwrap_or_default().to_owned());
+            }
+            Err(e) if Instant::now() > deadline => bail!("cannot reach {ip}:80: {e}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+/// The implicit-groups pods of the supplementalGroupsPolicy docs, Merge then Strict.
+async fn groups(
+    cri: &mut RuntimeServiceClient<Channel>,
+    pod: &str,
+    image: &str,
+) -> anyhow::Result<()> {
+    for (policy, name, expected) in [
+        (SupplementalGroupsPolicy::Merge, "merge", "3000 4000 50000"),
+        (SupplementalGroupsPolicy::Strict, "strict", "3000 4000"),
+    ] {
+        step(&format!(
+            "runAsUser 1000, runAsGroup 3000, supplementalGroups [4000], \
+             supplementalGroupsPolicy {}",
+            policy.as_str_name()
+        ));
+        let id = run_container(
+            cri,
+            pod,
+            name,
+            image,
+            &["sleep", "3600"],
+            LinuxContainerSecurityContext {
+                run_as_user: Some(Int64Value { value: 1000 }),
+                run_as_group: Some(Int64Value { value: 3000 }),
+                supplemental_groups: vec![4000],
+                supplemental_groups_policy: policy.into(),
+                ..Default::default()
+            },
+        )
+        .await?;
+        println!("   id: {}", exec(cri, &id, &["id"]).await?);
+        let groups = exec(cri, &id, &["id", "-G"]).await?;
+        check(groups == expected, &format!("id -G is {expected}"))?;
+        let status = cri
+            .container_status(ContainerStatusRequest {
+                container_id: id.clone(),
+                verbose: false,
+            })
+            .await?
+            .into_inner()
+            .status
+            .unwrap_or_default();
+        let linux = status.user.and_then(|u| u.linux).unwrap_or_default();
+        println!(
+            "   status.user.linux: uid {} gid {} supplementalGroups {:?}",
+            linux.uid, linux.gid, linux.supplemental_groups
+        );
+        let reported: Vec<String> = linux
+            .supplemental_groups
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        check(
+            linux.uid == 1000 && linux.gid == 3000 && reported.join(" ") == expected,
+            "ContainerStatus reports the same identity",
+        )?;
+    }
     Ok(())
 }
 
