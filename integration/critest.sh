@@ -29,6 +29,8 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 
 work=$(mktemp -d /var/tmp/crius-critest.XXXXXX)
+# Like /run: user-namespaced pods reach their state directory beneath as an unprivileged uid.
+chmod 0711 "$work"
 criusd_pid= registry_pid= criusd=
 cleanup() {
   [ -n "$criusd_pid" ] && kill "$criusd_pid" 2>/dev/null && wait "$criusd_pid" 2>/dev/null || true
