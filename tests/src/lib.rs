@@ -2,5 +2,6 @@
 //! loopback, and test images built offline from Debian's `busybox-static`.
 
 pub mod harness;
+pub mod host;
 pub mod image;
 pub mod registry;

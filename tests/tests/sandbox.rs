@@ -10,11 +10,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail, ensure};
 use cri_api::v1::*;
 use crius_tests::harness::Criusd;
+use crius_tests::host::{inode, owner_userns, status_ids};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-
-/// `NS_GET_USERNS` of ioctl_ns(2): `_IO(0xb7, 0x1)`.
-const NS_GET_USERNS: libc::c_ulong = 0xb701;
 
 fn config(name: &str) -> PodSandboxConfig {
     PodSandboxConfig {
@@ -121,27 +119,6 @@ async fn stop_and_remove(daemon: &mut Criusd, id: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn inode(path: &str) -> anyhow::Result<u64> {
-    Ok(std::fs::metadata(path)
-        .with_context(|| format!("stat {path}"))?
-        .ino())
-}
-
-/// The inode of the user namespace owning namespace `ns` of `pid`.
-fn owner_userns(pid: i32, ns: &str) -> anyhow::Result<u64> {
-    let file = std::fs::File::open(format!("/proc/{pid}/ns/{ns}"))?;
-    // SAFETY: NS_GET_USERNS on a namespace descriptor returns a new descriptor or -1.
-    let fd = unsafe { libc::ioctl(file.as_raw_fd(), NS_GET_USERNS) };
-    ensure!(
-        fd >= 0,
-        "NS_GET_USERNS on {ns}: {}",
-        std::io::Error::last_os_error()
-    );
-    // SAFETY: the ioctl returned a descriptor we now own.
-    let owner = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fd) };
-    Ok(owner.metadata()?.ino())
-}
-
 /// Sends one request line to the monitor of the pod in `dir`; returns the reply.
 fn monitor_request(dir: &Path, line: &str) -> anyhow::Result<serde_json::Value> {
     use std::io::{BufRead, Write};
@@ -169,20 +146,6 @@ fn nsenter(pid: i32, flag: &str, command: &[&str]) -> anyhow::Result<String> {
         String::from_utf8_lossy(&out.stderr)
     );
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
-}
-
-/// `Uid:` (or `Gid:`) fields of /proc/PID/status.
-fn ids(pid: i32, key: &str) -> anyhow::Result<Vec<u32>> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let line = status
-        .lines()
-        .find(|l| l.starts_with(key))
-        .context("no such line")?;
-    Ok(line
-        .split_whitespace()
-        .skip(1)
-        .filter_map(|v| v.parse().ok())
-        .collect())
 }
 
 fn map_of(pid: i32, file: &str) -> anyhow::Result<Vec<Vec<u32>>> {
@@ -297,18 +260,18 @@ async fn userns_pod_owns_its_namespaces() -> anyhow::Result<()> {
         );
     }
     ensure!(
-        ids(pid, "Uid:")? == vec![1000; 4],
+        status_ids(pid, "Uid:")? == vec![1000; 4],
         "uids {:?}",
-        ids(pid, "Uid:")?
+        status_ids(pid, "Uid:")?
     );
     ensure!(
-        ids(pid, "Gid:")? == vec![1000; 4],
+        status_ids(pid, "Gid:")? == vec![1000; 4],
         "gids {:?}",
-        ids(pid, "Gid:")?
+        status_ids(pid, "Gid:")?
     );
     // The monitor is detached from criusd; the sandbox is its child.
-    ensure!(ids(monitor, "PPid:")? != vec![daemon.pid().context("no criusd")?]);
-    ensure!(ids(pid, "PPid:")? == vec![u32::try_from(monitor)?]);
+    ensure!(status_ids(monitor, "PPid:")? != vec![daemon.pid().context("no criusd")?]);
+    ensure!(status_ids(pid, "PPid:")? == vec![u32::try_from(monitor)?]);
     // Hostname and sysctls, seen from inside the pod's namespaces.
     ensure!(nsenter(pid, "-u", &["hostname"])? == "userns");
     ensure!(
@@ -451,7 +414,7 @@ async fn plain_and_host_network_pods() -> anyhow::Result<()> {
     ensure!(reply["result"]["Ok"]["sandbox_pid"] == *pid, "{reply}");
     ensure!(inode(&format!("/proc/{pid}/ns/user"))? == inode("/proc/self/ns/user")?);
     ensure!(inode(&format!("/proc/{pid}/ns/net"))? != inode("/proc/self/ns/net")?);
-    ensure!(ids(*pid, "Uid:")? == vec![0; 4]);
+    ensure!(status_ids(*pid, "Uid:")? == vec![0; 4]);
     let (_, _, pid, info) = &seen[1];
     ensure!(inode(&format!("/proc/{pid}/ns/net"))? == inode("/proc/self/ns/net")?);
     ensure!(
@@ -460,7 +423,7 @@ async fn plain_and_host_network_pods() -> anyhow::Result<()> {
     );
     let (_, _, pid, _) = &seen[2];
     ensure!(map_of(*pid, "uid_map")? == vec![vec![0, 65536 * 5, 65536]]);
-    ensure!(ids(*pid, "Uid:")? == vec![65536 * 5; 4]);
+    ensure!(status_ids(*pid, "Uid:")? == vec![65536 * 5; 4]);
 
     // List filters: id prefix, state, label selector; and the streaming variant.
     let list = |filter: PodSandboxFilter| ListPodSandboxRequest {

@@ -14,6 +14,7 @@ use cri_api::v1::image_service_client::ImageServiceClient;
 use cri_api::v1::runtime_service_client::RuntimeServiceClient;
 use cri_api::v1::*;
 use crius_tests::harness::{connect, spawn_binary};
+use crius_tests::host::{inode, owner_userns, status_ids};
 use crius_tests::image;
 use crius_tests::registry::Registry;
 use nix::sys::signal::{Signal, kill};
@@ -26,8 +27,6 @@ use tonic::transport::Channel;
 const HOST_ID: u32 = 10 * 65_536;
 /// Ids in the mapping.
 const LENGTH: u32 = 65_536;
-/// `NS_GET_USERNS` of ioctl_ns(2).
-const NS_GET_USERNS: libc::c_ulong = 0xb701;
 
 /// The daemon under demonstration; stopped and its directory removed on drop.
 struct Daemon {
@@ -59,39 +58,6 @@ fn check(ok: bool, text: &str) -> anyhow::Result<()> {
         println!("   FAIL {text}");
         bail!("check failed: {text}")
     }
-}
-
-fn inode(path: &str) -> anyhow::Result<u64> {
-    use std::os::unix::fs::MetadataExt;
-    Ok(std::fs::metadata(path)
-        .with_context(|| format!("stat {path}"))?
-        .ino())
-}
-
-/// The inode of the user namespace owning namespace `ns` of process `pid`.
-fn owner_userns(pid: i32, ns: &str) -> anyhow::Result<u64> {
-    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-    use std::os::unix::fs::MetadataExt;
-    let file = std::fs::File::open(format!("/proc/{pid}/ns/{ns}"))?;
-    // SAFETY: NS_GET_USERNS takes no argument and returns a new fd or -1.
-    let fd = unsafe { libc::ioctl(file.as_raw_fd(), NS_GET_USERNS) };
-    ensure!(
-        fd >= 0,
-        "NS_GET_USERNS on {ns}: {}",
-        std::io::Error::last_os_error()
-    );
-    // SAFETY: the ioctl returned a fresh fd that nothing else owns.
-    let owner = unsafe { OwnedFd::from_raw_fd(fd) };
-    Ok(std::fs::File::from(owner).metadata()?.ino())
-}
-
-fn status_field(pid: i32, key: &str) -> anyhow::Result<String> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(key))
-        .map(|v| v.split_whitespace().collect::<Vec<_>>().join(" "))
-        .with_context(|| format!("{key} not in /proc/{pid}/status"))
 }
 
 async fn start(
@@ -302,10 +268,10 @@ async fn inspect_pod(cri: &mut RuntimeServiceClient<Channel>, id: &str) -> anyho
         fields == ["0", &HOST_ID.to_string(), &LENGTH.to_string()],
         &format!("uid 0 in the pod is host uid {HOST_ID}, {LENGTH} ids"),
     )?;
-    let uids = status_field(pid, "Uid:")?;
-    println!("   ps: the pod's pause process {pid} runs as host uid {uids}");
+    let uids = status_ids(pid, "Uid:")?;
+    println!("   ps: the pod's pause process {pid} runs as host uid {uids:?}");
     check(
-        uids.split(' ').all(|u| u == HOST_ID.to_string()),
+        uids.iter().all(|u| *u == HOST_ID),
         "the pod's root is an unprivileged uid on the host",
     )?;
     let pod_userns = inode(&format!("/proc/{pid}/ns/user"))?;
@@ -448,10 +414,10 @@ async fn web_server(
         .as_i64()
         .and_then(|p| i32::try_from(p).ok())
         .context("no pid in the verbose container status")?;
-    let uids = status_field(pid, "Uid:")?;
-    println!("   ps (host): httpd is pid {pid}, host uid {uids}");
+    let uids = status_ids(pid, "Uid:")?;
+    println!("   ps (host): httpd is pid {pid}, host uid {uids:?}");
     check(
-        uids.split(' ').all(|u| u == HOST_ID.to_string()),
+        uids.iter().all(|u| *u == HOST_ID),
         "httpd runs as the mapped uid on the host, not as root",
     )?;
     let ip = cri
