@@ -4,8 +4,9 @@
 //! alive, and nothing half-made is left (pods, pod directories, mounts, cgroups, CNI cache
 //! entries, image records, temporary files).
 //!
-//! Cases that need a fix in a file outside this suite's ownership are in `#[ignore]`d tests that
-//! say which fix; they pass once it lands.
+//! The `*_pending_*` tests hold the cases that needed a fix outside this suite (crius-server's
+//! resource and port conversion, crius-runtime's NotFound messages); the fixes have landed and
+//! they run with the rest.
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -1157,8 +1158,8 @@ fn pod_cases() -> Vec<PodCase> {
     ]
 }
 
-/// Cases whose right answer needs a fix in crius-server/src/runtime.rs (`pod_spec` and
-/// `pod_resources` drop the value before validation sees it): today they start a pod.
+/// Cases that `pod_spec` and `pod_resources` in crius-server/src/runtime.rs used to drop before
+/// validation saw them (the pod started); they now check the values as sent.
 fn pod_cases_pending_server_fix() -> Vec<PodCase> {
     vec![
         (
@@ -1346,8 +1347,6 @@ async fn hostile_pod_sandbox_configs() {
 }
 
 #[tokio::test]
-#[ignore = "needs crius-server/src/runtime.rs pod_spec/pod_resources to keep (and validate) \
-            unknown protocols and negative or unsupported resources, see the hostile report"]
 async fn hostile_pod_sandbox_configs_pending_server_fix() {
     let mut world = World::start("").await;
     let mut tally = Tally::default();
@@ -1611,9 +1610,6 @@ async fn hostile_pod_ids_and_filters() {
 }
 
 #[tokio::test]
-#[ignore = "needs crius-server/src/runtime.rs update_pod_sandbox_resources to validate \
-            resources (InvalidArgument) before the monitor refuses them (Internal), see the \
-            hostile report"]
 async fn hostile_pod_resource_updates_pending_server_fix() {
     let mut world = World::start("").await;
     let mut tally = Tally::default();
@@ -1954,9 +1950,6 @@ async fn hostile_image_requests() {
 }
 
 #[tokio::test]
-#[ignore = "needs crius-runtime/src/lib.rs Pods::get to cut the id in its NotFound message: a \
-            64 KiB id makes a 64 KiB grpc-message header the client refuses, see the hostile \
-            report"]
 async fn hostile_long_pod_ids_pending_runtime_fix() {
     let mut world = World::start("").await;
     let mut tally = Tally::default();

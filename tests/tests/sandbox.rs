@@ -663,7 +663,9 @@ async fn invalid_requests_are_refused() -> anyhow::Result<()> {
 async fn pod_survives_criusd_kill_and_monitor_kill_is_reported() -> anyhow::Result<()> {
     let mut daemon = Criusd::start().await?;
     let survivor = run(&mut daemon, with_userns(config("survivor"), 1000, 100_000)).await?;
-    let victim = run(&mut daemon, config("victim")).await?;
+    // A user-namespaced victim: its sandbox changes credentials, which clears the parent-death
+    // signal unless it is armed again.
+    let victim = run(&mut daemon, with_userns(config("victim"), 65536 * 3, 65536)).await?;
     let (_, info) = status(&mut daemon, &survivor).await?;
     let sandbox = pid_of(&info, "sandboxPid")?;
     let monitor = pid_of(&info, "monitorPid")?;
@@ -689,6 +691,14 @@ async fn pod_survives_criusd_kill_and_monitor_kill_is_reported() -> anyhow::Resu
         ensure!(
             Instant::now() < deadline,
             "the pod stayed ready without its monitor"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while alive(victim_sandbox) {
+        ensure!(
+            Instant::now() < deadline,
+            "the sandbox outlived its monitor"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

@@ -70,14 +70,39 @@ fn parse_mountinfo(text: &str) -> Vec<Hierarchy> {
     out
 }
 
-/// The directories (one per hierarchy) of `spec`'s pod cgroup.
-pub(crate) fn pod_dirs(spec: &CgroupSpec) -> Vec<(Hierarchy, PathBuf)> {
-    let relative: PathBuf = spec
+/// The pod cgroup below a hierarchy's mount: `parent/name`, empty and `.` components of the
+/// parent skipped. A `..` anywhere, or a name that is not one plain component, is refused
+/// rather than dropped: it would name another cgroup than the one asked for (crius-runtime's
+/// validation keeps such specs out; this is the monitor's own guard).
+fn relative_dir(spec: &CgroupSpec) -> Result<PathBuf, Error> {
+    let refused = |reason: &str| Error::Io {
+        what: format!(
+            "cgroup parent {:?} with name {:?}",
+            spec.parent.chars().take(256).collect::<String>(),
+            spec.name.chars().take(256).collect::<String>()
+        ),
+        source: std::io::Error::new(std::io::ErrorKind::InvalidInput, reason.to_owned()),
+    };
+    if spec.parent.split('/').any(|c| c == "..") {
+        return Err(refused("a .. component is refused"));
+    }
+    if spec.name.is_empty() || spec.name == "." || spec.name == ".." || spec.name.contains('/') {
+        return Err(refused("the name must be one plain path component"));
+    }
+    Ok(spec
         .parent
         .split('/')
-        .filter(|c| !c.is_empty() && *c != "." && *c != "..")
+        .filter(|c| !c.is_empty() && *c != ".")
         .chain(std::iter::once(spec.name.as_str()))
-        .collect();
+        .collect())
+}
+
+/// The directories (one per hierarchy) of `spec`'s pod cgroup; none for a spec
+/// [`relative_dir`] refuses ([`create`] refuses it, so no such cgroup exists).
+pub(crate) fn pod_dirs(spec: &CgroupSpec) -> Vec<(Hierarchy, PathBuf)> {
+    let Ok(relative) = relative_dir(spec) else {
+        return Vec::new();
+    };
     hierarchies()
         .into_iter()
         .map(|h| {
@@ -88,7 +113,9 @@ pub(crate) fn pod_dirs(spec: &CgroupSpec) -> Vec<(Hierarchy, PathBuf)> {
 }
 
 /// Creates the pod cgroup in every hierarchy and applies its limits. Returns the directories.
+/// A parent with a `..` component is refused.
 pub(crate) fn create(spec: &CgroupSpec) -> Result<Vec<PathBuf>, Error> {
+    relative_dir(spec)?;
     let mut created = Vec::new();
     for (h, dir) in pod_dirs(spec) {
         if let Err(e) = make_dirs(&h, &dir) {
@@ -269,6 +296,32 @@ pub(crate) fn remove(dirs: &[PathBuf]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn refuses_dot_dot_instead_of_dropping_it() {
+        let spec = |parent: &str, name: &str| CgroupSpec {
+            parent: parent.into(),
+            name: name.into(),
+            resources: Resources::default(),
+        };
+        assert_eq!(
+            relative_dir(&spec("/kubepods/./burstable/", "crius-1")).ok(),
+            Some(PathBuf::from("kubepods/burstable/crius-1"))
+        );
+        for (parent, name) in [
+            ("/kubepods/../..", "crius-1"),
+            ("..", "crius-1"),
+            ("/kubepods", ".."),
+            ("/kubepods", "a/b"),
+            ("/kubepods", ""),
+        ] {
+            assert!(
+                relative_dir(&spec(parent, name)).is_err(),
+                "{parent} {name}"
+            );
+            assert!(pod_dirs(&spec(parent, name)).is_empty(), "{parent} {name}");
+        }
+    }
 
     #[test]
     fn parses_hybrid_mountinfo() {

@@ -255,6 +255,10 @@ fn create_in(
             Error::Precondition(format!("libcontainer cannot create the container: {e}"))
         })?;
     restore_dumpable();
+    // Not fatal: the container exists now; RemoveContainer releases what is left.
+    if let Err(e) = rootfs::release_volume_staging(dir) {
+        crate::log(format_args!("container {}: {e}", spec.id));
+    }
     let pid = container
         .pid()
         .map(|p| p.as_raw())

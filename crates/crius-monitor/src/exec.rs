@@ -133,26 +133,62 @@ fn setup_and_run(pod_dir: &Path, id: &str, cmd: &[std::ffi::OsString]) -> Result
     // Joining the mount namespace put us at its root; go to the container's directory.
     let _ = std::env::set_current_dir(&cwd);
 
+    // The child learns that this helper is gone (killed at ExecSync's timeout) when the write
+    // end of this pipe closes: it sets its parent-death signal only after its identity change
+    // (which clears it), then checks the pipe, so the command never outlives the helper.
+    let (alive_r, alive_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| format!("cannot make a pipe: {e}"))?;
+    // SIGTERM (criusd's ExecSync timeout) interrupts the wait below: the command is killed
+    // and reaped before this helper exits. No SA_RESTART, so waitpid returns EINTR.
+    let on_term = nix::sys::signal::SigAction::new(
+        nix::sys::signal::SigHandler::Handler(note_sigterm),
+        nix::sys::signal::SaFlags::empty(),
+        nix::sys::signal::SigSet::empty(),
+    );
+    // SAFETY: the handler only stores to an atomic.
+    unsafe { nix::sys::signal::sigaction(nix::sys::signal::Signal::SIGTERM, &on_term) }
+        .map_err(|e| format!("cannot handle SIGTERM: {e}"))?;
     // SAFETY: this helper process is single-threaded.
     match unsafe { nix::unistd::fork() } {
         Err(e) => Err(format!("cannot fork: {e}")),
         Ok(nix::unistd::ForkResult::Child) => {
-            let message = child(&t, bounding, effective, no_new_privs, &env, cmd);
+            drop(alive_w);
+            let message = child(&t, bounding, effective, no_new_privs, &env, cmd, &alive_r);
             eprintln!("crius exec: {message}");
             // SAFETY: leaving the forked child without running destructors.
             unsafe { libc::_exit(127) }
         }
-        Ok(nix::unistd::ForkResult::Parent { child }) => loop {
-            match waitpid(child, None) {
-                Ok(WaitStatus::Exited(_, code)) => return Ok(u8::try_from(code).unwrap_or(255)),
-                Ok(WaitStatus::Signaled(_, sig, _)) => {
-                    return Ok(u8::try_from(128 + sig as i32).unwrap_or(255));
+        Ok(nix::unistd::ForkResult::Parent { child }) => {
+            drop(alive_r);
+            // The write end stays open until this helper exits.
+            let _alive = alive_w;
+            loop {
+                match waitpid(child, None) {
+                    Ok(WaitStatus::Exited(_, code)) => {
+                        return Ok(u8::try_from(code).unwrap_or(255));
+                    }
+                    Ok(WaitStatus::Signaled(_, sig, _)) => {
+                        return Ok(u8::try_from(128 + sig as i32).unwrap_or(255));
+                    }
+                    Ok(_) | Err(nix::errno::Errno::EINTR) => {
+                        if TERMINATED.load(std::sync::atomic::Ordering::SeqCst) {
+                            let _ =
+                                nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
+                        }
+                        continue;
+                    }
+                    Err(e) => return Err(format!("cannot wait for the command: {e}")),
                 }
-                Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
-                Err(e) => return Err(format!("cannot wait for the command: {e}")),
             }
-        },
+        }
     }
+}
+
+/// Set by SIGTERM: kill the command, reap it, then exit.
+static TERMINATED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+extern "C" fn note_sigterm(_: libc::c_int) {
+    TERMINATED.store(true, std::sync::atomic::Ordering::SeqCst);
 }
 
 /// `struct __user_cap_header_struct` of capset(2).
@@ -181,8 +217,19 @@ fn child(
     no_new_privs: bool,
     env: &[CString],
     cmd: &[std::ffi::OsString],
+    alive: &OwnedFd,
 ) -> String {
-    let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL);
+    // A terminal on stdin (the streaming Exec with tty): the command leads its own session
+    // with it as controlling terminal, so ^C and window-size changes reach it, not the helper.
+    if nix::unistd::isatty(std::io::stdin()).unwrap_or(false) {
+        if let Err(e) = nix::unistd::setsid() {
+            return format!("setsid: {e}");
+        }
+        // SAFETY: TIOCSCTTY on fd 0 with argument 0 (do not steal); no memory is passed.
+        if unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) } < 0 {
+            return format!("cannot take the terminal: {}", nix::errno::Errno::last());
+        }
+    }
     for cap in 0..64u64 {
         if bounding & (1 << cap) == 0 {
             // SAFETY: PR_CAPBSET_DROP of one capability number; unknown numbers fail harmlessly.
@@ -232,6 +279,19 @@ fn child(
     }
     if no_new_privs && let Err(e) = nix::sys::prctl::set_no_new_privs() {
         return format!("no_new_privs: {e}");
+    }
+    // After setresuid/capset, which clear the parent-death signal.
+    if let Err(e) = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL) {
+        return format!("cannot set the parent-death signal: {e}");
+    }
+    let mut fds = [nix::poll::PollFd::new(
+        alive.as_fd(),
+        nix::poll::PollFlags::POLLIN,
+    )];
+    if nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO).unwrap_or(0) > 0 {
+        // The helper died before the parent-death signal was set.
+        // SAFETY: leaving the forked child at once.
+        unsafe { libc::_exit(137) }
     }
     let Some(program) = find_program(&cmd[0], env) else {
         return format!("{:?} not found in the container's PATH", cmd[0]);

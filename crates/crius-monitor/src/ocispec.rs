@@ -102,13 +102,33 @@ fn normalize_cap(name: &str) -> String {
     }
 }
 
+/// "All" capabilities: those this monitor's bounding set holds (as containerd does). A node
+/// whose criusd lacks one (say CAP_SYS_RESOURCE) could not give it, and asking libcontainer
+/// for it fails the container.
+fn all_caps() -> Vec<String> {
+    let bounding = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapBnd:"))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        })
+        .unwrap_or(u64::MAX);
+    ALL_CAPS
+        .iter()
+        .enumerate()
+        .filter(|(bit, _)| bounding & (1u64 << bit) != 0)
+        .map(|(_, c)| (*c).to_owned())
+        .collect()
+}
+
 /// The capability set after the request's add and drop (drop of `ALL` first, then adds).
 pub(crate) fn capabilities(
     req: &CapabilityRequest,
     privileged: bool,
 ) -> Result<Vec<String>, String> {
     if privileged {
-        return Ok(ALL_CAPS.iter().map(|c| (*c).to_owned()).collect());
+        return Ok(all_caps());
     }
     let adds: Vec<String> = req.add.iter().map(|c| normalize_cap(c)).collect();
     let drops: Vec<String> = req.drop.iter().map(|c| normalize_cap(c)).collect();
@@ -118,7 +138,7 @@ pub(crate) fn capabilities(
         }
     }
     let mut caps: Vec<String> = if adds.iter().any(|c| c == "ALL") {
-        ALL_CAPS.iter().map(|c| (*c).to_owned()).collect()
+        all_caps()
     } else {
         DEFAULT_CAPS.iter().map(|c| (*c).to_owned()).collect()
     };

@@ -309,6 +309,21 @@ fn unescape_mountinfo(field: &str) -> String {
         .replace("\\134", "\\")
 }
 
+/// Detaches and removes the host-side staging mounts of a container's volumes
+/// (`mounts/volume-N`) once its mount namespace holds its own copies. Left in place they pin
+/// the volumes' submounts on the host: a directory the host unmounted a tmpfs from could not
+/// be removed (EBUSY) while the container lives.
+pub(crate) fn release_volume_staging(dir: &Path) -> Result<(), Error> {
+    if let Ok(entries) = std::fs::read_dir(dir.join(MOUNTS)) {
+        for entry in entries.flatten() {
+            if entry.file_name().to_string_lossy().starts_with("volume-") {
+                crate::mounts::release(&entry.path())?;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Unmounts a container's rootfs and idmapped mount sources (absent or unmounted is fine) and
 /// removes its directory. Nothing is removed while anything in it is still mounted.
 pub(crate) fn remove(dir: &Path) -> Result<(), Error> {

@@ -175,6 +175,9 @@ fn child_setup(spec: &SandboxSpec) -> Result<(), String> {
         // the pod's own root: containers join the pod's namespaces through those paths.
         nix::sys::prctl::set_dumpable(true)
             .map_err(|e| format!("cannot make the sandbox dumpable: {e}"))?;
+        // The kernel clears the parent-death signal when the credentials change: arm it again.
+        nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
+            .map_err(|e| format!("cannot set the parent-death signal: {e}"))?;
     }
     for (key, value) in &spec.sysctls {
         let path = crius_proto::sysctl_path(key).ok_or_else(|| format!("bad sysctl {key:?}"))?;

@@ -76,6 +76,28 @@ pub struct ContainerView {
     pub monitor: Option<crius_proto::ContainerState>,
 }
 
+/// A container's view from its pod monitor's state (`None` when unreadable) and whether the
+/// monitor runs.
+fn container_view_of(
+    record: ContainerRecord,
+    pod_state: Option<&crius_proto::MonitorState>,
+    alive: bool,
+) -> ContainerView {
+    let monitor = pod_state.and_then(|s| s.containers.get(&record.id).cloned());
+    let state = match &monitor {
+        Some(m) if m.exit.is_some() => ContainerStateKind::Exited,
+        Some(_) if !alive => ContainerStateKind::Unknown,
+        Some(m) if m.started_at_ns.is_some() => ContainerStateKind::Running,
+        Some(_) => ContainerStateKind::Created,
+        None => ContainerStateKind::Unknown,
+    };
+    ContainerView {
+        record,
+        state,
+        monitor,
+    }
+}
+
 fn err(e: impl Into<redb::Error>) -> StoreError {
     StoreError::new(e.into().to_string())
 }
@@ -143,31 +165,29 @@ impl Pods {
 
     fn container_view(&self, record: ContainerRecord) -> ContainerView {
         let pod = self.get(&record.pod_id).ok();
-        let monitor = pod
-            .as_ref()
-            .and_then(|p| self.monitor_state(&p.record))
-            .and_then(|s| s.containers.get(&record.id).cloned());
+        let state = pod.as_ref().and_then(|p| self.monitor_state(&p.record));
         let alive = pod.as_ref().is_some_and(|p| monitor_alive(&p.record));
-        let state = match &monitor {
-            Some(m) if m.exit.is_some() => ContainerStateKind::Exited,
-            Some(_) if !alive => ContainerStateKind::Unknown,
-            Some(m) if m.started_at_ns.is_some() => ContainerStateKind::Running,
-            Some(_) => ContainerStateKind::Created,
-            None => ContainerStateKind::Unknown,
-        };
-        ContainerView {
-            record,
-            state,
-            monitor,
-        }
+        container_view_of(record, state.as_ref(), alive)
     }
 
-    /// Every container.
+    /// Every container. Each pod's record and `state.json` are read once (ListContainers and
+    /// ListContainerStats over many containers).
     pub fn list_containers(&self) -> Result<Vec<ContainerView>, PodError> {
+        let pods: std::collections::HashMap<String, (Option<crius_proto::MonitorState>, bool)> =
+            self.store
+                .all()?
+                .into_iter()
+                .map(|r| (r.id.clone(), (self.monitor_state(&r), monitor_alive(&r))))
+                .collect();
         Ok(self
             .container_records()?
             .into_iter()
-            .map(|r| self.container_view(r))
+            .map(|r| {
+                let (state, alive) = pods
+                    .get(&r.pod_id)
+                    .map_or((None, false), |(s, a)| (s.as_ref(), *a));
+                container_view_of(r, state, alive)
+            })
             .collect())
     }
 
@@ -424,8 +444,20 @@ pub struct ExecOutput {
     pub exit_code: i32,
 }
 
+/// An exec's exit code: the helper's (128 + signal when killed).
+pub fn exit_code_of(status: std::process::ExitStatus) -> i32 {
+    use std::os::unix::process::ExitStatusExt;
+    status
+        .code()
+        .or_else(|| status.signal().map(|s| 128 + s))
+        .unwrap_or(-1)
+}
+
 /// The most output ExecSync keeps of each stream (kubelet's own limit).
 pub const EXEC_OUTPUT_LIMIT: usize = 16 * 1024 * 1024;
+
+/// How long a timed-out ExecSync waits for its helper to kill and reap the command.
+const EXEC_REAP_WAIT: Duration = Duration::from_secs(5);
 
 /// Why an ExecSync did not produce a result.
 #[derive(Debug, thiserror::Error)]
@@ -453,6 +485,52 @@ async fn read_limited(mut from: impl tokio::io::AsyncRead + Unpin) -> std::io::R
 }
 
 impl Pods {
+    /// The exec helper for `cmd` in running container `id` (ExecSync and the streaming Exec):
+    /// `criusd monitor --pod-dir DIR --exec ID -- CMD…`, a fresh single-threaded process that
+    /// joins the pod's user namespace first, then the container's namespaces, cgroups and
+    /// identity. Killed when dropped; the caller sets stdio. NotFound for an unknown
+    /// container, FailedPrecondition when it is not running or its monitor is gone.
+    pub fn exec_command(
+        &self,
+        id: &str,
+        cmd: &[String],
+    ) -> Result<tokio::process::Command, PodError> {
+        if cmd.is_empty() {
+            return Err(PodError::Invalid(crate::Invalid {
+                field: "cmd".into(),
+                reason: "is empty".into(),
+            }));
+        }
+        let view = self.running_container(id)?;
+        let dir = self.pod_dir_of(&view)?;
+        let mut command = tokio::process::Command::new(&self.config.monitor_exe);
+        command
+            .arg("monitor")
+            .arg("--pod-dir")
+            .arg(&dir)
+            .arg("--exec")
+            .arg(&view.record.id)
+            .arg("--")
+            .args(cmd)
+            .kill_on_drop(true);
+        Ok(command)
+    }
+
+    /// Container `id` (or unique prefix), which must be running: NotFound or
+    /// FailedPrecondition otherwise.
+    pub fn running_container(&self, id: &str) -> Result<ContainerView, PodError> {
+        let view = self.get_container(id)?;
+        if view.state != ContainerStateKind::Running {
+            return Err(PodError::Precondition(format!(
+                "container {} is not running",
+                view.record.id
+            )));
+        }
+        Ok(view)
+    }
+}
+
+impl Pods {
     /// ExecSync: runs `cmd` in the container (through `criusd monitor --exec`, a fresh
     /// process that joins the pod's user namespace first) and collects its output. A zero
     /// timeout waits forever.
@@ -462,34 +540,11 @@ impl Pods {
         cmd: &[String],
         timeout: Duration,
     ) -> Result<ExecOutput, ExecError> {
-        if cmd.is_empty() {
-            return Err(PodError::Invalid(crate::Invalid {
-                field: "cmd".into(),
-                reason: "is empty".into(),
-            })
-            .into());
-        }
-        let view = self.get_container(id)?;
-        if view.state != ContainerStateKind::Running {
-            return Err(PodError::Precondition(format!(
-                "container {} is not running",
-                view.record.id
-            ))
-            .into());
-        }
-        let dir = self.pod_dir_of(&view)?;
-        let mut child = tokio::process::Command::new(&self.config.monitor_exe)
-            .arg("monitor")
-            .arg("--pod-dir")
-            .arg(&dir)
-            .arg("--exec")
-            .arg(&view.record.id)
-            .arg("--")
-            .args(cmd)
+        let mut child = self
+            .exec_command(id, cmd)?
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
-            .kill_on_drop(true)
             .spawn()
             .map_err(|e| PodError::Internal(format!("cannot start the exec helper: {e}")))?;
         let out = child.stdout.take();
@@ -518,20 +573,24 @@ impl Pods {
             tokio::time::timeout(timeout, run).await
         };
         match result {
-            Err(_) => Err(ExecError::Timeout(timeout)),
-            Ok(Err(e)) => Err(PodError::Internal(format!("exec: {e}")).into()),
-            Ok(Ok((stdout, stderr, status))) => {
-                use std::os::unix::process::ExitStatusExt;
-                let exit_code = status
-                    .code()
-                    .or_else(|| status.signal().map(|s| 128 + s))
-                    .unwrap_or(-1);
-                Ok(ExecOutput {
-                    stdout,
-                    stderr,
-                    exit_code,
-                })
+            Err(_) => {
+                // SIGTERM asks the helper to kill and reap the command before it exits; its
+                // SIGKILL (on drop) would leave the command's corpse to the host's init.
+                if let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid),
+                        nix::sys::signal::Signal::SIGTERM,
+                    );
+                    let _ = tokio::time::timeout(EXEC_REAP_WAIT, child.wait()).await;
+                }
+                Err(ExecError::Timeout(timeout))
             }
+            Ok(Err(e)) => Err(PodError::Internal(format!("exec: {e}")).into()),
+            Ok(Ok((stdout, stderr, status))) => Ok(ExecOutput {
+                stdout,
+                stderr,
+                exit_code: exit_code_of(status),
+            }),
         }
     }
 }

@@ -11,6 +11,7 @@ pub mod client;
 pub mod containers;
 pub mod files;
 pub mod spec;
+pub mod stats;
 pub mod store;
 pub mod validate;
 
@@ -224,7 +225,7 @@ impl Pods {
     /// Finds a pod by id or unique id prefix.
     pub fn get(&self, id: &str) -> Result<PodView, PodError> {
         if id.is_empty() {
-            return Err(PodError::NotFound("\"\"".into()));
+            return Err(PodError::NotFound(validate::shown(id)));
         }
         let mut found: Vec<PodRecord> = self
             .store
@@ -237,9 +238,10 @@ impl Pods {
         }
         match found.len() {
             1 => Ok(view(found.swap_remove(0))),
-            0 => Err(PodError::NotFound(id.to_owned())),
+            0 => Err(PodError::NotFound(validate::shown(id))),
             n => Err(PodError::NotFound(format!(
-                "{id} (ambiguous: {n} pods match)"
+                "{} (ambiguous: {n} pods match)",
+                validate::shown(id)
             ))),
         }
     }
@@ -265,7 +267,7 @@ impl Pods {
         let record = self
             .store
             .update(id, |r| r.ips = ips.clone())?
-            .ok_or_else(|| PodError::NotFound(id.to_owned()))?;
+            .ok_or_else(|| PodError::NotFound(validate::shown(id)))?;
         files::update_hosts(&record.dir, &record.spec.hostname, &ips)?;
         Ok(())
     }
@@ -285,8 +287,8 @@ impl Pods {
             return Err(PodError::Invalid(Invalid {
                 field: "runtime_handler".into(),
                 reason: format!(
-                    "unknown runtime handler {:?}: crius has only the default handler \"\"",
-                    spec.runtime_handler
+                    "unknown runtime handler {}: crius has only the default handler \"\"",
+                    validate::shown(&spec.runtime_handler)
                 ),
             }));
         }

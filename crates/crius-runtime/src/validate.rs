@@ -331,7 +331,8 @@ fn validate_port(index: usize, port: &crate::spec::PortMapping) -> Result<(), In
 /// Pod cgroup limits the kernel would refuse (so they never reach the monitor as an Internal
 /// error): CFS period 1 ms to 1 s, quota at least 1 ms, shares 2 to 262144, memory not
 /// negative. `prefix` names the request field (`config.linux.resources` for RunPodSandbox,
-/// `resources` for UpdatePodSandboxResources).
+/// `resources` for UpdatePodSandboxResources, `config.linux.resources` or `linux` for
+/// containers).
 pub fn validate_resources(prefix: &str, r: &crate::spec::Resources) -> Result<(), Invalid> {
     if let Some(period) = r.cpu_period
         && !(1_000..=1_000_000).contains(&period)
@@ -366,6 +367,129 @@ pub fn validate_resources(prefix: &str, r: &crate::spec::Resources) -> Result<()
         ));
     }
     Ok(())
+}
+
+/// A CRI `LinuxContainerResources` as the client sent it, before crius drops what means
+/// "unset" (0, and −1 for the CFS quota). crius-server fills it in; every check of those raw
+/// values lives in [`validate_raw_resources`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RawResources<'a> {
+    /// CFS period in microseconds; 0 means unset.
+    pub cpu_period: i64,
+    /// CFS quota in microseconds; 0 means unset, −1 unlimited.
+    pub cpu_quota: i64,
+    /// cpu shares; 0 means unset.
+    pub cpu_shares: i64,
+    /// Memory limit in bytes; 0 means unlimited.
+    pub memory_limit_in_bytes: i64,
+    /// OOM score adjustment; 0 means unset.
+    pub oom_score_adj: i64,
+    /// The `page_size` of every hugepage limit (`2MB`, `1GB`).
+    pub hugepage_sizes: Vec<&'a str>,
+    /// The keys of `unified` (cgroup v2 file names such as `memory.high`).
+    pub unified_keys: Vec<&'a str>,
+    /// `cpuset_cpus`, a kernel CPU list (`0-3,5`) or empty.
+    pub cpuset_cpus: &'a str,
+    /// `cpuset_mems`, a kernel node list or empty.
+    pub cpuset_mems: &'a str,
+}
+
+/// Checks the raw CRI resource values that converting them would silently drop: negative
+/// numbers (except a CFS quota of −1, unlimited), an OOM score adjustment outside
+/// −1000..1000, hugepage sizes that are not a power of two of at least 64KB written as
+/// `<n>KB|MB|GB`, `unified` keys that are not a plain file name, and CPU or node lists the
+/// kernel would refuse. `prefix` names the request field (`config.linux.resources`,
+/// `config.linux.overhead`, `resources`, `linux`, ...).
+pub fn validate_raw_resources(prefix: &str, r: &RawResources<'_>) -> Result<(), Invalid> {
+    for (name, value) in [
+        ("cpu_period", r.cpu_period),
+        ("cpu_shares", r.cpu_shares),
+        ("memory_limit_in_bytes", r.memory_limit_in_bytes),
+    ] {
+        if value < 0 {
+            return Err(invalid(
+                &format!("{prefix}.{name}"),
+                format!("{value} is negative"),
+            ));
+        }
+    }
+    if r.cpu_quota < -1 {
+        return Err(invalid(
+            &format!("{prefix}.cpu_quota"),
+            format!("{} is below -1 (unlimited)", r.cpu_quota),
+        ));
+    }
+    if !(-1000..=1000).contains(&r.oom_score_adj) {
+        return Err(invalid(
+            &format!("{prefix}.oom_score_adj"),
+            format!("{} is outside -1000..1000", r.oom_score_adj),
+        ));
+    }
+    for size in &r.hugepage_sizes {
+        if hugepage_bytes(size).is_none() {
+            return Err(invalid(
+                &format!("{prefix}.hugepage_limits"),
+                format!(
+                    "page size {} is not a power of two of at least 64KB written as <n>KB, <n>MB \
+                     or <n>GB",
+                    shown(size)
+                ),
+            ));
+        }
+    }
+    for key in &r.unified_keys {
+        if key.is_empty()
+            || *key == "."
+            || *key == ".."
+            || key.contains('/')
+            || key.chars().any(char::is_control)
+        {
+            return Err(invalid(
+                &format!("{prefix}.unified"),
+                format!(
+                    "key {} is not a cgroup file name (no /, not . or ..)",
+                    shown(key)
+                ),
+            ));
+        }
+    }
+    for (name, list) in [
+        ("cpuset_cpus", r.cpuset_cpus),
+        ("cpuset_mems", r.cpuset_mems),
+    ] {
+        if !list.is_empty() && !is_kernel_list(list) {
+            return Err(invalid(
+                &format!("{prefix}.{name}"),
+                format!("{} is not a list such as 0-3,5", shown(list)),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The bytes of a hugepage size such as `2MB`, if it is one.
+fn hugepage_bytes(size: &str) -> Option<u64> {
+    let (number, shift) = [("KB", 10), ("MB", 20), ("GB", 30)]
+        .into_iter()
+        .find_map(|(unit, shift)| size.strip_suffix(unit).map(|n| (n, shift)))?;
+    if number.is_empty() || !number.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let bytes = number.parse::<u64>().ok()?.checked_mul(1 << shift)?;
+    (bytes.is_power_of_two() && bytes >= 64 << 10).then_some(bytes)
+}
+
+/// A kernel CPU or node list: comma-separated numbers and ascending `a-b` ranges.
+fn is_kernel_list(list: &str) -> bool {
+    let number = |s: &str| {
+        (!s.is_empty() && s.len() <= 5 && s.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| s.parse::<u32>().ok())
+            .flatten()
+    };
+    list.split(',').all(|item| match item.split_once('-') {
+        Some((a, b)) => matches!((number(a), number(b)), (Some(a), Some(b)) if a <= b),
+        None => number(item).is_some(),
+    })
 }
 
 /// A sysctl value is written to /proc/sys as is: one line, no NUL, not empty.
@@ -874,6 +998,116 @@ mod tests {
             validate_resources("resources", &Resources::default()),
             Ok(())
         );
+    }
+
+    #[test]
+    fn raw_resources_refuse_what_conversion_would_drop() {
+        let kubelet = RawResources {
+            cpu_period: 100_000,
+            cpu_quota: -1,
+            cpu_shares: 2,
+            oom_score_adj: -997,
+            hugepage_sizes: vec!["2MB", "1GB", "64KB"],
+            unified_keys: vec!["memory.high"],
+            cpuset_cpus: "0-3,5",
+            cpuset_mems: "0",
+            ..RawResources::default()
+        };
+        assert_eq!(validate_raw_resources("r", &kubelet), Ok(()));
+        assert_eq!(
+            validate_raw_resources("r", &RawResources::default()),
+            Ok(())
+        );
+        let cases: Vec<(RawResources<'_>, &str)> = vec![
+            (
+                RawResources {
+                    cpu_period: -1,
+                    ..RawResources::default()
+                },
+                "r.cpu_period",
+            ),
+            (
+                RawResources {
+                    cpu_quota: -2,
+                    ..RawResources::default()
+                },
+                "r.cpu_quota",
+            ),
+            (
+                RawResources {
+                    cpu_shares: -1,
+                    ..RawResources::default()
+                },
+                "r.cpu_shares",
+            ),
+            (
+                RawResources {
+                    memory_limit_in_bytes: -1,
+                    ..RawResources::default()
+                },
+                "r.memory_limit_in_bytes",
+            ),
+            (
+                RawResources {
+                    oom_score_adj: 1001,
+                    ..RawResources::default()
+                },
+                "r.oom_score_adj",
+            ),
+            (
+                RawResources {
+                    hugepage_sizes: vec!["3KB"],
+                    ..RawResources::default()
+                },
+                "r.hugepage_limits",
+            ),
+            (
+                RawResources {
+                    hugepage_sizes: vec!["../2MB"],
+                    ..RawResources::default()
+                },
+                "r.hugepage_limits",
+            ),
+            (
+                RawResources {
+                    hugepage_sizes: vec!["MB"],
+                    ..RawResources::default()
+                },
+                "r.hugepage_limits",
+            ),
+            (
+                RawResources {
+                    unified_keys: vec![".."],
+                    ..RawResources::default()
+                },
+                "r.unified",
+            ),
+            (
+                RawResources {
+                    unified_keys: vec!["../x"],
+                    ..RawResources::default()
+                },
+                "r.unified",
+            ),
+            (
+                RawResources {
+                    cpuset_cpus: "0-\n",
+                    ..RawResources::default()
+                },
+                "r.cpuset_cpus",
+            ),
+            (
+                RawResources {
+                    cpuset_mems: "3-1",
+                    ..RawResources::default()
+                },
+                "r.cpuset_mems",
+            ),
+        ];
+        for (raw, field) in cases {
+            let e = validate_raw_resources("r", &raw).err();
+            assert_eq!(e.map(|e| e.field), Some(field.to_owned()), "{raw:?}");
+        }
     }
 
     #[test]

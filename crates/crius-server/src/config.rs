@@ -18,6 +18,10 @@ pub const DEFAULT_CNI_CONF_DIR: &str = "/etc/cni/net.d";
 /// Default directories searched for CNI plugin binaries, in order.
 pub const DEFAULT_CNI_BIN_DIRS: [&str; 2] = ["/opt/cni/bin", "/usr/lib/cni"];
 
+/// Default address of the streaming server (Exec, Attach, PortForward URLs): loopback, any
+/// free port.
+pub const DEFAULT_STREAM_ADDRESS: &str = "127.0.0.1:0";
+
 /// Exists while systemd runs as the init system.
 pub const SYSTEMD_RUNNING: &str = "/run/systemd/system";
 
@@ -108,6 +112,9 @@ pub struct Config {
     pub cni_bin_dirs: Vec<PathBuf>,
     /// The cgroup driver: `cgroupfs` or `systemd` (must match kubelet's).
     pub cgroup_driver: CgroupDriver,
+    /// Where the streaming server listens (`ip:port`; port 0 picks a free one). Its URLs are
+    /// handed to kubelet, which connects to them.
+    pub stream_address: String,
 }
 
 impl Default for Config {
@@ -123,6 +130,7 @@ impl Default for Config {
             cni_conf_dir: DEFAULT_CNI_CONF_DIR.into(),
             cni_bin_dirs: DEFAULT_CNI_BIN_DIRS.iter().map(PathBuf::from).collect(),
             cgroup_driver: CgroupDriver::Cgroupfs,
+            stream_address: DEFAULT_STREAM_ADDRESS.into(),
         }
     }
 }
@@ -190,6 +198,15 @@ impl Config {
                 ),
             ));
         }
+        if let Err(e) = self.stream_address.parse::<std::net::SocketAddr>() {
+            return Err(invalid(
+                "stream_address",
+                format!(
+                    "{:?} is not an ip:port address ({e}); e.g. \"127.0.0.1:0\" or \"[::1]:10010\"",
+                    self.stream_address
+                ),
+            ));
+        }
         if self.cni_bin_dirs.is_empty() {
             return Err(invalid(
                 "cni_bin_dirs",
@@ -212,6 +229,13 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// The streaming server's address (validated; the default if it does not parse).
+    pub fn stream_addr(&self) -> std::net::SocketAddr {
+        self.stream_address
+            .parse()
+            .unwrap_or_else(|_| std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, 0)))
     }
 
     /// The mirror endpoints configured for an upstream registry host, in order.
@@ -355,6 +379,21 @@ cni_bin_dirs = ["/usr/lib/cni"]
         } else {
             let err = systemd.unwrap_err().to_string();
             assert!(err.contains("cgroup_driver"), "{err}");
+        }
+    }
+
+    #[test]
+    fn stream_address_parses_and_is_checked() {
+        let config = parse("").unwrap();
+        assert_eq!(config.stream_address, DEFAULT_STREAM_ADDRESS);
+        assert_eq!(config.stream_addr().to_string(), "127.0.0.1:0");
+        let config = parse("stream_address = \"[::1]:10010\"").unwrap();
+        assert_eq!(config.stream_addr().port(), 10010);
+        assert!(config.stream_addr().is_ipv6());
+        for bad in ["localhost:10010", "127.0.0.1", "127.0.0.1:99999", ""] {
+            let err = parse(&format!("stream_address = {bad:?}")).unwrap_err();
+            assert!(matches!(err, ConfigError::Invalid { .. }), "{bad}: {err}");
+            assert!(err.to_string().contains("stream_address"), "{err}");
         }
     }
 

@@ -269,14 +269,24 @@ fn bind_mounts(
         .collect()
 }
 
-/// The cgroup limits of a container.
-pub(crate) fn container_resources(res: &LinuxContainerResources) -> crius_proto::Resources {
-    crius_proto::Resources {
+/// The cgroup limits of a container, after the same checks as a pod's: the raw values
+/// ([`crate::runtime::check_resources`]) and then the kernel's limits. `prefix` names the
+/// request field (`config.linux.resources` for CreateContainer, `linux` for
+/// UpdateContainerResources).
+pub(crate) fn container_resources(
+    prefix: &str,
+    res: &LinuxContainerResources,
+) -> Result<crius_proto::Resources, Status> {
+    crate::runtime::check_resources(prefix, res).map_err(crate::runtime::invalid_status)?;
+    let resources = crius_proto::Resources {
         cpu_period: u64::try_from(res.cpu_period).ok().filter(|v| *v > 0),
         cpu_quota: (res.cpu_quota > 0).then_some(res.cpu_quota),
         cpu_shares: u64::try_from(res.cpu_shares).ok().filter(|v| *v > 0),
         memory_limit: (res.memory_limit_in_bytes > 0).then_some(res.memory_limit_in_bytes),
-    }
+    };
+    crius_runtime::validate::validate_resources(prefix, &resources)
+        .map_err(crate::runtime::invalid_status)?;
+    Ok(resources)
 }
 
 /// The request's devices: host nodes looked up for their type and numbers. Block devices are
@@ -519,6 +529,12 @@ impl Cri {
         let policy_strict =
             sc.supplemental_groups_policy == SupplementalGroupsPolicy::Strict as i32;
         const SC: &str = "config.linux.security_context";
+        if sc.run_as_group.is_some() && sc.run_as_user.is_none() && sc.run_as_username.is_empty() {
+            return Err(invalid(
+                "config.linux.security_context.run_as_group",
+                "is set without run_as_user or run_as_username",
+            ));
+        }
         let user = UserRequest {
             uid: sc
                 .run_as_user
@@ -538,6 +554,7 @@ impl Cri {
             strict: policy_strict,
         };
         let res = linux.resources.clone().unwrap_or_default();
+        let resources = container_resources("config.linux.resources", &res)?;
         let id = self.pods.new_container_id().map_err(pod_error)?;
         let rootfs = self
             .images
@@ -594,7 +611,7 @@ impl Cri {
                 readonly_paths: (!sc.readonly_paths.is_empty()).then(|| sc.readonly_paths.clone()),
                 oom_score_adj: (res.oom_score_adj != 0)
                     .then(|| i32::try_from(res.oom_score_adj.clamp(-1000, 1000)).unwrap_or(0)),
-                resources: container_resources(&res),
+                resources: resources.clone(),
                 own_pid_ns,
                 pid_target,
                 devices,
@@ -673,10 +690,11 @@ impl Cri {
     /// StopContainer.
     pub(crate) async fn stop_container(&self, id: &str, timeout: i64) -> Result<(), Status> {
         let timeout = Duration::from_secs(u64::try_from(timeout).unwrap_or(0));
-        self.pods
-            .stop_container(id, timeout)
-            .await
-            .map_err(pod_error)
+        match self.pods.stop_container(id, timeout).await {
+            // CRI: stopping a container that is already gone is not an error.
+            Ok(()) | Err(crius_runtime::PodError::NotFound(_)) => Ok(()),
+            Err(e) => Err(pod_error(e)),
+        }
     }
 
     /// ContainerStatus.

@@ -241,9 +241,16 @@ impl ImageService for Images {
                 value: usage.inodes,
             }),
         };
+        let containers = self
+            .0
+            .container_filesystem(
+                self.0.images.root().to_path_buf(),
+                fs.fs_id.clone().unwrap_or_default(),
+            )
+            .await?;
         Ok(Response::new(ImageFsInfoResponse {
-            image_filesystems: vec![fs.clone()],
-            container_filesystems: vec![fs],
+            image_filesystems: vec![fs],
+            container_filesystems: vec![containers],
         }))
     }
 }

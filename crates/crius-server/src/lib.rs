@@ -7,6 +7,8 @@ mod containers;
 mod image;
 mod network;
 mod runtime;
+mod stats;
+mod stream;
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -65,6 +67,8 @@ pub struct Cri {
     pods: Arc<crius_runtime::Pods>,
     /// Pod networking through CNI.
     cni: crius_net::Cni,
+    /// The streaming server of Exec, Attach and PortForward.
+    stream: stream::Streaming,
 }
 
 impl Cri {
@@ -96,13 +100,18 @@ impl Cri {
             },
         )
         .map_err(StartError::Pods)?;
-        Ok(Arc::new(Cri {
+        let pods = Arc::new(pods);
+        let cri = Arc::new(Cri {
             cni: network::cni(&config),
+            stream: stream::Streaming::new(config.stream_addr(), pods.clone()),
             config,
             db,
             images: Arc::new(images),
-            pods: Arc::new(pods),
-        }))
+            pods,
+        });
+        // Inside a tokio runtime the streaming server starts now; otherwise at first use.
+        cri.start_streaming();
+        Ok(cri)
     }
 
     /// The configuration in force.

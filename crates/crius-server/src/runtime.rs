@@ -184,7 +184,15 @@ impl RuntimeService for Runtime {
     ) -> Result<tonic::Response<UpdatePodSandboxResourcesResponse>, tonic::Status> {
         let request = request.into_inner();
         tracing::Span::current().record("id", request.pod_sandbox_id.as_str());
-        let resources = pod_resources(request.resources.as_ref(), request.overhead.as_ref());
+        let resources = pod_resources(
+            ("resources", request.resources.as_ref()),
+            ("overhead", request.overhead.as_ref()),
+        )
+        .and_then(|r| {
+            crius_runtime::validate::validate_resources("resources", &r)?;
+            Ok(r)
+        })
+        .map_err(invalid_status)?;
         self.0
             .pods
             .update_resources(&request.pod_sandbox_id, resources)
@@ -280,12 +288,10 @@ impl RuntimeService for Runtime {
         let request = request.into_inner();
         tracing::Span::current().record("id", request.container_id.as_str());
         let linux = request.linux.unwrap_or_default();
+        let resources = crate::containers::container_resources("linux", &linux)?;
         self.0
             .pods
-            .update_container_resources(
-                &request.container_id,
-                crate::containers::container_resources(&linux),
-            )
+            .update_container_resources(&request.container_id, resources)
             .await
             .map_err(pod_error)?;
         Ok(tonic::Response::new(UpdateContainerResourcesResponse {}))
@@ -330,16 +336,118 @@ impl RuntimeService for Runtime {
         }
     }
 
+    async fn container_stats(
+        &self,
+        request: tonic::Request<ContainerStatsRequest>,
+    ) -> Result<tonic::Response<ContainerStatsResponse>, tonic::Status> {
+        let id = request.into_inner().container_id;
+        tracing::Span::current().record("id", id.as_str());
+        let stats = self.0.container_stats(&id).await?;
+        Ok(tonic::Response::new(ContainerStatsResponse {
+            stats: Some(stats),
+        }))
+    }
+
+    async fn list_container_stats(
+        &self,
+        request: tonic::Request<ListContainerStatsRequest>,
+    ) -> Result<tonic::Response<ListContainerStatsResponse>, tonic::Status> {
+        let stats = self
+            .0
+            .list_container_stats(request.into_inner().filter)
+            .await?;
+        Ok(tonic::Response::new(ListContainerStatsResponse { stats }))
+    }
+
+    async fn stream_container_stats(
+        &self,
+        request: tonic::Request<StreamContainerStatsRequest>,
+    ) -> Result<tonic::Response<Self::StreamContainerStatsStream>, tonic::Status> {
+        let stats = self
+            .0
+            .list_container_stats(request.into_inner().filter)
+            .await?;
+        let chunks: Vec<Result<StreamContainerStatsResponse, tonic::Status>> = stats
+            .chunks(crate::stats::STREAM_CHUNK)
+            .map(|c| {
+                Ok(StreamContainerStatsResponse {
+                    container_stats: c.to_vec(),
+                })
+            })
+            .collect();
+        Ok(tonic::Response::new(Box::pin(tokio_stream::iter(chunks))))
+    }
+
+    async fn pod_sandbox_stats(
+        &self,
+        request: tonic::Request<PodSandboxStatsRequest>,
+    ) -> Result<tonic::Response<PodSandboxStatsResponse>, tonic::Status> {
+        let id = request.into_inner().pod_sandbox_id;
+        tracing::Span::current().record("id", id.as_str());
+        let stats = self.0.pod_sandbox_stats(&id).await?;
+        Ok(tonic::Response::new(PodSandboxStatsResponse {
+            stats: Some(stats),
+        }))
+    }
+
+    async fn list_pod_sandbox_stats(
+        &self,
+        request: tonic::Request<ListPodSandboxStatsRequest>,
+    ) -> Result<tonic::Response<ListPodSandboxStatsResponse>, tonic::Status> {
+        let stats = self
+            .0
+            .list_pod_sandbox_stats(request.into_inner().filter)
+            .await?;
+        Ok(tonic::Response::new(ListPodSandboxStatsResponse { stats }))
+    }
+
+    async fn stream_pod_sandbox_stats(
+        &self,
+        request: tonic::Request<StreamPodSandboxStatsRequest>,
+    ) -> Result<tonic::Response<Self::StreamPodSandboxStatsStream>, tonic::Status> {
+        let stats = self
+            .0
+            .list_pod_sandbox_stats(request.into_inner().filter)
+            .await?;
+        let chunks: Vec<Result<StreamPodSandboxStatsResponse, tonic::Status>> = stats
+            .chunks(crate::stats::STREAM_CHUNK)
+            .map(|c| {
+                Ok(StreamPodSandboxStatsResponse {
+                    pod_sandbox_stats: c.to_vec(),
+                })
+            })
+            .collect();
+        Ok(tonic::Response::new(Box::pin(tokio_stream::iter(chunks))))
+    }
+
+    async fn exec(
+        &self,
+        request: tonic::Request<ExecRequest>,
+    ) -> Result<tonic::Response<ExecResponse>, tonic::Status> {
+        let request = request.into_inner();
+        tracing::Span::current().record("id", request.container_id.as_str());
+        Ok(tonic::Response::new(self.0.exec(request).await?))
+    }
+
+    async fn attach(
+        &self,
+        request: tonic::Request<AttachRequest>,
+    ) -> Result<tonic::Response<AttachResponse>, tonic::Status> {
+        let request = request.into_inner();
+        tracing::Span::current().record("id", request.container_id.as_str());
+        Ok(tonic::Response::new(self.0.attach(request).await?))
+    }
+
+    async fn port_forward(
+        &self,
+        request: tonic::Request<PortForwardRequest>,
+    ) -> Result<tonic::Response<PortForwardResponse>, tonic::Status> {
+        let request = request.into_inner();
+        tracing::Span::current().record("id", request.pod_sandbox_id.as_str());
+        Ok(tonic::Response::new(self.0.port_forward(request).await?))
+    }
+
     unimplemented_rpcs! {
-        exec(ExecRequest) -> ExecResponse = "Exec";
-        attach(AttachRequest) -> AttachResponse = "Attach";
-        port_forward(PortForwardRequest) -> PortForwardResponse = "PortForward";
-        container_stats(ContainerStatsRequest) -> ContainerStatsResponse = "ContainerStats";
-        list_container_stats(ListContainerStatsRequest) -> ListContainerStatsResponse = "ListContainerStats";
-        stream_container_stats(StreamContainerStatsRequest) -> Self::StreamContainerStatsStream = "StreamContainerStats";
-        pod_sandbox_stats(PodSandboxStatsRequest) -> PodSandboxStatsResponse = "PodSandboxStats";
-        list_pod_sandbox_stats(ListPodSandboxStatsRequest) -> ListPodSandboxStatsResponse = "ListPodSandboxStats";
-        stream_pod_sandbox_stats(StreamPodSandboxStatsRequest) -> Self::StreamPodSandboxStatsStream = "StreamPodSandboxStats";
         update_runtime_config(UpdateRuntimeConfigRequest) -> UpdateRuntimeConfigResponse = "UpdateRuntimeConfig";
         checkpoint_container(CheckpointContainerRequest) -> CheckpointContainerResponse = "CheckpointContainer";
         get_container_events(GetEventsRequest) -> Self::GetContainerEventsStream = "GetContainerEvents";
@@ -425,6 +533,38 @@ pub(crate) fn pod_error(e: crius_runtime::PodError) -> tonic::Status {
     }
 }
 
+/// Maps a request field that breaks the contract onto InvalidArgument, naming the field.
+pub(crate) fn invalid_status(e: crius_runtime::Invalid) -> tonic::Status {
+    tonic::Status::invalid_argument(e.to_string())
+}
+
+/// Checks a CRI `LinuxContainerResources` as the client sent it, before converting it drops
+/// what means "unset" (see `crius_runtime::validate::validate_raw_resources`); `prefix` names
+/// the request field. Pods and containers share it.
+pub(crate) fn check_resources(
+    prefix: &str,
+    r: &LinuxContainerResources,
+) -> Result<(), crius_runtime::Invalid> {
+    crius_runtime::validate::validate_raw_resources(
+        prefix,
+        &crius_runtime::validate::RawResources {
+            cpu_period: r.cpu_period,
+            cpu_quota: r.cpu_quota,
+            cpu_shares: r.cpu_shares,
+            memory_limit_in_bytes: r.memory_limit_in_bytes,
+            oom_score_adj: r.oom_score_adj,
+            hugepage_sizes: r
+                .hugepage_limits
+                .iter()
+                .map(|h| h.page_size.as_str())
+                .collect(),
+            unified_keys: r.unified.keys().map(String::as_str).collect(),
+            cpuset_cpus: &r.cpuset_cpus,
+            cpuset_mems: &r.cpuset_mems,
+        },
+    )
+}
+
 /// A CRI namespace mode; `field` names it in the error.
 fn namespace_mode(
     value: i32,
@@ -474,24 +614,27 @@ fn id_mappings(ranges: &[crius_runtime::spec::IdRange]) -> Vec<IdMapping> {
         .collect()
 }
 
-/// The pod cgroup limits: the pod's resources plus its overhead.
+/// The pod cgroup limits: the pod's resources plus its overhead, each checked first as sent
+/// ([`check_resources`]). Each argument is the request field's name and its value.
 fn pod_resources(
-    resources: Option<&LinuxContainerResources>,
-    overhead: Option<&LinuxContainerResources>,
-) -> crius_runtime::spec::Resources {
+    (resources_field, resources): (&str, Option<&LinuxContainerResources>),
+    (overhead_field, overhead): (&str, Option<&LinuxContainerResources>),
+) -> Result<crius_runtime::spec::Resources, crius_runtime::Invalid> {
     let zero = LinuxContainerResources::default();
     let r = resources.unwrap_or(&zero);
     let o = overhead.unwrap_or(&zero);
+    check_resources(resources_field, r)?;
+    check_resources(overhead_field, o)?;
     let positive = |v: i64| (v > 0).then_some(v);
     let sum = |a: i64, b: i64| positive(a).map(|a| a.saturating_add(b.max(0)));
-    crius_runtime::spec::Resources {
+    Ok(crius_runtime::spec::Resources {
         cpu_period: positive(r.cpu_period)
             .or(positive(o.cpu_period))
             .and_then(|v| u64::try_from(v).ok()),
         cpu_quota: sum(r.cpu_quota, o.cpu_quota),
         cpu_shares: sum(r.cpu_shares, o.cpu_shares).and_then(|v| u64::try_from(v).ok()),
         memory_limit: sum(r.memory_limit_in_bytes, o.memory_limit_in_bytes),
-    }
+    })
 }
 
 /// Maps RunPodSandbox's config onto crius-runtime's pod spec.
@@ -533,9 +676,10 @@ fn pod_spec(
             .port_mappings
             .into_iter()
             .map(|p| Port {
+                // An unknown protocol keeps its number, for validation to refuse by name.
                 protocol: Protocol::try_from(p.protocol)
                     .map(|p| p.as_str_name().to_lowercase())
-                    .unwrap_or_else(|_| "tcp".into()),
+                    .unwrap_or_else(|_| p.protocol.to_string()),
                 container_port: p.container_port,
                 host_port: p.host_port,
                 host_ip: p.host_ip,
@@ -553,7 +697,11 @@ fn pod_spec(
         },
         run_as_user: security.run_as_user.map(|v| v.value),
         run_as_group: security.run_as_group.map(|v| v.value),
-        resources: pod_resources(linux.resources.as_ref(), linux.overhead.as_ref()),
+        resources: pod_resources(
+            ("config.linux.resources", linux.resources.as_ref()),
+            ("config.linux.overhead", linux.overhead.as_ref()),
+        )
+        .map_err(|e| pod_error(e.into()))?,
         sysctls: linux.sysctls.into_iter().collect(),
         runtime_handler,
         cri_config: Vec::new(),

@@ -1,0 +1,353 @@
+//! Resource usage read from the node: a container's cgroup (v1 and v2 alike), the size of its
+//! writable layer, and the mount a path lives on. Everything here reads files and may block;
+//! callers in async code run it with `spawn_blocking`.
+
+use std::collections::HashSet;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use crate::{ContainerView, Pods};
+
+/// A v1 limit at or above this is "no limit" (the kernel reports `PAGE_COUNTER_MAX` pages).
+const V1_UNLIMITED: u64 = 1 << 62;
+
+/// Memory usage of a cgroup.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MemoryStats {
+    /// Total usage (v1 `memory.usage_in_bytes`, v2 `memory.current`).
+    pub usage_bytes: u64,
+    /// Usage minus inactive file cache.
+    pub working_set_bytes: u64,
+    /// The limit, when there is one.
+    pub limit_bytes: Option<u64>,
+    /// Anonymous memory (v1 `total_rss`, v2 `anon`).
+    pub rss_bytes: u64,
+    /// Minor and major page faults (`pgfault`).
+    pub page_faults: u64,
+    /// Major page faults (`pgmajfault`).
+    pub major_page_faults: u64,
+}
+
+/// What a cgroup's files say; each part is `None` when its controller's files are missing
+/// (the cgroup is gone, or the controller is not mounted).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CgroupStats {
+    /// Cumulative CPU time in nanoseconds (v1 `cpuacct.usage`, v2 `cpu.stat` `usage_usec`).
+    pub cpu_usage_ns: Option<u64>,
+    /// Memory.
+    pub memory: Option<MemoryStats>,
+    /// Number of processes (`pids.current`).
+    pub pids: Option<u64>,
+    /// Swap, where swap accounting is on.
+    pub swap: Option<SwapStats>,
+}
+
+/// Swap usage of a cgroup.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SwapStats {
+    /// Swap in use (v1 `memory.memsw.usage_in_bytes` − `memory.usage_in_bytes`, v2
+    /// `memory.swap.current`).
+    pub usage_bytes: u64,
+    /// The swap limit, when there is one (v1: the memory+swap limit − the memory limit).
+    pub limit_bytes: Option<u64>,
+}
+
+fn swap_v1(dir: &Path) -> Option<SwapStats> {
+    let memsw = read_u64(&dir.join("memory.memsw.usage_in_bytes"))?;
+    let usage = read_u64(&dir.join("memory.usage_in_bytes"))?;
+    let limit = |f: &str| read_u64(&dir.join(f)).filter(|l| *l < V1_UNLIMITED);
+    Some(SwapStats {
+        usage_bytes: memsw.saturating_sub(usage),
+        limit_bytes: limit("memory.memsw.limit_in_bytes")
+            .map(|sw| sw.saturating_sub(limit("memory.limit_in_bytes").unwrap_or(0))),
+    })
+}
+
+fn swap_v2(dir: &Path) -> Option<SwapStats> {
+    Some(SwapStats {
+        usage_bytes: read_u64(&dir.join("memory.swap.current"))?,
+        limit_bytes: read_u64(&dir.join("memory.swap.max")),
+    })
+}
+
+fn read_u64(path: &Path) -> Option<u64> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+/// `key value` lines (`memory.stat`, `cpu.stat`).
+fn read_keyed(path: &Path) -> Option<Vec<(String, u64)>> {
+    let text = std::fs::read_to_string(path).ok()?;
+    Some(
+        text.lines()
+            .filter_map(|l| {
+                let (k, v) = l.split_once(' ')?;
+                Some((k.to_owned(), v.trim().parse().ok()?))
+            })
+            .collect(),
+    )
+}
+
+fn key(stat: &[(String, u64)], name: &str) -> Option<u64> {
+    stat.iter().find(|(k, _)| k == name).map(|(_, v)| *v)
+}
+
+/// Reads the usage of a cgroup given its directories (one per hierarchy, as the monitor
+/// records them). v1 files win where both a v1 controller and the v2 tree are mounted
+/// (hybrid mode: the unified tree then holds no memory controller).
+pub fn read_cgroup(dirs: &[PathBuf]) -> CgroupStats {
+    let mut out = CgroupStats::default();
+    for dir in dirs {
+        if out.cpu_usage_ns.is_none()
+            && let Some(v) = read_u64(&dir.join("cpuacct.usage"))
+        {
+            out.cpu_usage_ns = Some(v);
+        }
+        if out.memory.is_none() {
+            out.memory = memory_v1(dir);
+        }
+        if out.pids.is_none() {
+            out.pids = read_u64(&dir.join("pids.current"));
+        }
+        if out.swap.is_none() {
+            out.swap = swap_v1(dir);
+        }
+    }
+    for dir in dirs {
+        if out.cpu_usage_ns.is_none()
+            && let Some(stat) = read_keyed(&dir.join("cpu.stat"))
+            && let Some(usec) = key(&stat, "usage_usec")
+        {
+            out.cpu_usage_ns = Some(usec.saturating_mul(1000));
+        }
+        if out.memory.is_none() {
+            out.memory = memory_v2(dir);
+        }
+        if out.swap.is_none() {
+            out.swap = swap_v2(dir);
+        }
+        if out.pids.is_none() {
+            out.pids = read_u64(&dir.join("pids.current"));
+        }
+    }
+    out
+}
+
+fn memory_v1(dir: &Path) -> Option<MemoryStats> {
+    let usage = read_u64(&dir.join("memory.usage_in_bytes"))?;
+    let stat = read_keyed(&dir.join("memory.stat")).unwrap_or_default();
+    let either = |total: &str, local: &str| key(&stat, total).or(key(&stat, local)).unwrap_or(0);
+    let inactive_file = either("total_inactive_file", "inactive_file");
+    let limit = read_u64(&dir.join("memory.limit_in_bytes")).filter(|l| *l < V1_UNLIMITED);
+    Some(MemoryStats {
+        usage_bytes: usage,
+        working_set_bytes: usage.saturating_sub(inactive_file),
+        limit_bytes: limit,
+        rss_bytes: either("total_rss", "rss"),
+        page_faults: either("total_pgfault", "pgfault"),
+        major_page_faults: either("total_pgmajfault", "pgmajfault"),
+    })
+}
+
+fn memory_v2(dir: &Path) -> Option<MemoryStats> {
+    let usage = read_u64(&dir.join("memory.current"))?;
+    let stat = read_keyed(&dir.join("memory.stat")).unwrap_or_default();
+    let get = |name: &str| key(&stat, name).unwrap_or(0);
+    // "max" does not parse: no limit.
+    let limit = read_u64(&dir.join("memory.max"));
+    Some(MemoryStats {
+        usage_bytes: usage,
+        working_set_bytes: usage.saturating_sub(get("inactive_file")),
+        limit_bytes: limit,
+        rss_bytes: get("anon"),
+        page_faults: get("pgfault"),
+        major_page_faults: get("pgmajfault"),
+    })
+}
+
+/// Space and inodes used below a directory.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DiskUsage {
+    /// Allocated bytes (`st_blocks` × 512), each inode counted once.
+    pub bytes: u64,
+    /// Inodes, the directory itself included, hard links counted once.
+    pub inodes: u64,
+}
+
+/// Walks `dir` without following symlinks or crossing into other filesystems. Entries that
+/// vanish during the walk are skipped. Blocks: run it off the async workers.
+pub fn disk_usage(dir: &Path) -> std::io::Result<DiskUsage> {
+    let top = std::fs::symlink_metadata(dir)?;
+    let dev = top.dev();
+    let mut seen = HashSet::new();
+    let mut usage = DiskUsage::default();
+    let mut stack = vec![(dir.to_path_buf(), top)];
+    while let Some((path, meta)) = stack.pop() {
+        if meta.nlink() > 1 && !meta.is_dir() && !seen.insert((meta.dev(), meta.ino())) {
+            continue;
+        }
+        usage.bytes = usage
+            .bytes
+            .saturating_add(meta.blocks().saturating_mul(512));
+        usage.inodes += 1;
+        if !meta.is_dir() || meta.dev() != dev {
+            continue;
+        }
+        let Ok(entries) = std::fs::read_dir(&path) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            if let Ok(m) = entry.metadata() {
+                stack.push((entry.path(), m));
+            }
+        }
+    }
+    Ok(usage)
+}
+
+/// The mount point of the filesystem holding `path` (the longest mount point of
+/// `/proc/self/mountinfo` that is a prefix of it); `/` when none matches.
+pub fn mountpoint_of(path: &Path) -> PathBuf {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let path = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
+    text.lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(unescape)
+        .map(PathBuf::from)
+        .filter(|m| path.starts_with(m))
+        .max_by_key(|m| m.as_os_str().len())
+        .unwrap_or_else(|| PathBuf::from("/"))
+}
+
+/// Undoes mountinfo's octal escapes (`\040` for a space, …).
+fn unescape(field: &str) -> String {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\'
+            && let Some(oct) = field.get(i + 1..i + 4)
+            && let Ok(b) = u8::from_str_radix(oct, 8)
+        {
+            out.push(b);
+            i += 4;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+impl Pods {
+    /// The writable (upper) layer directory of a container: `<pod dir>/containers/<id>/upper`.
+    pub fn container_upper_dir(&self, view: &ContainerView) -> PathBuf {
+        self.pod_dir(&view.record.pod_id)
+            .join(crius_proto::CONTAINERS_DIR)
+            .join(&view.record.id)
+            .join("upper")
+    }
+
+    /// The directory holding every pod's directory (and so every writable layer).
+    pub fn pods_dir(&self) -> &Path {
+        &self.pods_dir
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn v1_cgroup_files() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cpu = dir.path().join("cpuacct");
+        let mem = dir.path().join("memory");
+        std::fs::create_dir_all(&cpu).expect("mkdir");
+        std::fs::create_dir_all(&mem).expect("mkdir");
+        std::fs::write(cpu.join("cpuacct.usage"), "123456789\n").expect("write");
+        std::fs::write(mem.join("memory.usage_in_bytes"), "1000000\n").expect("write");
+        std::fs::write(mem.join("memory.memsw.usage_in_bytes"), "1004096\n").expect("write");
+        std::fs::write(mem.join("memory.limit_in_bytes"), "9223372036854771712\n").expect("write");
+        std::fs::write(
+            mem.join("memory.stat"),
+            "cache 5\nrss 7\ninactive_file 3\ntotal_rss 400\ntotal_inactive_file 250000\n\
+             total_pgfault 11\ntotal_pgmajfault 2\n",
+        )
+        .expect("write");
+        let s = read_cgroup(&[cpu, mem]);
+        assert_eq!(s.cpu_usage_ns, Some(123_456_789));
+        let m = s.memory.expect("memory");
+        assert_eq!(m.usage_bytes, 1_000_000);
+        assert_eq!(m.working_set_bytes, 750_000);
+        assert_eq!(m.limit_bytes, None);
+        assert_eq!(m.rss_bytes, 400);
+        assert_eq!((m.page_faults, m.major_page_faults), (11, 2));
+        assert_eq!(
+            s.swap,
+            Some(SwapStats {
+                usage_bytes: 4096,
+                limit_bytes: None
+            })
+        );
+    }
+
+    #[test]
+    fn v2_cgroup_files() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let d = dir.path().to_path_buf();
+        std::fs::write(d.join("cpu.stat"), "usage_usec 42\nuser_usec 40\n").expect("write");
+        std::fs::write(d.join("memory.current"), "2000\n").expect("write");
+        std::fs::write(d.join("memory.max"), "8192\n").expect("write");
+        std::fs::write(d.join("memory.swap.current"), "0\n").expect("write");
+        std::fs::write(d.join("memory.swap.max"), "max\n").expect("write");
+        std::fs::write(
+            d.join("memory.stat"),
+            "anon 100\nfile 900\ninactive_file 500\npgfault 9\npgmajfault 1\n",
+        )
+        .expect("write");
+        let s = read_cgroup(&[d]);
+        assert_eq!(s.cpu_usage_ns, Some(42_000));
+        let m = s.memory.expect("memory");
+        assert_eq!((m.usage_bytes, m.working_set_bytes), (2000, 1500));
+        assert_eq!(m.limit_bytes, Some(8192));
+        assert_eq!(
+            (m.rss_bytes, m.page_faults, m.major_page_faults),
+            (100, 9, 1)
+        );
+        assert_eq!(
+            s.swap,
+            Some(SwapStats {
+                usage_bytes: 0,
+                limit_bytes: None
+            })
+        );
+    }
+
+    #[test]
+    fn missing_cgroup_is_none() {
+        let s = read_cgroup(&[PathBuf::from("/nonexistent/crius")]);
+        assert_eq!(s, CgroupStats::default());
+    }
+
+    #[test]
+    fn disk_usage_counts_files_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let d = dir.path();
+        std::fs::create_dir(d.join("sub")).expect("mkdir");
+        std::fs::write(d.join("sub/f"), vec![1u8; 1 << 20]).expect("write");
+        std::fs::hard_link(d.join("sub/f"), d.join("g")).expect("link");
+        std::os::unix::fs::symlink("/", d.join("root")).expect("symlink");
+        let u = disk_usage(d).expect("usage");
+        assert_eq!(u.inodes, 4, "dir, sub, f (once), symlink");
+        assert!(u.bytes >= 1 << 20 && u.bytes < 3 << 20, "{u:?}");
+    }
+
+    #[test]
+    fn mountpoints() {
+        assert_eq!(
+            mountpoint_of(Path::new("/proc/self")),
+            PathBuf::from("/proc")
+        );
+        assert_eq!(unescape("/a\\040b"), "/a b");
+    }
+}

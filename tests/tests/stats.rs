@@ -1,0 +1,523 @@
+//! Container and pod stats end to end: a real criusd, busybox containers that burn CPU, fill
+//! memory and write to their rootfs; checked through ContainerStats, ListContainerStats,
+//! StreamContainerStats, PodSandboxStats and ImageFsInfo.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use cri_api::v1::*;
+use crius_tests::harness::{Criusd, Options};
+use crius_tests::image::busybox;
+use crius_tests::registry::Registry;
+
+const MIB: u64 = 1 << 20;
+
+struct Env {
+    daemon: Criusd,
+    image: String,
+    logs: tempfile::TempDir,
+    _registry: Registry,
+}
+
+async fn setup() -> Env {
+    let registry = Registry::start().expect("registry");
+    let pushed = busybox()
+        .expect("image")
+        .push(&registry.host(), "crius/busybox:1")
+        .await
+        .expect("push");
+    let mut daemon = Criusd::start_with(Options {
+        config: format!("insecure_registries = [\"{}\"]\n", registry.host()),
+        ..Options::default()
+    })
+    .await
+    .expect("criusd");
+    daemon
+        .images
+        .pull_image(PullImageRequest {
+            image: Some(ImageSpec {
+                image: pushed.reference.clone(),
+                ..ImageSpec::default()
+            }),
+            auth: None,
+            sandbox_config: None,
+        })
+        .await
+        .expect("pull");
+    let logs = tempfile::Builder::new()
+        .prefix("crius-logs-")
+        .tempdir()
+        .expect("tempdir");
+    Env {
+        daemon,
+        image: pushed.reference,
+        logs,
+        _registry: registry,
+    }
+}
+
+fn pod_config(name: &str, log_dir: &Path, userns: bool) -> PodSandboxConfig {
+    let map = IdMapping {
+        host_id: 200_000,
+        container_id: 0,
+        length: 65_536,
+    };
+    PodSandboxConfig {
+        metadata: Some(PodSandboxMetadata {
+            name: name.into(),
+            uid: format!("uid-{name}"),
+            namespace: "crius-test".into(),
+            attempt: 0,
+        }),
+        hostname: name.into(),
+        log_directory: log_dir.display().to_string(),
+        labels: HashMap::from([("pod".into(), name.into())]),
+        linux: Some(LinuxPodSandboxConfig {
+            security_context: Some(LinuxSandboxSecurityContext {
+                namespace_options: Some(NamespaceOption {
+                    userns_options: userns.then(|| UserNamespace {
+                        mode: NamespaceMode::Pod.into(),
+                        uids: vec![map],
+                        gids: vec![map],
+                    }),
+                    ..NamespaceOption::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+impl Env {
+    async fn pod(&mut self, name: &str) -> (String, PodSandboxConfig) {
+        self.pod_with(name, false).await
+    }
+
+    async fn pod_with(&mut self, name: &str, userns: bool) -> (String, PodSandboxConfig) {
+        let config = pod_config(name, self.logs.path(), userns);
+        let id = self
+            .daemon
+            .runtime
+            .run_pod_sandbox(RunPodSandboxRequest {
+                config: Some(config.clone()),
+                runtime_handler: String::new(),
+            })
+            .await
+            .expect("run pod")
+            .into_inner()
+            .pod_sandbox_id;
+        (id, config)
+    }
+
+    /// Creates and starts a container running `script`, labelled `app=<name>`.
+    async fn run(&mut self, pod: &(String, PodSandboxConfig), name: &str, script: &str) -> String {
+        self.run_with(pod, name, script, LinuxContainerConfig::default())
+            .await
+    }
+
+    async fn run_with(
+        &mut self,
+        pod: &(String, PodSandboxConfig),
+        name: &str,
+        script: &str,
+        linux: LinuxContainerConfig,
+    ) -> String {
+        let config = ContainerConfig {
+            metadata: Some(ContainerMetadata {
+                name: name.into(),
+                attempt: 0,
+            }),
+            image: Some(ImageSpec {
+                image: self.image.clone(),
+                ..ImageSpec::default()
+            }),
+            command: vec!["/bin/sh".into(), "-c".into(), script.into()],
+            log_path: format!("{name}.log"),
+            labels: HashMap::from([("app".into(), name.into())]),
+            annotations: HashMap::from([("note".into(), name.into())]),
+            linux: Some(linux),
+            ..ContainerConfig::default()
+        };
+        let id = self
+            .daemon
+            .runtime
+            .create_container(CreateContainerRequest {
+                pod_sandbox_id: pod.0.clone(),
+                config: Some(config),
+                sandbox_config: Some(pod.1.clone()),
+            })
+            .await
+            .expect("create")
+            .into_inner()
+            .container_id;
+        self.daemon
+            .runtime
+            .start_container(StartContainerRequest {
+                container_id: id.clone(),
+            })
+            .await
+            .expect("start");
+        id
+    }
+
+    async fn stats(&mut self, id: &str) -> ContainerStats {
+        self.daemon
+            .runtime
+            .container_stats(ContainerStatsRequest {
+                container_id: id.into(),
+            })
+            .await
+            .expect("container stats")
+            .into_inner()
+            .stats
+            .expect("stats body")
+    }
+
+    async fn list(&mut self, filter: ContainerStatsFilter) -> Vec<ContainerStats> {
+        self.daemon
+            .runtime
+            .list_container_stats(ListContainerStatsRequest {
+                filter: Some(filter),
+            })
+            .await
+            .expect("list container stats")
+            .into_inner()
+            .stats
+    }
+
+    async fn exec(&mut self, id: &str, cmd: &[&str]) -> ExecSyncResponse {
+        let out = self
+            .daemon
+            .runtime
+            .exec_sync(ExecSyncRequest {
+                container_id: id.into(),
+                cmd: cmd.iter().map(|s| s.to_string()).collect(),
+                timeout: 30,
+            })
+            .await
+            .expect("exec")
+            .into_inner();
+        assert_eq!(
+            out.exit_code,
+            0,
+            "{cmd:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+}
+
+fn cpu_total(s: &ContainerStats) -> u64 {
+    s.cpu
+        .as_ref()
+        .and_then(|c| c.usage_core_nano_seconds)
+        .expect("usage_core_nano_seconds")
+        .value
+}
+
+fn ids(stats: &[ContainerStats]) -> Vec<String> {
+    let mut v: Vec<String> = stats
+        .iter()
+        .map(|s| s.attributes.as_ref().expect("attributes").id.clone())
+        .collect();
+    v.sort();
+    v
+}
+
+#[tokio::test]
+async fn busy_container_shows_rising_cpu_usage_and_nano_cores() {
+    let mut env = setup().await;
+    let pod = env.pod("busy").await;
+    let id = env.run(&pod, "busy", "while :; do :; done").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let first = env.stats(&id).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let second = env.stats(&id).await;
+    let (a, b) = (cpu_total(&first), cpu_total(&second));
+    let cores = second
+        .cpu
+        .as_ref()
+        .and_then(|c| c.usage_nano_cores)
+        .expect("usage_nano_cores")
+        .value;
+    eprintln!("usage_core_nano_seconds {a} -> {b}, usage_nano_cores {cores}");
+    assert!(b > a, "CPU usage did not rise: {a} -> {b}");
+    assert!(b - a > 100_000_000, "a busy loop used {} ns in ~1 s", b - a);
+    assert!(cores > 100_000_000, "usage_nano_cores {cores}");
+    let cpu = second.cpu.as_ref().expect("cpu");
+    assert!(cpu.timestamp > first.cpu.as_ref().expect("cpu").timestamp);
+
+    let attrs = second.attributes.as_ref().expect("attributes");
+    assert_eq!(attrs.id, id);
+    assert_eq!(attrs.metadata.as_ref().expect("metadata").name, "busy");
+    assert_eq!(attrs.labels.get("app").map(String::as_str), Some("busy"));
+    assert_eq!(
+        attrs.annotations.get("note").map(String::as_str),
+        Some("busy")
+    );
+    let mem = second.memory.as_ref().expect("memory");
+    assert!(mem.timestamp > 0);
+    assert!(mem.usage_bytes.expect("usage").value > 0);
+    assert!(mem.page_faults.expect("page faults").value > 0);
+    // No memory limit: nothing is available "up to the limit".
+    assert!(mem.available_bytes.is_none(), "{mem:?}");
+
+    // Unknown ids are NotFound.
+    let err = env
+        .daemon
+        .runtime
+        .container_stats(ContainerStatsRequest {
+            container_id: "0123456789abcdef".into(),
+        })
+        .await
+        .expect_err("unknown container");
+    assert_eq!(err.code(), tonic::Code::NotFound);
+
+    // The pod's own stats: its cgroup holds the busy container.
+    let pod_stats = env
+        .daemon
+        .runtime
+        .pod_sandbox_stats(PodSandboxStatsRequest {
+            pod_sandbox_id: pod.0.clone(),
+        })
+        .await
+        .expect("pod stats")
+        .into_inner()
+        .stats
+        .expect("pod stats body");
+    let linux = pod_stats.linux.as_ref().expect("linux");
+    assert_eq!(pod_stats.attributes.as_ref().expect("attributes").id, pod.0);
+    let pod_cpu = linux
+        .cpu
+        .as_ref()
+        .and_then(|c| c.usage_core_nano_seconds)
+        .expect("pod cpu")
+        .value;
+    assert!(pod_cpu >= b, "pod cpu {pod_cpu} < container cpu {b}");
+    assert_eq!(ids(&linux.containers), [id.as_str()]);
+    let net = linux.network.as_ref().expect("network");
+    let eth0 = net.default_interface.as_ref().expect("default interface");
+    assert_eq!(eth0.name, "eth0");
+    assert!(eth0.rx_bytes.is_some() && eth0.tx_bytes.is_some());
+    let procs = linux
+        .process
+        .as_ref()
+        .and_then(|p| p.process_count)
+        .expect("process count")
+        .value;
+    assert!(procs >= 2, "pause and the busy shell: {procs}");
+    eprintln!("pod cpu {pod_cpu} ns, processes {procs}, eth0 {eth0:?}");
+}
+
+#[tokio::test]
+async fn container_filling_shm_shows_its_working_set() {
+    let mut env = setup().await;
+    let pod = env.pod("fill").await;
+    // /dev/shm is the pod's tmpfs: its pages are charged to the writer's memory cgroup and
+    // are never "inactive file" cache, so they count in the working set.
+    let limit = 256 * MIB;
+    let id = env
+        .run_with(
+            &pod,
+            "fill",
+            "dd if=/dev/zero of=/dev/shm/fill bs=1048576 count=50 && touch /done; sleep 1000",
+            LinuxContainerConfig {
+                resources: Some(LinuxContainerResources {
+                    memory_limit_in_bytes: i64::try_from(limit).expect("limit"),
+                    ..LinuxContainerResources::default()
+                }),
+                ..LinuxContainerConfig::default()
+            },
+        )
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mem = loop {
+        let s = env.stats(&id).await;
+        let m = s.memory.expect("memory");
+        if m.working_set_bytes.expect("working set").value >= 50 * MIB {
+            break m;
+        }
+        assert!(Instant::now() < deadline, "working set stays low: {m:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let ws = mem.working_set_bytes.expect("ws").value;
+    let usage = mem.usage_bytes.expect("usage").value;
+    eprintln!(
+        "working set {ws} ({} MiB), usage {usage}, rss {:?}, faults {:?}/{:?}",
+        ws / MIB,
+        mem.rss_bytes,
+        mem.page_faults,
+        mem.major_page_faults
+    );
+    assert!(usage >= ws);
+    // With a limit, available is what is left of it.
+    assert_eq!(mem.available_bytes.expect("available").value, limit - ws);
+    assert!(mem.page_faults.expect("faults").value > 0);
+    assert!(mem.major_page_faults.is_some());
+    assert!(mem.rss_bytes.is_some());
+}
+
+#[tokio::test]
+async fn writable_layer_grows_after_a_write() {
+    let mut env = setup().await;
+    let pod = env.pod("writer").await;
+    let id = env.run(&pod, "writer", "sleep 1000").await;
+    let before = env.stats(&id).await;
+    let layer = before.writable_layer.clone().expect("writable layer");
+    let (b0, i0) = (
+        layer.used_bytes.expect("used").value,
+        layer.inodes_used.expect("inodes").value,
+    );
+    let mountpoint = layer.fs_id.as_ref().expect("fs id").mountpoint.clone();
+    assert!(Path::new(&mountpoint).is_absolute(), "{mountpoint}");
+    assert!(
+        env.daemon.paths.state.starts_with(&mountpoint),
+        "{mountpoint} holds {}",
+        env.daemon.paths.state.display()
+    );
+    env.exec(
+        &id,
+        &["dd", "if=/dev/urandom", "of=/big", "bs=1048576", "count=10"],
+    )
+    .await;
+    env.exec(&id, &["sync"]).await;
+    let after = env.stats(&id).await;
+    let layer = after.writable_layer.clone().expect("writable layer");
+    let (b1, i1) = (
+        layer.used_bytes.expect("used").value,
+        layer.inodes_used.expect("inodes").value,
+    );
+    eprintln!("writable layer: {b0} B / {i0} inodes -> {b1} B / {i1} inodes at {mountpoint}");
+    assert!(b1 >= b0 + 10 * MIB, "{b0} -> {b1}");
+    assert!(i1 > i0, "{i0} -> {i1}");
+    assert!(layer.timestamp > 0);
+
+    // The same in a user-namespaced pod, whose upper dir belongs to the mapped root.
+    let pod_u = env.pod_with("writer-userns", true).await;
+    let id_u = env.run(&pod_u, "writer-userns", "sleep 1000").await;
+    let before_u = env.stats(&id_u).await.writable_layer.expect("layer");
+    env.exec(
+        &id_u,
+        &["dd", "if=/dev/urandom", "of=/big", "bs=1048576", "count=10"],
+    )
+    .await;
+    env.exec(&id_u, &["sync"]).await;
+    let after_u = env.stats(&id_u).await.writable_layer.expect("layer");
+    let (u0, u1) = (
+        before_u.used_bytes.expect("used").value,
+        after_u.used_bytes.expect("used").value,
+    );
+    eprintln!("user-namespaced writable layer: {u0} B -> {u1} B");
+    assert!(u1 >= u0 + 10 * MIB, "{u0} -> {u1}");
+
+    // ImageFsInfo reports the writable layers as the container filesystem.
+    let fs = env
+        .daemon
+        .images
+        .image_fs_info(ImageFsInfoRequest::default())
+        .await
+        .expect("image fs info")
+        .into_inner();
+    let containers = fs.container_filesystems.first().expect("container fs");
+    let used = containers.used_bytes.expect("used").value;
+    assert!(used >= 20 * MIB, "container filesystem {used}");
+    assert!(containers.fs_id.is_some());
+}
+
+#[tokio::test]
+async fn list_container_stats_filters_by_id_pod_and_label() {
+    let mut env = setup().await;
+    let pod_a = env.pod("list-a").await;
+    let pod_b = env.pod("list-b").await;
+    let a1 = env.run(&pod_a, "a1", "sleep 1000").await;
+    let a2 = env.run(&pod_a, "a2", "sleep 1000").await;
+    let b1 = env.run(&pod_b, "b1", "sleep 1000").await;
+
+    let mut all = vec![a1.clone(), a2.clone(), b1.clone()];
+    all.sort();
+    let t = Instant::now();
+    let listed = env.list(ContainerStatsFilter::default()).await;
+    eprintln!("ListContainerStats of 3 containers: {:?}", t.elapsed());
+    assert_eq!(ids(&listed), all);
+
+    let mut in_a = vec![a1.clone(), a2.clone()];
+    in_a.sort();
+    let by_pod = env
+        .list(ContainerStatsFilter {
+            pod_sandbox_id: pod_a.0.clone(),
+            ..ContainerStatsFilter::default()
+        })
+        .await;
+    assert_eq!(ids(&by_pod), in_a);
+    for s in &by_pod {
+        assert!(s.cpu.is_some() && s.memory.is_some() && s.writable_layer.is_some());
+    }
+
+    let by_label = env
+        .list(ContainerStatsFilter {
+            label_selector: HashMap::from([("app".into(), "a2".into())]),
+            ..ContainerStatsFilter::default()
+        })
+        .await;
+    assert_eq!(ids(&by_label), [a2.as_str()]);
+
+    let by_id = env
+        .list(ContainerStatsFilter {
+            id: b1.clone(),
+            ..ContainerStatsFilter::default()
+        })
+        .await;
+    assert_eq!(ids(&by_id), [b1.as_str()]);
+
+    let none = env
+        .list(ContainerStatsFilter {
+            pod_sandbox_id: pod_b.0.clone(),
+            label_selector: HashMap::from([("app".into(), "a1".into())]),
+            ..ContainerStatsFilter::default()
+        })
+        .await;
+    assert!(none.is_empty(), "filters AND: {none:?}");
+
+    // StreamContainerStats sends the same set.
+    let mut stream = env
+        .daemon
+        .runtime
+        .stream_container_stats(StreamContainerStatsRequest {
+            filter: Some(ContainerStatsFilter {
+                pod_sandbox_id: pod_a.0.clone(),
+                ..ContainerStatsFilter::default()
+            }),
+        })
+        .await
+        .expect("stream")
+        .into_inner();
+    let mut streamed = Vec::new();
+    while let Some(msg) = stream.message().await.expect("stream message") {
+        streamed.extend(msg.container_stats);
+    }
+    assert_eq!(ids(&streamed), in_a);
+
+    // ListPodSandboxStats by label: the pod with its containers.
+    let pods = env
+        .daemon
+        .runtime
+        .list_pod_sandbox_stats(ListPodSandboxStatsRequest {
+            filter: Some(PodSandboxStatsFilter {
+                label_selector: HashMap::from([("pod".into(), "list-b".into())]),
+                ..PodSandboxStatsFilter::default()
+            }),
+        })
+        .await
+        .expect("list pod stats")
+        .into_inner()
+        .stats;
+    assert_eq!(pods.len(), 1);
+    assert_eq!(pods[0].attributes.as_ref().expect("attributes").id, pod_b.0);
+    assert_eq!(
+        ids(&pods[0].linux.as_ref().expect("linux").containers),
+        [b1.as_str()]
+    );
+}

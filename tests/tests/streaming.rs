@@ -1,0 +1,638 @@
+//! Streaming end to end: the CRI Exec, Attach and PortForward calls of a real criusd, and its
+//! streaming server spoken to over WebSocket (`v5.channel.k8s.io` for exec,
+//! `v4.channel.k8s.io` for port forwarding) by a small client written here.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use cri_api::v1::*;
+use crius_tests::harness::{Criusd, Options};
+use crius_tests::image::busybox;
+use crius_tests::registry::Registry;
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+
+const HOST_ID: u32 = 200_000;
+const MAP_LEN: u32 = 65_536;
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+struct Env {
+    daemon: Criusd,
+    image: String,
+    logs: tempfile::TempDir,
+    _registry: Registry,
+}
+
+async fn setup() -> Env {
+    let registry = Registry::start().expect("registry");
+    let pushed = busybox()
+        .expect("image")
+        .push(&registry.host(), "crius/busybox:1")
+        .await
+        .expect("push");
+    let mut daemon = Criusd::start_with(Options {
+        config: format!("insecure_registries = [\"{}\"]\n", registry.host()),
+        ..Options::default()
+    })
+    .await
+    .expect("criusd");
+    daemon
+        .images
+        .pull_image(PullImageRequest {
+            image: Some(ImageSpec {
+                image: pushed.reference.clone(),
+                ..ImageSpec::default()
+            }),
+            auth: None,
+            sandbox_config: None,
+        })
+        .await
+        .expect("pull");
+    let logs = tempfile::Builder::new()
+        .prefix("crius-logs-")
+        .tempdir()
+        .expect("tempdir");
+    Env {
+        daemon,
+        image: pushed.reference,
+        logs,
+        _registry: registry,
+    }
+}
+
+fn pod_config(name: &str, userns: bool, log_dir: &Path) -> PodSandboxConfig {
+    pod_config_with(name, userns, false, log_dir)
+}
+
+fn pod_config_with(
+    name: &str,
+    userns: bool,
+    host_network: bool,
+    log_dir: &Path,
+) -> PodSandboxConfig {
+    let map = IdMapping {
+        host_id: HOST_ID,
+        container_id: 0,
+        length: MAP_LEN,
+    };
+    PodSandboxConfig {
+        metadata: Some(PodSandboxMetadata {
+            name: name.into(),
+            uid: format!("uid-{name}"),
+            namespace: "crius-test".into(),
+            attempt: 0,
+        }),
+        hostname: name.into(),
+        log_directory: log_dir.display().to_string(),
+        linux: Some(LinuxPodSandboxConfig {
+            security_context: Some(LinuxSandboxSecurityContext {
+                namespace_options: Some(NamespaceOption {
+                    userns_options: userns.then(|| UserNamespace {
+                        mode: NamespaceMode::Pod.into(),
+                        uids: vec![map],
+                        gids: vec![map],
+                    }),
+                    network: if host_network {
+                        NamespaceMode::Node.into()
+                    } else {
+                        NamespaceMode::Pod.into()
+                    },
+                    ..NamespaceOption::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+impl Env {
+    /// A pod with one running container running `script`; returns (pod id, container id).
+    async fn pod_with(&mut self, name: &str, userns: bool, script: &str) -> (String, String) {
+        self.pod_on(pod_config(name, userns, self.logs.path()), name, script)
+            .await
+    }
+
+    /// A pod with `config` and one running container running `script`.
+    async fn pod_on(
+        &mut self,
+        config: PodSandboxConfig,
+        name: &str,
+        script: &str,
+    ) -> (String, String) {
+        let pod = self
+            .daemon
+            .runtime
+            .run_pod_sandbox(RunPodSandboxRequest {
+                config: Some(config.clone()),
+                runtime_handler: String::new(),
+            })
+            .await
+            .expect("run pod")
+            .into_inner()
+            .pod_sandbox_id;
+        let container = ContainerConfig {
+            metadata: Some(ContainerMetadata {
+                name: name.into(),
+                attempt: 0,
+            }),
+            image: Some(ImageSpec {
+                image: self.image.clone(),
+                ..ImageSpec::default()
+            }),
+            command: vec!["/bin/sh".into(), "-c".into(), script.into()],
+            log_path: format!("{name}.log"),
+            labels: HashMap::from([("app".into(), name.into())]),
+            linux: Some(LinuxContainerConfig::default()),
+            ..ContainerConfig::default()
+        };
+        let id = self
+            .daemon
+            .runtime
+            .create_container(CreateContainerRequest {
+                pod_sandbox_id: pod.clone(),
+                config: Some(container),
+                sandbox_config: Some(config),
+            })
+            .await
+            .expect("create")
+            .into_inner()
+            .container_id;
+        self.daemon
+            .runtime
+            .start_container(StartContainerRequest {
+                container_id: id.clone(),
+            })
+            .await
+            .expect("start");
+        (pod, id)
+    }
+
+    async fn exec_url(
+        &mut self,
+        id: &str,
+        cmd: &[&str],
+        tty: bool,
+        stdin: bool,
+    ) -> Result<String, tonic::Status> {
+        self.daemon
+            .runtime
+            .exec(ExecRequest {
+                container_id: id.into(),
+                cmd: cmd.iter().map(|c| (*c).to_owned()).collect(),
+                tty,
+                stdin,
+                stdout: true,
+                stderr: !tty,
+            })
+            .await
+            .map(|r| r.into_inner().url)
+    }
+}
+
+/// Opens a WebSocket to a streaming URL with one subprotocol.
+async fn ws_connect(
+    url: &str,
+    protocol: &str,
+) -> Result<Ws, tokio_tungstenite::tungstenite::Error> {
+    let url = url.replacen("http://", "ws://", 1);
+    let mut request = url.as_str().into_client_request()?;
+    request.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        HeaderValue::from_str(protocol).expect("header"),
+    );
+    let (ws, response) = tokio_tungstenite::connect_async(request).await?;
+    assert_eq!(
+        response
+            .headers()
+            .get("sec-websocket-protocol")
+            .and_then(|v| v.to_str().ok()),
+        Some(protocol)
+    );
+    Ok(ws)
+}
+
+/// What an exec session sent back.
+#[derive(Debug, Default)]
+struct Session {
+    stdout: Vec<u8>,
+    stderr: Vec<u8>,
+    status: Option<serde_json::Value>,
+}
+
+impl Session {
+    fn stdout(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+}
+
+/// Reads an exec session to its end (the error channel's status and the close).
+async fn read_session(ws: &mut Ws) -> Session {
+    let mut s = Session::default();
+    let deadline = Duration::from_secs(30);
+    loop {
+        let msg = tokio::time::timeout(deadline, ws.next())
+            .await
+            .expect("the session ends in time");
+        let Some(Ok(msg)) = msg else { break };
+        match msg {
+            Message::Binary(b) if !b.is_empty() => match b[0] {
+                1 => s.stdout.extend_from_slice(&b[1..]),
+                2 => s.stderr.extend_from_slice(&b[1..]),
+                3 if b.len() > 1 => {
+                    s.status = Some(serde_json::from_slice(&b[1..]).expect("status JSON"));
+                }
+                _ => {}
+            },
+            Message::Close(_) => break,
+            _ => {}
+        }
+    }
+    s
+}
+
+async fn send(ws: &mut Ws, channel: u8, data: &[u8]) {
+    let mut buf = vec![channel];
+    buf.extend_from_slice(data);
+    ws.send(Message::binary(buf)).await.expect("send");
+}
+
+#[tokio::test]
+async fn exec_streams_output_stdin_tty_and_the_exit_code() {
+    let mut env = setup().await;
+    let (_pod, id) = env.pod_with("exec", false, "sleep 300").await;
+
+    // stdout, stderr and a non-zero exit code in a v4+ Status.
+    let url = env
+        .exec_url(
+            &id,
+            &["sh", "-c", "echo out; echo err >&2; exit 3"],
+            false,
+            false,
+        )
+        .await
+        .expect("exec url");
+    let mut ws = ws_connect(&url, "v5.channel.k8s.io")
+        .await
+        .expect("connect");
+    let s = read_session(&mut ws).await;
+    assert_eq!(s.stdout(), "out\n");
+    assert_eq!(String::from_utf8_lossy(&s.stderr), "err\n");
+    let status = s.status.expect("status");
+    assert_eq!(status["status"], "Failure", "{status}");
+    assert_eq!(status["reason"], "NonZeroExitCode", "{status}");
+    assert_eq!(status["details"]["causes"][0]["reason"], "ExitCode");
+    assert_eq!(status["details"]["causes"][0]["message"], "3");
+
+    // The token is single-use: a second connection gets 404.
+    match ws_connect(&url, "v5.channel.k8s.io").await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+            assert_eq!(resp.status(), 404);
+        }
+        Err(e) => panic!("second use: unexpected error {e}"),
+        Ok(_) => panic!("second use of a token was accepted"),
+    }
+
+    // stdin through cat, closed with the v5 close signal.
+    let url = env
+        .exec_url(&id, &["cat"], false, true)
+        .await
+        .expect("exec url");
+    let mut ws = ws_connect(&url, "v5.channel.k8s.io")
+        .await
+        .expect("connect");
+    send(&mut ws, 0, b"hello through stdin\n").await;
+    ws.send(Message::binary(vec![255u8, 0]))
+        .await
+        .expect("close stdin");
+    let s = read_session(&mut ws).await;
+    assert_eq!(s.stdout(), "hello through stdin\n");
+    assert_eq!(s.status.expect("status")["status"], "Success");
+
+    // A terminal: the command sees a tty of the size the client sent.
+    let url = env
+        .exec_url(
+            &id,
+            &["sh", "-c", "test -t 0 && echo IS-A-TTY; stty size"],
+            true,
+            true,
+        )
+        .await
+        .expect("exec url");
+    let mut ws = ws_connect(&url, "v5.channel.k8s.io")
+        .await
+        .expect("connect");
+    send(&mut ws, 4, br#"{"Width":100,"Height":30}"#).await;
+    let s = read_session(&mut ws).await;
+    let out = s.stdout();
+    assert!(out.contains("IS-A-TTY"), "{out:?}");
+    assert!(out.contains("30 100"), "{out:?}");
+    assert!(
+        out.contains("\r\n"),
+        "a terminal turns \\n into \\r\\n: {out:?}"
+    );
+    assert_eq!(s.status.expect("status")["status"], "Success");
+
+    // A client that goes away kills what it started.
+    let url = env
+        .exec_url(
+            &id,
+            &["sh", "-c", "echo started; exec sleep 1000"],
+            false,
+            false,
+        )
+        .await
+        .expect("exec url");
+    let mut ws = ws_connect(&url, "v5.channel.k8s.io")
+        .await
+        .expect("connect");
+    loop {
+        match ws.next().await {
+            Some(Ok(Message::Binary(b))) if b.first() == Some(&1) && b.len() > 1 => break,
+            Some(Ok(_)) => {}
+            other => panic!("no output: {other:?}"),
+        }
+    }
+    drop(ws);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = env
+            .daemon
+            .runtime
+            .exec_sync(ExecSyncRequest {
+                container_id: id.clone(),
+                cmd: vec![
+                    "sh".into(),
+                    "-c".into(),
+                    "ps | grep -c 'sleep 1000$' || true".into(),
+                ],
+                timeout: 10,
+            })
+            .await
+            .expect("exec sync")
+            .into_inner();
+        let n = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        if n == "0" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "sleep 1000 still runs ({n})");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Errors: an unknown container, a bad request, Attach.
+    let err = env
+        .exec_url("0123456789abcdef", &["true"], false, false)
+        .await
+        .expect_err("unknown container");
+    assert_eq!(err.code(), tonic::Code::NotFound, "{err:?}");
+    let err = env
+        .exec_url(&id, &[], false, false)
+        .await
+        .expect_err("empty command");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    let err = env
+        .daemon
+        .runtime
+        .exec(ExecRequest {
+            container_id: id.clone(),
+            cmd: vec!["true".into()],
+            tty: true,
+            stdin: false,
+            stdout: true,
+            stderr: true,
+        })
+        .await
+        .expect_err("tty with stderr");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    let err = env
+        .daemon
+        .runtime
+        .attach(AttachRequest {
+            container_id: id.clone(),
+            stdin: false,
+            tty: false,
+            stdout: true,
+            stderr: true,
+        })
+        .await
+        .expect_err("attach");
+    assert_eq!(err.code(), tonic::Code::Unimplemented, "{err:?}");
+    let err = env
+        .daemon
+        .runtime
+        .attach(AttachRequest {
+            container_id: "0123456789abcdef".into(),
+            stdin: false,
+            tty: false,
+            stdout: true,
+            stderr: true,
+        })
+        .await
+        .expect_err("attach");
+    assert_eq!(err.code(), tonic::Code::NotFound, "{err:?}");
+}
+
+/// Exec joins the pod's user namespace first: the command is the pod's root, not the host's.
+/// A stopped container gets no URL.
+#[tokio::test]
+async fn exec_in_a_user_namespaced_pod_runs_as_the_pods_root() {
+    let mut env = setup().await;
+    let (_pod, id) = env.pod_with("userns", true, "sleep 300").await;
+    let url = env
+        .exec_url(
+            &id,
+            &["sh", "-c", "id -u; cat /proc/self/uid_map"],
+            false,
+            false,
+        )
+        .await
+        .expect("exec url");
+    let mut ws = ws_connect(&url, "v5.channel.k8s.io")
+        .await
+        .expect("connect");
+    let s = read_session(&mut ws).await;
+    let words: Vec<String> = s.stdout().split_whitespace().map(str::to_owned).collect();
+    assert_eq!(
+        words,
+        [
+            "0".to_owned(),
+            "0".to_owned(),
+            HOST_ID.to_string(),
+            MAP_LEN.to_string()
+        ],
+        "stderr: {}",
+        String::from_utf8_lossy(&s.stderr)
+    );
+    assert_eq!(s.status.expect("status")["status"], "Success");
+
+    // A container that is not running: FailedPrecondition, no URL.
+    env.daemon
+        .runtime
+        .stop_container(StopContainerRequest {
+            container_id: id.clone(),
+            timeout: 0,
+        })
+        .await
+        .expect("stop");
+    let err = env
+        .exec_url(&id, &["true"], false, false)
+        .await
+        .expect_err("exec in a stopped container");
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
+}
+
+/// One forwarded connection over WebSocket: sends `request` on `port`'s data channel and
+/// collects what comes back until `want` shows up (or the session ends).
+async fn forward_once(url: &str, port: u16, request: &[u8], want: &str) -> (String, String) {
+    let mut ws = ws_connect(&format!("{url}?port={port}"), "v4.channel.k8s.io")
+        .await
+        .expect("connect");
+    let mut data = Vec::new();
+    let mut errors = Vec::new();
+    let mut seen = [false, false];
+    let mut sent = false;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        let Ok(msg) = tokio::time::timeout(Duration::from_secs(2), ws.next()).await else {
+            break;
+        };
+        let Some(Ok(msg)) = msg else { break };
+        match msg {
+            Message::Binary(b) if !b.is_empty() => {
+                let ch = usize::from(b[0]);
+                if ch > 1 {
+                    continue;
+                }
+                if !seen[ch] {
+                    // The first frame of each channel names the port, little-endian.
+                    assert_eq!(&b[1..], &port.to_le_bytes(), "channel {ch} prefix");
+                    seen[ch] = true;
+                } else if ch == 0 {
+                    data.extend_from_slice(&b[1..]);
+                } else {
+                    errors.extend_from_slice(&b[1..]);
+                }
+                if seen == [true, true] && !sent {
+                    send(&mut ws, 0, request).await;
+                    sent = true;
+                }
+                if String::from_utf8_lossy(&data).contains(want) || !errors.is_empty() {
+                    break;
+                }
+            }
+            Message::Close(_) => break,
+            _ => {}
+        }
+    }
+    let _ = ws.close(None).await;
+    (
+        String::from_utf8_lossy(&data).into_owned(),
+        String::from_utf8_lossy(&errors).into_owned(),
+    )
+}
+
+impl Env {
+    /// Fetches `/index.html` from `port` in `pod` through PortForward until it answers with
+    /// `want` (the server may not listen yet).
+    async fn fetch_through_port_forward(&mut self, pod: &str, port: u16, want: &str) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let url = self
+                .daemon
+                .runtime
+                .port_forward(PortForwardRequest {
+                    pod_sandbox_id: pod.into(),
+                    port: vec![i32::from(port)],
+                })
+                .await
+                .expect("port forward url")
+                .into_inner()
+                .url;
+            let (data, errors) = forward_once(
+                &url,
+                port,
+                b"GET /index.html HTTP/1.0\r\nHost: pod\r\n\r\n",
+                want,
+            )
+            .await;
+            if data.contains(want) {
+                assert!(data.starts_with("HTTP/1."), "{data:?}");
+                return;
+            }
+            // The error channel says the connection was refused while nothing listens.
+            assert!(
+                Instant::now() < deadline,
+                "no answer through the forwarded port: data {data:?}, errors {errors:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+/// PortForward reaches a server listening on the pod's own loopback (inside its network
+/// namespace), and for a hostNetwork pod the host's; an unknown pod is NotFound.
+#[tokio::test]
+async fn port_forward_reaches_the_pods_loopback() {
+    let mut env = setup().await;
+    let (pod, _id) = env
+        .pod_with(
+            "pf",
+            false,
+            "mkdir -p /tmp/www && echo hello-from-the-pod > /tmp/www/index.html && \
+             exec httpd -f -p 127.0.0.1:8080 -h /tmp/www",
+        )
+        .await;
+    env.fetch_through_port_forward(&pod, 8080, "hello-from-the-pod")
+        .await;
+
+    // A hostNetwork pod's loopback is the host's.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let config = pod_config_with("pf-host", false, true, env.logs.path());
+    let (host_pod, _) = env
+        .pod_on(
+            config,
+            "pf-host",
+            &format!(
+                "mkdir -p /tmp/www && echo hello-from-the-host > /tmp/www/index.html && \
+                 exec httpd -f -p 127.0.0.1:{port} -h /tmp/www"
+            ),
+        )
+        .await;
+    env.fetch_through_port_forward(&host_pod, port, "hello-from-the-host")
+        .await;
+    let direct = tokio::net::TcpStream::connect(("127.0.0.1", port)).await;
+    assert!(
+        direct.is_ok(),
+        "the host pod's server is on the host's loopback"
+    );
+
+    let err = env
+        .daemon
+        .runtime
+        .port_forward(PortForwardRequest {
+            pod_sandbox_id: "0123456789abcdef".into(),
+            port: vec![80],
+        })
+        .await
+        .expect_err("unknown pod");
+    assert_eq!(err.code(), tonic::Code::NotFound, "{err:?}");
+    let err = env
+        .daemon
+        .runtime
+        .port_forward(PortForwardRequest {
+            pod_sandbox_id: pod.clone(),
+            port: vec![70000],
+        })
+        .await
+        .expect_err("bad port");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+}
