@@ -451,6 +451,74 @@ async fn readonly_rootfs_refuses_writes() {
     assert_eq!(env.stdout("ro"), ["readonly"]);
 }
 
+/// Root in a user-namespaced pod binds port 80 (its network namespace belongs to the pod's user
+/// namespace) and serves the host, while the host sees only the mapped uid.
+#[tokio::test]
+async fn userns_root_serves_port_80() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut env = setup(false).await;
+    let pod = env.pod("web", true).await;
+    let config = env.container_config(
+        "web",
+        "mkdir -p /www && echo served-by-pod-root > /www/index.html && exec httpd -f -p 80 -h /www",
+    );
+    let id = env.run(&pod, config).await;
+    let reply = env
+        .daemon
+        .runtime
+        .pod_sandbox_status(PodSandboxStatusRequest {
+            pod_sandbox_id: pod.0.clone(),
+            verbose: false,
+        })
+        .await
+        .expect("pod status")
+        .into_inner();
+    let ip = reply.status.and_then(|s| s.network).expect("network").ip;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let body = loop {
+        match tokio::net::TcpStream::connect((ip.as_str(), 80)).await {
+            Ok(mut conn) => {
+                conn.write_all(b"GET / HTTP/1.0\r\n\r\n")
+                    .await
+                    .expect("send");
+                let mut body = String::new();
+                conn.read_to_string(&mut body).await.expect("read");
+                break body;
+            }
+            Err(e) => {
+                assert!(std::time::Instant::now() < deadline, "{ip}:80: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    assert!(body.contains("served-by-pod-root"), "{body}");
+    let status = env
+        .daemon
+        .runtime
+        .container_status(ContainerStatusRequest {
+            container_id: id,
+            verbose: true,
+        })
+        .await
+        .expect("status")
+        .into_inner();
+    let info: serde_json::Value = serde_json::from_str(&status.info["info"]).expect("verbose info");
+    let pid = i32::try_from(info["pid"].as_i64().expect("pid")).expect("pid");
+    let uids = crius_tests::host::status_ids(pid, "Uid:").expect("uids");
+    let map = pod_config("web", true, env.logs.path())
+        .linux
+        .and_then(|l| l.security_context)
+        .and_then(|s| s.namespace_options)
+        .and_then(|n| n.userns_options)
+        .expect("userns")
+        .uids[0];
+    assert!(
+        uids.iter().all(|u| *u == map.host_id),
+        "httpd runs as host uids {uids:?}, not the mapped {}",
+        map.host_id
+    );
+}
+
 /// The supplementalGroupsPolicy table of Kubernetes: image user 1000 is a member of group
 /// 50000 in the image's /etc/group.
 #[tokio::test]

@@ -798,6 +798,13 @@ async fn twenty_pods_concurrently() -> anyhow::Result<()> {
     for (id, _, _) in &pods {
         stop_and_remove(&mut daemon, id).await?;
     }
+    let net = daemon.network.as_ref().context("no test network")?;
+    ensure!(
+        net.attached_links().is_empty() && net.allocated_ips().is_empty(),
+        "veths {:?} or IPs {:?} left behind",
+        net.attached_links(),
+        net.allocated_ips()
+    );
     assert_gone(&daemon, &pods)
 }
 
