@@ -1,0 +1,289 @@
+//! The setup most container tests share: a registry with busybox, a criusd that pulled it,
+//! pods with or without a user namespace, and containers running shell scripts.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use cri_api::v1::*;
+
+use crate::harness::{Criusd, Options};
+use crate::image::{busybox, busybox_with_image_user};
+use crate::registry::Registry;
+
+/// The host id the test pods' user namespaces start at.
+pub const HOST_ID: u32 = 200_000;
+/// The length of the test pods' id mappings.
+pub const MAP_LEN: u32 = 65_536;
+
+/// A real criusd with a loopback registry holding a busybox image, and a log directory for
+/// the pods it runs. Dropping it removes every pod and stops both.
+pub struct Env {
+    /// The daemon.
+    pub daemon: Criusd,
+    /// The pulled image's reference.
+    pub image: String,
+    /// The pods' log directory.
+    pub logs: tempfile::TempDir,
+    _registry: Registry,
+}
+
+/// Starts the registry, pushes busybox (with the image user when asked), starts criusd and
+/// pulls the image.
+pub async fn setup(with_image_user: bool) -> Env {
+    let registry = Registry::start().expect("registry");
+    let img = if with_image_user {
+        busybox_with_image_user().expect("image")
+    } else {
+        busybox().expect("image")
+    };
+    let pushed = img
+        .push(&registry.host(), "crius/busybox:1")
+        .await
+        .expect("push");
+    let mut daemon = Criusd::start_with(Options {
+        config: format!("insecure_registries = [\"{}\"]\n", registry.host()),
+        ..Options::default()
+    })
+    .await
+    .expect("criusd");
+    daemon
+        .images
+        .pull_image(PullImageRequest {
+            image: Some(ImageSpec {
+                image: pushed.reference.clone(),
+                ..ImageSpec::default()
+            }),
+            auth: None,
+            sandbox_config: None,
+        })
+        .await
+        .expect("pull");
+    let logs = tempfile::Builder::new()
+        .prefix("crius-logs-")
+        .tempdir()
+        .expect("tempdir");
+    Env {
+        daemon,
+        image: pushed.reference,
+        logs,
+        _registry: registry,
+    }
+}
+
+/// A pod config named `name`, with the test user namespace mapping when `userns`.
+pub fn pod_config(name: &str, userns: bool, log_dir: &Path) -> PodSandboxConfig {
+    let map = IdMapping {
+        host_id: HOST_ID,
+        container_id: 0,
+        length: MAP_LEN,
+    };
+    PodSandboxConfig {
+        metadata: Some(PodSandboxMetadata {
+            name: name.into(),
+            uid: format!("uid-{name}"),
+            namespace: "crius-test".into(),
+            attempt: 0,
+        }),
+        hostname: name.into(),
+        log_directory: log_dir.display().to_string(),
+        linux: Some(LinuxPodSandboxConfig {
+            security_context: Some(LinuxSandboxSecurityContext {
+                namespace_options: Some(NamespaceOption {
+                    userns_options: userns.then(|| UserNamespace {
+                        mode: NamespaceMode::Pod.into(),
+                        uids: vec![map],
+                        gids: vec![map],
+                    }),
+                    ..NamespaceOption::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+impl Env {
+    /// Runs a pod sandbox; returns its id and config.
+    pub async fn pod(&mut self, name: &str, userns: bool) -> (String, PodSandboxConfig) {
+        let config = pod_config(name, userns, self.logs.path());
+        let id = self
+            .daemon
+            .runtime
+            .run_pod_sandbox(RunPodSandboxRequest {
+                config: Some(config.clone()),
+                runtime_handler: String::new(),
+            })
+            .await
+            .expect("run pod")
+            .into_inner()
+            .pod_sandbox_id;
+        (id, config)
+    }
+
+    /// A container config running `script` with `/bin/sh -c`, logging to `<name>.log`.
+    pub fn container_config(&self, name: &str, script: &str) -> ContainerConfig {
+        ContainerConfig {
+            metadata: Some(ContainerMetadata {
+                name: name.into(),
+                attempt: 0,
+            }),
+            image: Some(ImageSpec {
+                image: self.image.clone(),
+                ..ImageSpec::default()
+            }),
+            command: vec!["/bin/sh".into(), "-c".into(), script.into()],
+            log_path: format!("{name}.log"),
+            labels: HashMap::from([("app".into(), name.into())]),
+            annotations: HashMap::from([("note".into(), "n".into())]),
+            linux: Some(LinuxContainerConfig::default()),
+            ..ContainerConfig::default()
+        }
+    }
+
+    /// CreateContainer in `pod`; returns the container id.
+    pub async fn create(
+        &mut self,
+        pod: &(String, PodSandboxConfig),
+        config: ContainerConfig,
+    ) -> Result<String, tonic::Status> {
+        self.daemon
+            .runtime
+            .create_container(CreateContainerRequest {
+                pod_sandbox_id: pod.0.clone(),
+                config: Some(config),
+                sandbox_config: Some(pod.1.clone()),
+            })
+            .await
+            .map(|r| r.into_inner().container_id)
+    }
+
+    /// StartContainer.
+    pub async fn start(&mut self, id: &str) {
+        self.daemon
+            .runtime
+            .start_container(StartContainerRequest {
+                container_id: id.into(),
+            })
+            .await
+            .expect("start");
+    }
+
+    /// Creates and starts a container; returns its id.
+    pub async fn run(
+        &mut self,
+        pod: &(String, PodSandboxConfig),
+        config: ContainerConfig,
+    ) -> String {
+        let id = self.create(pod, config).await.expect("create");
+        self.start(&id).await;
+        id
+    }
+
+    /// ContainerStatus.
+    pub async fn status(&mut self, id: &str) -> ContainerStatus {
+        self.daemon
+            .runtime
+            .container_status(ContainerStatusRequest {
+                container_id: id.into(),
+                verbose: true,
+            })
+            .await
+            .expect("status")
+            .into_inner()
+            .status
+            .expect("status body")
+    }
+
+    /// Waits until the container has exited, at most `timeout`.
+    pub async fn wait_exit(&mut self, id: &str, timeout: Duration) -> ContainerStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let s = self.status(id).await;
+            if s.state == ContainerState::ContainerExited as i32 {
+                return s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "container {id} did not exit: {s:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The lines of a container's CRI log, checked for the format, as (stream, tag, text).
+    pub fn log_lines(&self, name: &str) -> Vec<(String, String, String)> {
+        let text = std::fs::read_to_string(self.logs.path().join(format!("{name}.log")))
+            .unwrap_or_default();
+        text.lines()
+            .map(|l| {
+                let parts: Vec<&str> = l.splitn(4, ' ').collect();
+                assert_eq!(parts.len(), 4, "CRI log line {l:?}");
+                let ts = parts[0];
+                assert!(
+                    ts.len() == 30 && ts.ends_with('Z') && ts.as_bytes()[10] == b'T',
+                    "RFC3339Nano time in {l:?}"
+                );
+                assert!(parts[1] == "stdout" || parts[1] == "stderr", "{l:?}");
+                assert!(parts[2] == "F" || parts[2] == "P", "{l:?}");
+                (
+                    parts[1].to_owned(),
+                    parts[2].to_owned(),
+                    parts[3].to_owned(),
+                )
+            })
+            .collect()
+    }
+
+    /// The container's stdout lines from its CRI log.
+    pub fn stdout(&self, name: &str) -> Vec<String> {
+        self.log_lines(name)
+            .into_iter()
+            .filter(|(s, _, _)| s == "stdout")
+            .map(|(_, _, t)| t)
+            .collect()
+    }
+
+    /// ExecSync with a timeout in seconds.
+    pub async fn exec(
+        &mut self,
+        id: &str,
+        cmd: &[&str],
+        timeout: i64,
+    ) -> Result<ExecSyncResponse, tonic::Status> {
+        self.daemon
+            .runtime
+            .exec_sync(ExecSyncRequest {
+                container_id: id.into(),
+                cmd: cmd.iter().map(|c| (*c).to_owned()).collect(),
+                timeout,
+            })
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    /// A pod whose sandbox security context is privileged (critest's createPrivilegedPodSandbox).
+    pub async fn privileged_pod(&mut self, name: &str) -> (String, PodSandboxConfig) {
+        let mut config = pod_config(name, false, self.logs.path());
+        config
+            .linux
+            .get_or_insert_default()
+            .security_context
+            .get_or_insert_default()
+            .privileged = true;
+        let id = self
+            .daemon
+            .runtime
+            .run_pod_sandbox(RunPodSandboxRequest {
+                config: Some(config.clone()),
+                runtime_handler: String::new(),
+            })
+            .await
+            .expect("run pod")
+            .into_inner()
+            .pod_sandbox_id;
+        (id, config)
+    }
+}
