@@ -7,9 +7,6 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use cri_api::v1::*;
-use crius_tests::harness::{Criusd, Options};
-use crius_tests::image::busybox;
-use crius_tests::registry::Registry;
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -21,48 +18,25 @@ const MAP_LEN: u32 = 65_536;
 type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-struct Env {
-    daemon: Criusd,
-    image: String,
-    logs: tempfile::TempDir,
-    _registry: Registry,
+/// The shared container-test setup, with this file's own helpers on top.
+struct Env(crius_tests::env::Env);
+
+impl std::ops::Deref for Env {
+    type Target = crius_tests::env::Env;
+
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Env {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
 }
 
 async fn setup() -> Env {
-    let registry = Registry::start().expect("registry");
-    let pushed = busybox()
-        .expect("image")
-        .push(&registry.host(), "crius/busybox:1")
-        .await
-        .expect("push");
-    let mut daemon = Criusd::start_with(Options {
-        config: format!("insecure_registries = [\"{}\"]\n", registry.host()),
-        ..Options::default()
-    })
-    .await
-    .expect("criusd");
-    daemon
-        .images
-        .pull_image(PullImageRequest {
-            image: Some(ImageSpec {
-                image: pushed.reference.clone(),
-                ..ImageSpec::default()
-            }),
-            auth: None,
-            sandbox_config: None,
-        })
-        .await
-        .expect("pull");
-    let logs = tempfile::Builder::new()
-        .prefix("crius-logs-")
-        .tempdir()
-        .expect("tempdir");
-    Env {
-        daemon,
-        image: pushed.reference,
-        logs,
-        _registry: registry,
-    }
+    Env(crius_tests::env::setup(false).await)
 }
 
 fn pod_config(name: &str, userns: bool, log_dir: &Path) -> PodSandboxConfig {
