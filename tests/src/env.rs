@@ -31,6 +31,11 @@ pub struct Env {
 /// Starts the registry, pushes busybox (with the image user when asked), starts criusd and
 /// pulls the image.
 pub async fn setup(with_image_user: bool) -> Env {
+    setup_config(with_image_user, "").await
+}
+
+/// [`setup`] with `extra` appended to the daemon's config file (top-level keys only).
+pub async fn setup_config(with_image_user: bool, extra: &str) -> Env {
     let registry = Registry::start().expect("registry");
     let img = if with_image_user {
         busybox_with_image_user().expect("image")
@@ -42,7 +47,7 @@ pub async fn setup(with_image_user: bool) -> Env {
         .await
         .expect("push");
     let mut daemon = Criusd::start_with(Options {
-        config: format!("insecure_registries = [\"{}\"]\n", registry.host()),
+        config: format!("insecure_registries = [\"{}\"]\n{extra}", registry.host()),
         ..Options::default()
     })
     .await

@@ -21,6 +21,8 @@ pub const DEFAULT_CNI_BIN_DIRS: [&str; 2] = ["/opt/cni/bin", "/usr/lib/cni"];
 /// Default address of the streaming server (Exec, Attach, PortForward URLs): loopback, any
 /// free port.
 pub const DEFAULT_STREAM_ADDRESS: &str = "127.0.0.1:0";
+/// Default `events_buffer`: events kept per GetContainerEvents subscriber.
+pub const DEFAULT_EVENTS_BUFFER: usize = 1024;
 
 /// Exists while systemd runs as the init system.
 pub const SYSTEMD_RUNNING: &str = "/run/systemd/system";
@@ -115,6 +117,11 @@ pub struct Config {
     /// Where the streaming server listens (`ip:port`; port 0 picks a free one). Its URLs are
     /// handed to kubelet, which connects to them.
     pub stream_address: String,
+    /// Where Prometheus metrics are served over HTTP at `/metrics` (`ip:port`); empty: off.
+    pub metrics_address: String,
+    /// GetContainerEvents events kept for a subscriber that falls behind; older ones are
+    /// dropped for it (and counted) rather than slowing container operations.
+    pub events_buffer: usize,
 }
 
 impl Default for Config {
@@ -131,6 +138,8 @@ impl Default for Config {
             cni_bin_dirs: DEFAULT_CNI_BIN_DIRS.iter().map(PathBuf::from).collect(),
             cgroup_driver: CgroupDriver::Cgroupfs,
             stream_address: DEFAULT_STREAM_ADDRESS.into(),
+            metrics_address: String::new(),
+            events_buffer: DEFAULT_EVENTS_BUFFER,
         }
     }
 }
@@ -206,6 +215,20 @@ impl Config {
                     self.stream_address
                 ),
             ));
+        }
+        if !self.metrics_address.is_empty()
+            && let Err(e) = self.metrics_address.parse::<std::net::SocketAddr>()
+        {
+            return Err(invalid(
+                "metrics_address",
+                format!(
+                    "{:?} is not an ip:port address ({e}); e.g. \"127.0.0.1:9090\", or empty for none",
+                    self.metrics_address
+                ),
+            ));
+        }
+        if self.events_buffer == 0 {
+            return Err(invalid("events_buffer", "must be at least 1".into()));
         }
         if self.cni_bin_dirs.is_empty() {
             return Err(invalid(

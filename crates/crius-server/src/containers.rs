@@ -406,7 +406,7 @@ fn container_of(v: &ContainerView) -> Container {
     }
 }
 
-fn status_of(v: &ContainerView) -> ContainerStatus {
+pub(crate) fn status_of(v: &ContainerView) -> ContainerStatus {
     let r = &v.record;
     let m = v.monitor.clone().unwrap_or_default();
     let (exit_code, finished_at) = m.exit.map(|e| (e.code, e.at_ns)).unwrap_or((0, 0));

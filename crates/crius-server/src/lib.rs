@@ -4,6 +4,7 @@
 pub mod calllog;
 pub mod config;
 mod containers;
+mod events;
 mod image;
 mod network;
 mod runtime;
@@ -69,6 +70,8 @@ pub struct Cri {
     cni: crius_net::Cni,
     /// The streaming server of Exec, Attach and PortForward.
     stream: stream::Streaming,
+    /// The container events of GetContainerEvents.
+    events: Arc<events::Events>,
 }
 
 impl Cri {
@@ -101,7 +104,10 @@ impl Cri {
         )
         .map_err(StartError::Pods)?;
         let pods = Arc::new(pods);
+        let events = Arc::new(events::Events::new(pods.clone(), config.events_buffer));
+        events.watch(pods.pods_dir());
         let cri = Arc::new(Cri {
+            events,
             cni: network::cni(&config),
             stream: stream::Streaming::new(config.stream_addr(), pods.clone()),
             config,

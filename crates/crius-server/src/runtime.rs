@@ -62,6 +62,7 @@ impl RuntimeService for Runtime {
             }
             return Err(status);
         }
+        self.0.events.sandbox_started(&id);
         Ok(tonic::Response::new(RunPodSandboxResponse {
             pod_sandbox_id: id,
         }))
@@ -79,6 +80,7 @@ impl RuntimeService for Runtime {
             Err(e) => return Err(pod_error(e)),
         }
         self.0.pods.stop(&id).await.map_err(pod_error)?;
+        self.0.events.sandbox_stopped(&id);
         Ok(tonic::Response::new(StopPodSandboxResponse {}))
     }
 
@@ -95,7 +97,9 @@ impl RuntimeService for Runtime {
             self.0.detach_network(&pod.record).await?;
         }
         let containers = self.0.pod_containers(&id);
+        let deleted = self.0.events.before_sandbox_removal(&id);
         self.0.pods.remove(&id).await.map_err(pod_error)?;
+        self.0.events.removed(deleted);
         self.0.release_leases(&containers).await;
         Ok(tonic::Response::new(RemovePodSandboxResponse {}))
     }
@@ -208,6 +212,7 @@ impl RuntimeService for Runtime {
         let request = request.into_inner();
         tracing::Span::current().record("id", request.pod_sandbox_id.as_str());
         let id = self.0.create_container(request).await?;
+        self.0.events.container_created(&id);
         Ok(tonic::Response::new(CreateContainerResponse {
             container_id: id,
         }))
@@ -220,6 +225,7 @@ impl RuntimeService for Runtime {
         let id = request.into_inner().container_id;
         tracing::Span::current().record("id", id.as_str());
         self.0.pods.start_container(&id).await.map_err(pod_error)?;
+        self.0.events.container_started(&id);
         Ok(tonic::Response::new(StartContainerResponse {}))
     }
 
@@ -232,6 +238,7 @@ impl RuntimeService for Runtime {
         self.0
             .stop_container(&request.container_id, request.timeout)
             .await?;
+        self.0.events.container_stopped(&request.container_id);
         Ok(tonic::Response::new(StopContainerResponse {}))
     }
 
@@ -241,7 +248,9 @@ impl RuntimeService for Runtime {
     ) -> Result<tonic::Response<RemoveContainerResponse>, tonic::Status> {
         let id = request.into_inner().container_id;
         tracing::Span::current().record("id", id.as_str());
+        let deleted = self.0.events.before_container_removal(&id);
         self.0.remove_container(&id).await?;
+        self.0.events.removed(deleted);
         Ok(tonic::Response::new(RemoveContainerResponse {}))
     }
 
@@ -420,6 +429,13 @@ impl RuntimeService for Runtime {
         Ok(tonic::Response::new(Box::pin(tokio_stream::iter(chunks))))
     }
 
+    async fn get_container_events(
+        &self,
+        _request: tonic::Request<GetEventsRequest>,
+    ) -> Result<tonic::Response<Self::GetContainerEventsStream>, tonic::Status> {
+        Ok(tonic::Response::new(self.0.events.subscribe()))
+    }
+
     async fn exec(
         &self,
         request: tonic::Request<ExecRequest>,
@@ -450,7 +466,6 @@ impl RuntimeService for Runtime {
     unimplemented_rpcs! {
         update_runtime_config(UpdateRuntimeConfigRequest) -> UpdateRuntimeConfigResponse = "UpdateRuntimeConfig";
         checkpoint_container(CheckpointContainerRequest) -> CheckpointContainerResponse = "CheckpointContainer";
-        get_container_events(GetEventsRequest) -> Self::GetContainerEventsStream = "GetContainerEvents";
         list_metric_descriptors(ListMetricDescriptorsRequest) -> ListMetricDescriptorsResponse = "ListMetricDescriptors";
         list_pod_sandbox_metrics(ListPodSandboxMetricsRequest) -> ListPodSandboxMetricsResponse = "ListPodSandboxMetrics";
         stream_pod_sandbox_metrics(StreamPodSandboxMetricsRequest) -> Self::StreamPodSandboxMetricsStream = "StreamPodSandboxMetrics";
@@ -726,7 +741,7 @@ fn cri_state(ready: bool) -> i32 {
 }
 
 /// The CRI status of a pod.
-fn sandbox_status(pod: &crius_runtime::PodView) -> PodSandboxStatus {
+pub(crate) fn sandbox_status(pod: &crius_runtime::PodView) -> PodSandboxStatus {
     let r = &pod.record;
     let ns = &r.spec.namespaces;
     let options = NamespaceOption {
