@@ -103,6 +103,7 @@ fn setup_and_run(pod_dir: &Path, id: &str, cmd: &[std::ffi::OsString]) -> Result
         .filter_map(|e| CString::new(e).ok())
         .collect();
     let cwd = std::fs::read_link(format!("/proc/{}/cwd", t.pid)).unwrap_or_else(|_| "/".into());
+    let seccomp = container_seccomp(pod_dir, id)?;
 
     // Open everything while still the host's root.
     let kinds = ["mnt", "net", "ipc", "uts", "pid"];
@@ -153,7 +154,18 @@ fn setup_and_run(pod_dir: &Path, id: &str, cmd: &[std::ffi::OsString]) -> Result
         Err(e) => Err(format!("cannot fork: {e}")),
         Ok(nix::unistd::ForkResult::Child) => {
             drop(alive_w);
-            let message = child(&t, bounding, effective, no_new_privs, &env, cmd, &alive_r);
+            let message = child(
+                &t,
+                Privileges {
+                    bounding,
+                    effective,
+                    no_new_privs,
+                    seccomp: seccomp.as_ref(),
+                },
+                &env,
+                cmd,
+                &alive_r,
+            );
             eprintln!("crius exec: {message}");
             // SAFETY: leaving the forked child without running destructors.
             unsafe { libc::_exit(127) }
@@ -209,12 +221,77 @@ struct CapData {
 
 const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
 
+/// The seccomp filter of container `id`: the one its runtime spec (written at create, and
+/// installed by libcontainer for the first process) holds.
+fn container_seccomp(
+    pod_dir: &Path,
+    id: &str,
+) -> Result<Option<oci_spec::runtime::LinuxSeccomp>, String> {
+    let path = pod_dir
+        .join(crius_proto::CONTAINERS_DIR)
+        .join(id)
+        .join("config.json");
+    let spec = oci_spec::runtime::Spec::load(&path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    Ok(spec.linux().as_ref().and_then(|l| l.seccomp().clone()))
+}
+
+/// Sets the capability sets of this process: effective and permitted `mask`, no inheritable.
+fn set_caps(mask: u64) -> Result<(), String> {
+    let header = CapHeader {
+        version: LINUX_CAPABILITY_VERSION_3,
+        pid: 0,
+    };
+    let data = [
+        CapData {
+            effective: mask as u32,
+            permitted: mask as u32,
+            inheritable: 0,
+        },
+        CapData {
+            effective: (mask >> 32) as u32,
+            permitted: (mask >> 32) as u32,
+            inheritable: 0,
+        },
+    ];
+    // SAFETY: capset with a version-3 header and two data structs, as the ABI requires.
+    let ret =
+        unsafe { libc::syscall(libc::SYS_capset, &header as *const CapHeader, data.as_ptr()) };
+    if ret < 0 {
+        return Err(format!("capset: {}", nix::errno::Errno::last()));
+    }
+    Ok(())
+}
+
+/// This process's permitted capabilities.
+fn permitted_caps() -> Result<u64, String> {
+    let status = std::fs::read_to_string("/proc/thread-self/status")
+        .map_err(|e| format!("cannot read its own status: {e}"))?;
+    Ok(cap_mask(&status, "CapPrm:"))
+}
+
+/// What the exec child takes from the container besides its identity.
+struct Privileges<'a> {
+    /// The bounding set.
+    bounding: u64,
+    /// The effective (and permitted) set of root.
+    effective: u64,
+    /// no_new_privs.
+    no_new_privs: bool,
+    /// The seccomp filter.
+    seccomp: Option<&'a oci_spec::runtime::LinuxSeccomp>,
+}
+
+fn install_seccomp(filter: &oci_spec::runtime::LinuxSeccomp) -> Result<(), String> {
+    libcontainer::seccomp::initialize_seccomp(filter)
+        .map(drop)
+        .map_err(|e| format!("cannot install the container's seccomp filter: {e}"))
+}
+
 /// In the forked child: identity, capabilities, then exec. Returns only on failure.
 fn child(
     t: &Target,
-    bounding: u64,
-    effective: u64,
-    no_new_privs: bool,
+    privileges: Privileges<'_>,
     env: &[CString],
     cmd: &[std::ffi::OsString],
     alive: &OwnedFd,
@@ -229,6 +306,21 @@ fn child(
         if unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) } < 0 {
             return format!("cannot take the terminal: {}", nix::errno::Errno::last());
         }
+    }
+    let Privileges {
+        bounding,
+        effective,
+        no_new_privs,
+        seccomp,
+    } = privileges;
+    // As for the first process: without no_new_privs the filter goes in while the process
+    // still holds CAP_SYS_ADMIN (after the change of ids, before the capability drop); with it,
+    // just before exec.
+    let early_seccomp = seccomp.filter(|_| !no_new_privs);
+    if early_seccomp.is_some()
+        && let Err(e) = nix::sys::prctl::set_keepcaps(true)
+    {
+        return format!("cannot keep capabilities: {e}");
     }
     for cap in 0..64u64 {
         if bounding & (1 << cap) == 0 {
@@ -252,29 +344,27 @@ fn child(
     if let Err(e) = nix::unistd::setresuid(uid, uid, uid) {
         return format!("setresuid({}): {e}", t.uid);
     }
-    if t.uid == 0 {
+    if let Some(filter) = early_seccomp {
+        // A change to a uid other than 0 cleared the effective set (the permitted one was
+        // kept): raise it again for the install.
+        if let Err(e) = permitted_caps().and_then(set_caps) {
+            return e;
+        }
+        if let Err(e) = install_seccomp(filter) {
+            return e;
+        }
+        if let Err(e) = nix::sys::prctl::set_keepcaps(false) {
+            return format!("cannot reset keep-capabilities: {e}");
+        }
+        // Whatever the uid, only the container's capabilities remain (a uid other than 0
+        // loses them at exec, as the first process did).
+        if let Err(e) = set_caps(if t.uid == 0 { effective } else { 0 }) {
+            return e;
+        }
+    } else if t.uid == 0 {
         // Root keeps only the container's capabilities.
-        let header = CapHeader {
-            version: LINUX_CAPABILITY_VERSION_3,
-            pid: 0,
-        };
-        let data = [
-            CapData {
-                effective: effective as u32,
-                permitted: effective as u32,
-                inheritable: 0,
-            },
-            CapData {
-                effective: (effective >> 32) as u32,
-                permitted: (effective >> 32) as u32,
-                inheritable: 0,
-            },
-        ];
-        // SAFETY: capset with a version-3 header and two data structs, as the ABI requires.
-        let ret =
-            unsafe { libc::syscall(libc::SYS_capset, &header as *const CapHeader, data.as_ptr()) };
-        if ret < 0 {
-            return format!("capset: {}", nix::errno::Errno::last());
+        if let Err(e) = set_caps(effective) {
+            return e;
         }
     }
     if no_new_privs && let Err(e) = nix::sys::prctl::set_no_new_privs() {
@@ -303,6 +393,12 @@ fn child(
         .iter()
         .filter_map(|a| CString::new(a.as_bytes()).ok())
         .collect();
+    if no_new_privs
+        && let Some(filter) = seccomp
+        && let Err(e) = install_seccomp(filter)
+    {
+        return e;
+    }
     match nix::unistd::execve(&path, &argv, env) {
         Err(e) => format!("cannot exec {}: {e}", program.display()),
         Ok(never) => match never {},

@@ -18,6 +18,7 @@ mod ocispec;
 mod probe;
 mod rootfs;
 mod sandbox;
+mod seccomp;
 mod server;
 
 use std::ffi::OsString;

@@ -184,6 +184,12 @@ pub(crate) fn build(
     cgroups_path: &str,
 ) -> Result<Spec, String> {
     let caps = capabilities(&spec.capabilities, spec.privileged)?;
+    let seccomp = crate::seccomp::linux_seccomp(&spec.seccomp, &caps)
+        .map_err(|e| e.to_string())?
+        .map(|s| {
+            serde_json::to_value(s).map_err(|e| format!("cannot encode the seccomp filter: {e}"))
+        })
+        .transpose()?;
     let by_path = |kind: &str| format!("/proc/{}/ns/{kind}", ns.sandbox_pid);
     let mut namespaces = vec![json!({"type": "mount"})];
     if ns.userns {
@@ -353,7 +359,9 @@ pub(crate) fn build(
             "args": spec.args,
             "env": env,
             "cwd": cwd,
-            "noNewPrivileges": spec.no_new_privs,
+            // libcontainer installs the seccomp filter before dropping capabilities only
+            // when this is absent; with `false` it would do so after, and fail (EACCES).
+            "noNewPrivileges": spec.no_new_privs.then_some(true),
             "capabilities": {
                 "bounding": caps, "effective": caps, "permitted": caps,
                 "inheritable": [], "ambient": [],
@@ -368,6 +376,7 @@ pub(crate) fn build(
             "resources": resources,
             "maskedPaths": masked,
             "readonlyPaths": readonly,
+            "seccomp": seccomp,
         },
     });
     serde_json::from_value(value).map_err(|e| format!("cannot build the runtime spec: {e}"))
@@ -406,6 +415,7 @@ mod tests {
             own_pid_ns: false,
             pid_target: None,
             devices: Vec::new(),
+            seccomp: crius_proto::SeccompProfile::Unconfined,
         }
     }
 

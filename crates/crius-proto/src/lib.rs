@@ -365,6 +365,24 @@ pub struct CapabilityRequest {
     pub drop: Vec<String>,
 }
 
+/// The seccomp filter of a container's processes (its first process and every exec).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SeccompProfile {
+    /// No filter.
+    #[default]
+    Unconfined,
+    /// crius' own default profile.
+    RuntimeDefault,
+    /// A profile file of the node (OCI or Docker JSON), read by criusd at CreateContainer.
+    Localhost {
+        /// The file it was read from.
+        path: String,
+        /// Its JSON text.
+        profile: String,
+    },
+}
+
 /// Everything a monitor needs to create a container.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ContainerSpec {
@@ -410,6 +428,9 @@ pub struct ContainerSpec {
     /// Device nodes.
     #[serde(default)]
     pub devices: Vec<DeviceSpec>,
+    /// The seccomp filter.
+    #[serde(default)]
+    pub seccomp: SeccompProfile,
 }
 
 /// A container as its pod monitor knows it; durable in `state.json`.

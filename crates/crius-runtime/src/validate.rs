@@ -588,6 +588,170 @@ fn validate_ranges(field: &str, ranges: &[IdRange]) -> Result<(), Invalid> {
     Ok(())
 }
 
+/// The largest seccomp profile file crius reads.
+const SECCOMP_PROFILE_MAX: u64 = 4 << 20;
+
+/// Seccomp actions of the OCI and Docker profile formats. `SCMP_ACT_NOTIFY` is absent: it
+/// needs a seccomp agent, which crius does not run.
+const SECCOMP_ACTIONS: &[&str] = &[
+    "SCMP_ACT_KILL",
+    "SCMP_ACT_KILL_PROCESS",
+    "SCMP_ACT_KILL_THREAD",
+    "SCMP_ACT_TRAP",
+    "SCMP_ACT_ERRNO",
+    "SCMP_ACT_TRACE",
+    "SCMP_ACT_ALLOW",
+    "SCMP_ACT_LOG",
+];
+
+/// Comparison operators of seccomp rule arguments.
+const SECCOMP_OPS: &[&str] = &[
+    "SCMP_CMP_NE",
+    "SCMP_CMP_LT",
+    "SCMP_CMP_LE",
+    "SCMP_CMP_EQ",
+    "SCMP_CMP_GE",
+    "SCMP_CMP_GT",
+    "SCMP_CMP_MASKED_EQ",
+];
+
+/// Seccomp filter flags.
+const SECCOMP_FLAGS: &[&str] = &[
+    "SECCOMP_FILTER_FLAG_TSYNC",
+    "SECCOMP_FILTER_FLAG_LOG",
+    "SECCOMP_FILTER_FLAG_SPEC_ALLOW",
+    "SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV",
+];
+
+/// Reads a node's seccomp profile file (kubelet's `Localhost` profile: OCI or Docker JSON) and
+/// checks its shape: a `defaultAction` and `syscalls` rules with names and a known action,
+/// errno values, arguments 0 to 5 with known operators, known architectures and flags. Returns
+/// the file's text. Every failure names `field` and the path.
+pub fn read_seccomp_profile(field: &str, path: &str) -> Result<String, Invalid> {
+    use std::io::Read;
+    if !path.starts_with('/') {
+        return Err(invalid(
+            field,
+            format!("seccomp profile path {} is not absolute", shown(path)),
+        ));
+    }
+    let bad = |reason: String| invalid(field, format!("seccomp profile {}: {reason}", shown(path)));
+    let file = std::fs::File::open(path).map_err(|e| bad(format!("cannot open: {e}")))?;
+    let mut text = String::new();
+    file.take(SECCOMP_PROFILE_MAX + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| bad(format!("cannot read: {e}")))?;
+    if text.len() as u64 > SECCOMP_PROFILE_MAX {
+        return Err(bad(format!("larger than {SECCOMP_PROFILE_MAX} bytes")));
+    }
+    let value: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| bad(format!("not valid JSON: {e}")))?;
+    check_seccomp_profile(&value).map_err(bad)?;
+    Ok(text)
+}
+
+/// The shape checks of [`read_seccomp_profile`].
+fn check_seccomp_profile(value: &serde_json::Value) -> Result<(), String> {
+    use serde_json::Value;
+    let obj = value.as_object().ok_or("not a JSON object")?;
+    let action = |v: Option<&Value>, what: &str| -> Result<(), String> {
+        match v.and_then(Value::as_str) {
+            Some(a) if SECCOMP_ACTIONS.contains(&a) => Ok(()),
+            Some(a) => Err(format!(
+                "{what}: unknown or unsupported action {}",
+                shown(a)
+            )),
+            None => Err(format!("{what} is missing")),
+        }
+    };
+    let errno = |v: Option<&Value>, what: &str| -> Result<(), String> {
+        match v {
+            None | Some(Value::Null) => Ok(()),
+            Some(n) if n.as_u64().is_some_and(|n| n < 4096) => Ok(()),
+            Some(n) => Err(format!("{what}: {n} is not an errno value")),
+        }
+    };
+    let names = |v: Option<&Value>, what: &str| -> Result<Vec<String>, String> {
+        match v {
+            None | Some(Value::Null) => Ok(Vec::new()),
+            Some(Value::Array(a)) => a
+                .iter()
+                .map(|n| {
+                    n.as_str()
+                        .map(str::to_owned)
+                        .ok_or_else(|| format!("{what}: {n} is not a string"))
+                })
+                .collect(),
+            Some(other) => Err(format!("{what}: {other} is not a list")),
+        }
+    };
+    action(obj.get("defaultAction"), "defaultAction")?;
+    errno(obj.get("defaultErrnoRet"), "defaultErrnoRet")?;
+    for arch in names(obj.get("architectures"), "architectures")? {
+        if !arch.starts_with("SCMP_ARCH_") {
+            return Err(format!("architectures: unknown {}", shown(&arch)));
+        }
+    }
+    for flag in names(obj.get("flags"), "flags")? {
+        if !SECCOMP_FLAGS.contains(&flag.as_str()) {
+            return Err(format!("flags: unknown {}", shown(&flag)));
+        }
+    }
+    if obj.get("listenerPath").is_some_and(|v| !v.is_null()) {
+        return Err("listenerPath: seccomp agents are not supported".into());
+    }
+    let rules = match obj.get("syscalls") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(a)) => a.clone(),
+        Some(_) => return Err("syscalls is not a list".into()),
+    };
+    for (i, rule) in rules.iter().enumerate() {
+        let at = format!("syscalls[{i}]");
+        if !rule.is_object() {
+            return Err(format!("{at} is not an object"));
+        }
+        let mut all = names(rule.get("names"), &format!("{at}.names"))?;
+        match rule.get("name") {
+            None | Some(Value::Null) => {}
+            Some(Value::String(n)) => all.push(n.clone()),
+            Some(_) => return Err(format!("{at}.name is not a string")),
+        }
+        if all.is_empty() || all.iter().any(String::is_empty) {
+            return Err(format!("{at} names no system call"));
+        }
+        action(rule.get("action"), &format!("{at}.action"))?;
+        errno(rule.get("errnoRet"), &format!("{at}.errnoRet"))?;
+        let args = match rule.get("args") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::Array(a)) => a.clone(),
+            Some(_) => return Err(format!("{at}.args is not a list")),
+        };
+        for (j, arg) in args.iter().enumerate() {
+            let at = format!("{at}.args[{j}]");
+            if arg
+                .get("index")
+                .and_then(Value::as_u64)
+                .is_none_or(|n| n >= 6)
+            {
+                return Err(format!("{at}.index must be 0 to 5"));
+            }
+            for key in ["value", "valueTwo"] {
+                if arg
+                    .get(key)
+                    .is_some_and(|v| !v.is_null() && v.as_u64().is_none())
+                {
+                    return Err(format!("{at}.{key} is not an unsigned 64-bit number"));
+                }
+            }
+            match arg.get("op").and_then(Value::as_str) {
+                Some(op) if SECCOMP_OPS.contains(&op) => {}
+                _ => return Err(format!("{at}.op is missing or unknown")),
+            }
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1108,6 +1272,45 @@ mod tests {
             let e = validate_raw_resources("r", &raw).err();
             assert_eq!(e.map(|e| e.field), Some(field.to_owned()), "{raw:?}");
         }
+    }
+
+    #[test]
+    fn seccomp_profiles_are_checked_and_named() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let write = |name: &str, text: &str| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, text).expect("write");
+            p.to_string_lossy().into_owned()
+        };
+        let good = write(
+            "good.json",
+            r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":["mkdir"],
+                "action":"SCMP_ACT_ERRNO","errnoRet":28,
+                "args":[{"index":0,"value":1,"op":"SCMP_CMP_EQ"}]}]}"#,
+        );
+        assert!(read_seccomp_profile("f", &good).is_ok());
+        for (name, text) in [
+            ("json.json", "{"),
+            ("action.json", r#"{"defaultAction":"SCMP_ACT_NOPE"}"#),
+            ("notify.json", r#"{"defaultAction":"SCMP_ACT_NOTIFY"}"#),
+            (
+                "names.json",
+                r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"action":"SCMP_ACT_ERRNO"}]}"#,
+            ),
+            (
+                "index.json",
+                r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":["a"],"action":"SCMP_ACT_ERRNO","args":[{"index":6,"value":0,"op":"SCMP_CMP_EQ"}]}]}"#,
+            ),
+        ] {
+            let path = write(name, text);
+            let err = read_seccomp_profile("f", &path).expect_err(name);
+            assert_eq!(err.field, "f");
+            assert!(err.reason.contains(&path), "{name}: {}", err.reason);
+        }
+        let missing = dir.path().join("missing.json");
+        let err = read_seccomp_profile("f", &missing.to_string_lossy()).expect_err("missing");
+        assert!(err.reason.contains("missing.json"), "{}", err.reason);
+        assert!(read_seccomp_profile("f", "relative.json").is_err());
     }
 
     #[test]

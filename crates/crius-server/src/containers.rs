@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use cri_api::v1::*;
-use crius_proto::{BindMount, CapabilityRequest, ContainerSpec, UserRequest};
+use crius_proto::{BindMount, CapabilityRequest, ContainerSpec, SeccompProfile, UserRequest};
 use crius_runtime::{ContainerRecord, ContainerStateKind, ContainerView};
 use tonic::Status;
 
@@ -129,30 +129,49 @@ fn u32_id(field: &str, value: i64) -> Result<u32, Status> {
     u32::try_from(value).map_err(|_| invalid(field, format!("{value} is not a valid id")))
 }
 
-/// Refuses what crius does not do yet, clearly, instead of ignoring it. The deprecated
-/// profile fields are still read: a profile named there must not be ignored either.
+/// The seccomp profile the request asks for, and a refusal of what crius does not do,
+/// clearly, instead of ignoring it. The deprecated profile fields are still read: a profile
+/// named there must not be ignored either. A `Localhost` profile file is read and checked
+/// here (InvalidArgument naming it).
 #[allow(deprecated)]
-fn check_security(sc: &LinuxContainerSecurityContext) -> Result<(), Status> {
+fn check_security(sc: &LinuxContainerSecurityContext) -> Result<SeccompProfile, Status> {
     const F: &str = "config.linux.security_context";
-    if let Some(p) = &sc.seccomp {
+    let localhost = |field: &str, path: &str| {
+        crius_runtime::validate::read_seccomp_profile(field, path)
+            .map(|profile| SeccompProfile::Localhost {
+                path: path.to_owned(),
+                profile,
+            })
+            .map_err(crate::runtime::invalid_status)
+    };
+    let seccomp = if let Some(p) = &sc.seccomp {
         match security_profile::ProfileType::try_from(p.profile_type) {
-            Ok(security_profile::ProfileType::Unconfined) => {}
-            Ok(other) => {
-                return Err(Status::failed_precondition(format!(
-                    "{F}.seccomp: profile {} is not supported by crius yet (only Unconfined); \
-                     refusing rather than running the container without its profile",
-                    other.as_str_name()
-                )));
+            Ok(security_profile::ProfileType::Unconfined) => SeccompProfile::Unconfined,
+            Ok(security_profile::ProfileType::RuntimeDefault) => SeccompProfile::RuntimeDefault,
+            Ok(security_profile::ProfileType::Localhost) => {
+                localhost(&format!("{F}.seccomp.localhost_ref"), &p.localhost_ref)?
             }
             Err(_) => return Err(invalid(&format!("{F}.seccomp"), "unknown profile type")),
         }
-    }
-    if !sc.seccomp_profile_path.is_empty() && sc.seccomp_profile_path != "unconfined" {
-        return Err(Status::failed_precondition(format!(
-            "{F}.seccomp_profile_path {:?} is not supported by crius yet",
-            sc.seccomp_profile_path
-        )));
-    }
+    } else {
+        let field = format!("{F}.seccomp_profile_path");
+        match sc.seccomp_profile_path.as_str() {
+            "" | "unconfined" => SeccompProfile::Unconfined,
+            "runtime/default" | "docker/default" => SeccompProfile::RuntimeDefault,
+            other => match other.strip_prefix("localhost/") {
+                Some(path) => localhost(&field, path)?,
+                None => {
+                    return Err(invalid(
+                        &field,
+                        format!(
+                            "{} is not unconfined, runtime/default or localhost/<path>",
+                            crius_runtime::validate::shown(other)
+                        ),
+                    ));
+                }
+            },
+        }
+    };
     if let Some(p) = &sc.apparmor
         && p.profile_type != security_profile::ProfileType::Unconfined as i32
     {
@@ -176,7 +195,7 @@ fn check_security(sc: &LinuxContainerSecurityContext) -> Result<(), Status> {
             "{F}.selinux_options: SELinux is not supported by crius"
         )));
     }
-    Ok(())
+    Ok(seccomp)
 }
 
 /// The request's mounts. `pod_userns` is the pod's mapping (uids, gids), if it has a user
@@ -496,7 +515,7 @@ impl Cri {
         let pod = self.pods.get(&req.pod_sandbox_id).map_err(pod_error)?;
         let linux = config.linux.clone().unwrap_or_default();
         let sc = linux.security_context.clone().unwrap_or_default();
-        check_security(&sc)?;
+        let seccomp = check_security(&sc)?;
         let pod_userns = pod
             .record
             .spec
@@ -615,6 +634,7 @@ impl Cri {
                 own_pid_ns,
                 pid_target,
                 devices,
+                seccomp,
             };
             let record = ContainerRecord {
                 id: id.clone(),

@@ -1,0 +1,232 @@
+//! Security of containers end to end: seccomp profiles (crius' RuntimeDefault, node profiles
+//! given as Localhost, Unconfined) for the first process and for ExecSync, checked by what
+//! the process inside can do.
+
+use std::time::{Duration, Instant};
+
+use cri_api::v1::*;
+use crius_tests::env::{Env, setup};
+
+/// A profile type and, for Localhost, its file.
+fn seccomp(profile: security_profile::ProfileType, path: &str) -> Option<SecurityProfile> {
+    Some(SecurityProfile {
+        profile_type: profile.into(),
+        localhost_ref: path.into(),
+    })
+}
+
+/// The container's security context, created if missing.
+fn security(config: &mut ContainerConfig) -> &mut LinuxContainerSecurityContext {
+    config
+        .linux
+        .get_or_insert_default()
+        .security_context
+        .get_or_insert_default()
+}
+
+/// Waits until the container named `name` has logged `lines` stdout lines.
+async fn wait_lines(env: &Env, name: &str, lines: usize) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = env.stdout(name);
+        if out.len() >= lines {
+            return out;
+        }
+        assert!(Instant::now() < deadline, "{name}: no output, got {out:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The script each seccomp container runs: tries to make a user namespace (a syscall
+/// RuntimeDefault denies to a container without CAP_SYS_ADMIN), then shows it still works.
+const UNSHARE: &str =
+    "unshare -U true 2>/dev/null && echo allowed || echo denied; echo alive; sleep 300";
+
+/// RuntimeDefault denies `unshare` (making a user namespace) while the container works
+/// normally, for root and another user, with and without no_new_privs (libcontainer installs
+/// the filter at a different point then), in the first process and through ExecSync;
+/// Unconfined allows it. With and without a pod user namespace.
+#[tokio::test]
+async fn runtime_default_denies_unshare_and_unconfined_allows_it() {
+    let mut env = setup(false).await;
+    for userns in [false, true] {
+        let pod = env
+            .pod(if userns { "sec-userns" } else { "sec-plain" }, userns)
+            .await;
+        let mut cases = Vec::new();
+        for (suffix, profile, uid, no_new_privs, expect) in [
+            (
+                "default",
+                security_profile::ProfileType::RuntimeDefault,
+                None,
+                false,
+                "denied",
+            ),
+            (
+                "user",
+                security_profile::ProfileType::RuntimeDefault,
+                Some(1000),
+                false,
+                "denied",
+            ),
+            (
+                "nnp",
+                security_profile::ProfileType::RuntimeDefault,
+                None,
+                true,
+                "denied",
+            ),
+            (
+                "unconfined",
+                security_profile::ProfileType::Unconfined,
+                None,
+                false,
+                "allowed",
+            ),
+        ] {
+            let name = format!("{}-{suffix}", if userns { "u" } else { "p" });
+            let mut config = env.container_config(&name, UNSHARE);
+            let sc = security(&mut config);
+            sc.seccomp = seccomp(profile, "");
+            sc.no_new_privs = no_new_privs;
+            sc.run_as_user = uid.map(|value| Int64Value { value });
+            let id = env.run(&pod, config).await;
+            cases.push((name, id, expect));
+        }
+        for (name, id, expect) in cases {
+            assert_eq!(
+                wait_lines(&env, &name, 2).await,
+                [expect, "alive"],
+                "{name}"
+            );
+            let out = env
+                .exec(&id, &["unshare", "-U", "true"], 10)
+                .await
+                .expect("exec");
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            if expect == "denied" {
+                assert_ne!(out.exit_code, 0, "{name}: exec must get the filter");
+                assert!(
+                    stderr.contains("Operation not permitted"),
+                    "{name}: {stderr}"
+                );
+            } else {
+                assert_eq!(out.exit_code, 0, "{name}: {stderr}");
+            }
+            // Everything else still works through exec.
+            let out = env
+                .exec(&id, &["sh", "-c", "echo ok > /tmp/f && cat /tmp/f"], 10)
+                .await
+                .expect("exec");
+            assert_eq!(out.exit_code, 0, "{name}");
+            assert_eq!(String::from_utf8_lossy(&out.stdout), "ok\n", "{name}");
+        }
+    }
+}
+
+/// A node profile (Localhost, and the deprecated `localhost/<path>` form) that makes `mkdir`
+/// fail with ENOSPC: busybox `mkdir` reports exactly that errno, in the first process and
+/// through ExecSync, while other calls are allowed.
+#[tokio::test]
+async fn localhost_profile_applies_its_errno() {
+    let mut env = setup(false).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("no-mkdir.json");
+    std::fs::write(
+        &path,
+        r#"{
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
+            "syscalls": [
+                {"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 28}
+            ]
+        }"#,
+    )
+    .expect("write profile");
+    let path = path.to_string_lossy().into_owned();
+    for userns in [false, true] {
+        let pod = env
+            .pod(if userns { "lh-userns" } else { "lh-plain" }, userns)
+            .await;
+        for deprecated in [false, true] {
+            let name = format!(
+                "{}-{}",
+                if userns { "u" } else { "p" },
+                if deprecated { "path" } else { "profile" }
+            );
+            let mut config = env.container_config(
+                &name,
+                "mkdir /made 2>&1 || echo failed; echo alive; sleep 300",
+            );
+            let sc = security(&mut config);
+            if deprecated {
+                #[allow(deprecated, reason = "the old field must work too")]
+                {
+                    sc.seccomp_profile_path = format!("localhost/{path}");
+                }
+            } else {
+                sc.seccomp = seccomp(security_profile::ProfileType::Localhost, &path);
+            }
+            let id = env.run(&pod, config).await;
+            let out = wait_lines(&env, &name, 3).await;
+            assert!(
+                out[0].contains("No space left on device"),
+                "{name}: {out:?}"
+            );
+            assert_eq!(out[1..], ["failed", "alive"], "{name}");
+            let out = env.exec(&id, &["mkdir", "/other"], 10).await.expect("exec");
+            assert_ne!(out.exit_code, 0, "{name}");
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                stderr.contains("No space left on device"),
+                "{name}: {stderr}"
+            );
+            let out = env.exec(&id, &["touch", "/file"], 10).await.expect("exec");
+            assert_eq!(out.exit_code, 0, "{name}: other calls are allowed");
+        }
+    }
+}
+
+/// A Localhost profile that cannot be read or is not a profile is InvalidArgument naming the
+/// file, at CreateContainer; nothing is created.
+#[tokio::test]
+async fn bad_localhost_profiles_are_invalid_argument_naming_the_file() {
+    let mut env = setup(false).await;
+    let pod = env.pod("bad-profiles", false).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let write = |name: &str, text: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).expect("write");
+        p.to_string_lossy().into_owned()
+    };
+    let cases = [
+        dir.path()
+            .join("missing.json")
+            .to_string_lossy()
+            .into_owned(),
+        write("truncated.json", "{\"defaultAction\": "),
+        write("action.json", r#"{"defaultAction": "SCMP_ACT_SOMETIMES"}"#),
+        write(
+            "rule.json",
+            r#"{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"action": "SCMP_ACT_ERRNO"}]}"#,
+        ),
+        "relative/profile.json".to_owned(),
+    ];
+    for path in cases {
+        let mut config = env.container_config("bad", "true");
+        security(&mut config).seccomp = seccomp(security_profile::ProfileType::Localhost, &path);
+        let err = env.create(&pod, config).await.expect_err("refused");
+        assert_eq!(err.code(), tonic::Code::InvalidArgument, "{path}: {err:?}");
+        assert!(err.message().contains(&path), "{path}: {}", err.message());
+        assert!(err.message().contains("seccomp"), "{}", err.message());
+    }
+    let listed = env
+        .daemon
+        .runtime
+        .list_containers(ListContainersRequest::default())
+        .await
+        .expect("list")
+        .into_inner()
+        .containers;
+    assert!(listed.is_empty(), "{listed:?}");
+}
