@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || { echo "integration/demo.sh: run as root" >&2; exit 1; }
 
 need=()
-for p in containernetworking-plugins iptables iproute2 docker-registry busybox-static; do
+for p in containernetworking-plugins iptables iproute2 docker-registry busybox-static libseccomp-dev; do
   dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
 done
 if [ ${#need[@]} -gt 0 ]; then

@@ -11,7 +11,7 @@ fi
 
 # Debian packages used by the tests: the registry, the busybox the test images are made from,
 # CNI plugins and the tools the network tests look with.
-packages=(busybox-static docker-registry containernetworking-plugins iptables iproute2 util-linux)
+packages=(busybox-static docker-registry containernetworking-plugins iptables iproute2 util-linux libseccomp-dev)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
