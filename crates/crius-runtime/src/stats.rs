@@ -251,6 +251,11 @@ impl Pods {
     pub fn pods_dir(&self) -> &Path {
         &self.pods_dir
     }
+
+    /// Whether the pod's monitor process still runs (the one recorded, not a reused pid).
+    pub fn monitor_running(&self, record: &crate::PodRecord) -> bool {
+        crate::monitor_alive(record)
+    }
 }
 
 #[cfg(test)]

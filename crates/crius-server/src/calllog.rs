@@ -53,13 +53,15 @@ where
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         let method = method_name(request.uri().path()).to_owned();
         let call = CALLS.fetch_add(1, Ordering::Relaxed);
-        let span = tracing::debug_span!("cri", call, %method, id = tracing::field::Empty);
+        let span = tracing::debug_span!("cri", call, method = %method, id = tracing::field::Empty);
         let start = Instant::now();
         let future = span.in_scope(|| self.inner.call(request));
         Box::pin(
             async move {
                 let result = future.await;
-                let micros = u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX);
+                let elapsed = start.elapsed();
+                let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+                let seconds = elapsed.as_secs_f64();
                 match &result {
                     Ok(response) => {
                         // Errors travel in a trailers-only response: the code is in the headers.
@@ -70,8 +72,16 @@ where
                             .and_then(|v| v.parse::<i32>().ok())
                             .map_or(tonic::Code::Ok, tonic::Code::from_i32);
                         tracing::debug!(code = ?code, micros, "call done");
+                        crate::metrics::metrics().record_call(&method, code, seconds);
                     }
-                    Err(e) => tracing::debug!(error = %e, micros, "call failed"),
+                    Err(e) => {
+                        tracing::debug!(error = %e, micros, "call failed");
+                        crate::metrics::metrics().record_call(
+                            &method,
+                            tonic::Code::Unknown,
+                            seconds,
+                        );
+                    }
                 }
                 result
             }

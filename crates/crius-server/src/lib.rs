@@ -6,6 +6,7 @@ pub mod config;
 mod containers;
 mod events;
 mod image;
+pub mod metrics;
 mod network;
 mod runtime;
 mod stats;

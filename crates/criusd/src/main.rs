@@ -35,6 +35,9 @@ struct Cli {
     /// Log format.
     #[arg(long, value_name = "FORMAT", value_parser = ["text", "json"])]
     log_format: Option<String>,
+    /// Serve Prometheus metrics over HTTP at /metrics on this ip:port ("" turns them off).
+    #[arg(long, value_name = "ADDR")]
+    metrics_address: Option<String>,
 }
 
 impl Cli {
@@ -62,6 +65,9 @@ impl Cli {
             } else {
                 LogFormat::Text
             };
+        }
+        if let Some(address) = &self.metrics_address {
+            config.metrics_address = address.clone();
         }
         config.validate(None)?;
         Ok(config)
@@ -160,6 +166,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     let result = runtime.block_on(async {
         let listener = tokio::net::UnixListener::from_std(listener)?;
         let cri = Cri::open(config, idmap)?;
+        cri.serve_metrics().await?;
         tracing::info!(
             socket = %listen.display(),
             root = %cri.config().root.display(),
