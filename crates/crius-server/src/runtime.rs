@@ -54,8 +54,15 @@ impl RuntimeService for Runtime {
             .ok_or_else(|| tonic::Status::invalid_argument("config: is required"))?;
         let spec = pod_spec(config, request.runtime_handler)?;
         let userns = crate::metrics::UsernsPod::new(&spec);
-        let id = self.0.run_pod(spec).await?;
+        let id = self.0.pods.run(spec).await.map_err(pod_error)?;
         tracing::Span::current().record("id", id.as_str());
+        if let Err(status) = self.0.attach_network(&id).await {
+            // No half pod: whatever the plugins set up is gone, and so is the sandbox.
+            if let Err(e) = self.0.pods.remove(&id).await {
+                tracing::warn!(error = %e, "cannot roll back the pod after a network failure");
+            }
+            return Err(status);
+        }
         self.0.events.sandbox_started(&id);
         userns.started();
         Ok(tonic::Response::new(RunPodSandboxResponse {
@@ -644,7 +651,6 @@ fn pod_resources(
         cpu_quota: sum(r.cpu_quota, o.cpu_quota),
         cpu_shares: sum(r.cpu_shares, o.cpu_shares).and_then(|v| u64::try_from(v).ok()),
         memory_limit: sum(r.memory_limit_in_bytes, o.memory_limit_in_bytes),
-        ..Default::default()
     })
 }
 
