@@ -159,6 +159,34 @@ impl Registry {
             .join("data")
     }
 
+    /// Stores `body` as the manifest `repo:tag` directly in the registry's storage (the
+    /// registry refuses to accept manifests over 4 MiB through its API, but serves whatever
+    /// its storage holds): pushes it as a blob, then writes the tag and revision links.
+    /// Returns the manifest's digest.
+    pub async fn plant_manifest(&self, repo: &str, tag: &str, body: &[u8]) -> Result<String> {
+        let digest = crate::image::sha256_digest(body);
+        self.client()?.push_blob(repo, &digest, body).await?;
+        let hex = digest.trim_start_matches("sha256:");
+        let manifests = self
+            .storage
+            .join("docker/registry/v2/repositories")
+            .join(repo)
+            .join("_manifests");
+        for dir in [
+            manifests.join("revisions/sha256").join(hex),
+            manifests.join("tags").join(tag).join("current"),
+            manifests
+                .join("tags")
+                .join(tag)
+                .join("index/sha256")
+                .join(hex),
+        ] {
+            std::fs::create_dir_all(&dir)?;
+            std::fs::write(dir.join("link"), &digest)?;
+        }
+        Ok(digest)
+    }
+
     /// The `(user, password)` of a registry started with [`Registry::start_with_htpasswd`].
     pub fn credentials(&self) -> Option<(&str, &str)> {
         self.credentials
@@ -452,4 +480,99 @@ impl RegistryClient {
         }
         Ok(res.bytes().await?.to_vec())
     }
+}
+
+/// A hostile registry on a free loopback port that answers every manifest request with one
+/// fixed body (a real registry refuses to store or serve manifests over 4 MiB). `/v2/`
+/// answers 200 without authentication; anything else is 404.
+#[derive(Debug)]
+pub struct FixedManifestServer {
+    addr: std::net::SocketAddr,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl FixedManifestServer {
+    /// Starts serving `body` as an OCI manifest, with a `Content-Length` header when
+    /// `content_length`, else chunked (the size is only known by reading).
+    pub fn start(body: Vec<u8>, content_length: bool) -> Result<FixedManifestServer> {
+        let listener = TcpListener::bind("127.0.0.1:0").context("binding the fixed server")?;
+        let addr = listener.local_addr()?;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopping = stop.clone();
+        let thread = std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                if stopping.load(std::sync::atomic::Ordering::SeqCst) {
+                    break;
+                }
+                if let Ok(conn) = conn {
+                    // Errors are the client hanging up early, which is the point.
+                    let _ = serve_fixed(conn, &body, content_length);
+                }
+            }
+        });
+        Ok(FixedManifestServer {
+            addr,
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// `127.0.0.1:PORT`.
+    pub fn host(&self) -> String {
+        self.addr.to_string()
+    }
+}
+
+impl Drop for FixedManifestServer {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let _ = TcpStream::connect(self.addr);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn serve_fixed(mut conn: TcpStream, body: &[u8], content_length: bool) -> std::io::Result<()> {
+    conn.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut request = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !request.windows(4).any(|w| w == b"\r\n\r\n") && request.len() < 65536 {
+        let n = conn.read(&mut buf)?;
+        if n == 0 {
+            return Ok(());
+        }
+        request.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&request);
+    let path = text.split_whitespace().nth(1).unwrap_or("");
+    let head = |status: &str, extra: &str| {
+        format!("HTTP/1.1 {status}\r\nConnection: close\r\n{extra}\r\n")
+    };
+    if path == "/v2/" || path == "/v2" {
+        conn.write_all(head("200 OK", "Content-Length: 2\r\n").as_bytes())?;
+        return conn.write_all(b"{}");
+    }
+    if !path.contains("/manifests/") {
+        return conn.write_all(head("404 Not Found", "Content-Length: 0\r\n").as_bytes());
+    }
+    let digest = crate::image::sha256_digest(body);
+    let mut extra = format!(
+        "Content-Type: {}\r\nDocker-Content-Digest: {digest}\r\n",
+        crate::image::MEDIA_TYPE_MANIFEST
+    );
+    if content_length {
+        extra.push_str(&format!("Content-Length: {}\r\n", body.len()));
+        conn.write_all(head("200 OK", &extra).as_bytes())?;
+        return conn.write_all(body);
+    }
+    extra.push_str("Transfer-Encoding: chunked\r\n");
+    conn.write_all(head("200 OK", &extra).as_bytes())?;
+    for chunk in body.chunks(64 * 1024) {
+        conn.write_all(format!("{:x}\r\n", chunk.len()).as_bytes())?;
+        conn.write_all(chunk)?;
+        conn.write_all(b"\r\n")?;
+    }
+    conn.write_all(b"0\r\n\r\n")
 }

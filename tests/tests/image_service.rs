@@ -15,13 +15,23 @@ use crius_tests::image::{
     self, Compression, Entry, EntryKind, Image, Layer, busybox, busybox_with_image_user,
     multilayer_whiteouts, push_index,
 };
-use crius_tests::registry::Registry;
+use crius_tests::registry::{FixedManifestServer, Registry};
 use nix::sys::signal::Signal;
 
 /// Starts criusd allowed to reach `registry` over plain HTTP.
 async fn daemon_for(registry: &Registry, extra: &str) -> Criusd {
     Criusd::start_with(Options {
         config: format!("insecure_registries = [\"{}\"]\n{extra}", registry.host()),
+        ..Options::default()
+    })
+    .await
+    .expect("helper call failed")
+}
+
+/// Starts criusd allowed to reach `host` over plain HTTP.
+async fn daemon_for_host(host: &str) -> Criusd {
+    Criusd::start_with(Options {
+        config: format!("insecure_registries = [\"{host}\"]\n"),
         ..Options::default()
     })
     .await
@@ -773,4 +783,189 @@ async fn kill_9_during_a_large_pull_leaves_no_half_image() {
         std::fs::read(dirs[1].join("large/d0199/f0019999")).unwrap(),
         b"19999\n"
     );
+}
+
+/// Asserts a failed pull left no image, layer, blob or temporary file behind.
+async fn assert_nothing_left(daemon: &mut Criusd, what: &str) {
+    assert!(list(daemon).await.is_empty(), "{what}");
+    for dir in ["image-tmp", "layers", "blobs/sha256"] {
+        assert!(
+            entries(&daemon.paths.root.join(dir)).is_empty(),
+            "{what}: {dir} holds {:?}",
+            entries(&daemon.paths.root.join(dir))
+        );
+    }
+}
+
+/// A one-layer image of `entries`.
+fn tiny(entries: &[Entry]) -> Image {
+    Image::new(vec![
+        Layer::new(entries, Compression::Gzip).expect("helper call failed"),
+    ])
+}
+
+#[tokio::test]
+async fn layers_over_the_configured_caps_fail_cleanly() {
+    let registry = Registry::start().unwrap();
+    let mut daemon = daemon_for(
+        &registry,
+        "max_layer_bytes = 262144\nmax_layer_entries = 100\nmax_image_layers = 2\n",
+    )
+    .await;
+    // A few KiB of gzip that expands to 8 MiB.
+    let bomb = tiny(&[Entry::file("zeros", vec![0u8; 8 << 20], 0o644)]);
+    assert!(
+        bomb.layers[0].size() < 16 * 1024,
+        "{}",
+        bomb.layers[0].size()
+    );
+    let pushed = bomb.push(&registry.host(), "crius/bomb:1").await.unwrap();
+    let err = pull(&mut daemon, &pushed.reference, None)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err}");
+    assert!(err.message().contains("max_layer_bytes"), "{err}");
+    assert!(err.message().contains("262144"), "{err}");
+    assert_nothing_left(&mut daemon, "bytes").await;
+
+    let many: Vec<Entry> = (0..150)
+        .map(|i| Entry::file(&format!("f{i}"), "x", 0o644))
+        .collect();
+    let pushed = tiny(&many)
+        .push(&registry.host(), "crius/many:1")
+        .await
+        .unwrap();
+    let err = pull(&mut daemon, &pushed.reference, None)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err}");
+    assert!(err.message().contains("max_layer_entries"), "{err}");
+    assert_nothing_left(&mut daemon, "entries").await;
+
+    let layer = |name: &str| {
+        Layer::new(&[Entry::file(name, "x", 0o644)], Compression::Gzip).expect("layer")
+    };
+    let three = Image::new(vec![layer("a"), layer("b"), layer("c")]);
+    let pushed = three.push(&registry.host(), "crius/three:1").await.unwrap();
+    let err = pull(&mut daemon, &pushed.reference, None)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err}");
+    assert!(err.message().contains("3 layers"), "{err}");
+    assert!(err.message().contains("max_image_layers"), "{err}");
+    assert_nothing_left(&mut daemon, "layers").await;
+
+    // Within every cap the same daemon pulls.
+    let fine = Image::new(vec![layer("a"), layer("b")]);
+    let pushed = fine.push(&registry.host(), "crius/fine:1").await.unwrap();
+    assert_eq!(
+        pull(&mut daemon, &pushed.reference, None).await.unwrap(),
+        pushed.config_digest
+    );
+}
+
+#[tokio::test]
+async fn hostile_documents_and_descriptors_are_refused() {
+    let registry = Registry::start().unwrap();
+    let mut daemon = daemon_for(&registry, "").await;
+    let client = registry.client().unwrap();
+    let image = tiny(&[Entry::file("a", "x", 0o644)]);
+    image.push(&registry.host(), "crius/base:1").await.unwrap();
+    let manifest: serde_json::Value = serde_json::from_slice(&image.manifest_json()).unwrap();
+    // Descriptors with a size of zero or less, or an absurd one.
+    for (name, pointer, size) in [
+        ("zero-layer", "/layers/0/size", serde_json::json!(0)),
+        ("negative-config", "/config/size", serde_json::json!(-1)),
+        ("huge-config", "/config/size", serde_json::json!(5 << 20)),
+        (
+            "absurd-layer",
+            "/layers/0/size",
+            serde_json::json!(i64::MAX),
+        ),
+    ] {
+        let mut doc = manifest.clone();
+        *doc.pointer_mut(pointer).unwrap() = size;
+        let body = serde_json::to_vec(&doc).unwrap();
+        client
+            .put_manifest("crius/base", name, image::MEDIA_TYPE_MANIFEST, &body)
+            .await
+            .unwrap();
+        let err = pull(
+            &mut daemon,
+            &format!("{}/crius/base:{name}", registry.host()),
+            None,
+        )
+        .await
+        .unwrap_err();
+        let expected = if name.starts_with("huge") || name.starts_with("absurd") {
+            tonic::Code::ResourceExhausted
+        } else {
+            tonic::Code::FailedPrecondition
+        };
+        assert_eq!(err.code(), expected, "{name}: {err}");
+        assert!(err.message().contains("size"), "{name}: {err}");
+        assert_nothing_left(&mut daemon, name).await;
+    }
+    // A config over 4 MiB, honestly described.
+    let fat = tiny(&[Entry::file("a", "x", 0o644)]).with_label("padding", &"x".repeat(5 << 20));
+    let pushed = fat.push(&registry.host(), "crius/fat:1").await.unwrap();
+    let err = pull(&mut daemon, &pushed.reference, None)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err}");
+    assert!(err.message().contains("config"), "{err}");
+    assert_nothing_left(&mut daemon, "fat config").await;
+    // A manifest over 4 MiB, from a hostile registry (with and without Content-Length).
+    let mut doc = manifest.clone();
+    doc["annotations"] = serde_json::json!({"padding": "x".repeat(5 << 20)});
+    let body = serde_json::to_vec(&doc).unwrap();
+    for content_length in [true, false] {
+        let hostile = FixedManifestServer::start(body.clone(), content_length).unwrap();
+        let mut daemon = daemon_for_host(&hostile.host()).await;
+        let err = pull(
+            &mut daemon,
+            &format!("{}/crius/fat:1", hostile.host()),
+            None,
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err}");
+        assert!(err.message().contains("manifest"), "{err}");
+        assert!(err.message().contains("4194304"), "{err}");
+        assert_nothing_left(&mut daemon, "fat manifest").await;
+    }
+}
+
+#[tokio::test]
+async fn a_mirror_path_is_a_repository_prefix() {
+    let registry = Registry::start().unwrap();
+    let pushed = busybox()
+        .unwrap()
+        .push(&registry.host(), "cache/k8s/pause:3.10")
+        .await
+        .unwrap();
+    let mut daemon = daemon_for(
+        &registry,
+        &format!(
+            "[registry.mirrors]\n\"registry.k8s.io\" = [\"http://{}/cache/k8s\"]\n",
+            registry.host()
+        ),
+    )
+    .await;
+    let image_ref = pull(&mut daemon, "registry.k8s.io/pause:3.10", None)
+        .await
+        .unwrap();
+    assert_eq!(image_ref, pushed.config_digest);
+    let got = status(&mut daemon, "registry.k8s.io/pause:3.10", false)
+        .await
+        .image
+        .unwrap();
+    assert_eq!(got.repo_tags, ["registry.k8s.io/pause:3.10"]);
+    assert_eq!(
+        got.repo_digests,
+        [format!("registry.k8s.io/pause@{}", pushed.manifest_digest)]
+    );
+    // The content came from the prefixed repository on the mirror.
+    let log = registry.log();
+    assert!(log.contains("/v2/cache/k8s/pause/blobs/"), "{log}");
 }

@@ -79,6 +79,12 @@ impl BlobStore {
                     "renaming blob into {}",
                     dest.display()
                 )))
+            })
+            .and_then(|()| {
+                // The record that names the blob is committed later: the name must last too.
+                let dir = self.dir.join("sha256");
+                crate::unpack::sync_dir(&dir)
+                    .map_err(ImageError::io(format!("syncing {}", dir.display())))
             });
         if result.is_err() {
             let _ = std::fs::remove_file(&tmp);

@@ -74,6 +74,11 @@ impl<R: std::io::Read> HashingReader<R> {
         }
     }
 
+    /// The wrapped reader.
+    pub fn get_ref(&self) -> &R {
+        &self.inner
+    }
+
     /// Reads the rest of the stream, then returns its digest and total length.
     pub fn finish(mut self) -> std::io::Result<(String, u64)> {
         std::io::copy(&mut self, &mut std::io::sink())?;

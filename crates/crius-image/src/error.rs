@@ -80,6 +80,15 @@ pub enum ImageError {
         /// What is wrong.
         reason: String,
     },
+    /// The image is over one of crius' caps (document size, layer count, layer size or
+    /// entries); nothing was stored.
+    #[error("image {reference}: {what}")]
+    TooLarge {
+        /// The image.
+        reference: String,
+        /// Which cap, and by how much.
+        what: String,
+    },
     /// Content did not match the digest it was fetched by; nothing was stored.
     #[error("content of {digest} does not match its digest ({actual}); nothing was stored")]
     DigestMismatch {

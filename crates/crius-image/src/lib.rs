@@ -23,6 +23,7 @@ pub mod blobs;
 pub mod digest;
 mod error;
 pub mod layout;
+pub mod limits;
 pub mod manifest;
 pub mod pull;
 pub mod record;
@@ -31,6 +32,7 @@ pub mod store;
 pub mod unpack;
 
 pub use error::ImageError;
+pub use limits::Limits;
 pub use pull::{Credentials, RegistryOptions};
 pub use record::{ImageConfig, ImageRecord, LayerRecord};
 pub use reference::ImageName;

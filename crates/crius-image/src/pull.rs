@@ -8,9 +8,10 @@ use oci_client::client::{ClientConfig, ClientProtocol};
 use oci_client::errors::{OciDistributionError, OciErrorCode};
 use oci_client::manifest::OciDescriptor;
 use oci_client::secrets::RegistryAuth;
-use oci_client::{Client, Reference};
+use oci_client::{Client, Reference, RegistryOperation};
 
 use crate::ImageError;
+use crate::limits::MAX_DOCUMENT_BYTES;
 use crate::manifest::Descriptor;
 use crate::reference::ImageName;
 
@@ -91,6 +92,10 @@ pub struct Source {
     pub host: String,
     /// The client (one per pull: it caches credentials per registry).
     pub client: Client,
+    /// Plain HTTP client for manifests, which are read with a size cap.
+    pub http: reqwest::Client,
+    /// Whether the source is reached over plain HTTP.
+    pub plain_http: bool,
     /// The reference, with the mirror set when this is a mirror.
     pub reference: Reference,
     /// The credentials.
@@ -103,6 +108,33 @@ impl std::fmt::Debug for Source {
     }
 }
 
+/// How long connecting to a registry may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a registry may stay silent during a transfer.
+const READ_TIMEOUT: Duration = Duration::from_secs(300);
+/// The User-Agent of crius' registry requests.
+const USER_AGENT: &str = concat!("crius/", env!("CARGO_PKG_VERSION"));
+
+/// Why a capped read stopped.
+enum Capped {
+    /// The body is longer than the cap.
+    Over,
+    /// The connection failed.
+    Read(reqwest::Error),
+}
+
+/// Reads a response body of at most `cap` bytes.
+async fn read_capped(mut response: reqwest::Response, cap: u64) -> Result<Vec<u8>, Capped> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(Capped::Read)? {
+        if (body.len() + chunk.len()) as u64 > cap {
+            return Err(Capped::Over);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
 /// Installs the TLS crypto provider once per process.
 fn install_crypto() {
     static ONCE: std::sync::Once = std::sync::Once::new();
@@ -110,6 +142,39 @@ fn install_crypto() {
         // Err means another part of the process installed one first: fine.
         let _ = rustls::crypto::ring::default_provider().install_default();
     });
+}
+
+/// A mirror endpoint split into its parts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MirrorEndpoint {
+    /// Plain HTTP (`http://`).
+    pub plain_http: bool,
+    /// `host[:port]`.
+    pub host: String,
+    /// A repository prefix on the mirror (`some/prefix`), empty for none.
+    pub prefix: String,
+}
+
+/// Parses a mirror endpoint `http[s]://host[:port][/path]`. The path is a repository prefix
+/// on the mirror; a leading `v2` component (the API root) is not part of it.
+pub fn parse_mirror(endpoint: &str) -> Option<MirrorEndpoint> {
+    let (plain_http, rest) = match endpoint.strip_prefix("http://") {
+        Some(rest) => (true, rest),
+        None => (false, endpoint.strip_prefix("https://").unwrap_or(endpoint)),
+    };
+    let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
+    if host.is_empty() {
+        return None;
+    }
+    let mut parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
+    if parts.first() == Some(&"v2") {
+        parts.remove(0);
+    }
+    Some(MirrorEndpoint {
+        plain_http,
+        host: host.to_owned(),
+        prefix: parts.join("/"),
+    })
 }
 
 /// The sources of `name`, in order: each configured mirror, then the upstream registry.
@@ -120,71 +185,81 @@ pub fn sources(
 ) -> Result<Vec<Source>, ImageError> {
     install_crypto();
     let mut http_hosts = options.insecure.clone();
-    let mut mirror_hosts = Vec::new();
+    let mut mirrors = Vec::new();
     for endpoint in options.mirrors.get(&name.registry).into_iter().flatten() {
-        let (plain, rest) = match endpoint.strip_prefix("http://") {
-            Some(rest) => (true, rest),
-            None => (false, endpoint.strip_prefix("https://").unwrap_or(endpoint)),
-        };
-        let host = rest.split('/').next().unwrap_or_default().to_owned();
-        if host.is_empty() {
+        let Some(mirror) = parse_mirror(endpoint) else {
             continue;
+        };
+        if mirror.plain_http {
+            http_hosts.push(mirror.host.clone());
         }
-        if plain {
-            http_hosts.push(host.clone());
-        }
-        mirror_hosts.push(host);
+        mirrors.push(mirror);
     }
-    let config = ClientConfig {
-        protocol: ClientProtocol::HttpsExcept(http_hosts),
-        platform_resolver: None,
-        connect_timeout: Some(Duration::from_secs(30)),
-        read_timeout: Some(Duration::from_secs(300)),
-        user_agent: concat!("crius/", env!("CARGO_PKG_VERSION")),
-        ..ClientConfig::default()
-    };
-    let client = Client::try_from(config).map_err(|e| ImageError::Registry {
+    let build_error = |e: String| ImageError::Registry {
         reference: name.to_string(),
         registry: name.registry.clone(),
         message: format!("cannot build the registry client: {e}"),
-    })?;
-    let upstream = reference_of(name);
+    };
+    let config = ClientConfig {
+        protocol: ClientProtocol::HttpsExcept(http_hosts.clone()),
+        platform_resolver: None,
+        connect_timeout: Some(CONNECT_TIMEOUT),
+        read_timeout: Some(READ_TIMEOUT),
+        user_agent: USER_AGENT,
+        ..ClientConfig::default()
+    };
+    let client = Client::try_from(config).map_err(|e| build_error(e.to_string()))?;
+    let http = reqwest::Client::builder()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .read_timeout(READ_TIMEOUT)
+        .user_agent(USER_AGENT)
+        .build()
+        .map_err(|e| build_error(e.to_string()))?;
+    let upstream = reference_of(name, &name.repository);
     let mut out = Vec::new();
-    for host in mirror_hosts {
-        let mut reference = upstream.clone();
-        reference.set_mirror_registry(host.clone());
+    for mirror in mirrors {
+        let mut reference = if mirror.prefix.is_empty() {
+            upstream.clone()
+        } else {
+            reference_of(name, &format!("{}/{}", mirror.prefix, name.repository))
+        };
+        reference.set_mirror_registry(mirror.host.clone());
         out.push(Source {
-            host,
+            host: mirror.host,
             client: client.clone(),
+            http: http.clone(),
+            plain_http: mirror.plain_http,
             reference,
             auth: auth.clone(),
         });
     }
     out.push(Source {
+        plain_http: http_hosts.contains(&name.registry),
         host: name.registry.clone(),
         client,
+        http,
         reference: upstream,
         auth: auth.clone(),
     });
     Ok(out)
 }
 
-fn reference_of(name: &ImageName) -> Reference {
+/// The `oci-client` reference of `name` with repository `repository`.
+fn reference_of(name: &ImageName, repository: &str) -> Reference {
+    let repository = repository.to_owned();
     match (&name.tag, &name.digest) {
         (Some(tag), Some(digest)) => Reference::with_tag_and_digest(
             name.registry.clone(),
-            name.repository.clone(),
+            repository,
             tag.clone(),
             digest.clone(),
         ),
-        (_, Some(digest)) => Reference::with_digest(
-            name.registry.clone(),
-            name.repository.clone(),
-            digest.clone(),
-        ),
+        (_, Some(digest)) => {
+            Reference::with_digest(name.registry.clone(), repository, digest.clone())
+        }
         (tag, None) => Reference::with_tag(
             name.registry.clone(),
-            name.repository.clone(),
+            repository,
             tag.clone()
                 .unwrap_or_else(|| crate::reference::DEFAULT_TAG.to_owned()),
         ),
@@ -193,7 +268,8 @@ fn reference_of(name: &ImageName) -> Reference {
 
 impl Source {
     /// Fetches the manifest the reference names (or `digest`, when given); returns its bytes
-    /// and digest (checked against a requested digest by the client).
+    /// and digest (checked against a requested digest). A document over
+    /// [`MAX_DOCUMENT_BYTES`] is refused before it is read whole.
     pub async fn manifest(
         &self,
         digest: Option<&str>,
@@ -203,12 +279,110 @@ impl Source {
             Some(d) => self.reference.clone_with_digest(d.to_owned()),
             None => self.reference.clone(),
         };
-        let (body, digest) = self
+        // oci-client runs the bearer challenge and keeps the token for the blob requests.
+        let token = self
             .client
-            .pull_manifest_raw(&reference, &self.auth, accepted)
+            .auth(&reference, &self.auth, RegistryOperation::Pull)
             .await
             .map_err(|e| self.error(e))?;
-        Ok((body.to_vec(), digest))
+        let url = format!(
+            "{scheme}://{registry}/v2/{repository}/manifests/{tag}{ns}",
+            scheme = if self.plain_http { "http" } else { "https" },
+            registry = reference.resolve_registry(),
+            repository = reference.repository(),
+            tag = reference
+                .digest()
+                .or_else(|| reference.tag())
+                .unwrap_or(crate::reference::DEFAULT_TAG),
+            ns = reference
+                .namespace()
+                .map(|ns| format!("?ns={ns}"))
+                .unwrap_or_default(),
+        );
+        let mut request = self
+            .http
+            .get(&url)
+            .header(reqwest::header::ACCEPT, accepted.join(", "));
+        request = match (&token, &self.auth) {
+            (Some(token), _) => request.bearer_auth(token),
+            (None, RegistryAuth::Basic(user, password)) => request.basic_auth(user, Some(password)),
+            (None, RegistryAuth::Bearer(token)) => request.bearer_auth(token),
+            (None, RegistryAuth::Anonymous) => request,
+        };
+        let response = request
+            .send()
+            .await
+            .map_err(|e| self.other(format!("GET {url}: {e}")))?;
+        let status = response.status();
+        if !status.is_success() {
+            let body = read_capped(response, 4096).await.unwrap_or_default();
+            let text = String::from_utf8_lossy(&body).trim().to_owned();
+            let message = format!("GET {url}: {status}: {text}");
+            return Err(match status.as_u16() {
+                401 => self.unauthenticated(message),
+                403 => ImageError::PermissionDenied {
+                    reference: self.reference.whole(),
+                    registry: self.host.clone(),
+                    message,
+                },
+                404 => ImageError::RegistryNotFound {
+                    reference: self.reference.whole(),
+                    registry: self.host.clone(),
+                    message,
+                },
+                _ => self.other(message),
+            });
+        }
+        if let Some(length) = response.content_length()
+            && length > MAX_DOCUMENT_BYTES
+        {
+            return Err(self.too_large(Some(length)));
+        }
+        let header_digest = response
+            .headers()
+            .get("docker-content-digest")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let body = read_capped(response, MAX_DOCUMENT_BYTES)
+            .await
+            .map_err(|e| match e {
+                Capped::Over => self.too_large(None),
+                Capped::Read(e) => self.other(format!("reading {url}: {e}")),
+            })?;
+        let actual = crate::digest::sha256_of(&body);
+        if let Some(wanted) = reference.digest().or(header_digest.as_deref())
+            && wanted.starts_with(crate::digest::SHA256_PREFIX)
+            && wanted != actual
+        {
+            return Err(ImageError::DigestMismatch {
+                digest: wanted.to_owned(),
+                actual,
+            });
+        }
+        Ok((body, actual))
+    }
+
+    /// The refusal of a manifest of `size` bytes (`None`: longer than the cap, size unknown).
+    fn too_large(&self, size: Option<u64>) -> ImageError {
+        let size = size.map_or_else(
+            || "more than the limit".to_owned(),
+            |s| format!("{s} bytes"),
+        );
+        ImageError::TooLarge {
+            reference: self.reference.whole(),
+            what: format!(
+                "the manifest from {} is {size}, over crius' limit of {MAX_DOCUMENT_BYTES} bytes",
+                self.host
+            ),
+        }
+    }
+
+    fn unauthenticated(&self, message: String) -> ImageError {
+        ImageError::Unauthenticated {
+            reference: self.reference.whole(),
+            registry: self.host.clone(),
+            message,
+        }
     }
 
     /// Opens a stream of the blob `desc`.
@@ -373,5 +547,40 @@ mod tests {
         assert_eq!(sources[0].reference.resolve_registry(), "127.0.0.1:5000");
         assert_eq!(sources[0].reference.registry(), "registry.k8s.io");
         assert_eq!(sources[0].reference.repository(), "pause");
+        assert!(sources[0].plain_http && !sources[1].plain_http && !sources[2].plain_http);
+        assert_eq!(sources[1].reference.repository(), "pause");
+    }
+
+    #[test]
+    fn mirror_paths_are_repository_prefixes() {
+        let parsed = |e: &str| parse_mirror(e).map(|m| (m.plain_http, m.host, m.prefix));
+        assert_eq!(
+            parsed("http://127.0.0.1:5000/some/prefix/"),
+            Some((true, "127.0.0.1:5000".into(), "some/prefix".into()))
+        );
+        assert_eq!(
+            parsed("https://m.example/v2/cache"),
+            Some((false, "m.example".into(), "cache".into()))
+        );
+        assert_eq!(
+            parsed("https://m.example/v2"),
+            Some((false, "m.example".into(), String::new()))
+        );
+        assert_eq!(parsed("http:///x"), None);
+        let options = RegistryOptions {
+            insecure: vec![],
+            mirrors: BTreeMap::from([(
+                "docker.io".to_owned(),
+                vec!["http://127.0.0.1:5000/hub/cache".to_owned()],
+            )]),
+        };
+        let name = ImageName::parse("busybox:1").expect("name");
+        let sources = sources(&options, &name, &RegistryAuth::Anonymous).expect("sources");
+        assert_eq!(
+            sources[0].reference.repository(),
+            "hub/cache/library/busybox"
+        );
+        assert_eq!(sources[0].reference.resolve_registry(), "127.0.0.1:5000");
+        assert_eq!(sources[1].reference.repository(), "library/busybox");
     }
 }

@@ -11,6 +11,7 @@ use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use crate::ImageError;
 use crate::blobs::{BlobStore, unique};
 use crate::digest::{self, chain_ids};
+use crate::limits::{self, Limits, MAX_DOCUMENT_BYTES};
 use crate::manifest::{self, ConfigFile, Descriptor, Parsed};
 use crate::pull::{self, Credentials, RegistryOptions, Source};
 use crate::record::{ImageConfig, ImageRecord, LayerRecord};
@@ -92,6 +93,8 @@ pub struct ImageStore {
     gc: tokio::sync::RwLock<()>,
     /// The last usage walk and when it was made.
     usage_cache: Mutex<Option<(std::time::Instant, FsUsage)>>,
+    /// The caps on images and layers.
+    limits: Mutex<Limits>,
 }
 
 /// How long a usage walk is reused (kubelet asks every few seconds; a walk visits every file).
@@ -139,9 +142,20 @@ impl ImageStore {
             locks: KeyedLocks::default(),
             gc: tokio::sync::RwLock::new(()),
             usage_cache: Mutex::new(None),
+            limits: Mutex::new(Limits::default()),
         };
         store.sweep()?;
         Ok(store)
+    }
+
+    /// Replaces the caps on images and layers (the defaults are [`Limits::default`]).
+    pub fn set_limits(&self, limits: Limits) {
+        *self.limits.lock().unwrap_or_else(PoisonError::into_inner) = limits;
+    }
+
+    /// The caps on images and layers in force.
+    pub fn limits(&self) -> Limits {
+        *self.limits.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The directory holding every unpacked layer (`<root>/layers`): containers mount it once
@@ -386,6 +400,7 @@ impl ImageStore {
                         }
                     })?;
                     digest::hex_of(&entry.digest)?;
+                    check(name.to_string(), entry, "manifest", MAX_DOCUMENT_BYTES)?;
                     let (body, digest) = source
                         .manifest(Some(&entry.digest), manifest::ACCEPTED)
                         .await?;
@@ -450,6 +465,21 @@ impl ImageStore {
             reason,
         };
         digest::hex_of(&config.digest)?;
+        let limits = self.limits();
+        if layers.len() > limits.max_layers {
+            return Err(ImageError::TooLarge {
+                reference: display.clone(),
+                what: format!(
+                    "it has {} layers, over crius' limit of {} (max_image_layers)",
+                    layers.len(),
+                    limits.max_layers
+                ),
+            });
+        }
+        check(display.clone(), &config, "config", MAX_DOCUMENT_BYTES)?;
+        for layer in &layers {
+            check(display.clone(), layer, "layer", limits.max_layer_bytes)?;
+        }
         if !config.media_type.is_empty()
             && config.media_type != manifest::OCI_CONFIG
             && config.media_type != manifest::DOCKER_CONFIG
@@ -581,8 +611,13 @@ impl ImageStore {
         let digest = desc.digest.clone();
         let diff_id = diff_id.to_owned();
         let started = std::time::Instant::now();
+        let limits = self.limits();
+        let caps = unpack::UnpackLimits {
+            max_bytes: limits.max_layer_bytes,
+            max_entries: limits.max_layer_entries,
+        };
         let unpacked =
-            tokio::task::spawn_blocking(move || unpack_into(&blob, &tmp, &dest, &diff_id))
+            tokio::task::spawn_blocking(move || unpack_into(&blob, &tmp, &dest, &diff_id, caps))
                 .await
                 .map_err(|e| ImageError::Io {
                     context: "unpack task".into(),
@@ -757,9 +792,7 @@ impl ImageStore {
             )));
         }
         let index_path = dir.join("index.json");
-        let index = tokio::fs::read(&index_path)
-            .await
-            .map_err(ImageError::io(format!("reading {}", index_path.display())))?;
+        let index = read_document(&index_path, &display).await?;
         let Parsed::Index(entries) =
             manifest::parse(&index, Some(manifest::OCI_INDEX)).map_err(bad)?
         else {
@@ -774,6 +807,7 @@ impl ImageStore {
                 (None, Some(r)) => ImageName::parse(r).ok(),
                 (None, None) => None,
             };
+            check(display.clone(), &entry, "manifest", MAX_DOCUMENT_BYTES)?;
             let (body, digest) = self.read_layout_blob(dir, &entry.digest).await?;
             let (body, digest) = match manifest::parse(&body, Some(&entry.media_type))
                 .map_err(bad)?
@@ -787,6 +821,7 @@ impl ImageStore {
                             offered: manifest::describe_platforms(&inner),
                         }
                     })?;
+                    check(display.clone(), chosen, "manifest", MAX_DOCUMENT_BYTES)?;
                     self.read_layout_blob(dir, &chosen.digest).await?
                 }
                 Parsed::Image { .. } => (body, digest),
@@ -823,9 +858,7 @@ impl ImageStore {
         digest: &str,
     ) -> Result<(Vec<u8>, String), ImageError> {
         let path = dir.join("blobs/sha256").join(digest::hex_of(digest)?);
-        let body = tokio::fs::read(&path)
-            .await
-            .map_err(ImageError::io(format!("reading {}", path.display())))?;
+        let body = read_document(&path, &dir.display().to_string()).await?;
         let actual = digest::sha256_of(&body);
         if actual != digest {
             return Err(ImageError::DigestMismatch {
@@ -842,6 +875,49 @@ fn origin_ref<'a>(origin: &'a Origin<'a>) -> Origin<'a> {
         Origin::Registry(s) => Origin::Registry(s),
         Origin::Layout(d) => Origin::Layout(d),
     }
+}
+
+/// Checks a descriptor's size against a cap (see [`limits::check_descriptor`]).
+fn check(
+    reference: String,
+    desc: &Descriptor,
+    what: &'static str,
+    limit: u64,
+) -> Result<u64, ImageError> {
+    limits::check_descriptor(desc, what, limit).map_err(|e| match e {
+        limits::DescriptorError::NotPositive { .. } => ImageError::BadImage {
+            reference,
+            reason: e.to_string(),
+        },
+        limits::DescriptorError::TooLarge { .. } => ImageError::TooLarge {
+            reference,
+            what: e.to_string(),
+        },
+    })
+}
+
+/// Reads a manifest, index or config file of at most [`MAX_DOCUMENT_BYTES`], refusing a
+/// larger one before reading it.
+pub(crate) async fn read_document(path: &Path, reference: &str) -> Result<Vec<u8>, ImageError> {
+    use tokio::io::AsyncReadExt;
+    let file = tokio::fs::File::open(path)
+        .await
+        .map_err(ImageError::io(format!("opening {}", path.display())))?;
+    let mut body = Vec::new();
+    file.take(MAX_DOCUMENT_BYTES + 1)
+        .read_to_end(&mut body)
+        .await
+        .map_err(ImageError::io(format!("reading {}", path.display())))?;
+    if body.len() as u64 > MAX_DOCUMENT_BYTES {
+        return Err(ImageError::TooLarge {
+            reference: reference.to_owned(),
+            what: format!(
+                "{} is larger than crius' limit of {MAX_DOCUMENT_BYTES} bytes for a manifest, index or config",
+                path.display()
+            ),
+        });
+    }
+    Ok(body)
 }
 
 /// The `org.opencontainers.image.ref.name` annotation of the index entry `digest`.
@@ -889,19 +965,27 @@ fn unpack_into(
     tmp: &Path,
     dest: &Path,
     diff_id: &str,
+    caps: unpack::UnpackLimits,
 ) -> Result<unpack::Unpacked, UnpackFailure> {
     use std::os::unix::fs::DirBuilderExt;
     std::fs::DirBuilder::new()
         .mode(0o755)
         .create(tmp)
         .map_err(|e| UnpackFailure::Io(ImageError::io(format!("creating {}", tmp.display()))(e)))?;
-    let result = unpack::unpack_file(blob, tmp, Some(diff_id))
+    let result = unpack::unpack_file(blob, tmp, Some(diff_id), caps)
         .map_err(UnpackFailure::Unpack)
         .and_then(|u| {
             std::fs::rename(tmp, dest).map(|()| u).map_err(|e| {
                 UnpackFailure::Io(ImageError::io(format!("renaming into {}", dest.display()))(
                     e,
                 ))
+            })
+        })
+        .and_then(|u| {
+            // The record naming the layer is committed next: the rename must last too.
+            let layers = dest.parent().unwrap_or(dest);
+            unpack::sync_dir(layers).map(|()| u).map_err(|e| {
+                UnpackFailure::Io(ImageError::io(format!("syncing {}", layers.display()))(e))
             })
         });
     if result.is_err()

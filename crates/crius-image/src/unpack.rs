@@ -74,6 +74,18 @@ pub enum UnpackError {
         /// What the tar hashed to.
         actual: String,
     },
+    /// The layer expands to more bytes than the configured cap.
+    #[error("the layer expands to more than {limit} bytes (max_layer_bytes)")]
+    TooLarge {
+        /// The cap.
+        limit: u64,
+    },
+    /// The layer holds more entries than the configured cap.
+    #[error("the layer holds more than {limit} entries (max_layer_entries)")]
+    TooManyEntries {
+        /// The cap.
+        limit: u64,
+    },
     /// A file system operation failed.
     #[error("{op} {path:?}: {source}")]
     Io {
@@ -119,6 +131,23 @@ impl Compression {
     }
 }
 
+/// Caps on what one layer may expand to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UnpackLimits {
+    /// Most uncompressed bytes (the whole tar stream, headers included).
+    pub max_bytes: u64,
+    /// Most tar entries.
+    pub max_entries: u64,
+}
+
+impl UnpackLimits {
+    /// No caps.
+    pub const NONE: UnpackLimits = UnpackLimits {
+        max_bytes: u64::MAX,
+        max_entries: u64::MAX,
+    };
+}
+
 /// Unpacks the layer blob at `blob` (tar, gzip or zstd) into the existing empty directory
 /// `dest`, and checks the uncompressed tar against `diff_id` when given. On error `dest` is
 /// left as is; the caller removes it.
@@ -126,6 +155,7 @@ pub fn unpack_file(
     blob: &Path,
     dest: &Path,
     diff_id: Option<&str>,
+    limits: UnpackLimits,
 ) -> Result<Unpacked, UnpackError> {
     let file = File::open(blob).map_err(|source| UnpackError::Io {
         op: "open",
@@ -141,7 +171,7 @@ pub fn unpack_file(
             Box::new(zstd::Decoder::with_buffer(reader).map_err(UnpackError::Tar)?)
         }
     };
-    let unpacked = unpack(decoded, dest)?;
+    let unpacked = unpack(decoded, dest, limits)?;
     if let Some(expected) = diff_id
         && unpacked.diff_id != expected
     {
@@ -153,30 +183,98 @@ pub fn unpack_file(
     Ok(unpacked)
 }
 
-/// Unpacks the uncompressed tar read from `tar` into the existing directory `dest`.
-pub fn unpack(tar: impl Read, dest: &Path) -> Result<Unpacked, UnpackError> {
+/// The marker error of [`CappedReader`].
+#[derive(Debug)]
+struct OverCap;
+
+impl std::fmt::Display for OverCap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the layer is larger than its cap")
+    }
+}
+
+impl std::error::Error for OverCap {}
+
+/// A reader failing with [`OverCap`] once more than `left` bytes were asked for.
+struct CappedReader<R> {
+    inner: R,
+    left: u64,
+    exceeded: bool,
+}
+
+impl<R: Read> Read for CappedReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.exceeded {
+            return Err(std::io::Error::other(OverCap));
+        }
+        let n = self.inner.read(buf)?;
+        match self.left.checked_sub(n as u64) {
+            Some(left) => {
+                self.left = left;
+                Ok(n)
+            }
+            None => {
+                self.exceeded = true;
+                Err(std::io::Error::other(OverCap))
+            }
+        }
+    }
+}
+
+/// Unpacks the uncompressed tar read from `tar` into the existing directory `dest`, within
+/// `limits`.
+pub fn unpack(tar: impl Read, dest: &Path, limits: UnpackLimits) -> Result<Unpacked, UnpackError> {
     let root = open_dir(dest).map_err(|source| UnpackError::Io {
         op: "open",
         path: dest.display().to_string(),
         source,
     })?;
-    let mut hashing = HashingReader::new(tar);
+    let mut hashing = HashingReader::new(CappedReader {
+        inner: tar,
+        left: limits.max_bytes,
+        exceeded: false,
+    });
     let mut layer = Layer {
         root,
         last_parent: None,
         dirs: Vec::new(),
     };
     let mut entries = 0u64;
-    {
+    let result = (|| {
         let mut archive = tar::Archive::new(&mut hashing);
         for entry in archive.entries().map_err(UnpackError::Tar)? {
             let entry = entry.map_err(UnpackError::Tar)?;
+            if entries >= limits.max_entries {
+                return Err(UnpackError::TooManyEntries {
+                    limit: limits.max_entries,
+                });
+            }
             layer.entry(entry)?;
             entries += 1;
         }
+        Ok(())
+    })();
+    if let Err(e) = result {
+        return Err(if hashing.get_ref().exceeded {
+            UnpackError::TooLarge {
+                limit: limits.max_bytes,
+            }
+        } else {
+            e
+        });
     }
     layer.finish_dirs()?;
-    let (diff_id, _) = hashing.finish().map_err(UnpackError::Tar)?;
+    let finished = hashing.finish();
+    let (diff_id, _) = finished.map_err(|e| {
+        if e.get_ref().is_some_and(|inner| inner.is::<OverCap>()) {
+            UnpackError::TooLarge {
+                limit: limits.max_bytes,
+            }
+        } else {
+            UnpackError::Tar(e)
+        }
+    })?;
+    layer.sync()?;
     Ok(Unpacked { diff_id, entries })
 }
 
@@ -524,6 +622,12 @@ impl Layer {
         Ok(cur)
     }
 
+    /// Writes everything of the layer's file system to disk (one `syncfs`, not one fsync per
+    /// file), so the rename that publishes the layer never exposes lost data after a crash.
+    fn sync(&self) -> Result<(), UnpackError> {
+        nix::unistd::syncfs(self.root.as_fd()).map_err(io_err("syncfs", b"."))
+    }
+
     /// Applies directory metadata, deepest last-seen first, so children do not disturb mtimes.
     fn finish_dirs(&mut self) -> Result<(), UnpackError> {
         self.last_parent = None;
@@ -768,6 +872,11 @@ fn apply_path_meta(
     .map_err(io_err("set times", path))
 }
 
+/// Flushes directory `dir` itself (the names in it, after a rename) to disk.
+pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
 /// Removes a directory tree the unpack or the store made, without following symlinks.
 pub fn remove_tree(path: &Path) -> std::io::Result<()> {
     match std::fs::remove_dir_all(path) {
@@ -844,7 +953,7 @@ mod tests {
         let tmp = tempfile::tempdir().expect("tempdir");
         let dest = tmp.path().join("layer");
         std::fs::create_dir(&dest).expect("mkdir");
-        let result = unpack(&tar_of(entries)[..], &dest);
+        let result = unpack(&tar_of(entries)[..], &dest, UnpackLimits::NONE);
         (tmp, result)
     }
 
@@ -1074,15 +1183,57 @@ mod tests {
         std::fs::create_dir(&dest).expect("mkdir");
         let good = crate::digest::sha256_of(&tar);
         assert_eq!(
-            unpack_file(&blob, &dest, Some(&good))
+            unpack_file(&blob, &dest, Some(&good), UnpackLimits::NONE)
                 .expect("unpack")
                 .diff_id,
             good
         );
         let dest2 = tmp.path().join("layer2");
         std::fs::create_dir(&dest2).expect("mkdir");
-        let err = unpack_file(&blob, &dest2, Some(&crate::digest::sha256_of(b"other")))
-            .expect_err("mismatch");
+        let err = unpack_file(
+            &blob,
+            &dest2,
+            Some(&crate::digest::sha256_of(b"other")),
+            UnpackLimits::NONE,
+        )
+        .expect_err("mismatch");
         assert!(matches!(err, UnpackError::DiffIdMismatch { .. }), "{err}");
+    }
+
+    #[test]
+    fn caps_stop_bombs() {
+        let big = vec![0u8; 64 * 1024];
+        let tar = tar_of(&[file(b"a", &big), file(b"b", b"x")]);
+        let blob_dir = tempfile::tempdir().expect("tempdir");
+        let blob = blob_dir.path().join("blob");
+        std::fs::write(&blob, zstd::encode_all(&tar[..], 3).expect("zstd")).expect("write");
+        assert!(std::fs::metadata(&blob).expect("blob").len() < 4096);
+        let run = |limits| {
+            let dest = tempfile::tempdir().expect("tempdir");
+            unpack_file(&blob, dest.path(), None, limits)
+        };
+        let err = run(UnpackLimits {
+            max_bytes: 32 * 1024,
+            max_entries: 100,
+        })
+        .expect_err("over the byte cap");
+        assert!(
+            matches!(err, UnpackError::TooLarge { limit: 32768 }),
+            "{err}"
+        );
+        let err = run(UnpackLimits {
+            max_bytes: 1 << 20,
+            max_entries: 1,
+        })
+        .expect_err("over the entry cap");
+        assert!(
+            matches!(err, UnpackError::TooManyEntries { limit: 1 }),
+            "{err}"
+        );
+        let exact = UnpackLimits {
+            max_bytes: tar.len() as u64,
+            max_entries: 2,
+        };
+        assert_eq!(run(exact).expect("at the caps").entries, 2);
     }
 }

@@ -117,6 +117,15 @@ pub struct Config {
     /// Where the streaming server listens (`ip:port`; port 0 picks a free one). Its URLs are
     /// handed to kubelet, which connects to them.
     pub stream_address: String,
+    /// Most uncompressed bytes one image layer may expand to; a pull over it fails.
+    pub max_layer_bytes: u64,
+    /// Most tar entries one image layer may hold.
+    pub max_layer_entries: u64,
+    /// Most layers one image may have.
+    pub max_image_layers: usize,
+    /// A directory whose OCI layouts and image tarballs (`docker save`, OCI archive) criusd
+    /// imports at start-up.
+    pub import_dir: Option<PathBuf>,
     /// Where Prometheus metrics are served over HTTP at `/metrics` (`ip:port`); empty: off.
     pub metrics_address: String,
     /// GetContainerEvents events kept for a subscriber that falls behind; older ones are
@@ -138,6 +147,10 @@ impl Default for Config {
             cni_bin_dirs: DEFAULT_CNI_BIN_DIRS.iter().map(PathBuf::from).collect(),
             cgroup_driver: CgroupDriver::Cgroupfs,
             stream_address: DEFAULT_STREAM_ADDRESS.into(),
+            max_layer_bytes: crius_image::limits::DEFAULT_MAX_LAYER_BYTES,
+            max_layer_entries: crius_image::limits::DEFAULT_MAX_LAYER_ENTRIES,
+            max_image_layers: crius_image::limits::DEFAULT_MAX_LAYERS,
+            import_dir: None,
             metrics_address: String::new(),
             events_buffer: DEFAULT_EVENTS_BUFFER,
         }
@@ -189,6 +202,23 @@ impl Config {
                     key,
                     format!("{} is not an absolute path", dir.display()),
                 ));
+            }
+        }
+        if let Some(dir) = &self.import_dir
+            && !dir.is_absolute()
+        {
+            return Err(invalid(
+                "import_dir",
+                format!("{} is not an absolute path", dir.display()),
+            ));
+        }
+        for (key, value) in [
+            ("max_layer_bytes", self.max_layer_bytes),
+            ("max_layer_entries", self.max_layer_entries),
+            ("max_image_layers", self.max_image_layers as u64),
+        ] {
+            if value == 0 {
+                return Err(invalid(key, "must be at least 1".into()));
             }
         }
         for dir in &self.cni_bin_dirs {

@@ -19,6 +19,20 @@ impl Images {
     }
 }
 
+impl Cri {
+    /// Applies the image settings of the configuration to the image store (caps on images and
+    /// layers) and imports the images of `import_dir`. A file that cannot be imported is
+    /// logged and skipped: start-up goes on.
+    pub async fn prepare_images(&self) {
+        let config = &self.config;
+        self.images.set_limits(crius_image::Limits {
+            max_layer_bytes: config.max_layer_bytes,
+            max_layer_entries: config.max_layer_entries,
+            max_layers: config.max_image_layers,
+        });
+    }
+}
+
 /// The gRPC status of an image store error.
 pub(crate) fn status_of(e: ImageError) -> Status {
     let message = e.to_string();
@@ -32,6 +46,13 @@ pub(crate) fn status_of(e: ImageError) -> Status {
         ImageError::Unauthenticated { .. } => Status::unauthenticated(message),
         ImageError::PermissionDenied { .. } => Status::permission_denied(message),
         ImageError::Registry { .. } => Status::unavailable(message),
+        ImageError::TooLarge { .. }
+        | ImageError::Layer {
+            source:
+                crius_image::unpack::UnpackError::TooLarge { .. }
+                | crius_image::unpack::UnpackError::TooManyEntries { .. },
+            ..
+        } => Status::resource_exhausted(message),
         ImageError::BadImage { .. } | ImageError::Layer { .. } => {
             Status::failed_precondition(message)
         }

@@ -167,6 +167,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         let listener = tokio::net::UnixListener::from_std(listener)?;
         let cri = Cri::open(config, idmap)?;
         cri.serve_metrics().await?;
+        cri.prepare_images().await;
         tracing::info!(
             socket = %listen.display(),
             root = %cri.config().root.display(),
