@@ -390,13 +390,26 @@ async fn exec_streams_output_stdin_tty_and_the_exit_code() {
         .attach(AttachRequest {
             container_id: id.clone(),
             stdin: false,
-            tty: false,
+            tty: true,
             stdout: true,
             stderr: true,
         })
         .await
-        .expect_err("attach");
-    assert_eq!(err.code(), tonic::Code::Unimplemented, "{err:?}");
+        .expect_err("attach with tty and stderr");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    let err = env
+        .daemon
+        .runtime
+        .attach(AttachRequest {
+            container_id: id.clone(),
+            stdin: false,
+            tty: false,
+            stdout: false,
+            stderr: false,
+        })
+        .await
+        .expect_err("attach without streams");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
     let err = env
         .daemon
         .runtime
@@ -609,4 +622,268 @@ async fn port_forward_reaches_the_pods_loopback() {
         .await
         .expect_err("bad port");
     assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+}
+
+impl Env {
+    /// A running container of `config` in a new pod of its own; returns (pod id, container id).
+    async fn run_in_new_pod(&mut self, name: &str, config: ContainerConfig) -> (String, String) {
+        let pod = self.pod(name, false).await;
+        let id = self.run(&pod, config).await;
+        (pod.0, id)
+    }
+
+    async fn attach_url(&mut self, id: &str, tty: bool, stdin: bool) -> String {
+        self.daemon
+            .runtime
+            .attach(AttachRequest {
+                container_id: id.into(),
+                stdin,
+                tty,
+                stdout: true,
+                stderr: !tty,
+            })
+            .await
+            .expect("attach url")
+            .into_inner()
+            .url
+    }
+
+    /// Attaches over WebSocket `v5.channel.k8s.io`.
+    async fn attach(&mut self, id: &str, tty: bool, stdin: bool) -> Ws {
+        let url = self.attach_url(id, tty, stdin).await;
+        ws_connect(&url, "v5.channel.k8s.io")
+            .await
+            .expect("connect")
+    }
+
+    async fn state(&mut self, id: &str) -> ContainerState {
+        ContainerState::try_from(self.status(id).await.state).expect("state")
+    }
+}
+
+/// Reads a session until its stdout and stderr satisfy `done` (or the session ends, a failure).
+async fn read_until(ws: &mut Ws, done: impl Fn(&str, &str) -> bool) -> (String, String) {
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    loop {
+        let (o, e) = (
+            String::from_utf8_lossy(&out).into_owned(),
+            String::from_utf8_lossy(&err).into_owned(),
+        );
+        if done(&o, &e) {
+            return (o, e);
+        }
+        let msg = tokio::time::timeout(Duration::from_secs(30), ws.next())
+            .await
+            .unwrap_or_else(|_| panic!("no more output; stdout {o:?}, stderr {e:?}"));
+        match msg {
+            Some(Ok(Message::Binary(b))) if !b.is_empty() => match b[0] {
+                1 => out.extend_from_slice(&b[1..]),
+                2 => err.extend_from_slice(&b[1..]),
+                _ => {}
+            },
+            Some(Ok(_)) => {}
+            other => panic!("the session ended ({other:?}); stdout {o:?}, stderr {e:?}"),
+        }
+    }
+}
+
+fn stdin_config(env: &Env, name: &str, script: &str, stdin_once: bool) -> ContainerConfig {
+    ContainerConfig {
+        stdin: true,
+        stdin_once,
+        ..env.container_config(name, script)
+    }
+}
+
+/// Attach gets the output a running container writes from then on (stdout and stderr apart)
+/// and feeds its stdin; stdin stays open across detaches without `stdin_once`, and the
+/// monitor keeps the container's stdio through a criusd restart.
+#[tokio::test]
+async fn attach_reads_output_and_writes_stdin_across_detach_and_restart() {
+    let mut env = setup().await;
+    let script = r#"echo ready; while read -r line; do echo "got $line"; echo "err $line" >&2; done; echo stdin-closed"#;
+    let config = stdin_config(&env, "echo", script, false);
+    let (_pod, id) = env.run_in_new_pod("echo", config).await;
+
+    let mut ws = env.attach(&id, false, true).await;
+    send(&mut ws, 0, b"one\n").await;
+    let (out, err) = read_until(&mut ws, |o, e| {
+        o.contains("got one") && e.contains("err one")
+    })
+    .await;
+    assert!(
+        !out.contains("ready"),
+        "output from before the attach: {out:?}"
+    );
+    assert_eq!(err, "err one\n");
+    // Closing the client's stdin of a container without stdin_once leaves its stdin open.
+    ws.send(Message::binary(vec![255u8, 0]))
+        .await
+        .expect("close stdin");
+    drop(ws);
+
+    env.daemon.restart().await.expect("restart criusd");
+    assert_eq!(env.state(&id).await, ContainerState::ContainerRunning);
+    let mut ws = env.attach(&id, false, true).await;
+    send(&mut ws, 0, b"two\n").await;
+    read_until(&mut ws, |o, _| o.contains("got two")).await;
+    // Two clients at once both get the output. (Output is sent to a client from its
+    // connection on: input it sends itself comes after that.)
+    let mut second = env.attach(&id, false, true).await;
+    send(&mut second, 0, b"three\n").await;
+    read_until(&mut ws, |o, _| o.contains("got three")).await;
+    read_until(&mut second, |o, _| o.contains("got three")).await;
+    drop(ws);
+    drop(second);
+    assert_eq!(env.state(&id).await, ContainerState::ContainerRunning);
+
+    let lines = env.log_lines("echo");
+    for want in [
+        ("stdout", "ready"),
+        ("stdout", "got one"),
+        ("stderr", "err one"),
+        ("stdout", "got two"),
+        ("stdout", "got three"),
+    ] {
+        assert!(
+            lines
+                .iter()
+                .any(|(s, _, t)| (s.as_str(), t.as_str()) == want),
+            "{want:?} not in the log: {lines:?}"
+        );
+    }
+    assert!(
+        !lines.iter().any(|(_, _, t)| t == "stdin-closed"),
+        "{lines:?}"
+    );
+}
+
+/// With `stdin_once`, the container's stdin closes when the first attached client's input
+/// ends: by the client closing stdin, or by the client going away.
+#[tokio::test]
+async fn stdin_once_closes_stdin_after_the_first_attach() {
+    let mut env = setup().await;
+
+    // The client closes its stdin: cat ends, the container exits, the session ends.
+    let config = stdin_config(&env, "once", "cat; echo cat-ended", true);
+    let (_pod, id) = env.run_in_new_pod("once", config).await;
+    let mut ws = env.attach(&id, false, true).await;
+    send(&mut ws, 0, b"hello once\n").await;
+    read_until(&mut ws, |o, _| o.contains("hello once")).await;
+    ws.send(Message::binary(vec![255u8, 0]))
+        .await
+        .expect("close stdin");
+    let s = read_session(&mut ws).await;
+    assert!(s.stdout().contains("cat-ended"), "{s:?}");
+    assert_eq!(s.status.expect("status")["status"], "Success");
+    let status = env.wait_exit(&id, Duration::from_secs(30)).await;
+    assert_eq!(status.exit_code, 0);
+    assert_eq!(env.stdout("once"), ["hello once", "cat-ended"]);
+    // An exited container cannot be attached to.
+    let err = env
+        .daemon
+        .runtime
+        .attach(AttachRequest {
+            container_id: id.clone(),
+            stdin: true,
+            tty: false,
+            stdout: true,
+            stderr: true,
+        })
+        .await
+        .expect_err("attach to an exited container");
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
+
+    // The client goes away without closing stdin: the same.
+    let config = stdin_config(&env, "detach", "cat; echo cat-ended", true);
+    let (_pod, id) = env.run_in_new_pod("detach", config).await;
+    let mut ws = env.attach(&id, false, true).await;
+    send(&mut ws, 0, b"bye\n").await;
+    read_until(&mut ws, |o, _| o.contains("bye")).await;
+    drop(ws);
+    let status = env.wait_exit(&id, Duration::from_secs(30)).await;
+    assert_eq!(status.exit_code, 0);
+    assert_eq!(env.stdout("detach"), ["bye", "cat-ended"]);
+
+    // A client that attached without stdin does not close it.
+    let config = stdin_config(&env, "watch", "cat; echo cat-ended", true);
+    let (_pod, id) = env.run_in_new_pod("watch", config).await;
+    drop(env.attach(&id, false, false).await);
+    let mut ws = env.attach(&id, false, true).await;
+    send(&mut ws, 0, b"still open\n").await;
+    read_until(&mut ws, |o, _| o.contains("still open")).await;
+}
+
+/// A tty container: the shell has a terminal as its controlling tty, attach resizes it, and
+/// the terminal's output is logged as stdout in the CRI format.
+#[tokio::test]
+async fn attach_to_a_tty_container_resizes_its_terminal() {
+    let mut env = setup().await;
+    let config = ContainerConfig {
+        command: vec!["/bin/sh".into()],
+        stdin: true,
+        tty: true,
+        ..env.container_config("tty", "")
+    };
+    let (_pod, id) = env.run_in_new_pod("tty", config).await;
+    let mut ws = env.attach(&id, true, true).await;
+    send(&mut ws, 4, br#"{"Width":100,"Height":30}"#).await;
+    // The typed text is echoed: the answers are computed so they differ from the input.
+    send(
+        &mut ws,
+        0,
+        b"test -t 0 && echo TTY-$((40+2)); stty size; tty; echo CTTY-$(cut -d' ' -f7 /proc/self/stat); echo DONE-$((1+1))\n",
+    )
+    .await;
+    let (out, _) = read_until(&mut ws, |o, _| o.contains("DONE-2")).await;
+    assert!(out.contains("TTY-42") && out.contains("30 100"), "{out:?}");
+    assert!(out.contains("/dev/pts/"), "{out:?}");
+    assert!(
+        out.contains("\nCTTY-") && !out.contains("CTTY-0\r"),
+        "the terminal is the shell's controlling tty: {out:?}"
+    );
+    send(&mut ws, 4, br#"{"Width":50,"Height":10}"#).await;
+    send(&mut ws, 0, b"stty size\n").await;
+    read_until(&mut ws, |o, _| o.contains("10 50")).await;
+    send(&mut ws, 0, b"exit 0\n").await;
+    let s = read_session(&mut ws).await;
+    assert_eq!(s.status.expect("status")["status"], "Success");
+    env.wait_exit(&id, Duration::from_secs(30)).await;
+    let lines = env.log_lines("tty");
+    assert!(lines.iter().all(|(s, _, _)| s == "stdout"), "{lines:?}");
+    assert!(
+        lines
+            .iter()
+            .any(|(_, _, t)| t.trim_end_matches('\r') == "30 100"),
+        "{lines:?}"
+    );
+}
+
+/// Twenty exec sessions at once all complete with their own output.
+#[tokio::test]
+async fn twenty_concurrent_execs_all_complete() {
+    let mut env = setup().await;
+    let (_pod, id) = env.pod_with("many", false, "sleep 300").await;
+    let mut urls = Vec::new();
+    for i in 0..20 {
+        let cmd = format!("echo start-{i}; cat; echo end-{i}");
+        urls.push(
+            env.exec_url(&id, &["sh", "-c", &cmd], false, true)
+                .await
+                .expect("exec url"),
+        );
+    }
+    let sessions = urls.into_iter().enumerate().map(|(i, url)| async move {
+        let mut ws = ws_connect(&url, "v5.channel.k8s.io")
+            .await
+            .expect("connect");
+        send(&mut ws, 0, format!("in-{i}\n").as_bytes()).await;
+        ws.send(Message::binary(vec![255u8, 0]))
+            .await
+            .expect("close stdin");
+        let s = read_session(&mut ws).await;
+        assert_eq!(s.stdout(), format!("start-{i}\nin-{i}\nend-{i}\n"));
+        assert_eq!(s.status.expect("status")["status"], "Success");
+    });
+    futures_util::future::join_all(sessions).await;
 }

@@ -1,26 +1,32 @@
 //! Containers of a pod: rootfs, spec, libcontainer create/start/kill/delete, stdio pipes.
 
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 
 use crius_proto::{CONTAINERS_DIR, CgroupSpec, ContainerSpec, ContainerState, SandboxSpec};
 use libcontainer::container::Container;
 use libcontainer::container::builder::ContainerBuilder;
 use libcontainer::syscall::syscall::SyscallType;
+use nix::poll::PollFlags;
 
+use crate::attach::{Attach, Source};
 use crate::logs::{LogWriter, Stream};
 use crate::{Error, cgroup, identity, ocispec, rootfs};
 
 /// Where libcontainer keeps its container state, in the pod directory.
 const LIBCONTAINER_ROOT: &str = "libcontainer";
 
-/// The parts of a container that live only as long as its monitor: output pipes and log.
+/// The parts of a container that live only as long as its monitor: output ends, log, stdin
+/// and attached clients.
 #[derive(Debug)]
 pub(crate) struct Live {
-    /// Read ends of stdout and stderr, until they reach end of file.
+    /// Read ends of stdout and stderr (with a tty: the terminal's master as stdout, no
+    /// stderr), until they reach end of file.
     pub(crate) pipes: [Option<OwnedFd>; 2],
     /// The CRI log.
     pub(crate) log: LogWriter,
+    /// The attach socket, stdin and attached clients.
+    pub(crate) attach: Attach,
 }
 
 impl Live {
@@ -39,9 +45,13 @@ impl Live {
                     self.log.flush(stream);
                     return;
                 }
-                Ok(n) => self.log.write(stream, &buf[..n]),
+                Ok(n) => {
+                    self.log.write(stream, &buf[..n]);
+                    self.attach.broadcast(stream, &buf[..n]);
+                }
                 Err(nix::errno::Errno::EINTR) => continue,
                 Err(nix::errno::Errno::EAGAIN) => return,
+                // A terminal whose every slave is closed answers EIO: its end.
                 Err(_) => {
                     self.pipes[index] = None;
                     self.log.flush(stream);
@@ -49,6 +59,34 @@ impl Live {
                 }
             }
         }
+    }
+
+    /// What to poll for this container.
+    pub(crate) fn interest(&self, out: &mut Vec<(Source, RawFd, PollFlags)>) {
+        for stream in [Stream::Stdout, Stream::Stderr] {
+            if let Some(fd) = &self.pipes[stream as usize] {
+                out.push((Source::Output(stream), fd.as_raw_fd(), PollFlags::POLLIN));
+            }
+        }
+        self.attach.interest(out);
+    }
+
+    /// Handles a ready source.
+    pub(crate) fn ready(&mut self, source: Source, revents: PollFlags) {
+        match source {
+            Source::Output(stream) => self.drain(stream),
+            other => self.attach.ready(other, revents),
+        }
+    }
+
+    /// The container's process was reaped: its output is drained and logged, attached
+    /// clients are closed once they have it.
+    pub(crate) fn exited(&mut self) {
+        for stream in [Stream::Stdout, Stream::Stderr] {
+            self.drain(stream);
+            self.log.flush(stream);
+        }
+        self.attach.exited();
     }
 }
 
@@ -224,21 +262,18 @@ fn create_in(
         "cannot open the container log {}",
         spec.log_path.as_deref().unwrap_or(Path::new("")).display()
     )))?;
-    let (out_r, out_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-        .map_err(Error::sys("cannot create a pipe"))?;
-    let (err_r, err_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-        .map_err(Error::sys("cannot create a pipe"))?;
-    for fd in [&out_r, &err_r] {
-        nix::fcntl::fcntl(
-            fd.as_fd(),
-            nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
-        )
-        .map_err(Error::sys("cannot make a pipe non-blocking"))?;
-    }
-    let null = std::fs::File::open("/dev/null").map_err(Error::io("cannot open /dev/null"))?;
+    let stdio = Stdio::new(dir, spec)?;
     let libcontainer_root = pod_dir.join(LIBCONTAINER_ROOT);
     std::fs::create_dir_all(&libcontainer_root)
         .map_err(Error::io("cannot create the libcontainer root"))?;
+    let Stdio {
+        stdin,
+        stdout,
+        stderr,
+        console,
+        pipes,
+        stdin_writer,
+    } = stdio;
     let container = ContainerBuilder::new(spec.id.clone(), SyscallType::default())
         .with_executor(crate::executor::CriusExecutor {
             env: spec.env.clone(),
@@ -246,14 +281,16 @@ fn create_in(
         .with_root_path(&libcontainer_root)
         .and_then(|b| b.validate_id())
         .map(|b| {
-            b.with_stdin(OwnedFd::from(null))
-                .with_stdout(out_w)
-                .with_stderr(err_w)
+            let b = b.with_console_socket(console.as_ref().map(|c| c.path.clone()));
+            match (stdin, stdout, stderr) {
+                (Some(i), Some(o), Some(e)) => b.with_stdin(i).with_stdout(o).with_stderr(e),
+                _ => b,
+            }
         })
         .and_then(|b| b.as_init(dir).with_systemd(false).with_detach(true).build())
-        .map_err(|e| {
-            Error::Precondition(format!("libcontainer cannot create the container: {e}"))
-        })?;
+        .map_err(|e| Error::Precondition(format!("libcontainer cannot create the container: {e}")));
+    // The builder has dropped the container's ends of the pipes by now.
+    let container = container?;
     restore_dumpable();
     // Not fatal: the container exists now; RemoveContainer releases what is left.
     if let Err(e) = rootfs::release_volume_staging(dir) {
@@ -265,6 +302,9 @@ fn create_in(
         .ok_or_else(|| Error::Precondition("libcontainer reported no pid".into()))?;
     if let Some(adj) = spec.oom_score_adj {
         crate::sandbox::set_oom_score_adj(nix::unistd::Pid::from_raw(pid), adj);
+    }
+    if let Some(cg) = cgroup {
+        cgroup::attach_container(cg, pid, &spec.resources)?;
     }
     let state = ContainerState {
         pid,
@@ -278,13 +318,172 @@ fn create_in(
             .map(|c| cgroup::pod_dirs(c).into_iter().map(|(_, d)| d).collect())
             .unwrap_or_default(),
     };
-    Ok((
-        state,
-        Live {
+    let (pipes, pty) = match console {
+        Some(console) => {
+            let master = console.receive()?;
+            let pty = master
+                .try_clone()
+                .map_err(Error::io("cannot duplicate the terminal"))?;
+            crate::attach::set_nonblocking(&master)?;
+            ([Some(master), None], Some(pty))
+        }
+        None => (pipes, None),
+    };
+    let stdin_writer = match (&pty, spec.stdin) {
+        (Some(pty), true) => Some(
+            pty.try_clone()
+                .map_err(Error::io("cannot duplicate the terminal"))?,
+        ),
+        (Some(_), false) => None,
+        (None, _) => stdin_writer,
+    };
+    let attach = Attach::bind(dir, stdin_writer, spec.stdin_once, pty)?;
+    Ok((state, Live { pipes, log, attach }))
+}
+
+/// The container's stdio before libcontainer creates it: the container's ends (none with a
+/// tty: libcontainer makes the terminal inside the container and sends its master to the
+/// console socket), the monitor's ends.
+struct Stdio {
+    stdin: Option<OwnedFd>,
+    stdout: Option<OwnedFd>,
+    stderr: Option<OwnedFd>,
+    console: Option<ConsoleSocket>,
+    /// Read ends of stdout and stderr (non-blocking).
+    pipes: [Option<OwnedFd>; 2],
+    /// Write end of stdin when the container keeps stdin open.
+    stdin_writer: Option<OwnedFd>,
+}
+
+impl Stdio {
+    fn new(dir: &Path, spec: &ContainerSpec) -> Result<Stdio, Error> {
+        if spec.tty {
+            return Ok(Stdio {
+                stdin: None,
+                stdout: None,
+                stderr: None,
+                console: Some(ConsoleSocket::bind(dir)?),
+                pipes: [None, None],
+                stdin_writer: None,
+            });
+        }
+        let pipe = || {
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+                .map_err(Error::sys("cannot create a pipe"))
+        };
+        let (out_r, out_w) = pipe()?;
+        let (err_r, err_w) = pipe()?;
+        for fd in [&out_r, &err_r] {
+            crate::attach::set_nonblocking(fd)?;
+        }
+        let (stdin, stdin_writer) = if spec.stdin {
+            let (r, w) = pipe()?;
+            (r, Some(w))
+        } else {
+            let null =
+                std::fs::File::open("/dev/null").map_err(Error::io("cannot open /dev/null"))?;
+            (OwnedFd::from(null), None)
+        };
+        Ok(Stdio {
+            stdin: Some(stdin),
+            stdout: Some(out_w),
+            stderr: Some(err_w),
+            console: None,
             pipes: [Some(out_r), Some(err_r)],
-            log,
-        },
-    ))
+            stdin_writer,
+        })
+    }
+}
+
+/// The socket libcontainer sends a tty container's terminal master to.
+struct ConsoleSocket {
+    path: PathBuf,
+    listener: std::os::unix::net::UnixListener,
+}
+
+/// How long the container may take to send its terminal once created.
+const CONSOLE_TIMEOUT_MS: u16 = 5000;
+
+impl ConsoleSocket {
+    fn bind(dir: &Path) -> Result<ConsoleSocket, Error> {
+        let path = dir.join("console.sock");
+        let _ = std::fs::remove_file(&path);
+        let listener = crius_proto::socket_path(dir, "console.sock")
+            .and_then(|(_dir, short)| std::os::unix::net::UnixListener::bind(short))
+            .map_err(Error::io(format!("cannot listen on {}", path.display())))?;
+        Ok(ConsoleSocket { path, listener })
+    }
+
+    /// Receives the terminal master libcontainer's init sent (it connected during create).
+    fn receive(self) -> Result<OwnedFd, Error> {
+        let result = self.receive_inner();
+        let _ = std::fs::remove_file(&self.path);
+        result
+    }
+
+    fn receive_inner(&self) -> Result<OwnedFd, Error> {
+        use std::os::fd::FromRawFd;
+        let mut fds = [nix::poll::PollFd::new(
+            self.listener.as_fd(),
+            nix::poll::PollFlags::POLLIN,
+        )];
+        let ready = nix::poll::poll(&mut fds, CONSOLE_TIMEOUT_MS)
+            .map_err(Error::sys("cannot wait for the container's terminal"))?;
+        if ready == 0 {
+            return Err(Error::Precondition(
+                "the container did not send its terminal".into(),
+            ));
+        }
+        let (conn, _) = self
+            .listener
+            .accept()
+            .map_err(Error::io("cannot accept the container's terminal"))?;
+        conn.set_read_timeout(Some(std::time::Duration::from_millis(u64::from(
+            CONSOLE_TIMEOUT_MS,
+        ))))
+        .map_err(Error::io("cannot set a timeout"))?;
+        let mut name = [0u8; 64];
+        let mut iov = libc::iovec {
+            iov_base: name.as_mut_ptr().cast(),
+            iov_len: name.len(),
+        };
+        // Room for one descriptor's control message.
+        let mut control = [0u64; 8];
+        // SAFETY: an all-zero msghdr is valid; the pointers below outlive the call.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = std::mem::size_of_val(&control);
+        // SAFETY: recvmsg writes within the buffers `msg` describes.
+        let n = unsafe { libc::recvmsg(conn.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
+        if n < 0 {
+            return Err(Error::io("cannot receive the container's terminal")(
+                std::io::Error::last_os_error(),
+            ));
+        }
+        // SAFETY: the control buffer was filled by recvmsg; CMSG_* walk it within its length.
+        let fd = unsafe {
+            let cmsg = libc::CMSG_FIRSTHDR(&msg);
+            if cmsg.is_null()
+                || (*cmsg).cmsg_level != libc::SOL_SOCKET
+                || (*cmsg).cmsg_type != libc::SCM_RIGHTS
+            {
+                None
+            } else {
+                Some(std::ptr::read_unaligned(
+                    libc::CMSG_DATA(cmsg).cast::<RawFd>(),
+                ))
+            }
+        };
+        match fd {
+            // SAFETY: SCM_RIGHTS gave this process a new descriptor it now owns.
+            Some(fd) if fd >= 0 => Ok(unsafe { OwnedFd::from_raw_fd(fd) }),
+            _ => Err(Error::Precondition(
+                "the container's console message carried no terminal".into(),
+            )),
+        }
+    }
 }
 
 /// The container's process runs as the pod's mapped root, an unprivileged user on the host: it

@@ -7,6 +7,7 @@
 //! Raw namespace, mount and clone syscalls live in this crate alone; criusd calls in only from
 //! its `main` before any thread exists ([`main`] and [`probe_idmap`]).
 
+mod attach;
 mod cgroup;
 mod containers;
 mod exec;

@@ -354,7 +354,7 @@ pub(crate) fn build(
         "root": {"path": "rootfs", "readonly": spec.readonly_rootfs},
         "hostname": null,
         "process": {
-            "terminal": false,
+            "terminal": spec.tty,
             "user": {"uid": id.uid, "gid": id.gid, "additionalGids": id.groups},
             "args": spec.args,
             "env": env,
@@ -415,6 +415,9 @@ mod tests {
             own_pid_ns: false,
             pid_target: None,
             devices: Vec::new(),
+            stdin: false,
+            stdin_once: false,
+            tty: false,
             seccomp: crius_proto::SeccompProfile::Unconfined,
         }
     }

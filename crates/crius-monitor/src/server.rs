@@ -16,7 +16,7 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
-use crate::logs::Stream;
+use crate::attach::Source;
 use crate::{Error, cgroup, containers, log, mounts, rootfs, sandbox, write_state};
 
 /// How long one client may take to send its request.
@@ -137,29 +137,23 @@ impl Monitor {
     /// Serves requests and reaps children until asked to shut down.
     pub(crate) fn serve(&mut self) {
         loop {
-            let pipes: Vec<(String, Stream, std::os::fd::RawFd)> = self
-                .live
-                .iter()
-                .flat_map(|(id, live)| {
-                    [Stream::Stdout, Stream::Stderr]
-                        .into_iter()
-                        .filter_map(move |s| {
-                            live.pipes[s as usize]
-                                .as_ref()
-                                .map(|fd| (id.clone(), s, std::os::fd::AsRawFd::as_raw_fd(fd)))
-                        })
-                })
-                .collect();
-            let (sig_ready, conn_ready, pipes_ready) = {
+            let mut sources: Vec<(String, Source, std::os::fd::RawFd, PollFlags)> = Vec::new();
+            let mut one = Vec::new();
+            for (id, live) in &self.live {
+                one.clear();
+                live.interest(&mut one);
+                sources.extend(one.drain(..).map(|(s, fd, f)| (id.clone(), s, fd, f)));
+            }
+            let (sig_ready, conn_ready, revents) = {
                 let mut fds = vec![
                     PollFd::new(self.signals.as_fd(), PollFlags::POLLIN),
                     PollFd::new(self.listener.as_fd(), PollFlags::POLLIN),
                 ];
-                for (_, _, raw) in &pipes {
+                for (_, _, raw, flags) in &sources {
                     // SAFETY: the descriptor is owned by `self.live` and stays open while
                     // `fds` lives (nothing below mutates `self.live` before `fds` is dropped).
                     let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(*raw) };
-                    fds.push(PollFd::new(fd, PollFlags::POLLIN));
+                    fds.push(PollFd::new(fd, *flags));
                 }
                 match poll(&mut fds, PollTimeout::NONE) {
                     Ok(_) => {}
@@ -171,12 +165,19 @@ impl Monitor {
                     }
                 }
                 let ready = |fd: &PollFd<'_>| fd.revents().is_some_and(|r| !r.is_empty());
-                let pipes_ready: Vec<bool> = fds[2..].iter().map(ready).collect();
-                (ready(&fds[0]), ready(&fds[1]), pipes_ready)
+                let revents: Vec<PollFlags> = fds[2..]
+                    .iter()
+                    .map(|fd| fd.revents().unwrap_or(PollFlags::empty()))
+                    .collect();
+                (ready(&fds[0]), ready(&fds[1]), revents)
             };
-            for ((id, stream, _), ready) in pipes.iter().zip(pipes_ready) {
-                if ready && let Some(live) = self.live.get_mut(id) {
-                    live.drain(*stream);
+            // Handled by source, not descriptor: a client dropped by an earlier source of
+            // this round is simply not found.
+            for ((id, source, _, _), revents) in sources.iter().zip(revents) {
+                if !revents.is_empty()
+                    && let Some(live) = self.live.get_mut(id)
+                {
+                    live.ready(*source, revents);
                 }
             }
             if sig_ready {
@@ -217,10 +218,7 @@ impl Monitor {
             .find(|(_, c)| c.pid == pid.as_raw() && c.exit.is_none())
         {
             if let Some(live) = self.live.get_mut(id) {
-                live.drain(Stream::Stdout);
-                live.drain(Stream::Stderr);
-                live.log.flush(Stream::Stdout);
-                live.log.flush(Stream::Stderr);
+                live.exited();
             }
             c.oom_killed = containers::oom_killed(c);
             log(format_args!("container {id} exited with {code}"));

@@ -13,6 +13,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub mod attach;
+
 /// Version of the monitor socket protocol and of the files below.
 pub const PROTOCOL_VERSION: u32 = 1;
 
@@ -428,6 +430,16 @@ pub struct ContainerSpec {
     /// Device nodes.
     #[serde(default)]
     pub devices: Vec<DeviceSpec>,
+    /// Keep a pipe to the container's stdin open for attached clients (else stdin is
+    /// `/dev/null`).
+    #[serde(default)]
+    pub stdin: bool,
+    /// Close the container's stdin when the first client that attached stdin leaves.
+    #[serde(default)]
+    pub stdin_once: bool,
+    /// Give the container a pseudo-terminal as stdin, stdout, stderr and controlling terminal.
+    #[serde(default)]
+    pub tty: bool,
     /// The seccomp filter.
     #[serde(default)]
     pub seccomp: SeccompProfile,

@@ -516,6 +516,19 @@ impl Pods {
         Ok(command)
     }
 
+    /// The attach socket of running container `id` (held by its pod monitor) and the
+    /// container's full id.
+    pub fn attach_socket(&self, id: &str) -> Result<(String, std::path::PathBuf), PodError> {
+        let view = self.running_container(id)?;
+        let dir = self.pod_dir_of(&view)?;
+        Ok((
+            view.record.id.clone(),
+            dir.join(crius_proto::CONTAINERS_DIR)
+                .join(&view.record.id)
+                .join(crius_proto::attach::SOCKET),
+        ))
+    }
+
     /// Container `id` (or unique prefix), which must be running: NotFound or
     /// FailedPrecondition otherwise.
     pub fn running_container(&self, id: &str) -> Result<ContainerView, PodError> {

@@ -509,9 +509,6 @@ impl Cri {
             .map(|i| i.image.clone())
             .filter(|i| !i.is_empty())
             .ok_or_else(|| invalid("config.image.image", "is required"))?;
-        if config.tty || config.stdin {
-            return Err(unimplemented("tty and stdin containers"));
-        }
         let pod = self.pods.get(&req.pod_sandbox_id).map_err(pod_error)?;
         let linux = config.linux.clone().unwrap_or_default();
         let sc = linux.security_context.clone().unwrap_or_default();
@@ -634,6 +631,9 @@ impl Cri {
                 own_pid_ns,
                 pid_target,
                 devices,
+                stdin: config.stdin,
+                stdin_once: config.stdin_once,
+                tty: config.tty,
                 seccomp,
             };
             let record = ContainerRecord {
