@@ -495,3 +495,207 @@ async fn list_container_stats_filters_by_id_pod_and_label() {
         [b1.as_str()]
     );
 }
+
+/// The rx bytes of a pod's default interface.
+async fn pod_rx_bytes(env: &mut Env, pod: &str) -> u64 {
+    let stats = env
+        .daemon
+        .runtime
+        .pod_sandbox_stats(PodSandboxStatsRequest {
+            pod_sandbox_id: pod.into(),
+        })
+        .await
+        .expect("pod stats")
+        .into_inner()
+        .stats
+        .expect("stats body");
+    let net = stats.linux.and_then(|l| l.network).expect("network stats");
+    let eth0 = net.default_interface.expect("default interface");
+    assert_eq!(eth0.name, "eth0");
+    eth0.rx_bytes.expect("rx bytes").value
+}
+
+#[tokio::test]
+async fn pod_network_stats_count_the_bytes_sent_into_the_pod() {
+    const SENT: usize = 4 * MIB as usize;
+    let mut env = setup().await;
+    let pod = env.pod("netcount").await;
+    let id = env.run(&pod, "listener", "nc -l -p 8080 > /received").await;
+    let ip = env
+        .daemon
+        .runtime
+        .pod_sandbox_status(PodSandboxStatusRequest {
+            pod_sandbox_id: pod.0.clone(),
+            verbose: false,
+        })
+        .await
+        .expect("pod status")
+        .into_inner()
+        .status
+        .and_then(|s| s.network)
+        .expect("pod network")
+        .ip;
+    let before = pod_rx_bytes(&mut env, &pod.0).await;
+    // The listener may not be up yet: retry the connection until it is (bounded).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut stream = loop {
+        match tokio::net::TcpStream::connect((ip.as_str(), 8080)).await {
+            Ok(s) => break s,
+            Err(e) => {
+                assert!(Instant::now() < deadline, "cannot reach {ip}:8080: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    {
+        use tokio::io::AsyncWriteExt;
+        stream.write_all(&vec![b'x'; SENT]).await.expect("send");
+        stream.shutdown().await.expect("shutdown");
+    }
+    drop(stream);
+    // The listener ends once it has read everything.
+    let status = env.wait_exit(&id, Duration::from_secs(60)).await;
+    assert_eq!(status.exit_code, 0, "{status:?}");
+    let after = pod_rx_bytes(&mut env, &pod.0).await;
+    eprintln!("pod eth0 rx bytes: {before} -> {after} after sending {SENT} bytes");
+    assert!(
+        after >= before + SENT as u64,
+        "rx {before} -> {after} after {SENT} bytes"
+    );
+}
+
+#[tokio::test]
+async fn pod_sandbox_metrics_match_their_descriptors() {
+    let mut env = setup().await;
+    let pod = env.pod("metrics").await;
+    let id = env
+        .run(
+            &pod,
+            "metered",
+            "dd if=/dev/zero of=/filler bs=1048576 count=2; sleep 1000",
+        )
+        .await;
+    // The write is done once the file has its full size.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let size = ["sh", "-c", "stat -c %s /filler 2>/dev/null || echo 0"];
+    while env.exec(&id, &size).await.stdout != b"2097152\n" {
+        assert!(Instant::now() < deadline, "dd did not finish");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let descriptors = env
+        .daemon
+        .runtime
+        .list_metric_descriptors(ListMetricDescriptorsRequest {})
+        .await
+        .expect("descriptors")
+        .into_inner()
+        .descriptors;
+    let by_name: HashMap<&str, &MetricDescriptor> =
+        descriptors.iter().map(|d| (d.name.as_str(), d)).collect();
+    assert_eq!(
+        by_name.len(),
+        descriptors.len(),
+        "descriptor names are unique"
+    );
+    for d in &descriptors {
+        assert!(!d.help.is_empty(), "{}", d.name);
+        assert_eq!(
+            d.label_keys[..5],
+            ["pod", "namespace", "container", "id", "image"],
+            "{}",
+            d.name
+        );
+    }
+
+    let listed = env
+        .daemon
+        .runtime
+        .list_pod_sandbox_metrics(ListPodSandboxMetricsRequest {})
+        .await
+        .expect("pod metrics")
+        .into_inner()
+        .pod_metrics;
+    let mine = listed
+        .iter()
+        .find(|p| p.pod_sandbox_id == pod.0)
+        .expect("the pod's metrics");
+    let container = mine
+        .container_metrics
+        .iter()
+        .find(|c| c.container_id == id)
+        .expect("the container's metrics");
+    let check = |m: &Metric| {
+        let d = by_name
+            .get(m.name.as_str())
+            .unwrap_or_else(|| panic!("{} has no descriptor", m.name));
+        assert_eq!(d.label_keys.len(), m.label_values.len(), "{m:?}");
+        let label = |k: &str| {
+            let i = d.label_keys.iter().position(|l| l == k).expect("label");
+            m.label_values[i].as_str()
+        };
+        assert_eq!(label("pod"), "metrics");
+        assert_eq!(label("namespace"), "crius-test");
+        m.value.as_ref().expect("value").value
+    };
+    let value_of = |metrics: &[Metric], name: &str| -> u64 {
+        let found: Vec<&Metric> = metrics.iter().filter(|m| m.name == name).collect();
+        assert!(!found.is_empty(), "no {name} in {metrics:?}");
+        found.iter().map(|m| check(m)).sum()
+    };
+    for m in mine.metrics.iter().chain(&container.metrics) {
+        check(m);
+    }
+    for m in &container.metrics {
+        let d = by_name[m.name.as_str()];
+        let i = d
+            .label_keys
+            .iter()
+            .position(|l| l == "container")
+            .expect("key");
+        assert_eq!(m.label_values[i], "metered");
+        let i = d.label_keys.iter().position(|l| l == "id").expect("key");
+        assert_eq!(m.label_values[i], id);
+        let i = d.label_keys.iter().position(|l| l == "image").expect("key");
+        assert_eq!(m.label_values[i], env.image);
+    }
+    let c = &container.metrics;
+    assert!(value_of(c, "container_memory_usage_bytes") > 0);
+    assert!(value_of(c, "container_memory_working_set_bytes") > 0);
+    assert!(value_of(c, "container_memory_failures_total") > 0);
+    assert!(value_of(c, "container_fs_usage_bytes") >= 2 * MIB);
+    assert!(value_of(c, "container_fs_inodes_used") >= 1);
+    value_of(c, "container_cpu_usage_seconds_total");
+    assert!(value_of(&mine.metrics, "container_processes") >= 2);
+    value_of(&mine.metrics, "container_network_receive_bytes_total");
+    value_of(&mine.metrics, "container_network_transmit_bytes_total");
+    // Every descriptor is used by this pod.
+    for d in &descriptors {
+        assert!(
+            mine.metrics
+                .iter()
+                .chain(&container.metrics)
+                .any(|m| m.name == d.name),
+            "{} unused",
+            d.name
+        );
+    }
+
+    // StreamPodSandboxMetrics sends the same pods.
+    let mut stream = env
+        .daemon
+        .runtime
+        .stream_pod_sandbox_metrics(StreamPodSandboxMetricsRequest {})
+        .await
+        .expect("stream")
+        .into_inner();
+    let mut streamed = Vec::new();
+    while let Some(msg) = stream.message().await.expect("stream message") {
+        streamed.extend(
+            msg.pod_sandbox_metrics
+                .into_iter()
+                .map(|p| p.pod_sandbox_id),
+        );
+    }
+    assert!(streamed.contains(&pod.0));
+}

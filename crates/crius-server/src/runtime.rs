@@ -431,6 +431,39 @@ impl RuntimeService for Runtime {
         Ok(tonic::Response::new(Box::pin(tokio_stream::iter(chunks))))
     }
 
+    async fn list_metric_descriptors(
+        &self,
+        _request: tonic::Request<ListMetricDescriptorsRequest>,
+    ) -> Result<tonic::Response<ListMetricDescriptorsResponse>, tonic::Status> {
+        Ok(tonic::Response::new(ListMetricDescriptorsResponse {
+            descriptors: crate::stats::metric_descriptors(),
+        }))
+    }
+
+    async fn list_pod_sandbox_metrics(
+        &self,
+        _request: tonic::Request<ListPodSandboxMetricsRequest>,
+    ) -> Result<tonic::Response<ListPodSandboxMetricsResponse>, tonic::Status> {
+        let pod_metrics = self.0.pod_sandbox_metrics().await?;
+        Ok(tonic::Response::new(ListPodSandboxMetricsResponse { pod_metrics }))
+    }
+
+    async fn stream_pod_sandbox_metrics(
+        &self,
+        _request: tonic::Request<StreamPodSandboxMetricsRequest>,
+    ) -> Result<tonic::Response<Self::StreamPodSandboxMetricsStream>, tonic::Status> {
+        let all = self.0.pod_sandbox_metrics().await?;
+        let chunks: Vec<Result<StreamPodSandboxMetricsResponse, tonic::Status>> = all
+            .chunks(crate::stats::STREAM_CHUNK)
+            .map(|c| {
+                Ok(StreamPodSandboxMetricsResponse {
+                    pod_sandbox_metrics: c.to_vec(),
+                })
+            })
+            .collect();
+        Ok(tonic::Response::new(Box::pin(tokio_stream::iter(chunks))))
+    }
+
     async fn get_container_events(
         &self,
         _request: tonic::Request<GetEventsRequest>,
@@ -468,9 +501,6 @@ impl RuntimeService for Runtime {
     unimplemented_rpcs! {
         update_runtime_config(UpdateRuntimeConfigRequest) -> UpdateRuntimeConfigResponse = "UpdateRuntimeConfig";
         checkpoint_container(CheckpointContainerRequest) -> CheckpointContainerResponse = "CheckpointContainer";
-        list_metric_descriptors(ListMetricDescriptorsRequest) -> ListMetricDescriptorsResponse = "ListMetricDescriptors";
-        list_pod_sandbox_metrics(ListPodSandboxMetricsRequest) -> ListPodSandboxMetricsResponse = "ListPodSandboxMetrics";
-        stream_pod_sandbox_metrics(StreamPodSandboxMetricsRequest) -> Self::StreamPodSandboxMetricsStream = "StreamPodSandboxMetrics";
     }
 }
 

@@ -400,9 +400,377 @@ impl Cri {
     }
 }
 
+/// The label keys every container metric starts with, as kubelet's CRI metrics collector
+/// expects them (the same set it gives node-level series from cAdvisor).
+const BASE_LABELS: [&str; 5] = ["pod", "namespace", "container", "id", "image"];
+
+/// The container name the sandbox's own series carry (as cAdvisor names a pod's pause
+/// container).
+const SANDBOX_CONTAINER: &str = "POD";
+
+/// One cAdvisor-compatible metric: name, help, type and the label keys after [`BASE_LABELS`].
+struct Descriptor {
+    name: &'static str,
+    help: &'static str,
+    kind: MetricType,
+    extra: &'static [&'static str],
+}
+
+const CPU_USAGE: &str = "container_cpu_usage_seconds_total";
+const MEMORY_USAGE: &str = "container_memory_usage_bytes";
+const MEMORY_WORKING_SET: &str = "container_memory_working_set_bytes";
+const MEMORY_RSS: &str = "container_memory_rss";
+const MEMORY_FAILURES: &str = "container_memory_failures_total";
+const FS_USAGE: &str = "container_fs_usage_bytes";
+const FS_INODES: &str = "container_fs_inodes_used";
+const NET_RX_BYTES: &str = "container_network_receive_bytes_total";
+const NET_RX_ERRORS: &str = "container_network_receive_errors_total";
+const NET_TX_BYTES: &str = "container_network_transmit_bytes_total";
+const NET_TX_ERRORS: &str = "container_network_transmit_errors_total";
+const PROCESSES: &str = "container_processes";
+
+/// Every metric ListPodSandboxMetrics reports.
+const DESCRIPTORS: &[Descriptor] = &[
+    Descriptor {
+        name: CPU_USAGE,
+        help: "Cumulative cpu time consumed in seconds.",
+        kind: MetricType::Counter,
+        extra: &["cpu"],
+    },
+    Descriptor {
+        name: MEMORY_USAGE,
+        help: "Current memory usage in bytes, including all memory regardless of when it was accessed",
+        kind: MetricType::Gauge,
+        extra: &[],
+    },
+    Descriptor {
+        name: MEMORY_WORKING_SET,
+        help: "Current working set in bytes.",
+        kind: MetricType::Gauge,
+        extra: &[],
+    },
+    Descriptor {
+        name: MEMORY_RSS,
+        help: "Size of RSS in bytes.",
+        kind: MetricType::Gauge,
+        extra: &[],
+    },
+    Descriptor {
+        name: MEMORY_FAILURES,
+        help: "Cumulative count of memory allocation failures.",
+        kind: MetricType::Counter,
+        extra: &["failure_type", "scope"],
+    },
+    Descriptor {
+        name: FS_USAGE,
+        help: "Number of bytes that are consumed by the container on this filesystem.",
+        kind: MetricType::Gauge,
+        extra: &["device"],
+    },
+    Descriptor {
+        name: FS_INODES,
+        help: "Number of inodes the container uses on this filesystem.",
+        kind: MetricType::Gauge,
+        extra: &["device"],
+    },
+    Descriptor {
+        name: NET_RX_BYTES,
+        help: "Cumulative count of bytes received",
+        kind: MetricType::Counter,
+        extra: &["interface"],
+    },
+    Descriptor {
+        name: NET_RX_ERRORS,
+        help: "Cumulative count of errors encountered while receiving",
+        kind: MetricType::Counter,
+        extra: &["interface"],
+    },
+    Descriptor {
+        name: NET_TX_BYTES,
+        help: "Cumulative count of bytes transmitted",
+        kind: MetricType::Counter,
+        extra: &["interface"],
+    },
+    Descriptor {
+        name: NET_TX_ERRORS,
+        help: "Cumulative count of errors encountered while transmitting",
+        kind: MetricType::Counter,
+        extra: &["interface"],
+    },
+    Descriptor {
+        name: PROCESSES,
+        help: "Number of processes running inside the container.",
+        kind: MetricType::Gauge,
+        extra: &[],
+    },
+];
+
+/// ListMetricDescriptors.
+pub(crate) fn metric_descriptors() -> Vec<MetricDescriptor> {
+    DESCRIPTORS
+        .iter()
+        .map(|d| MetricDescriptor {
+            name: d.name.into(),
+            help: d.help.into(),
+            label_keys: BASE_LABELS
+                .iter()
+                .chain(d.extra)
+                .map(|k| (*k).to_owned())
+                .collect(),
+        })
+        .collect()
+}
+
+/// Builds metrics sharing the base label values of one container (or sandbox).
+struct Metrics {
+    base: Vec<String>,
+    out: Vec<Metric>,
+}
+
+impl Metrics {
+    fn new(base: Vec<String>) -> Metrics {
+        Metrics {
+            base,
+            out: Vec::new(),
+        }
+    }
+
+    /// Adds `name` (one of [`DESCRIPTORS`]) with the values of its extra labels.
+    fn add(&mut self, name: &str, extra: &[&str], v: Option<u64>) {
+        let (Some(v), Some(d)) = (v, DESCRIPTORS.iter().find(|d| d.name == name)) else {
+            return;
+        };
+        debug_assert_eq!(d.extra.len(), extra.len(), "{name}");
+        self.out.push(Metric {
+            name: name.to_owned(),
+            timestamp: 0,
+            metric_type: d.kind.into(),
+            label_values: self
+                .base
+                .iter()
+                .cloned()
+                .chain(extra.iter().map(|e| (*e).to_owned()))
+                .collect(),
+            value: value(v),
+        });
+    }
+}
+
+fn get(v: Option<&UInt64Value>) -> Option<u64> {
+    v.map(|v| v.value)
+}
+
+/// The metrics of one container from its stats.
+fn container_metrics(
+    pod: &PodSandboxMetadata,
+    image: &str,
+    stats: &ContainerStats,
+) -> ContainerMetrics {
+    let attributes = stats.attributes.clone().unwrap_or_default();
+    let name = attributes.metadata.map(|m| m.name).unwrap_or_default();
+    let mut m = Metrics::new(vec![
+        pod.name.clone(),
+        pod.namespace.clone(),
+        name,
+        attributes.id.clone(),
+        image.to_owned(),
+    ]);
+    if let Some(cpu) = &stats.cpu {
+        let seconds = get(cpu.usage_core_nano_seconds.as_ref()).map(|ns| ns / 1_000_000_000);
+        m.add(CPU_USAGE, &["total"], seconds);
+    }
+    if let Some(mem) = &stats.memory {
+        m.add(MEMORY_USAGE, &[], get(mem.usage_bytes.as_ref()));
+        m.add(MEMORY_WORKING_SET, &[], get(mem.working_set_bytes.as_ref()));
+        m.add(MEMORY_RSS, &[], get(mem.rss_bytes.as_ref()));
+        // memory.stat's counters cover the cgroup and its descendants.
+        m.add(
+            MEMORY_FAILURES,
+            &["pgfault", "hierarchy"],
+            get(mem.page_faults.as_ref()),
+        );
+        m.add(
+            MEMORY_FAILURES,
+            &["pgmajfault", "hierarchy"],
+            get(mem.major_page_faults.as_ref()),
+        );
+    }
+    if let Some(fs) = &stats.writable_layer {
+        let device = fs
+            .fs_id
+            .as_ref()
+            .map(|f| f.mountpoint.clone())
+            .unwrap_or_default();
+        m.add(FS_USAGE, &[&device], get(fs.used_bytes.as_ref()));
+        m.add(FS_INODES, &[&device], get(fs.inodes_used.as_ref()));
+    }
+    ContainerMetrics {
+        container_id: attributes.id,
+        metrics: m.out,
+    }
+}
+
+/// The metrics of a pod from its stats: the sandbox's own (network, processes) and each
+/// container's.
+fn pod_metrics(stats: &PodSandboxStats, images: &HashMap<String, String>) -> PodSandboxMetrics {
+    let attributes = stats.attributes.clone().unwrap_or_default();
+    let pod = attributes.metadata.unwrap_or_default();
+    let linux = stats.linux.clone().unwrap_or_default();
+    let mut m = Metrics::new(vec![
+        pod.name.clone(),
+        pod.namespace.clone(),
+        SANDBOX_CONTAINER.to_owned(),
+        attributes.id.clone(),
+        String::new(),
+    ]);
+    if let Some(net) = &linux.network {
+        for i in net.default_interface.iter().chain(&net.interfaces) {
+            let name = [i.name.as_str()];
+            m.add(NET_RX_BYTES, &name, get(i.rx_bytes.as_ref()));
+            m.add(NET_RX_ERRORS, &name, get(i.rx_errors.as_ref()));
+            m.add(NET_TX_BYTES, &name, get(i.tx_bytes.as_ref()));
+            m.add(NET_TX_ERRORS, &name, get(i.tx_errors.as_ref()));
+        }
+    }
+    if let Some(p) = &linux.process {
+        m.add(PROCESSES, &[], get(p.process_count.as_ref()));
+    }
+    PodSandboxMetrics {
+        pod_sandbox_id: attributes.id,
+        metrics: m.out,
+        container_metrics: linux
+            .containers
+            .iter()
+            .map(|c| {
+                let id = c.attributes.as_ref().map(|a| a.id.as_str()).unwrap_or("");
+                let image = images.get(id).map(String::as_str).unwrap_or("");
+                container_metrics(&pod, image, c)
+            })
+            .collect(),
+    }
+}
+
+impl Cri {
+    /// ListPodSandboxMetrics: the metrics of every ready pod and its containers.
+    pub(crate) async fn pod_sandbox_metrics(&self) -> Result<Vec<PodSandboxMetrics>, Status> {
+        self.blocking(move |pods| {
+            let all = pods.list().map_err(pod_error)?;
+            let containers = pods.list_containers().map_err(pod_error)?;
+            let images: HashMap<String, String> = containers
+                .iter()
+                .map(|c| (c.record.id.clone(), c.record.image.clone()))
+                .collect();
+            Ok(all
+                .iter()
+                .filter(|p| p.ready)
+                .map(|p| pod_metrics(&pod_stats_of(pods, p, &containers), &images))
+                .collect())
+        })
+        .await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_metric_has_its_descriptor_and_labels() {
+        let stats = PodSandboxStats {
+            attributes: Some(PodSandboxAttributes {
+                id: "pod1".into(),
+                metadata: Some(PodSandboxMetadata {
+                    name: "web".into(),
+                    namespace: "ns".into(),
+                    ..PodSandboxMetadata::default()
+                }),
+                ..PodSandboxAttributes::default()
+            }),
+            linux: Some(LinuxPodSandboxStats {
+                network: Some(NetworkUsage {
+                    default_interface: Some(NetworkInterfaceUsage {
+                        name: "eth0".into(),
+                        rx_bytes: value(10),
+                        rx_errors: value(0),
+                        tx_bytes: value(20),
+                        tx_errors: value(0),
+                    }),
+                    ..NetworkUsage::default()
+                }),
+                process: Some(ProcessUsage {
+                    timestamp: 1,
+                    process_count: value(2),
+                }),
+                containers: vec![ContainerStats {
+                    attributes: Some(ContainerAttributes {
+                        id: "c1".into(),
+                        metadata: Some(ContainerMetadata {
+                            name: "app".into(),
+                            attempt: 0,
+                        }),
+                        ..ContainerAttributes::default()
+                    }),
+                    cpu: cpu_usage(
+                        "metrics-test",
+                        &CgroupStats {
+                            cpu_usage_ns: Some(3_500_000_000),
+                            ..CgroupStats::default()
+                        },
+                        1,
+                        None,
+                    ),
+                    memory: Some(memory_usage(
+                        &MemoryStats {
+                            usage_bytes: 100,
+                            working_set_bytes: 90,
+                            rss_bytes: 80,
+                            page_faults: 7,
+                            major_page_faults: 1,
+                            limit_bytes: None,
+                        },
+                        1,
+                    )),
+                    writable_layer: Some(FilesystemUsage {
+                        timestamp: 1,
+                        fs_id: Some(FilesystemIdentifier {
+                            mountpoint: "/var".into(),
+                        }),
+                        used_bytes: value(4096),
+                        inodes_used: value(3),
+                    }),
+                    ..ContainerStats::default()
+                }],
+                ..LinuxPodSandboxStats::default()
+            }),
+            windows: None,
+        };
+        let images = HashMap::from([("c1".to_owned(), "busybox:1".to_owned())]);
+        let pod = pod_metrics(&stats, &images);
+        let descriptors = metric_descriptors();
+        let all: Vec<&Metric> = pod
+            .metrics
+            .iter()
+            .chain(pod.container_metrics.iter().flat_map(|c| &c.metrics))
+            .collect();
+        assert_eq!(all.len(), 4 + 1 + 8);
+        for m in all {
+            let d = descriptors
+                .iter()
+                .find(|d| d.name == m.name)
+                .unwrap_or_else(|| panic!("no descriptor for {}", m.name));
+            assert_eq!(d.label_keys.len(), m.label_values.len(), "{}", m.name);
+        }
+        let cpu = pod.container_metrics[0]
+            .metrics
+            .iter()
+            .find(|m| m.name == CPU_USAGE)
+            .expect("cpu");
+        assert_eq!(
+            cpu.label_values,
+            ["web", "ns", "app", "c1", "busybox:1", "total"]
+        );
+        assert_eq!(cpu.value.as_ref().map(|v| v.value), Some(3));
+    }
 
     #[test]
     fn nano_cores_between_samples() {
