@@ -699,3 +699,39 @@ async fn pod_sandbox_metrics_match_their_descriptors() {
     }
     assert!(streamed.contains(&pod.0));
 }
+
+/// A benchmark, not a test: ListContainerStats over 100 running containers in 10 pods. Run with
+/// `cargo test --test stats -- --ignored --nocapture bench_`.
+#[tokio::test]
+#[ignore = "benchmark: prints ListContainerStats latencies for 100 containers"]
+async fn bench_list_container_stats_of_100_containers() {
+    let mut env = setup().await;
+    let mut pods = Vec::new();
+    for p in 0..10 {
+        pods.push(env.pod(&format!("bench-{p}")).await);
+    }
+    for (p, pod) in pods.iter().enumerate() {
+        for c in 0..10 {
+            env.run(pod, &format!("c{p}-{c}"), "sleep 1000").await;
+        }
+    }
+    let mut times = Vec::new();
+    for _ in 0..100 {
+        let t = Instant::now();
+        let listed = env.list(ContainerStatsFilter::default()).await;
+        times.push(t.elapsed());
+        assert_eq!(listed.len(), 100);
+    }
+    times.sort();
+    let t = Instant::now();
+    env.daemon
+        .runtime
+        .list_containers(ListContainersRequest { filter: None })
+        .await
+        .expect("list containers");
+    let list = t.elapsed();
+    eprintln!(
+        "ListContainerStats, 100 containers: p50 {:?}, p99 {:?}, max {:?}; ListContainers {:?}",
+        times[49], times[98], times[99], list
+    );
+}

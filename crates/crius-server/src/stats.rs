@@ -4,11 +4,14 @@
 //! `spawn_blocking`, never on a tokio worker.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use cri_api::v1::*;
-use crius_runtime::stats::{CgroupStats, MemoryStats, disk_usage, mountpoint_of, read_cgroup};
+use crius_runtime::stats::{
+    CgroupStats, DiskUsage, MemoryStats, disk_usage, mountpoint_of, read_cgroup,
+};
 use crius_runtime::{ContainerView, Pods};
 use tonic::Status;
 
@@ -110,14 +113,43 @@ fn memory_usage(m: &MemoryStats, at_ns: i64) -> MemoryUsage {
     }
 }
 
-/// Reads the stats of `views`; blocks.
-fn collect(pods: &Pods, views: &[ContainerView]) -> Vec<ContainerStats> {
+/// Bulk listings (ListContainerStats, pod stats and metrics, ImageFsInfo) reuse a writable
+/// layer walk younger than this; ContainerStats of one container always walks.
+const LAYER_CACHE_TTL: Duration = Duration::from_secs(5);
+
+/// The last walk of each writable layer directory and when it was made.
+fn layer_cache() -> &'static Mutex<HashMap<PathBuf, (Instant, DiskUsage)>> {
+    static CACHE: OnceLock<Mutex<HashMap<PathBuf, (Instant, DiskUsage)>>> = OnceLock::new();
+    CACHE.get_or_init(Mutex::default)
+}
+
+/// The usage below `upper`, from a walk at most `max_age` old (zero: walk now).
+fn layer_usage(upper: &Path, max_age: Duration) -> Option<DiskUsage> {
+    if !max_age.is_zero() {
+        let cache = layer_cache().lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((at, usage)) = cache.get(upper)
+            && at.elapsed() < max_age
+        {
+            return Some(*usage);
+        }
+    }
+    // Walk without the lock: other listings go on meanwhile.
+    let usage = disk_usage(upper).ok()?;
+    let mut cache = layer_cache().lock().unwrap_or_else(|e| e.into_inner());
+    // Layers of removed containers age out.
+    cache.retain(|_, (at, _)| at.elapsed() < 4 * LAYER_CACHE_TTL);
+    cache.insert(upper.to_owned(), (Instant::now(), usage));
+    Some(usage)
+}
+
+/// Reads the stats of `views`, with writable layer walks at most `max_age` old; blocks.
+fn collect(pods: &Pods, views: &[ContainerView], max_age: Duration) -> Vec<ContainerStats> {
     let fs_id = FilesystemIdentifier {
         mountpoint: mountpoint_of(pods.pods_dir()).display().to_string(),
     };
     views
         .iter()
-        .map(|v| container_stats_of(pods, v, &fs_id))
+        .map(|v| container_stats_of(pods, v, &fs_id, max_age))
         .collect()
 }
 
@@ -125,6 +157,7 @@ fn container_stats_of(
     pods: &Pods,
     v: &ContainerView,
     fs_id: &FilesystemIdentifier,
+    max_age: Duration,
 ) -> ContainerStats {
     let r = &v.record;
     let monitor = v.monitor.as_ref();
@@ -137,7 +170,7 @@ fn container_stats_of(
     let at_ns = now_ns();
     let started = monitor.and_then(|m| m.started_at_ns);
     let upper = pods.container_upper_dir(v);
-    let writable_layer = disk_usage(&upper).ok().map(|u| FilesystemUsage {
+    let writable_layer = layer_usage(&upper, max_age).map(|u| FilesystemUsage {
         timestamp: at_ns,
         fs_id: Some(fs_id.clone()),
         used_bytes: value(u.bytes),
@@ -247,7 +280,7 @@ fn pod_stats_of(
                 timestamp: at_ns,
                 process_count: value(n),
             }),
-            containers: collect(pods, &mine),
+            containers: collect(pods, &mine, LAYER_CACHE_TTL),
             io: None,
         }),
         windows: None,
@@ -276,7 +309,7 @@ impl Cri {
         let id = id.to_owned();
         self.blocking(move |pods| {
             let view = pods.get_container(&id).map_err(pod_error)?;
-            collect(pods, &[view])
+            collect(pods, &[view], Duration::ZERO)
                 .pop()
                 .ok_or_else(|| Status::internal("no stats collected"))
         })
@@ -312,7 +345,7 @@ impl Cri {
                         .all(|(k, val)| v.record.labels.get(k) == Some(val))
                 })
                 .collect();
-            Ok(collect(pods, &views))
+            Ok(collect(pods, &views, LAYER_CACHE_TTL))
         })
         .await
     }
@@ -374,7 +407,7 @@ impl Cri {
             let views = pods.list_containers().map_err(pod_error)?;
             let (mut bytes, mut inodes) = (0u64, 0u64);
             for v in &views {
-                if let Ok(u) = disk_usage(&pods.container_upper_dir(v)) {
+                if let Some(u) = layer_usage(&pods.container_upper_dir(v), LAYER_CACHE_TTL) {
                     bytes = bytes.saturating_add(u.bytes);
                     inodes = inodes.saturating_add(u.inodes);
                 }

@@ -16,11 +16,11 @@ use cri_api::v1::runtime_service_client::RuntimeServiceClient;
 use cri_api::v1::{
     ContainerConfig, ContainerMetadata, ContainerState, ContainerStatusRequest,
     CreateContainerRequest, IdMapping, ImageSpec, LinuxPodSandboxConfig,
-    LinuxSandboxSecurityContext, ListContainersRequest, ListImagesRequest, ListPodSandboxRequest,
-    NamespaceMode, NamespaceOption, PodSandboxConfig, PodSandboxMetadata, PodSandboxStatusRequest,
-    PullImageRequest, RemoveContainerRequest, RemoveImageRequest, RemovePodSandboxRequest,
-    RunPodSandboxRequest, StartContainerRequest, StatusRequest, StopContainerRequest,
-    StopPodSandboxRequest, UserNamespace, VersionRequest,
+    LinuxSandboxSecurityContext, ListContainerStatsRequest, ListContainersRequest,
+    ListImagesRequest, ListPodSandboxRequest, NamespaceMode, NamespaceOption, PodSandboxConfig,
+    PodSandboxMetadata, PodSandboxStatusRequest, PullImageRequest, RemoveContainerRequest,
+    RemoveImageRequest, RemovePodSandboxRequest, RunPodSandboxRequest, StartContainerRequest,
+    StatusRequest, StopContainerRequest, StopPodSandboxRequest, UserNamespace, VersionRequest,
 };
 use crius_tests::harness::connect;
 use crius_tests::image::{self, Compression, Entry, Image, Layer};
@@ -473,9 +473,15 @@ impl ManyFigures {
         if let Some((l, s)) = &self.list {
             v.push((l.clone(), Unit::Millis));
             v.push((s.clone(), Unit::Millis));
+            v.push((stats_figure(l), Unit::Millis));
         }
         v
     }
+}
+
+/// The ListContainerStats figure beside a ListContainers one (same containers).
+fn stats_figure(list_figure: &str) -> String {
+    list_figure.replace("ListContainers", "ListContainerStats")
 }
 
 /// Daemon RSS with no pods, after setup.
@@ -1660,8 +1666,8 @@ impl Bench {
         }
     }
 
-    /// Adds a second container to every pod, then times ListContainers and ContainerStatus,
-    /// alternating runtimes in batches of ten calls.
+    /// Adds a second container to every pod, then times ListContainers, ContainerStatus and
+    /// ListContainerStats, alternating runtimes in batches of ten calls.
     async fn list_status(&mut self, f_list: &str, f_status: &str) {
         for t in 0..self.targets.len() {
             if self.targets[t].many.is_empty() {
@@ -1726,7 +1732,26 @@ impl Bench {
                         })
                         .await;
                     let status = ms(start.elapsed());
+                    let start = Instant::now();
+                    let st = rt
+                        .list_container_stats(ListContainerStatsRequest { filter: None })
+                        .await;
+                    let stats = ms(start.elapsed());
+                    let f_stats = stats_figure(f_list);
                     let name = self.targets[t].name();
+                    match st {
+                        Ok(_) => self.results.record(&f_stats, Unit::Millis, t, stats),
+                        Err(e) => {
+                            let e = anyhow::Error::from(e);
+                            self.results.fail(
+                                &f_stats,
+                                Unit::Millis,
+                                t,
+                                reason(name, &e),
+                                detail(name, &e),
+                            );
+                        }
+                    }
                     match r {
                         Ok(_) => self.results.record(f_list, Unit::Millis, t, list),
                         Err(e) => {
