@@ -230,3 +230,184 @@ async fn bad_localhost_profiles_are_invalid_argument_naming_the_file() {
         .containers;
     assert!(listed.is_empty(), "{listed:?}");
 }
+
+/// The container's cgroup directories, from verbose ContainerStatus.
+async fn cgroup_dirs(env: &mut Env, id: &str) -> Vec<std::path::PathBuf> {
+    let info = env
+        .daemon
+        .runtime
+        .container_status(ContainerStatusRequest {
+            container_id: id.into(),
+            verbose: true,
+        })
+        .await
+        .expect("status")
+        .into_inner()
+        .info;
+    let v: serde_json::Value = serde_json::from_str(&info["info"]).expect("json");
+    v["cgroupDirs"]
+        .as_array()
+        .expect("dirs")
+        .iter()
+        .filter_map(|d| d.as_str().map(std::path::PathBuf::from))
+        .collect()
+}
+
+/// The trimmed content of `file` in the one directory that has it.
+fn cgroup_file(dirs: &[std::path::PathBuf], file: &str) -> String {
+    let dir = dirs
+        .iter()
+        .find(|d| d.join(file).exists())
+        .unwrap_or_else(|| panic!("no {file} in {dirs:?}"));
+    std::fs::read_to_string(dir.join(file))
+        .expect("read")
+        .trim()
+        .to_owned()
+}
+
+/// Whether the node has a hugetlb controller (v1, or in the v2 hierarchy).
+fn hugetlb_available() -> bool {
+    std::path::Path::new("/sys/fs/cgroup/hugetlb").is_dir()
+        || [
+            "/sys/fs/cgroup/unified/cgroup.controllers",
+            "/sys/fs/cgroup/cgroup.controllers",
+        ]
+        .iter()
+        .any(|f| {
+            std::fs::read_to_string(f).is_ok_and(|t| t.split_whitespace().any(|c| c == "hugetlb"))
+        })
+}
+
+/// Swap, cpusets, hugepages and a pids limit (`unified` `pids.max`) are in the container's
+/// cgroup files after create and after UpdateContainerResources; forks beyond pids.max fail
+/// inside the container.
+#[tokio::test]
+async fn pids_cpusets_swap_and_hugepages_apply_at_create_and_update() {
+    let mut env = setup(false).await;
+    let pod = env.pod("limits", false).await;
+    let hugepages = hugetlb_available();
+    let mut config = env.container_config("limits", "sleep 300");
+    config.linux.get_or_insert_default().resources = Some(LinuxContainerResources {
+        memory_limit_in_bytes: 64 << 20,
+        memory_swap_limit_in_bytes: 128 << 20,
+        cpuset_cpus: "0".into(),
+        cpuset_mems: "0".into(),
+        hugepage_limits: if hugepages {
+            vec![HugepageLimit {
+                page_size: "2MB".into(),
+                limit: 4 << 20,
+            }]
+        } else {
+            Vec::new()
+        },
+        unified: [("pids.max".to_owned(), "12".to_owned())].into(),
+        ..LinuxContainerResources::default()
+    });
+    let id = env.run(&pod, config).await;
+    let dirs = cgroup_dirs(&mut env, &id).await;
+    assert_eq!(cgroup_file(&dirs, "pids.max"), "12");
+    assert_eq!(cgroup_file(&dirs, "cpuset.cpus"), "0");
+    assert_eq!(cgroup_file(&dirs, "cpuset.mems"), "0");
+    if dirs
+        .iter()
+        .any(|d| d.join("memory.memsw.limit_in_bytes").exists())
+    {
+        assert_eq!(
+            cgroup_file(&dirs, "memory.memsw.limit_in_bytes"),
+            (128u64 << 20).to_string()
+        );
+    }
+    if hugepages {
+        let file = if dirs.iter().any(|d| d.join("hugetlb.2MB.max").exists()) {
+            "hugetlb.2MB.max"
+        } else {
+            "hugetlb.2MB.limit_in_bytes"
+        };
+        assert_eq!(cgroup_file(&dirs, file), (4u64 << 20).to_string());
+    }
+    // The container's process is in every one of its cgroups.
+    let pid = std::fs::read_to_string(dirs[0].join("cgroup.procs")).expect("procs");
+    let pid = pid.lines().next().expect("a process").to_owned();
+    for d in &dirs {
+        let procs = std::fs::read_to_string(d.join("cgroup.procs")).expect("procs");
+        assert!(
+            procs.lines().any(|l| l == pid),
+            "{pid} not in {}",
+            d.display()
+        );
+    }
+
+    // A fork bomb stops at pids.max.
+    let out = env
+        .exec(
+            &id,
+            &[
+                "sh",
+                "-c",
+                "for i in $(seq 30); do sleep 2 >/dev/null 2>&1 & done; true",
+            ],
+            20,
+        )
+        .await
+        .expect("exec");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("fork") || stderr.contains("Resource temporarily unavailable"),
+        "forks beyond pids.max must fail: {stderr}"
+    );
+
+    env.daemon
+        .runtime
+        .update_container_resources(UpdateContainerResourcesRequest {
+            container_id: id.clone(),
+            linux: Some(LinuxContainerResources {
+                memory_limit_in_bytes: 96 << 20,
+                memory_swap_limit_in_bytes: 192 << 20,
+                cpuset_cpus: "0-1".into(),
+                unified: [("pids.max".to_owned(), "64".to_owned())].into(),
+                ..LinuxContainerResources::default()
+            }),
+            ..UpdateContainerResourcesRequest::default()
+        })
+        .await
+        .expect("update");
+    assert_eq!(cgroup_file(&dirs, "pids.max"), "64");
+    assert_eq!(cgroup_file(&dirs, "cpuset.cpus"), "0-1");
+    assert_eq!(
+        cgroup_file(&dirs, "memory.limit_in_bytes"),
+        (96u64 << 20).to_string()
+    );
+    if dirs
+        .iter()
+        .any(|d| d.join("memory.memsw.limit_in_bytes").exists())
+    {
+        assert_eq!(
+            cgroup_file(&dirs, "memory.memsw.limit_in_bytes"),
+            (192u64 << 20).to_string()
+        );
+    }
+    // Now the same forks succeed.
+    let out = env
+        .exec(
+            &id,
+            &[
+                "sh",
+                "-c",
+                "for i in $(seq 30); do sleep 2 >/dev/null 2>&1 & done; true",
+            ],
+            20,
+        )
+        .await
+        .expect("exec");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("fork"), "{stderr}");
+
+    // A limit the node has no file for is refused, not dropped.
+    let mut config = env.container_config("nolimit", "sleep 300");
+    config.linux.get_or_insert_default().resources = Some(LinuxContainerResources {
+        unified: [("no.such.file".to_owned(), "1".to_owned())].into(),
+        ..LinuxContainerResources::default()
+    });
+    let err = env.create(&pod, config).await.expect_err("refused");
+    assert!(err.message().contains("no.such.file"), "{err:?}");
+}

@@ -887,3 +887,152 @@ async fn twenty_concurrent_execs_all_complete() {
     });
     futures_util::future::join_all(sessions).await;
 }
+
+/// `--stream-address` puts the streaming server where it says; a bad value stops criusd
+/// before it starts, naming the key.
+#[tokio::test]
+async fn stream_address_flag_places_the_streaming_server() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let mut daemon = crius_tests::harness::Criusd::start_with(crius_tests::harness::Options {
+        config: String::new(),
+        args: vec!["--stream-address".into(), format!("127.0.0.1:{port}")],
+    })
+    .await
+    .expect("start criusd");
+    let logs = tempfile::tempdir().expect("tempdir");
+    let pod = daemon
+        .runtime
+        .run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(pod_config("addr", false, logs.path())),
+            runtime_handler: String::new(),
+        })
+        .await
+        .expect("run pod")
+        .into_inner()
+        .pod_sandbox_id;
+    let url = daemon
+        .runtime
+        .port_forward(PortForwardRequest {
+            pod_sandbox_id: pod,
+            port: vec![80],
+        })
+        .await
+        .expect("port forward")
+        .into_inner()
+        .url;
+    assert!(
+        url.starts_with(&format!("http://127.0.0.1:{port}/")),
+        "{url}"
+    );
+
+    let out = std::process::Command::new(crius_tests::harness::criusd_binary())
+        .args(["--stream-address", "not-an-address"])
+        .output()
+        .expect("run criusd");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("stream_address"), "{stderr}");
+}
+
+/// The SPDY/3 header dictionary of crius-stream's test client.
+#[path = "../../crates/crius-stream/tests/support/dictionary.rs"]
+mod dictionary;
+/// The SPDY/3.1 client of crius-stream's own tests (independent of the server's framing).
+#[allow(
+    dead_code,
+    reason = "shared with crius-stream's tests, which use all of it"
+)]
+#[path = "../../crates/crius-stream/tests/support/spdy_client.rs"]
+mod spdy_client;
+
+/// Opens `streams` over SPDY with one subprotocol, sends `stdin` (then FIN), reads to the end.
+async fn spdy_session(
+    url: &str,
+    protocol: &str,
+    streams: &[&str],
+    stdin: &[u8],
+) -> (HashMap<String, String>, String) {
+    let (upgrade, client) = spdy_client::connect(url, &[protocol]).await;
+    assert_eq!(upgrade.status, 101, "upgrade refused: {}", upgrade.head);
+    let mut client = client.expect("session");
+    let mut ids = HashMap::new();
+    for s in streams {
+        let id = client.open(&[("streamType", s)]).await;
+        ids.insert((*s).to_owned(), id);
+    }
+    if let Some(id) = ids.get("stdin") {
+        client.data(*id, stdin, true).await;
+    }
+    let c = client.collect(Duration::from_secs(30)).await;
+    let texts = ids.iter().map(|(k, id)| (k.clone(), c.text(*id))).collect();
+    (texts, upgrade.head)
+}
+
+/// Every remotecommand subprotocol over SPDY runs an exec in a real container: the older
+/// `channel.k8s.io`, `v2.` and `v3.` (exit codes as error text) and `v4.` (a Status).
+#[tokio::test]
+async fn every_spdy_subprotocol_runs_an_exec() {
+    let mut env = setup().await;
+    let (_pod, id) = env.pod_with("spdy", false, "sleep 300").await;
+    for protocol in [
+        "channel.k8s.io",
+        "v2.channel.k8s.io",
+        "v3.channel.k8s.io",
+        "v4.channel.k8s.io",
+    ] {
+        let script = "echo out-$((1+1)); echo err >&2; cat; exit 3";
+        let url = env
+            .exec_url(&id, &["sh", "-c", script], false, true)
+            .await
+            .expect("exec url");
+        let (texts, head) = spdy_session(
+            &url,
+            protocol,
+            &["error", "stdin", "stdout", "stderr"],
+            b"in\n",
+        )
+        .await;
+        assert!(
+            head.contains(&format!("x-stream-protocol-version: {protocol}")),
+            "{head}"
+        );
+        assert_eq!(texts["stdout"], "out-2\nin\n", "{protocol}");
+        assert_eq!(texts["stderr"], "err\n", "{protocol}");
+        let error = &texts["error"];
+        if protocol == "v4.channel.k8s.io" {
+            let status: serde_json::Value = serde_json::from_str(error).expect("status");
+            assert_eq!(status["reason"], "NonZeroExitCode", "{status}");
+            assert_eq!(status["details"]["causes"][0]["message"], "3");
+        } else {
+            assert!(
+                error.contains("non-zero exit code") && error.contains('3'),
+                "{protocol}: {error:?}"
+            );
+        }
+    }
+}
+
+/// Attach over SPDY (what kubelet speaks): input reaches a `stdin_once` container, its output
+/// comes back, and the session ends with the container.
+#[tokio::test]
+async fn attach_over_spdy() {
+    let mut env = setup().await;
+    let config = stdin_config(&env, "spdy-attach", "cat; echo done", true);
+    let (_pod, id) = env.run_in_new_pod("spdy-attach", config).await;
+    let url = env.attach_url(&id, false, true).await;
+    let (texts, _) = spdy_session(
+        &url,
+        "v4.channel.k8s.io",
+        &["error", "stdin", "stdout", "stderr"],
+        b"via spdy\n",
+    )
+    .await;
+    assert_eq!(texts["stdout"], "via spdy\ndone\n");
+    let status: serde_json::Value = serde_json::from_str(&texts["error"]).expect("status");
+    assert_eq!(status["status"], "Success", "{status}");
+    let status = env.wait_exit(&id, Duration::from_secs(30)).await;
+    assert_eq!(status.exit_code, 0);
+}

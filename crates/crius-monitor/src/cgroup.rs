@@ -18,6 +18,38 @@ pub(crate) struct Hierarchy {
     pub controllers: Vec<String>,
 }
 
+/// The cgroup v1 controllers the kernel knows. A v1 mount's super options list its
+/// controllers among other options (`rw`, `xattr`, `release_agent=…`, `clone_children`, …);
+/// `name=` options name controller-less hierarchies such as systemd's.
+const V1_CONTROLLERS: &[&str] = &[
+    "cpuset",
+    "cpu",
+    "cpuacct",
+    "blkio",
+    "memory",
+    "devices",
+    "freezer",
+    "net_cls",
+    "perf_event",
+    "net_prio",
+    "hugetlb",
+    "pids",
+    "rdma",
+    "misc",
+];
+
+/// The v2 controllers crius enables for the cgroups it makes, where the parent has them.
+const V2_CONTROLLERS: &[&str] = &["cpu", "cpuset", "memory", "pids", "hugetlb", "io"];
+
+/// The leaf below a v2 pod cgroup that holds the sandbox process: a v2 cgroup with
+/// controllers enabled for its children cannot hold processes itself.
+pub(crate) const SANDBOX_LEAF: &str = "sandbox";
+
+/// The crius-owned cgroup, below every hierarchy's root, that pod monitors live in: outside
+/// criusd's cgroup, so stopping criusd's service does not take them along, and outside the
+/// pods', so the pods' limits do not apply to them.
+pub(crate) const MONITORS: &str = "crius-monitors";
+
 /// The cgroup hierarchies mounted in this mount namespace, one per distinct superblock.
 pub(crate) fn hierarchies() -> Vec<Hierarchy> {
     let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
@@ -54,8 +86,7 @@ fn parse_mountinfo(text: &str) -> Vec<Hierarchy> {
                 .get(2)
                 .map(|opts| {
                     opts.split(',')
-                        .filter(|o| !matches!(*o, "rw" | "ro") && !o.starts_with("release_agent"))
-                        .filter(|o| !o.starts_with("clone_children") && *o != "noprefix")
+                        .filter(|o| o.starts_with("name=") || V1_CONTROLLERS.contains(o))
                         .map(str::to_owned)
                         .collect()
                 })
@@ -146,8 +177,7 @@ fn make_dirs(h: &Hierarchy, dir: &Path) -> Result<(), Error> {
         if h.v2
             && let Some(parent) = d.parent()
         {
-            // Delegate the usual controllers; refused where the parent holds processes.
-            let _ = std::fs::write(parent.join("cgroup.subtree_control"), "+cpu +memory +pids");
+            enable_controllers(parent);
         }
         match std::fs::create_dir(d) {
             Ok(()) => {}
@@ -164,6 +194,81 @@ fn make_dirs(h: &Hierarchy, dir: &Path) -> Result<(), Error> {
         }
     }
     Ok(())
+}
+
+/// Enables, for the children of v2 cgroup `dir`, each of [`V2_CONTROLLERS`] that `dir` has.
+/// One at a time: a controller the kernel refuses (the cgroup holds processes) does not keep
+/// the others out.
+fn enable_controllers(dir: &Path) {
+    let available = std::fs::read_to_string(dir.join("cgroup.controllers")).unwrap_or_default();
+    let enabled = std::fs::read_to_string(dir.join("cgroup.subtree_control")).unwrap_or_default();
+    for c in available.split_whitespace() {
+        if V2_CONTROLLERS.contains(&c) && !enabled.split_whitespace().any(|e| e == c) {
+            let _ = std::fs::write(dir.join("cgroup.subtree_control"), format!("+{c}"));
+        }
+    }
+}
+
+/// The directories the sandbox process goes into: the pod cgroup itself in v1 hierarchies,
+/// a [`SANDBOX_LEAF`] below it in v2 ones (made here), so that the pod cgroup can delegate
+/// controllers to its containers.
+pub(crate) fn sandbox_dirs(pod_dirs: &[PathBuf]) -> Result<Vec<PathBuf>, Error> {
+    let v2_mounts: Vec<PathBuf> = hierarchies()
+        .into_iter()
+        .filter(|h| h.v2)
+        .map(|h| h.mount)
+        .collect();
+    pod_dirs
+        .iter()
+        .map(|dir| {
+            if !v2_mounts.iter().any(|m| dir.starts_with(m)) {
+                return Ok(dir.clone());
+            }
+            enable_controllers(dir);
+            let leaf = dir.join(SANDBOX_LEAF);
+            match std::fs::create_dir(&leaf) {
+                Ok(()) => Ok(leaf),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(leaf),
+                Err(e) => Err(Error::Io {
+                    what: format!("cannot create cgroup {}", leaf.display()),
+                    source: e,
+                }),
+            }
+        })
+        .collect()
+}
+
+/// The crius-owned [`MONITORS`] cgroup in every hierarchy, made when missing.
+pub(crate) fn monitor_dirs() -> Result<Vec<PathBuf>, Error> {
+    hierarchies()
+        .into_iter()
+        .map(|h| {
+            let dir = h.mount.join(MONITORS);
+            make_dirs(&h, &dir)?;
+            Ok(dir)
+        })
+        .collect()
+}
+
+/// The container cgroup of process `pid` in every hierarchy: libcontainer made it, and moved
+/// `pid` in, only in the hierarchies its manager drives (v1 or v2, not both on a hybrid
+/// node); this makes the others, moves `pid` into them and applies all of `r` (the limits
+/// libcontainer is not given: swap, cpusets, hugepages, `unified` files). Returns the
+/// directories.
+pub(crate) fn attach_container(
+    spec: &CgroupSpec,
+    pid: i32,
+    r: &Resources,
+) -> Result<Vec<PathBuf>, Error> {
+    relative_dir(spec)?;
+    let mut dirs = Vec::new();
+    for (h, dir) in pod_dirs(spec) {
+        make_dirs(&h, &dir)?;
+        dirs.push(dir);
+    }
+    enter(&dirs, pid)?;
+    apply(&dirs, r)?;
+    Ok(dirs)
 }
 
 /// A new v1 cpuset cgroup starts empty: copy its parent's cpus and mems.
@@ -224,6 +329,12 @@ pub(crate) fn current() -> Vec<PathBuf> {
 
 /// Applies limits to the pod cgroup directories (v1 and v2 files, whichever exist).
 pub(crate) fn apply(dirs: &[PathBuf], r: &Resources) -> Result<(), Error> {
+    if let (Some(swap), Some(_)) = (r.memory_swap.filter(|s| *s > 0), r.memory_limit) {
+        // v1 keeps memory.limit_in_bytes <= memory.memsw.limit_in_bytes at every step: when
+        // both grow, the total must grow first (an error here is retried after the memory
+        // limit below).
+        let _ = write_where_present(dirs, "memory.memsw.limit_in_bytes", &swap.to_string());
+    }
     for dir in dirs {
         let write = |file: &str, value: String| -> Result<(), Error> {
             let path = dir.join(file);
@@ -264,6 +375,97 @@ pub(crate) fn apply(dirs: &[PathBuf], r: &Resources) -> Result<(), Error> {
             write("memory.max", v2)?;
         }
     }
+    apply_more(dirs, r)
+}
+
+/// Writes `value` to `file` in every directory that has it; how many did.
+fn write_where_present(dirs: &[PathBuf], file: &str, value: &str) -> Result<usize, Error> {
+    let mut written = 0;
+    for dir in dirs {
+        let path = dir.join(file);
+        if path.exists() {
+            std::fs::write(&path, value).map_err(Error::io(format!(
+                "cannot write {value:?} to {}",
+                path.display()
+            )))?;
+            written += 1;
+        }
+    }
+    Ok(written)
+}
+
+/// An error for a limit no directory has a file for: never dropped silently.
+fn no_file(what: &str, files: &str) -> Error {
+    Error::Io {
+        what: format!("{what}: the cgroups have no {files}"),
+        source: std::io::Error::new(
+            std::io::ErrorKind::Unsupported,
+            "the controller is not available on this node",
+        ),
+    }
+}
+
+/// The limits beyond cpu and memory: swap, cpusets, hugepages and `unified` files. Each must
+/// reach at least one directory.
+fn apply_more(dirs: &[PathBuf], r: &Resources) -> Result<(), Error> {
+    if let Some(swap) = r.memory_swap {
+        let v1 = if swap > 0 { swap } else { -1 };
+        let mut written =
+            write_where_present(dirs, "memory.memsw.limit_in_bytes", &v1.to_string())?;
+        for dir in dirs {
+            if !dir.join("memory.swap.max").exists() {
+                continue;
+            }
+            // v2 limits swap alone: the total minus the memory limit.
+            let memory = r.memory_limit.filter(|m| *m > 0).or_else(|| {
+                std::fs::read_to_string(dir.join("memory.max"))
+                    .ok()
+                    .and_then(|v| v.trim().parse().ok())
+            });
+            let value = match (swap > 0, memory) {
+                (true, Some(m)) => (swap - m).max(0).to_string(),
+                _ => "max".to_owned(),
+            };
+            written += write_where_present(std::slice::from_ref(dir), "memory.swap.max", &value)?;
+        }
+        // Without swap accounting, "no swap beyond memory" and "unlimited" need no file.
+        if written == 0 && swap != -1 && Some(swap) != r.memory_limit {
+            return Err(no_file(
+                "memory_swap_limit_in_bytes",
+                "memory.memsw.limit_in_bytes or memory.swap.max (swap accounting is off)",
+            ));
+        }
+    }
+    for (file, value) in [
+        ("cpuset.cpus", &r.cpuset_cpus),
+        ("cpuset.mems", &r.cpuset_mems),
+    ] {
+        if let Some(value) = value
+            && write_where_present(dirs, file, value)? == 0
+        {
+            return Err(no_file(file, file));
+        }
+    }
+    for (size, limit) in &r.hugepage_limits {
+        let v1 = format!("hugetlb.{size}.limit_in_bytes");
+        let v2 = format!("hugetlb.{size}.max");
+        let written = write_where_present(dirs, &v1, &limit.to_string())?
+            + write_where_present(dirs, &v2, &limit.to_string())?;
+        if written == 0 {
+            return Err(no_file(
+                &format!("hugepage limit of page size {size}"),
+                &format!("{v1} or {v2}"),
+            ));
+        }
+    }
+    for (file, value) in &r.unified {
+        if file.contains('/') || file.starts_with('.') {
+            return Err(no_file(&format!("unified key {file:?}"), "such file"));
+        }
+        if write_where_present(dirs, file, value)? == 0 {
+            return Err(no_file(&format!("unified key {file:?}"), file));
+        }
+    }
     Ok(())
 }
 
@@ -277,7 +479,12 @@ pub(crate) fn shares_to_weight(shares: u64) -> u64 {
 
 /// Removes the directories, retrying while the last processes leave.
 pub(crate) fn remove(dirs: &[PathBuf]) {
-    for dir in dirs.iter().rev() {
+    let leaves: Vec<PathBuf> = dirs
+        .iter()
+        .map(|d| d.join(SANDBOX_LEAF))
+        .filter(|l| l.is_dir())
+        .collect();
+    for dir in leaves.iter().chain(dirs.iter().rev()) {
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
             match std::fs::remove_dir(dir) {
@@ -328,16 +535,86 @@ mod tests {
         let text = "\
 31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
 32 31 0:29 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu
+33 31 0:30 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory,clone_children
 34 31 0:31 / /sys/fs/cgroup/cpuset rw,relatime - cgroup cgroup rw,cpuset
-40 31 0:37 / /sys/fs/cgroup/systemd rw,relatime - cgroup cgroup rw,name=systemd
+40 31 0:37 / /sys/fs/cgroup/systemd rw,relatime - cgroup cgroup rw,xattr,name=systemd
 41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
 99 31 0:29 / /mnt/again rw,relatime - cgroup cgroup rw,cpu
 ";
         let h = parse_mountinfo(text);
-        assert_eq!(h.len(), 4);
+        assert_eq!(h.len(), 5);
         assert_eq!(h[0].controllers, vec!["cpu".to_owned()]);
-        assert_eq!(h[2].controllers, vec!["name=systemd".to_owned()]);
-        assert!(h[3].v2);
+        assert_eq!(h[1].controllers, vec!["memory".to_owned()]);
+        assert_eq!(h[3].controllers, vec!["name=systemd".to_owned()]);
+        assert!(h[4].v2);
+    }
+
+    #[test]
+    fn swap_cpusets_hugepages_and_unified_reach_their_files() {
+        let v1 = tempfile::tempdir().expect("tempdir");
+        let v2 = tempfile::tempdir().expect("tempdir");
+        for f in [
+            "memory.limit_in_bytes",
+            "memory.memsw.limit_in_bytes",
+            "cpuset.cpus",
+            "cpuset.mems",
+            "pids.max",
+            "hugetlb.2MB.limit_in_bytes",
+        ] {
+            std::fs::write(v1.path().join(f), "").expect("v1 file");
+        }
+        for f in [
+            "memory.max",
+            "memory.swap.max",
+            "cpuset.cpus",
+            "hugetlb.2MB.max",
+        ] {
+            std::fs::write(v2.path().join(f), "").expect("v2 file");
+        }
+        let dirs = [v1.path().to_path_buf(), v2.path().to_path_buf()];
+        let limits = Resources {
+            memory_limit: Some(64 << 20),
+            memory_swap: Some(96 << 20),
+            cpuset_cpus: Some("0".into()),
+            cpuset_mems: Some("0".into()),
+            hugepage_limits: [("2MB".to_owned(), 4 << 20)].into(),
+            unified: [("pids.max".to_owned(), "42".to_owned())].into(),
+            ..Resources::default()
+        };
+        apply(&dirs, &limits).expect("apply");
+        let read = |d: &Path, f: &str| std::fs::read_to_string(d.join(f)).unwrap_or_default();
+        assert_eq!(
+            read(v1.path(), "memory.memsw.limit_in_bytes"),
+            (96u64 << 20).to_string()
+        );
+        assert_eq!(
+            read(v2.path(), "memory.swap.max"),
+            (32u64 << 20).to_string()
+        );
+        assert_eq!(read(v1.path(), "cpuset.cpus"), "0");
+        assert_eq!(read(v2.path(), "cpuset.cpus"), "0");
+        assert_eq!(
+            read(v1.path(), "hugetlb.2MB.limit_in_bytes"),
+            (4u64 << 20).to_string()
+        );
+        assert_eq!(read(v2.path(), "hugetlb.2MB.max"), (4u64 << 20).to_string());
+        assert_eq!(read(v1.path(), "pids.max"), "42");
+        // A limit no directory has a file for is an error, never dropped.
+        for missing in [
+            Resources {
+                hugepage_limits: [("1GB".to_owned(), 1 << 30)].into(),
+                ..Resources::default()
+            },
+            Resources {
+                unified: [("memory.high".to_owned(), "1".to_owned())].into(),
+                ..Resources::default()
+            },
+        ] {
+            assert!(
+                apply(&[v1.path().to_path_buf()], &missing).is_err(),
+                "{missing:?}"
+            );
+        }
     }
 
     #[test]
@@ -361,6 +638,7 @@ mod tests {
             cpu_quota: Some(25_000),
             cpu_shares: Some(1024),
             memory_limit: Some(1 << 30),
+            ..Resources::default()
         };
         apply(&dirs, &limits).expect("apply");
         let read = |d: &Path, f: &str| std::fs::read_to_string(d.join(f)).unwrap_or_default();

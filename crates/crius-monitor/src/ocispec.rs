@@ -184,7 +184,14 @@ pub(crate) fn build(
     cgroups_path: &str,
 ) -> Result<Spec, String> {
     let caps = capabilities(&spec.capabilities, spec.privileged)?;
-    let seccomp = crate::seccomp::linux_seccomp(&spec.seccomp, &caps)
+    // A privileged container runs without a filter, as in other CRI runtimes (critest checks
+    // that a profile is ignored then).
+    let profile = if spec.privileged {
+        &crius_proto::SeccompProfile::Unconfined
+    } else {
+        &spec.seccomp
+    };
+    let seccomp = crate::seccomp::linux_seccomp(profile, &caps)
         .map_err(|e| e.to_string())?
         .map(|s| {
             serde_json::to_value(s).map_err(|e| format!("cannot encode the seccomp filter: {e}"))

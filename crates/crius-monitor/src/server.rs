@@ -60,12 +60,19 @@ impl Monitor {
             armed: true,
         };
         // The sandbox's cgroup namespace is rooted at the cgroup it is cloned in: clone it from
-        // inside the pod cgroup, then step back out so the monitor is not limited with the pod.
+        // inside the pod cgroup (its v2 leaf), then step out so the monitor is not limited with
+        // the pod, into crius' monitors cgroup rather than criusd's (stopping criusd's service
+        // must not take the monitors along).
         let own = cgroup::current();
         let me = i32::try_from(std::process::id()).unwrap_or(0);
-        let created = cgroup::enter(&cgroup_dirs, me).and_then(|()| sandbox::create(spec));
-        if let Err(e) = cgroup::enter(&own, me) {
-            log(format_args!("cannot leave the pod cgroup: {e}"));
+        let created = cgroup::sandbox_dirs(&cgroup_dirs)
+            .and_then(|dirs| cgroup::enter(&dirs, me))
+            .and_then(|()| sandbox::create(spec));
+        if let Err(e) = cgroup::monitor_dirs().and_then(|dirs| cgroup::enter(&dirs, me)) {
+            log(format_args!("cannot enter the monitors cgroup: {e}"));
+            if let Err(e) = cgroup::enter(&own, me) {
+                log(format_args!("cannot leave the pod cgroup: {e}"));
+            }
         }
         let pid = created?;
         let mut state = MonitorState {

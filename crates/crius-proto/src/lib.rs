@@ -108,6 +108,21 @@ pub struct Resources {
     pub cpu_shares: Option<u64>,
     /// Memory limit in bytes; 0 or absent means unlimited.
     pub memory_limit: Option<i64>,
+    /// Memory plus swap limit in bytes (CRI `memory_swap_limit_in_bytes`); -1 is unlimited.
+    #[serde(default)]
+    pub memory_swap: Option<i64>,
+    /// CPUs the processes may run on (a kernel list such as `0-3,5`).
+    #[serde(default)]
+    pub cpuset_cpus: Option<String>,
+    /// Memory nodes the processes may use (a kernel list).
+    #[serde(default)]
+    pub cpuset_mems: Option<String>,
+    /// Hugepage limits in bytes by page size as CRI writes it (`2MB`, `1GB`).
+    #[serde(default)]
+    pub hugepage_limits: std::collections::BTreeMap<String, u64>,
+    /// cgroup files to write as given (CRI `unified`, e.g. `pids.max`), by file name.
+    #[serde(default)]
+    pub unified: std::collections::BTreeMap<String, String>,
 }
 
 impl Resources {

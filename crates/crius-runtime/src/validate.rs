@@ -366,6 +366,21 @@ pub fn validate_resources(prefix: &str, r: &crate::spec::Resources) -> Result<()
             format!("{memory} is negative"),
         ));
     }
+    if let Some(swap) = r.memory_swap {
+        let field = format!("{prefix}.memory_swap_limit_in_bytes");
+        if swap < -1 {
+            return Err(invalid(&field, format!("{swap} is below -1 (unlimited)")));
+        }
+        if let Some(memory) = r.memory_limit.filter(|m| *m > 0)
+            && swap >= 0
+            && swap < memory
+        {
+            return Err(invalid(
+                &field,
+                format!("{swap} is below the memory limit {memory} (it counts memory plus swap)"),
+            ));
+        }
+    }
     Ok(())
 }
 
@@ -934,6 +949,7 @@ mod tests {
             cpu_quota: Some(50_000),
             cpu_shares: Some(1024),
             memory_limit: Some(1 << 30),
+            ..Resources::default()
         };
         p.sysctls
             .insert("net.ipv4.ip_unprivileged_port_start".into(), "0".into());

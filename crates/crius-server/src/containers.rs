@@ -302,6 +302,16 @@ pub(crate) fn container_resources(
         cpu_quota: (res.cpu_quota > 0).then_some(res.cpu_quota),
         cpu_shares: u64::try_from(res.cpu_shares).ok().filter(|v| *v > 0),
         memory_limit: (res.memory_limit_in_bytes > 0).then_some(res.memory_limit_in_bytes),
+        memory_swap: (res.memory_swap_limit_in_bytes != 0)
+            .then_some(res.memory_swap_limit_in_bytes),
+        cpuset_cpus: (!res.cpuset_cpus.is_empty()).then(|| res.cpuset_cpus.clone()),
+        cpuset_mems: (!res.cpuset_mems.is_empty()).then(|| res.cpuset_mems.clone()),
+        hugepage_limits: res
+            .hugepage_limits
+            .iter()
+            .map(|h| (h.page_size.clone(), h.limit))
+            .collect(),
+        unified: res.unified.clone().into_iter().collect(),
     };
     crius_runtime::validate::validate_resources(prefix, &resources)
         .map_err(crate::runtime::invalid_status)?;

@@ -681,6 +681,7 @@ fn pod_resources(
         cpu_quota: sum(r.cpu_quota, o.cpu_quota),
         cpu_shares: sum(r.cpu_shares, o.cpu_shares).and_then(|v| u64::try_from(v).ok()),
         memory_limit: sum(r.memory_limit_in_bytes, o.memory_limit_in_bytes),
+        ..Default::default()
     })
 }
 

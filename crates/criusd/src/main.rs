@@ -38,6 +38,10 @@ struct Cli {
     /// Serve Prometheus metrics over HTTP at /metrics on this ip:port ("" turns them off).
     #[arg(long, value_name = "ADDR")]
     metrics_address: Option<String>,
+    /// The ip:port of the streaming server behind Exec, Attach and PortForward URLs (port 0:
+    /// any free port).
+    #[arg(long, value_name = "ADDR")]
+    stream_address: Option<String>,
 }
 
 impl Cli {
@@ -68,6 +72,9 @@ impl Cli {
         }
         if let Some(address) = &self.metrics_address {
             config.metrics_address = address.clone();
+        }
+        if let Some(address) = &self.stream_address {
+            config.stream_address = address.clone();
         }
         config.validate(None)?;
         Ok(config)
