@@ -741,6 +741,100 @@ impl Image {
     }
 }
 
+/// Offline archive forms of an image, as air-gapped nodes receive them.
+impl Image {
+    /// The files of a classic `docker save` archive of this image named `repo_tags`:
+    /// `manifest.json`, `<config hex>.json` and `<n>/layer.tar` (uncompressed), in order.
+    pub fn docker_save_files(&self, repo_tags: &[&str]) -> Vec<(String, Vec<u8>)> {
+        let config = self.config_json();
+        let config_name = format!(
+            "{}.json",
+            sha256_digest(&config).trim_start_matches("sha256:")
+        );
+        let layer_names: Vec<String> = (0..self.layers.len())
+            .map(|i| format!("layer{i}/layer.tar"))
+            .collect();
+        let manifest = json!([{
+            "Config": config_name,
+            "RepoTags": repo_tags,
+            "Layers": layer_names,
+        }]);
+        let mut files = vec![
+            (
+                "manifest.json".to_owned(),
+                manifest.to_string().into_bytes(),
+            ),
+            (config_name, config),
+        ];
+        for (name, layer) in layer_names.into_iter().zip(&self.layers) {
+            files.push((name, layer.tar().to_vec()));
+        }
+        files
+    }
+
+    /// The files of an OCI image layout of this image named `name` (a full reference, put in
+    /// the `io.containerd.image.name` annotation; its tag goes in
+    /// `org.opencontainers.image.ref.name`): `oci-layout`, `index.json` and the blobs.
+    pub fn oci_layout_files(&self, name: &str) -> Vec<(String, Vec<u8>)> {
+        let blob = |data: &[u8]| {
+            (
+                format!(
+                    "blobs/sha256/{}",
+                    sha256_digest(data).trim_start_matches("sha256:")
+                ),
+                data.to_vec(),
+            )
+        };
+        let manifest = self.manifest_json();
+        let tag = name.rsplit_once(':').map_or("latest", |(_, t)| t);
+        let index = json!({
+            "schemaVersion": 2,
+            "mediaType": MEDIA_TYPE_INDEX,
+            "manifests": [{
+                "mediaType": MEDIA_TYPE_MANIFEST,
+                "digest": sha256_digest(&manifest),
+                "size": manifest.len(),
+                "annotations": {
+                    "io.containerd.image.name": name,
+                    "org.opencontainers.image.ref.name": tag,
+                },
+            }],
+        });
+        let mut files = vec![
+            (
+                "oci-layout".to_owned(),
+                br#"{"imageLayoutVersion":"1.0.0"}"#.to_vec(),
+            ),
+            ("index.json".to_owned(), index.to_string().into_bytes()),
+            blob(&manifest),
+            blob(&self.config_json()),
+        ];
+        files.extend(self.layers.iter().map(|l| blob(l.blob())));
+        files
+    }
+}
+
+/// Writes `files` (relative path, content) under `dir`, creating directories.
+pub fn write_files(dir: &std::path::Path, files: &[(String, Vec<u8>)]) -> Result<()> {
+    for (name, data) in files {
+        let path = dir.join(name);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::write(&path, data).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// An uncompressed tarball of `files` (relative path, content), in order.
+pub fn tarball_of(files: &[(String, Vec<u8>)]) -> Result<Vec<u8>> {
+    let entries: Vec<Entry> = files
+        .iter()
+        .map(|(name, data)| Entry::file(name, data.clone(), 0o644))
+        .collect();
+    tar_of(&entries)
+}
+
 /// The OCI image index JSON listing `manifests` as `(os, architecture, variant, image)`.
 fn index_json(manifests: &[(String, String, Option<String>, Vec<u8>)]) -> Vec<u8> {
     json!({

@@ -969,3 +969,187 @@ async fn a_mirror_path_is_a_repository_prefix() {
     let log = registry.log();
     assert!(log.contains("/v2/cache/k8s/pause/blobs/"), "{log}");
 }
+
+/// Runs `criusd import ARGS...`; returns (success, stdout, stderr).
+fn criusd_import(args: &[String]) -> (bool, String, String) {
+    let out = std::process::Command::new(crius_tests::harness::criusd_binary())
+        .arg("import")
+        .args(args)
+        .output()
+        .expect("helper call failed");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A busybox image told apart from the others by a label.
+fn labelled_busybox(label: &str) -> Image {
+    busybox()
+        .expect("busybox image")
+        .with_label("crius.test/imported", label)
+}
+
+#[tokio::test]
+async fn criusd_import_loads_docker_save_oci_layouts_and_archives() {
+    let mut env = crius_tests::env::setup(false).await;
+    let work = tempfile::tempdir().unwrap();
+    let root = env.daemon.paths.root.display().to_string();
+    let docker = labelled_busybox("docker");
+    let docker_tar = work.path().join("docker-save.tar");
+    std::fs::write(
+        &docker_tar,
+        image::tarball_of(&docker.docker_save_files(&["example.com/air/busybox:docker"])).unwrap(),
+    )
+    .unwrap();
+    let layout = labelled_busybox("layout");
+    let layout_dir = work.path().join("layout");
+    image::write_files(
+        &layout_dir,
+        &layout.oci_layout_files("example.com/air/busybox:layout"),
+    )
+    .unwrap();
+    let archive = labelled_busybox("archive");
+    let archive_tar = work.path().join("oci-archive.tar.gz");
+    std::fs::write(
+        &archive_tar,
+        Compression::Gzip
+            .compress(
+                &image::tarball_of(&archive.oci_layout_files("example.com/air/busybox:archive"))
+                    .unwrap(),
+            )
+            .unwrap(),
+    )
+    .unwrap();
+    let paths: Vec<String> = [&docker_tar, &layout_dir, &archive_tar]
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
+
+    // The daemon holds the root: the CLI says so and changes nothing.
+    let mut args = vec!["--root".to_owned(), root.clone()];
+    args.extend(paths.clone());
+    let (ok, _, stderr) = criusd_import(&args);
+    assert!(!ok, "{stderr}");
+    assert!(stderr.contains("already running"), "{stderr}");
+    assert!(stderr.contains("import_dir"), "{stderr}");
+
+    env.daemon.signal_and_wait(Signal::SIGTERM).unwrap();
+    let (ok, stdout, stderr) = criusd_import(&args);
+    assert!(ok, "{stdout}\n{stderr}");
+    assert_eq!(stdout.lines().count(), 3, "{stdout}");
+    // Importing again changes nothing and succeeds.
+    let (ok, _, stderr) = criusd_import(&args);
+    assert!(ok, "{stderr}");
+
+    // Hostile tarballs: a path escape, and a layer that is a symlink out of the archive.
+    let escape = format!("crius-import-escape-{}", std::process::id());
+    let mut files = docker.docker_save_files(&["example.com/air/evil:1"]);
+    files.push((format!("../../{escape}"), b"x".to_vec()));
+    let evil = image::tar_of(
+        &files
+            .iter()
+            .map(|(n, d)| Entry::raw_file(n.as_bytes().to_vec(), d.clone()))
+            .collect::<Vec<_>>(),
+    )
+    .unwrap();
+    let evil_tar = work.path().join("evil.tar");
+    std::fs::write(&evil_tar, evil).unwrap();
+    let mut entries: Vec<Entry> = docker
+        .docker_save_files(&["example.com/air/evil:2"])
+        .iter()
+        .filter(|(n, _)| n != "layer0/layer.tar")
+        .map(|(n, d)| Entry::file(n, d.clone(), 0o644))
+        .collect();
+    entries.push(Entry::symlink("layer0/layer.tar", "/etc/passwd"));
+    let link_tar = work.path().join("link.tar");
+    std::fs::write(&link_tar, image::tar_of(&entries).unwrap()).unwrap();
+    for hostile in [&evil_tar, &link_tar] {
+        let (ok, _, stderr) =
+            criusd_import(&["--root".into(), root.clone(), hostile.display().to_string()]);
+        assert!(!ok, "{stderr}");
+        assert!(stderr.contains("refused"), "{stderr}");
+    }
+    for dir in [
+        work.path(),
+        env.daemon.dir(),
+        Path::new("/tmp"),
+        Path::new("/"),
+    ] {
+        assert!(!dir.join(&escape).exists(), "{}", dir.display());
+    }
+
+    env.daemon.restart().await.unwrap();
+    for (image, name) in [
+        (&docker, "example.com/air/busybox:docker"),
+        (&layout, "example.com/air/busybox:layout"),
+        (&archive, "example.com/air/busybox:archive"),
+    ] {
+        let got = status(&mut env.daemon, name, false).await.image.unwrap();
+        assert_eq!(got.id, image.config_digest(), "{name}");
+        assert_eq!(got.repo_tags, [name]);
+    }
+    assert!(
+        status(&mut env.daemon, "example.com/air/evil:1", false)
+            .await
+            .image
+            .is_none()
+    );
+    assert!(entries_of_tmp(&env.daemon).is_empty());
+    env.image = "example.com/air/busybox:docker".into();
+    let pod = env.pod("imported", false).await;
+    let config = env.container_config("imported", "echo from-an-imported-image");
+    let id = env.run(&pod, config).await;
+    let exited = env.wait_exit(&id, Duration::from_secs(30)).await;
+    assert_eq!(exited.exit_code, 0);
+    assert_eq!(env.stdout("imported"), ["from-an-imported-image"]);
+}
+
+fn entries_of_tmp(daemon: &Criusd) -> Vec<String> {
+    entries(&daemon.paths.root.join("image-tmp"))
+}
+
+#[tokio::test]
+async fn import_dir_is_imported_at_start_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = labelled_busybox("import-dir");
+    std::fs::write(
+        dir.path().join("good.tar"),
+        image::tarball_of(&good.docker_save_files(&["example.com/air/startup:1"])).unwrap(),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("garbage.tar"), b"not a tarball at all").unwrap();
+    let mut daemon = Criusd::start_with(Options {
+        config: format!("import_dir = \"{}\"\n", dir.path().display()),
+        ..Options::default()
+    })
+    .await
+    .unwrap();
+    let got = status(&mut daemon, "example.com/air/startup:1", false)
+        .await
+        .image
+        .unwrap();
+    assert_eq!(got.id, good.config_digest());
+    let log = daemon.log();
+    assert!(log.contains("imported an image from import_dir"), "{log}");
+    assert!(
+        log.contains("garbage.tar") && log.contains("skipped"),
+        "{log}"
+    );
+    // Unchanged files are not imported again; a removed image comes back.
+    daemon.restart().await.unwrap();
+    assert!(
+        !daemon.log().contains("imported an image from import_dir"),
+        "{}",
+        daemon.log()
+    );
+    remove(&mut daemon, "example.com/air/startup:1").await;
+    daemon.restart().await.unwrap();
+    let got = status(&mut daemon, "example.com/air/startup:1", false)
+        .await
+        .image
+        .unwrap();
+    assert_eq!(got.id, good.config_digest());
+    assert!(entries_of_tmp(&daemon).is_empty());
+}

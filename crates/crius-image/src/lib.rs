@@ -22,6 +22,7 @@
 pub mod blobs;
 pub mod digest;
 mod error;
+pub mod import;
 pub mod layout;
 pub mod limits;
 pub mod manifest;

@@ -48,11 +48,13 @@ pub struct FsUsage {
 }
 
 /// Where the content of a pull comes from.
-enum Origin<'a> {
+pub(crate) enum Origin<'a> {
     /// A registry or mirror.
     Registry(&'a Source),
     /// An OCI image layout directory (`blobs/sha256/...`).
     Layout(&'a Path),
+    /// Files named by digest (an unpacked `docker save` archive).
+    Files(&'a HashMap<String, PathBuf>),
 }
 
 /// Per-key async locks: one download or unpack per digest at a time.
@@ -167,6 +169,11 @@ impl ImageStore {
     /// The store's root (the daemon's root), the image filesystem's mountpoint as reported.
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// The directory of downloads, unpacks and imports in progress (emptied at start).
+    pub(crate) fn tmp_dir(&self) -> &Path {
+        &self.tmp
     }
 
     /// The blob store.
@@ -449,7 +456,7 @@ impl ImageStore {
         clippy::too_many_arguments,
         reason = "one private step of pull and import"
     )]
-    async fn store_image(
+    pub(crate) async fn store_image(
         &self,
         origin: Origin<'_>,
         display: String,
@@ -571,24 +578,31 @@ impl ImageStore {
         if path.is_file() {
             return Ok(path);
         }
-        match origin {
+        let from = match origin {
             Origin::Registry(source) => {
                 let stream = source.blob_stream(desc).await?;
-                self.blobs
+                return self
+                    .blobs
                     .write_stream(&desc.digest, desc.size_limit(), stream)
-                    .await
+                    .await;
             }
-            Origin::Layout(dir) => {
-                let from = dir.join("blobs/sha256").join(digest::hex_of(&desc.digest)?);
-                let file = tokio::fs::File::open(&from)
-                    .await
-                    .map_err(ImageError::io(format!("opening {}", from.display())))?;
-                let stream = tokio_util_stream(file);
-                self.blobs
-                    .write_stream(&desc.digest, desc.size_limit(), stream)
-                    .await
+            Origin::Layout(dir) => dir.join("blobs/sha256").join(digest::hex_of(&desc.digest)?),
+            Origin::Files(files) => {
+                files
+                    .get(&desc.digest)
+                    .cloned()
+                    .ok_or_else(|| ImageError::BadImage {
+                        reference: desc.digest.clone(),
+                        reason: "the archive has no file for this blob".into(),
+                    })?
             }
-        }
+        };
+        let file = tokio::fs::File::open(&from)
+            .await
+            .map_err(ImageError::io(format!("opening {}", from.display())))?;
+        self.blobs
+            .write_stream(&desc.digest, desc.size_limit(), tokio_util_stream(file))
+            .await
     }
 
     /// Makes sure the layer `chain_id` is unpacked, fetching its blob if needed.
@@ -801,7 +815,13 @@ impl ImageStore {
         let origin = Origin::Layout(dir);
         let mut out = Vec::new();
         for entry in entries {
-            let ref_name = entry_annotation(&index, &entry.digest);
+            // containerd and docker name the image in their own annotation; the OCI one is
+            // often a bare tag, which names nothing on its own.
+            let ref_name = entry_annotation(&index, &entry.digest, CONTAINERD_NAME_ANNOTATION)
+                .or_else(|| {
+                    entry_annotation(&index, &entry.digest, crate::layout::REF_NAME_ANNOTATION)
+                        .filter(|r| r.contains(['/', ':', '@']))
+                });
             let image_name = match (name, ref_name.as_deref()) {
                 (Some(n), _) => Some(ImageName::parse(n)?),
                 (None, Some(r)) => ImageName::parse(r).ok(),
@@ -874,6 +894,7 @@ fn origin_ref<'a>(origin: &'a Origin<'a>) -> Origin<'a> {
     match origin {
         Origin::Registry(s) => Origin::Registry(s),
         Origin::Layout(d) => Origin::Layout(d),
+        Origin::Files(f) => Origin::Files(f),
     }
 }
 
@@ -920,15 +941,18 @@ pub(crate) async fn read_document(path: &Path, reference: &str) -> Result<Vec<u8
     Ok(body)
 }
 
-/// The `org.opencontainers.image.ref.name` annotation of the index entry `digest`.
-fn entry_annotation(index: &[u8], digest: &str) -> Option<String> {
+/// The annotation containerd and docker use for an image's full name in an index.
+const CONTAINERD_NAME_ANNOTATION: &str = "io.containerd.image.name";
+
+/// The annotation `key` of the index entry `digest`.
+fn entry_annotation(index: &[u8], digest: &str, key: &str) -> Option<String> {
     let doc: serde_json::Value = serde_json::from_slice(index).ok()?;
     doc.get("manifests")?
         .as_array()?
         .iter()
         .find(|m| m.get("digest").and_then(|d| d.as_str()) == Some(digest))?
         .get("annotations")?
-        .get(crate::layout::REF_NAME_ANNOTATION)?
+        .get(key)?
         .as_str()
         .map(str::to_owned)
 }

@@ -30,6 +30,28 @@ impl Cri {
             max_layer_entries: config.max_layer_entries,
             max_layers: config.max_image_layers,
         });
+        let Some(dir) = &config.import_dir else {
+            return;
+        };
+        match self.images.import_directory(dir).await {
+            Ok(results) => {
+                for (path, result) in results {
+                    match result {
+                        Ok(records) => {
+                            for record in records {
+                                tracing::info!(path = %path.display(), id = %record.id,
+                                    tags = ?record.repo_tags, "imported an image from import_dir");
+                            }
+                        }
+                        Err(e) => tracing::error!(path = %path.display(), error = %e,
+                            "cannot import an image from import_dir; skipped"),
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::error!(dir = %dir.display(), error = %e, "cannot read import_dir; skipped");
+            }
+        }
     }
 }
 

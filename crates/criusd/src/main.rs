@@ -1,5 +1,6 @@
 //! `criusd`: the crius daemon. Serves the CRI over a unix socket.
 
+mod import;
 mod lock;
 
 use std::io::IsTerminal;
@@ -219,6 +220,9 @@ fn main() -> ExitCode {
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     if args.get(1).is_some_and(|a| a == "monitor") {
         return crius_monitor::main(&args[2..]);
+    }
+    if args.get(1).is_some_and(|a| a == "import") {
+        return import::main(&args[2..]);
     }
     let cli = Cli::parse();
     match run(&cli) {
