@@ -8,6 +8,7 @@ mod events;
 mod image;
 pub mod metrics;
 mod network;
+mod podcidr;
 mod runtime;
 mod stats;
 mod stream;
@@ -73,6 +74,8 @@ pub struct Cri {
     stream: stream::Streaming,
     /// The container events of GetContainerEvents.
     events: Arc<events::Events>,
+    /// The node's pod CIDRs (UpdateRuntimeConfig).
+    pod_cidrs: podcidr::PodCidrs,
 }
 
 impl Cri {
@@ -109,6 +112,7 @@ impl Cri {
         events.watch(pods.pods_dir());
         let cri = Arc::new(Cri {
             events,
+            pod_cidrs: podcidr::PodCidrs::load(&config.root),
             cni: network::cni(&config),
             stream: stream::Streaming::new(config.stream_addr(), pods.clone()),
             config,

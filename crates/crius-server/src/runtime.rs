@@ -184,6 +184,20 @@ impl RuntimeService for Runtime {
         }))
     }
 
+    async fn update_runtime_config(
+        &self,
+        request: tonic::Request<UpdateRuntimeConfigRequest>,
+    ) -> Result<tonic::Response<UpdateRuntimeConfigResponse>, tonic::Status> {
+        let pod_cidr = request
+            .into_inner()
+            .runtime_config
+            .and_then(|c| c.network_config)
+            .map(|n| n.pod_cidr)
+            .unwrap_or_default();
+        self.0.pod_cidrs.set(&pod_cidr)?;
+        Ok(tonic::Response::new(UpdateRuntimeConfigResponse {}))
+    }
+
     async fn update_pod_sandbox_resources(
         &self,
         request: tonic::Request<UpdatePodSandboxResourcesRequest>,
@@ -499,7 +513,6 @@ impl RuntimeService for Runtime {
     }
 
     unimplemented_rpcs! {
-        update_runtime_config(UpdateRuntimeConfigRequest) -> UpdateRuntimeConfigResponse = "UpdateRuntimeConfig";
         checkpoint_container(CheckpointContainerRequest) -> CheckpointContainerResponse = "CheckpointContainer";
     }
 }
@@ -534,6 +547,7 @@ impl Cri {
                 "listen": self.config.listen,
                 "cniConfDir": self.config.cni_conf_dir,
                 "cniBinDirs": self.config.cni_bin_dirs,
+                "podCidrs": self.pod_cidrs.get(),
             });
             info.insert("config".to_owned(), config.to_string());
         }
