@@ -227,3 +227,26 @@ async fn a_subscriber_that_never_reads_does_not_hold_up_containers() {
         "the idle subscriber's losses are logged"
     );
 }
+
+#[tokio::test]
+async fn a_late_subscriber_gets_the_rest_of_a_life_cycle() {
+    let mut env = setup(false).await;
+    let pod = env.pod("late", false).await;
+    // Created and started while nobody listens.
+    let id = env
+        .run(
+            &pod,
+            env.container_config("late", "trap 'exit 0' TERM; sleep 1000 & wait"),
+        )
+        .await;
+    let mut stream = subscribe(&mut env).await;
+    stop(&mut env, &id).await;
+    remove(&mut env, &id).await;
+    let seen = until(&mut stream, &id, DELETED).await;
+    assert_eq!(
+        kinds(&seen, &id),
+        vec![STOPPED, DELETED],
+        "{}",
+        summary(&seen)
+    );
+}

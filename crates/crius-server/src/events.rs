@@ -45,6 +45,11 @@ impl Hub {
         }
     }
 
+    /// Whether anyone listens: without subscribers no event is built at all.
+    fn has_subscribers(&self) -> bool {
+        self.sender.receiver_count() > 0
+    }
+
     /// Sends an event to every subscriber (none is fine). When the ring is full, the oldest
     /// event is dropped for whoever has not read it yet: counted, and logged at 1, 2, 4, …
     fn send(&self, event: ContainerEventResponse) {
@@ -87,15 +92,28 @@ impl Hub {
 pub(crate) struct Events {
     pods: Arc<Pods>,
     hub: Hub,
-    /// The last event sent per container or sandbox id: events follow the life cycle order,
-    /// whoever notices a change first.
-    last: Mutex<HashMap<String, ContainerEventType>>,
+    /// Where each container and sandbox is in its life cycle, as last reported: events
+    /// follow the life cycle order, whoever notices a change first.
+    last: Mutex<HashMap<String, Last>>,
 }
 
-/// An event built before the thing it reports is gone (its statuses can no longer be read
-/// afterwards), sent once the removal succeeded.
-#[derive(Debug)]
-pub(crate) struct Pending(Vec<ContainerEventResponse>);
+/// The last event of a container or sandbox, and its pod.
+#[derive(Debug, Clone)]
+struct Last {
+    kind: ContainerEventType,
+    pod: String,
+}
+
+/// What a removal reports once it succeeded: events built while the statuses could still be
+/// read, and the ids to forget.
+#[derive(Debug, Default)]
+pub(crate) struct Pending {
+    events: Vec<ContainerEventResponse>,
+    /// A removed container.
+    container: Option<String>,
+    /// A removed pod: it and all its containers.
+    pod: Option<String>,
+}
 
 fn now_ns() -> i64 {
     std::time::SystemTime::now()
@@ -127,7 +145,8 @@ impl Events {
                 } else {
                     T::ContainerStoppedEvent
                 };
-                last.insert(p.record.id, kind);
+                let pod = p.record.id.clone();
+                last.insert(p.record.id, Last { kind, pod });
             }
         }
         if let Ok(list) = pods.list_containers() {
@@ -139,7 +158,8 @@ impl Events {
                         T::ContainerStoppedEvent
                     }
                 };
-                last.insert(c.record.id, kind);
+                let pod = c.record.pod_id;
+                last.insert(c.record.id, Last { kind, pod });
             }
         }
         Events {
@@ -199,14 +219,17 @@ impl Events {
     /// break the life cycle order or was already sent.
     fn emit(&self, id: &str, pod_id: &str, kind: ContainerEventType) {
         let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
-        if !follows(last.get(id).copied(), kind) {
+        if !follows(last.get(id).map(|l| l.kind), kind) {
             return;
         }
-        let Some(event) = self.event(id, kind, pod_id, None) else {
-            return;
-        };
-        last.insert(id.to_owned(), kind);
-        self.hub.send(event);
+        if self.hub.has_subscribers() {
+            let Some(event) = self.event(id, kind, pod_id, None) else {
+                return;
+            };
+            self.hub.send(event);
+        }
+        let pod = pod_id.to_owned();
+        last.insert(id.to_owned(), Last { kind, pod });
     }
 
     /// A container was created (`id` is its full id).
@@ -242,15 +265,25 @@ impl Events {
     /// Builds the DELETED event of container `id` before it is removed.
     pub(crate) fn before_container_removal(&self, id: &str) -> Pending {
         let Ok(c) = self.pods.get_container(id) else {
-            return Pending(Vec::new());
+            return Pending::default();
         };
-        let event = self.event(
-            &c.record.id,
-            ContainerEventType::ContainerDeletedEvent,
-            &c.record.pod_id,
-            Some(&c.record.id),
-        );
-        Pending(event.into_iter().collect())
+        // An end nobody reported yet comes first.
+        self.check_pod(&c.record.pod_id);
+        let event = if self.hub.has_subscribers() {
+            self.event(
+                &c.record.id,
+                ContainerEventType::ContainerDeletedEvent,
+                &c.record.pod_id,
+                Some(&c.record.id),
+            )
+        } else {
+            None
+        };
+        Pending {
+            events: event.into_iter().collect(),
+            container: Some(c.record.id),
+            pod: None,
+        }
     }
 
     /// A pod sandbox was created and runs.
@@ -273,8 +306,19 @@ impl Events {
 
     /// Builds the DELETED events of pod `id` and its containers before the pod is removed.
     pub(crate) fn before_sandbox_removal(&self, id: &str) -> Pending {
-        let Some((sandbox, statuses)) = self.pod_statuses(id, None) else {
-            return Pending(Vec::new());
+        let Ok(pod) = self.pods.get(id) else {
+            return Pending::default();
+        };
+        let forget = Pending {
+            pod: Some(pod.record.id.clone()),
+            ..Pending::default()
+        };
+        if !self.hub.has_subscribers() {
+            return forget;
+        }
+        self.check_pod(&pod.record.id);
+        let Some((sandbox, statuses)) = self.pod_statuses(&pod.record.id, None) else {
+            return forget;
         };
         let at = now_ns();
         let deleted = |container_id: &str, statuses: Vec<ContainerStatus>| ContainerEventResponse {
@@ -294,21 +338,30 @@ impl Events {
             })
             .collect();
         events.push(deleted(&sandbox.id, Vec::new()));
-        Pending(events)
+        Pending { events, ..forget }
     }
 
     /// Sends the events built before a removal that succeeded.
     pub(crate) fn removed(&self, pending: Pending) {
         let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
-        for event in pending.0 {
-            if last.remove(&event.container_id) != Some(ContainerEventType::ContainerDeletedEvent) {
-                self.hub.send(event);
-            }
+        for event in pending.events {
+            self.hub.send(event);
+        }
+        if let Some(id) = pending.container {
+            last.remove(&id);
+        }
+        if let Some(pod) = pending.pod {
+            last.retain(|_, l| l.pod != pod);
         }
     }
 
     /// Looks at the containers of pod `pod_id` (full id) and reports those that ended.
     pub(crate) fn check_pod(&self, pod_id: &str) {
+        // Without subscribers the life cycle is tracked by the calls alone: listing every
+        // container on each state change would cost for nothing.
+        if !self.hub.has_subscribers() {
+            return;
+        }
         let Ok(list) = self.pods.list_containers() else {
             return;
         };
