@@ -411,3 +411,88 @@ async fn pids_cpusets_swap_and_hugepages_apply_at_create_and_update() {
     let err = env.create(&pod, config).await.expect_err("refused");
     assert!(err.message().contains("no.such.file"), "{err:?}");
 }
+
+/// A `Name:\tvalue` line of `/proc/PID/status`.
+fn proc_status(pid: i64, field: &str) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .expect("status")
+        .lines()
+        .find_map(|l| l.strip_prefix(field).map(|v| v.trim().to_owned()))
+        .unwrap_or_else(|| panic!("no {field} for {pid}"))
+}
+
+/// The parked sandbox process holds no capability, has no_new_privs, keeps only its standard
+/// descriptors (on /dev/null) and sees an empty read-only root: the host's filesystem is not
+/// reachable from it. Containers of the pod still work. With and without a user namespace.
+#[tokio::test]
+async fn sandbox_process_is_hardened() {
+    let mut env = setup(false).await;
+    for userns in [false, true] {
+        let name = if userns { "hard-userns" } else { "hard-plain" };
+        let pod = env.pod(name, userns).await;
+        let info = env
+            .daemon
+            .runtime
+            .pod_sandbox_status(PodSandboxStatusRequest {
+                pod_sandbox_id: pod.0.clone(),
+                verbose: true,
+            })
+            .await
+            .expect("status")
+            .into_inner()
+            .info;
+        let v: serde_json::Value = serde_json::from_str(&info["info"]).expect("json");
+        let pid = v["sandboxPid"].as_i64().expect("sandbox pid");
+        for field in ["CapInh:", "CapPrm:", "CapEff:", "CapBnd:", "CapAmb:"] {
+            assert_eq!(
+                proc_status(pid, field),
+                "0000000000000000",
+                "{name} {field}"
+            );
+        }
+        assert_eq!(proc_status(pid, "NoNewPrivs:"), "1", "{name}");
+        let fds: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .expect("fds")
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        let mut sorted = fds.clone();
+        sorted.sort();
+        assert_eq!(sorted, ["0", "1", "2"], "{name}: inherited descriptors");
+        for fd in &fds {
+            // /dev/null (character device 1:3); its path is gone with the host's tree.
+            use std::os::unix::fs::{FileTypeExt, MetadataExt};
+            let m = std::fs::metadata(format!("/proc/{pid}/fd/{fd}")).expect("fd");
+            assert!(
+                m.file_type().is_char_device() && m.rdev() == 0x103,
+                "{name} fd {fd}"
+            );
+        }
+        let root: Vec<_> = std::fs::read_dir(format!("/proc/{pid}/root"))
+            .expect("root")
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert!(
+            root.is_empty(),
+            "{name}: the sandbox's root is not empty: {root:?}"
+        );
+        let mountinfo =
+            std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).expect("mountinfo");
+        let lines: Vec<&str> = mountinfo.lines().collect();
+        assert_eq!(
+            lines.len(),
+            1,
+            "{name}: only its own root is mounted: {mountinfo}"
+        );
+        assert!(
+            lines[0].contains(" / / ro,") && lines[0].contains(" - tmpfs "),
+            "{name}: {mountinfo}"
+        );
+        // The pod still runs containers.
+        let c = format!("{name}-c");
+        env.run(&pod, env.container_config(&c, "echo up; sleep 300"))
+            .await;
+        assert_eq!(wait_lines(&env, &c, 1).await, ["up"], "{name}");
+    }
+}

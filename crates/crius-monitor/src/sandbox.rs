@@ -143,7 +143,8 @@ fn child(spec: &SandboxSpec, go: OwnedFd, status: OwnedFd) -> ! {
         // SAFETY: leaving the forked child without running the parent's destructors.
         unsafe { libc::_exit(1) }
     }
-    match child_setup(spec) {
+    use std::os::fd::AsRawFd;
+    match child_setup(spec).and_then(|()| harden(status.as_raw_fd())) {
         Ok(()) => {
             let _ = status.write_all(b"ok");
             drop(status);
@@ -195,9 +196,92 @@ fn child_setup(spec: &SandboxSpec) -> Result<(), String> {
     .map_err(|e| format!("cannot make / a slave mount: {e}"))?;
     nix::unistd::sethostname(&spec.hostname)
         .map_err(|e| format!("cannot set the hostname {:?}: {e}", spec.hostname))?;
-    // The standard output is criusd's startup pipe: let go of it.
-    crate::redirect_to_null(1);
     Ok(())
+}
+
+/// Leaves the parked process nothing to misuse: its standard descriptors on `/dev/null`, every
+/// other inherited descriptor closed (but `keep`, the status pipe), an empty read-only tmpfs
+/// as its root (the host's filesystem is unmounted from its mount namespace), no capabilities
+/// in any set, and no_new_privs.
+fn harden(keep: i32) -> Result<(), String> {
+    // The standard output is criusd's startup pipe and stderr the monitor's log.
+    for fd in 0..=2 {
+        crate::redirect_to_null(fd);
+    }
+    let close = |first: i32, last: i32| {
+        if first <= last {
+            // SAFETY: close_range on descriptor numbers only; nothing else uses them here.
+            unsafe {
+                libc::syscall(
+                    libc::SYS_close_range,
+                    first as libc::c_uint,
+                    last as libc::c_uint,
+                    0,
+                )
+            };
+        }
+    };
+    close(3, keep - 1);
+    close(keep + 1, i32::MAX);
+    empty_root()?;
+    // No capability left: bounding, ambient, then the effective, permitted and inheritable
+    // sets.
+    for cap in 0..64 {
+        // SAFETY: PR_CAPBSET_DROP of one capability number; unknown numbers fail harmlessly.
+        unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) };
+    }
+    // SAFETY: PR_CAP_AMBIENT_CLEAR_ALL takes no pointers.
+    unsafe {
+        libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
+            0,
+            0,
+            0,
+        )
+    };
+    let header = [0x2008_0522u32, 0]; // _LINUX_CAPABILITY_VERSION_3, this process
+    let data = [0u32; 6]; // two {effective, permitted, inheritable}, all empty
+    // SAFETY: capset with a version-3 header and two data structs, as the ABI requires.
+    if unsafe { libc::syscall(libc::SYS_capset, header.as_ptr(), data.as_ptr()) } < 0 {
+        return Err(format!(
+            "cannot drop capabilities: {}",
+            nix::errno::Errno::last()
+        ));
+    }
+    nix::sys::prctl::set_no_new_privs().map_err(|e| format!("cannot set no_new_privs: {e}"))?;
+    Ok(())
+}
+
+/// Makes an empty read-only tmpfs the root of this process's (private) mount namespace and
+/// detaches the host's tree beneath it.
+fn empty_root() -> Result<(), String> {
+    use nix::mount::{MntFlags, MsFlags};
+    let base = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    // Any existing directory serves as the mount point; /tmp exists on every host.
+    let point = "/tmp";
+    nix::mount::mount(
+        Some("tmpfs"),
+        point,
+        Some("tmpfs"),
+        base,
+        Some("size=4k,mode=0555"),
+    )
+    .map_err(|e| format!("cannot mount the sandbox's empty root: {e}"))?;
+    nix::unistd::chdir(point).map_err(|e| format!("cannot enter the empty root: {e}"))?;
+    // pivot_root(".", "."): the old root ends up stacked on the new one, then is detached.
+    nix::unistd::pivot_root(".", ".").map_err(|e| format!("pivot_root: {e}"))?;
+    nix::mount::umount2(".", MntFlags::MNT_DETACH)
+        .map_err(|e| format!("cannot detach the host's root: {e}"))?;
+    nix::unistd::chdir("/").map_err(|e| format!("chdir /: {e}"))?;
+    nix::mount::mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        base | MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY,
+        None::<&str>,
+    )
+    .map_err(|e| format!("cannot make the sandbox's root read-only: {e}"))
 }
 
 /// The pause loop: reaps every child (as PID 1 of the pod's PID namespace it inherits orphans)
