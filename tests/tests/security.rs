@@ -496,3 +496,86 @@ async fn sandbox_process_is_hardened() {
         assert_eq!(wait_lines(&env, &c, 1).await, ["up"], "{name}");
     }
 }
+
+/// AppArmor and SELinux: unset or unconfined is accepted; a profile or label crius cannot
+/// apply is FailedPrecondition naming the field, never ignored.
+#[tokio::test]
+#[allow(
+    deprecated,
+    reason = "the deprecated apparmor_profile field must be read too"
+)]
+async fn apparmor_and_selinux_are_accepted_unconfined_and_refused_otherwise() {
+    let mut env = setup(false).await;
+    let pod = env.pod("lsm", false).await;
+    type Edit = fn(&mut LinuxContainerSecurityContext);
+    let accepted: [(&str, Edit); 4] = [
+        ("unset", |_| {}),
+        ("apparmor unconfined", |sc| {
+            sc.apparmor = Some(SecurityProfile {
+                profile_type: security_profile::ProfileType::Unconfined.into(),
+                localhost_ref: String::new(),
+            });
+        }),
+        ("apparmor_profile unconfined", |sc| {
+            sc.apparmor_profile = "unconfined".into();
+        }),
+        ("empty selinux options", |sc| {
+            sc.selinux_options = Some(SeLinuxOption::default());
+        }),
+    ];
+    for (i, (what, edit)) in accepted.into_iter().enumerate() {
+        let mut config = env.container_config(&format!("ok-{i}"), "true");
+        edit(security(&mut config));
+        env.create(&pod, config)
+            .await
+            .unwrap_or_else(|e| panic!("{what}: {e:?}"));
+    }
+    let refused: [(&str, Edit, &str); 4] = [
+        (
+            "apparmor runtime default",
+            |sc| {
+                sc.apparmor = Some(SecurityProfile {
+                    profile_type: security_profile::ProfileType::RuntimeDefault.into(),
+                    localhost_ref: String::new(),
+                });
+            },
+            "security_context.apparmor",
+        ),
+        (
+            "apparmor localhost",
+            |sc| {
+                sc.apparmor = Some(SecurityProfile {
+                    profile_type: security_profile::ProfileType::Localhost.into(),
+                    localhost_ref: "k8s-nginx".into(),
+                });
+            },
+            "security_context.apparmor",
+        ),
+        (
+            "apparmor_profile runtime/default",
+            |sc| sc.apparmor_profile = "runtime/default".into(),
+            "security_context.apparmor_profile",
+        ),
+        (
+            "selinux type",
+            |sc| {
+                sc.selinux_options = Some(SeLinuxOption {
+                    r#type: "container_t".into(),
+                    ..SeLinuxOption::default()
+                });
+            },
+            "security_context.selinux_options",
+        ),
+    ];
+    for (what, edit, field) in refused {
+        let mut config = env.container_config("refused", "true");
+        edit(security(&mut config));
+        let err = env.create(&pod, config).await.expect_err(what);
+        assert_eq!(
+            err.code(),
+            tonic::Code::FailedPrecondition,
+            "{what}: {err:?}"
+        );
+        assert!(err.message().contains(field), "{what}: {}", err.message());
+    }
+}
