@@ -188,8 +188,22 @@ pub fn spawn(args: &[String], log: &Path) -> anyhow::Result<Child> {
     spawn_binary(&criusd_binary(), args, log)
 }
 
+/// [`spawn`] with extra environment variables.
+fn spawn_env(args: &[String], log: &Path, env: &[(&str, &str)]) -> anyhow::Result<Child> {
+    spawn_command(&criusd_binary(), args, log, env)
+}
+
 /// Starts the criusd at `binary` with `args`, its output going to `log`.
 pub fn spawn_binary(binary: &Path, args: &[String], log: &Path) -> anyhow::Result<Child> {
+    spawn_command(binary, args, log, &[])
+}
+
+fn spawn_command(
+    binary: &Path,
+    args: &[String],
+    log: &Path,
+    env: &[(&str, &str)],
+) -> anyhow::Result<Child> {
     if !binary.exists() {
         bail!(
             "{} does not exist: build it first (cargo build --bins) or set CRIUSD_BIN",
@@ -199,6 +213,7 @@ pub fn spawn_binary(binary: &Path, args: &[String], log: &Path) -> anyhow::Resul
     let log_file = File::create(log)?;
     Command::new(binary)
         .args(args)
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(log_file.try_clone()?)
         .stderr(log_file)
@@ -339,6 +354,18 @@ impl Criusd {
 
     /// Starts the daemon again on the same directories (after [`Criusd::stop`] or a kill).
     pub async fn restart(&mut self) -> anyhow::Result<()> {
+        self.restart_with_env(&[]).await
+    }
+
+    /// Waits for the daemon to exit by itself (e.g. at a failpoint); its exit status.
+    pub fn wait_exit(&mut self) -> anyhow::Result<ExitStatus> {
+        let mut child = self.child.take().context("criusd is not running")?;
+        Ok(child.wait()?)
+    }
+
+    /// [`Criusd::restart`] with extra environment variables for the daemon (such as
+    /// `CRIUS_FAILPOINT`).
+    pub async fn restart_with_env(&mut self, env: &[(&str, &str)]) -> anyhow::Result<()> {
         if self.child.is_some() {
             self.stop()?;
         }
@@ -348,7 +375,7 @@ impl Criusd {
             args.push(self.paths.config.display().to_string());
         }
         let log = self.paths.log.with_extension("log.restart");
-        let child = spawn(&args, &log)?;
+        let child = spawn_env(&args, &log, env)?;
         self.paths.log = log;
         self.child = Some(child);
         self.wait_ready().await

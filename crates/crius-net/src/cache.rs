@@ -121,6 +121,34 @@ pub(crate) async fn remove(dir: &Path, id: &str) -> Result<()> {
     }
 }
 
+/// The ids that have an entry under `dir`; temporary files of interrupted writes (`.ID.json.tmp`)
+/// are removed on the way. A missing directory has none.
+pub(crate) async fn ids(dir: &Path) -> Result<Vec<String>> {
+    let err = |source| Error::Cache {
+        path: dir.to_path_buf(),
+        source,
+    };
+    let mut entries = match tokio::fs::read_dir(dir).await {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => return Err(err(source)),
+    };
+    let mut ids = Vec::new();
+    while let Some(entry) = entries.next_entry().await.map_err(err)? {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') && name.ends_with(".json.tmp") {
+            tracing::info!(file = %entry.path().display(), "removing an interrupted CNI cache write");
+            let _ = tokio::fs::remove_file(entry.path()).await;
+        } else if let Some(id) = name.strip_suffix(".json")
+            && crate::pod::validate_id(id).is_ok()
+        {
+            ids.push(id.to_owned());
+        }
+    }
+    ids.sort();
+    Ok(ids)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -151,6 +179,18 @@ mod tests {
         remove(&cache, "p1").await.unwrap();
         remove(&cache, "p1").await.unwrap();
         assert_eq!(read(&cache, "p1").await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn ids_lists_entries_and_drops_interrupted_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(ids(&dir.path().join("none")).await.unwrap().is_empty());
+        std::fs::write(path(dir.path(), "b"), "{}").unwrap();
+        std::fs::write(path(dir.path(), "a"), "{}").unwrap();
+        std::fs::write(dir.path().join(".c.json.tmp"), "{").unwrap();
+        std::fs::write(dir.path().join("notes.txt"), "").unwrap();
+        assert_eq!(ids(dir.path()).await.unwrap(), ["a", "b"]);
+        assert!(!dir.path().join(".c.json.tmp").exists());
     }
 
     #[tokio::test]

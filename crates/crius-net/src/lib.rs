@@ -300,6 +300,12 @@ impl Cni {
             .map_err(|reason| Error::CacheCorrupt { path, reason })
     }
 
+    /// The ids of every pod with a cached ADD result, and removes the temporary files an
+    /// interrupted cache write left behind (a crash between write and rename).
+    pub async fn cached_ids(&self) -> Result<Vec<String>> {
+        cache::ids(&self.cache_dir).await
+    }
+
     async fn del_with_current_config(&self, pod: &PodNetwork) -> Result<()> {
         let list = match self.load_config().await {
             Ok(list) => list,

@@ -31,7 +31,7 @@ pub use crate::containers::{
     ContainerRecord, ContainerStateKind, ContainerView, ExecError, ExecOutput,
 };
 use crate::spec::{NamespaceMode, PodSpec};
-pub use crate::store::{PodRecord, PodState};
+pub use crate::store::{NetworkPhase, PodRecord, PodState};
 use crate::store::{Store, StoreError};
 pub use crate::validate::Invalid;
 
@@ -43,6 +43,31 @@ pub const SHM_SIZE: u64 = 64 << 20;
 pub const SANDBOX_OOM_SCORE_ADJ: i32 = -998;
 /// How long a new monitor may take to report its sandbox.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The environment variable naming a failpoint (debug builds only).
+pub const FAILPOINT_ENV: &str = "CRIUS_FAILPOINT";
+
+/// In debug builds, kills criusd with SIGKILL at the step `name` when `CRIUS_FAILPOINT` names it,
+/// so tests can crash it between any two steps of an operation. Release builds ignore it.
+pub fn failpoint(name: &str) {
+    if cfg!(debug_assertions) && std::env::var_os(FAILPOINT_ENV).is_some_and(|v| v == name) {
+        tracing::error!(failpoint = name, "failpoint reached: killing criusd");
+        let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
+    }
+}
+
+/// What the start-up sweep found and did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Recovery {
+    /// Pods whose RunPodSandbox was interrupted before the sandbox was recorded, rolled back.
+    pub rolled_back: Vec<String>,
+    /// Pod directories no record owns, released and removed.
+    pub orphan_dirs: Vec<PathBuf>,
+    /// Pod cgroups under the default parent that no record owns, removed.
+    pub orphan_cgroups: Vec<PathBuf>,
+    /// Temporary files of interrupted writes, removed.
+    pub temp_files: Vec<PathBuf>,
+}
 
 /// Why a pod operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -160,7 +185,8 @@ impl Pods {
             if alive {
                 live += 1;
             }
-            if record.state == PodState::Creating || (record.state == PodState::Ready && !alive) {
+            // `Creating` records are left to `recover`, which rolls them back.
+            if record.state == PodState::Ready && !alive {
                 tracing::warn!(id = %record.id, "pod monitor is gone: the pod is not ready");
                 store.update(&record.id, |r| r.state = PodState::NotReady)?;
             }
@@ -272,6 +298,81 @@ impl Pods {
         Ok(())
     }
 
+    /// Records the phase of the pod's CNI attachment.
+    pub fn set_network(&self, id: &str, phase: NetworkPhase) -> Result<(), PodError> {
+        self.store
+            .update(id, |r| r.network = phase)?
+            .ok_or_else(|| PodError::NotFound(validate::shown(id)))?;
+        Ok(())
+    }
+
+    /// The start-up sweep: rolls back pods whose RunPodSandbox was cut short before the
+    /// sandbox was recorded (state `Creating`), and releases and removes what no record owns:
+    /// pod directories (with their mounts, netns pin and processes), `crius-<id>` cgroups
+    /// under the default parent, and temporary files of interrupted writes.
+    pub async fn recover(self: &Arc<Self>) -> Result<Recovery, PodError> {
+        let started = std::time::SystemTime::now();
+        let mut out = Recovery::default();
+        for record in self.store.all()? {
+            if record.state != PodState::Creating {
+                continue;
+            }
+            tracing::warn!(id = %record.id, "rolling back an interrupted RunPodSandbox");
+            self.release(&record).await?;
+            self.forget_containers(&record.id)?;
+            self.store.delete(&record.id)?;
+            out.rolled_back.push(record.id);
+        }
+        let known: std::collections::HashSet<String> =
+            self.store.all()?.into_iter().map(|r| r.id).collect();
+        let mut entries = tokio::fs::read_dir(&self.pods_dir)
+            .await
+            .map_err(internal("cannot read the pods directory"))?;
+        while let Some(entry) = entries
+            .next_entry()
+            .await
+            .map_err(internal("cannot read the pods directory"))?
+        {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let path = entry.path();
+            if name.starts_with('.') && name.contains(".tmp") {
+                let _ = tokio::fs::remove_file(&path).await;
+                out.temp_files.push(path);
+                continue;
+            }
+            if known.contains(&name) || !entry.file_type().await.is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
+            tracing::warn!(dir = %path.display(), "releasing a pod directory no record owns");
+            self.cleanup(&path).await?;
+            tokio::fs::remove_dir_all(&path).await.map_err(|e| {
+                PodError::Internal(format!("cannot remove {}: {e}", path.display()))
+            })?;
+            out.orphan_dirs.push(path);
+        }
+        for record in self.store.all()? {
+            let Ok(mut files) = tokio::fs::read_dir(&record.dir).await else {
+                continue;
+            };
+            while let Ok(Some(f)) = files.next_entry().await {
+                let name = f.file_name().to_string_lossy().into_owned();
+                if name.starts_with('.') && name.contains(".tmp.") {
+                    let _ = tokio::fs::remove_file(f.path()).await;
+                    out.temp_files.push(f.path());
+                }
+            }
+        }
+        let parent = DEFAULT_CGROUP_PARENT.trim_start_matches('/').to_owned();
+        let orphans = tokio::task::spawn_blocking(move || orphan_cgroups(&parent, &known, started))
+            .await
+            .map_err(|e| PodError::Internal(format!("cgroup sweep failed: {e}")))?;
+        out.orphan_cgroups = orphans;
+        if out != Recovery::default() {
+            tracing::info!(?out, "start-up sweep");
+        }
+        Ok(out)
+    }
+
     /// RunPodSandbox: validates, records, starts the monitor and waits for the sandbox. A
     /// failure leaves nothing behind. Runs to completion even if the caller goes away.
     pub async fn run(self: &Arc<Self>, spec: PodSpec) -> Result<String, PodError> {
@@ -350,6 +451,7 @@ impl Pods {
             sandbox_start_time: 0,
             netns: None,
             ips: Vec::new(),
+            network: NetworkPhase::None,
         };
         let lock = self.lock(&id);
         let _guard = lock.lock().await;
@@ -370,8 +472,10 @@ impl Pods {
                 "pod sandbox {name} already exists as {other}"
             )));
         }
+        failpoint("run-pod:recorded");
         match self.start(&record, &sandbox).await {
             Ok(state) => {
+                failpoint("run-pod:monitor-started");
                 self.store.update(&id, |r| {
                     r.state = PodState::Ready;
                     r.monitor_pid = state.monitor_pid;
@@ -379,6 +483,11 @@ impl Pods {
                     r.sandbox_pid = state.sandbox_pid;
                     r.sandbox_start_time = state.sandbox_start_time;
                     r.netns = state.netns.clone();
+                    r.network = if host_network {
+                        NetworkPhase::None
+                    } else {
+                        NetworkPhase::Pending
+                    };
                 })?;
                 tracing::info!(%id, monitor = state.monitor_pid, sandbox = state.sandbox_pid, "pod sandbox ready");
                 Ok(id)
@@ -529,6 +638,7 @@ impl Pods {
         };
         let _guard = lock;
         self.release(&record).await?;
+        failpoint("remove-pod:released");
         self.forget_containers(&record.id)?;
         self.store.delete(&record.id)?;
         self.forget_lock(&record.id);
@@ -619,6 +729,67 @@ impl Pods {
             })?;
         Ok(())
     }
+}
+
+/// Removes `crius-<id>` cgroups (and their empty children, deepest first) below `parent` in
+/// every v1 hierarchy and the unified one when `id` is not in `known` and the cgroup was last
+/// changed before `before` (a pod another criusd on the node is creating now is left alone);
+/// a cgroup that still holds processes stays. Returns the pod cgroups removed.
+fn orphan_cgroups(
+    parent: &str,
+    known: &std::collections::HashSet<String>,
+    before: std::time::SystemTime,
+) -> Vec<PathBuf> {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut removed = Vec::new();
+    for line in mountinfo.lines() {
+        let Some((fields, rest)) = line.split_once(" - ") else {
+            continue;
+        };
+        if !(rest.starts_with("cgroup ") || rest.starts_with("cgroup2 ")) {
+            continue;
+        }
+        let Some(mount_point) = fields.split(' ').nth(4) else {
+            continue;
+        };
+        let base = Path::new(mount_point).join(parent);
+        let Ok(entries) = std::fs::read_dir(&base) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some(id) = name.strip_prefix("crius-") else {
+                continue;
+            };
+            if id.len() != 64 || known.contains(id) || !entry.path().is_dir() {
+                continue;
+            }
+            let recent = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .map_or(true, |t| t >= before);
+            if recent {
+                continue;
+            }
+            if remove_cgroup_tree(&entry.path()) {
+                removed.push(entry.path());
+            }
+        }
+    }
+    removed
+}
+
+/// Removes a cgroup directory and its children, deepest first; false if one could not go
+/// (it still holds processes).
+fn remove_cgroup_tree(dir: &Path) -> bool {
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) && !remove_cgroup_tree(&e.path()) {
+                return false;
+            }
+        }
+    }
+    std::fs::remove_dir(dir).is_ok()
 }
 
 fn view(record: PodRecord) -> PodView {

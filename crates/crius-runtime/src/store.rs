@@ -21,6 +21,22 @@ pub enum PodState {
     NotReady,
 }
 
+/// Where the pod's CNI attachment is, as recorded. It lets a restarted criusd tell an
+/// interrupted RunPodSandbox (roll back) from a finished one, and a finished DEL (never run
+/// again) from one still due.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NetworkPhase {
+    /// No CNI: a host-network pod, or a record from before phases were kept.
+    #[default]
+    None,
+    /// The sandbox runs and ADD is due or running: RunPodSandbox has not finished.
+    Pending,
+    /// ADD succeeded and its result is cached.
+    Attached,
+    /// DEL succeeded: nothing of the network is left.
+    Detached,
+}
+
 /// One pod as recorded.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PodRecord {
@@ -47,6 +63,9 @@ pub struct PodRecord {
     /// Pod IPs, once networking has assigned them (first is the primary).
     #[serde(default)]
     pub ips: Vec<String>,
+    /// The CNI attachment's phase.
+    #[serde(default)]
+    pub network: NetworkPhase,
 }
 
 /// A metadata database failure.

@@ -1,11 +1,12 @@
 //! Pod networking: CNI ADD once a sandbox runs, DEL before it stops, NetworkReady for Status.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use cri_api::v1::RuntimeCondition;
 use crius_net::{NetworkStatus, PodNetwork, PortMapping, Protocol};
-use crius_runtime::PodRecord;
-use crius_runtime::spec::NamespaceMode;
+use crius_runtime::spec::{NamespaceMode, PodSpec};
+use crius_runtime::{NetworkPhase, PodRecord, failpoint};
 
 use crate::Cri;
 
@@ -94,6 +95,90 @@ fn cni_status(action: &str, id: &str, error: &crius_net::Error) -> tonic::Status
 }
 
 impl Cri {
+    /// RunPodSandbox's work: the sandbox, then CNI ADD, in a task of its own so that a client
+    /// that goes away cannot leave it half done. A network failure removes the pod again.
+    pub(crate) async fn run_pod(self: &Arc<Self>, spec: PodSpec) -> Result<String, tonic::Status> {
+        let cri = Arc::clone(self);
+        tokio::spawn(async move {
+            let id = cri.pods.run(spec).await.map_err(crate::runtime::pod_error)?;
+            if let Err(status) = cri.attach_network(&id).await {
+                // No half pod: whatever the plugins set up is gone, and so is the sandbox.
+                if let Err(e) = cri.pods.remove(&id).await {
+                    tracing::warn!(%id, error = %e, "cannot roll back the pod after a network failure");
+                }
+                return Err(status);
+            }
+            Ok(id)
+        })
+        .await
+        .map_err(|e| tonic::Status::internal(format!("RunPodSandbox task failed: {e}")))?
+    }
+
+    /// The start-up recovery: the pod store's sweep (interrupted RunPodSandbox before the
+    /// sandbox was recorded, orphaned directories, cgroups and temporary files), then pods
+    /// whose RunPodSandbox stopped between the sandbox and the end of CNI ADD (DEL, then
+    /// removal: the client never got their id), then cached CNI attachments that no pod owns
+    /// (DEL). Failures are logged; criusd serves anyway.
+    pub async fn recover(self: &Arc<Self>) {
+        match self.pods.recover().await {
+            Ok(r) => tracing::info!(
+                rolled_back = r.rolled_back.len(),
+                orphan_dirs = r.orphan_dirs.len(),
+                orphan_cgroups = r.orphan_cgroups.len(),
+                temp_files = r.temp_files.len(),
+                "pod store recovered"
+            ),
+            Err(e) => tracing::error!(error = %e, "pod store recovery failed"),
+        }
+        let pods = match self.pods.list() {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot list pods to recover");
+                return;
+            }
+        };
+        for pod in &pods {
+            let r = &pod.record;
+            if r.network != NetworkPhase::Pending {
+                continue;
+            }
+            tracing::warn!(id = %r.id, "rolling back a RunPodSandbox interrupted before its network was set up");
+            if let Err(e) = self.detach_network(r).await {
+                tracing::error!(id = %r.id, error = %e.message(), "cannot tear down the network of an interrupted pod");
+                continue;
+            }
+            if let Err(e) = self.pods.remove(&r.id).await {
+                tracing::error!(id = %r.id, error = %e, "cannot remove an interrupted pod");
+            }
+        }
+        let cached = match self.cni.cached_ids().await {
+            Ok(ids) => ids,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot list the CNI cache");
+                return;
+            }
+        };
+        for id in cached {
+            if pods.iter().any(|p| p.record.id == id) {
+                continue;
+            }
+            tracing::warn!(%id, "tearing down a CNI attachment no pod owns");
+            let orphan = PodNetwork {
+                id: id.clone(),
+                netns_path: PathBuf::new(),
+                name: String::new(),
+                namespace: String::new(),
+                uid: String::new(),
+                port_mappings: Vec::new(),
+                bandwidth: None,
+                dns: None,
+            };
+            if let Err(e) = self.cni.del(&orphan).await {
+                tracing::error!(%id, error = %e, "cannot tear down an orphaned CNI attachment");
+            }
+        }
+    }
+
     /// CNI ADD for a freshly started pod; records its IPs. Host-network pods get none.
     pub(crate) async fn attach_network(&self, id: &str) -> Result<(), tonic::Status> {
         let record = self.pods.get(id).map_err(crate::runtime::pod_error)?.record;
@@ -109,23 +194,46 @@ impl Cri {
             .add(&pod)
             .await
             .map_err(|e| cni_status("cannot set up", id, &e))?;
+        failpoint("run-pod:cni-added");
         let ips = result.ips.iter().map(ToString::to_string).collect();
         self.pods
             .set_ips(id, ips)
             .map_err(crate::runtime::pod_error)?;
+        self.pods
+            .set_network(id, NetworkPhase::Attached)
+            .map_err(crate::runtime::pod_error)?;
         Ok(())
     }
 
-    /// CNI DEL; idempotent, and works when the namespace is already gone.
+    /// CNI DEL; idempotent, and works when the namespace is already gone. Once a DEL has
+    /// succeeded it is recorded and never run again for the pod.
     pub(crate) async fn detach_network(&self, record: &PodRecord) -> Result<(), tonic::Status> {
         if !has_own_network(record) {
             return Ok(());
+        }
+        match record.network {
+            NetworkPhase::Detached => return Ok(()),
+            NetworkPhase::Attached if !self.network_attached(&record.id).await => {
+                // DEL ran and removed the cached result; only its record was lost (a crash).
+                return self.mark_detached(&record.id);
+            }
+            _ => {}
         }
         let pod = pod_network(record, record.netns.clone().unwrap_or_default())?;
         self.cni
             .del(&pod)
             .await
-            .map_err(|e| cni_status("cannot tear down", &record.id, &e))
+            .map_err(|e| cni_status("cannot tear down", &record.id, &e))?;
+        failpoint("stop-pod:cni-deleted");
+        self.mark_detached(&record.id)
+    }
+
+    /// Records that the pod's network is torn down (a pod already gone is fine).
+    fn mark_detached(&self, id: &str) -> Result<(), tonic::Status> {
+        match self.pods.set_network(id, NetworkPhase::Detached) {
+            Ok(()) | Err(crius_runtime::PodError::NotFound(_)) => Ok(()),
+            Err(e) => Err(crate::runtime::pod_error(e)),
+        }
     }
 
     /// Whether CNI ADD succeeded for the pod and no DEL has run since.

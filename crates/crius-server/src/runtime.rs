@@ -54,15 +54,8 @@ impl RuntimeService for Runtime {
             .ok_or_else(|| tonic::Status::invalid_argument("config: is required"))?;
         let spec = pod_spec(config, request.runtime_handler)?;
         let userns = crate::metrics::UsernsPod::new(&spec);
-        let id = self.0.pods.run(spec).await.map_err(pod_error)?;
+        let id = self.0.run_pod(spec).await?;
         tracing::Span::current().record("id", id.as_str());
-        if let Err(status) = self.0.attach_network(&id).await {
-            // No half pod: whatever the plugins set up is gone, and so is the sandbox.
-            if let Err(e) = self.0.pods.remove(&id).await {
-                tracing::warn!(error = %e, "cannot roll back the pod after a network failure");
-            }
-            return Err(status);
-        }
         self.0.events.sandbox_started(&id);
         userns.started();
         Ok(tonic::Response::new(RunPodSandboxResponse {

@@ -176,6 +176,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         let cri = Cri::open(config, idmap)?;
         cri.serve_metrics().await?;
         cri.prepare_images().await;
+        cri.recover().await;
         tracing::info!(
             socket = %listen.display(),
             root = %cri.config().root.display(),

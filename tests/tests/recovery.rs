@@ -1,0 +1,528 @@
+//! Crash recovery: criusd killed with SIGKILL while pods run and containers start, stop and
+//! exit; criusd killed at failpoints between the steps of RunPodSandbox, StopPodSandbox and
+//! RemovePodSandbox (`CRIUS_FAILPOINT`, debug builds); a pod monitor killed; and the start-up
+//! sweep of what no record owns. CNI plugins are wrapped so every ADD and DEL is counted.
+
+#![allow(clippy::unwrap_used, reason = "test code")]
+
+use std::collections::HashMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use cri_api::v1::*;
+use crius_tests::env::{pod_config, setup};
+use crius_tests::harness::{Criusd, Options};
+
+/// A directory of CNI plugin wrappers that log `COMMAND IFNAME ID` of every bridge call to
+/// `calls.log` and run the real plugin from /usr/lib/cni.
+struct CniSpy {
+    dir: tempfile::TempDir,
+}
+
+impl CniSpy {
+    fn new() -> CniSpy {
+        let dir = tempfile::Builder::new()
+            .prefix("crius-cni-spy-")
+            .tempdir()
+            .unwrap();
+        let log = dir.path().join("calls.log");
+        for plugin in ["bridge", "host-local", "loopback", "portmap"] {
+            let record = if plugin == "bridge" {
+                format!(
+                    "echo \"$CNI_COMMAND $CNI_IFNAME $CNI_CONTAINERID\" >> {}\n",
+                    log.display()
+                )
+            } else {
+                String::new()
+            };
+            let path = dir.path().join(plugin);
+            std::fs::write(
+                &path,
+                format!("#!/bin/sh\n{record}exec /usr/lib/cni/{plugin} \"$@\"\n"),
+            )
+            .unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        CniSpy { dir }
+    }
+
+    /// The config line pointing criusd at the wrappers.
+    fn config(&self) -> String {
+        format!("cni_bin_dirs = [\"{}\"]\n", self.dir.path().display())
+    }
+
+    /// How often each `COMMAND ID` ran on the pod interface.
+    fn calls(&self) -> HashMap<String, usize> {
+        let text = std::fs::read_to_string(self.dir.path().join("calls.log")).unwrap_or_default();
+        let mut out = HashMap::new();
+        for line in text.lines() {
+            let parts: Vec<&str> = line.split(' ').collect();
+            if parts.len() == 3 && parts[1] == "eth0" {
+                *out.entry(format!("{} {}", parts[0], parts[2])).or_default() += 1;
+            }
+        }
+        out
+    }
+
+    /// The ADD and DEL counts of pod `id`.
+    fn add_del(&self, id: &str) -> (usize, usize) {
+        let calls = self.calls();
+        (
+            calls.get(&format!("ADD {id}")).copied().unwrap_or(0),
+            calls.get(&format!("DEL {id}")).copied().unwrap_or(0),
+        )
+    }
+}
+
+/// A daemon whose CNI plugins are spied on.
+async fn spied_daemon(spy: &CniSpy) -> Criusd {
+    Criusd::start_with(Options {
+        config: spy.config(),
+        ..Options::default()
+    })
+    .await
+    .unwrap()
+}
+
+/// What the host holds for the daemon's pods: pod dirs, CNI cache files (temporary ones
+/// included), IPs, veths, pod cgroups under `/crius` for these ids, mounts under the daemon's
+/// directory and monitor processes.
+#[derive(Debug, PartialEq, Eq)]
+struct Leftovers {
+    pod_dirs: Vec<String>,
+    cni_cache: Vec<String>,
+    ips: usize,
+    veths: usize,
+    mounts: usize,
+    monitors: usize,
+}
+
+fn names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+fn leftovers(d: &Criusd) -> Leftovers {
+    let dir = d.dir().display().to_string();
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let monitors = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.contains(" monitor ") && c.contains(&dir))
+        .count();
+    let net = d.network.as_ref().unwrap();
+    Leftovers {
+        pod_dirs: names(&d.paths.state.join("pods")),
+        cni_cache: names(&d.paths.root.join("cni")),
+        ips: net.allocated_ips().len(),
+        veths: net.attached_links().len(),
+        mounts: mountinfo
+            .lines()
+            .filter(|l| l.split(' ').nth(4).is_some_and(|m| m.starts_with(&dir)))
+            .count(),
+        monitors,
+    }
+}
+
+fn nothing_left() -> Leftovers {
+    Leftovers {
+        pod_dirs: Vec::new(),
+        cni_cache: Vec::new(),
+        ips: 0,
+        veths: 0,
+        mounts: 0,
+        monitors: 0,
+    }
+}
+
+/// The pod cgroups `crius-<id>` under the default parent in every v1 hierarchy.
+fn pod_cgroups(id: &str) -> Vec<PathBuf> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    info.lines()
+        .filter(|l| l.contains(" - cgroup "))
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|m| Path::new(m).join("crius").join(format!("crius-{id}")))
+        .filter(|p| p.exists())
+        .collect()
+}
+
+async fn pods(d: &mut Criusd) -> Vec<PodSandbox> {
+    d.runtime
+        .list_pod_sandbox(ListPodSandboxRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .items
+}
+
+async fn stop_pod(d: &mut Criusd, id: &str) -> Result<(), tonic::Status> {
+    d.runtime
+        .stop_pod_sandbox(StopPodSandboxRequest {
+            pod_sandbox_id: id.into(),
+        })
+        .await
+        .map(|_| ())
+}
+
+async fn remove_pod(d: &mut Criusd, id: &str) -> Result<(), tonic::Status> {
+    d.runtime
+        .remove_pod_sandbox(RemovePodSandboxRequest {
+            pod_sandbox_id: id.into(),
+        })
+        .await
+        .map(|_| ())
+}
+
+/// Restarts criusd so that it kills itself (SIGKILL) at `failpoint`.
+async fn arm(d: &mut Criusd, failpoint: &str) {
+    d.restart_with_env(&[("CRIUS_FAILPOINT", failpoint)])
+        .await
+        .unwrap();
+}
+
+/// Checks that criusd died of SIGKILL at its failpoint, and starts it again normally.
+async fn crashed(d: &mut Criusd, failpoint: &str) {
+    use std::os::unix::process::ExitStatusExt;
+    let status = d.wait_exit().unwrap();
+    assert_eq!(status.signal(), Some(9), "criusd at {failpoint}: {status}");
+    assert!(d.log().contains(failpoint), "the log names {failpoint}");
+    d.restart().await.unwrap();
+}
+
+/// A cgroup parent of its own for a test, removed from every v1 hierarchy on drop.
+struct CgroupParent(String);
+
+impl CgroupParent {
+    fn new(tag: &str) -> CgroupParent {
+        CgroupParent(format!("/crius-{tag}-{}", std::process::id()))
+    }
+
+    /// The cgroups left beneath it, over every v1 hierarchy.
+    fn children(&self) -> Vec<PathBuf> {
+        v1_hierarchies()
+            .iter()
+            .flat_map(|h| {
+                names(&h.join(self.0.trim_start_matches('/')))
+                    .into_iter()
+                    .map(move |n| h.join(n))
+            })
+            .filter(|p| p.is_dir())
+            .collect()
+    }
+}
+
+impl Drop for CgroupParent {
+    fn drop(&mut self) {
+        for h in v1_hierarchies() {
+            let _ = std::fs::remove_dir(h.join(self.0.trim_start_matches('/')));
+        }
+    }
+}
+
+fn v1_hierarchies() -> Vec<PathBuf> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    info.lines()
+        .filter(|l| l.contains(" - cgroup "))
+        .filter_map(|l| l.split(' ').nth(4).map(PathBuf::from))
+        .collect()
+}
+
+async fn run_pod_in(
+    d: &mut Criusd,
+    name: &str,
+    parent: &CgroupParent,
+) -> Result<String, tonic::Status> {
+    let mut config = pod_config(name, false, &d.dir().join("logs"));
+    config.linux.get_or_insert_default().cgroup_parent = parent.0.clone();
+    d.runtime
+        .run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(config),
+            runtime_handler: String::new(),
+        })
+        .await
+        .map(|r| r.into_inner().pod_sandbox_id)
+}
+
+#[tokio::test]
+async fn run_pod_sandbox_cut_at_any_step_is_rolled_back_at_restart() {
+    let parent = CgroupParent::new("recovery-run");
+    let spy = CniSpy::new();
+    let mut d = spied_daemon(&spy).await;
+    for failpoint in [
+        "run-pod:recorded",
+        "run-pod:monitor-started",
+        "run-pod:cni-added",
+    ] {
+        arm(&mut d, failpoint).await;
+        let err = run_pod_in(&mut d, "cut", &parent).await.unwrap_err();
+        eprintln!("{failpoint}: {err}");
+        crashed(&mut d, failpoint).await;
+        assert!(pods(&mut d).await.is_empty(), "{failpoint}: no pod is left");
+        assert_eq!(leftovers(&d), nothing_left(), "{failpoint}");
+        assert!(
+            parent.children().is_empty(),
+            "{failpoint}: {:?}",
+            parent.children()
+        );
+        // Every ADD that ran was undone by exactly one DEL.
+        for (call, n) in spy.calls() {
+            assert_eq!(n, 1, "{failpoint}: {call} ran {n} times");
+            if let Some(id) = call.strip_prefix("ADD ") {
+                assert_eq!(spy.add_del(id), (1, 1), "{failpoint}: {id}");
+            }
+        }
+        // The client's retry with the same metadata succeeds.
+        let id = run_pod_in(&mut d, "cut", &parent).await.unwrap();
+        assert_eq!(spy.add_del(&id), (1, 0));
+        stop_pod(&mut d, &id).await.unwrap();
+        remove_pod(&mut d, &id).await.unwrap();
+        assert_eq!(spy.add_del(&id), (1, 1));
+    }
+    let adds = spy.calls().keys().filter(|k| k.starts_with("ADD")).count();
+    assert_eq!(
+        adds,
+        4,
+        "one ADD in the cut at cni-added and one per retry: {:?}",
+        spy.calls()
+    );
+}
+
+#[tokio::test]
+async fn stop_and_remove_cut_short_finish_without_a_second_del() {
+    let parent = CgroupParent::new("recovery-stop");
+    let spy = CniSpy::new();
+    let mut d = spied_daemon(&spy).await;
+    // StopPodSandbox cut right after CNI DEL.
+    let a = run_pod_in(&mut d, "stop-cut", &parent).await.unwrap();
+    arm(&mut d, "stop-pod:cni-deleted").await;
+    stop_pod(&mut d, &a).await.unwrap_err();
+    crashed(&mut d, "stop-pod:cni-deleted").await;
+    assert_eq!(spy.add_del(&a), (1, 1));
+    assert_eq!(d.network.as_ref().unwrap().allocated_ips().len(), 0);
+    stop_pod(&mut d, &a).await.unwrap();
+    stop_pod(&mut d, &a).await.unwrap();
+    assert_eq!(
+        spy.add_del(&a),
+        (1, 1),
+        "a repeated Stop runs no second DEL"
+    );
+    let listed = pods(&mut d).await;
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].state, PodSandboxState::SandboxNotready as i32);
+    remove_pod(&mut d, &a).await.unwrap();
+    assert_eq!(spy.add_del(&a), (1, 1));
+
+    // RemovePodSandbox (without Stop) cut after the pod was released.
+    let b = run_pod_in(&mut d, "remove-cut", &parent).await.unwrap();
+    arm(&mut d, "remove-pod:released").await;
+    remove_pod(&mut d, &b).await.unwrap_err();
+    crashed(&mut d, "remove-pod:released").await;
+    let listed = pods(&mut d).await;
+    assert_eq!(listed.len(), 1, "the record outlived the crash");
+    assert_eq!(listed[0].state, PodSandboxState::SandboxNotready as i32);
+    remove_pod(&mut d, &b).await.unwrap();
+    assert!(pods(&mut d).await.is_empty());
+    assert_eq!(spy.add_del(&b), (1, 1));
+    assert_eq!(leftovers(&d), nothing_left());
+    assert!(parent.children().is_empty(), "{:?}", parent.children());
+}
+
+/// Unmounts and removes what the orphan test made, also when it fails.
+struct Orphan {
+    mount: PathBuf,
+    cgroups: Vec<PathBuf>,
+}
+
+impl Drop for Orphan {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(&self.mount, nix::mount::MntFlags::MNT_DETACH);
+        for c in &self.cgroups {
+            let _ = std::fs::remove_dir(c.join("child"));
+            let _ = std::fs::remove_dir(c);
+        }
+    }
+}
+
+#[tokio::test]
+async fn start_up_sweep_removes_what_no_record_owns() {
+    let mut d = Criusd::start().await.unwrap();
+    let id = "0f".repeat(32);
+    let dir = d.paths.state.join("pods").join(&id);
+    std::fs::create_dir_all(dir.join("shm")).unwrap();
+    let mut orphan = Orphan {
+        mount: dir.join("shm"),
+        cgroups: Vec::new(),
+    };
+    nix::mount::mount(
+        Some("tmpfs"),
+        &dir.join("shm"),
+        Some("tmpfs"),
+        nix::mount::MsFlags::empty(),
+        Some("size=1m"),
+    )
+    .unwrap();
+    std::fs::write(dir.join("shm/data"), "x").unwrap();
+    for h in v1_hierarchies() {
+        let c = h.join("crius").join(format!("crius-{id}"));
+        if std::fs::create_dir_all(c.join("child")).is_ok() {
+            orphan.cgroups.push(c);
+        }
+    }
+    assert!(!orphan.cgroups.is_empty());
+    let pods_tmp = d.paths.state.join("pods").join(".spec.json.tmp.4242");
+    std::fs::write(&pods_tmp, "{").unwrap();
+    std::fs::create_dir_all(d.paths.root.join("cni")).unwrap();
+    let cni_tmp = d.paths.root.join("cni").join(format!(".{id}.json.tmp"));
+    std::fs::write(&cni_tmp, "{").unwrap();
+
+    d.signal_and_wait(nix::sys::signal::Signal::SIGKILL)
+        .unwrap();
+    d.restart().await.unwrap();
+
+    assert!(!dir.exists(), "the orphaned pod directory is gone");
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mountinfo.contains(&id), "its mount is gone");
+    for c in &orphan.cgroups {
+        assert!(!c.exists(), "cgroup {} is gone", c.display());
+    }
+    assert!(!pods_tmp.exists());
+    assert!(!cni_tmp.exists());
+    assert_eq!(leftovers(&d), nothing_left());
+}
+
+#[tokio::test]
+async fn killed_monitor_leaves_a_not_ready_pod_that_stop_and_remove_clean_up() {
+    let mut env = setup(false).await;
+    let pod = env.pod("monitorless", false).await;
+    let c = env
+        .run(&pod, env.container_config("victim", "exec sleep 1000"))
+        .await;
+    let state: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(
+            env.daemon
+                .paths
+                .state
+                .join("pods")
+                .join(&pod.0)
+                .join("state.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let monitor = i32::try_from(state["monitor_pid"].as_i64().unwrap()).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(monitor),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let listed = pods(&mut env.daemon).await;
+        if listed[0].state == PodSandboxState::SandboxNotready as i32 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "pod still ready: {listed:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let s = env.status(&c).await;
+    assert_ne!(s.state, ContainerState::ContainerRunning as i32, "{s:?}");
+    stop_pod(&mut env.daemon, &pod.0).await.unwrap();
+    remove_pod(&mut env.daemon, &pod.0).await.unwrap();
+    assert!(pods(&mut env.daemon).await.is_empty());
+    assert_eq!(leftovers(&env.daemon), nothing_left());
+    assert!(pod_cgroups(&pod.0).is_empty());
+}
+
+#[tokio::test]
+async fn kill_9_keeps_pods_containers_exit_codes_finish_times_and_logs() {
+    let mut env = setup(false).await;
+    let pod = env.pod("survivor", true).await;
+    let stopped_pod = env.pod("stopped", false).await;
+    stop_pod(&mut env.daemon, &stopped_pod.0).await.unwrap();
+    let running = env
+        .run(
+            &pod,
+            env.container_config("running", "echo up; exec sleep 1000"),
+        )
+        .await;
+    let exited = env
+        .run(&pod, env.container_config("exited", "echo bye; exit 3"))
+        .await;
+    env.wait_exit(&exited, Duration::from_secs(20)).await;
+    let created = env
+        .create(&pod, env.container_config("created", "exit 0"))
+        .await
+        .unwrap();
+    // Exits while criusd is down.
+    let late = env
+        .run(
+            &pod,
+            env.container_config("late", "echo before; sleep 2; echo after; exit 7"),
+        )
+        .await;
+    let before_pods = pods(&mut env.daemon).await;
+    let mut before = HashMap::new();
+    for id in [&running, &exited, &created] {
+        before.insert(id.clone(), env.status(id).await);
+    }
+    let ips_before = env.daemon.network.as_ref().unwrap().allocated_ips();
+    let cache_before = names(&env.daemon.paths.root.join("cni"));
+    assert_eq!(ips_before.len(), 1, "the running pod's address only");
+
+    env.daemon
+        .signal_and_wait(nix::sys::signal::Signal::SIGKILL)
+        .unwrap();
+    let killed_at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    // `late` exits while criusd is down.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    env.daemon.restart().await.unwrap();
+
+    let mut after_pods = pods(&mut env.daemon).await;
+    let mut before_pods = before_pods;
+    before_pods.sort_by(|a, b| a.id.cmp(&b.id));
+    after_pods.sort_by(|a, b| a.id.cmp(&b.id));
+    assert_eq!(before_pods, after_pods, "pods are reported as before");
+    for (id, was) in &before {
+        let now = env.status(id).await;
+        assert_eq!(&now, was, "container {id} is reported as before");
+    }
+    let s = env.status(&late).await;
+    assert_eq!(s.state, ContainerState::ContainerExited as i32, "{s:?}");
+    assert_eq!(s.exit_code, 7);
+    assert_eq!(s.reason, "Error");
+    assert!(
+        u128::try_from(s.finished_at).unwrap() > killed_at,
+        "finished while criusd was down: {s:?}"
+    );
+    assert_eq!(env.stdout("late"), ["before", "after"]);
+    assert_eq!(env.stdout("running"), ["up"]);
+    assert_eq!(env.stdout("exited"), ["bye"]);
+    // No ADD or DEL ran at restart: the same address and cache entry, no more.
+    assert_eq!(
+        env.daemon.network.as_ref().unwrap().allocated_ips(),
+        ips_before
+    );
+    assert_eq!(names(&env.daemon.paths.root.join("cni")), cache_before);
+    // The running container still answers.
+    let out = env.exec(&running, &["echo", "alive"], 10).await.unwrap();
+    assert_eq!(out.stdout, b"alive\n");
+    // And everything cleans up.
+    for p in [&pod.0, &stopped_pod.0] {
+        stop_pod(&mut env.daemon, p).await.unwrap();
+        remove_pod(&mut env.daemon, p).await.unwrap();
+    }
+    assert_eq!(leftovers(&env.daemon), nothing_left());
+}
