@@ -576,3 +576,191 @@ fn serve_fixed(mut conn: TcpStream, body: &[u8], content_length: bool) -> std::i
     }
     conn.write_all(b"0\r\n\r\n")
 }
+
+/// A read-only registry on a free loopback port serving one image from memory, whose one
+/// blob can be held back: the answer's headers and first half go out, the rest only after
+/// [`GatedRegistry::open_gate`]. Lets a test keep a pull in the middle of a download for as
+/// long as it needs, without timing anything.
+#[derive(Debug)]
+pub struct GatedRegistry {
+    addr: std::net::SocketAddr,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    gate: std::sync::Arc<(std::sync::Mutex<GateState>, std::sync::Condvar)>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// Where the held-back download is.
+#[derive(Debug, Default)]
+struct GateState {
+    /// The gated blob was asked for.
+    reached: bool,
+    /// The rest may go.
+    open: bool,
+}
+
+impl GatedRegistry {
+    /// Serves `image` as `repo:tag`, holding back the blob `gated` (a digest).
+    pub fn start(
+        image: &crate::image::Image,
+        repo: &str,
+        tag: &str,
+        gated: &str,
+    ) -> Result<GatedRegistry> {
+        let listener = TcpListener::bind("127.0.0.1:0").context("binding the gated registry")?;
+        let addr = listener.local_addr()?;
+        let manifest = image.manifest_json();
+        let mut routes: std::collections::HashMap<String, (String, Vec<u8>)> =
+            std::collections::HashMap::new();
+        let manifest_type = crate::image::MEDIA_TYPE_MANIFEST.to_owned();
+        routes.insert(
+            format!("/v2/{repo}/manifests/{tag}"),
+            (manifest_type.clone(), manifest.clone()),
+        );
+        routes.insert(
+            format!(
+                "/v2/{repo}/manifests/{}",
+                crate::image::sha256_digest(&manifest)
+            ),
+            (manifest_type, manifest),
+        );
+        let config = image.config_json();
+        routes.insert(
+            format!("/v2/{repo}/blobs/{}", crate::image::sha256_digest(&config)),
+            ("application/octet-stream".into(), config),
+        );
+        for layer in &image.layers {
+            routes.insert(
+                format!("/v2/{repo}/blobs/{}", layer.digest()),
+                ("application/octet-stream".into(), layer.blob().to_vec()),
+            );
+        }
+        let gated_path = format!("/v2/{repo}/blobs/{gated}");
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let gate = std::sync::Arc::new((
+            std::sync::Mutex::new(GateState::default()),
+            std::sync::Condvar::new(),
+        ));
+        let (stopping, gating) = (stop.clone(), gate.clone());
+        let thread = std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                if stopping.load(std::sync::atomic::Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(conn) = conn else { continue };
+                let routes = routes.clone();
+                let gated_path = gated_path.clone();
+                let gating = gating.clone();
+                std::thread::spawn(move || {
+                    let _ = serve_route(conn, &routes, &gated_path, &gating);
+                });
+            }
+        });
+        Ok(GatedRegistry {
+            addr,
+            stop,
+            gate,
+            thread: Some(thread),
+        })
+    }
+
+    /// `127.0.0.1:PORT`.
+    pub fn host(&self) -> String {
+        self.addr.to_string()
+    }
+
+    /// Waits until a client has started downloading the gated blob.
+    pub fn wait_reached(&self) {
+        let (state, changed) = &*self.gate;
+        let mut guard = state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        while !guard.reached {
+            guard = changed
+                .wait(guard)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+    }
+
+    /// Lets the gated download finish.
+    pub fn open_gate(&self) {
+        let (state, changed) = &*self.gate;
+        state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .open = true;
+        changed.notify_all();
+    }
+}
+
+impl Drop for GatedRegistry {
+    fn drop(&mut self) {
+        self.open_gate();
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let _ = TcpStream::connect(self.addr);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn serve_route(
+    mut conn: TcpStream,
+    routes: &std::collections::HashMap<String, (String, Vec<u8>)>,
+    gated_path: &str,
+    gate: &(std::sync::Mutex<GateState>, std::sync::Condvar),
+) -> std::io::Result<()> {
+    conn.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let mut request = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !request.windows(4).any(|w| w == b"\r\n\r\n") && request.len() < 65536 {
+        let n = conn.read(&mut buf)?;
+        if n == 0 {
+            return Ok(());
+        }
+        request.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&request);
+    let mut words = text.split_whitespace();
+    let method = words.next().unwrap_or("");
+    let target = words.next().unwrap_or("");
+    let path = target.split('?').next().unwrap_or("");
+    if path == "/v2/" || path == "/v2" {
+        conn.write_all(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\n{}")?;
+        return Ok(());
+    }
+    let Some((content_type, body)) = routes.get(path) else {
+        conn.write_all(
+            b"HTTP/1.1 404 Not Found\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
+        )?;
+        return Ok(());
+    };
+    let head = format!(
+        "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Type: {content_type}\r\n\
+         Docker-Content-Digest: {}\r\nContent-Length: {}\r\n\r\n",
+        crate::image::sha256_digest(body),
+        body.len()
+    );
+    conn.write_all(head.as_bytes())?;
+    if method == "HEAD" {
+        return Ok(());
+    }
+    if path != gated_path {
+        return conn.write_all(body);
+    }
+    let half = body.len() / 2;
+    conn.write_all(&body[..half])?;
+    conn.flush()?;
+    let (state, changed) = gate;
+    let mut guard = state
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    guard.reached = true;
+    changed.notify_all();
+    while !guard.open {
+        guard = changed
+            .wait(guard)
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+    }
+    drop(guard);
+    conn.write_all(&body[half..])
+}

@@ -15,7 +15,7 @@ use crius_tests::image::{
     self, Compression, Entry, EntryKind, Image, Layer, busybox, busybox_with_image_user,
     multilayer_whiteouts, push_index,
 };
-use crius_tests::registry::{FixedManifestServer, Registry};
+use crius_tests::registry::{FixedManifestServer, GatedRegistry, Registry};
 use nix::sys::signal::Signal;
 
 /// Starts criusd allowed to reach `registry` over plain HTTP.
@@ -1152,4 +1152,69 @@ async fn import_dir_is_imported_at_start_up() {
         .unwrap();
     assert_eq!(got.id, good.config_digest());
     assert!(entries_of_tmp(&daemon).is_empty());
+}
+
+#[tokio::test]
+async fn a_stalled_pull_blocks_neither_removal_nor_other_pulls() {
+    let registry = Registry::start().unwrap();
+    let first = tiny(&[Entry::file("first", "1", 0o644)])
+        .push(&registry.host(), "crius/first:1")
+        .await
+        .unwrap();
+    let second = tiny(&[Entry::file("second", "2", 0o644)])
+        .push(&registry.host(), "crius/second:1")
+        .await
+        .unwrap();
+    let slow = tiny(&[Entry::file("slow", vec![7u8; 256 * 1024], 0o644)]);
+    let gated = std::sync::Arc::new(
+        GatedRegistry::start(&slow, "crius/slow", "1", slow.layers[0].digest()).unwrap(),
+    );
+    let mut daemon = Criusd::start_with(Options {
+        config: format!(
+            "insecure_registries = [\"{}\", \"{}\"]\n",
+            registry.host(),
+            gated.host()
+        ),
+        ..Options::default()
+    })
+    .await
+    .unwrap();
+    pull(&mut daemon, &first.reference, None).await.unwrap();
+    let mut client = daemon.images.clone();
+    let slow_ref = format!("{}/crius/slow:1", gated.host());
+    let stalled = tokio::spawn(async move {
+        client
+            .pull_image(PullImageRequest {
+                image: spec(&slow_ref),
+                auth: None,
+                sandbox_config: None,
+            })
+            .await
+            .map(|r| r.into_inner().image_ref)
+    });
+    // Once this returns, the stalled pull is in the middle of its layer download.
+    let reached = gated.clone();
+    tokio::task::spawn_blocking(move || reached.wait_reached())
+        .await
+        .unwrap();
+    // A bound so a regression shows as a failure rather than a hang.
+    let bound = Duration::from_secs(120);
+    tokio::time::timeout(bound, remove(&mut daemon, &first.reference))
+        .await
+        .expect("RemoveImage waited for an unrelated pull");
+    assert!(
+        status(&mut daemon, &first.reference, false)
+            .await
+            .image
+            .is_none()
+    );
+    let image_ref = tokio::time::timeout(bound, pull(&mut daemon, &second.reference, None))
+        .await
+        .expect("a pull waited for an unrelated pull")
+        .unwrap();
+    assert_eq!(image_ref, second.config_digest);
+    assert!(!stalled.is_finished(), "the gated pull finished early");
+    gated.open_gate();
+    assert_eq!(stalled.await.unwrap().unwrap(), slow.config_digest());
+    assert_eq!(list(&mut daemon).await.len(), 2);
 }

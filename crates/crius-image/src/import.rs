@@ -9,6 +9,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -55,7 +56,10 @@ impl ImageStore {
     /// unpacked `docker save` archive, or a tarball of either (plain, gzip or zstd). Tags
     /// come from `RepoTags` (docker) or the index annotations (OCI). Every blob is verified;
     /// importing the same archive again changes nothing.
-    pub async fn import_path(&self, path: &Path) -> Result<Vec<ImageRecord>, ImageError> {
+    pub async fn import_path(
+        self: &Arc<Self>,
+        path: &Path,
+    ) -> Result<Vec<ImageRecord>, ImageError> {
         let meta = std::fs::metadata(path)
             .map_err(ImageError::io(format!("reading {}", path.display())))?;
         if meta.is_dir() {
@@ -85,7 +89,7 @@ impl ImageStore {
     /// it was last imported or whose images are gone. Returns each entry with its outcome;
     /// a failure of one entry does not stop the others.
     pub async fn import_directory(
-        &self,
+        self: &Arc<Self>,
         dir: &Path,
     ) -> Result<Vec<(PathBuf, Result<Vec<ImageRecord>, ImageError>)>, ImageError> {
         let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
@@ -146,9 +150,17 @@ impl ImageStore {
     }
 
     /// Imports an extracted archive or a directory given as is.
-    async fn import_tree(&self, dir: &Path, display: &str) -> Result<Vec<ImageRecord>, ImageError> {
+    async fn import_tree(
+        self: &Arc<Self>,
+        dir: &Path,
+        display: &str,
+    ) -> Result<Vec<ImageRecord>, ImageError> {
         if dir.join(DOCKER_MANIFEST_FILE).is_file() {
-            self.import_docker_save(dir, display).await
+            let result = self.import_docker_save(dir, display).await;
+            if result.is_err() {
+                self.sweep_after_failure().await;
+            }
+            result
         } else if dir.join(crate::layout::OCI_LAYOUT_FILE).is_file() {
             self.import_oci_layout(dir, None).await
         } else {

@@ -91,8 +91,11 @@ pub struct ImageStore {
     db: Arc<redb::Database>,
     registry: RegistryOptions,
     locks: KeyedLocks,
-    /// Pulls hold it shared; removal holds it exclusively while it deletes files.
-    gc: tokio::sync::RwLock<()>,
+    /// Serialises lease, release and removal (short, on blocking threads); pulls never take it.
+    gc: Mutex<()>,
+    /// Layers (`layer:<chain id>`) and blobs (`blob:<digest>`) that pulls and imports in
+    /// progress use, with how many use each: garbage collection leaves them alone.
+    pins: Mutex<HashMap<String, usize>>,
     /// The last usage walk and when it was made.
     usage_cache: Mutex<Option<(std::time::Instant, FsUsage)>>,
     /// The caps on images and layers.
@@ -142,7 +145,8 @@ impl ImageStore {
             db,
             registry,
             locks: KeyedLocks::default(),
-            gc: tokio::sync::RwLock::new(()),
+            gc: Mutex::new(()),
+            pins: Mutex::new(HashMap::new()),
             usage_cache: Mutex::new(None),
             limits: Mutex::new(Limits::default()),
         };
@@ -228,8 +232,18 @@ impl ImageStore {
     /// Leases image `reference` to `lease_id` (a container id) and returns what the container
     /// needs. The image's layers stay until [`ImageStore::release`], even if the image is
     /// removed in between (as CRI allows). Leasing again under the same id replaces the lease.
-    pub async fn lease(&self, lease_id: &str, reference: &str) -> Result<RootfsSpec, ImageError> {
-        let _gc = self.gc.read().await;
+    pub async fn lease(
+        self: &Arc<Self>,
+        lease_id: &str,
+        reference: &str,
+    ) -> Result<RootfsSpec, ImageError> {
+        let this = self.clone();
+        let (lease_id, reference) = (lease_id.to_owned(), reference.to_owned());
+        blocking(move || this.lease_now(&lease_id, &reference)).await
+    }
+
+    fn lease_now(&self, lease_id: &str, reference: &str) -> Result<RootfsSpec, ImageError> {
+        let _gc = self.gc.lock().unwrap_or_else(PoisonError::into_inner);
         let record = self.get(reference)?.ok_or_else(|| ImageError::NotFound {
             reference: reference.to_owned(),
         })?;
@@ -249,8 +263,14 @@ impl ImageStore {
 
     /// Ends lease `lease_id` and deletes the layers and blobs nothing owns any more. Releasing
     /// an unknown lease does nothing.
-    pub async fn release(&self, lease_id: &str) -> Result<(), ImageError> {
-        let _gc = self.gc.write().await;
+    pub async fn release(self: &Arc<Self>, lease_id: &str) -> Result<(), ImageError> {
+        let this = self.clone();
+        let lease_id = lease_id.to_owned();
+        blocking(move || this.release_now(&lease_id)).await
+    }
+
+    fn release_now(&self, lease_id: &str) -> Result<(), ImageError> {
+        let _gc = self.gc.lock().unwrap_or_else(PoisonError::into_inner);
         let txn = self.db.begin_write().map_err(ImageError::db("begin"))?;
         let removed = {
             let mut table = txn
@@ -314,10 +334,35 @@ impl ImageStore {
         }
         for digest in record_blobs(record) {
             if !blobs.contains(&digest) {
-                self.blobs.remove(&digest)?;
+                self.remove_blob(&digest)?;
             }
         }
         Ok(())
+    }
+
+    /// Keeps `key` (`layer:<chain id>` or `blob:<digest>`) from garbage collection until the
+    /// returned guard is dropped.
+    fn pin(&self, key: String) -> Pin<'_> {
+        *self
+            .pins
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(key.clone())
+            .or_insert(0) += 1;
+        Pin {
+            pins: &self.pins,
+            key,
+        }
+    }
+
+    /// Deletes blob `digest` unless a pull or import in progress uses it.
+    fn remove_blob(&self, digest: &str) -> Result<(), ImageError> {
+        let pins = self.pins.lock().unwrap_or_else(PoisonError::into_inner);
+        if pins.contains_key(&blob_key(digest)) {
+            tracing::debug!(%digest, "blob in use by a pull; kept");
+            return Ok(());
+        }
+        self.blobs.remove(digest)
     }
 
     /// The raw config JSON of image `id`.
@@ -328,29 +373,25 @@ impl ImageStore {
     /// Pulls `reference` with `credentials`: mirrors first, then the upstream registry.
     /// Returns the record written (its id is the `image_ref` of CRI).
     pub async fn pull(
-        &self,
+        self: &Arc<Self>,
         reference: &str,
         credentials: &Credentials,
     ) -> Result<ImageRecord, ImageError> {
         let name = ImageName::parse(reference)?;
         let auth = credentials.to_auth()?;
         let sources = pull::sources(&self.registry, &name, &auth)?;
-        let result = {
-            let _gc = self.gc.read().await;
-            self.pull_sources(&name, &sources).await
-        };
+        let result = self.pull_sources(&name, &sources).await;
         if result.is_err() {
-            self.sweep_after_failure();
+            self.sweep_after_failure().await;
         }
         result
     }
 
-    /// Drops what a failed pull or import left (blobs, lower layers) unless other pulls run;
-    /// the start-up sweep catches the rest.
-    fn sweep_after_failure(&self) {
-        if let Ok(_gc) = self.gc.try_write()
-            && let Err(e) = self.sweep()
-        {
+    /// Drops what a failed pull or import left (blobs, lower layers); what other pulls in
+    /// progress use is pinned and stays.
+    pub(crate) async fn sweep_after_failure(self: &Arc<Self>) {
+        let this = self.clone();
+        if let Err(e) = blocking(move || this.sweep()).await {
             tracing::warn!(error = %e, "cannot sweep after a failed pull");
         }
     }
@@ -496,6 +537,11 @@ impl ImageStore {
                 config.media_type
             )));
         }
+        // Everything this image uses stays out of garbage collection until its record exists.
+        let mut pins = vec![
+            self.pin(blob_key(&config.digest)),
+            self.pin(blob_key(manifest_digest)),
+        ];
         self.ensure_blob(&origin, &config).await?;
         let config_bytes = self.blobs.read(&config.digest).await?;
         let config_file: ConfigFile = serde_json::from_slice(&config_bytes).map_err(|e| {
@@ -516,6 +562,10 @@ impl ImageStore {
             digest::hex_of(d)?;
         }
         let chains = chain_ids(&diff_ids);
+        for (layer, chain) in layers.iter().zip(&chains) {
+            pins.push(self.pin(blob_key(&layer.digest)));
+            pins.push(self.pin(layer_key(chain)));
+        }
         let origin = &origin;
         // Owned job arguments: a closure over borrowed tuples is not general enough to be Send.
         let jobs: Vec<_> = layers
@@ -564,7 +614,9 @@ impl ImageStore {
             config: ImageConfig::from_file(&config_file),
             created_ns: now_ns(),
         };
-        self.commit(record).await
+        let committed = self.commit(record).await;
+        drop(pins);
+        committed
     }
 
     /// Makes sure blob `desc` is stored, downloading it once even under concurrent pulls.
@@ -665,8 +717,17 @@ impl ImageStore {
     /// Removes the image `reference` names, and the layers and blobs no other image or lease
     /// uses.
     /// Returns the removed record, or `None` when no image matched (not an error in CRI).
-    pub async fn remove(&self, reference: &str) -> Result<Option<ImageRecord>, ImageError> {
-        let _gc = self.gc.write().await;
+    pub async fn remove(
+        self: &Arc<Self>,
+        reference: &str,
+    ) -> Result<Option<ImageRecord>, ImageError> {
+        let this = self.clone();
+        let reference = reference.to_owned();
+        blocking(move || this.remove_now(&reference)).await
+    }
+
+    fn remove_now(&self, reference: &str) -> Result<Option<ImageRecord>, ImageError> {
+        let _gc = self.gc.lock().unwrap_or_else(PoisonError::into_inner);
         let Some(record) = self.get(reference)? else {
             return Ok(None);
         };
@@ -685,16 +746,25 @@ impl ImageStore {
         Ok(Some(record))
     }
 
-    /// Moves a layer out of the layers directory (atomic), then deletes it.
+    /// Moves a layer out of the layers directory (atomic), then deletes it, unless a pull or
+    /// import in progress uses it.
     fn remove_layer(&self, chain_id: &str) -> Result<(), ImageError> {
         let dir = self.layer_dir(chain_id)?;
         let doomed = self.tmp.join(format!("del-{}", unique()));
-        match std::fs::rename(&dir, &doomed) {
-            Ok(()) => unpack::remove_tree(&doomed)
-                .map_err(ImageError::io(format!("removing {}", doomed.display()))),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(ImageError::io(format!("removing {}", dir.display()))(e)),
+        {
+            let pins = self.pins.lock().unwrap_or_else(PoisonError::into_inner);
+            if pins.contains_key(&layer_key(chain_id)) {
+                tracing::debug!(%chain_id, "layer in use by a pull; kept");
+                return Ok(());
+            }
+            match std::fs::rename(&dir, &doomed) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+                Err(e) => return Err(ImageError::io(format!("removing {}", dir.display()))(e)),
+            }
         }
+        unpack::remove_tree(&doomed)
+            .map_err(ImageError::io(format!("removing {}", doomed.display())))
     }
 
     /// Deletes layers and blobs no image or lease owns.
@@ -713,6 +783,10 @@ impl ImageStore {
             if !name.to_str().is_some_and(|n| chain_hex.contains(n)) {
                 tracing::info!(layer = ?name, "removing a layer no image owns");
                 let path = entry.path();
+                if let Some(hex) = name.to_str().filter(|n| digest::is_hex64(n)) {
+                    self.remove_layer(&format!("{}{hex}", digest::SHA256_PREFIX))?;
+                    continue;
+                }
                 if path.is_dir() {
                     unpack::remove_tree(&path)
                 } else {
@@ -724,13 +798,17 @@ impl ImageStore {
         for digest in self.blobs.list()? {
             if !blobs.contains(&digest) {
                 tracing::info!(%digest, "removing a blob no image owns");
-                let path = self
-                    .blobs
-                    .dir()
-                    .join("sha256")
-                    .join(digest.trim_start_matches(digest::SHA256_PREFIX));
-                std::fs::remove_file(&path)
-                    .map_err(ImageError::io(format!("removing {}", path.display())))?;
+                if digest::hex_of(&digest).is_ok() {
+                    self.remove_blob(&digest)?;
+                } else {
+                    let path = self
+                        .blobs
+                        .dir()
+                        .join("sha256")
+                        .join(digest.trim_start_matches(digest::SHA256_PREFIX));
+                    std::fs::remove_file(&path)
+                        .map_err(ImageError::io(format!("removing {}", path.display())))?;
+                }
             }
         }
         Ok(())
@@ -775,16 +853,13 @@ impl ImageStore {
     /// `org.opencontainers.image.ref.name` annotation when that is a full name, or by
     /// `name` when given (for a layout holding one image). Every blob is verified.
     pub async fn import_oci_layout(
-        &self,
+        self: &Arc<Self>,
         dir: &Path,
         name: Option<&str>,
     ) -> Result<Vec<ImageRecord>, ImageError> {
-        let result = {
-            let _gc = self.gc.read().await;
-            self.import_layout_locked(dir, name).await
-        };
+        let result = self.import_layout_locked(dir, name).await;
         if result.is_err() {
-            self.sweep_after_failure();
+            self.sweep_after_failure().await;
         }
         result
     }
@@ -896,6 +971,46 @@ fn origin_ref<'a>(origin: &'a Origin<'a>) -> Origin<'a> {
         Origin::Layout(d) => Origin::Layout(d),
         Origin::Files(f) => Origin::Files(f),
     }
+}
+
+/// A pin on a layer or blob (see [`ImageStore::pin`]); dropping it unpins.
+struct Pin<'a> {
+    pins: &'a Mutex<HashMap<String, usize>>,
+    key: String,
+}
+
+impl Drop for Pin<'_> {
+    fn drop(&mut self) {
+        let mut pins = self.pins.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(count) = pins.get_mut(&self.key) {
+            *count -= 1;
+            if *count == 0 {
+                pins.remove(&self.key);
+            }
+        }
+    }
+}
+
+/// The pin key of a blob.
+fn blob_key(digest: &str) -> String {
+    format!("blob:{digest}")
+}
+
+/// The pin key of a layer.
+fn layer_key(chain_id: &str) -> String {
+    format!("layer:{chain_id}")
+}
+
+/// Runs blocking store work (the metadata database, file trees) on tokio's blocking threads.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, ImageError> + Send + 'static,
+) -> Result<T, ImageError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| ImageError::Io {
+            context: "image store task".into(),
+            source: std::io::Error::other(e.to_string()),
+        })?
 }
 
 /// Checks a descriptor's size against a cap (see [`limits::check_descriptor`]).

@@ -64,10 +64,10 @@ fn write_layout(dir: &Path, name: &str) -> (String, String) {
     (config_digest, layer_digest)
 }
 
-fn open_store(root: &Path) -> ImageStore {
+fn open_store(root: &Path) -> Arc<ImageStore> {
     std::fs::create_dir_all(root).expect("test step");
     let db = redb::Database::create(root.join("metadata.redb")).expect("test step");
-    ImageStore::open(root, Arc::new(db), RegistryOptions::default()).expect("test step")
+    Arc::new(ImageStore::open(root, Arc::new(db), RegistryOptions::default()).expect("test step"))
 }
 
 #[tokio::test]

@@ -90,6 +90,7 @@ fn run(cli: &ImportCli) -> anyhow::Result<bool> {
         redb::Database::create(&path).with_context(|| format!("cannot open {}", path.display()))?;
     let store =
         crius_image::ImageStore::open(root, Arc::new(db), crius_image::RegistryOptions::default())
+            .map(Arc::new)
             .context("cannot open the image store")?;
     store.set_limits(crius_image::Limits {
         max_layer_bytes: config.max_layer_bytes,
