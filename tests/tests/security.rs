@@ -579,3 +579,54 @@ async fn apparmor_and_selinux_are_accepted_unconfined_and_refused_otherwise() {
         assert!(err.message().contains(field), "{what}: {}", err.message());
     }
 }
+
+/// The pod monitor lives in crius' own `crius-monitors` cgroup in every hierarchy (not in
+/// criusd's, so stopping criusd's service leaves it alone, and not in the pod's); in the v2
+/// hierarchy the sandbox sits in the pod cgroup's `sandbox` leaf, so the pod cgroup itself
+/// holds no process and can delegate controllers to its containers.
+#[tokio::test]
+async fn monitor_and_sandbox_cgroups() {
+    let mut env = setup(false).await;
+    let pod = env.pod("cgroups", false).await;
+    let info = env
+        .daemon
+        .runtime
+        .pod_sandbox_status(PodSandboxStatusRequest {
+            pod_sandbox_id: pod.0.clone(),
+            verbose: true,
+        })
+        .await
+        .expect("status")
+        .into_inner()
+        .info;
+    let v: serde_json::Value = serde_json::from_str(&info["info"]).expect("json");
+    let monitor = v["monitorPid"].as_i64().expect("monitor pid");
+    let sandbox = v["sandboxPid"].as_i64().expect("sandbox pid");
+    let cgroups = |pid: i64| -> Vec<(String, String)> {
+        std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+            .expect("cgroup")
+            .lines()
+            .filter_map(|l| {
+                let mut parts = l.splitn(3, ':');
+                let (_, ctrls, path) = (parts.next()?, parts.next()?, parts.next()?);
+                Some((ctrls.to_owned(), path.to_owned()))
+            })
+            .collect()
+    };
+    let criusd = cgroups(i64::from(env.daemon.pid().expect("criusd pid")));
+    for (ctrls, path) in cgroups(monitor) {
+        assert_eq!(path, "/crius-monitors", "monitor in {ctrls}:{path}");
+    }
+    assert!(
+        criusd.iter().all(|(_, p)| p != "/crius-monitors"),
+        "criusd itself stays where it was started: {criusd:?}"
+    );
+    let pod_cgroup = format!("/crius/crius-{}", pod.0);
+    for (ctrls, path) in cgroups(sandbox) {
+        if ctrls.is_empty() {
+            assert_eq!(path, format!("{pod_cgroup}/sandbox"), "v2");
+        } else {
+            assert_eq!(path, pod_cgroup, "{ctrls}");
+        }
+    }
+}
