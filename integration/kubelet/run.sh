@@ -330,6 +330,36 @@ for policy in strict merge; do
     check FAIL "kubelet reports uid 1000, gid 3000, groups $want"
 done
 
+step "kubelet's summary API (/stats/summary), filled from crius' CRI stats"
+# Prints "pod container cpu-nanocores memory-working-set" per container; exits 0 when every
+# static pod's containers have memory figures.
+stats_summary() {
+  python3 -c '
+import json, sys
+names = set(sys.argv[1:])
+pods = {p["podRef"]["name"]: p for p in json.load(sys.stdin).get("pods", [])}
+ok = names <= set(pods)
+for n in sorted(names & set(pods)):
+    cs = pods[n].get("containers", [])
+    ok = ok and bool(cs)
+    for c in cs:
+        ws = c.get("memory", {}).get("workingSetBytes")
+        print(n, c["name"], c.get("cpu", {}).get("usageNanoCores", "-"), ws if ws is not None else "-")
+        ok = ok and bool(ws)
+sys.exit(0 if ok else 1)
+' "$@"
+}
+stats_ok=
+for _ in $(seq 30); do
+  if out=$(curl -fsS --max-time 5 "http://127.0.0.1:$ro_port/stats/summary" 2>/dev/null | stats_summary "${names[@]}" 2>/dev/null); then
+    stats_ok=1; break
+  fi
+  sleep 1
+done
+echo "$out" | sed 's/^/   /'
+[ -n "$stats_ok" ] && check ok "every static pod's containers have cpu and memory figures" ||
+  check FAIL "every static pod's containers have cpu and memory figures"
+
 step "tear down: remove the manifests (kubelet stops the pods), stop kubelet and criusd"
 rm -f "$work"/manifests/*.yaml
 gone=
