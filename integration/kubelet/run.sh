@@ -88,7 +88,8 @@ cleanup() {
   done
   rm -rf "$work"
 }
-trap cleanup EXIT INT TERM
+trap cleanup EXIT
+trap "exit 130" INT TERM
 
 if [ -n "${CRIUSD_BIN:-}" ]; then
   criusd=$CRIUSD_BIN
