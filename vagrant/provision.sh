@@ -163,6 +163,9 @@ if [ ! -f "$KUBECONFIG" ]; then
   kubeadm init --config /etc/kubeadm/kubeadm.yaml
 fi
 install -d -m 0700 /root/.kube && cp "$KUBECONFIG" /root/.kube/config
+# The node object appears once kubelet has registered; then it turns Ready when crius reports
+# RuntimeReady and NetworkReady.
+for _ in $(seq 60); do kubectl get nodes -o name 2>/dev/null | grep -q . && break; sleep 2; done
 kubectl wait --for=condition=Ready node --all --timeout=300s
 
 kubectl apply -f "$repo/integration/pods/"
