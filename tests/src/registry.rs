@@ -606,6 +606,29 @@ impl GatedRegistry {
         tag: &str,
         gated: &str,
     ) -> Result<GatedRegistry> {
+        GatedRegistry::start_inner(image, repo, tag, gated, None)
+    }
+
+    /// Serves `image` as `repo:tag` (nothing held back) to clients with a bearer token only:
+    /// `/v2/` and every other request answer 401 with a challenge naming this server's
+    /// `/token`, which trades the OAuth2 refresh token `refresh_token` (form `grant_type=
+    /// refresh_token`) for an access token.
+    pub fn start_with_token_service(
+        image: &crate::image::Image,
+        repo: &str,
+        tag: &str,
+        refresh_token: &str,
+    ) -> Result<GatedRegistry> {
+        GatedRegistry::start_inner(image, repo, tag, "", Some(refresh_token.to_owned()))
+    }
+
+    fn start_inner(
+        image: &crate::image::Image,
+        repo: &str,
+        tag: &str,
+        gated: &str,
+        refresh_token: Option<String>,
+    ) -> Result<GatedRegistry> {
         let listener = TcpListener::bind("127.0.0.1:0").context("binding the gated registry")?;
         let addr = listener.local_addr()?;
         let manifest = image.manifest_json();
@@ -650,8 +673,15 @@ impl GatedRegistry {
                 let routes = routes.clone();
                 let gated_path = gated_path.clone();
                 let gating = gating.clone();
+                let refresh_token = refresh_token.clone();
                 std::thread::spawn(move || {
-                    let _ = serve_route(conn, &routes, &gated_path, &gating);
+                    let _ = serve_route(
+                        conn,
+                        &routes,
+                        &gated_path,
+                        &gating,
+                        refresh_token.as_deref(),
+                    );
                 });
             }
         });
@@ -708,6 +738,7 @@ fn serve_route(
     routes: &std::collections::HashMap<String, (String, Vec<u8>)>,
     gated_path: &str,
     gate: &(std::sync::Mutex<GateState>, std::sync::Condvar),
+    refresh_token: Option<&str>,
 ) -> std::io::Result<()> {
     conn.set_read_timeout(Some(Duration::from_secs(30)))?;
     let mut request = Vec::new();
@@ -724,6 +755,62 @@ fn serve_route(
     let method = words.next().unwrap_or("");
     let target = words.next().unwrap_or("");
     let path = target.split('?').next().unwrap_or("");
+    if let Some(refresh) = refresh_token {
+        const ACCESS: &str = "crius-test-access-token";
+        if path == "/token" {
+            let header_end = request
+                .windows(4)
+                .position(|w| w == b"\r\n\r\n")
+                .map_or(request.len(), |i| i + 4);
+            let length: usize = text
+                .lines()
+                .find_map(|l| {
+                    let (k, v) = l.split_once(':')?;
+                    k.eq_ignore_ascii_case("content-length")
+                        .then(|| v.trim().parse().ok())?
+                })
+                .unwrap_or(0);
+            let mut body = request[header_end..].to_vec();
+            while body.len() < length {
+                let n = conn.read(&mut buf)?;
+                if n == 0 {
+                    break;
+                }
+                body.extend_from_slice(&buf[..n]);
+            }
+            let form = String::from_utf8_lossy(&body);
+            let fields: Vec<&str> = form.split('&').collect();
+            let granted = method == "POST"
+                && fields.contains(&"grant_type=refresh_token")
+                && fields.contains(&format!("refresh_token={refresh}").as_str());
+            let answer = if granted {
+                let json = format!("{{\"access_token\":\"{ACCESS}\",\"expires_in\":300}}");
+                format!(
+                    "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Type: application/json\r\n\
+                     Content-Length: {}\r\n\r\n{json}",
+                    json.len()
+                )
+            } else {
+                "HTTP/1.1 401 Unauthorized\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+                    .to_owned()
+            };
+            return conn.write_all(answer.as_bytes());
+        }
+        let authorized = text.lines().any(|l| {
+            l.split_once(':').is_some_and(|(k, v)| {
+                k.eq_ignore_ascii_case("authorization") && v.trim() == format!("Bearer {ACCESS}")
+            })
+        });
+        if !authorized {
+            let addr = conn.local_addr()?;
+            let answer = format!(
+                "HTTP/1.1 401 Unauthorized\r\nConnection: close\r\n\
+                 WWW-Authenticate: Bearer realm=\"http://{addr}/token\",service=\"crius-test\"\r\n\
+                 Content-Length: 0\r\n\r\n"
+            );
+            return conn.write_all(answer.as_bytes());
+        }
+    }
     if path == "/v2/" || path == "/v2" {
         conn.write_all(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\n{}")?;
         return Ok(());

@@ -1218,3 +1218,29 @@ async fn a_stalled_pull_blocks_neither_removal_nor_other_pulls() {
     assert_eq!(stalled.await.unwrap().unwrap(), slow.config_digest());
     assert_eq!(list(&mut daemon).await.len(), 2);
 }
+
+#[tokio::test]
+async fn an_identity_token_is_exchanged_at_the_token_service() {
+    let image = tiny(&[Entry::file("token", "t", 0o644)]);
+    let registry =
+        GatedRegistry::start_with_token_service(&image, "crius/private", "1", "refresh-s3cret")
+            .unwrap();
+    let mut daemon = daemon_for_host(&registry.host()).await;
+    let reference = format!("{}/crius/private:1", registry.host());
+    let identity = |token: &str| AuthConfig {
+        identity_token: token.into(),
+        ..AuthConfig::default()
+    };
+    let err = pull(&mut daemon, &reference, None).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unauthenticated, "{err}");
+    let err = pull(&mut daemon, &reference, Some(identity("wrong")))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unauthenticated, "{err}");
+    assert!(err.message().contains("identity token"), "{err}");
+    assert!(!err.message().contains("wrong"), "the token leaked: {err}");
+    let image_ref = pull(&mut daemon, &reference, Some(identity("refresh-s3cret")))
+        .await
+        .unwrap();
+    assert_eq!(image_ref, image.config_digest());
+}

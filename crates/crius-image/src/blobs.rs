@@ -71,23 +71,32 @@ impl BlobStore {
         let dest = self.path(digest)?;
         let hex = digest::hex_of(digest)?;
         let tmp = self.tmp.join(format!("blob-{hex}-{}", unique()));
-        let result = self
-            .write_tmp(&tmp, digest, expected_size, stream)
-            .await
-            .and_then(|()| {
-                std::fs::rename(&tmp, &dest).map_err(ImageError::io(format!(
-                    "renaming blob into {}",
-                    dest.display()
-                )))
-            })
-            .and_then(|()| {
-                // The record that names the blob is committed later: the name must last too.
+        let written = self.write_tmp(&tmp, digest, expected_size, stream).await;
+        let result = match written {
+            Ok(()) => {
+                let (from, to) = (tmp.clone(), dest.clone());
                 let dir = self.dir.join("sha256");
-                crate::unpack::sync_dir(&dir)
-                    .map_err(ImageError::io(format!("syncing {}", dir.display())))
-            });
+                // Rename, then make the name last (the record naming the blob comes later):
+                // blocking file system work, off the async workers.
+                tokio::task::spawn_blocking(move || {
+                    std::fs::rename(&from, &to).map_err(ImageError::io(format!(
+                        "renaming blob into {}",
+                        to.display()
+                    )))?;
+                    crate::unpack::sync_dir(&dir)
+                        .map_err(ImageError::io(format!("syncing {}", dir.display())))
+                })
+                .await
+                .map_err(|e| ImageError::Io {
+                    context: "blob store task".into(),
+                    source: std::io::Error::other(e.to_string()),
+                })
+                .and_then(|r| r)
+            }
+            Err(e) => Err(e),
+        };
         if result.is_err() {
-            let _ = std::fs::remove_file(&tmp);
+            let _ = tokio::fs::remove_file(&tmp).await;
         }
         result.map(|()| dest)
     }

@@ -108,8 +108,17 @@ impl ImageStore {
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())
             .unwrap_or_default();
+        let this = self.clone();
         let present: std::collections::HashSet<String> =
-            self.list()?.into_iter().map(|r| r.id).collect();
+            tokio::task::spawn_blocking(move || this.list())
+                .await
+                .map_err(|e| ImageError::Io {
+                    context: "image store task".into(),
+                    source: std::io::Error::other(e.to_string()),
+                })??
+                .into_iter()
+                .map(|r| r.id)
+                .collect();
         let mut out = Vec::new();
         for path in paths {
             let key = path.display().to_string();

@@ -33,7 +33,8 @@ pub struct Credentials {
     pub password: String,
     /// `base64(user:password)`, used when username is empty.
     pub auth: String,
-    /// An identity token (OAuth refresh token); not supported by crius.
+    /// An identity token (an OAuth2 refresh token), exchanged at the registry's bearer token
+    /// service for an access token; used when nothing else is given.
     pub identity_token: String,
     /// A bearer token sent to the registry as is.
     pub registry_token: String,
@@ -75,14 +76,17 @@ impl Credentials {
             })?;
             return Ok(RegistryAuth::Basic(user.to_owned(), password.to_owned()));
         }
-        if !self.identity_token.is_empty() {
-            return Err(ImageError::InvalidRequest(
-                "auth.identity_token (an OAuth refresh token) is not supported by crius; \
-                 pass username/password, auth or registry_token"
-                    .into(),
-            ));
-        }
+        // An identity token alone is exchanged per source (see `Source::effective_auth`).
         Ok(RegistryAuth::Anonymous)
+    }
+
+    /// The identity token, when it is the credential to use (nothing else is given).
+    pub fn identity_token(&self) -> Option<String> {
+        let only = self.registry_token.is_empty()
+            && self.username.is_empty()
+            && self.auth.is_empty()
+            && !self.identity_token.is_empty();
+        only.then(|| self.identity_token.clone())
     }
 }
 
@@ -100,6 +104,10 @@ pub struct Source {
     pub reference: Reference,
     /// The credentials.
     pub auth: RegistryAuth,
+    /// An identity token to exchange for a bearer token before the first request.
+    pub identity_token: Option<String>,
+    /// The bearer token the identity token was exchanged for.
+    pub exchanged: tokio::sync::OnceCell<RegistryAuth>,
 }
 
 impl std::fmt::Debug for Source {
@@ -133,6 +141,54 @@ async fn read_capped(mut response: reqwest::Response, cap: u64) -> Result<Vec<u8
         body.extend_from_slice(&chunk);
     }
     Ok(body)
+}
+
+/// The parameters of a `Bearer realm="...",service="..."` challenge.
+fn parse_bearer_challenge(header: &str) -> Option<BTreeMap<String, String>> {
+    let rest = header
+        .trim()
+        .strip_prefix("Bearer ")
+        .or_else(|| header.trim().strip_prefix("bearer "))?;
+    let mut params = BTreeMap::new();
+    let mut chars = rest.chars().peekable();
+    loop {
+        while chars.peek().is_some_and(|c| *c == ',' || c.is_whitespace()) {
+            chars.next();
+        }
+        let key: String = chars.by_ref().take_while(|c| *c != '=').collect();
+        if key.is_empty() {
+            break;
+        }
+        let mut value = String::new();
+        if chars.peek() == Some(&'"') {
+            chars.next();
+            while let Some(c) = chars.next() {
+                match c {
+                    '"' => break,
+                    '\\' => value.extend(chars.next()),
+                    c => value.push(c),
+                }
+            }
+        } else {
+            value = chars.by_ref().take_while(|c| *c != ',').collect();
+        }
+        params.insert(key.trim().to_ascii_lowercase(), value);
+    }
+    Some(params)
+}
+
+/// `application/x-www-form-urlencoded` encoding of a value.
+fn form_encode(value: &str) -> String {
+    let mut out = String::new();
+    for b in value.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                out.push(char::from(b));
+            }
+            b => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
 }
 
 /// Installs the TLS crypto provider once per process.
@@ -182,6 +238,7 @@ pub fn sources(
     options: &RegistryOptions,
     name: &ImageName,
     auth: &RegistryAuth,
+    identity_token: Option<&str>,
 ) -> Result<Vec<Source>, ImageError> {
     install_crypto();
     let mut http_hosts = options.insecure.clone();
@@ -231,6 +288,8 @@ pub fn sources(
             plain_http: mirror.plain_http,
             reference,
             auth: auth.clone(),
+            identity_token: identity_token.map(str::to_owned),
+            exchanged: tokio::sync::OnceCell::new(),
         });
     }
     out.push(Source {
@@ -240,6 +299,8 @@ pub fn sources(
         http,
         reference: upstream,
         auth: auth.clone(),
+        identity_token: identity_token.map(str::to_owned),
+        exchanged: tokio::sync::OnceCell::new(),
     });
     Ok(out)
 }
@@ -279,10 +340,11 @@ impl Source {
             Some(d) => self.reference.clone_with_digest(d.to_owned()),
             None => self.reference.clone(),
         };
+        let auth = self.effective_auth().await?;
         // oci-client runs the bearer challenge and keeps the token for the blob requests.
         let token = self
             .client
-            .auth(&reference, &self.auth, RegistryOperation::Pull)
+            .auth(&reference, &auth, RegistryOperation::Pull)
             .await
             .map_err(|e| self.error(e))?;
         let url = format!(
@@ -303,7 +365,7 @@ impl Source {
             .http
             .get(&url)
             .header(reqwest::header::ACCEPT, accepted.join(", "));
-        request = match (&token, &self.auth) {
+        request = match (&token, &auth) {
             (Some(token), _) => request.bearer_auth(token),
             (None, RegistryAuth::Basic(user, password)) => request.basic_auth(user, Some(password)),
             (None, RegistryAuth::Bearer(token)) => request.bearer_auth(token),
@@ -362,6 +424,98 @@ impl Source {
         Ok((body, actual))
     }
 
+    /// The credentials to send: the identity token's access token once exchanged, else the
+    /// credentials as given.
+    async fn effective_auth(&self) -> Result<RegistryAuth, ImageError> {
+        match &self.identity_token {
+            None => Ok(self.auth.clone()),
+            Some(refresh) => self
+                .exchanged
+                .get_or_try_init(|| self.exchange_identity_token(refresh))
+                .await
+                .cloned(),
+        }
+    }
+
+    /// Exchanges an identity token (OAuth2 refresh token) at the bearer token service the
+    /// registry's challenge names, for an access token with pull scope on this repository.
+    async fn exchange_identity_token(&self, refresh: &str) -> Result<RegistryAuth, ImageError> {
+        let base = format!(
+            "{}://{}/v2/",
+            if self.plain_http { "http" } else { "https" },
+            self.reference.resolve_registry()
+        );
+        let response = self
+            .http
+            .get(&base)
+            .send()
+            .await
+            .map_err(|e| self.other(format!("GET {base}: {e}")))?;
+        if response.status().is_success() {
+            return Ok(RegistryAuth::Anonymous);
+        }
+        let challenge = response
+            .headers()
+            .get(reqwest::header::WWW_AUTHENTICATE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        let params = parse_bearer_challenge(&challenge).ok_or_else(|| {
+            self.unauthenticated(format!(
+                "{base} answers {} with challenge {challenge:?}: an identity_token needs a \
+                 bearer token service",
+                response.status()
+            ))
+        })?;
+        let realm = params
+            .get("realm")
+            .ok_or_else(|| self.unauthenticated(format!("{base}: the challenge names no realm")))?;
+        let scope = format!("repository:{}:pull", self.reference.repository());
+        let mut form = vec![
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh),
+            ("client_id", "crius"),
+            ("scope", scope.as_str()),
+        ];
+        if let Some(service) = params.get("service") {
+            form.push(("service", service.as_str()));
+        }
+        let body: Vec<String> = form
+            .iter()
+            .map(|(k, v)| format!("{k}={}", form_encode(v)))
+            .collect();
+        let response = self
+            .http
+            .post(realm.as_str())
+            .header(
+                reqwest::header::CONTENT_TYPE,
+                "application/x-www-form-urlencoded",
+            )
+            .body(body.join("&"))
+            .send()
+            .await
+            .map_err(|e| self.other(format!("POST {realm}: {e}")))?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(self.unauthenticated(format!(
+                "the token service {realm} refused the identity token: {status}"
+            )));
+        }
+        let body = read_capped(response, 1 << 20).await.map_err(|e| match e {
+            Capped::Over => self.other(format!("{realm}: the token answer is over 1 MiB")),
+            Capped::Read(e) => self.other(format!("reading {realm}: {e}")),
+        })?;
+        let doc: serde_json::Value = serde_json::from_slice(&body)
+            .map_err(|e| self.other(format!("{realm}: the token answer is not JSON: {e}")))?;
+        let token = doc
+            .get("access_token")
+            .or_else(|| doc.get("token"))
+            .and_then(|t| t.as_str())
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| self.other(format!("{realm}: the token answer holds no token")))?;
+        Ok(RegistryAuth::Bearer(token.to_owned()))
+    }
+
     /// The refusal of a manifest of `size` bytes (`None`: longer than the cap, size unknown).
     fn too_large(&self, size: Option<u64>) -> ImageError {
         let size = size.map_or_else(
@@ -399,8 +553,9 @@ impl Source {
         };
         // Blob requests use the token the manifest request obtained; make sure one exists
         // even when a layer is fetched first (the store may hold the manifest already).
+        let auth = self.effective_auth().await?;
         self.client
-            .store_auth_if_needed(self.reference.resolve_registry(), &self.auth)
+            .store_auth_if_needed(self.reference.resolve_registry(), &auth)
             .await;
         let stream = self
             .client
@@ -520,6 +675,22 @@ mod tests {
             Credentials::default().to_auth().ok(),
             Some(RegistryAuth::Anonymous)
         );
+        let identity = Credentials {
+            identity_token: "refresh".into(),
+            ..Credentials::default()
+        };
+        assert_eq!(identity.to_auth().ok(), Some(RegistryAuth::Anonymous));
+        assert_eq!(identity.identity_token().as_deref(), Some("refresh"));
+        assert_eq!(basic.identity_token(), None);
+        let challenge = parse_bearer_challenge(
+            r#"Bearer realm="https://auth.example/token",service="reg",scope="repository:a:pull,push""#,
+        )
+        .expect("challenge");
+        assert_eq!(challenge["realm"], "https://auth.example/token");
+        assert_eq!(challenge["service"], "reg");
+        assert_eq!(challenge["scope"], "repository:a:pull,push");
+        assert!(parse_bearer_challenge(r#"Basic realm="x""#).is_none());
+        assert_eq!(form_encode("a b/c:d"), "a%20b%2Fc%3Ad");
         let bad = Credentials {
             auth: "!!".into(),
             ..Credentials::default()
@@ -541,7 +712,7 @@ mod tests {
             )]),
         };
         let name = ImageName::parse("registry.k8s.io/pause:3.10").expect("name");
-        let sources = sources(&options, &name, &RegistryAuth::Anonymous).expect("sources");
+        let sources = sources(&options, &name, &RegistryAuth::Anonymous, None).expect("sources");
         let hosts: Vec<_> = sources.iter().map(|s| s.host.as_str()).collect();
         assert_eq!(hosts, ["127.0.0.1:5000", "m.example", "registry.k8s.io"]);
         assert_eq!(sources[0].reference.resolve_registry(), "127.0.0.1:5000");
@@ -575,7 +746,7 @@ mod tests {
             )]),
         };
         let name = ImageName::parse("busybox:1").expect("name");
-        let sources = sources(&options, &name, &RegistryAuth::Anonymous).expect("sources");
+        let sources = sources(&options, &name, &RegistryAuth::Anonymous, None).expect("sources");
         assert_eq!(
             sources[0].reference.repository(),
             "hub/cache/library/busybox"

@@ -379,7 +379,8 @@ impl ImageStore {
     ) -> Result<ImageRecord, ImageError> {
         let name = ImageName::parse(reference)?;
         let auth = credentials.to_auth()?;
-        let sources = pull::sources(&self.registry, &name, &auth)?;
+        let identity_token = credentials.identity_token();
+        let sources = pull::sources(&self.registry, &name, &auth, identity_token.as_deref())?;
         let result = self.pull_sources(&name, &sources).await;
         if result.is_err() {
             self.sweep_after_failure().await;
