@@ -21,7 +21,7 @@ images_src=${CRITEST_IMAGES:-$repo/../shared/critest-images}
 [ -d "$images_src" ] || { echo "critest.sh: no critest image builder at $images_src" >&2; exit 1; }
 
 need=()
-for p in skopeo docker-registry containernetworking-plugins iptables gcc python3; do
+for p in skopeo docker-registry containernetworking-plugins iptables gcc python3 libseccomp-dev pkg-config; do
   dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
 done
 if [ ${#need[@]} -gt 0 ]; then
