@@ -162,8 +162,22 @@ pub(crate) fn create(spec: &CgroupSpec) -> Result<Vec<PathBuf>, Error> {
     Ok(created)
 }
 
-/// Creates `dir` and its missing parents below the hierarchy's mount.
+/// Creates `dir` and its missing parents below the hierarchy's mount. On v2, every ancestor,
+/// made here or not (kubelet makes its pod cgroups with an empty `cgroup.subtree_control`),
+/// delegates its controllers down to `dir`.
 fn make_dirs(h: &Hierarchy, dir: &Path) -> Result<(), Error> {
+    if h.v2 {
+        let mut existing: Vec<&Path> = dir
+            .ancestors()
+            .skip(1)
+            .take_while(|a| a.starts_with(&h.mount))
+            .filter(|a| a.exists())
+            .collect();
+        existing.reverse();
+        for a in existing {
+            enable_controllers(a);
+        }
+    }
     let mut missing = Vec::new();
     let mut cur = dir;
     while !cur.exists() && cur != h.mount {
@@ -451,7 +465,9 @@ fn apply_more(dirs: &[PathBuf], r: &Resources) -> Result<(), Error> {
         let v2 = format!("hugetlb.{size}.max");
         let written = write_where_present(dirs, &v1, &limit.to_string())?
             + write_where_present(dirs, &v2, &limit.to_string())?;
-        if written == 0 {
+        // kubelet sends a limit for every page size, 0 for those the pod does not use: with no
+        // file for the size there is nothing to forbid.
+        if written == 0 && *limit > 0 {
             return Err(no_file(
                 &format!("hugepage limit of page size {size}"),
                 &format!("{v1} or {v2}"),
@@ -615,6 +631,12 @@ mod tests {
                 "{missing:?}"
             );
         }
+        // kubelet's 0 for a page size the node has no file for forbids nothing: accepted.
+        let zero = Resources {
+            hugepage_limits: [("1GB".to_owned(), 0)].into(),
+            ..Resources::default()
+        };
+        apply(&[v1.path().to_path_buf()], &zero).expect("a zero limit without a file");
     }
 
     #[test]
