@@ -1035,3 +1035,39 @@ async fn devices_and_block_devices_in_userns_pods() {
         );
     }
 }
+
+/// A descriptor criusd inherited from whoever started it reaches neither the container's
+/// process nor an exec'd one: each sees only its standard descriptors.
+#[tokio::test]
+async fn inherited_descriptors_stay_out_of_containers() {
+    // A descriptor without close-on-exec in this process: the criusd it spawns inherits it.
+    let devnull = std::fs::File::open("/dev/null").expect("open /dev/null");
+    // SAFETY: dup of a valid descriptor; the copy is closed at the end of the test.
+    let leaked = unsafe { libc::dup(std::os::fd::AsRawFd::as_raw_fd(&devnull)) };
+    assert!(leaked > 2, "dup: {}", std::io::Error::last_os_error());
+    let mut env = setup(false).await;
+    let pod = env.pod("fds", false).await;
+    let id = env
+        .run(&pod, env.container_config("fds", "sleep 300"))
+        .await;
+    // `ls /proc/self/fd` also lists the descriptor `ls` holds on that directory.
+    for (cmd, expected) in [
+        ("ls /proc/1/fd", &["0", "1", "2"][..]),
+        ("ls /proc/self/fd", &["0", "1", "2", "3"][..]),
+    ] {
+        let out = env.exec(&id, &["sh", "-c", cmd], 10).await.expect("exec");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let mut listed: Vec<u32> = text
+            .split_whitespace()
+            .map(|f| f.parse().expect("a descriptor number"))
+            .collect();
+        listed.sort_unstable();
+        let expected: Vec<u32> = expected
+            .iter()
+            .map(|f| f.parse().expect("number"))
+            .collect();
+        assert_eq!(listed, expected, "{cmd} (criusd inherited {leaked})");
+    }
+    // SAFETY: closes the descriptor dup'ed above.
+    unsafe { libc::close(leaked) };
+}

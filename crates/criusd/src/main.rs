@@ -216,7 +216,22 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     result
 }
 
+/// Marks every descriptor above stderr that criusd inherited from whoever started it
+/// close-on-exec, so that neither pod monitors nor container and exec processes receive them.
+fn cloexec_inherited_fds() {
+    // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only sets a flag on descriptor numbers.
+    unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            3 as libc::c_uint,
+            libc::c_uint::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    };
+}
+
 fn main() -> ExitCode {
+    cloexec_inherited_fds();
     // The pod monitor mode: branch before anything starts a thread (it clones and forks).
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     if args.get(1).is_some_and(|a| a == "monitor") {
