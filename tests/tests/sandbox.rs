@@ -307,6 +307,13 @@ async fn userns_pod_owns_its_namespaces() -> anyhow::Result<()> {
     ensure!(shm.uid() == 1000, "shm owned by {}", shm.uid());
     ensure!(!cgroup_dirs(&id).is_empty(), "no pod cgroup");
     for cg in cgroup_dirs(&id) {
+        // In a v2 hierarchy the sandbox sits in the pod cgroup's `sandbox` leaf, so that the
+        // pod cgroup can enable controllers for its containers.
+        let cg = if cg.join("cgroup.controllers").exists() {
+            cg.join("sandbox")
+        } else {
+            cg
+        };
         let procs = std::fs::read_to_string(cg.join("cgroup.procs"))?;
         ensure!(
             procs.lines().any(|l| l == pid.to_string()),

@@ -163,6 +163,38 @@ fn new_id() -> Result<String, PodError> {
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
+/// Runs a metadata-database or filesystem call on a blocking thread, off the async workers.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, PodError> + Send + 'static,
+) -> Result<T, PodError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| PodError::Internal(format!("blocking task failed: {e}")))?
+}
+
+/// Finds a pod in `store` by id or unique id prefix.
+fn find(store: &Store, id: &str) -> Result<PodView, PodError> {
+    if id.is_empty() {
+        return Err(PodError::NotFound(validate::shown(id)));
+    }
+    let mut found: Vec<PodRecord> = store
+        .all()?
+        .into_iter()
+        .filter(|r| r.id.starts_with(id))
+        .collect();
+    if let Some(exact) = found.iter().position(|r| r.id == id) {
+        return Ok(view(found.swap_remove(exact)));
+    }
+    match found.len() {
+        1 => Ok(view(found.swap_remove(0))),
+        0 => Err(PodError::NotFound(validate::shown(id))),
+        n => Err(PodError::NotFound(format!(
+            "{} (ambiguous: {n} pods match)",
+            validate::shown(id)
+        ))),
+    }
+}
+
 /// Whether the pod's monitor process still runs.
 fn monitor_alive(r: &PodRecord) -> bool {
     process_is(r.monitor_pid, r.monitor_start_time)
@@ -235,13 +267,15 @@ impl Pods {
         &self,
         id: &str,
     ) -> Result<Option<(PodRecord, tokio::sync::OwnedMutexGuard<()>)>, PodError> {
-        let full = match self.get(id) {
+        let (store, key) = (self.store.clone(), id.to_owned());
+        let full = match blocking(move || find(&store, &key)).await {
             Ok(v) => v.record.id,
             Err(PodError::NotFound(_)) => return Ok(None),
             Err(e) => return Err(e),
         };
         let guard = self.lock(&full).lock_owned().await;
-        match self.get(&full) {
+        let (store, key) = (self.store.clone(), full.clone());
+        match blocking(move || find(&store, &key)).await {
             Ok(v) => Ok(Some((v.record, guard))),
             Err(PodError::NotFound(_)) => Ok(None),
             Err(e) => Err(e),
@@ -250,26 +284,7 @@ impl Pods {
 
     /// Finds a pod by id or unique id prefix.
     pub fn get(&self, id: &str) -> Result<PodView, PodError> {
-        if id.is_empty() {
-            return Err(PodError::NotFound(validate::shown(id)));
-        }
-        let mut found: Vec<PodRecord> = self
-            .store
-            .all()?
-            .into_iter()
-            .filter(|r| r.id.starts_with(id))
-            .collect();
-        if let Some(exact) = found.iter().position(|r| r.id == id) {
-            return Ok(view(found.swap_remove(exact)));
-        }
-        match found.len() {
-            1 => Ok(view(found.swap_remove(0))),
-            0 => Err(PodError::NotFound(validate::shown(id))),
-            n => Err(PodError::NotFound(format!(
-                "{} (ambiguous: {n} pods match)",
-                validate::shown(id)
-            ))),
-        }
+        find(&self.store, id)
     }
 
     /// Every pod.
@@ -455,7 +470,8 @@ impl Pods {
         };
         let lock = self.lock(&id);
         let _guard = lock.lock().await;
-        if let Some(other) = self.store.insert_unique(&record)? {
+        let (store, new) = (self.store.clone(), record.clone());
+        if let Some(other) = blocking(move || Ok(store.insert_unique(&new)?)).await? {
             let name = record
                 .spec
                 .metadata
@@ -476,19 +492,23 @@ impl Pods {
         match self.start(&record, &sandbox).await {
             Ok(state) => {
                 failpoint("run-pod:monitor-started");
-                self.store.update(&id, |r| {
-                    r.state = PodState::Ready;
-                    r.monitor_pid = state.monitor_pid;
-                    r.monitor_start_time = state.monitor_start_time;
-                    r.sandbox_pid = state.sandbox_pid;
-                    r.sandbox_start_time = state.sandbox_start_time;
-                    r.netns = state.netns.clone();
-                    r.network = if host_network {
-                        NetworkPhase::None
-                    } else {
-                        NetworkPhase::Pending
-                    };
-                })?;
+                let (store, key) = (self.store.clone(), id.clone());
+                blocking(move || {
+                    Ok(store.update(&key, |r| {
+                        r.state = PodState::Ready;
+                        r.monitor_pid = state.monitor_pid;
+                        r.monitor_start_time = state.monitor_start_time;
+                        r.sandbox_pid = state.sandbox_pid;
+                        r.sandbox_start_time = state.sandbox_start_time;
+                        r.netns = state.netns.clone();
+                        r.network = if host_network {
+                            NetworkPhase::None
+                        } else {
+                            NetworkPhase::Pending
+                        };
+                    })?)
+                })
+                .await?;
                 tracing::info!(%id, monitor = state.monitor_pid, sandbox = state.sandbox_pid, "pod sandbox ready");
                 Ok(id)
             }
@@ -517,25 +537,29 @@ impl Pods {
     ) -> Result<MonitorState, PodError> {
         use std::os::unix::fs::DirBuilderExt;
         let dir = &record.dir;
-        std::fs::DirBuilder::new()
-            .mode(0o711)
-            .create(dir)
-            .map_err(internal("cannot create the pod directory"))?;
-        let ns = &record.spec.namespaces;
-        files::write_pod_files(
-            dir,
-            &record.spec.hostname,
-            ns.network == NamespaceMode::Node,
-            record.spec.dns.as_ref(),
-        )?;
         let data = serde_json::to_vec_pretty(sandbox)
             .map_err(|e| PodError::Internal(format!("cannot encode the sandbox spec: {e}")))?;
-        write_whole(&dir.join(layout::SPEC), &data, 0o600)?;
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(dir.join(layout::LOG))
-            .map_err(internal("cannot open the monitor log"))?;
+        let prepared = record.clone();
+        let log = blocking(move || {
+            let dir = &prepared.dir;
+            std::fs::DirBuilder::new()
+                .mode(0o711)
+                .create(dir)
+                .map_err(internal("cannot create the pod directory"))?;
+            files::write_pod_files(
+                dir,
+                &prepared.spec.hostname,
+                prepared.spec.namespaces.network == NamespaceMode::Node,
+                prepared.spec.dns.as_ref(),
+            )?;
+            write_whole(&dir.join(layout::SPEC), &data, 0o600)?;
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(dir.join(layout::LOG))
+                .map_err(internal("cannot open the monitor log"))
+        })
+        .await?;
         let mut child = tokio::process::Command::new(&self.config.monitor_exe)
             .arg("monitor")
             .arg("--pod-dir")
@@ -615,10 +639,14 @@ impl Pods {
         if !stopped && record.dir.exists() {
             self.cleanup(&record.dir).await?;
         }
-        self.store.update(&record.id, |r| {
-            r.state = PodState::NotReady;
-            r.netns = None;
-        })?;
+        let (store, key) = (self.store.clone(), record.id.clone());
+        blocking(move || {
+            Ok(store.update(&key, |r| {
+                r.state = PodState::NotReady;
+                r.netns = None;
+            })?)
+        })
+        .await?;
         Ok(())
     }
 
@@ -640,7 +668,8 @@ impl Pods {
         self.release(&record).await?;
         failpoint("remove-pod:released");
         self.forget_containers(&record.id)?;
-        self.store.delete(&record.id)?;
+        let (store, key) = (self.store.clone(), record.id.clone());
+        blocking(move || Ok(store.delete(&key)?)).await?;
         self.forget_lock(&record.id);
         tracing::info!(id = %record.id, "pod sandbox removed");
         Ok(())
@@ -669,15 +698,21 @@ impl Pods {
         if !done {
             self.cleanup(&record.dir).await?;
         }
-        match std::fs::remove_dir_all(&record.dir) {
+        let dir = record.dir.clone();
+        let removed = blocking(move || Ok(std::fs::remove_dir_all(&dir))).await?;
+        match removed {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(_) => {
                 // Something was still mounted: release it for good and retry.
                 self.cleanup(&record.dir).await?;
-                std::fs::remove_dir_all(&record.dir).map_err(|e| {
-                    PodError::Internal(format!("cannot remove {}: {e}", record.dir.display()))
+                let dir = record.dir.clone();
+                blocking(move || {
+                    std::fs::remove_dir_all(&dir).map_err(|e| {
+                        PodError::Internal(format!("cannot remove {}: {e}", dir.display()))
+                    })
                 })
+                .await
             }
         }
     }
