@@ -31,6 +31,28 @@ use crius_proto::{MonitorState, PROTOCOL_VERSION, SandboxSpec, Startup, layout};
 
 pub use probe::probe_idmap;
 
+/// Entry points of the fuzz targets in `fuzz/` into parsers of untrusted input.
+#[doc(hidden)]
+pub mod fuzzing {
+    /// Resolves the image user `image_user` against `passwd` and `group` text as a container
+    /// start does; the uid, gid and group list.
+    pub fn identity(
+        passwd: &str,
+        group: &str,
+        image_user: &str,
+        strict: bool,
+    ) -> Result<(u32, u32, Vec<u32>), String> {
+        let req = crius_proto::UserRequest {
+            image_user: image_user.to_owned(),
+            strict,
+            ..crius_proto::UserRequest::default()
+        };
+        let passwd = crate::identity::parse_passwd(passwd);
+        let group = crate::identity::parse_group(group);
+        crate::identity::resolve(&req, &passwd, &group).map(|i| (i.uid, i.gid, i.groups))
+    }
+}
+
 /// Why a monitor could not do its work.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

@@ -27,3 +27,21 @@ pub use backend::{Backend, OutputWriter, PortStream, StdinReader, StreamIo, Term
 pub use error::{BackendError, RequestError, ServerError};
 pub use request::{AttachRequest, ExecRequest, PortForwardRequest};
 pub use server::{StreamConfig, StreamServer};
+
+/// Entry points of the fuzz targets in `fuzz/` into parsers of untrusted input.
+#[doc(hidden)]
+pub mod fuzzing {
+    use futures_util::FutureExt;
+
+    /// Reads SPDY frames from `data` as a connection does until the end or an error; the
+    /// number of frames read.
+    pub fn read_frames(data: &[u8]) -> usize {
+        let mut reader = crate::spdy::frame::FrameReader::new(data);
+        let mut n = 0;
+        // Reading from a slice never waits: every poll completes.
+        while let Some(Ok(_)) = reader.read_frame().now_or_never() {
+            n += 1;
+        }
+        n
+    }
+}
