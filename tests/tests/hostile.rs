@@ -1847,14 +1847,6 @@ async fn hostile_image_requests() {
             },
             "auth.auth",
         ),
-        (
-            "auth identity token",
-            AuthConfig {
-                identity_token: "refresh".into(),
-                ..Default::default()
-            },
-            "identity_token",
-        ),
     ];
     for (label, auth, field) in auths {
         let r = images
