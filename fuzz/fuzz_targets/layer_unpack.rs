@@ -25,6 +25,10 @@ fuzz_target!(|data: &[u8]| {
         .map(|e| e.expect("entry").file_name())
         .collect();
     names.sort();
-    assert_eq!(names, ["blob", "dest"], "the layer wrote outside its directory");
+    assert_eq!(
+        names,
+        ["blob", "dest"],
+        "the layer wrote outside its directory"
+    );
     let _ = crius_image::unpack::remove_tree(&dest);
 });
