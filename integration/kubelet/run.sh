@@ -26,7 +26,7 @@ crictl_bin=$(command -v crictl || echo /usr/local/bin/crictl)
 [ -d "$images_src" ] || { echo "kubelet/run.sh: no image builder at $images_src" >&2; exit 1; }
 
 need=()
-for p in skopeo docker-registry containernetworking-plugins iptables iproute2 gcc python3 curl; do
+for p in skopeo docker-registry containernetworking-plugins iptables iproute2 gcc python3 curl libseccomp-dev pkg-config; do
   dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
 done
 if [ ${#need[@]} -gt 0 ]; then
@@ -49,7 +49,8 @@ for t in "${tunables[@]}"; do
   [ -r "/proc/sys/$t" ] && saved_tunables[$t]=$(cat "/proc/sys/$t")
 done
 
-crictl() { "$crictl_bin" --timeout 30s -r "unix://$sock" -i "unix://$sock" "$@"; }
+printf 'runtime-endpoint: unix://%s\nimage-endpoint: unix://%s\n' "$sock" "$sock" >"$work/crictl.yaml"
+crictl() { "$crictl_bin" --config "$work/crictl.yaml" --timeout 30s -r "unix://$sock" -i "unix://$sock" "$@"; }
 
 cleanup() {
   set +e
