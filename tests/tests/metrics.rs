@@ -50,6 +50,13 @@ async fn metrics_parse_and_follow_the_calls() {
     // The image pull of the setup is counted.
     assert!(value(&before, "crius_image_pulls_total", &[("code", "Ok")]) >= 1.0);
     assert!(value(&before, "crius_images", &[]) >= 1.0);
+    // ... with the bytes it brought in: at least the image store's own size, one image.
+    assert!(value(&before, "crius_image_pulled_bytes_total", &[]) >= 1.0);
+    assert_eq!(
+        value(&before, "crius_image_pulled_bytes_total", &[]),
+        value(&before, "crius_image_bytes", &[]),
+        "one image pulled, one image stored"
+    );
 
     for _ in 0..3 {
         env.daemon

@@ -243,6 +243,7 @@ impl ImageService for Images {
             .await
             .map_err(|e| Status::internal(format!("pull task failed: {e}")))?
             .map_err(status_of)?;
+        crate::metrics::metrics().record_pull(record.size);
         Ok(Response::new(PullImageResponse {
             image_ref: record.id,
         }))

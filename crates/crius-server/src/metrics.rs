@@ -36,6 +36,7 @@ pub struct Metrics {
     pulls: Family<Labels, Counter>,
     images: Gauge,
     image_bytes: Gauge,
+    pulled_bytes: Counter,
     monitors: Gauge,
     events_dropped: Counter,
 }
@@ -94,6 +95,12 @@ impl Metrics {
             "PullImage calls, by gRPC code",
             pulls.clone(),
         );
+        let pulled_bytes = Counter::default();
+        registry.register(
+            "image_pulled_bytes",
+            "Bytes of the images PullImage brought in (their compressed sizes)",
+            pulled_bytes.clone(),
+        );
         let images = Gauge::default();
         registry.register("images", "Images in the image store", images.clone());
         let image_bytes = Gauge::default();
@@ -126,6 +133,7 @@ impl Metrics {
             pulls,
             images,
             image_bytes,
+            pulled_bytes,
             monitors,
             events_dropped,
         }
@@ -144,6 +152,11 @@ impl Metrics {
         if method == "PullImage" {
             self.pulls.get_or_create(&vec![("code", code_name)]).inc();
         }
+    }
+
+    /// Records a successful pull of an image of `bytes` (compressed) bytes.
+    pub(crate) fn record_pull(&self, bytes: u64) {
+        self.pulled_bytes.inc_by(bytes);
     }
 
     /// Records the start of a pod sandbox with its own user namespace, or its failure.
