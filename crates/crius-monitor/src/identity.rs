@@ -11,6 +11,9 @@ use crius_proto::{ProcessUser, UserRequest};
 
 use crate::Error;
 
+/// Most supplementary groups a process may have (the kernel's NGROUPS_MAX).
+const NGROUPS_MAX: usize = 65536;
+
 const RESOLVE_IN_ROOT: u64 = 0x10;
 
 /// `struct open_how` of openat2(2).
@@ -182,8 +185,9 @@ pub(crate) fn resolve(
         entry.map(|e| e.gid).unwrap_or(0)
     };
     let mut list = vec![gid];
+    let mut seen = std::collections::HashSet::from([gid]);
     let mut push = |g: u32| {
-        if !list.contains(&g) {
+        if seen.insert(g) {
             list.push(g);
         }
     };
@@ -196,6 +200,12 @@ pub(crate) fn resolve(
         for g in groups.iter().filter(|g| g.members.contains(&e.name)) {
             push(g.gid);
         }
+    }
+    if list.len() > NGROUPS_MAX {
+        return Err(format!(
+            "the process would have {} groups; the kernel allows {NGROUPS_MAX}",
+            list.len()
+        ));
     }
     Ok(Identity {
         uid,
@@ -315,6 +325,21 @@ mod tests {
         };
         let id = resolve(&r, &[], &[]).expect("numeric");
         assert_eq!((id.uid, id.gid, id.groups.clone()), (5, 7, vec![7]));
+    }
+
+    #[test]
+    fn many_image_groups_resolve_and_too_many_are_refused() {
+        let group = |n: u32| -> String {
+            (0..n)
+                .map(|i| format!("g{i}:x:{}:user-defined-in-image\n", 100_000 + i))
+                .collect()
+        };
+        let id = resolve(&req(), &parse_passwd(PASSWD), &parse_group(&group(60_000)))
+            .expect("60000 groups");
+        assert_eq!(id.groups.len(), 2 + 60_000);
+        let err = resolve(&req(), &parse_passwd(PASSWD), &parse_group(&group(70_000)))
+            .expect_err("over NGROUPS_MAX");
+        assert!(err.contains("65536"), "{err}");
     }
 
     #[test]
