@@ -34,7 +34,7 @@ impl Live {
     /// file.
     pub(crate) fn drain(&mut self, stream: Stream) {
         let index = stream as usize;
-        let mut buf = [0u8; 8192];
+        let mut buf = vec![0u8; 64 * 1024];
         loop {
             let Some(fd) = self.pipes[index].as_ref() else {
                 return;

@@ -399,6 +399,7 @@ fn child(
     {
         return e;
     }
+    crate::executor::reset_signals();
     match nix::unistd::execve(&path, &argv, env) {
         Err(e) => format!("cannot exec {}: {e}", program.display()),
         Ok(never) => match never {},

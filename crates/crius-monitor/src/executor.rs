@@ -39,6 +39,32 @@ impl CriusExecutor {
     }
 }
 
+/// Gives a process about to exec a container command the signal state a fresh process has:
+/// the monitor (a Rust program) ignores SIGPIPE and blocks SIGCHLD, and ignored and blocked
+/// signals survive exec (`yes | head` would never end).
+pub(crate) fn reset_signals() {
+    use nix::sys::signal::{SigSet, SigmaskHow, sigprocmask};
+    // The raw call: glibc refuses its own internal signals (32, 33), which are ignored too.
+    // An all-zero kernel sigaction is SIG_DFL, no flags, an empty mask.
+    let default = [0u64; 4];
+    for sig in 1..=64 {
+        if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+            // SAFETY: the kernel reads one sigaction from `default`, which outlives the call;
+            // SIG_DFL installs no handler code.
+            unsafe {
+                libc::syscall(
+                    libc::SYS_rt_sigaction,
+                    sig,
+                    default.as_ptr(),
+                    std::ptr::null_mut::<u64>(),
+                    8usize,
+                )
+            };
+        }
+    }
+    let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
+}
+
 fn is_executable(path: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
     std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
@@ -70,6 +96,7 @@ impl Executor for CriusExecutor {
             .map(|e| CString::new(e.as_slice()))
             .collect::<Result<_, _>>()
             .map_err(|_| ExecutorError::InvalidArg)?;
+        reset_signals();
         let err = nix::unistd::execve(&path, &argv, &envp).err();
         Err(ExecutorError::Other(format!(
             "cannot exec {}: {}",

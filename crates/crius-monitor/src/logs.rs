@@ -64,26 +64,33 @@ impl LogWriter {
         Ok(())
     }
 
-    /// Writes the complete lines of `data`; keeps a trailing partial line for later.
+    /// Writes the complete lines of `data` (lines longer than [`MAX_LINE`] as partial
+    /// records); keeps a trailing partial line for later. All records of one call go to the
+    /// file in one write.
     pub(crate) fn write(&mut self, stream: Stream, data: &[u8]) {
         let index = stream as usize;
-        self.pending[index].extend_from_slice(data);
-        let mut records = Vec::new();
+        let mut pending = std::mem::take(&mut self.pending[index]);
+        pending.extend_from_slice(data);
+        let mut out = Vec::new();
+        let mut start = 0;
         loop {
-            let pending = &mut self.pending[index];
-            if let Some(pos) = pending.iter().position(|b| *b == b'\n') {
-                let line: Vec<u8> = pending.drain(..=pos).take(pos).collect();
-                records.push((line, 'F'));
-            } else if pending.len() >= MAX_LINE {
-                let line: Vec<u8> = pending.drain(..MAX_LINE).collect();
-                records.push((line, 'P'));
-            } else {
-                break;
+            let rest = &pending[start..];
+            let window = &rest[..rest.len().min(MAX_LINE + 1)];
+            match window.iter().position(|b| *b == b'\n') {
+                Some(pos) => {
+                    self.record_into(&mut out, stream, 'F', &rest[..pos]);
+                    start += pos + 1;
+                }
+                None if rest.len() >= MAX_LINE => {
+                    self.record_into(&mut out, stream, 'P', &rest[..MAX_LINE]);
+                    start += MAX_LINE;
+                }
+                None => break,
             }
         }
-        for (line, tag) in records {
-            self.record(stream, tag, &line);
-        }
+        pending.drain(..start);
+        self.pending[index] = pending;
+        self.emit(&out);
     }
 
     /// Writes what is left of a stream that ended.
@@ -95,13 +102,28 @@ impl LogWriter {
     }
 
     fn record(&mut self, stream: Stream, tag: char, line: &[u8]) {
+        let mut out = Vec::new();
+        self.record_into(&mut out, stream, tag, line);
+        self.emit(&out);
+    }
+
+    /// Appends one record to `out` (nothing when output is discarded).
+    fn record_into(&self, out: &mut Vec<u8>, stream: Stream, tag: char, line: &[u8]) {
+        if self.file.is_none() {
+            return;
+        }
+        out.extend_from_slice(format!("{} {} {tag} ", rfc3339_nano(), stream.name()).as_bytes());
+        out.extend_from_slice(line);
+        out.push(b'\n');
+    }
+
+    fn emit(&mut self, out: &[u8]) {
         let Some(file) = self.file.as_mut() else {
             return;
         };
-        let mut out = format!("{} {} {tag} ", rfc3339_nano(), stream.name()).into_bytes();
-        out.extend_from_slice(line);
-        out.push(b'\n');
-        if let Err(e) = file.write_all(&out) {
+        if !out.is_empty()
+            && let Err(e) = file.write_all(out)
+        {
             crate::log(format_args!("cannot write the container log: {e}"));
         }
     }
@@ -143,6 +165,20 @@ mod tests {
             format_time(1_795_000_000, 123_456_789),
             "2026-11-18T11:06:40.123456789Z"
         );
+    }
+
+    #[test]
+    fn long_lines_become_partial_records() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("log");
+        let mut w = LogWriter::new(Some(path.clone())).expect("open");
+        let mut data = vec![b'a'; MAX_LINE + 5];
+        data.extend_from_slice(b"\nshort\n");
+        w.write(Stream::Stdout, &data);
+        let text = std::fs::read_to_string(&path).expect("read");
+        let lines: Vec<Vec<&str>> = text.lines().map(|l| l.splitn(4, ' ').collect()).collect();
+        let tags: Vec<(&str, usize)> = lines.iter().map(|l| (l[2], l[3].len())).collect();
+        assert_eq!(tags, [("P", MAX_LINE), ("F", 5), ("F", 5)]);
     }
 
     #[test]
