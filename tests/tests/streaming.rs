@@ -1036,3 +1036,62 @@ async fn attach_over_spdy() {
     let status = env.wait_exit(&id, Duration::from_secs(30)).await;
     assert_eq!(status.exit_code, 0);
 }
+
+/// An attached client that never reads holds nothing up: the container writes 20 MB, exits,
+/// and its log has every line.
+#[tokio::test]
+async fn an_attached_client_that_never_reads_blocks_nothing() {
+    let mut env = setup().await;
+    let script =
+        "read -r go; yes 0123456789abcdefghijklmnopqrstuvwxyz | head -n 540000; echo finished";
+    let config = stdin_config(&env, "flood", script, false);
+    let (_pod, id) = env.run_in_new_pod("flood", config).await;
+    let mut ws = env.attach(&id, false, true).await;
+    // Input goes through the same connection as the client's registration: the output that
+    // follows is sent to this client, which never reads it.
+    send(&mut ws, 0, b"go\n").await;
+    let status = env.wait_exit(&id, Duration::from_secs(120)).await;
+    assert_eq!(status.exit_code, 0);
+    let lines = env.stdout("flood");
+    assert_eq!(lines.len(), 540_001, "every line is logged");
+    assert_eq!(lines.last().map(String::as_str), Some("finished"));
+    drop(ws);
+}
+
+/// Container and exec processes start with no signal ignored or blocked (the monitor, a Rust
+/// program, ignores SIGPIPE and blocks SIGCHLD; exec keeps both): `yes | head` ends.
+#[tokio::test]
+async fn container_and_exec_processes_start_with_default_signals() {
+    let mut env = setup().await;
+    let script = "grep -E '^Sig(Ign|Blk)' /proc/self/status; yes | head -n 1; sleep 300";
+    let (_pod, id) = env.pod_with("signals", false, script).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while env.stdout("signals").len() < 3 {
+        assert!(Instant::now() < deadline, "{:?}", env.stdout("signals"));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        env.stdout("signals"),
+        [
+            "SigBlk:\t0000000000000000",
+            "SigIgn:\t0000000000000000",
+            "y"
+        ]
+    );
+    let out = env
+        .exec(
+            &id,
+            &[
+                "sh",
+                "-c",
+                "grep -E '^Sig(Ign|Blk)' /proc/self/status; yes | head -n 1",
+            ],
+            10,
+        )
+        .await
+        .expect("exec sync");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "SigBlk:\t0000000000000000\nSigIgn:\t0000000000000000\ny\n"
+    );
+}

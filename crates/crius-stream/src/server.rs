@@ -427,7 +427,7 @@ fn handle<B: Backend>(mut req: Request<Incoming>, shared: Arc<Shared<B>>) -> Res
         }
         _ => Vec::new(),
     };
-    if matches!(transport, Transport::WebSocket(..))
+    if matches!(&transport, Transport::WebSocket(p, _) if !p.spdy_tunnel)
         && kind == Kind::PortForward
         && ws_ports.is_empty()
     {
@@ -492,6 +492,16 @@ async fn serve_session<B: Backend>(
                 Transport::Spdy(_) => {
                     spdy::portforward::serve(
                         io,
+                        pf.pod_id,
+                        backend,
+                        config.stream_creation_timeout,
+                        config.idle_timeout,
+                    )
+                    .await;
+                }
+                Transport::WebSocket(proto, _) if proto.spdy_tunnel => {
+                    spdy::portforward::serve(
+                        websocket::tunnel(io).await,
                         pf.pod_id,
                         backend,
                         config.stream_creation_timeout,

@@ -13,7 +13,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tracing::debug;
 
 use crate::backend::Backend;
@@ -35,6 +36,10 @@ const EXEC_PROTOCOLS: &[(&str, Version, bool)] = &[
     ("base64.channel.k8s.io", Version::V1, true),
 ];
 
+/// The subprotocol of port forwarding as SPDY/3.1 tunnelled through WebSocket binary
+/// messages (client-go's `NewSPDYOverWebsocketDialer`, critest's `--websocket-portforward`).
+pub(crate) const SPDY_TUNNEL_PORT_FORWARD: &str = "SPDY/3.1+portforward.k8s.io";
+
 /// Port-forward WebSocket subprotocols, with their encoding.
 const PORT_FORWARD_PROTOCOLS: &[(&str, bool)] = &[
     ("v4.channel.k8s.io", false),
@@ -51,6 +56,8 @@ pub(crate) struct Negotiated {
     pub(crate) version: Version,
     /// base64 text framing.
     pub(crate) base64: bool,
+    /// A SPDY session tunnelled in binary messages (port forwarding only).
+    pub(crate) spdy_tunnel: bool,
 }
 
 /// Picks the first protocol the client offers that is supported; with none offered, the
@@ -65,15 +72,25 @@ pub(crate) fn negotiate(offered: &[String], port_forward: bool) -> Option<Negoti
                 Version::V1
             },
             base64: false,
+            spdy_tunnel: false,
         });
     }
     for want in offered {
+        if port_forward && want == SPDY_TUNNEL_PORT_FORWARD {
+            return Some(Negotiated {
+                name: Some(SPDY_TUNNEL_PORT_FORWARD),
+                version: Version::V4,
+                base64: false,
+                spdy_tunnel: true,
+            });
+        }
         if port_forward {
             if let Some((name, b64)) = PORT_FORWARD_PROTOCOLS.iter().find(|(n, _)| n == want) {
                 return Some(Negotiated {
                     name: Some(name),
                     version: Version::V4,
                     base64: *b64,
+                    spdy_tunnel: false,
                 });
             }
         } else if let Some((name, version, b64)) = EXEC_PROTOCOLS.iter().find(|(n, _, _)| n == want)
@@ -82,6 +99,7 @@ pub(crate) fn negotiate(offered: &[String], port_forward: bool) -> Option<Negoti
                 name: Some(name),
                 version: *version,
                 base64: *b64,
+                spdy_tunnel: false,
             });
         }
     }
@@ -144,6 +162,15 @@ fn decode(msg: Message, base64: bool, version: Version) -> Incoming {
     } else {
         Incoming::Data(first, raw.slice(1..))
     }
+}
+
+/// The Close frame that ends a session: code 1000. A Close without a code reads as 1005
+/// ("no status") in gorilla/websocket, which client-go reports as an error on every stream.
+fn normal_close() -> Message {
+    Message::Close(Some(CloseFrame {
+        code: CloseCode::Normal,
+        reason: "".into(),
+    }))
 }
 
 /// Writes outgoing messages; ends with a Close frame.
@@ -256,12 +283,65 @@ pub(crate) async fn serve_remotecommand<IO, B>(
         },
     )
     .await;
-    let _ = tx.send(Message::Close(None)).await;
+    let _ = tx.send(normal_close()).await;
     drop(tx);
     // Let the client read everything and answer the close.
     let mut gone = gone_rx;
     let _ = tokio::time::timeout(Duration::from_secs(5), gone.wait_for(|g| *g)).await;
     reader.abort();
+}
+
+/// Turns an upgraded WebSocket connection whose binary messages carry a byte stream (a
+/// tunnelled SPDY session) back into that byte stream. The pump ends, closing the WebSocket,
+/// when either side ends.
+pub(crate) async fn tunnel<IO>(io: IO) -> tokio::io::DuplexStream
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(ws_config())).await;
+    let (ours, theirs) = tokio::io::duplex(PIPE_BUFFER);
+    tokio::spawn(async move {
+        let (mut sink, mut stream) = ws.split();
+        let (mut rd, mut wr) = tokio::io::split(ours);
+        let inbound = async {
+            while let Some(Ok(msg)) = stream.next().await {
+                match msg {
+                    Message::Binary(data) if wr.write_all(&data).await.is_err() => break,
+                    Message::Close(_) => break,
+                    _ => {}
+                }
+            }
+            let _ = wr.shutdown().await;
+        };
+        let outbound = async {
+            let mut buf = vec![0u8; PIPE_BUFFER];
+            loop {
+                match rd.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        if sink.send(Message::binary(buf[..n].to_vec())).await.is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+            let _ = sink.send(normal_close()).await;
+            let _ = sink.close().await;
+        };
+        // Either end finishing ends the other: the SPDY side's end closes the WebSocket, the
+        // client's end closes the SPDY side's input. Neither waits long for the other.
+        let mut inbound = std::pin::pin!(inbound);
+        let mut outbound = std::pin::pin!(outbound);
+        tokio::select! {
+            () = &mut outbound => {
+                let _ = tokio::time::timeout(Duration::from_secs(5), inbound).await;
+            }
+            () = &mut inbound => {
+                let _ = tokio::time::timeout(Duration::from_secs(5), outbound).await;
+            }
+        }
+    });
+    theirs
 }
 
 /// Serves port forwarding for `ports` on an upgraded WebSocket connection: channel 2i carries
@@ -346,7 +426,7 @@ pub(crate) async fn serve_port_forward<IO, B>(
     for task in tasks {
         let _ = task.await;
     }
-    let _ = tx.send(Message::Close(None)).await;
+    let _ = tx.send(normal_close()).await;
     drop(tx);
     let abort = reader.abort_handle();
     let _ = tokio::time::timeout(Duration::from_secs(5), reader).await;
