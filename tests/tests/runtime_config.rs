@@ -78,3 +78,80 @@ async fn pod_cidrs_are_checked_kept_and_reported() {
         CgroupDriver::Cgroupfs as i32
     );
 }
+
+/// After UpdateRuntimeConfig a pod takes its IP from the pod CIDR when the network config
+/// declares the `ipRanges` capability (and has no ranges of its own, as host-local adds them
+/// up); a config that does not declare it keeps its own range.
+#[tokio::test]
+async fn pods_take_their_ip_from_the_pod_cidr() {
+    let mut daemon = Criusd::start().await.expect("criusd");
+    let network = daemon.network.as_ref().expect("network");
+    let (prefix, conf_dir, ipam_dir, bridge) = (
+        network.prefix.clone(),
+        network.conf_dir.clone(),
+        network.ipam_dir.clone(),
+        network.bridge.clone(),
+    );
+    let logs = tempfile::tempdir().expect("log dir");
+    update(&mut daemon, &format!("{prefix}.192/26"))
+        .await
+        .expect("pod CIDR");
+    let mut ips: Vec<std::net::Ipv4Addr> = Vec::new();
+    for name in ["static", "from-cidr"] {
+        if name == "from-cidr" {
+            let conflist = serde_json::json!({
+                "cniVersion": "1.0.0",
+                "name": crius_tests::harness::TEST_NETWORK_NAME,
+                "plugins": [{
+                    "type": "bridge",
+                    "bridge": bridge,
+                    // The bridge already holds the first range's gateway address.
+                    "isGateway": false,
+                    "ipMasq": false,
+                    "capabilities": { "ipRanges": true },
+                    "ipam": { "type": "host-local", "dataDir": ipam_dir },
+                }],
+            });
+            std::fs::write(conf_dir.join("10-test.conflist"), conflist.to_string())
+                .expect("conflist");
+        }
+        let id = daemon
+            .runtime
+            .run_pod_sandbox(RunPodSandboxRequest {
+                config: Some(crius_tests::env::pod_config(name, false, logs.path())),
+                runtime_handler: String::new(),
+            })
+            .await
+            .expect("run pod")
+            .into_inner()
+            .pod_sandbox_id;
+        let status = daemon
+            .runtime
+            .pod_sandbox_status(PodSandboxStatusRequest {
+                pod_sandbox_id: id,
+                verbose: false,
+            })
+            .await
+            .expect("status")
+            .into_inner();
+        let ip = status
+            .status
+            .and_then(|s| s.network)
+            .expect("network status")
+            .ip;
+        ips.push(ip.parse().expect("an IPv4 address"));
+    }
+    let last = |ip: std::net::Ipv4Addr| ip.octets()[3];
+    assert!(
+        ips.iter().all(|ip| ip.to_string().starts_with(&prefix)),
+        "{ips:?}"
+    );
+    assert!(
+        last(ips[0]) < 192,
+        "no ipRanges capability: the configured range: {ips:?}"
+    );
+    assert!(
+        last(ips[1]) > 192,
+        "from the pod CIDR {prefix}.192/26: {ips:?}"
+    );
+}

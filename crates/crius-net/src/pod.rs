@@ -33,6 +33,9 @@ pub struct PodNetwork {
     pub bandwidth: Option<Bandwidth>,
     /// DNS settings, passed to plugins declaring the `dns` capability.
     pub dns: Option<Dns>,
+    /// The node's pod CIDRs as CNI range sets (`[[{"subnet": CIDR}], ...]`, one set per
+    /// address family), passed to plugins declaring the `ipRanges` capability.
+    pub ip_ranges: Option<Value>,
 }
 
 /// A transport protocol of a port mapping.
@@ -134,6 +137,9 @@ impl PodNetwork {
         }
         if let Some(dns) = &self.dns {
             args.insert("dns".into(), to_value(dns));
+        }
+        if let Some(ranges) = &self.ip_ranges {
+            args.insert("ipRanges".into(), ranges.clone());
         }
         args
     }
@@ -252,6 +258,7 @@ mod tests {
                 ingress_rate: 1000,
                 ..Default::default()
             }),
+            ip_ranges: Some(json!([[{"subnet": "10.244.1.0/24"}]])),
             ..pod()
         };
         let args = Value::Object(p.capability_args());
@@ -262,7 +269,8 @@ mod tests {
                     {"hostPort": 8080, "containerPort": 80, "protocol": "tcp"},
                     {"hostPort": 5353, "containerPort": 53, "protocol": "udp", "hostIP": "127.0.0.1"}
                 ],
-                "bandwidth": {"ingressRate": 1000, "ingressBurst": 0, "egressRate": 0, "egressBurst": 0}
+                "bandwidth": {"ingressRate": 1000, "ingressBurst": 0, "egressRate": 0, "egressBurst": 0},
+                "ipRanges": [[{"subnet": "10.244.1.0/24"}]]
             })
         );
         assert!(pod().capability_args().is_empty());

@@ -31,7 +31,11 @@ fn has_own_network(record: &PodRecord) -> bool {
 }
 
 /// The CNI view of a pod; `netns` empty lets DEL use the path cached at ADD.
-fn pod_network(record: &PodRecord, netns: PathBuf) -> Result<PodNetwork, tonic::Status> {
+fn pod_network(
+    record: &PodRecord,
+    netns: PathBuf,
+    ip_ranges: Option<serde_json::Value>,
+) -> Result<PodNetwork, tonic::Status> {
     let metadata = record.spec.metadata.clone().unwrap_or_default();
     let mut port_mappings = Vec::new();
     for p in &record.spec.port_mappings {
@@ -79,6 +83,7 @@ fn pod_network(record: &PodRecord, netns: PathBuf) -> Result<PodNetwork, tonic::
         port_mappings,
         bandwidth: None,
         dns: None,
+        ip_ranges,
     })
 }
 
@@ -172,6 +177,7 @@ impl Cri {
                 port_mappings: Vec::new(),
                 bandwidth: None,
                 dns: None,
+                ip_ranges: None,
             };
             if let Err(e) = self.cni.del(&orphan).await {
                 tracing::error!(%id, error = %e, "cannot tear down an orphaned CNI attachment");
@@ -188,7 +194,7 @@ impl Cri {
         let netns = record.netns.clone().ok_or_else(|| {
             tonic::Status::internal(format!("pod sandbox {id} has no pinned network namespace"))
         })?;
-        let pod = pod_network(&record, netns)?;
+        let pod = pod_network(&record, netns, self.pod_cidrs.ip_ranges())?;
         let result = self
             .cni
             .add(&pod)
@@ -219,7 +225,7 @@ impl Cri {
             }
             _ => {}
         }
-        let pod = pod_network(record, record.netns.clone().unwrap_or_default())?;
+        let pod = pod_network(record, record.netns.clone().unwrap_or_default(), None)?;
         self.cni
             .del(&pod)
             .await

@@ -110,10 +110,6 @@ impl PodCidrs {
     }
 
     /// The CNI `ipRanges` capability argument: one range set per CIDR; `None` without CIDRs.
-    #[allow(
-        dead_code,
-        reason = "crius-net takes capability arguments it knows by name"
-    )]
     pub(crate) fn ip_ranges(&self) -> Option<serde_json::Value> {
         let current = self.current.lock().unwrap_or_else(|e| e.into_inner());
         (!current.is_empty()).then(|| {
