@@ -411,6 +411,7 @@ const F_PULL: &str = "image pull + unpack, 20k-file image";
 const F_RUN: &str = "RunPodSandbox (CNI)";
 const F_STOPRM: &str = "StopPodSandbox + RemovePodSandbox";
 const F_RUN_USERNS: &str = "RunPodSandbox, userns (CNI)";
+const F_RUN_HOST: &str = "RunPodSandbox, host network (no CNI)";
 const F_CTR: &str = "CreateContainer + StartContainer";
 const F_POD: &str = "full pod start, 20-file image";
 const F_POD_LARGE: &str = "full pod start, 20k-file image";
@@ -1254,9 +1255,16 @@ struct Bench {
 #[derive(Debug, Clone, Copy)]
 enum Step {
     Pull,
-    Sandbox { userns: bool },
+    Sandbox {
+        userns: bool,
+    },
+    /// A sandbox on the host's network: RunPodSandbox without CNI.
+    HostSandbox,
     Container,
-    FullPod { userns: bool, large: bool },
+    FullPod {
+        userns: bool,
+        large: bool,
+    },
 }
 
 impl Step {
@@ -1268,6 +1276,7 @@ impl Step {
                 vec![(F_RUN, Unit::Millis), (F_STOPRM, Unit::Millis)]
             }
             Step::Sandbox { userns: true } => vec![(F_RUN_USERNS, Unit::Millis)],
+            Step::HostSandbox => vec![(F_RUN_HOST, Unit::Millis)],
             Step::Container => vec![(F_CTR, Unit::Millis)],
             Step::FullPod { userns, large } => {
                 let name = match (userns, large) {
@@ -1355,6 +1364,22 @@ impl Bench {
                 c.stop_remove_pod(&pod.id).await?;
                 let stop = ms(start.elapsed());
                 Ok(if userns { vec![run] } else { vec![run, stop] })
+            }
+            Step::HostSandbox => {
+                let mut config = pod_config(&self.targets[t], self.counter.next(), false)?;
+                if let Some(ns) = config
+                    .linux
+                    .as_mut()
+                    .and_then(|l| l.security_context.as_mut())
+                    .and_then(|s| s.namespace_options.as_mut())
+                {
+                    ns.network = NamespaceMode::Node as i32;
+                }
+                let start = Instant::now();
+                let pod = c.run_pod(config).await?;
+                let run = ms(start.elapsed());
+                c.stop_remove_pod(&pod.id).await?;
+                Ok(vec![run])
             }
             Step::Container => {
                 if self.targets[t].container_pod.is_none() {
@@ -1791,6 +1816,7 @@ impl Bench {
             Step::Pull,
             Step::Sandbox { userns: false },
             Step::Sandbox { userns: true },
+            Step::HostSandbox,
             Step::Container,
             Step::FullPod {
                 userns: false,
@@ -1837,6 +1863,7 @@ impl Bench {
             .await;
         self.ab(Step::Sandbox { userns: true }, plan.iterations)
             .await;
+        self.ab(Step::HostSandbox, plan.iterations).await;
         self.ab(Step::Container, plan.iterations).await;
         for (userns, large) in [(false, false), (false, true), (true, false), (true, true)] {
             self.ab(Step::FullPod { userns, large }, plan.iterations)
