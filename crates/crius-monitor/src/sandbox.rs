@@ -144,7 +144,7 @@ fn child(spec: &SandboxSpec, go: OwnedFd, status: OwnedFd) -> ! {
         unsafe { libc::_exit(1) }
     }
     use std::os::fd::AsRawFd;
-    match child_setup(spec).and_then(|()| harden(status.as_raw_fd())) {
+    match child_setup(spec).and_then(|()| harden(status.as_raw_fd(), spec.userns.is_some())) {
         Ok(()) => {
             let _ = status.write_all(b"ok");
             drop(status);
@@ -202,8 +202,10 @@ fn child_setup(spec: &SandboxSpec) -> Result<(), String> {
 /// Leaves the parked process nothing to misuse: its standard descriptors on `/dev/null`, every
 /// other inherited descriptor closed (but `keep`, the status pipe), an empty read-only tmpfs
 /// as its root (the host's filesystem is unmounted from its mount namespace), no capabilities
-/// in any set, and no_new_privs.
-fn harden(keep: i32) -> Result<(), String> {
+/// in any set, no_new_privs, neither the monitor's arguments nor its environment, and (unless
+/// `dumpable`: a user-namespaced pod's containers join its namespaces through
+/// `/proc/PID/ns/*`) not dumpable, so that a container cannot read or trace it.
+fn harden(keep: i32, dumpable: bool) -> Result<(), String> {
     // The standard output is criusd's startup pipe and stderr the monitor's log.
     for fd in 0..=2 {
         crate::redirect_to_null(fd);
@@ -223,6 +225,7 @@ fn harden(keep: i32) -> Result<(), String> {
     };
     close(3, keep - 1);
     close(keep + 1, i32::MAX);
+    scrub_arguments_and_environment();
     empty_root()?;
     // No capability left: bounding, ambient, then the effective, permitted and inheritable
     // sets.
@@ -250,7 +253,50 @@ fn harden(keep: i32) -> Result<(), String> {
         ));
     }
     nix::sys::prctl::set_no_new_privs().map_err(|e| format!("cannot set no_new_privs: {e}"))?;
+    if !dumpable {
+        nix::sys::prctl::set_dumpable(false)
+            .map_err(|e| format!("cannot make the sandbox non-dumpable: {e}"))?;
+    }
     Ok(())
+}
+
+/// Overwrites this process's argument and environment areas (the monitor's: they name the
+/// host's state directory, the pod id and criusd's environment, and every process of the pod
+/// can read them as `/proc/1/cmdline` and `/proc/1/environ`): the command line becomes `pause`,
+/// the environment empty.
+fn scrub_arguments_and_environment() {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return;
+    };
+    // Fields after the parenthesised command name start at field 3; arg_start, arg_end,
+    // env_start and env_end are fields 48 to 51.
+    let Some((_, rest)) = stat.rsplit_once(')') else {
+        return;
+    };
+    let fields: Vec<usize> = rest
+        .split_whitespace()
+        .skip(45)
+        .take(4)
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    let [arg_start, arg_end, env_start, env_end] = fields[..] else {
+        return;
+    };
+    for (start, end, text) in [
+        (arg_start, arg_end, &b"pause"[..]),
+        (env_start, env_end, &b""[..]),
+    ] {
+        let Some(len) = end.checked_sub(start).filter(|l| *l > 0 && *l < (1 << 20)) else {
+            continue;
+        };
+        // SAFETY: [start, end) is this process's own argument or environment area, mapped
+        // writable in its stack; nothing reads it once the sandbox is parked.
+        unsafe {
+            let area = start as *mut u8;
+            std::ptr::write_bytes(area, 0, len);
+            std::ptr::copy_nonoverlapping(text.as_ptr(), area, text.len().min(len - 1));
+        }
+    }
 }
 
 /// Makes an empty read-only tmpfs the root of this process's (private) mount namespace and
