@@ -434,8 +434,22 @@ async fn killed_monitor_leaves_a_not_ready_pod_that_stop_and_remove_clean_up() {
         assert!(Instant::now() < deadline, "pod still ready: {listed:?}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let s = env.status(&c).await;
-    assert_ne!(s.state, ContainerState::ContainerRunning as i32, "{s:?}");
+    // The container died with the sandbox (the init of its pid namespace): reported exited,
+    // with a reason that says why.
+    let s = loop {
+        let s = env.status(&c).await;
+        if s.state == ContainerState::ContainerExited as i32 {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "container not exited: {s:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(s.reason, "PodMonitorDied", "{s:?}");
+    assert_eq!(s.exit_code, 137, "{s:?}");
+    assert!(s.message.contains("monitor"), "{s:?}");
+    assert!(s.finished_at >= s.started_at && s.started_at > 0, "{s:?}");
+    // The same on every call: the finish time is not the time of asking.
+    assert_eq!(env.status(&c).await.finished_at, s.finished_at);
     stop_pod(&mut env.daemon, &pod.0).await.unwrap();
     remove_pod(&mut env.daemon, &pod.0).await.unwrap();
     assert!(pods(&mut env.daemon).await.is_empty());

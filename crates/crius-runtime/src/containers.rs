@@ -74,16 +74,38 @@ pub struct ContainerView {
     pub state: ContainerStateKind,
     /// What the monitor recorded, if it knows the container.
     pub monitor: Option<crius_proto::ContainerState>,
+    /// The container's process died with its pod monitor, which never recorded the end: the
+    /// exit in `monitor` is crius' (code 137, the time the monitor last wrote its state).
+    pub monitor_died: bool,
 }
 
-/// A container's view from its pod monitor's state (`None` when unreadable) and whether the
-/// monitor runs.
+/// The exit code given to a container whose process died with its pod monitor: the kernel
+/// kills every process of a pid namespace with SIGKILL when its init (the sandbox) dies.
+pub const MONITOR_DIED_EXIT_CODE: i32 = 128 + 9;
+
+/// A container's view from its pod monitor's state (`None` when unreadable), whether the
+/// monitor runs and, when it does not, when it last wrote its state.
 fn container_view_of(
     record: ContainerRecord,
     pod_state: Option<&crius_proto::MonitorState>,
     alive: bool,
+    last_written_ns: Option<i64>,
 ) -> ContainerView {
-    let monitor = pod_state.and_then(|s| s.containers.get(&record.id).cloned());
+    let mut monitor = pod_state.and_then(|s| s.containers.get(&record.id).cloned());
+    let mut monitor_died = false;
+    if !alive
+        && let Some(m) = monitor.as_mut()
+        && m.exit.is_none()
+        && !crius_proto::process_is(m.pid, m.start_time)
+    {
+        monitor_died = true;
+        m.exit = Some(crius_proto::Exit {
+            code: MONITOR_DIED_EXIT_CODE,
+            at_ns: last_written_ns
+                .unwrap_or(0)
+                .max(m.started_at_ns.unwrap_or(m.created_at_ns)),
+        });
+    }
     let state = match &monitor {
         Some(m) if m.exit.is_some() => ContainerStateKind::Exited,
         Some(_) if !alive => ContainerStateKind::Unknown,
@@ -95,7 +117,18 @@ fn container_view_of(
         record,
         state,
         monitor,
+        monitor_died,
     }
+}
+
+/// When a pod monitor last wrote its `state.json`, in nanoseconds since the epoch.
+fn state_written_ns(record: &crate::PodRecord) -> Option<i64> {
+    let modified = std::fs::metadata(record.dir.join(crius_proto::layout::STATE))
+        .ok()?
+        .modified()
+        .ok()?;
+    let since = modified.duration_since(std::time::UNIX_EPOCH).ok()?;
+    i64::try_from(since.as_nanos()).ok()
 }
 
 fn err(e: impl Into<redb::Error>) -> StoreError {
@@ -167,26 +200,35 @@ impl Pods {
         let pod = self.get(&record.pod_id).ok();
         let state = pod.as_ref().and_then(|p| self.monitor_state(&p.record));
         let alive = pod.as_ref().is_some_and(|p| monitor_alive(&p.record));
-        container_view_of(record, state.as_ref(), alive)
+        let written = match &pod {
+            Some(p) if !alive => state_written_ns(&p.record),
+            _ => None,
+        };
+        container_view_of(record, state.as_ref(), alive, written)
     }
 
     /// Every container. Each pod's record and `state.json` are read once (ListContainers and
     /// ListContainerStats over many containers).
     pub fn list_containers(&self) -> Result<Vec<ContainerView>, PodError> {
-        let pods: std::collections::HashMap<String, (Option<crius_proto::MonitorState>, bool)> =
-            self.store
-                .all()?
-                .into_iter()
-                .map(|r| (r.id.clone(), (self.monitor_state(&r), monitor_alive(&r))))
-                .collect();
+        type PodView = (Option<crius_proto::MonitorState>, bool, Option<i64>);
+        let pods: std::collections::HashMap<String, PodView> = self
+            .store
+            .all()?
+            .into_iter()
+            .map(|r| {
+                let alive = monitor_alive(&r);
+                let written = if alive { None } else { state_written_ns(&r) };
+                (r.id.clone(), (self.monitor_state(&r), alive, written))
+            })
+            .collect();
         Ok(self
             .container_records()?
             .into_iter()
             .map(|r| {
-                let (state, alive) = pods
+                let (state, alive, written) = pods
                     .get(&r.pod_id)
-                    .map_or((None, false), |(s, a)| (s.as_ref(), *a));
-                container_view_of(r, state, alive)
+                    .map_or((None, false, None), |(s, a, w)| (s.as_ref(), *a, *w));
+                container_view_of(r, state, alive, written)
             })
             .collect())
     }

@@ -440,12 +440,16 @@ pub(crate) fn status_of(v: &ContainerView) -> ContainerStatus {
     let m = v.monitor.clone().unwrap_or_default();
     let (exit_code, finished_at) = m.exit.map(|e| (e.code, e.at_ns)).unwrap_or((0, 0));
     let reason = match v.state {
+        ContainerStateKind::Exited if v.monitor_died => "PodMonitorDied",
         ContainerStateKind::Exited if m.oom_killed => "OOMKilled",
         ContainerStateKind::Exited if exit_code == 0 => "Completed",
         ContainerStateKind::Exited => "Error",
         _ => "",
     };
     let message = match v.state {
+        ContainerStateKind::Exited if v.monitor_died => {
+            "the pod monitor died; the container was killed with its pod sandbox"
+        }
         ContainerStateKind::Unknown => "the pod monitor is gone; the container's end is unknown",
         _ => "",
     };
