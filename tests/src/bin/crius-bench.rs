@@ -413,6 +413,7 @@ const F_STOPRM: &str = "StopPodSandbox + RemovePodSandbox";
 const F_RUN_USERNS: &str = "RunPodSandbox, userns (CNI)";
 const F_RUN_HOST: &str = "RunPodSandbox, host network (no CNI)";
 const F_CTR: &str = "CreateContainer + StartContainer";
+const F_CTR_USERNS: &str = "CreateContainer + StartContainer, userns";
 const F_POD: &str = "full pod start, 20-file image";
 const F_POD_LARGE: &str = "full pod start, 20k-file image";
 const F_POD_USERNS: &str = "full pod start, userns, 20-file image";
@@ -1260,7 +1261,9 @@ enum Step {
     },
     /// A sandbox on the host's network: RunPodSandbox without CNI.
     HostSandbox,
-    Container,
+    Container {
+        userns: bool,
+    },
     FullPod {
         userns: bool,
         large: bool,
@@ -1277,7 +1280,8 @@ impl Step {
             }
             Step::Sandbox { userns: true } => vec![(F_RUN_USERNS, Unit::Millis)],
             Step::HostSandbox => vec![(F_RUN_HOST, Unit::Millis)],
-            Step::Container => vec![(F_CTR, Unit::Millis)],
+            Step::Container { userns: false } => vec![(F_CTR, Unit::Millis)],
+            Step::Container { userns: true } => vec![(F_CTR_USERNS, Unit::Millis)],
             Step::FullPod { userns, large } => {
                 let name = match (userns, large) {
                     (false, false) => F_POD,
@@ -1293,7 +1297,9 @@ impl Step {
     fn userns(self) -> bool {
         matches!(
             self,
-            Step::Sandbox { userns: true } | Step::FullPod { userns: true, .. }
+            Step::Sandbox { userns: true }
+                | Step::Container { userns: true }
+                | Step::FullPod { userns: true, .. }
         )
     }
 }
@@ -1381,9 +1387,10 @@ impl Bench {
                 c.stop_remove_pod(&pod.id).await?;
                 Ok(vec![run])
             }
-            Step::Container => {
+            Step::Container { userns } => {
+                // The sandbox lives for the whole figure (removed after it): one per figure.
                 if self.targets[t].container_pod.is_none() {
-                    let config = pod_config(&self.targets[t], self.counter.next(), false)?;
+                    let config = pod_config(&self.targets[t], self.counter.next(), userns)?;
                     let pod = c.run_pod(config).await?;
                     self.targets[t].container_pod = Some(pod);
                 }
@@ -1817,7 +1824,8 @@ impl Bench {
             Step::Sandbox { userns: false },
             Step::Sandbox { userns: true },
             Step::HostSandbox,
-            Step::Container,
+            Step::Container { userns: false },
+            Step::Container { userns: true },
             Step::FullPod {
                 userns: false,
                 large: false,
@@ -1864,7 +1872,10 @@ impl Bench {
         self.ab(Step::Sandbox { userns: true }, plan.iterations)
             .await;
         self.ab(Step::HostSandbox, plan.iterations).await;
-        self.ab(Step::Container, plan.iterations).await;
+        self.ab(Step::Container { userns: false }, plan.iterations)
+            .await;
+        self.ab(Step::Container { userns: true }, plan.iterations)
+            .await;
         for (userns, large) in [(false, false), (false, true), (true, false), (true, true)] {
             self.ab(Step::FullPod { userns, large }, plan.iterations)
                 .await;
