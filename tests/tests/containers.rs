@@ -804,8 +804,9 @@ async fn container_and_target_pid_namespaces() {
     assert_eq!(env.stdout("joined"), ["sleep 300 "]);
 }
 
-/// When a pod monitor dies, its containers are reported Unknown (never silently Running or
-/// forgotten), and RemovePodSandbox still kills them and releases mounts and cgroups.
+/// When a pod monitor dies, its containers die with the sandbox and are reported exited with
+/// reason `PodMonitorDied` (never silently Running or forgotten), and RemovePodSandbox still
+/// releases what is left: processes, mounts and cgroups.
 #[tokio::test]
 async fn monitor_death_is_reported_and_cleaned_up() {
     let mut env = setup(false).await;
@@ -847,7 +848,8 @@ async fn monitor_death_is_reported_and_cleaned_up() {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let s = env.status(&id).await;
-        if s.state == ContainerState::ContainerUnknown as i32 {
+        if s.state == ContainerState::ContainerExited as i32 {
+            assert_eq!(s.reason, "PodMonitorDied", "{s:?}");
             break;
         }
         assert!(Instant::now() < deadline, "still {s:?}");
