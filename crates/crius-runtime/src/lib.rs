@@ -11,6 +11,7 @@ pub mod client;
 pub mod containers;
 pub mod files;
 pub mod spec;
+mod statecache;
 pub mod stats;
 pub mod store;
 pub mod validate;
@@ -140,6 +141,8 @@ pub struct Pods {
     pods_dir: PathBuf,
     config: PodsConfig,
     locks: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Parsed monitor states, reused while a `state.json` is unchanged.
+    states: statecache::StateCache,
 }
 
 fn internal(what: &str) -> impl FnOnce(std::io::Error) -> PodError + '_ {
@@ -230,6 +233,7 @@ impl Pods {
             pods_dir,
             config,
             locks: std::sync::Mutex::new(HashMap::new()),
+            states: statecache::StateCache::default(),
         })
     }
 
@@ -294,8 +298,9 @@ impl Pods {
 
     /// The state the pod's monitor last recorded (`state.json`), if any: pids, the sandbox's exit.
     pub fn monitor_state(&self, record: &PodRecord) -> Option<MonitorState> {
-        let text = std::fs::read(record.dir.join(layout::STATE)).ok()?;
-        serde_json::from_slice(&text).ok()
+        self.states
+            .read(&record.dir.join(layout::STATE))
+            .map(|s| MonitorState::clone(&s))
     }
 
     /// The pinned network namespace of a pod (CNI `netns_path`), while it has one.
@@ -671,6 +676,7 @@ impl Pods {
         let (store, key) = (self.store.clone(), record.id.clone());
         blocking(move || Ok(store.delete(&key)?)).await?;
         self.forget_lock(&record.id);
+        self.states.forget(&record.dir.join(layout::STATE));
         tracing::info!(id = %record.id, "pod sandbox removed");
         Ok(())
     }
