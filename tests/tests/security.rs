@@ -265,6 +265,25 @@ fn cgroup_file(dirs: &[std::path::PathBuf], file: &str) -> String {
         .to_owned()
 }
 
+/// The 2 MiB hugepage limit in the directories (v2 `hugetlb.2MB.max` or v1's file).
+fn hugetlb_2mb(dirs: &[std::path::PathBuf]) -> String {
+    let file = if dirs.iter().any(|d| d.join("hugetlb.2MB.max").exists()) {
+        "hugetlb.2MB.max"
+    } else {
+        "hugetlb.2MB.limit_in_bytes"
+    };
+    cgroup_file(dirs, file)
+}
+
+/// The resources ContainerStatus reports for the container.
+async fn reported_resources(env: &mut Env, id: &str) -> LinuxContainerResources {
+    env.status(id)
+        .await
+        .resources
+        .and_then(|r| r.linux)
+        .expect("status.resources.linux")
+}
+
 /// Whether the node has a hugetlb controller (v1, or in the v2 hierarchy).
 fn hugetlb_available() -> bool {
     std::path::Path::new("/sys/fs/cgroup/hugetlb").is_dir()
@@ -287,8 +306,12 @@ async fn pids_cpusets_swap_and_hugepages_apply_at_create_and_update() {
     let pod = env.pod("limits", false).await;
     let hugepages = hugetlb_available();
     let mut config = env.container_config("limits", "sleep 300");
-    config.linux.get_or_insert_default().resources = Some(LinuxContainerResources {
+    let created = LinuxContainerResources {
+        cpu_period: 100_000,
+        cpu_quota: 50_000,
+        cpu_shares: 512,
         memory_limit_in_bytes: 64 << 20,
+        oom_score_adj: 500,
         memory_swap_limit_in_bytes: 128 << 20,
         cpuset_cpus: "0".into(),
         cpuset_mems: "0".into(),
@@ -301,10 +324,12 @@ async fn pids_cpusets_swap_and_hugepages_apply_at_create_and_update() {
             Vec::new()
         },
         unified: [("pids.max".to_owned(), "12".to_owned())].into(),
-        ..LinuxContainerResources::default()
-    });
+    };
+    config.linux.get_or_insert_default().resources = Some(created.clone());
     let id = env.run(&pod, config).await;
+    assert_eq!(reported_resources(&mut env, &id).await, created);
     let dirs = cgroup_dirs(&mut env, &id).await;
+    assert_eq!(cgroup_file(&dirs, "cpu.cfs_quota_us"), "50000");
     assert_eq!(cgroup_file(&dirs, "pids.max"), "12");
     assert_eq!(cgroup_file(&dirs, "cpuset.cpus"), "0");
     assert_eq!(cgroup_file(&dirs, "cpuset.mems"), "0");
@@ -318,12 +343,7 @@ async fn pids_cpusets_swap_and_hugepages_apply_at_create_and_update() {
         );
     }
     if hugepages {
-        let file = if dirs.iter().any(|d| d.join("hugetlb.2MB.max").exists()) {
-            "hugetlb.2MB.max"
-        } else {
-            "hugetlb.2MB.limit_in_bytes"
-        };
-        assert_eq!(cgroup_file(&dirs, file), (4u64 << 20).to_string());
+        assert_eq!(hugetlb_2mb(&dirs), (4u64 << 20).to_string());
     }
     // The container's process is in every one of its cgroups.
     let pid = std::fs::read_to_string(dirs[0].join("cgroup.procs")).expect("procs");
@@ -356,22 +376,50 @@ async fn pids_cpusets_swap_and_hugepages_apply_at_create_and_update() {
         "forks beyond pids.max must fail: {stderr}"
     );
 
+    let updated = LinuxContainerResources {
+        cpu_period: 200_000,
+        cpu_quota: 60_000,
+        cpu_shares: 256,
+        memory_limit_in_bytes: 96 << 20,
+        oom_score_adj: 600,
+        memory_swap_limit_in_bytes: 192 << 20,
+        cpuset_cpus: "0-1".into(),
+        cpuset_mems: "0".into(),
+        hugepage_limits: if hugepages {
+            vec![HugepageLimit {
+                page_size: "2MB".into(),
+                limit: 8 << 20,
+            }]
+        } else {
+            Vec::new()
+        },
+        unified: [("pids.max".to_owned(), "64".to_owned())].into(),
+    };
     env.daemon
         .runtime
         .update_container_resources(UpdateContainerResourcesRequest {
             container_id: id.clone(),
-            linux: Some(LinuxContainerResources {
-                memory_limit_in_bytes: 96 << 20,
-                memory_swap_limit_in_bytes: 192 << 20,
-                cpuset_cpus: "0-1".into(),
-                unified: [("pids.max".to_owned(), "64".to_owned())].into(),
-                ..LinuxContainerResources::default()
-            }),
+            linux: Some(updated.clone()),
             ..UpdateContainerResourcesRequest::default()
         })
         .await
         .expect("update");
+    // Every limit is reported as updated; oom_score_adj stays what create set (an update
+    // does not change it, as in containerd).
+    assert_eq!(
+        reported_resources(&mut env, &id).await,
+        LinuxContainerResources {
+            oom_score_adj: 500,
+            ..updated
+        }
+    );
+    assert_eq!(cgroup_file(&dirs, "cpu.cfs_quota_us"), "60000");
+    assert_eq!(cgroup_file(&dirs, "cpu.cfs_period_us"), "200000");
+    assert_eq!(cgroup_file(&dirs, "cpu.shares"), "256");
     assert_eq!(cgroup_file(&dirs, "pids.max"), "64");
+    if hugepages {
+        assert_eq!(hugetlb_2mb(&dirs), (8u64 << 20).to_string());
+    }
     assert_eq!(cgroup_file(&dirs, "cpuset.cpus"), "0-1");
     assert_eq!(
         cgroup_file(&dirs, "memory.limit_in_bytes"),
@@ -629,4 +677,106 @@ async fn monitor_and_sandbox_cgroups() {
             assert_eq!(path, pod_cgroup, "{ctrls}");
         }
     }
+}
+
+/// The pod cgroup of pod `id` (default parent `/crius`) in every hierarchy that has it.
+fn pod_cgroup_dirs(id: &str) -> Vec<std::path::PathBuf> {
+    let root = std::path::Path::new("/sys/fs/cgroup");
+    let mut mounts: Vec<std::path::PathBuf> = std::fs::read_dir(root)
+        .expect("/sys/fs/cgroup")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    mounts.push(root.to_owned());
+    mounts
+        .into_iter()
+        .map(|m| m.join("crius").join(format!("crius-{id}")))
+        .filter(|d| d.is_dir())
+        .collect()
+}
+
+/// The sandbox's `linux.resources` plus its overhead reach the pod cgroup: cpu and memory
+/// add up, so does the memory+swap total (with the overhead's memory), cpusets, hugepage
+/// limits and `unified` files are written; UpdatePodSandboxResources changes them.
+#[tokio::test]
+async fn pod_resources_and_overhead_reach_the_pod_cgroup() {
+    let mut env = setup(false).await;
+    let hugepages = hugetlb_available();
+    let mut config = crius_tests::env::pod_config("podlimits", false, env.logs.path());
+    let linux = config.linux.get_or_insert_default();
+    linux.resources = Some(LinuxContainerResources {
+        cpu_period: 100_000,
+        cpu_quota: 50_000,
+        memory_limit_in_bytes: 128 << 20,
+        memory_swap_limit_in_bytes: 256 << 20,
+        cpuset_cpus: "0".into(),
+        cpuset_mems: "0".into(),
+        hugepage_limits: if hugepages {
+            vec![HugepageLimit {
+                page_size: "2MB".into(),
+                limit: 4 << 20,
+            }]
+        } else {
+            Vec::new()
+        },
+        unified: [("pids.max".to_owned(), "40".to_owned())].into(),
+        ..LinuxContainerResources::default()
+    });
+    linux.overhead = Some(LinuxContainerResources {
+        cpu_quota: 10_000,
+        memory_limit_in_bytes: 32 << 20,
+        ..LinuxContainerResources::default()
+    });
+    let id = env
+        .daemon
+        .runtime
+        .run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(config),
+            runtime_handler: String::new(),
+        })
+        .await
+        .expect("run pod")
+        .into_inner()
+        .pod_sandbox_id;
+    let dirs = pod_cgroup_dirs(&id);
+    assert_eq!(cgroup_file(&dirs, "cpu.cfs_quota_us"), "60000");
+    assert_eq!(
+        cgroup_file(&dirs, "memory.limit_in_bytes"),
+        (160u64 << 20).to_string()
+    );
+    if dirs
+        .iter()
+        .any(|d| d.join("memory.memsw.limit_in_bytes").exists())
+    {
+        assert_eq!(
+            cgroup_file(&dirs, "memory.memsw.limit_in_bytes"),
+            (288u64 << 20).to_string()
+        );
+    }
+    assert_eq!(cgroup_file(&dirs, "cpuset.cpus"), "0");
+    assert_eq!(cgroup_file(&dirs, "cpuset.mems"), "0");
+    assert_eq!(cgroup_file(&dirs, "pids.max"), "40");
+    if hugepages {
+        assert_eq!(hugetlb_2mb(&dirs), (4u64 << 20).to_string());
+    }
+
+    env.daemon
+        .runtime
+        .update_pod_sandbox_resources(UpdatePodSandboxResourcesRequest {
+            pod_sandbox_id: id.clone(),
+            resources: Some(LinuxContainerResources {
+                cpuset_cpus: "0-1".into(),
+                unified: [("pids.max".to_owned(), "80".to_owned())].into(),
+                ..LinuxContainerResources::default()
+            }),
+            ..UpdatePodSandboxResourcesRequest::default()
+        })
+        .await
+        .expect("update pod resources");
+    assert_eq!(cgroup_file(&dirs, "cpuset.cpus"), "0-1");
+    assert_eq!(cgroup_file(&dirs, "pids.max"), "80");
+    assert_eq!(
+        cgroup_file(&dirs, "memory.limit_in_bytes"),
+        (160u64 << 20).to_string(),
+        "what the update leaves unset stays"
+    );
 }

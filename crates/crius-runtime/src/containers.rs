@@ -50,6 +50,10 @@ pub struct ContainerRecord {
     /// The cgroup limits in force (as created, then as last updated).
     #[serde(default)]
     pub resources: crius_proto::Resources,
+    /// The first process's `oom_score_adj` as asked at create (UpdateContainerResources does
+    /// not change it).
+    #[serde(default)]
+    pub oom_score_adj: Option<i32>,
 }
 
 /// Where a container is in its life.
@@ -439,11 +443,7 @@ impl Pods {
         .await
         .map_err(monitor_error)?;
         let mut record = view.record;
-        let r = &mut record.resources;
-        r.cpu_period = resources.cpu_period.or(r.cpu_period);
-        r.cpu_quota = resources.cpu_quota.or(r.cpu_quota);
-        r.cpu_shares = resources.cpu_shares.or(r.cpu_shares);
-        r.memory_limit = resources.memory_limit.or(r.memory_limit);
+        merge_resources(&mut record.resources, resources);
         self.put_container(&record)?;
         Ok(())
     }
@@ -468,6 +468,32 @@ impl Pods {
         .map_err(monitor_error)?;
         Ok(())
     }
+}
+
+/// The limits in force after an update: each limit the update sets replaces the recorded
+/// one (hugepage limits by page size, `unified` files by name); what it leaves unset stays as
+/// it was, in the record as in the cgroup, which the monitor leaves untouched for it.
+fn merge_resources(current: &mut crius_proto::Resources, update: crius_proto::Resources) {
+    let crius_proto::Resources {
+        cpu_period,
+        cpu_quota,
+        cpu_shares,
+        memory_limit,
+        memory_swap,
+        cpuset_cpus,
+        cpuset_mems,
+        hugepage_limits,
+        unified,
+    } = update;
+    current.cpu_period = cpu_period.or(current.cpu_period);
+    current.cpu_quota = cpu_quota.or(current.cpu_quota);
+    current.cpu_shares = cpu_shares.or(current.cpu_shares);
+    current.memory_limit = memory_limit.or(current.memory_limit);
+    current.memory_swap = memory_swap.or(current.memory_swap);
+    current.cpuset_cpus = cpuset_cpus.or(current.cpuset_cpus.take());
+    current.cpuset_mems = cpuset_mems.or(current.cpuset_mems.take());
+    current.hugepage_limits.extend(hugepage_limits);
+    current.unified.extend(unified);
 }
 
 /// SIGKILL's number on Linux.

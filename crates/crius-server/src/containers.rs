@@ -318,6 +318,37 @@ pub(crate) fn container_resources(
     Ok(resources)
 }
 
+/// The limits in force as CRI reports them in ContainerStatus (0 or empty for what is unset).
+fn cri_resources(
+    res: &crius_proto::Resources,
+    oom_score_adj: Option<i32>,
+) -> LinuxContainerResources {
+    let unsigned = |v: Option<u64>| v.and_then(|v| i64::try_from(v).ok()).unwrap_or(0);
+    LinuxContainerResources {
+        cpu_period: unsigned(res.cpu_period),
+        cpu_quota: res.cpu_quota.unwrap_or(0),
+        cpu_shares: unsigned(res.cpu_shares),
+        memory_limit_in_bytes: res.memory_limit.unwrap_or(0),
+        oom_score_adj: oom_score_adj.map_or(0, i64::from),
+        cpuset_cpus: res.cpuset_cpus.clone().unwrap_or_default(),
+        cpuset_mems: res.cpuset_mems.clone().unwrap_or_default(),
+        hugepage_limits: res
+            .hugepage_limits
+            .iter()
+            .map(|(page_size, limit)| HugepageLimit {
+                page_size: page_size.clone(),
+                limit: *limit,
+            })
+            .collect(),
+        unified: res
+            .unified
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        memory_swap_limit_in_bytes: res.memory_swap.unwrap_or(0),
+    }
+}
+
 /// The request's devices: host nodes looked up for their type and numbers. Block devices are
 /// refused in a user-namespaced pod (as Kubernetes documents).
 fn devices(devices: &[Device], userns: bool) -> Result<Vec<crius_proto::DeviceSpec>, Status> {
@@ -476,21 +507,7 @@ pub(crate) fn status_of(v: &ContainerView) -> ContainerStatus {
         mounts: cri_mounts(r),
         log_path: r.log_path.clone(),
         resources: Some(ContainerResources {
-            linux: Some(LinuxContainerResources {
-                cpu_period: r
-                    .resources
-                    .cpu_period
-                    .and_then(|v| i64::try_from(v).ok())
-                    .unwrap_or(0),
-                cpu_quota: r.resources.cpu_quota.unwrap_or(0),
-                cpu_shares: r
-                    .resources
-                    .cpu_shares
-                    .and_then(|v| i64::try_from(v).ok())
-                    .unwrap_or(0),
-                memory_limit_in_bytes: r.resources.memory_limit.unwrap_or(0),
-                ..LinuxContainerResources::default()
-            }),
+            linux: Some(cri_resources(&r.resources, r.oom_score_adj)),
             windows: None,
         }),
         image_id: r.image_id.clone(),
@@ -670,6 +687,7 @@ impl Cri {
                 stop_signal,
                 created_at_ns: now_ns(),
                 resources: spec.resources.clone(),
+                oom_score_adj: spec.oom_score_adj,
             };
             self.pods
                 .create_container(record, spec)

@@ -669,7 +669,10 @@ fn id_mappings(ranges: &[crius_runtime::spec::IdRange]) -> Vec<IdMapping> {
 }
 
 /// The pod cgroup limits: the pod's resources plus its overhead, each checked first as sent
-/// ([`check_resources`]). Each argument is the request field's name and its value.
+/// ([`check_resources`]). Each argument is the request field's name and its value. CPU,
+/// memory, hugepage limits (by page size) and the memory+swap total add up (the overhead's
+/// memory counts in the total when the overhead sets no swap of its own); cpusets are the
+/// pod's, else the overhead's; `unified` files are both, the pod's winning.
 fn pod_resources(
     (resources_field, resources): (&str, Option<&LinuxContainerResources>),
     (overhead_field, overhead): (&str, Option<&LinuxContainerResources>),
@@ -688,7 +691,38 @@ fn pod_resources(
         cpu_quota: sum(r.cpu_quota, o.cpu_quota),
         cpu_shares: sum(r.cpu_shares, o.cpu_shares).and_then(|v| u64::try_from(v).ok()),
         memory_limit: sum(r.memory_limit_in_bytes, o.memory_limit_in_bytes),
-        ..Default::default()
+        memory_swap: match r.memory_swap_limit_in_bytes {
+            0 => None,
+            swap if swap > 0 => {
+                let extra = positive(o.memory_swap_limit_in_bytes)
+                    .or(positive(o.memory_limit_in_bytes))
+                    .unwrap_or(0);
+                Some(swap.saturating_add(extra))
+            }
+            unlimited => Some(unlimited),
+        },
+        cpuset_cpus: [&r.cpuset_cpus, &o.cpuset_cpus]
+            .into_iter()
+            .find(|c| !c.is_empty())
+            .cloned(),
+        cpuset_mems: [&r.cpuset_mems, &o.cpuset_mems]
+            .into_iter()
+            .find(|m| !m.is_empty())
+            .cloned(),
+        hugepage_limits: r.hugepage_limits.iter().chain(&o.hugepage_limits).fold(
+            std::collections::BTreeMap::new(),
+            |mut limits, h| {
+                let total: &mut u64 = limits.entry(h.page_size.clone()).or_default();
+                *total = total.saturating_add(h.limit);
+                limits
+            },
+        ),
+        unified: o
+            .unified
+            .iter()
+            .chain(&r.unified)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
     })
 }
 
