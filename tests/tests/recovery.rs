@@ -1,7 +1,7 @@
 //! Crash recovery: criusd killed with SIGKILL while pods run and containers start, stop and
-//! exit; criusd killed at failpoints between the steps of RunPodSandbox, StopPodSandbox and
-//! RemovePodSandbox (`CRIUS_FAILPOINT`, debug builds); a pod monitor killed; and the start-up
-//! sweep of what no record owns. CNI plugins are wrapped so every ADD and DEL is counted.
+//! exit; criusd killed at failpoints between the steps of RunPodSandbox, StopPodSandbox,
+//! RemovePodSandbox, CreateContainer, StartContainer and RemoveContainer (`CRIUS_FAILPOINT`,
+//! debug builds); a pod monitor killed; and the start-up sweep of what no record owns. CNI plugins are wrapped so every ADD and DEL is counted.
 
 #![allow(clippy::unwrap_used, reason = "test code")]
 
@@ -538,5 +538,242 @@ async fn kill_9_keeps_pods_containers_exit_codes_finish_times_and_logs() {
         stop_pod(&mut env.daemon, p).await.unwrap();
         remove_pod(&mut env.daemon, p).await.unwrap();
     }
+    assert_eq!(leftovers(&env.daemon), nothing_left());
+}
+
+/// What a pod holds of its containers on the host: container directories, mounts under the
+/// pod directory other than the pod's own, and cgroups beneath the pod cgroup.
+fn container_leftovers(d: &Criusd, pod_id: &str) -> Vec<String> {
+    let pod_dir = d.paths.state.join("pods").join(pod_id);
+    let mut out: Vec<String> = names(&pod_dir.join("containers"))
+        .into_iter()
+        .map(|n| format!("dir {n}"))
+        .collect();
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let containers = pod_dir.join("containers").display().to_string();
+    out.extend(
+        mountinfo
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4))
+            .filter(|m| m.starts_with(&containers))
+            .map(|m| format!("mount {m}")),
+    );
+    for c in pod_cgroups(pod_id) {
+        out.extend(
+            names(&c)
+                .into_iter()
+                .filter(|n| n.starts_with("crius-") && c.join(n).is_dir())
+                .map(|n| format!("cgroup {}", c.join(n).display())),
+        );
+    }
+    out
+}
+
+async fn containers_of(d: &mut Criusd, pod_id: &str) -> Vec<Container> {
+    d.runtime
+        .list_containers(ListContainersRequest {
+            filter: Some(ContainerFilter {
+                pod_sandbox_id: pod_id.into(),
+                ..ContainerFilter::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .containers
+}
+
+async fn remove_container(d: &mut Criusd, id: &str) -> Result<(), tonic::Status> {
+    d.runtime
+        .remove_container(RemoveContainerRequest {
+            container_id: id.into(),
+        })
+        .await
+        .map(|_| ())
+}
+
+/// Removes the test image and checks its layers went (no lease kept them), then pulls it
+/// again.
+async fn image_is_freed(env: &mut crius_tests::env::Env, failpoint: &str) {
+    let spec = ImageSpec {
+        image: env.image.clone(),
+        ..ImageSpec::default()
+    };
+    env.daemon
+        .images
+        .remove_image(RemoveImageRequest {
+            image: Some(spec.clone()),
+        })
+        .await
+        .unwrap();
+    let layers = env.daemon.paths.root.join("layers");
+    assert!(
+        names(&layers).is_empty(),
+        "{failpoint}: a lease kept layers {:?}",
+        names(&layers)
+    );
+    env.daemon
+        .images
+        .pull_image(PullImageRequest {
+            image: Some(spec),
+            ..PullImageRequest::default()
+        })
+        .await
+        .unwrap();
+}
+
+/// Creates, starts and checks `name` again (the client's retry after the crash), then removes
+/// it.
+async fn retry_works(
+    env: &mut crius_tests::env::Env,
+    pod: &(String, PodSandboxConfig),
+    name: &str,
+) {
+    let id = env
+        .create(
+            pod,
+            env.container_config(name, "echo again; exec sleep 1000"),
+        )
+        .await
+        .unwrap();
+    env.start(&id).await;
+    let out = env.exec(&id, &["echo", "alive"], 10).await.unwrap();
+    assert_eq!(out.stdout, b"alive\n");
+    remove_container(&mut env.daemon, &id).await.unwrap();
+}
+
+#[tokio::test]
+async fn create_container_cut_at_any_step_is_rolled_back_at_restart() {
+    let mut env = setup(false).await;
+    let pod = env.pod("create-cut", false).await;
+    for failpoint in [
+        "create-container:leased",
+        "create-container:recorded",
+        "create-container:monitor-created",
+    ] {
+        arm(&mut env.daemon, failpoint).await;
+        let err = env
+            .create(&pod, env.container_config("cut", "exec sleep 1000"))
+            .await
+            .unwrap_err();
+        eprintln!("{failpoint}: {err}");
+        crashed(&mut env.daemon, failpoint).await;
+        assert!(
+            containers_of(&mut env.daemon, &pod.0).await.is_empty(),
+            "{failpoint}: no container is left"
+        );
+        assert_eq!(
+            container_leftovers(&env.daemon, &pod.0),
+            Vec::<String>::new(),
+            "{failpoint}"
+        );
+        image_is_freed(&mut env, failpoint).await;
+        retry_works(&mut env, &pod, "cut").await;
+        assert_eq!(
+            container_leftovers(&env.daemon, &pod.0),
+            Vec::<String>::new()
+        );
+    }
+    // Cut after the container was committed, before the answer: it is kept, usable, and the
+    // same name and attempt are taken.
+    let failpoint = "create-container:committed";
+    arm(&mut env.daemon, failpoint).await;
+    env.create(
+        &pod,
+        env.container_config("kept", "echo kept; exec sleep 1000"),
+    )
+    .await
+    .unwrap_err();
+    crashed(&mut env.daemon, failpoint).await;
+    let listed = containers_of(&mut env.daemon, &pod.0).await;
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0].state, ContainerState::ContainerCreated as i32);
+    let again = env
+        .create(&pod, env.container_config("kept", "exit 0"))
+        .await
+        .unwrap_err();
+    assert_eq!(again.code(), tonic::Code::AlreadyExists, "{again}");
+    env.start(&listed[0].id).await;
+    let out = env
+        .exec(&listed[0].id, &["echo", "alive"], 10)
+        .await
+        .unwrap();
+    assert_eq!(out.stdout, b"alive\n");
+    remove_container(&mut env.daemon, &listed[0].id)
+        .await
+        .unwrap();
+    assert_eq!(
+        container_leftovers(&env.daemon, &pod.0),
+        Vec::<String>::new()
+    );
+    image_is_freed(&mut env, failpoint).await;
+    retry_works(&mut env, &pod, "kept").await;
+
+    stop_pod(&mut env.daemon, &pod.0).await.unwrap();
+    remove_pod(&mut env.daemon, &pod.0).await.unwrap();
+    assert_eq!(leftovers(&env.daemon), nothing_left());
+}
+
+#[tokio::test]
+async fn start_and_remove_container_cut_short_are_completed_at_restart() {
+    let mut env = setup(false).await;
+    let pod = env.pod("start-remove-cut", false).await;
+    // StartContainer cut after the monitor started it: it runs, and is reported running.
+    let failpoint = "start-container:started";
+    let id = env
+        .create(
+            &pod,
+            env.container_config("started", "echo up; exec sleep 1000"),
+        )
+        .await
+        .unwrap();
+    arm(&mut env.daemon, failpoint).await;
+    env.daemon
+        .runtime
+        .start_container(StartContainerRequest {
+            container_id: id.clone(),
+        })
+        .await
+        .unwrap_err();
+    crashed(&mut env.daemon, failpoint).await;
+    assert_eq!(
+        env.status(&id).await.state,
+        ContainerState::ContainerRunning as i32
+    );
+    let out = env.exec(&id, &["echo", "alive"], 10).await.unwrap();
+    assert_eq!(out.stdout, b"alive\n");
+    remove_container(&mut env.daemon, &id).await.unwrap();
+    assert_eq!(
+        container_leftovers(&env.daemon, &pod.0),
+        Vec::<String>::new()
+    );
+    image_is_freed(&mut env, failpoint).await;
+
+    // RemoveContainer cut after the monitor removed it, and after its record went.
+    for failpoint in [
+        "remove-container:monitor-removed",
+        "remove-container:forgotten",
+    ] {
+        let id = env
+            .run(&pod, env.container_config("removed", "exec sleep 1000"))
+            .await;
+        arm(&mut env.daemon, failpoint).await;
+        remove_container(&mut env.daemon, &id).await.unwrap_err();
+        crashed(&mut env.daemon, failpoint).await;
+        assert!(
+            containers_of(&mut env.daemon, &pod.0).await.is_empty(),
+            "{failpoint}: the container is gone"
+        );
+        remove_container(&mut env.daemon, &id).await.unwrap();
+        assert_eq!(
+            container_leftovers(&env.daemon, &pod.0),
+            Vec::<String>::new(),
+            "{failpoint}"
+        );
+        image_is_freed(&mut env, failpoint).await;
+        retry_works(&mut env, &pod, "removed").await;
+    }
+    stop_pod(&mut env.daemon, &pod.0).await.unwrap();
+    remove_pod(&mut env.daemon, &pod.0).await.unwrap();
     assert_eq!(leftovers(&env.daemon), nothing_left());
 }

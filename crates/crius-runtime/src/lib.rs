@@ -68,6 +68,13 @@ pub struct Recovery {
     pub orphan_cgroups: Vec<PathBuf>,
     /// Temporary files of interrupted writes, removed.
     pub temp_files: Vec<PathBuf>,
+    /// Containers whose CreateContainer was cut short, removed from their monitor and forgotten.
+    pub containers_rolled_back: Vec<String>,
+    /// Container records whose container their pod's monitor no longer has (a RemoveContainer
+    /// cut short) or whose pod is gone, forgotten.
+    pub containers_forgotten: Vec<String>,
+    /// Containers a pod monitor has that no record owns, removed from the monitor.
+    pub orphan_containers: Vec<String>,
 }
 
 /// Why a pod operation failed.
@@ -343,6 +350,7 @@ impl Pods {
             self.store.delete(&record.id)?;
             out.rolled_back.push(record.id);
         }
+        self.recover_containers(&mut out).await?;
         let known: std::collections::HashSet<String> =
             self.store.all()?.into_iter().map(|r| r.id).collect();
         let mut entries = tokio::fs::read_dir(&self.pods_dir)
@@ -391,6 +399,82 @@ impl Pods {
             tracing::info!(?out, "start-up sweep");
         }
         Ok(out)
+    }
+
+    /// The container part of the start-up sweep: a record left `creating` is rolled back (the
+    /// monitor removes whatever it made of it), a record whose pod is gone or whose pod's
+    /// monitor state no longer holds it is forgotten (its removal was cut short), and a
+    /// container a running monitor holds that no record owns is removed from the monitor. The
+    /// image leases of what is forgotten are left to the caller (they have no record now).
+    async fn recover_containers(&self, out: &mut Recovery) -> Result<(), PodError> {
+        let pods: HashMap<String, PodRecord> = self
+            .store
+            .all()?
+            .into_iter()
+            .map(|r| (r.id.clone(), r))
+            .collect();
+        let mut records = self.container_ids_by_pod()?;
+        for (pod_id, ids) in &mut records {
+            let pod = pods.get(pod_id);
+            let alive = pod.is_some_and(monitor_alive);
+            let state = pod.and_then(|p| self.monitor_state(p));
+            let mut kept = Vec::new();
+            for (id, creating) in ids.drain(..) {
+                if creating {
+                    if let Some(p) = pod.filter(|_| alive) {
+                        tracing::warn!(%id, "rolling back an interrupted CreateContainer");
+                        if let Err(e) =
+                            client::request(&p.dir, RequestBody::RemoveContainer { id: id.clone() })
+                                .await
+                        {
+                            tracing::error!(%id, error = %e, "the monitor cannot remove an interrupted container");
+                            kept.push((id, creating));
+                            continue;
+                        }
+                    }
+                    self.delete_container(&id)?;
+                    out.containers_rolled_back.push(id);
+                    continue;
+                }
+                let gone = match (pod, &state) {
+                    (None, _) => true,
+                    (Some(_), Some(s)) => !s.containers.contains_key(&id),
+                    (Some(_), None) => false,
+                };
+                if gone {
+                    tracing::warn!(%id, "forgetting a container its pod no longer has");
+                    self.delete_container(&id)?;
+                    out.containers_forgotten.push(id);
+                } else {
+                    kept.push((id, creating));
+                }
+            }
+            *ids = kept;
+        }
+        for (pod_id, pod) in &pods {
+            if !monitor_alive(pod) {
+                continue;
+            }
+            let Some(state) = self.monitor_state(pod) else {
+                continue;
+            };
+            let owned = records.get(pod_id);
+            for id in state.containers.keys() {
+                if owned.is_some_and(|ids| ids.iter().any(|(i, _)| i == id)) {
+                    continue;
+                }
+                tracing::warn!(%id, pod = %pod_id, "removing a container no record owns");
+                match client::request(&pod.dir, RequestBody::RemoveContainer { id: id.clone() })
+                    .await
+                {
+                    Ok(_) => out.orphan_containers.push(id.clone()),
+                    Err(e) => {
+                        tracing::error!(%id, error = %e, "the monitor cannot remove an orphaned container")
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     /// RunPodSandbox: validates, records, starts the monitor and waits for the sandbox. A

@@ -608,6 +608,7 @@ impl Cri {
             .lease(&id, &image)
             .await
             .map_err(crate::image::status_of)?;
+        crius_runtime::failpoint("create-container:leased");
         let result = async {
             let stop_signal = parse_signal(&rootfs.config.stop_signal)
                 .map_err(|e| Status::failed_precondition(format!("image {image}: {e}")))?;
@@ -686,6 +687,7 @@ impl Cri {
                 mounts,
                 stop_signal,
                 created_at_ns: now_ns(),
+                creating: false,
                 resources: spec.resources.clone(),
                 oom_score_adj: spec.oom_score_adj,
             };
@@ -705,12 +707,43 @@ impl Cri {
 
     /// RemoveContainer: idempotent.
     pub(crate) async fn remove_container(&self, id: &str) -> Result<(), Status> {
-        if let Some(record) = self.pods.remove_container(id).await.map_err(pod_error)?
+        let removed = self.pods.remove_container(id).await.map_err(pod_error)?;
+        crius_runtime::failpoint("remove-container:forgotten");
+        if let Some(record) = removed
             && let Err(e) = self.images.release(&record.id).await
         {
             tracing::warn!(id = %record.id, error = %e, "cannot release the image lease");
         }
         Ok(())
+    }
+
+    /// The start-up sweep of image leases: a lease whose container has no record (a
+    /// CreateContainer or RemoveContainer cut short, or rolled back by the pod store's sweep)
+    /// is released, and with it the layers nothing else owns. Failures are logged.
+    pub(crate) async fn release_orphan_leases(&self) {
+        let known: std::collections::HashSet<String> = match self.pods.list_containers() {
+            Ok(list) => list.into_iter().map(|v| v.record.id).collect(),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot list containers to sweep image leases");
+                return;
+            }
+        };
+        let leases = match self.images.leases() {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot list image leases");
+                return;
+            }
+        };
+        for (lease, _image) in leases {
+            if known.contains(&lease) {
+                continue;
+            }
+            tracing::warn!(%lease, "releasing an image lease no container owns");
+            if let Err(e) = self.images.release(&lease).await {
+                tracing::error!(%lease, error = %e, "cannot release an orphaned image lease");
+            }
+        }
     }
 
     /// Releases the image leases of a removed pod's containers.

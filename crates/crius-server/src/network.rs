@@ -156,6 +156,7 @@ impl Cri {
                 tracing::error!(id = %r.id, error = %e, "cannot remove an interrupted pod");
             }
         }
+        self.release_orphan_leases().await;
         let cached = match self.cni.cached_ids().await {
             Ok(ids) => ids,
             Err(e) => {
