@@ -47,6 +47,10 @@ pub struct ContainerRecord {
     pub stop_signal: i32,
     /// When criusd recorded it.
     pub created_at_ns: i64,
+    /// CreateContainer has not finished: the start-up sweep rolls such a container back (its
+    /// client never got the id).
+    #[serde(default)]
+    pub creating: bool,
     /// The cgroup limits in force (as created, then as last updated).
     #[serde(default)]
     pub resources: crius_proto::Resources,
@@ -165,7 +169,7 @@ impl Pods {
         txn.commit().map_err(err)
     }
 
-    fn delete_container(&self, id: &str) -> Result<(), StoreError> {
+    pub(crate) fn delete_container(&self, id: &str) -> Result<(), StoreError> {
         let txn = self.db.begin_write().map_err(err)?;
         {
             let mut table = txn.open_table(CONTAINERS).map_err(err)?;
@@ -186,6 +190,18 @@ impl Pods {
                     tracing::error!(id = key.value(), error = %e, "undecodable container record")
                 }
             }
+        }
+        Ok(out)
+    }
+
+    /// Every container record's id and whether its CreateContainer is unfinished, by pod id.
+    pub(crate) fn container_ids_by_pod(
+        &self,
+    ) -> Result<std::collections::HashMap<String, Vec<(String, bool)>>, StoreError> {
+        let mut out: std::collections::HashMap<String, Vec<(String, bool)>> =
+            std::collections::HashMap::new();
+        for r in self.container_records()? {
+            out.entry(r.pod_id).or_default().push((r.id, r.creating));
         }
         Ok(out)
     }
@@ -288,7 +304,10 @@ impl Pods {
                 record.name, record.attempt, record.pod_id, other.id
             )));
         }
+        let mut record = record;
+        record.creating = true;
         self.put_container(&record)?;
+        crate::failpoint("create-container:recorded");
         let result = crate::client::request(
             &pod.dir,
             RequestBody::CreateContainer {
@@ -310,6 +329,10 @@ impl Pods {
                 other => PodError::Internal(other.to_string()),
             });
         }
+        crate::failpoint("create-container:monitor-created");
+        record.creating = false;
+        self.put_container(&record)?;
+        crate::failpoint("create-container:committed");
         Ok(record.id)
     }
 
@@ -342,6 +365,7 @@ impl Pods {
         )
         .await
         .map_err(monitor_error)?;
+        crate::failpoint("start-container:started");
         Ok(())
     }
 
@@ -412,6 +436,7 @@ impl Pods {
             .await
             .map_err(monitor_error)?;
         }
+        crate::failpoint("remove-container:monitor-removed");
         self.delete_container(&view.record.id)?;
         Ok(Some(view.record))
     }
