@@ -474,6 +474,85 @@ async fn exec_in_a_user_namespaced_pod_runs_as_the_pods_root() {
     assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
 }
 
+/// An interactive tty exec runs on a terminal of the container's own devpts (in a plain pod
+/// and in a user-namespaced one): `tty` names a `/dev/pts` entry the container has, the
+/// terminal is the shell's controlling tty, a resize reaches it, ^D ends `cat`, and the exit
+/// code comes back.
+#[tokio::test]
+async fn tty_exec_runs_on_a_terminal_of_the_container() {
+    let mut env = setup().await;
+    for userns in [false, true] {
+        let name = if userns { "ttyexec-userns" } else { "ttyexec" };
+        let (_pod, id) = env.pod_with(name, userns, "sleep 300").await;
+        let url = env
+            .exec_url(&id, &["sh"], true, true)
+            .await
+            .expect("exec url");
+        let mut ws = ws_connect(&url, "v5.channel.k8s.io")
+            .await
+            .expect("connect");
+        send(&mut ws, 4, br#"{"Width":100,"Height":30}"#).await;
+        // The typed text is echoed: the answers are computed so they differ from the input.
+        send(
+            &mut ws,
+            0,
+            b"test -t 0 && echo TTY-$((40+2)); t=$(tty); echo NAME=$t=; test -c \"$t\" && ls /dev/pts | grep -qx \"${t#/dev/pts/}\" && echo LISTED-$((1+1)); echo CTTY-$(cut -d' ' -f7 /proc/self/stat); stty size; echo DONE-$((2+1))\n",
+        )
+        .await;
+        let (out, _) = read_until(&mut ws, |o, _| o.contains("DONE-3")).await;
+        assert!(out.contains("TTY-42"), "stdin is a terminal: {out:?}");
+        assert!(
+            out.contains("NAME=/dev/pts/") && !out.contains("not a tty"),
+            "tty names the terminal ({name}): {out:?}"
+        );
+        assert!(
+            out.contains("LISTED-2"),
+            "the terminal is in the container's /dev/pts ({name}): {out:?}"
+        );
+        assert!(
+            out.contains("\nCTTY-") && !out.contains("CTTY-0\r"),
+            "the terminal is the shell's controlling tty: {out:?}"
+        );
+        assert!(out.contains("30 100"), "{out:?}");
+
+        // A resize reaches the container's terminal (asked again until it shows, as the
+        // resize and the typed command travel apart).
+        send(&mut ws, 4, br#"{"Width":50,"Height":10}"#).await;
+        let mut resized = false;
+        for round in 0..20 {
+            let line = format!("stty size; echo ROUND-$(({round}+100))\n");
+            send(&mut ws, 0, line.as_bytes()).await;
+            let marker = format!("ROUND-{}", round + 100);
+            let (out, _) = read_until(&mut ws, |o, _| o.contains(&marker)).await;
+            let before = out.rsplit_once(&marker).map_or("", |(b, _)| b);
+            if before
+                .rsplit("ROUND-")
+                .next()
+                .unwrap_or("")
+                .contains("10 50")
+            {
+                resized = true;
+                break;
+            }
+        }
+        assert!(resized, "stty size never showed 10 50 ({name})");
+
+        // ^D ends cat's input; then the shell's exit code is the session's.
+        send(&mut ws, 0, b"cat; echo CAT-ENDED-$((3+4))\n").await;
+        // Echoed (or copied back) only once the terminal is in cat's line mode, where ^D is
+        // the end of input.
+        send(&mut ws, 0, b"ping-cat\n").await;
+        read_until(&mut ws, |o, _| o.contains("ping-cat")).await;
+        send(&mut ws, 0, b"\x04").await;
+        read_until(&mut ws, |o, _| o.contains("CAT-ENDED-7")).await;
+        send(&mut ws, 0, b"exit 7\n").await;
+        let s = read_session(&mut ws).await;
+        let status = s.status.expect("status");
+        assert_eq!(status["reason"], "NonZeroExitCode", "{status}");
+        assert_eq!(status["details"]["causes"][0]["message"], "7", "{status}");
+    }
+}
+
 /// One forwarded connection over WebSocket: sends `request` on `port`'s data channel and
 /// collects what comes back until `want` shows up (or the session ends).
 async fn forward_once(url: &str, port: u16, request: &[u8], want: &str) -> (String, String) {

@@ -5,9 +5,12 @@
 //! mount, network, IPC, UTS and PID namespaces; takes the first process's identity (uid, gid,
 //! groups), bounding and effective capabilities, no_new_privs and environment; forks into the
 //! PID namespace and execs. Its exit code is the command's (128 + signal when killed).
+//! With a terminal on stdin (the streaming Exec with tty) the command runs instead on a new
+//! pty of the container's own devpts, as its controlling terminal, and this helper copies
+//! bytes and window sizes between its terminal (made raw) and that pty.
 
 use std::ffi::CString;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -104,6 +107,13 @@ fn setup_and_run(pod_dir: &Path, id: &str, cmd: &[std::ffi::OsString]) -> Result
         .collect();
     let cwd = std::fs::read_link(format!("/proc/{}/cwd", t.pid)).unwrap_or_else(|_| "/".into());
     let seccomp = container_seccomp(pod_dir, id)?;
+    // A terminal on stdin (the streaming Exec with tty): this helper leads a session with it,
+    // so criusd's resizes reach it as SIGWINCH, and makes it raw, so the bytes pass through
+    // to the container's own terminal unchanged.
+    let tty = nix::unistd::isatty(std::io::stdin()).unwrap_or(false);
+    if tty {
+        take_terminal()?;
+    }
 
     // Open everything while still the host's root.
     let kinds = ["mnt", "net", "ipc", "uts", "pid"];
@@ -133,6 +143,11 @@ fn setup_and_run(pod_dir: &Path, id: &str, cmd: &[std::ffi::OsString]) -> Result
     }
     // Joining the mount namespace put us at its root; go to the container's directory.
     let _ = std::env::set_current_dir(&cwd);
+    let console = if tty {
+        Some(Console::open(t.uid)?)
+    } else {
+        None
+    };
 
     // The child learns that this helper is gone (killed at ExecSync's timeout) when the write
     // end of this pipe closes: it sets its parent-death signal only after its identity change
@@ -154,6 +169,13 @@ fn setup_and_run(pod_dir: &Path, id: &str, cmd: &[std::ffi::OsString]) -> Result
         Err(e) => Err(format!("cannot fork: {e}")),
         Ok(nix::unistd::ForkResult::Child) => {
             drop(alive_w);
+            if let Some(console) = &console
+                && let Err(message) = console.take_stdio()
+            {
+                eprintln!("crius exec: {message}");
+                // SAFETY: leaving the forked child without running destructors.
+                unsafe { libc::_exit(127) }
+            }
             let message = child(
                 &t,
                 Privileges {
@@ -174,6 +196,9 @@ fn setup_and_run(pod_dir: &Path, id: &str, cmd: &[std::ffi::OsString]) -> Result
             drop(alive_r);
             // The write end stays open until this helper exits.
             let _alive = alive_w;
+            if let Some(console) = console {
+                return relay(console.master, child);
+            }
             loop {
                 match waitpid(child, None) {
                     Ok(WaitStatus::Exited(_, code)) => {
@@ -201,6 +226,307 @@ static TERMINATED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool
 
 extern "C" fn note_sigterm(_: libc::c_int) {
     TERMINATED.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// Makes the terminal on stdin this helper's controlling terminal (a new session) and puts it
+/// in raw mode.
+fn take_terminal() -> Result<(), String> {
+    nix::unistd::setsid().map_err(|e| format!("setsid: {e}"))?;
+    // SAFETY: TIOCSCTTY on fd 0 with argument 0 (do not steal); no memory is passed.
+    if unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) } < 0 {
+        return Err(format!(
+            "cannot take the terminal: {}",
+            nix::errno::Errno::last()
+        ));
+    }
+    // SAFETY: an all-zero termios is a valid value for tcgetattr to overwrite.
+    let mut mode: libc::termios = unsafe { std::mem::zeroed() };
+    // SAFETY: tcgetattr, cfmakeraw and tcsetattr read and write the termios, which lives
+    // across the calls.
+    let ret = unsafe {
+        if libc::tcgetattr(0, &mut mode) == 0 {
+            libc::cfmakeraw(&mut mode);
+            libc::tcsetattr(0, libc::TCSANOW, &mode)
+        } else {
+            -1
+        }
+    };
+    if ret < 0 {
+        return Err(format!(
+            "cannot make the terminal raw: {}",
+            nix::errno::Errno::last()
+        ));
+    }
+    Ok(())
+}
+
+/// A pseudo-terminal of the container's own devpts: the command runs on the slave, this
+/// helper copies between its stdio and the master.
+struct Console {
+    master: OwnedFd,
+    slave: OwnedFd,
+}
+
+impl Console {
+    /// Opens a new pty pair through the container's `/dev/ptmx` (this helper is in the
+    /// container's mount namespace) and gives the slave to `uid`.
+    fn open(uid: u32) -> Result<Console, String> {
+        use std::os::fd::FromRawFd;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut last = String::new();
+        let mut master = None;
+        for path in ["/dev/ptmx", "/dev/pts/ptmx"] {
+            match std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .custom_flags(libc::O_NOCTTY | libc::O_CLOEXEC)
+                .open(path)
+            {
+                Ok(f) => {
+                    master = Some(OwnedFd::from(f));
+                    break;
+                }
+                Err(e) => last = format!("cannot open the container's {path}: {e}"),
+            }
+        }
+        let master = master.ok_or(last)?;
+        let unlock: libc::c_int = 0;
+        // SAFETY: TIOCSPTLCK reads one int from the pointer, which lives across the call.
+        if unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSPTLCK, &unlock) } < 0 {
+            return Err(format!(
+                "cannot unlock the container's terminal: {}",
+                nix::errno::Errno::last()
+            ));
+        }
+        // SAFETY: TIOCGPTPEER takes open flags and returns a new descriptor; no memory is
+        // passed.
+        let slave = unsafe {
+            libc::ioctl(
+                master.as_raw_fd(),
+                libc::TIOCGPTPEER,
+                libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
+            )
+        };
+        if slave < 0 {
+            return Err(format!(
+                "cannot open the container's terminal: {}",
+                nix::errno::Errno::last()
+            ));
+        }
+        // SAFETY: the ioctl returned a new descriptor that nothing else owns.
+        let slave = unsafe { OwnedFd::from_raw_fd(slave) };
+        // Best effort: the command's user owns its terminal, as on a login.
+        // SAFETY: fchown of an open descriptor; gid -1 leaves the group.
+        unsafe { libc::fchown(slave.as_raw_fd(), uid, libc::gid_t::MAX) };
+        // The command starts with the size criusd set on this helper's terminal.
+        copy_size(&master);
+        Ok(Console { master, slave })
+    }
+
+    /// In the forked child: the slave becomes stdin, stdout and stderr.
+    fn take_stdio(&self) -> Result<(), String> {
+        for fd in 0..3 {
+            // SAFETY: dup2 of an open descriptor onto a standard one.
+            if unsafe { libc::dup2(self.slave.as_raw_fd(), fd) } < 0 {
+                return Err(format!(
+                    "cannot give the terminal to the command: {}",
+                    nix::errno::Errno::last()
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Copies the window size of this helper's terminal (stdin) to the container's terminal.
+fn copy_size(master: &OwnedFd) {
+    // SAFETY: an all-zero winsize is a valid value.
+    let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
+    // SAFETY: TIOCGWINSZ writes and TIOCSWINSZ reads one winsize, which lives across the calls.
+    unsafe {
+        if libc::ioctl(0, libc::TIOCGWINSZ, &mut ws) == 0 {
+            libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &ws);
+        }
+    }
+}
+
+/// Set by SIGWINCH: the window size of this helper's terminal changed.
+static RESIZED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+extern "C" fn note_sigwinch(_: libc::c_int) {
+    RESIZED.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// Only interrupts the wait (SIGCHLD).
+extern "C" fn note_nothing(_: libc::c_int) {}
+
+/// Writes all of `data` to `fd` (blocking); false when it cannot.
+fn write_all(fd: libc::c_int, mut data: &[u8]) -> bool {
+    while !data.is_empty() {
+        // SAFETY: write from a live buffer of the given length.
+        let n = unsafe { libc::write(fd, data.as_ptr().cast(), data.len()) };
+        if n < 0 {
+            if nix::errno::Errno::last() == nix::errno::Errno::EINTR {
+                continue;
+            }
+            return false;
+        }
+        data = &data[n.unsigned_abs()..];
+    }
+    true
+}
+
+/// Reads from `fd` into `buf`: `Some(n)` with data, `Some(0)` at the end (or EIO), `None`
+/// when nothing is there now.
+fn read_some(fd: libc::c_int, buf: &mut [u8]) -> Option<usize> {
+    // SAFETY: read into a live buffer of the given length.
+    let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+    if n >= 0 {
+        return Some(n.unsigned_abs());
+    }
+    match nix::errno::Errno::last() {
+        nix::errno::Errno::EAGAIN | nix::errno::Errno::EINTR => None,
+        _ => Some(0),
+    }
+}
+
+/// The exit code of a finished command, `None` while it runs.
+fn exit_code(child: nix::unistd::Pid) -> Result<Option<u8>, String> {
+    match waitpid(child, Some(nix::sys::wait::WaitPidFlag::WNOHANG)) {
+        Ok(WaitStatus::Exited(_, code)) => Ok(Some(u8::try_from(code).unwrap_or(255))),
+        Ok(WaitStatus::Signaled(_, sig, _)) => {
+            Ok(Some(u8::try_from(128 + sig as i32).unwrap_or(255)))
+        }
+        Ok(_) | Err(nix::errno::Errno::EINTR) => Ok(None),
+        Err(e) => Err(format!("cannot wait for the command: {e}")),
+    }
+}
+
+/// Copies this helper's terminal input to the container's terminal and the container's
+/// terminal output to this helper's terminal, and window sizes along, until the command
+/// exits; returns its exit code. SIGTERM or the loss of this helper's terminal (SIGHUP)
+/// kills the command.
+fn relay(master: OwnedFd, child: nix::unistd::Pid) -> Result<u8, String> {
+    use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, SigmaskHow, Signal};
+    let handlers: [(Signal, extern "C" fn(libc::c_int)); 3] = [
+        (Signal::SIGWINCH, note_sigwinch),
+        (Signal::SIGCHLD, note_nothing),
+        (Signal::SIGHUP, note_sigterm),
+    ];
+    let mut blocked = SigSet::empty();
+    blocked.add(Signal::SIGTERM);
+    for (sig, handler) in handlers {
+        blocked.add(sig);
+        // No SA_RESTART: a signal interrupts the wait below.
+        let action = SigAction::new(
+            SigHandler::Handler(handler),
+            SaFlags::empty(),
+            SigSet::empty(),
+        );
+        // SAFETY: the handlers only store to atomics, or do nothing.
+        unsafe { nix::sys::signal::sigaction(sig, &action) }
+            .map_err(|e| format!("cannot handle {sig}: {e}"))?;
+    }
+    // The signals arrive only inside ppoll, so none is lost between a check and the wait.
+    let mut waiting = SigSet::empty();
+    nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&blocked), Some(&mut waiting))
+        .map_err(|e| format!("cannot block signals: {e}"))?;
+    let m = master.as_raw_fd();
+    // SAFETY: fcntl on an open descriptor.
+    unsafe {
+        libc::fcntl(
+            m,
+            libc::F_SETFL,
+            libc::fcntl(m, libc::F_GETFL) | libc::O_NONBLOCK,
+        )
+    };
+    let mut buf = vec![0u8; 16 << 10];
+    let mut input: Vec<u8> = Vec::new();
+    let (mut stdin_open, mut master_open, mut stdout_open) = (true, true, true);
+    let output = |data: &[u8], open: &mut bool| {
+        if *open && !write_all(1, data) {
+            *open = false;
+        }
+    };
+    loop {
+        if TERMINATED.load(std::sync::atomic::Ordering::SeqCst) {
+            let _ = nix::sys::signal::kill(child, Signal::SIGKILL);
+        }
+        if RESIZED.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            copy_size(&master);
+        }
+        if let Some(code) = exit_code(child)? {
+            // What the command wrote last (bounded: something it left behind may still write).
+            let mut left = 1usize << 20;
+            while master_open && left > 0 {
+                match read_some(m, &mut buf) {
+                    Some(0) | None => break,
+                    Some(n) => {
+                        output(&buf[..n], &mut stdout_open);
+                        left = left.saturating_sub(n);
+                    }
+                }
+            }
+            return Ok(code);
+        }
+        let mut fds = [
+            libc::pollfd {
+                fd: if stdin_open && input.is_empty() {
+                    0
+                } else {
+                    -1
+                },
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: if master_open { m } else { -1 },
+                events: libc::POLLIN | if input.is_empty() { 0 } else { libc::POLLOUT },
+                revents: 0,
+            },
+        ];
+        // SAFETY: ppoll over a live array of two pollfds, no timeout, with the mask from
+        // before the block (so the handled signals interrupt it).
+        let ready = unsafe {
+            libc::ppoll(
+                fds.as_mut_ptr(),
+                2,
+                std::ptr::null(),
+                waiting.as_ref() as *const libc::sigset_t,
+            )
+        };
+        if ready < 0 {
+            match nix::errno::Errno::last() {
+                nix::errno::Errno::EINTR => continue,
+                e => return Err(format!("cannot wait for the terminals: {e}")),
+            }
+        }
+        if fds[0].revents != 0 {
+            match read_some(0, &mut buf) {
+                Some(0) => stdin_open = false,
+                Some(n) => input.extend_from_slice(&buf[..n]),
+                None => {}
+            }
+        }
+        if fds[1].revents & libc::POLLOUT != 0 && !input.is_empty() {
+            // SAFETY: write from a live buffer of the given length.
+            let n = unsafe { libc::write(m, input.as_ptr().cast(), input.len()) };
+            if n >= 0 {
+                input.drain(..n.unsigned_abs());
+            } else if nix::errno::Errno::last() != nix::errno::Errno::EAGAIN {
+                input.clear();
+                stdin_open = false;
+            }
+        }
+        if fds[1].revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0 {
+            match read_some(m, &mut buf) {
+                Some(0) => master_open = false,
+                Some(n) => output(&buf[..n], &mut stdout_open),
+                None if fds[1].revents & libc::POLLIN == 0 => master_open = false,
+                None => {}
+            }
+        }
+    }
 }
 
 /// `struct __user_cap_header_struct` of capset(2).
@@ -296,8 +622,9 @@ fn child(
     cmd: &[std::ffi::OsString],
     alive: &OwnedFd,
 ) -> String {
-    // A terminal on stdin (the streaming Exec with tty): the command leads its own session
-    // with it as controlling terminal, so ^C and window-size changes reach it, not the helper.
+    // A terminal on stdin (the streaming Exec with tty, the container's own pty): the command
+    // leads its own session with it as controlling terminal, so ^C and window-size changes
+    // reach it, not the helper.
     if nix::unistd::isatty(std::io::stdin()).unwrap_or(false) {
         if let Err(e) = nix::unistd::setsid() {
             return format!("setsid: {e}");

@@ -4,8 +4,10 @@
 //! - **Exec** runs the same helper as ExecSync (`criusd monitor --pod-dir D --exec ID -- CMD`,
 //!   see `Pods::exec_command`): without a tty its stdin, stdout and stderr are pipes copied
 //!   to and from the client; with a tty criusd allocates a pseudo-terminal, the helper gets
-//!   the slave as stdin/stdout/stderr and the command makes it its controlling terminal
-//!   (setsid + TIOCSCTTY in the helper's child); resizes go to the master (TIOCSWINSZ). When
+//!   the slave as stdin/stdout/stderr, makes it its own controlling terminal in raw mode,
+//!   runs the command on a new pty of the container's devpts (so `tty` names a terminal the
+//!   container has) and copies bytes between the two; resizes go to criusd's master
+//!   (TIOCSWINSZ) and the helper copies them on at SIGWINCH. When
 //!   the client goes away the helper gets SIGTERM, kills and reaps the command, and exits.
 //! - **PortForward** connects to `127.0.0.1:PORT` (then `[::1]:PORT`) inside the pod's pinned
 //!   network namespace from a short-lived thread of its own (setns never runs on a tokio
