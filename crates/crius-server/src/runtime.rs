@@ -452,7 +452,9 @@ impl RuntimeService for Runtime {
         _request: tonic::Request<ListPodSandboxMetricsRequest>,
     ) -> Result<tonic::Response<ListPodSandboxMetricsResponse>, tonic::Status> {
         let pod_metrics = self.0.pod_sandbox_metrics().await?;
-        Ok(tonic::Response::new(ListPodSandboxMetricsResponse { pod_metrics }))
+        Ok(tonic::Response::new(ListPodSandboxMetricsResponse {
+            pod_metrics,
+        }))
     }
 
     async fn stream_pod_sandbox_metrics(
