@@ -1373,6 +1373,9 @@ impl Bench {
             }
             Step::HostSandbox => {
                 let mut config = pod_config(&self.targets[t], self.counter.next(), false)?;
+                // On the host's network the pod shares the host's UTS namespace too: runc
+                // refuses a hostname there.
+                config.hostname.clear();
                 if let Some(ns) = config
                     .linux
                     .as_mut()
