@@ -338,7 +338,6 @@ impl Pods {
     /// pod directories (with their mounts, netns pin and processes), `crius-<id>` cgroups
     /// under the default parent, and temporary files of interrupted writes.
     pub async fn recover(self: &Arc<Self>) -> Result<Recovery, PodError> {
-        let started = std::time::SystemTime::now();
         let mut out = Recovery::default();
         for record in self.store.all()? {
             if record.state != PodState::Creating {
@@ -353,6 +352,7 @@ impl Pods {
         self.recover_containers(&mut out).await?;
         let known: std::collections::HashSet<String> =
             self.store.all()?.into_iter().map(|r| r.id).collect();
+        let mut orphan_ids = std::collections::HashSet::new();
         let mut entries = tokio::fs::read_dir(&self.pods_dir)
             .await
             .map_err(internal("cannot read the pods directory"))?;
@@ -377,6 +377,7 @@ impl Pods {
                 PodError::Internal(format!("cannot remove {}: {e}", path.display()))
             })?;
             out.orphan_dirs.push(path);
+            orphan_ids.insert(name);
         }
         for record in self.store.all()? {
             let Ok(mut files) = tokio::fs::read_dir(&record.dir).await else {
@@ -391,7 +392,7 @@ impl Pods {
             }
         }
         let parent = DEFAULT_CGROUP_PARENT.trim_start_matches('/').to_owned();
-        let orphans = tokio::task::spawn_blocking(move || orphan_cgroups(&parent, &known, started))
+        let orphans = tokio::task::spawn_blocking(move || orphan_cgroups(&parent, &orphan_ids))
             .await
             .map_err(|e| PodError::Internal(format!("cgroup sweep failed: {e}")))?;
         out.orphan_cgroups = orphans;
@@ -856,15 +857,12 @@ impl Pods {
     }
 }
 
-/// Removes `crius-<id>` cgroups (and their empty children, deepest first) below `parent` in
-/// every v1 hierarchy and the unified one when `id` is not in `known` and the cgroup was last
-/// changed before `before` (a pod another criusd on the node is creating now is left alone);
-/// a cgroup that still holds processes stays. Returns the pod cgroups removed.
-fn orphan_cgroups(
-    parent: &str,
-    known: &std::collections::HashSet<String>,
-    before: std::time::SystemTime,
-) -> Vec<PathBuf> {
+/// Removes the `crius-<id>` cgroups (and their empty children, deepest first) below `parent`
+/// in every v1 hierarchy and the unified one for each `id` of `orphans`: pods whose directory
+/// this criusd found without a record. Only those: another criusd on the node (another root)
+/// owns cgroups under the same parent. A cgroup that still holds processes stays. Returns the
+/// pod cgroups removed.
+fn orphan_cgroups(parent: &str, orphans: &std::collections::HashSet<String>) -> Vec<PathBuf> {
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     let mut removed = Vec::new();
     for line in mountinfo.lines() {
@@ -886,14 +884,7 @@ fn orphan_cgroups(
             let Some(id) = name.strip_prefix("crius-") else {
                 continue;
             };
-            if id.len() != 64 || known.contains(id) || !entry.path().is_dir() {
-                continue;
-            }
-            let recent = entry
-                .metadata()
-                .and_then(|m| m.modified())
-                .map_or(true, |t| t >= before);
-            if recent {
+            if !orphans.contains(id) || !entry.path().is_dir() {
                 continue;
             }
             if remove_cgroup_tree(&entry.path()) {
