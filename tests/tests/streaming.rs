@@ -12,8 +12,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 
-const HOST_ID: u32 = 200_000;
-const MAP_LEN: u32 = 65_536;
+use crius_tests::env::{HOST_ID, MAP_LEN, pod_config};
 
 type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
@@ -39,51 +38,18 @@ async fn setup() -> Env {
     Env(crius_tests::env::setup(false).await)
 }
 
-fn pod_config(name: &str, userns: bool, log_dir: &Path) -> PodSandboxConfig {
-    pod_config_with(name, userns, false, log_dir)
-}
-
-fn pod_config_with(
-    name: &str,
-    userns: bool,
-    host_network: bool,
-    log_dir: &Path,
-) -> PodSandboxConfig {
-    let map = IdMapping {
-        host_id: HOST_ID,
-        container_id: 0,
-        length: MAP_LEN,
-    };
-    PodSandboxConfig {
-        metadata: Some(PodSandboxMetadata {
-            name: name.into(),
-            uid: format!("uid-{name}"),
-            namespace: "crius-test".into(),
-            attempt: 0,
-        }),
-        hostname: name.into(),
-        log_directory: log_dir.display().to_string(),
-        linux: Some(LinuxPodSandboxConfig {
-            security_context: Some(LinuxSandboxSecurityContext {
-                namespace_options: Some(NamespaceOption {
-                    userns_options: userns.then(|| UserNamespace {
-                        mode: NamespaceMode::Pod.into(),
-                        uids: vec![map],
-                        gids: vec![map],
-                    }),
-                    network: if host_network {
-                        NamespaceMode::Node.into()
-                    } else {
-                        NamespaceMode::Pod.into()
-                    },
-                    ..NamespaceOption::default()
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-        ..Default::default()
+/// A pod config on the host's network (no CNI).
+fn host_network_pod_config(name: &str, log_dir: &Path) -> PodSandboxConfig {
+    let mut config = pod_config(name, false, log_dir);
+    if let Some(ns) = config
+        .linux
+        .as_mut()
+        .and_then(|l| l.security_context.as_mut())
+        .and_then(|c| c.namespace_options.as_mut())
+    {
+        ns.network = NamespaceMode::Node.into();
     }
+    config
 }
 
 impl Env {
@@ -662,7 +628,7 @@ async fn port_forward_reaches_the_pods_loopback() {
         .and_then(|l| l.local_addr())
         .expect("free port")
         .port();
-    let config = pod_config_with("pf-host", false, true, env.logs.path());
+    let config = host_network_pod_config("pf-host", env.logs.path());
     let (host_pod, _) = env
         .pod_on(
             config,

@@ -121,6 +121,17 @@ impl Cri {
         Ok(self.stream.server().await?.base_url().to_owned())
     }
 
+    /// The full id of the running container `id` names (NotFound, or FailedPrecondition when
+    /// it is not running).
+    fn running_container_id(&self, id: &str) -> Result<String, tonic::Status> {
+        Ok(self
+            .pods
+            .running_container(id)
+            .map_err(pod_error)?
+            .record
+            .id)
+    }
+
     /// CRI Exec: checks the request and the container, returns the URL.
     pub(crate) async fn exec(
         &self,
@@ -135,12 +146,8 @@ impl Cri {
             stderr: req.stderr,
         };
         req.validate().map_err(request_status)?;
-        let view = self
-            .pods
-            .running_container(&req.container_id)
-            .map_err(pod_error)?;
         let req = crius_stream::ExecRequest {
-            container_id: view.record.id,
+            container_id: self.running_container_id(&req.container_id)?,
             ..req
         };
         let url = self
@@ -165,12 +172,8 @@ impl Cri {
             stderr: req.stderr,
         };
         req.validate().map_err(request_status)?;
-        let view = self
-            .pods
-            .running_container(&req.container_id)
-            .map_err(pod_error)?;
         let req = crius_stream::AttachRequest {
-            container_id: view.record.id,
+            container_id: self.running_container_id(&req.container_id)?,
             ..req
         };
         let url = self
