@@ -139,9 +139,13 @@ pub(crate) fn create(
         )));
     }
     let dir = container_dir(pod_dir, &spec.id);
-    std::fs::create_dir_all(pod_dir.join(CONTAINERS_DIR))
-        .map_err(Error::io("cannot create the containers directory"))?;
+    let traverse_gid = sandbox.userns.as_ref().and_then(|u| u.root_gid());
+    crius_proto::make_private_dir(&pod_dir.join(CONTAINERS_DIR), traverse_gid)
+        .map_err(|e| Error::io("cannot create the containers directory")(e.source))?;
     std::fs::create_dir(&dir).map_err(Error::io(format!("cannot create {}", dir.display())))?;
+    crius_proto::make_private_dir(&dir, traverse_gid)
+        .and_then(|()| crius_proto::make_private_dir(&dir.join(rootfs::MOUNTS), traverse_gid))
+        .map_err(|e| Error::io(format!("cannot restrict {}", e.path.display()))(e.source))?;
     let cgroup = container_cgroup(sandbox, &spec.id);
     let result = create_in(
         pod_dir,
@@ -172,23 +176,9 @@ fn create_in(
     spec: &ContainerSpec,
     cgroup: Option<&CgroupSpec>,
 ) -> Result<(ContainerState, Live), Error> {
-    let lowers: Vec<PathBuf> = if sandbox.userns.is_some() {
-        check_traversable(dir)?;
-        let layers = rootfs::idmapped_layers(pod_dir, &spec.layers_root, sandbox_pid)?;
-        spec.layer_dirs
-            .iter()
-            .map(|d| {
-                d.strip_prefix(&spec.layers_root)
-                    .map(|rel| layers.join(rel))
-                    .map_err(|_| {
-                        Error::Precondition(format!(
-                            "layer {} is not under {}",
-                            d.display(),
-                            spec.layers_root.display()
-                        ))
-                    })
-            })
-            .collect::<Result<_, _>>()?
+    let lowers: Vec<PathBuf> = if let Some(userns) = &sandbox.userns {
+        check_traversable(dir, pod_root(sandbox), userns.root_gid())?;
+        rootfs::idmapped_layers(pod_dir, &spec.layers_root, &spec.layer_dirs, sandbox_pid)?
     } else {
         spec.layer_dirs.clone()
     };
@@ -235,9 +225,19 @@ fn create_in(
             rootfs::propagation_bind(dir, &name, &m.host_path, &m.propagation)?
         };
         if m.recursive_read_only {
-            rootfs::make_recursive_read_only(&m.host_path)?;
+            rootfs::make_recursive_read_only(&m.host_path, 0)?;
         }
     }
+    // On the host network the container binds the host's /sys: crius' copy is read-only in every
+    // submount (a recursive bind's "ro" covers only the top), so no cgroup or sysfs file of the
+    // host can be written through it.
+    let host_sys = if !sandbox.new_net && !spec.privileged {
+        let sys = rootfs::propagation_bind(dir, rootfs::HOST_SYS, Path::new("/sys"), "rprivate")?;
+        rootfs::make_recursive_read_only(&sys, rootfs::MOUNT_ATTR_NOSUID_NODEV_NOEXEC)?;
+        Some(sys)
+    } else {
+        None
+    };
     // Like other runtimes, HOME comes from the image's passwd when the environment has none.
     if !spec.env.iter().any(|e| e.starts_with(b"HOME=")) {
         spec.env.push(format!("HOME={}", id.home).into_bytes());
@@ -253,14 +253,26 @@ fn create_in(
         pod_dir,
         pod_files: &pod_files,
         shm: sandbox.new_ipc && sandbox.shm_size > 0,
+        host_sys: host_sys.as_deref(),
     };
     let oci = ocispec::build(spec, &ns, &id, &cgroups_path).map_err(Error::Precondition)?;
-    oci.save(dir.join("config.json"))
-        .map_err(|e| Error::Precondition(format!("cannot write the runtime spec: {e}")))?;
+    // The spec holds the environment (Secrets passed as env): root only.
+    let config_json = serde_json::to_vec(&oci)
+        .map_err(|e| Error::Precondition(format!("cannot encode the runtime spec: {e}")))?;
+    crius_proto::write_whole(&dir.join("config.json"), &config_json, 0o600)
+        .map_err(|e| Error::io("cannot write the runtime spec")(e.source))?;
 
-    let log = LogWriter::new(spec.log_path.clone()).map_err(Error::io(format!(
+    let log = LogWriter::new(spec.log.as_ref().map(|l| crate::logs::LogTarget {
+        directory: l.directory.clone(),
+        relative: l.path.clone(),
+    }))
+    .map_err(Error::io(format!(
         "cannot open the container log {}",
-        spec.log_path.as_deref().unwrap_or(Path::new("")).display()
+        spec.log
+            .as_ref()
+            .map(|l| l.directory.join(&l.path))
+            .unwrap_or_default()
+            .display()
     )))?;
     let stdio = Stdio::new(dir, spec)?;
     let libcontainer_root = pod_dir.join(LIBCONTAINER_ROOT);
@@ -488,20 +500,24 @@ impl ConsoleSocket {
 
 /// The container's process runs as the pod's mapped root, an unprivileged user on the host: it
 /// must be able to reach its rootfs through every directory above it.
-fn check_traversable(dir: &Path) -> Result<(), Error> {
-    use std::os::unix::fs::PermissionsExt;
-    for ancestor in dir.ancestors().skip(1) {
-        let mode = std::fs::metadata(ancestor)
-            .map_err(Error::io(format!("cannot stat {}", ancestor.display())))?
-            .permissions()
-            .mode();
-        if mode & 0o001 == 0 {
+fn check_traversable(dir: &Path, (uid, _): (u32, u32), gid: Option<u32>) -> Result<(), Error> {
+    use std::os::unix::fs::MetadataExt;
+    for ancestor in dir.ancestors() {
+        let meta = std::fs::metadata(ancestor)
+            .map_err(Error::io(format!("cannot stat {}", ancestor.display())))?;
+        let mode = meta.mode();
+        let searchable = mode & 0o001 != 0
+            || (meta.uid() == uid && mode & 0o100 != 0)
+            || (Some(meta.gid()) == gid && mode & 0o010 != 0);
+        if !searchable {
             return Err(Error::Precondition(format!(
-                "{} (mode {:o}) cannot be searched by the pod's mapped user: user-namespaced \
-                 containers need every directory above the state directory to be searchable \
-                 by others (o+x)",
+                "{} (mode {:o}, owner {}:{}) cannot be searched by the pod's mapped root \
+                 ({uid}): user-namespaced containers need every directory above their root \
+                 filesystem to be searchable by it",
                 ancestor.display(),
-                mode & 0o7777
+                mode & 0o7777,
+                meta.uid(),
+                meta.gid()
             )));
         }
     }

@@ -2,9 +2,8 @@
 //! inside its rootfs (never the host's), the Merge/Strict supplemental group policy, and the
 //! identity read back from `/proc/PID/status`.
 
-use std::ffi::CString;
 use std::io::Read;
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use crius_proto::{ProcessUser, UserRequest};
@@ -14,52 +13,53 @@ use crate::Error;
 /// Most supplementary groups a process may have (the kernel's NGROUPS_MAX).
 const NGROUPS_MAX: usize = 65536;
 
-const RESOLVE_IN_ROOT: u64 = 0x10;
+/// Most bytes read of an image's `/etc/passwd` or `/etc/group`.
+const MAX_ID_FILE: u64 = 4 << 20;
 
-/// `struct open_how` of openat2(2).
-#[repr(C)]
-struct OpenHow {
-    flags: u64,
-    mode: u64,
-    resolve: u64,
-}
-
-/// Reads `rel` inside `root`, resolving every symlink as if `root` were `/`. A missing file
-/// is `None`.
+/// Reads `rel` inside `root`, resolving every symlink as if `root` were `/`. A missing file is
+/// `None`, and so is anything but a regular file (a FIFO, device or socket an image puts there is
+/// never read: it could block the monitor or expose a host device).
 pub(crate) fn read_in_root(root: &Path, rel: &str) -> Result<Option<String>, Error> {
     let dir =
         std::fs::File::open(root).map_err(Error::io(format!("cannot open {}", root.display())))?;
-    let c = CString::new(rel).map_err(|e| Error::Precondition(e.to_string()))?;
-    let how = OpenHow {
-        flags: (libc::O_RDONLY | libc::O_CLOEXEC) as u64,
-        mode: 0,
-        resolve: RESOLVE_IN_ROOT,
-    };
-    // SAFETY: openat2 with a valid directory fd, a NUL-terminated path and a sized open_how.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_openat2,
-            std::os::fd::AsRawFd::as_raw_fd(&dir),
-            c.as_ptr(),
-            &how as *const OpenHow,
-            std::mem::size_of::<OpenHow>(),
-        )
-    };
-    if ret < 0 {
-        let errno = nix::errno::Errno::last();
-        if errno == nix::errno::Errno::ENOENT {
-            return Ok(None);
+    let fd = match crate::resolve::openat2(
+        std::os::fd::AsFd::as_fd(&dir),
+        rel,
+        libc::O_PATH,
+        0,
+        crate::resolve::RESOLVE_IN_ROOT,
+    ) {
+        Ok(fd) => fd,
+        Err(nix::errno::Errno::ENOENT) => return Ok(None),
+        Err(errno) => {
+            return Err(Error::Sys {
+                what: format!("cannot open {rel} in the container rootfs"),
+                source: errno,
+            });
         }
-        return Err(Error::Sys {
-            what: format!("cannot open {rel} in the container rootfs"),
-            source: errno,
-        });
+    };
+    // Only an O_PATH descriptor is taken until the file is known to be regular: opening a
+    // device or FIFO at all can block or have effects.
+    let stat = nix::sys::stat::fstat(&fd).map_err(|source| Error::Sys {
+        what: format!("cannot stat {rel} in the container rootfs"),
+        source,
+    })?;
+    if stat.st_mode & libc::S_IFMT != libc::S_IFREG {
+        crate::log(format_args!(
+            "{rel} in the container rootfs is not a regular file; treated as absent"
+        ));
+        return Ok(None);
     }
-    // SAFETY: the kernel returned a new descriptor that nothing else owns.
-    let fd = unsafe { OwnedFd::from_raw_fd(ret as i32) };
+    let reopen = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd));
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(&reopen)
+        .map_err(Error::io(format!(
+            "cannot open {rel} in the container rootfs"
+        )))?;
     let mut text = Vec::new();
-    std::fs::File::from(fd)
-        .take(4 << 20)
+    file.take(MAX_ID_FILE)
         .read_to_end(&mut text)
         .map_err(Error::io(format!(
             "cannot read {rel} in the container rootfs"

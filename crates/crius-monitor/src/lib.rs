@@ -17,6 +17,7 @@ mod logs;
 mod mounts;
 mod ocispec;
 mod probe;
+mod resolve;
 mod rootfs;
 mod sandbox;
 mod seccomp;

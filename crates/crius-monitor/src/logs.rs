@@ -1,8 +1,7 @@
 //! Container output into the CRI log format: `<RFC3339Nano time> <stream> <F|P> <line>`.
 
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// The longest line written whole; longer ones are split into `P` (partial) records.
 const MAX_LINE: usize = 16 * 1024;
@@ -26,31 +25,96 @@ impl Stream {
 /// A container's log file and the unterminated tail of each stream.
 #[derive(Debug)]
 pub(crate) struct LogWriter {
-    path: Option<PathBuf>,
+    target: Option<LogTarget>,
     file: Option<std::fs::File>,
     pending: [Vec<u8>; 2],
 }
 
-fn open(path: &Path) -> std::io::Result<std::fs::File> {
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent)?;
+/// Where a container's log goes: `relative` beneath the pod's log `directory`.
+#[derive(Debug, Clone)]
+pub(crate) struct LogTarget {
+    /// The pod's log directory (kubelet's; created when missing).
+    pub(crate) directory: PathBuf,
+    /// The container's log file, relative to `directory`.
+    pub(crate) relative: PathBuf,
+}
+
+/// Opens (creating) the log file beneath its directory: every component below the directory is
+/// resolved without symlinks or `..` (RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS), missing
+/// directories are made on the way, and only a regular file is written.
+fn open(target: &LogTarget) -> std::io::Result<std::fs::File> {
+    use crate::resolve::{RESOLVE_BENEATH, RESOLVE_NO_MAGICLINKS, RESOLVE_NO_SYMLINKS, openat2};
+    use std::os::fd::AsFd;
+    const RESOLVE: u64 = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
+    let refused = |why: &str| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("log path {}: {why}", target.relative.display()),
+        )
+    };
+    std::fs::create_dir_all(&target.directory)?;
+    let mut dir: std::os::fd::OwnedFd = std::fs::File::open(&target.directory)?.into();
+    let components: Vec<&str> = target
+        .relative
+        .to_str()
+        .ok_or_else(|| refused("is not UTF-8"))?
+        .split('/')
+        .collect();
+    let Some((file, parents)) = components.split_last() else {
+        return Err(refused("is empty"));
+    };
+    if components
+        .iter()
+        .any(|c| c.is_empty() || *c == "." || *c == "..")
+    {
+        return Err(refused("leaves the pod's log directory"));
     }
-    std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o640)
-        .open(path)
+    for name in parents {
+        let c = std::ffi::CString::new(*name).map_err(|_| refused("holds NUL"))?;
+        match nix::sys::stat::mkdirat(
+            dir.as_fd(),
+            c.as_c_str(),
+            nix::sys::stat::Mode::from_bits_truncate(0o755),
+        ) {
+            Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
+            Err(e) => return Err(e.into()),
+        }
+        dir = openat2(
+            dir.as_fd(),
+            name,
+            libc::O_RDONLY | libc::O_DIRECTORY,
+            0,
+            RESOLVE,
+        )?;
+    }
+    let fd = openat2(
+        dir.as_fd(),
+        file,
+        libc::O_WRONLY | libc::O_APPEND | libc::O_CREAT | libc::O_NONBLOCK | libc::O_NOCTTY,
+        0o640,
+        RESOLVE,
+    )?;
+    let file = std::fs::File::from(fd);
+    if !file.metadata()?.file_type().is_file() {
+        return Err(refused("is not a regular file"));
+    }
+    // Writes to a regular file never block; the flag only kept a FIFO's open from waiting.
+    nix::fcntl::fcntl(
+        &file,
+        nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_APPEND),
+    )?;
+    Ok(file)
 }
 
 impl LogWriter {
     /// Opens (creating) the log file; `None` discards output.
-    pub(crate) fn new(path: Option<PathBuf>) -> std::io::Result<LogWriter> {
-        let file = match &path {
-            Some(p) => Some(open(p)?),
+    pub(crate) fn new(target: Option<LogTarget>) -> std::io::Result<LogWriter> {
+        let file = match &target {
+            Some(t) => Some(open(t)?),
             None => None,
         };
         Ok(LogWriter {
-            path,
+            target,
             file,
             pending: [Vec::new(), Vec::new()],
         })
@@ -58,8 +122,8 @@ impl LogWriter {
 
     /// Reopens the file at its path (after rotation).
     pub(crate) fn reopen(&mut self) -> std::io::Result<()> {
-        if let Some(p) = &self.path {
-            self.file = Some(open(p)?);
+        if let Some(t) = &self.target {
+            self.file = Some(open(t)?);
         }
         Ok(())
     }
@@ -157,6 +221,7 @@ fn format_time(secs: u64, nanos: u32) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     #[test]
     fn formats_times() {
@@ -167,11 +232,35 @@ mod tests {
         );
     }
 
+    fn target(dir: &Path, rel: &str) -> LogTarget {
+        LogTarget {
+            directory: dir.to_owned(),
+            relative: rel.into(),
+        }
+    }
+
+    #[test]
+    fn opens_only_beneath_the_log_directory() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let outside = tempfile::tempdir().expect("tempdir");
+        let logs = dir.path().join("pod");
+        std::fs::create_dir(&logs).expect("mkdir");
+        std::os::unix::fs::symlink(outside.path(), logs.join("link")).expect("symlink");
+        std::os::unix::fs::symlink(outside.path().join("f"), logs.join("f.log")).expect("symlink");
+        for rel in ["link/0.log", "f.log", "../escape.log", "/abs.log", "a//b"] {
+            assert!(LogWriter::new(Some(target(&logs, rel))).is_err(), "{rel}");
+        }
+        assert_eq!(std::fs::read_dir(outside.path()).expect("ls").count(), 0);
+        assert!(!dir.path().join("escape.log").exists());
+        LogWriter::new(Some(target(&logs, "c/0.log"))).expect("open beneath");
+        assert!(logs.join("c/0.log").is_file());
+    }
+
     #[test]
     fn long_lines_become_partial_records() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("log");
-        let mut w = LogWriter::new(Some(path.clone())).expect("open");
+        let mut w = LogWriter::new(Some(target(dir.path(), "log"))).expect("open");
         let mut data = vec![b'a'; MAX_LINE + 5];
         data.extend_from_slice(b"\nshort\n");
         w.write(Stream::Stdout, &data);
@@ -185,7 +274,7 @@ mod tests {
     fn splits_lines_and_partials() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("log");
-        let mut w = LogWriter::new(Some(path.clone())).expect("open");
+        let mut w = LogWriter::new(Some(target(dir.path(), "log"))).expect("open");
         w.write(Stream::Stdout, b"one\ntw");
         w.write(Stream::Stderr, b"err\n");
         w.write(Stream::Stdout, b"o\nend");

@@ -28,8 +28,10 @@ pub(crate) fn pin_netns(dir: &Path, pid: i32) -> Result<PathBuf, Error> {
     Ok(target)
 }
 
-/// Mounts the pod's `/dev/shm` tmpfs at `DIR/shm`, owned by the pod's root.
-pub(crate) fn mount_shm(dir: &Path, size: u64, uid: u32, gid: u32) -> Result<PathBuf, Error> {
+/// Mounts the pod's `/dev/shm` tmpfs at `DIR/shm`, owned by host root, mode 1777. A
+/// user-namespaced pod's containers get it through a bind idmapped with the pod's mapping, which
+/// shows host root as the pod's root (owning it by the mapped root would shift the ids twice).
+pub(crate) fn mount_shm(dir: &Path, size: u64) -> Result<PathBuf, Error> {
     let target = dir.join(layout::SHM);
     match std::fs::create_dir(&target) {
         Ok(()) => {}
@@ -41,7 +43,7 @@ pub(crate) fn mount_shm(dir: &Path, size: u64, uid: u32, gid: u32) -> Result<Pat
             });
         }
     }
-    let options = format!("mode=1777,size={size},uid={uid},gid={gid}");
+    let options = format!("mode=1777,size={size},uid=0,gid=0");
     nix::mount::mount(
         Some("shm"),
         &target,

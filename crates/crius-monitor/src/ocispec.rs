@@ -174,6 +174,9 @@ pub(crate) struct Namespaces<'a> {
     pub(crate) pod_files: &'a std::collections::BTreeMap<String, std::path::PathBuf>,
     /// The pod has a `/dev/shm` tmpfs.
     pub(crate) shm: bool,
+    /// On the host network: the host's `/sys` tree, already read-only in every submount, that
+    /// the container binds (none: the host's `/sys` itself, for privileged containers).
+    pub(crate) host_sys: Option<&'a Path>,
 }
 
 /// Builds the spec: rootfs `rootfs`, identity `id`, cgroup `cgroups_path`.
@@ -240,8 +243,9 @@ pub(crate) fn build(
                            "options": ["nosuid", "noexec", "nodev", "ro"]}),
         );
     } else {
+        let source = ns.host_sys.unwrap_or(Path::new("/sys")).to_string_lossy();
         mounts.push(
-            json!({"destination": "/sys", "type": "bind", "source": "/sys",
+            json!({"destination": "/sys", "type": "bind", "source": source,
                            "options": ["rbind", "nosuid", "noexec", "nodev", "ro"]}),
         );
     }
@@ -403,7 +407,7 @@ mod tests {
             working_dir: String::new(),
             user: Default::default(),
             readonly_rootfs: true,
-            log_path: None,
+            log: None,
             mounts: vec![crius_proto::BindMount {
                 host_path: "/h".into(),
                 container_path: "/v".into(),
@@ -442,6 +446,7 @@ mod tests {
             pod_dir: Path::new("/pod"),
             pod_files: &files,
             shm: true,
+            host_sys: None,
         };
         let id = Identity {
             uid: 0,

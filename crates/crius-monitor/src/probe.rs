@@ -115,8 +115,25 @@ fn fresh_tmpfs() -> Result<OwnedFd, String> {
 }
 
 pub(crate) fn idmap(mount: &OwnedFd, userns: &OwnedFd) -> Result<(), String> {
+    idmap_with(mount, userns, 0)
+}
+
+/// Idmaps the detached `mount` with `userns` and makes it read-only, nosuid and nodev: the view
+/// of image layers a pod gets, which nothing may change or gain privileges through.
+pub(crate) fn idmap_read_only(mount: &OwnedFd, userns: &OwnedFd) -> Result<(), String> {
+    const MOUNT_ATTR_RDONLY: u64 = 0x0000_0001;
+    const MOUNT_ATTR_NOSUID: u64 = 0x0000_0002;
+    const MOUNT_ATTR_NODEV: u64 = 0x0000_0004;
+    idmap_with(
+        mount,
+        userns,
+        MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
+    )
+}
+
+fn idmap_with(mount: &OwnedFd, userns: &OwnedFd, extra: u64) -> Result<(), String> {
     let attr = MountAttr {
-        attr_set: MOUNT_ATTR_IDMAP,
+        attr_set: MOUNT_ATTR_IDMAP | extra,
         attr_clr: 0,
         propagation: 0,
         userns_fd: userns.as_raw_fd() as u64,

@@ -10,7 +10,8 @@ use nix::mount::MsFlags;
 
 use crate::Error;
 
-/// The mount point of the pod's idmapped clone of the layer store, in the pod directory.
+/// Where a user-namespaced pod's idmapped views of its image layers are attached, in the pod
+/// directory (one per layer, `layers/<layer dir name>`).
 pub(crate) const LAYERS: &str = "layers";
 
 const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x0000_0004;
@@ -29,38 +30,73 @@ fn is_mount_point(path: &Path) -> bool {
     me.dev() != parent.dev() || me.ino() == parent.ino()
 }
 
-/// Mounts an idmapped clone of `layers_root` at `<pod dir>/layers`, mapped into the user
-/// namespace of `sandbox_pid`, once per pod. Returns the mount point.
+/// Mounts an idmapped, read-only, nosuid, nodev view of each of `layer_dirs` (directories
+/// directly beneath `layers_root`) at `<pod dir>/layers/<name>`, mapped into the user namespace
+/// of `sandbox_pid`; a layer already mounted for the pod is reused. Returns the views in the
+/// order given. Only the layers of the pod's own images are ever visible there, and nothing
+/// can change them or gain privileges through them.
 pub(crate) fn idmapped_layers(
     pod_dir: &Path,
     layers_root: &Path,
+    layer_dirs: &[PathBuf],
     sandbox_pid: i32,
-) -> Result<PathBuf, Error> {
-    let target = pod_dir.join(LAYERS);
-    if is_mount_point(&target) {
-        return Ok(target);
-    }
-    match std::fs::DirBuilder::new().mode(0o700).create(&target) {
+) -> Result<Vec<PathBuf>, Error> {
+    let views = pod_dir.join(LAYERS);
+    match std::fs::DirBuilder::new().mode(0o700).create(&views) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-        Err(e) => return Err(Error::io(format!("cannot create {}", target.display()))(e)),
+        Err(e) => return Err(Error::io(format!("cannot create {}", views.display()))(e)),
     }
-    let tree = crate::probe::open_tree(layers_root).map_err(|e| {
-        Error::Precondition(format!(
-            "cannot clone the layer store {}: {e}",
-            layers_root.display()
-        ))
-    })?;
     let ns_path = format!("/proc/{sandbox_pid}/ns/user");
-    let ns = std::fs::File::open(&ns_path).map_err(Error::io(format!("cannot open {ns_path}")))?;
-    crate::probe::idmap(&tree, &std::os::fd::OwnedFd::from(ns)).map_err(|e| {
-        Error::Precondition(format!(
-            "cannot idmap the layer store {}: {e}",
-            layers_root.display()
-        ))
-    })?;
-    attach(&tree, &target)?;
-    Ok(target)
+    let ns: std::os::fd::OwnedFd = std::fs::File::open(&ns_path)
+        .map_err(Error::io(format!("cannot open {ns_path}")))?
+        .into();
+    let mut out = Vec::with_capacity(layer_dirs.len());
+    for layer in layer_dirs {
+        let name = match layer
+            .strip_prefix(layers_root)
+            .map(|rel| rel.components().count())
+        {
+            Ok(1) => layer.file_name().unwrap_or_default(),
+            _ => {
+                return Err(Error::Precondition(format!(
+                    "layer {} is not directly under {}",
+                    layer.display(),
+                    layers_root.display()
+                )));
+            }
+        };
+        let target = views.join(name);
+        if !is_mount_point(&target) {
+            match std::fs::DirBuilder::new().mode(0o700).create(&target) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(Error::io(format!("cannot create {}", target.display()))(e)),
+            }
+            let tree = crate::probe::open_tree(layer).map_err(|e| {
+                Error::Precondition(format!("cannot clone the layer {}: {e}", layer.display()))
+            })?;
+            crate::probe::idmap_read_only(&tree, &ns).map_err(|e| {
+                Error::Precondition(format!("cannot idmap the layer {}: {e}", layer.display()))
+            })?;
+            attach(&tree, &target)?;
+        }
+        out.push(target);
+    }
+    Ok(out)
+}
+
+/// Unmounts every layer view of the pod and removes `<pod dir>/layers`.
+pub(crate) fn release_layers(pod_dir: &Path) -> Result<(), Error> {
+    let views = pod_dir.join(LAYERS);
+    // A pod made before views were per layer has one view of the whole store here.
+    while nix::mount::umount2(&views, nix::mount::MntFlags::MNT_DETACH).is_ok() {}
+    if let Ok(entries) = std::fs::read_dir(&views) {
+        for entry in entries.flatten() {
+            crate::mounts::release(&entry.path())?;
+        }
+    }
+    crate::mounts::release(&views)
 }
 
 /// Attaches a detached mount (from open_tree) at `target`.
@@ -151,11 +187,15 @@ pub(crate) fn propagation_bind(
     Ok(target)
 }
 
-/// Makes the mount tree at `target` read-only, every submount included.
-pub(crate) fn make_recursive_read_only(target: &Path) -> Result<(), Error> {
-    const MOUNT_ATTR_RDONLY: u64 = 0x0000_0001;
+/// `MOUNT_ATTR_RDONLY`.
+pub(crate) const MOUNT_ATTR_RDONLY: u64 = 0x0000_0001;
+/// `MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC`.
+pub(crate) const MOUNT_ATTR_NOSUID_NODEV_NOEXEC: u64 = 0x0000_0002 | 0x0000_0004 | 0x0000_0008;
+
+/// Sets `attrs` (at least read-only) on the mount tree at `target`, every submount included.
+pub(crate) fn make_recursive_read_only(target: &Path, attrs: u64) -> Result<(), Error> {
     let attr = crate::probe::MountAttr {
-        attr_set: MOUNT_ATTR_RDONLY,
+        attr_set: MOUNT_ATTR_RDONLY | attrs,
         attr_clr: 0,
         propagation: 0,
         userns_fd: 0,
@@ -185,7 +225,7 @@ pub(crate) fn make_recursive_read_only(target: &Path) -> Result<(), Error> {
 /// Creates the mount point `<dir>/mounts/<name>`, a directory or a file like `source`.
 fn mount_point(dir: &Path, name: &str, source: &Path) -> Result<PathBuf, Error> {
     let mounts = dir.join(MOUNTS);
-    match std::fs::DirBuilder::new().mode(0o711).create(&mounts) {
+    match std::fs::DirBuilder::new().mode(0o700).create(&mounts) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
         Err(e) => return Err(Error::io(format!("cannot create {}", mounts.display()))(e)),
@@ -205,8 +245,12 @@ fn mount_point(dir: &Path, name: &str, source: &Path) -> Result<PathBuf, Error> 
     Ok(target)
 }
 
+/// The name of a host-network container's read-only copy of the host's `/sys`, in its
+/// `mounts` directory (released once the container has its own copy, like volumes).
+pub(crate) const HOST_SYS: &str = "volume-sys";
+
 /// Where a container's idmapped mount sources are attached, in its directory.
-const MOUNTS: &str = "mounts";
+pub(crate) const MOUNTS: &str = "mounts";
 
 /// The directories of one container's root filesystem.
 #[derive(Debug, Clone)]

@@ -91,15 +91,7 @@ impl Monitor {
                 state.netns = Some(mounts::pin_netns(dir, pid.as_raw())?);
             }
             if spec.new_ipc && spec.shm_size > 0 {
-                let root = |ranges: Option<&Vec<crius_proto::IdRange>>| {
-                    ranges
-                        .and_then(|r| r.first())
-                        .and_then(|r| r.to_host(0))
-                        .unwrap_or(0)
-                };
-                let uid = root(spec.userns.as_ref().map(|u| &u.uids));
-                let gid = root(spec.userns.as_ref().map(|u| &u.gids));
-                mounts::mount_shm(dir, spec.shm_size, uid, gid)?;
+                mounts::mount_shm(dir, spec.shm_size)?;
             }
             write_state(dir, &state)?;
             let socket = dir.join(layout::SOCKET);
@@ -336,7 +328,7 @@ impl Monitor {
                     for id in ids {
                         self.remove_container(&id)?;
                     }
-                    mounts::release(&self.dir.join(rootfs::LAYERS))?;
+                    rootfs::release_layers(&self.dir)?;
                     mounts::release(&self.dir.join(layout::SHM))?;
                     cgroup::remove(&self.state.cgroup_dirs);
                     let _ = std::fs::remove_file(self.dir.join(layout::SOCKET));
@@ -551,7 +543,7 @@ pub(crate) fn cleanup(dir: &Path) -> Result<(), Error> {
         }
         containers::release(dir, &id, container)?;
     }
-    mounts::release(&dir.join(rootfs::LAYERS))?;
+    rootfs::release_layers(dir)?;
     mounts::release(&dir.join(layout::NETNS))?;
     mounts::release(&dir.join(layout::SHM))?;
     cgroup::remove(&cgroups);

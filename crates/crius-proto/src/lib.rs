@@ -97,6 +97,38 @@ pub struct UserNamespace {
     pub gids: Vec<IdRange>,
 }
 
+impl UserNamespace {
+    /// The host gid of the pod's root group, if mapped.
+    pub fn root_gid(&self) -> Option<u32> {
+        self.gids.iter().find_map(|r| r.to_host(0))
+    }
+}
+
+/// Makes `path` a directory (kept if it exists) that only host root may enter: mode 0700, or
+/// with `traverse_gid` (a user-namespaced pod's mapped root group, whose container processes
+/// must reach their root filesystem and bind sources) 0710 owned by root:`traverse_gid`. No other
+/// host user may list or traverse it.
+pub fn make_private_dir(path: &Path, traverse_gid: Option<u32>) -> Result<(), WriteError> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let err = |source| WriteError {
+        path: path.to_owned(),
+        source,
+    };
+    match std::fs::DirBuilder::new().mode(0o700).create(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(err(e)),
+    }
+    let mode = match traverse_gid {
+        Some(gid) => {
+            std::os::unix::fs::chown(path, Some(0), Some(gid)).map_err(err)?;
+            0o710
+        }
+        None => 0o700,
+    };
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(err)
+}
+
 /// CPU and memory limits of a pod cgroup. `None` leaves a value alone.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Resources {
@@ -400,6 +432,16 @@ pub enum SeccompProfile {
     },
 }
 
+/// A container's CRI log file: `path`, relative, beneath the pod's log `directory`. The
+/// monitor opens it without leaving the directory (no `..`, no symlinks below it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogFile {
+    /// The pod's log directory (`PodSandboxConfig.log_directory`).
+    pub directory: PathBuf,
+    /// The container's log file relative to it (`ContainerConfig.log_path`).
+    pub path: PathBuf,
+}
+
 /// Everything a monitor needs to create a container.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ContainerSpec {
@@ -420,7 +462,7 @@ pub struct ContainerSpec {
     /// Mount the root filesystem read-only.
     pub readonly_rootfs: bool,
     /// The CRI log file, or none to discard output.
-    pub log_path: Option<PathBuf>,
+    pub log: Option<LogFile>,
     /// Bind mounts from the request.
     pub mounts: Vec<BindMount>,
     /// Privileged: every capability, no masked paths.

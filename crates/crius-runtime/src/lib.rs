@@ -625,17 +625,19 @@ impl Pods {
         record: &PodRecord,
         sandbox: &SandboxSpec,
     ) -> Result<MonitorState, PodError> {
-        use std::os::unix::fs::DirBuilderExt;
+        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
         let dir = &record.dir;
         let data = serde_json::to_vec_pretty(sandbox)
             .map_err(|e| PodError::Internal(format!("cannot encode the sandbox spec: {e}")))?;
         let prepared = record.clone();
+        let traverse_gid = sandbox.userns.as_ref().and_then(|u| u.root_gid());
         let log = blocking(move || {
             let dir = &prepared.dir;
             std::fs::DirBuilder::new()
-                .mode(0o711)
+                .mode(0o700)
                 .create(dir)
                 .map_err(internal("cannot create the pod directory"))?;
+            crius_proto::make_private_dir(dir, traverse_gid)?;
             files::write_pod_files(
                 dir,
                 &prepared.spec.hostname,
@@ -646,6 +648,7 @@ impl Pods {
             std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
+                .mode(0o600)
                 .open(dir.join(layout::LOG))
                 .map_err(internal("cannot open the monitor log"))
         })

@@ -1,5 +1,7 @@
 //! Validation of RunPodSandbox against the CRI contract (not kubelet's allocation policy).
 
+use std::path::Path;
+
 use crate::spec::{IdRange, NamespaceMode, PodSpec};
 
 /// A request field that breaks the contract.
@@ -49,6 +51,7 @@ pub fn validate(spec: &PodSpec) -> Result<(), Invalid> {
     validate_runtime_handler(&spec.runtime_handler)?;
     validate_path("config.log_directory", &spec.log_directory, false)?;
     validate_path("config.linux.cgroup_parent", &spec.cgroup_parent, true)?;
+    validate_cgroup_parent(&spec.cgroup_parent)?;
     if let Some(dns) = &spec.dns {
         validate_dns(dns)?;
     }
@@ -253,6 +256,99 @@ fn validate_path(field: &str, path: &str, slice: bool) -> Result<(), Invalid> {
             field,
             format!("{} must not contain . or .. components", shown(path)),
         ));
+    }
+    Ok(())
+}
+
+/// A pod's cgroup parent must lie in kubelet's hierarchy: no component may name a cgroup crius
+/// makes for itself (`crius-monitors`) or for a pod or container (`crius-<id>`), so a request can
+/// never nest a pod inside the monitors' cgroup or inside another pod.
+fn validate_cgroup_parent(path: &str) -> Result<(), Invalid> {
+    if let Some(component) = path.split('/').find(|c| c.starts_with("crius-")) {
+        return Err(invalid(
+            "config.linux.cgroup_parent",
+            format!(
+                "{} names {}, a cgroup crius owns (its pod monitors or another pod); \
+                 pass the cgroup kubelet made for the pod",
+                shown(path),
+                shown(component)
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// A container's log path: relative to the pod's log directory and beneath it (no `..`, no
+/// absolute path); the monitor also opens it without following symlinks.
+pub fn validate_log_path(field: &str, path: &str) -> Result<(), Invalid> {
+    if path.is_empty() {
+        return Ok(());
+    }
+    if path.len() > PATH_MAX {
+        return Err(invalid(
+            field,
+            format!("is {} bytes, more than {PATH_MAX}", path.len()),
+        ));
+    }
+    if path.chars().any(char::is_control) {
+        return Err(invalid(
+            field,
+            format!(
+                "{} must not contain control characters (NUL, newline)",
+                shown(path)
+            ),
+        ));
+    }
+    if path.starts_with('/') {
+        return Err(invalid(
+            field,
+            format!(
+                "{} must be relative to the pod's log_directory",
+                shown(path)
+            ),
+        ));
+    }
+    if path
+        .split('/')
+        .any(|c| c == "." || c == ".." || c.is_empty())
+    {
+        return Err(invalid(
+            field,
+            format!(
+                "{} must stay beneath the pod's log_directory (no ., .. or empty components)",
+                shown(path)
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks on the node that no existing component of `relative` beneath `directory` is a
+/// symlink (the pod monitor opens the log with RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS anyway;
+/// this names the problem for the client). Missing components are fine: they are created.
+pub fn check_log_path_beneath(
+    field: &str,
+    directory: &Path,
+    relative: &Path,
+) -> Result<(), Invalid> {
+    let mut path = directory.to_path_buf();
+    for component in relative.components() {
+        path.push(component);
+        match std::fs::symlink_metadata(&path) {
+            Ok(meta) if meta.file_type().is_symlink() => {
+                return Err(invalid(
+                    field,
+                    format!(
+                        "{} is a symlink; a container log must stay beneath the pod's \
+                         log_directory {}",
+                        shown(&path.to_string_lossy()),
+                        shown(&directory.to_string_lossy())
+                    ),
+                ));
+            }
+            Ok(_) => {}
+            Err(_) => break,
+        }
     }
     Ok(())
 }
@@ -1327,6 +1423,45 @@ mod tests {
         let err = read_seccomp_profile("f", &missing.to_string_lossy()).expect_err("missing");
         assert!(err.reason.contains("missing.json"), "{}", err.reason);
         assert!(read_seccomp_profile("f", "relative.json").is_err());
+    }
+
+    #[test]
+    fn cgroup_parent_stays_out_of_crius_cgroups() {
+        for ok in [
+            "",
+            "/kubepods/burstable/pod1",
+            "/crius",
+            "kubepods-pod1.slice",
+        ] {
+            assert_eq!(validate_cgroup_parent(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "/crius-monitors",
+            "/crius-monitors/x",
+            "/crius/crius-0123abcd",
+            "crius-monitors.slice",
+        ] {
+            let err = validate_cgroup_parent(bad).expect_err(bad);
+            assert_eq!(err.field, "config.linux.cgroup_parent");
+        }
+    }
+
+    #[test]
+    fn log_paths_stay_beneath_the_log_directory() {
+        for ok in ["", "c/0.log", "0.log", "a b/x.log"] {
+            assert_eq!(validate_log_path("log_path", ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "/etc/profile",
+            "../x",
+            "c/../../x",
+            "c//x",
+            "./x",
+            "c/x\n",
+            "a\0",
+        ] {
+            assert!(validate_log_path("log_path", bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

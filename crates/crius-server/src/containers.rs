@@ -2,7 +2,7 @@
 //! container records and the pod monitor's container spec.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use cri_api::v1::*;
@@ -544,6 +544,16 @@ impl Cri {
         let linux = config.linux.clone().unwrap_or_default();
         let sc = linux.security_context.clone().unwrap_or_default();
         let seccomp = check_security(&sc)?;
+        crius_runtime::validate::validate_log_path("config.log_path", &config.log_path)
+            .map_err(crate::runtime::invalid_status)?;
+        if !config.log_path.is_empty() && !pod.record.spec.log_directory.is_empty() {
+            crius_runtime::validate::check_log_path_beneath(
+                "config.log_path",
+                Path::new(&pod.record.spec.log_directory),
+                Path::new(&config.log_path),
+            )
+            .map_err(crate::runtime::invalid_status)?;
+        }
         let pod_userns = pod
             .record
             .spec
@@ -643,7 +653,10 @@ impl Cri {
                     ..user
                 },
                 readonly_rootfs: sc.readonly_rootfs,
-                log_path: log_path.clone(),
+                log: log_path.as_ref().map(|_| crius_proto::LogFile {
+                    directory: pod.record.spec.log_directory.clone().into(),
+                    path: config.log_path.clone().into(),
+                }),
                 mounts: mounts.clone(),
                 privileged: sc.privileged,
                 no_new_privs: sc.no_new_privs,

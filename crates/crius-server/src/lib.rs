@@ -46,6 +46,14 @@ pub enum StartError {
         /// What redb said.
         source: Box<redb::DatabaseError>,
     },
+    /// The metadata database file could not be made root-only.
+    #[error("cannot restrict the metadata database {path} to root: {source}")]
+    MetadataMode {
+        /// The database file.
+        path: std::path::PathBuf,
+        /// What the kernel said.
+        source: std::io::Error,
+    },
     /// The image store could not be opened.
     #[error("cannot open the image store: {0}")]
     Images(#[source] crius_image::ImageError),
@@ -78,16 +86,34 @@ pub struct Cri {
     pod_cidrs: podcidr::PodCidrs,
 }
 
+/// Opens (creating) `<root>/metadata.redb`, mode 0600: it holds pod annotations, labels and
+/// container configuration, which no host user but root may read.
+pub fn open_metadata(root: &std::path::Path) -> Result<redb::Database, StartError> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let path = root.join(METADATA_FILE);
+    let mode = |source| StartError::MetadataMode {
+        path: path.clone(),
+        source,
+    };
+    std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(mode)?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map_err(mode)?;
+    redb::Database::create(&path).map_err(|e| StartError::Metadata {
+        path: path.clone(),
+        source: Box::new(e),
+    })
+}
+
 impl Cri {
     /// Opens the stores under the configuration's root (already validated) and builds the
     /// services. `idmap` is the result of the idmapped-mount probe criusd ran at start.
     pub fn open(config: Config, idmap: crius_proto::IdmapSupport) -> Result<Arc<Cri>, StartError> {
-        let path = config.root.join(METADATA_FILE);
-        let db = redb::Database::create(&path).map_err(|e| StartError::Metadata {
-            path: path.clone(),
-            source: Box::new(e),
-        })?;
-        let db = Arc::new(db);
+        let db = Arc::new(open_metadata(&config.root)?);
         let registry = crius_image::RegistryOptions {
             insecure: config.insecure_registries.clone(),
             mirrors: config.registry.mirrors.clone(),

@@ -321,6 +321,13 @@ impl RuntimeService for Runtime {
     ) -> Result<tonic::Response<ReopenContainerLogResponse>, tonic::Status> {
         let id = request.into_inner().container_id;
         tracing::Span::current().record("id", id.as_str());
+        let view = self.0.pods.get_container(&id).map_err(pod_error)?;
+        let pod = self.0.pods.get(&view.record.pod_id).map_err(pod_error)?;
+        let directory = std::path::Path::new(&pod.record.spec.log_directory);
+        if let Ok(relative) = std::path::Path::new(&view.record.log_path).strip_prefix(directory) {
+            crius_runtime::validate::check_log_path_beneath("log_path", directory, relative)
+                .map_err(invalid_status)?;
+        }
         self.0
             .pods
             .reopen_container_log(&id)

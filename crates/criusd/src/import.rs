@@ -85,9 +85,7 @@ fn run(cli: &ImportCli) -> anyhow::Result<bool> {
             e
         }
     })?;
-    let path = root.join(crius_server::METADATA_FILE);
-    let db =
-        redb::Database::create(&path).with_context(|| format!("cannot open {}", path.display()))?;
+    let db = crius_server::open_metadata(root)?;
     let store =
         crius_image::ImageStore::open(root, Arc::new(db), crius_image::RegistryOptions::default())
             .map(Arc::new)
