@@ -3,7 +3,6 @@
 //! callers in async code run it with `spawn_blocking`.
 
 use std::collections::HashSet;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use crate::{ContainerView, Pods};
@@ -173,32 +172,66 @@ pub struct DiskUsage {
     pub inodes: u64,
 }
 
-/// Walks `dir` without following symlinks or crossing into other filesystems. Entries that
-/// vanish during the walk are skipped. Blocks: run it off the async workers.
+/// How deep [`disk_usage`] descends; what lies deeper is not counted.
+const MAX_WALK_DEPTH: usize = 1024;
+
+/// Walks `dir` without following symlinks or crossing into other filesystems. Every
+/// subdirectory is opened relative to its parent's descriptor with O_NOFOLLOW, never by path:
+/// a container that swaps a directory of its writable layer for a symlink during the walk
+/// cannot steer it elsewhere. Entries that vanish during the walk are skipped. Blocks: run it
+/// off the async workers.
 pub fn disk_usage(dir: &Path) -> std::io::Result<DiskUsage> {
-    let top = std::fs::symlink_metadata(dir)?;
-    let dev = top.dev();
+    use nix::fcntl::{AtFlags, OFlag};
+    use nix::sys::stat::{Mode, SFlag, fstat, fstatat};
+    const DIR_FLAGS: OFlag = OFlag::O_RDONLY
+        .union(OFlag::O_DIRECTORY)
+        .union(OFlag::O_NOFOLLOW)
+        .union(OFlag::O_CLOEXEC);
+    let top = nix::dir::Dir::open(dir, DIR_FLAGS, Mode::empty())?;
+    let st = fstat(&top)?;
+    let dev = st.st_dev;
     let mut seen = HashSet::new();
     let mut usage = DiskUsage::default();
-    let mut stack = vec![(dir.to_path_buf(), top)];
-    while let Some((path, meta)) = stack.pop() {
-        if meta.nlink() > 1 && !meta.is_dir() && !seen.insert((meta.dev(), meta.ino())) {
-            continue;
+    let mut account = |st: &nix::sys::stat::FileStat| {
+        let is_dir = st.st_mode & SFlag::S_IFMT.bits() == SFlag::S_IFDIR.bits();
+        if st.st_nlink > 1 && !is_dir && !seen.insert((st.st_dev, st.st_ino)) {
+            return false;
         }
-        usage.bytes = usage
-            .bytes
-            .saturating_add(meta.blocks().saturating_mul(512));
+        let blocks = u64::try_from(st.st_blocks).unwrap_or(0);
+        usage.bytes = usage.bytes.saturating_add(blocks.saturating_mul(512));
         usage.inodes += 1;
-        if !meta.is_dir() || meta.dev() != dev {
-            continue;
+        is_dir && st.st_dev == dev
+    };
+    account(&st);
+    // The open directories from the top down to the one being read, each with the names of
+    // its entries still to visit.
+    let mut stack = vec![(top, Vec::<std::ffi::CString>::new(), false)];
+    loop {
+        let depth = stack.len();
+        let Some((dir, names, listed)) = stack.last_mut() else {
+            break;
+        };
+        if !*listed {
+            *listed = true;
+            for entry in dir.iter().flatten() {
+                let name = entry.file_name();
+                if name != c"." && name != c".." {
+                    names.push(name.to_owned());
+                }
+            }
         }
-        let Ok(entries) = std::fs::read_dir(&path) else {
+        let Some(name) = names.pop() else {
+            stack.pop();
             continue;
         };
-        for entry in entries.flatten() {
-            if let Ok(m) = entry.metadata() {
-                stack.push((entry.path(), m));
-            }
+        let Ok(st) = fstatat(&*dir, name.as_c_str(), AtFlags::AT_SYMLINK_NOFOLLOW) else {
+            continue;
+        };
+        if !account(&st) || depth >= MAX_WALK_DEPTH {
+            continue;
+        }
+        if let Ok(sub) = nix::dir::Dir::openat(&*dir, name.as_c_str(), DIR_FLAGS, Mode::empty()) {
+            stack.push((sub, Vec::new(), false));
         }
     }
     Ok(usage)
@@ -345,6 +378,21 @@ mod tests {
         let u = disk_usage(d).expect("usage");
         assert_eq!(u.inodes, 4, "dir, sub, f (once), symlink");
         assert!(u.bytes >= 1 << 20 && u.bytes < 3 << 20, "{u:?}");
+    }
+
+    #[test]
+    fn disk_usage_never_follows_a_symlinked_directory() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let outside = tempfile::tempdir().expect("tempdir");
+        std::fs::write(outside.path().join("big"), vec![1u8; 4 << 20]).expect("write");
+        std::os::unix::fs::symlink(outside.path(), dir.path().join("a")).expect("symlink");
+        let u = disk_usage(dir.path()).expect("usage");
+        assert_eq!(u.inodes, 2, "dir and the symlink");
+        assert!(u.bytes < 1 << 20, "{u:?}");
+        assert!(
+            disk_usage(&dir.path().join("a")).is_err(),
+            "the top is a symlink"
+        );
     }
 
     #[test]
