@@ -22,6 +22,7 @@
 pub mod blobs;
 pub mod digest;
 mod error;
+mod guard;
 pub mod import;
 pub mod layout;
 pub mod limits;

@@ -93,10 +93,23 @@ pub enum Parsed {
     Index(Vec<Descriptor>),
 }
 
+/// A JSON error of a fetched document without the document's text (serde quotes values it
+/// refuses, and the document may come from anywhere a registry redirected to): its category
+/// and position only.
+fn json_error(e: &serde_json::Error) -> String {
+    let what = match e.classify() {
+        serde_json::error::Category::Io => "cannot be read",
+        serde_json::error::Category::Syntax => "is not valid JSON",
+        serde_json::error::Category::Data => "is JSON of the wrong shape",
+        serde_json::error::Category::Eof => "is truncated JSON",
+    };
+    format!("{what} (line {}, column {})", e.line(), e.column())
+}
+
 /// Parses a manifest or index; `content_type` is the registry's Content-Type, if any.
 pub fn parse(body: &[u8], content_type: Option<&str>) -> Result<Parsed, String> {
     let doc: AnyManifest =
-        serde_json::from_slice(body).map_err(|e| format!("manifest is not valid JSON: {e}"))?;
+        serde_json::from_slice(body).map_err(|e| format!("manifest {}", json_error(&e)))?;
     if doc.schema_version != 2 {
         return Err(format!(
             "manifest schema version {} is not supported (only 2: OCI and Docker schema 2)",
@@ -311,5 +324,22 @@ mod tests {
         let odd = br#"{"schemaVersion":2,"config":{"digest":"sha256:aa"},
             "layers":[{"mediaType":"application/x-tar-lz4","digest":"sha256:bb"}]}"#;
         assert!(parse(odd, None).is_err());
+    }
+
+    #[test]
+    fn json_errors_quote_nothing_of_the_document() {
+        for body in [
+            &br#"{"schemaVersion":"SECRET-VALUE"}"#[..],
+            br#"{"schemaVersion":2,"mediaType":{"SECRET-VALUE":1}}"#,
+            b"<html>SECRET-VALUE</html>",
+            br#"{"schemaVersion":2,"config":"SECRET-VALUE"#,
+        ] {
+            let Err(e) = parse(body, None) else {
+                panic!("accepted {}", String::from_utf8_lossy(body));
+            };
+            assert!(e.starts_with("manifest "), "{e}");
+            assert!(e.contains("line 1"), "{e}");
+            assert!(!e.contains("SECRET"), "{e}");
+        }
     }
 }

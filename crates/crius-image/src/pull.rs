@@ -1,16 +1,20 @@
-//! Talking to registries through `oci-client`: sources (mirrors, then upstream), credentials,
-//! manifests and blob streams, and the mapping of registry errors.
+//! Talking to registries: sources (mirrors, then upstream), credentials, the bearer token
+//! challenge, manifests and blob streams, and the mapping of registry errors.
+//!
+//! Every request goes through a reqwest client of crius whose redirects and name resolution
+//! are guarded (see `guard`): `oci-client` follows redirects anywhere, puts whole error bodies
+//! into its errors and reads them uncapped, and lets none of that be configured. Only its
+//! reference and credential types are used.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use oci_client::client::{ClientConfig, ClientProtocol};
-use oci_client::errors::{OciDistributionError, OciErrorCode};
-use oci_client::manifest::OciDescriptor;
+use oci_client::Reference;
 use oci_client::secrets::RegistryAuth;
-use oci_client::{Client, Reference, RegistryOperation};
 
 use crate::ImageError;
+use crate::guard::{self, FailureKind, Reach, Refused, RegistryError};
 use crate::limits::MAX_DOCUMENT_BYTES;
 use crate::manifest::Descriptor;
 use crate::reference::ImageName;
@@ -76,7 +80,7 @@ impl Credentials {
             })?;
             return Ok(RegistryAuth::Basic(user.to_owned(), password.to_owned()));
         }
-        // An identity token alone is exchanged per source (see `Source::effective_auth`).
+        // An identity token alone is exchanged per source (see `Source::authorization`).
         Ok(RegistryAuth::Anonymous)
     }
 
@@ -94,9 +98,8 @@ impl Credentials {
 pub struct Source {
     /// `host[:port]` asked, for messages.
     pub host: String,
-    /// The client (one per pull: it caches credentials per registry).
-    pub client: Client,
-    /// Plain HTTP client for manifests, which are read with a size cap.
+    /// The HTTP client of this source: its redirects and name resolution are guarded (see
+    /// `guard`).
     pub http: reqwest::Client,
     /// Whether the source is reached over plain HTTP.
     pub plain_http: bool,
@@ -104,10 +107,12 @@ pub struct Source {
     pub reference: Reference,
     /// The credentials.
     pub auth: RegistryAuth,
-    /// An identity token to exchange for a bearer token before the first request.
+    /// An identity token, exchanged at the registry's token service for an access token.
     pub identity_token: Option<String>,
-    /// The bearer token the identity token was exchanged for.
-    pub exchanged: tokio::sync::OnceCell<RegistryAuth>,
+    /// Where the requests of this source may go.
+    reach: Arc<Reach>,
+    /// The registry's challenge and the bearer token obtained, once asked.
+    session: tokio::sync::Mutex<Session>,
 }
 
 impl std::fmt::Debug for Source {
@@ -116,12 +121,52 @@ impl std::fmt::Debug for Source {
     }
 }
 
+/// What a source learnt about authenticating to its registry.
+#[derive(Debug, Default)]
+struct Session {
+    /// The challenge `GET /v2/` answered with, once asked.
+    challenge: Option<Challenge>,
+    /// A bearer token from the token service, and when to renew it.
+    token: Option<(String, Instant)>,
+}
+
+/// How a registry asks clients to authenticate.
+#[derive(Debug, Clone)]
+enum Challenge {
+    /// It does not (`GET /v2/` did not answer 401).
+    Open,
+    /// HTTP basic authentication (a 401 without a bearer challenge).
+    Basic,
+    /// Bearer tokens from the token service at `realm`.
+    Bearer {
+        realm: String,
+        service: Option<String>,
+    },
+}
+
+/// What a request carries.
+enum Authorization {
+    Anonymous,
+    Basic(String, String),
+    Bearer(String),
+}
+
 /// How long connecting to a registry may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a registry may stay silent during a transfer.
 const READ_TIMEOUT: Duration = Duration::from_secs(300);
 /// The User-Agent of crius' registry requests.
 const USER_AGENT: &str = concat!("crius/", env!("CARGO_PKG_VERSION"));
+/// How much of an error answer is read, for its distribution error codes.
+const ERROR_BODY_CAP: u64 = 64 << 10;
+/// How long reading an error answer may take.
+const ERROR_BODY_TIME: Duration = Duration::from_secs(10);
+/// How large a token service's answer may be.
+const TOKEN_ANSWER_CAP: u64 = 1 << 20;
+/// The lifetime of a bearer token whose answer gives none (the token spec's default).
+const DEFAULT_TOKEN_SECS: u64 = 60;
+/// The longest a bearer token is used.
+const MAX_TOKEN_SECS: u64 = 24 * 3600;
 
 /// Why a capped read stopped.
 enum Capped {
@@ -252,26 +297,11 @@ pub fn sources(
         }
         mirrors.push(mirror);
     }
-    let build_error = |e: String| ImageError::Registry {
+    let build_error = |e: reqwest::Error| ImageError::Registry {
         reference: name.to_string(),
         registry: name.registry.clone(),
         message: format!("cannot build the registry client: {e}"),
     };
-    let config = ClientConfig {
-        protocol: ClientProtocol::HttpsExcept(http_hosts.clone()),
-        platform_resolver: None,
-        connect_timeout: Some(CONNECT_TIMEOUT),
-        read_timeout: Some(READ_TIMEOUT),
-        user_agent: USER_AGENT,
-        ..ClientConfig::default()
-    };
-    let client = Client::try_from(config).map_err(|e| build_error(e.to_string()))?;
-    let http = reqwest::Client::builder()
-        .connect_timeout(CONNECT_TIMEOUT)
-        .read_timeout(READ_TIMEOUT)
-        .user_agent(USER_AGENT)
-        .build()
-        .map_err(|e| build_error(e.to_string()))?;
     let upstream = reference_of(name, &name.repository);
     let mut out = Vec::new();
     for mirror in mirrors {
@@ -281,27 +311,26 @@ pub fn sources(
             reference_of(name, &format!("{}/{}", mirror.prefix, name.repository))
         };
         reference.set_mirror_registry(mirror.host.clone());
-        out.push(Source {
-            host: mirror.host,
-            client: client.clone(),
-            http: http.clone(),
-            plain_http: mirror.plain_http,
+        let source = Source::new(
+            mirror.host,
+            mirror.plain_http,
             reference,
-            auth: auth.clone(),
-            identity_token: identity_token.map(str::to_owned),
-            exchanged: tokio::sync::OnceCell::new(),
-        });
+            auth,
+            identity_token,
+        )
+        .map_err(build_error)?;
+        out.push(source);
     }
-    out.push(Source {
-        plain_http: http_hosts.contains(&name.registry),
-        host: name.registry.clone(),
-        client,
-        http,
-        reference: upstream,
-        auth: auth.clone(),
-        identity_token: identity_token.map(str::to_owned),
-        exchanged: tokio::sync::OnceCell::new(),
-    });
+    let plain_http = http_hosts.contains(&name.registry);
+    let source = Source::new(
+        name.registry.clone(),
+        plain_http,
+        upstream,
+        auth,
+        identity_token,
+    )
+    .map_err(build_error)?;
+    out.push(source);
     Ok(out)
 }
 
@@ -327,7 +356,94 @@ fn reference_of(name: &ImageName, repository: &str) -> Reference {
     }
 }
 
+/// What may be reported of a failed answer to a request of `url`: its status, the
+/// distribution errors of its body when the origin asked answered (none otherwise: the body of
+/// a redirect target is not read), and a description of it.
+async fn failed_answer(
+    url: &str,
+    response: reqwest::Response,
+) -> (reqwest::StatusCode, Vec<RegistryError>, String) {
+    let status = response.status();
+    let asked = reqwest::Url::parse(url)
+        .map(|u| guard::origin_of(&u))
+        .unwrap_or_default();
+    let answered = guard::origin_of(response.url());
+    if answered != asked {
+        let text = guard::describe_failure(status, Some(&answered), &[]);
+        return (status, Vec::new(), text);
+    }
+    let body = tokio::time::timeout(ERROR_BODY_TIME, read_capped(response, ERROR_BODY_CAP))
+        .await
+        .ok()
+        .and_then(|read| read.ok())
+        .unwrap_or_default();
+    let errors = guard::registry_errors(&body);
+    let text = guard::describe_failure(status, None, &errors);
+    (status, errors, text)
+}
+
 impl Source {
+    /// A source reached at `host` (`host[:port]`) with its own guarded client.
+    fn new(
+        host: String,
+        plain_http: bool,
+        reference: Reference,
+        auth: &RegistryAuth,
+        identity_token: Option<&str>,
+    ) -> Result<Source, reqwest::Error> {
+        let reach = Reach::new(&host);
+        let http = reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .read_timeout(READ_TIMEOUT)
+            .user_agent(USER_AGENT)
+            .redirect(guard::redirect_policy(reach.clone()))
+            .dns_resolver(guard::Resolver(reach.clone()))
+            .build()?;
+        Ok(Source {
+            host,
+            http,
+            plain_http,
+            reference,
+            auth: auth.clone(),
+            identity_token: identity_token.map(str::to_owned),
+            reach,
+            session: tokio::sync::Mutex::default(),
+        })
+    }
+
+    /// `http[s]://registry`.
+    fn base(&self) -> String {
+        format!(
+            "{}://{}",
+            if self.plain_http { "http" } else { "https" },
+            self.reference.resolve_registry()
+        )
+    }
+
+    /// `<base>/v2/<repository>/<tail>`, with the `ns` parameter of a mirror.
+    fn repository_url(&self, tail: &str) -> String {
+        format!(
+            "{base}/v2/{repository}/{tail}{ns}",
+            base = self.base(),
+            repository = self.reference.repository(),
+            ns = self
+                .reference
+                .namespace()
+                .map(|ns| format!("?ns={ns}"))
+                .unwrap_or_default(),
+        )
+    }
+
+    /// A GET of `url` carrying `authorization`.
+    fn get(&self, url: &str, authorization: &Authorization) -> reqwest::RequestBuilder {
+        let request = self.http.get(url);
+        match authorization {
+            Authorization::Anonymous => request,
+            Authorization::Basic(user, password) => request.basic_auth(user, Some(password)),
+            Authorization::Bearer(token) => request.bearer_auth(token),
+        }
+    }
+
     /// Fetches the manifest the reference names (or `digest`, when given); returns its bytes
     /// and digest (checked against a requested digest). A document over
     /// [`MAX_DOCUMENT_BYTES`] is refused before it is read whole.
@@ -340,60 +456,20 @@ impl Source {
             Some(d) => self.reference.clone_with_digest(d.to_owned()),
             None => self.reference.clone(),
         };
-        let auth = self.effective_auth().await?;
-        // oci-client runs the bearer challenge and keeps the token for the blob requests.
-        let token = self
-            .client
-            .auth(&reference, &auth, RegistryOperation::Pull)
-            .await
-            .map_err(|e| self.error(e))?;
-        let url = format!(
-            "{scheme}://{registry}/v2/{repository}/manifests/{tag}{ns}",
-            scheme = if self.plain_http { "http" } else { "https" },
-            registry = reference.resolve_registry(),
-            repository = reference.repository(),
-            tag = reference
-                .digest()
-                .or_else(|| reference.tag())
-                .unwrap_or(crate::reference::DEFAULT_TAG),
-            ns = reference
-                .namespace()
-                .map(|ns| format!("?ns={ns}"))
-                .unwrap_or_default(),
-        );
-        let mut request = self
-            .http
-            .get(&url)
-            .header(reqwest::header::ACCEPT, accepted.join(", "));
-        request = match (&token, &auth) {
-            (Some(token), _) => request.bearer_auth(token),
-            (None, RegistryAuth::Basic(user, password)) => request.basic_auth(user, Some(password)),
-            (None, RegistryAuth::Bearer(token)) => request.bearer_auth(token),
-            (None, RegistryAuth::Anonymous) => request,
-        };
-        let response = request
+        let tag = reference
+            .digest()
+            .or_else(|| reference.tag())
+            .unwrap_or(crate::reference::DEFAULT_TAG);
+        let url = self.repository_url(&format!("manifests/{tag}"));
+        let authorization = self.authorization().await?;
+        let response = self
+            .get(&url, &authorization)
+            .header(reqwest::header::ACCEPT, accepted.join(", "))
             .send()
             .await
-            .map_err(|e| self.other(format!("GET {url}: {e}")))?;
-        let status = response.status();
-        if !status.is_success() {
-            let body = read_capped(response, 4096).await.unwrap_or_default();
-            let text = String::from_utf8_lossy(&body).trim().to_owned();
-            let message = format!("GET {url}: {status}: {text}");
-            return Err(match status.as_u16() {
-                401 => self.unauthenticated(message),
-                403 => ImageError::PermissionDenied {
-                    reference: self.reference.whole(),
-                    registry: self.host.clone(),
-                    message,
-                },
-                404 => ImageError::RegistryNotFound {
-                    reference: self.reference.whole(),
-                    registry: self.host.clone(),
-                    message,
-                },
-                _ => self.other(message),
-            });
+            .map_err(|e| self.unreachable(&url, &e))?;
+        if !response.status().is_success() {
+            return Err(self.failure(&url, response).await);
         }
         if let Some(length) = response.content_length()
             && length > MAX_DOCUMENT_BYTES
@@ -409,7 +485,9 @@ impl Source {
             .await
             .map_err(|e| match e {
                 Capped::Over => self.too_large(None),
-                Capped::Read(e) => self.other(format!("reading {url}: {e}")),
+                Capped::Read(e) => {
+                    self.other(format!("reading {url}: {}", guard::describe_error(&e)))
+                }
             })?;
         let actual = crate::digest::sha256_of(&body);
         if let Some(wanted) = reference.digest().or(header_digest.as_deref())
@@ -424,96 +502,256 @@ impl Source {
         Ok((body, actual))
     }
 
-    /// The credentials to send: the identity token's access token once exchanged, else the
-    /// credentials as given.
-    async fn effective_auth(&self) -> Result<RegistryAuth, ImageError> {
-        match &self.identity_token {
-            None => Ok(self.auth.clone()),
-            Some(refresh) => self
-                .exchanged
-                .get_or_try_init(|| self.exchange_identity_token(refresh))
-                .await
-                .cloned(),
+    /// Opens a stream of the blob `desc`. The blob store checks its size and digest.
+    pub async fn blob_stream(
+        &self,
+        desc: &Descriptor,
+    ) -> Result<impl futures_util::Stream<Item = std::io::Result<bytes::Bytes>> + use<>, ImageError>
+    {
+        crate::digest::hex_of(&desc.digest)?;
+        let url = self.repository_url(&format!("blobs/{}", desc.digest));
+        let authorization = self.authorization().await?;
+        let response = self
+            .get(&url, &authorization)
+            .send()
+            .await
+            .map_err(|e| self.unreachable(&url, &e))?;
+        if !response.status().is_success() {
+            return Err(self.failure(&url, response).await);
+        }
+        Ok(futures_util::TryStreamExt::map_err(
+            response.bytes_stream(),
+            |e| std::io::Error::other(guard::describe_error(&e)),
+        ))
+    }
+
+    /// What requests carry: the credentials as given, or a bearer token from the token service
+    /// the registry's challenge names (obtained once, renewed before it expires).
+    async fn authorization(&self) -> Result<Authorization, ImageError> {
+        if let RegistryAuth::Bearer(token) = &self.auth {
+            return Ok(Authorization::Bearer(token.clone()));
+        }
+        let mut session = self.session.lock().await;
+        let challenge = match &session.challenge {
+            Some(challenge) => challenge.clone(),
+            None => {
+                let challenge = self.challenge().await?;
+                session.challenge = Some(challenge.clone());
+                challenge
+            }
+        };
+        let basic = || match &self.auth {
+            RegistryAuth::Basic(user, password) => {
+                Authorization::Basic(user.clone(), password.clone())
+            }
+            _ => Authorization::Anonymous,
+        };
+        match challenge {
+            Challenge::Open => Ok(basic()),
+            Challenge::Basic if self.identity_token.is_some() => {
+                Err(self.unauthenticated(format!(
+                    "{}/v2/ asks for basic authentication: an identity_token needs a bearer \
+                     token service",
+                    self.base()
+                )))
+            }
+            Challenge::Basic => Ok(basic()),
+            Challenge::Bearer { realm, service } => {
+                if let Some((token, renew)) = &session.token
+                    && Instant::now() < *renew
+                {
+                    return Ok(Authorization::Bearer(token.clone()));
+                }
+                let (token, lifetime) = self.fetch_token(&realm, service.as_deref()).await?;
+                session.token = Some((token.clone(), Instant::now() + lifetime));
+                Ok(Authorization::Bearer(token))
+            }
         }
     }
 
-    /// Exchanges an identity token (OAuth2 refresh token) at the bearer token service the
-    /// registry's challenge names, for an access token with pull scope on this repository.
-    async fn exchange_identity_token(&self, refresh: &str) -> Result<RegistryAuth, ImageError> {
-        let base = format!(
-            "{}://{}/v2/",
-            if self.plain_http { "http" } else { "https" },
-            self.reference.resolve_registry()
-        );
+    /// Asks `GET /v2/` how to authenticate.
+    async fn challenge(&self) -> Result<Challenge, ImageError> {
+        let url = format!("{}/v2/", self.base());
         let response = self
             .http
-            .get(&base)
+            .get(&url)
             .send()
             .await
-            .map_err(|e| self.other(format!("GET {base}: {e}")))?;
-        if response.status().is_success() {
-            return Ok(RegistryAuth::Anonymous);
+            .map_err(|e| self.unreachable(&url, &e))?;
+        if response.status() != reqwest::StatusCode::UNAUTHORIZED {
+            return Ok(Challenge::Open);
         }
-        let challenge = response
+        let bearer = response
             .headers()
-            .get(reqwest::header::WWW_AUTHENTICATE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_owned();
-        let params = parse_bearer_challenge(&challenge).ok_or_else(|| {
+            .get_all(reqwest::header::WWW_AUTHENTICATE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find_map(parse_bearer_challenge);
+        let Some(params) = bearer else {
+            return Ok(Challenge::Basic);
+        };
+        let realm = params.get("realm").ok_or_else(|| {
             self.unauthenticated(format!(
-                "{base} answers {} with challenge {challenge:?}: an identity_token needs a \
-                 bearer token service",
-                response.status()
+                "{url} answers 401 with a bearer challenge that names no token service"
             ))
         })?;
-        let realm = params
-            .get("realm")
-            .ok_or_else(|| self.unauthenticated(format!("{base}: the challenge names no realm")))?;
+        Ok(Challenge::Bearer {
+            realm: realm.clone(),
+            service: params.get("service").cloned(),
+        })
+    }
+
+    /// Gets a bearer token with pull scope on this repository from the token service at
+    /// `realm`: for the identity token (OAuth2 `refresh_token` grant), else for the basic
+    /// credentials or anonymously. Returns the token and how long to use it.
+    async fn fetch_token(
+        &self,
+        realm: &str,
+        service: Option<&str>,
+    ) -> Result<(String, Duration), ImageError> {
+        let mut url = reqwest::Url::parse(realm)
+            .ok()
+            .filter(|u| matches!(u.scheme(), "http" | "https"))
+            .ok_or_else(|| {
+                self.other(format!(
+                    "the registry names an unusable token service {:?}",
+                    guard::sanitize(realm, 200)
+                ))
+            })?;
+        self.reach
+            .check_url(&url)
+            .map_err(|target| self.other(Refused::Realm { target }.to_string()))?;
+        let shown = format!(
+            "{}{}",
+            guard::origin_of(&url),
+            guard::sanitize(url.path(), 100)
+        );
         let scope = format!("repository:{}:pull", self.reference.repository());
-        let mut form = vec![
-            ("grant_type", "refresh_token"),
-            ("refresh_token", refresh),
-            ("client_id", "crius"),
-            ("scope", scope.as_str()),
-        ];
-        if let Some(service) = params.get("service") {
-            form.push(("service", service.as_str()));
-        }
-        let body: Vec<String> = form
-            .iter()
-            .map(|(k, v)| format!("{k}={}", form_encode(v)))
-            .collect();
-        let response = self
-            .http
-            .post(realm.as_str())
-            .header(
-                reqwest::header::CONTENT_TYPE,
-                "application/x-www-form-urlencoded",
-            )
-            .body(body.join("&"))
-            .send()
-            .await
-            .map_err(|e| self.other(format!("POST {realm}: {e}")))?;
+        let (request, what) = match &self.identity_token {
+            Some(refresh) => {
+                let mut form = vec![
+                    ("grant_type", "refresh_token"),
+                    ("refresh_token", refresh.as_str()),
+                    ("client_id", "crius"),
+                    ("scope", scope.as_str()),
+                ];
+                if let Some(service) = service {
+                    form.push(("service", service));
+                }
+                let body: Vec<String> = form
+                    .iter()
+                    .map(|(k, v)| format!("{k}={}", form_encode(v)))
+                    .collect();
+                let request = self
+                    .http
+                    .post(url.clone())
+                    .header(
+                        reqwest::header::CONTENT_TYPE,
+                        "application/x-www-form-urlencoded",
+                    )
+                    .body(body.join("&"));
+                (request, "the identity token")
+            }
+            None => {
+                {
+                    let mut query = url.query_pairs_mut();
+                    query.append_pair("scope", &scope);
+                    if let Some(service) = service {
+                        query.append_pair("service", service);
+                    }
+                }
+                let request = self.http.get(url.clone());
+                match &self.auth {
+                    RegistryAuth::Basic(user, password) => {
+                        (request.basic_auth(user, Some(password)), "the credentials")
+                    }
+                    _ => (request, "anonymous access"),
+                }
+            }
+        };
+        let response = request.send().await.map_err(|e| {
+            self.other(format!(
+                "token service {shown}: {}",
+                guard::describe_error(&e)
+            ))
+        })?;
         let status = response.status();
         if !status.is_success() {
-            return Err(self.unauthenticated(format!(
-                "the token service {realm} refused the identity token: {status}"
-            )));
+            let (_, _, text) = failed_answer(url.as_str(), response).await;
+            let message = format!("the token service {shown} refused {what}: {text}");
+            return Err(if status.is_client_error() {
+                self.unauthenticated(message)
+            } else {
+                self.other(message)
+            });
         }
-        let body = read_capped(response, 1 << 20).await.map_err(|e| match e {
-            Capped::Over => self.other(format!("{realm}: the token answer is over 1 MiB")),
-            Capped::Read(e) => self.other(format!("reading {realm}: {e}")),
+        let body = read_capped(response, TOKEN_ANSWER_CAP)
+            .await
+            .map_err(|e| match e {
+                Capped::Over => self.other(format!(
+                    "the answer of the token service {shown} is over {TOKEN_ANSWER_CAP} bytes"
+                )),
+                Capped::Read(e) => self.other(format!(
+                    "reading the answer of the token service {shown}: {}",
+                    guard::describe_error(&e)
+                )),
+            })?;
+        let doc: serde_json::Value = serde_json::from_slice(&body).map_err(|_| {
+            self.other(format!(
+                "the answer of the token service {shown} is not JSON"
+            ))
         })?;
-        let doc: serde_json::Value = serde_json::from_slice(&body)
-            .map_err(|e| self.other(format!("{realm}: the token answer is not JSON: {e}")))?;
         let token = doc
             .get("access_token")
             .or_else(|| doc.get("token"))
             .and_then(|t| t.as_str())
             .filter(|t| !t.is_empty())
-            .ok_or_else(|| self.other(format!("{realm}: the token answer holds no token")))?;
-        Ok(RegistryAuth::Bearer(token.to_owned()))
+            .ok_or_else(|| {
+                self.other(format!(
+                    "the answer of the token service {shown} holds no token"
+                ))
+            })?;
+        let expires_in = doc
+            .get("expires_in")
+            .and_then(serde_json::Value::as_u64)
+            .unwrap_or(DEFAULT_TOKEN_SECS)
+            .min(MAX_TOKEN_SECS);
+        Ok((token.to_owned(), Duration::from_secs(expires_in * 3 / 4)))
+    }
+
+    /// The error of a failed answer to `GET url`: status line and distribution error codes.
+    async fn failure(&self, url: &str, response: reqwest::Response) -> ImageError {
+        let (status, errors, text) = failed_answer(url, response).await;
+        let reference = self.reference.whole();
+        let registry = self.host.clone();
+        let message = format!("GET {url}: {text}");
+        match guard::classify(status.as_u16(), &errors) {
+            FailureKind::Unauthenticated => ImageError::Unauthenticated {
+                reference,
+                registry,
+                message,
+            },
+            FailureKind::Denied => ImageError::PermissionDenied {
+                reference,
+                registry,
+                message,
+            },
+            FailureKind::NotFound => ImageError::RegistryNotFound {
+                reference,
+                registry,
+                message,
+            },
+            FailureKind::Other => ImageError::Registry {
+                reference,
+                registry,
+                message,
+            },
+        }
+    }
+
+    /// The error of a `GET url` that got no answer (or a refused redirect).
+    fn unreachable(&self, url: &str, e: &reqwest::Error) -> ImageError {
+        self.other(format!("GET {url}: {}", guard::describe_error(e)))
     }
 
     /// The refusal of a manifest of `size` bytes (`None`: longer than the cap, size unknown).
@@ -536,101 +774,6 @@ impl Source {
             reference: self.reference.whole(),
             registry: self.host.clone(),
             message,
-        }
-    }
-
-    /// Opens a stream of the blob `desc`.
-    pub async fn blob_stream(
-        &self,
-        desc: &Descriptor,
-    ) -> Result<impl futures_util::Stream<Item = std::io::Result<bytes::Bytes>> + use<>, ImageError>
-    {
-        let oci = OciDescriptor {
-            media_type: desc.media_type.clone(),
-            digest: desc.digest.clone(),
-            size: desc.size,
-            ..OciDescriptor::default()
-        };
-        // Blob requests use the token the manifest request obtained; make sure one exists
-        // even when a layer is fetched first (the store may hold the manifest already).
-        let auth = self.effective_auth().await?;
-        self.client
-            .store_auth_if_needed(self.reference.resolve_registry(), &auth)
-            .await;
-        let stream = self
-            .client
-            .pull_blob_stream(&self.reference, &oci)
-            .await
-            .map_err(|e| self.error(e))?;
-        // The client checks digests too; its verdict arrives as an I/O error, marked here so
-        // the blob store reports a digest mismatch rather than a failed download.
-        Ok(futures_util::TryStreamExt::map_err(stream, |e| {
-            let digest_error = e
-                .get_ref()
-                .is_some_and(|inner| inner.is::<oci_client::errors::DigestError>());
-            if digest_error {
-                std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string())
-            } else {
-                e
-            }
-        }))
-    }
-
-    /// Maps an `oci-client` error to the store's error, naming this source.
-    pub fn error(&self, e: OciDistributionError) -> ImageError {
-        let reference = self.reference.whole();
-        let registry = self.host.clone();
-        let message = e.to_string();
-        let not_found = || ImageError::RegistryNotFound {
-            reference: reference.clone(),
-            registry: registry.clone(),
-            message: message.clone(),
-        };
-        let unauthenticated = || ImageError::Unauthenticated {
-            reference: reference.clone(),
-            registry: registry.clone(),
-            message: message.clone(),
-        };
-        let denied = || ImageError::PermissionDenied {
-            reference: reference.clone(),
-            registry: registry.clone(),
-            message: message.clone(),
-        };
-        match &e {
-            OciDistributionError::UnauthorizedError { .. }
-            | OciDistributionError::AuthenticationFailure(_) => unauthenticated(),
-            OciDistributionError::ImageManifestNotFoundError(_) => not_found(),
-            OciDistributionError::ServerError { code: 401, .. } => unauthenticated(),
-            OciDistributionError::ServerError { code: 403, .. } => denied(),
-            OciDistributionError::ServerError { code: 404, .. } => not_found(),
-            OciDistributionError::RegistryError { envelope, .. } => {
-                let codes: Vec<&OciErrorCode> = envelope.errors.iter().map(|e| &e.code).collect();
-                if codes
-                    .iter()
-                    .any(|c| matches!(c, OciErrorCode::Unauthorized))
-                {
-                    unauthenticated()
-                } else if codes.iter().any(|c| matches!(c, OciErrorCode::Denied)) {
-                    denied()
-                } else if codes.iter().any(|c| {
-                    matches!(
-                        c,
-                        OciErrorCode::ManifestUnknown
-                            | OciErrorCode::NameUnknown
-                            | OciErrorCode::BlobUnknown
-                            | OciErrorCode::NotFound
-                    )
-                }) {
-                    not_found()
-                } else {
-                    self.other(message)
-                }
-            }
-            OciDistributionError::DigestError(_) => ImageError::DigestMismatch {
-                digest: self.reference.digest().unwrap_or_default().to_owned(),
-                actual: message,
-            },
-            _ => self.other(message),
         }
     }
 
