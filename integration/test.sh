@@ -10,8 +10,9 @@ if [ "$(id -u)" != 0 ]; then
 fi
 
 # Debian packages used by the tests: the registry, the busybox the test images are made from,
-# CNI plugins and the tools the network tests look with.
-packages=(busybox-static docker-registry containernetworking-plugins iptables iproute2 util-linux libseccomp-dev)
+# CNI plugins and the tools the network tests look with, and a C compiler with a static libc
+# for the exec_exposure attacker.
+packages=(busybox-static docker-registry containernetworking-plugins iptables iproute2 util-linux libseccomp-dev gcc libc6-dev)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -3,11 +3,20 @@
 //! container's cgroups, then the pod's user namespace FIRST (so that every later step, and the
 //! command, has only the powers of the pod's root, never the host's), then the container's
 //! mount, network, IPC, UTS and PID namespaces; takes the first process's identity (uid, gid,
-//! groups), bounding and effective capabilities, no_new_privs and environment; forks into the
-//! PID namespace and execs. Its exit code is the command's (128 + signal when killed).
+//! groups), bounding and effective capabilities and no_new_privs; forks into the PID namespace
+//! and execs with the environment, working directory and seccomp filter of the container's
+//! runtime spec (`config.json`, as runc and containerd do; never the first process's live
+//! `/proc/PID/environ`, which the container can rewrite). Its exit code is the command's
+//! (128 + signal when killed).
 //! With a terminal on stdin (the streaming Exec with tty) the command runs instead on a new
 //! pty of the container's own devpts, as its controlling terminal, and this helper copies
 //! bytes and window sizes between its terminal (made raw) and that pty.
+//!
+//! The helper is not dumpable from the start of exec mode until the command's exec (see
+//! [`forbid_dumping`]): between its fork and its exec the child is a process of the
+//! container's PID namespace that runs the host's criusd binary, as host root in a pod without
+//! a user namespace, before its seccomp filter is installed. It starts with an empty
+//! environment and overwrites its command line, which names the host's pod directory.
 
 use std::ffi::CString;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -23,12 +32,75 @@ const SETUP_FAILED: u8 = 126;
 
 /// Runs the exec and returns the exit code.
 pub(crate) fn run(pod_dir: &Path, id: &str, cmd: &[std::ffi::OsString]) -> u8 {
+    if let Err(e) = forbid_dumping() {
+        eprintln!("crius exec: {e}");
+        return SETUP_FAILED;
+    }
+    hide_command_line();
     match setup_and_run(pod_dir, id, cmd) {
         Ok(code) => code,
         Err(message) => {
             eprintln!("crius exec: {message}");
             SETUP_FAILED
         }
+    }
+}
+
+/// Makes this process not dumpable (`prctl(PR_SET_DUMPABLE, 0)`).
+///
+/// A process that is not dumpable fails the kernel's ptrace access check for every caller
+/// without CAP_SYS_PTRACE in the user namespace of its memory (here the host's: the helper's
+/// memory comes from criusd's exec on the host), so the container can neither ptrace the
+/// helper nor open its `/proc/PID/exe` (the host's criusd binary, which only ETXTBSY would
+/// otherwise keep from being opened for writing), `environ`, `mem`, `fd/`, `root` or `cwd`;
+/// and this holds in pods with a user namespace too, where the container's root may hold
+/// CAP_SYS_PTRACE in the pod's. It is set first thing in exec mode, long before the helper
+/// enters the container's PID namespace, and the fork after that inherits it. A change of
+/// ids or a capability set that is not a subset of the old one resets it to the
+/// `fs.suid_dumpable` sysctl (0 or 2 are both "not dumpable" to ptrace; 1, the kernel's
+/// insecure debug setting, is not), so it is set again after each. After the command's
+/// execve the kernel decides itself: dumpable when the command is readable and gained no
+/// privilege, its memory then belonging to the container's user namespace.
+///
+/// runc's alternative, re-executing itself from a sealed memfd copy of its binary, also
+/// keeps the host binary unwritable, but would copy the whole criusd binary on every exec,
+/// and kubelet runs an exec probe every few seconds per container.
+fn forbid_dumping() -> Result<(), String> {
+    nix::sys::prctl::set_dumpable(false).map_err(|e| format!("cannot become non-dumpable: {e}"))
+}
+
+/// Overwrites this process's argument area (`/proc/PID/cmdline` stays readable to every
+/// process that can see it, dumpable or not): it names the host's pod directory. The
+/// arguments were copied before; the command line becomes `crius-exec`.
+fn hide_command_line() {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return;
+    };
+    // Fields after the parenthesised command name start at field 3; arg_start and arg_end
+    // are fields 48 and 49.
+    let Some((_, rest)) = stat.rsplit_once(')') else {
+        return;
+    };
+    let fields: Vec<usize> = rest
+        .split_whitespace()
+        .skip(45)
+        .take(2)
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    let [start, end] = fields[..] else {
+        return;
+    };
+    let Some(len) = end.checked_sub(start).filter(|l| *l > 0 && *l < (1 << 20)) else {
+        return;
+    };
+    let name = b"crius-exec";
+    // SAFETY: [start, end) is this process's own argument area, mapped writable in its
+    // stack; the arguments were copied into owned strings before, and nothing reads the
+    // area afterwards.
+    unsafe {
+        let area = start as *mut u8;
+        std::ptr::write_bytes(area, 0, len);
+        std::ptr::copy_nonoverlapping(name.as_ptr(), area, name.len().min(len - 1));
     }
 }
 
@@ -99,14 +171,7 @@ fn setup_and_run(pod_dir: &Path, id: &str, cmd: &[std::ffi::OsString]) -> Result
         .lines()
         .find_map(|l| l.strip_prefix("NoNewPrivs:"))
         .is_some_and(|v| v.trim() == "1");
-    let env: Vec<CString> = std::fs::read(format!("/proc/{}/environ", t.pid))
-        .map_err(|e| format!("cannot read the container's environment: {e}"))?
-        .split(|b| *b == 0)
-        .filter(|e| !e.is_empty())
-        .filter_map(|e| CString::new(e).ok())
-        .collect();
-    let cwd = std::fs::read_link(format!("/proc/{}/cwd", t.pid)).unwrap_or_else(|_| "/".into());
-    let seccomp = container_seccomp(pod_dir, id)?;
+    let ProcessConfig { env, cwd, seccomp } = process_config(pod_dir, id)?;
     // A terminal on stdin (the streaming Exec with tty): this helper leads a session with it,
     // so criusd's resizes reach it as SIGWINCH, and makes it raw, so the bytes pass through
     // to the container's own terminal unchanged.
@@ -141,8 +206,21 @@ fn setup_and_run(pod_dir: &Path, id: &str, cmd: &[std::ffi::OsString]) -> Result
         nix::sched::setns(fd.as_fd(), CloneFlags::empty())
             .map_err(|e| format!("cannot join the container's {kind} namespace: {e}"))?;
     }
-    // Joining the mount namespace put us at its root; go to the container's directory.
-    let _ = std::env::set_current_dir(&cwd);
+    // Joining a user namespace commits new credentials, which may have reset the flag.
+    forbid_dumping()?;
+    // Joining the mount namespace put us at its root; go to the container's working
+    // directory. One the pod's root may not enter (a volume only the container's user can
+    // read) is entered again after the change of ids, as runc does.
+    let cwd_after_ids = match std::env::set_current_dir(&cwd) {
+        Ok(()) => None,
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => Some(cwd.as_path()),
+        Err(e) => {
+            return Err(format!(
+                "cannot enter the working directory {}: {e}",
+                cwd.display()
+            ));
+        }
+    };
     let console = if tty {
         Some(Console::open(t.uid)?)
     } else {
@@ -185,6 +263,7 @@ fn setup_and_run(pod_dir: &Path, id: &str, cmd: &[std::ffi::OsString]) -> Result
                     seccomp: seccomp.as_ref(),
                 },
                 &env,
+                cwd_after_ids,
                 cmd,
                 &alive_r,
             );
@@ -547,19 +626,43 @@ struct CapData {
 
 const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
 
-/// The seccomp filter of container `id`: the one its runtime spec (written at create, and
-/// installed by libcontainer for the first process) holds.
-fn container_seccomp(
-    pod_dir: &Path,
-    id: &str,
-) -> Result<Option<oci_spec::runtime::LinuxSeccomp>, String> {
+/// What an exec takes from the container's runtime spec.
+struct ProcessConfig {
+    /// `process.env`.
+    env: Vec<CString>,
+    /// `process.cwd`.
+    cwd: PathBuf,
+    /// `linux.seccomp`.
+    seccomp: Option<oci_spec::runtime::LinuxSeccomp>,
+}
+
+/// The environment, working directory and seccomp filter of container `id`: those of the
+/// runtime spec crius wrote at create (`<container dir>/config.json`, from which libcontainer
+/// started the first process). The first process's `/proc/PID/environ` and `cwd` are its own
+/// to change at run time, and an exec must not inherit what it planted there (`LD_PRELOAD`).
+fn process_config(pod_dir: &Path, id: &str) -> Result<ProcessConfig, String> {
     let path = pod_dir
         .join(crius_proto::CONTAINERS_DIR)
         .join(id)
         .join("config.json");
     let spec = oci_spec::runtime::Spec::load(&path)
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    Ok(spec.linux().as_ref().and_then(|l| l.seccomp().clone()))
+    let process = spec.process().as_ref();
+    let env = process
+        .and_then(|p| p.env().as_ref())
+        .into_iter()
+        .flatten()
+        .filter_map(|e| CString::new(e.as_bytes()).ok())
+        .collect();
+    let cwd = process
+        .map(|p| p.cwd().clone())
+        .filter(|c| c.is_absolute())
+        .unwrap_or_else(|| PathBuf::from("/"));
+    Ok(ProcessConfig {
+        env,
+        cwd,
+        seccomp: spec.linux().as_ref().and_then(|l| l.seccomp().clone()),
+    })
 }
 
 /// Sets the capability sets of this process: effective and permitted `mask`, no inheritable.
@@ -619,6 +722,7 @@ fn child(
     t: &Target,
     privileges: Privileges<'_>,
     env: &[CString],
+    cwd_after_ids: Option<&Path>,
     cmd: &[std::ffi::OsString],
     alive: &OwnedFd,
 ) -> String {
@@ -644,9 +748,11 @@ fn child(
     // still holds CAP_SYS_ADMIN (after the change of ids, before the capability drop); with it,
     // just before exec.
     let early_seccomp = seccomp.filter(|_| !no_new_privs);
-    if early_seccomp.is_some()
-        && let Err(e) = nix::sys::prctl::set_keepcaps(true)
-    {
+    // The permitted set survives the change to a uid other than 0: the early filter needs
+    // CAP_SYS_ADMIN, and until the flag is cleared again below a process of that uid without
+    // CAP_SYS_PTRACE fails ptrace's capability check even where `fs.suid_dumpable` = 1 made
+    // this one dumpable.
+    if let Err(e) = nix::sys::prctl::set_keepcaps(true) {
         return format!("cannot keep capabilities: {e}");
     }
     for cap in 0..64u64 {
@@ -671,6 +777,15 @@ fn child(
     if let Err(e) = nix::unistd::setresuid(uid, uid, uid) {
         return format!("setresuid({}): {e}", t.uid);
     }
+    // The change of ids reset the flag to `fs.suid_dumpable`.
+    if let Err(e) = forbid_dumping() {
+        return e;
+    }
+    if let Some(cwd) = cwd_after_ids
+        && let Err(e) = std::env::set_current_dir(cwd)
+    {
+        return format!("cannot enter the working directory {}: {e}", cwd.display());
+    }
     if let Some(filter) = early_seccomp {
         // A change to a uid other than 0 cleared the effective set (the permitted one was
         // kept): raise it again for the install.
@@ -680,19 +795,18 @@ fn child(
         if let Err(e) = install_seccomp(filter) {
             return e;
         }
-        if let Err(e) = nix::sys::prctl::set_keepcaps(false) {
-            return format!("cannot reset keep-capabilities: {e}");
-        }
-        // Whatever the uid, only the container's capabilities remain (a uid other than 0
-        // loses them at exec, as the first process did).
-        if let Err(e) = set_caps(if t.uid == 0 { effective } else { 0 }) {
-            return e;
-        }
-    } else if t.uid == 0 {
-        // Root keeps only the container's capabilities.
-        if let Err(e) = set_caps(effective) {
-            return e;
-        }
+    }
+    if let Err(e) = nix::sys::prctl::set_keepcaps(false) {
+        return format!("cannot reset keep-capabilities: {e}");
+    }
+    // Whatever the uid, only the container's capabilities remain (a uid other than 0 has none,
+    // as the first process had none after its exec).
+    if let Err(e) = set_caps(if t.uid == 0 { effective } else { 0 }) {
+        return e;
+    }
+    // The last change of credentials: the flag holds until the exec.
+    if let Err(e) = forbid_dumping() {
+        return e;
     }
     if no_new_privs && let Err(e) = nix::sys::prctl::set_no_new_privs() {
         return format!("no_new_privs: {e}");

@@ -529,9 +529,9 @@ fn libc_sigkill() -> i32 {
 /// What an ExecSync produced.
 #[derive(Debug, Clone, Default)]
 pub struct ExecOutput {
-    /// Standard output (at most [`EXEC_OUTPUT_LIMIT`] bytes).
+    /// Standard output (with standard error at most [`EXEC_OUTPUT_LIMIT`] bytes).
     pub stdout: Vec<u8>,
-    /// Standard error (at most [`EXEC_OUTPUT_LIMIT`] bytes).
+    /// Standard error (with standard output at most [`EXEC_OUTPUT_LIMIT`] bytes).
     pub stderr: Vec<u8>,
     /// The exit code (128 + signal when killed).
     pub exit_code: i32,
@@ -546,8 +546,10 @@ pub fn exit_code_of(status: std::process::ExitStatus) -> i32 {
         .unwrap_or(-1)
 }
 
-/// The most output ExecSync keeps of each stream (kubelet's own limit).
-pub const EXEC_OUTPUT_LIMIT: usize = 16 * 1024 * 1024;
+/// The most output one ExecSync reply carries, stdout and stderr together: kubelet's gRPC
+/// message limit (16 MiB) less room for the rest of the reply, so that kubelet can always
+/// decode the answer.
+pub const EXEC_OUTPUT_LIMIT: usize = 16 * 1024 * 1024 - 64 * 1024;
 
 /// How long a timed-out ExecSync waits for its helper to kill and reap the command.
 const EXEC_REAP_WAIT: Duration = Duration::from_secs(5);
@@ -563,6 +565,8 @@ pub enum ExecError {
     Timeout(Duration),
 }
 
+/// Reads `from` to its end (the command never blocks on a full pipe), keeping the first
+/// [`EXEC_OUTPUT_LIMIT`] bytes.
 async fn read_limited(mut from: impl tokio::io::AsyncRead + Unpin) -> std::io::Result<Vec<u8>> {
     use tokio::io::AsyncReadExt;
     let mut out = Vec::new();
@@ -577,12 +581,33 @@ async fn read_limited(mut from: impl tokio::io::AsyncRead + Unpin) -> std::io::R
     }
 }
 
+/// Shortens `stdout` and `stderr` (each keeps its start) to at most `limit` bytes together:
+/// a stream within half the limit is kept whole and the other gets the rest.
+fn fit_output(stdout: &mut Vec<u8>, stderr: &mut Vec<u8>, limit: usize) {
+    let (out, err) = (stdout.len(), stderr.len());
+    if out + err <= limit {
+        return;
+    }
+    let half = limit / 2;
+    let (keep_out, keep_err) = if out <= half {
+        (out, limit - out)
+    } else if err <= half {
+        (limit - err, err)
+    } else {
+        (half, limit - half)
+    };
+    stdout.truncate(keep_out);
+    stderr.truncate(keep_err);
+}
+
 impl Pods {
     /// The exec helper for `cmd` in running container `id` (ExecSync and the streaming Exec):
     /// `criusd monitor --pod-dir DIR --exec ID -- CMD…`, a fresh single-threaded process that
     /// joins the pod's user namespace first, then the container's namespaces, cgroups and
-    /// identity. Killed when dropped; the caller sets stdio. NotFound for an unknown
-    /// container, FailedPrecondition when it is not running or its monitor is gone.
+    /// identity. It starts with an empty environment: it needs none (the command's comes from
+    /// the container's config), and criusd's is none of the container's business. Killed when
+    /// dropped; the caller sets stdio. NotFound for an unknown container, FailedPrecondition
+    /// when it is not running or its monitor is gone.
     pub fn exec_command(
         &self,
         id: &str,
@@ -605,6 +630,7 @@ impl Pods {
             .arg(&view.record.id)
             .arg("--")
             .args(cmd)
+            .env_clear()
             .kill_on_drop(true);
         Ok(command)
     }
@@ -692,11 +718,14 @@ impl Pods {
                 Err(ExecError::Timeout(timeout))
             }
             Ok(Err(e)) => Err(PodError::Internal(format!("exec: {e}")).into()),
-            Ok(Ok((stdout, stderr, status))) => Ok(ExecOutput {
-                stdout,
-                stderr,
-                exit_code: exit_code_of(status),
-            }),
+            Ok(Ok((mut stdout, mut stderr, status))) => {
+                fit_output(&mut stdout, &mut stderr, EXEC_OUTPUT_LIMIT);
+                Ok(ExecOutput {
+                    stdout,
+                    stderr,
+                    exit_code: exit_code_of(status),
+                })
+            }
         }
     }
 }
@@ -747,5 +776,26 @@ mod resource_tests {
                 ..Resources::default()
             }
         );
+    }
+}
+
+#[cfg(test)]
+mod exec_output_tests {
+    use super::fit_output;
+
+    fn fit(out: usize, err: usize, limit: usize) -> (usize, usize) {
+        let (mut o, mut e) = (vec![1u8; out], vec![2u8; err]);
+        fit_output(&mut o, &mut e, limit);
+        (o.len(), e.len())
+    }
+
+    #[test]
+    fn both_streams_together_fit_the_limit_and_share_it_fairly() {
+        assert_eq!(fit(3, 4, 10), (3, 4));
+        assert_eq!(fit(20, 20, 10), (5, 5));
+        assert_eq!(fit(2, 20, 10), (2, 8));
+        assert_eq!(fit(20, 3, 10), (7, 3));
+        assert_eq!(fit(6, 7, 10), (5, 5));
+        assert_eq!(fit(20, 0, 10), (10, 0));
     }
 }
