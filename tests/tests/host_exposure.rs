@@ -512,6 +512,33 @@ async fn cgroup_parent_cannot_nest_in_crius_or_another_pod() {
     }
 }
 
+/// Removes the probe cgroups a failing run made on the host, also on panic.
+struct ProbeCgroups(String);
+
+impl ProbeCgroups {
+    /// Removes them; returns those that existed.
+    fn remove(&self) -> Vec<PathBuf> {
+        let mut made = Vec::new();
+        let mut candidates = vec![Path::new("/sys/fs/cgroup").join(&self.0)];
+        for e in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
+            candidates.push(e.path().join(&self.0));
+        }
+        for p in candidates {
+            if p.exists() {
+                let _ = std::fs::remove_dir(&p);
+                made.push(p);
+            }
+        }
+        made
+    }
+}
+
+impl Drop for ProbeCgroups {
+    fn drop(&mut self) {
+        self.remove();
+    }
+}
+
 /// Point 12: a non-privileged container of a host-network pod sees `/sys` read-only in every
 /// submount: it cannot make cgroups or change limits in the host's hierarchies.
 #[tokio::test]
@@ -549,23 +576,19 @@ async fn host_network_containers_cannot_write_the_hosts_sys() {
          awk '$5 ~ \"^/sys\" && $6 !~ \"(^|,)ro(,|$)\" {{print \"RW \" $5}}' /proc/self/mountinfo; \
          echo done; exec sleep 1000"
     );
+    let cleanup = ProbeCgroups(probe.clone());
     env.run(&pod, env.container_config("hostnet", &script))
         .await;
-    let lines = wait_stdout(&env, "hostnet", 1).await;
-    // Whatever happened, leave no probe cgroup on the host.
-    let mut made = Vec::new();
-    for e in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
-        let p = e.path().join(&probe);
-        if p.exists() {
-            let _ = std::fs::remove_dir(&p);
-            made.push(p);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let lines = loop {
+        let lines = env.stdout("hostnet");
+        if lines.last().map(String::as_str) == Some("done") {
+            break lines;
         }
-    }
-    let p = Path::new("/sys/fs/cgroup").join(&probe);
-    if p.exists() {
-        let _ = std::fs::remove_dir(&p);
-        made.push(p);
-    }
+        assert!(Instant::now() < deadline, "{lines:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let made = cleanup.remove();
     assert_eq!(lines.last().map(String::as_str), Some("done"), "{lines:?}");
     assert_eq!(
         lines.len(),

@@ -99,6 +99,12 @@ impl Monitor {
             let listener = crius_proto::socket_path(dir, layout::SOCKET)
                 .and_then(|(_dir, short)| UnixListener::bind(short))
                 .map_err(Error::io(format!("cannot listen on {}", socket.display())))?;
+            // Root's alone: the pod's mapped root may traverse the pod directory.
+            std::fs::set_permissions(
+                &socket,
+                <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o600),
+            )
+            .map_err(Error::io(format!("cannot restrict {}", socket.display())))?;
             listener
                 .set_nonblocking(true)
                 .map_err(Error::io("cannot make the socket non-blocking"))?;
