@@ -114,6 +114,49 @@ fn pod_root(sandbox: &SandboxSpec) -> (u32, u32) {
     )
 }
 
+/// The host ids of container ids `uid`:`gid` (themselves without a user namespace).
+fn host_ids(sandbox: &SandboxSpec, uid: u32, gid: u32) -> Result<(u32, u32), Error> {
+    let Some(userns) = &sandbox.userns else {
+        return Ok((uid, gid));
+    };
+    let map = |ranges: &[crius_proto::IdRange], id: u32, what: &str| {
+        ranges
+            .iter()
+            .find_map(|r| r.to_host(id))
+            .ok_or_else(|| Error::Precondition(format!("{what} {id} is not mapped in the pod")))
+    };
+    Ok((
+        map(&userns.uids, uid, "uid")?,
+        map(&userns.gids, gid, "gid")?,
+    ))
+}
+
+/// Gives the pipes among `fds` to host `uid`:`gid` (other kinds of file are left alone), so a
+/// process of that user can reopen them through `/proc/self/fd` (`/dev/stdout`).
+pub(crate) fn give_pipes(
+    fds: impl IntoIterator<Item = RawFd>,
+    uid: u32,
+    gid: u32,
+) -> Result<(), String> {
+    for fd in fds {
+        // SAFETY: the descriptor stays open for the duration of the borrow.
+        let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+        let Ok(st) = nix::sys::stat::fstat(fd) else {
+            continue;
+        };
+        if st.st_mode & libc::S_IFMT != libc::S_IFIFO {
+            continue;
+        }
+        nix::unistd::fchown(
+            fd,
+            Some(nix::unistd::Uid::from_raw(uid)),
+            Some(nix::unistd::Gid::from_raw(gid)),
+        )
+        .map_err(|e| format!("cannot give the stdio pipes to {uid}:{gid}: {e}"))?;
+    }
+    Ok(())
+}
+
 /// The container's cgroup: a child of the pod cgroup.
 fn container_cgroup(sandbox: &SandboxSpec, id: &str) -> Option<CgroupSpec> {
     sandbox.cgroup.as_ref().map(|pod| CgroupSpec {
@@ -275,6 +318,18 @@ fn create_in(
             .display()
     )))?;
     let stdio = Stdio::new(dir, spec)?;
+    // The process may reopen its stdio (`/dev/stdout`, a log file symlinked to it, as nginx's
+    // image has): its pipes are its own user's, in host ids.
+    let (host_uid, host_gid) = host_ids(sandbox, id.uid, id.gid)?;
+    give_pipes(
+        [&stdio.stdin, &stdio.stdout, &stdio.stderr]
+            .into_iter()
+            .flatten()
+            .map(|fd| fd.as_raw_fd()),
+        host_uid,
+        host_gid,
+    )
+    .map_err(Error::Precondition)?;
     let libcontainer_root = pod_dir.join(LIBCONTAINER_ROOT);
     std::fs::create_dir_all(&libcontainer_root)
         .map_err(Error::io("cannot create the libcontainer root"))?;

@@ -137,6 +137,15 @@ fn target(pod_dir: &Path, id: &str) -> Result<Target, String> {
     })
 }
 
+/// The real id of a `Uid:` or `Gid:` line of `/proc/PID/status`.
+fn status_id(status: &str, field: &str) -> Option<u32> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+}
+
 /// A `CapXxx:` mask of `/proc/PID/status`.
 fn cap_mask(status: &str, field: &str) -> u64 {
     status
@@ -192,6 +201,13 @@ fn setup_and_run(pod_dir: &Path, id: &str, cmd: &[std::ffi::OsString]) -> Result
         if !same_ns(t.pid, kind) {
             others.push((kind, open_ns(t.pid, kind)?));
         }
+    }
+    // The command may reopen its own stdio (`echo x > /dev/stderr`): pipes criusd made belong
+    // to host root; give them to the container process's host ids while still host root.
+    let host_uid = status_id(&status, "Uid:");
+    let host_gid = status_id(&status, "Gid:");
+    if let (Some(uid), Some(gid)) = (host_uid, host_gid) {
+        crate::containers::give_pipes([0, 1, 2], uid, gid)?;
     }
     let me = std::process::id().to_string();
     for dir in &t.cgroup_dirs {
@@ -732,6 +748,15 @@ fn child(
     if nix::unistd::isatty(std::io::stdin()).unwrap_or(false) {
         if let Err(e) = nix::unistd::setsid() {
             return format!("setsid: {e}");
+        }
+        // The terminal is the user's, as login makes it: the command can reopen /dev/tty and
+        // its stdio. The pty is of the container's devpts, owned by the pod's root.
+        if let Err(e) = nix::unistd::fchown(
+            std::io::stdin(),
+            Some(nix::unistd::Uid::from_raw(t.uid)),
+            Some(nix::unistd::Gid::from_raw(t.gid)),
+        ) {
+            return format!("cannot give the terminal to {}:{}: {e}", t.uid, t.gid);
         }
         // SAFETY: TIOCSCTTY on fd 0 with argument 0 (do not steal); no memory is passed.
         if unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) } < 0 {

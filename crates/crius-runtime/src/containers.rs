@@ -256,7 +256,7 @@ impl Pods {
     /// Finds a container by id or unique id prefix.
     pub fn get_container(&self, id: &str) -> Result<ContainerView, PodError> {
         if id.is_empty() {
-            return Err(PodError::NotFound("container \"\"".into()));
+            return Err(PodError::ContainerNotFound("\"\"".into()));
         }
         let mut found: Vec<ContainerRecord> = self
             .container_records()?
@@ -268,9 +268,10 @@ impl Pods {
         }
         match found.len() {
             1 => Ok(self.container_view(found.swap_remove(0))),
-            0 => Err(PodError::NotFound(format!("container {id}"))),
-            n => Err(PodError::NotFound(format!(
-                "container {id} (ambiguous: {n} containers match)"
+            0 => Err(PodError::ContainerNotFound(crate::validate::shown(id))),
+            n => Err(PodError::ContainerNotFound(format!(
+                "{} (ambiguous: {n} containers match)",
+                crate::validate::shown(id)
             ))),
         }
     }
@@ -288,7 +289,7 @@ impl Pods {
         spec: ContainerSpec,
     ) -> Result<String, PodError> {
         let Some((pod, _guard)) = self.locked(&record.pod_id).await? else {
-            return Err(PodError::NotFound(format!("pod sandbox {}", record.pod_id)));
+            return Err(PodError::NotFound(record.pod_id.clone()));
         };
         if !crate::view(pod.clone()).ready {
             return Err(PodError::Precondition(format!(
@@ -421,7 +422,7 @@ impl Pods {
     pub async fn remove_container(&self, id: &str) -> Result<Option<ContainerRecord>, PodError> {
         let view = match self.get_container(id) {
             Ok(v) => v,
-            Err(PodError::NotFound(_)) => return Ok(None),
+            Err(PodError::ContainerNotFound(_)) => return Ok(None),
             Err(e) => return Err(e),
         };
         if let Ok(pod) = self.get(&view.record.pod_id)

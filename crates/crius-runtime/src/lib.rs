@@ -86,6 +86,9 @@ pub enum PodError {
     /// No such pod.
     #[error("pod sandbox {0} not found")]
     NotFound(String),
+    /// No such container.
+    #[error("container {0} not found")]
+    ContainerNotFound(String),
     /// A pod with the same metadata exists.
     #[error("{0}")]
     AlreadyExists(String),

@@ -70,61 +70,6 @@ pub(crate) fn merge_env(image: &[String], request: &[KeyValue]) -> Vec<Vec<u8>> 
         .collect()
 }
 
-/// A signal name (`SIGTERM`, `TERM`) or number; SIGTERM when empty.
-pub(crate) fn parse_signal(text: &str) -> Result<i32, String> {
-    let t = text.trim();
-    if t.is_empty() {
-        return Ok(15);
-    }
-    if let Ok(n) = t.parse::<i32>() {
-        return if (1..=64).contains(&n) {
-            Ok(n)
-        } else {
-            Err(format!("bad stop signal {text:?}"))
-        };
-    }
-    let name = t.to_ascii_uppercase();
-    let name = name.strip_prefix("SIG").unwrap_or(&name);
-    let table = [
-        ("HUP", 1),
-        ("INT", 2),
-        ("QUIT", 3),
-        ("ILL", 4),
-        ("TRAP", 5),
-        ("ABRT", 6),
-        ("BUS", 7),
-        ("FPE", 8),
-        ("KILL", 9),
-        ("USR1", 10),
-        ("SEGV", 11),
-        ("USR2", 12),
-        ("PIPE", 13),
-        ("ALRM", 14),
-        ("TERM", 15),
-        ("STKFLT", 16),
-        ("CHLD", 17),
-        ("CONT", 18),
-        ("STOP", 19),
-        ("TSTP", 20),
-        ("TTIN", 21),
-        ("TTOU", 22),
-        ("URG", 23),
-        ("XCPU", 24),
-        ("XFSZ", 25),
-        ("VTALRM", 26),
-        ("PROF", 27),
-        ("WINCH", 28),
-        ("IO", 29),
-        ("PWR", 30),
-        ("SYS", 31),
-    ];
-    table
-        .iter()
-        .find(|(n, _)| *n == name)
-        .map(|(_, v)| *v)
-        .ok_or_else(|| format!("bad stop signal {text:?}"))
-}
-
 fn u32_id(field: &str, value: i64) -> Result<u32, Status> {
     u32::try_from(value).map_err(|_| invalid(field, format!("{value} is not a valid id")))
 }
@@ -518,7 +463,7 @@ pub(crate) fn status_of(v: &ContainerView) -> ContainerStatus {
                 supplemental_groups: u.groups.iter().map(|g| i64::from(*g)).collect(),
             }),
         }),
-        stop_signal: 0,
+        stop_signal: crate::signal::to_cri(r.stop_signal),
     }
 }
 
@@ -620,8 +565,14 @@ impl Cri {
             .map_err(crate::image::status_of)?;
         crius_runtime::failpoint("create-container:leased");
         let result = async {
-            let stop_signal = parse_signal(&rootfs.config.stop_signal)
-                .map_err(|e| Status::failed_precondition(format!("image {image}: {e}")))?;
+            // The request's signal, else the image's STOPSIGNAL, else SIGTERM.
+            let stop_signal = match crate::signal::from_cri(config.stop_signal)
+                .map_err(|e| invalid("config.stop_signal", e))?
+            {
+                Some(n) => n,
+                None => crate::signal::parse(&rootfs.config.stop_signal)
+                    .map_err(|e| Status::failed_precondition(format!("image {image}: {e}")))?,
+            };
             let args = merge_args(
                 &config.command,
                 &config.args,
@@ -668,8 +619,10 @@ impl Cri {
                         drop: c.drop_capabilities.clone(),
                     })
                     .unwrap_or_default(),
-                masked_paths: (!sc.masked_paths.is_empty()).then(|| sc.masked_paths.clone()),
-                readonly_paths: (!sc.readonly_paths.is_empty()).then(|| sc.readonly_paths.clone()),
+                // Applied exactly as sent: kubelet sends the default lists for procMount
+                // Default and empty ones for Unmasked.
+                masked_paths: Some(sc.masked_paths.clone()),
+                readonly_paths: Some(sc.readonly_paths.clone()),
                 oom_score_adj: (res.oom_score_adj != 0)
                     .then(|| i32::try_from(res.oom_score_adj.clamp(-1000, 1000)).unwrap_or(0)),
                 resources: resources.clone(),
@@ -790,7 +743,7 @@ impl Cri {
         let timeout = Duration::from_secs(u64::try_from(timeout).unwrap_or(0));
         match self.pods.stop_container(id, timeout).await {
             // CRI: stopping a container that is already gone is not an error.
-            Ok(()) | Err(crius_runtime::PodError::NotFound(_)) => Ok(()),
+            Ok(()) | Err(crius_runtime::PodError::ContainerNotFound(_)) => Ok(()),
             Err(e) => Err(pod_error(e)),
         }
     }
@@ -960,14 +913,5 @@ mod tests {
         })
         .expect("rslave");
         assert_eq!(slave[0].propagation, "rslave");
-    }
-
-    #[test]
-    fn signals() {
-        assert_eq!(parse_signal(""), Ok(15));
-        assert_eq!(parse_signal("SIGQUIT"), Ok(3));
-        assert_eq!(parse_signal("usr1"), Ok(10));
-        assert_eq!(parse_signal("9"), Ok(9));
-        assert!(parse_signal("SIGNOPE").is_err());
     }
 }

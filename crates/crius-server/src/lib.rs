@@ -10,6 +10,7 @@ pub mod metrics;
 mod network;
 mod podcidr;
 mod runtime;
+mod signal;
 mod stats;
 mod stream;
 

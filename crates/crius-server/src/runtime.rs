@@ -589,7 +589,7 @@ pub(crate) fn pod_error(e: crius_runtime::PodError) -> tonic::Status {
     let message = e.to_string();
     match e {
         PodError::Invalid(_) => tonic::Status::invalid_argument(message),
-        PodError::NotFound(_) => tonic::Status::not_found(message),
+        PodError::NotFound(_) | PodError::ContainerNotFound(_) => tonic::Status::not_found(message),
         PodError::AlreadyExists(_) => tonic::Status::already_exists(message),
         PodError::Precondition(_) => tonic::Status::failed_precondition(message),
         PodError::Internal(_) => tonic::Status::internal(message),

@@ -1,0 +1,149 @@
+//! Stop signals: the image's `STOPSIGNAL` text and the CRI `Signal` enum, as Linux numbers.
+
+use cri_api::v1::Signal;
+
+/// The lowest real-time signal a process may use (glibc reserves 32 and 33).
+const SIGRTMIN: i32 = 34;
+/// The highest signal.
+const SIGRTMAX: i32 = 64;
+
+/// Standard signal names (without `SIG`) and numbers, canonical names first.
+const NAMES: [(&str, i32); 34] = [
+    ("HUP", 1),
+    ("INT", 2),
+    ("QUIT", 3),
+    ("ILL", 4),
+    ("TRAP", 5),
+    ("ABRT", 6),
+    ("IOT", 6),
+    ("BUS", 7),
+    ("FPE", 8),
+    ("KILL", 9),
+    ("USR1", 10),
+    ("SEGV", 11),
+    ("USR2", 12),
+    ("PIPE", 13),
+    ("ALRM", 14),
+    ("TERM", 15),
+    ("STKFLT", 16),
+    ("CHLD", 17),
+    ("CLD", 17),
+    ("CONT", 18),
+    ("STOP", 19),
+    ("TSTP", 20),
+    ("TTIN", 21),
+    ("TTOU", 22),
+    ("URG", 23),
+    ("XCPU", 24),
+    ("XFSZ", 25),
+    ("VTALRM", 26),
+    ("PROF", 27),
+    ("WINCH", 28),
+    ("IO", 29),
+    ("POLL", 29),
+    ("PWR", 30),
+    ("SYS", 31),
+];
+
+/// A signal name (`SIGTERM`, `TERM`, `SIGRTMIN+3`, `RTMAXMINUS1`) or number; SIGTERM when
+/// empty.
+pub(crate) fn parse(text: &str) -> Result<i32, String> {
+    let bad = || format!("bad stop signal {text:?}");
+    let t = text.trim();
+    if t.is_empty() {
+        return Ok(15);
+    }
+    if let Ok(n) = t.parse::<i32>() {
+        return (1..=SIGRTMAX).contains(&n).then_some(n).ok_or_else(bad);
+    }
+    let upper = t.to_ascii_uppercase();
+    let name = upper.strip_prefix("SIG").unwrap_or(&upper);
+    if let Some((_, n)) = NAMES.iter().find(|(n, _)| *n == name) {
+        return Ok(*n);
+    }
+    let offset = |rest: &str| -> Result<i32, String> {
+        if rest.is_empty() {
+            return Ok(0);
+        }
+        let digits = rest
+            .strip_prefix('+')
+            .or_else(|| rest.strip_prefix("PLUS"))
+            .or_else(|| rest.strip_prefix('-'))
+            .or_else(|| rest.strip_prefix("MINUS"))
+            .ok_or_else(bad)?;
+        digits.parse::<i32>().map_err(|_| bad())
+    };
+    let n = if let Some(rest) = name.strip_prefix("RTMIN") {
+        SIGRTMIN + offset(rest)?
+    } else if let Some(rest) = name.strip_prefix("RTMAX") {
+        SIGRTMAX - offset(rest)?
+    } else {
+        return Err(bad());
+    };
+    (SIGRTMIN..=SIGRTMAX)
+        .contains(&n)
+        .then_some(n)
+        .ok_or_else(bad)
+}
+
+/// The number of a CRI `ContainerConfig.stop_signal`; `None` for RUNTIME_DEFAULT.
+pub(crate) fn from_cri(value: i32) -> Result<Option<i32>, String> {
+    let signal = Signal::try_from(value).map_err(|_| format!("{value} is not a CRI Signal"))?;
+    if signal == Signal::RuntimeDefault {
+        return Ok(None);
+    }
+    parse(signal.as_str_name()).map(Some)
+}
+
+/// The CRI `Signal` of signal number `n` (RUNTIME_DEFAULT when it has no name).
+pub(crate) fn to_cri(n: i32) -> i32 {
+    let name = match NAMES.iter().find(|(_, v)| *v == n) {
+        Some((name, _)) => format!("SIG{name}"),
+        None if n == SIGRTMIN => "SIGRTMIN".to_owned(),
+        None if n == SIGRTMAX => "SIGRTMAX".to_owned(),
+        None if (SIGRTMIN..SIGRTMIN + 16).contains(&n) => {
+            format!("SIGRTMINPLUS{}", n - SIGRTMIN)
+        }
+        None if (SIGRTMAX - 14..SIGRTMAX).contains(&n) => {
+            format!("SIGRTMAXMINUS{}", SIGRTMAX - n)
+        }
+        None => return Signal::RuntimeDefault as i32,
+    };
+    Signal::from_str_name(&name).map_or(Signal::RuntimeDefault as i32, |s| s as i32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_names_and_numbers() {
+        assert_eq!(parse(""), Ok(15));
+        assert_eq!(parse("SIGQUIT"), Ok(3));
+        assert_eq!(parse("usr1"), Ok(10));
+        assert_eq!(parse("9"), Ok(9));
+        assert_eq!(parse("SIGRTMIN+3"), Ok(37));
+        assert_eq!(parse("SIGRTMAX-1"), Ok(63));
+        assert!(parse("SIGNOPE").is_err());
+        assert!(parse("65").is_err());
+        assert!(parse("SIGRTMIN+40").is_err());
+    }
+
+    #[test]
+    fn every_cri_signal_round_trips() {
+        for value in 1..=65 {
+            let n = from_cri(value).expect("known").expect("a signal");
+            let back = to_cri(n);
+            assert_eq!(
+                from_cri(back).expect("known"),
+                Some(n),
+                "{:?}",
+                Signal::try_from(value)
+            );
+        }
+        assert_eq!(from_cri(0), Ok(None));
+        assert!(from_cri(99).is_err());
+        assert_eq!(to_cri(15), Signal::Sigterm as i32);
+        assert_eq!(to_cri(10), Signal::Sigusr1 as i32);
+    }
+}

@@ -1,0 +1,321 @@
+//! What ordinary workloads and kubelet 1.33–1.36 expect: a process reopens its own stdio in
+//! pods with and without a user namespace, procMount Unmasked, the configured stop signal, and
+//! error messages that name the right kind of object.
+
+#![allow(clippy::unwrap_used, reason = "test code")]
+
+use std::time::{Duration, Instant};
+
+use cri_api::v1::*;
+use crius_tests::env::{Env, setup};
+use crius_tests::image::{BUSYBOX_GROUP, BUSYBOX_PASSWD, Compression, Entry, Image, Layer};
+
+async fn wait_stdout(env: &Env, name: &str, n: usize) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let lines = env.stdout(name);
+        if lines.len() >= n {
+            return lines;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name}: {:?}",
+            env.log_lines(name)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn run_as(config: &mut ContainerConfig, uid: i64) {
+    config
+        .linux
+        .get_or_insert_default()
+        .security_context
+        .get_or_insert_default()
+        .run_as_user = Some(Int64Value { value: uid });
+}
+
+/// Pushes `image` as `repo` and pulls it; returns its reference.
+async fn push_and_pull(env: &mut Env, image: Image, repo: &str) -> String {
+    let host = env.image.split('/').next().unwrap().to_owned();
+    let pushed = image.push(&host, repo).await.unwrap();
+    env.daemon
+        .images
+        .pull_image(PullImageRequest {
+            image: Some(ImageSpec {
+                image: pushed.reference.clone(),
+                ..ImageSpec::default()
+            }),
+            auth: None,
+            sandbox_config: None,
+        })
+        .await
+        .unwrap();
+    pushed.reference
+}
+
+/// A container reopens `/dev/stdout` and `/dev/stderr` (pipes) as root and as uid 1000, with
+/// and without a user namespace; so does an exec.
+#[tokio::test]
+async fn processes_reopen_their_own_stdio() {
+    let mut env = setup(false).await;
+    for userns in [false, true] {
+        let pod = env.pod(&format!("stdio-{userns}"), userns).await;
+        for uid in [0, 1000] {
+            let name = format!("stdio-{userns}-{uid}");
+            let mut config = env.container_config(
+                &name,
+                "echo out > /dev/stdout; echo err > /dev/stderr; echo done; exec sleep 1000",
+            );
+            run_as(&mut config, uid);
+            let id = env.run(&pod, config).await;
+            let deadline = Instant::now() + Duration::from_secs(20);
+            let lines = loop {
+                let lines = env.log_lines(&name);
+                if lines.iter().any(|(_, _, t)| t == "done") {
+                    break lines;
+                }
+                assert!(Instant::now() < deadline, "{name}: {lines:?}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            };
+            let has =
+                |stream: &str, text: &str| lines.iter().any(|(s, _, t)| s == stream && t == text);
+            assert!(has("stdout", "out"), "{name}: {lines:?}");
+            assert!(has("stderr", "err"), "{name}: {lines:?}");
+            let out = env
+                .exec(
+                    &id,
+                    &["sh", "-c", "echo o1 > /dev/stdout && echo e1 > /dev/stderr"],
+                    10,
+                )
+                .await
+                .unwrap();
+            assert_eq!(
+                (
+                    String::from_utf8_lossy(&out.stdout).into_owned(),
+                    String::from_utf8_lossy(&out.stderr).into_owned(),
+                    out.exit_code
+                ),
+                ("o1\n".to_owned(), "e1\n".to_owned(), 0),
+                "{name}"
+            );
+        }
+    }
+}
+
+/// An image shaped like nginx's: its log files are symlinks to /dev/stdout and /dev/stderr,
+/// and its daemon opens them after start-up. In a `hostUsers: false` pod it serves on port 80
+/// and its log lines reach the container log.
+#[tokio::test]
+async fn nginx_shaped_image_serves_and_logs_in_a_user_namespace() {
+    let mut env = setup(false).await;
+    let mut entries = crius_tests::image::busybox_entries(BUSYBOX_PASSWD, BUSYBOX_GROUP).unwrap();
+    entries.extend([
+        Entry::dir("var/log", 0o755),
+        Entry::dir("var/log/nginx", 0o755),
+        Entry::symlink("var/log/nginx/access.log", "/dev/stdout"),
+        Entry::symlink("var/log/nginx/error.log", "/dev/stderr"),
+        Entry::dir("www", 0o755),
+        Entry::file("www/index.html", "hello from the pod\n", 0o644),
+        Entry::file(
+            "docker-entrypoint.sh",
+            "#!/bin/sh\n\
+             httpd -p 80 -h /www || exit 1\n\
+             sleep 0.2\n\
+             exec 3>>/var/log/nginx/access.log 4>>/var/log/nginx/error.log\n\
+             echo 'start worker processes' >&4\n\
+             while true; do\n\
+               if wget -q -O /dev/null http://127.0.0.1/; then echo '127.0.0.1 \"GET / HTTP/1.1\" 200' >&3; fi\n\
+               sleep 1\n\
+             done\n",
+            0o755,
+        ),
+    ]);
+    let image = Image::new(vec![Layer::new(&entries, Compression::Gzip).unwrap()])
+        .with_entrypoint(&["/docker-entrypoint.sh"])
+        .with_env(&format!("PATH={}", crius_tests::image::DEFAULT_PATH));
+    let reference = push_and_pull(&mut env, image, "crius/nginx-shaped:1").await;
+    let pod = env.pod("web", true).await;
+    let mut config = env.container_config("web", "");
+    config.command = Vec::new();
+    config.image = Some(ImageSpec {
+        image: reference,
+        ..ImageSpec::default()
+    });
+    let id = env.run(&pod, config).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let lines = env.log_lines("web");
+        let access = lines
+            .iter()
+            .any(|(s, _, t)| s == "stdout" && t.contains("200"));
+        let error = lines
+            .iter()
+            .any(|(s, _, t)| s == "stderr" && t.contains("start worker processes"));
+        if access && error {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{lines:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let out = env
+        .exec(&id, &["wget", "-q", "-O", "-", "http://127.0.0.1:80/"], 10)
+        .await
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hello from the pod\n");
+    let uid_map = env
+        .exec(&id, &["cat", "/proc/self/uid_map"], 10)
+        .await
+        .unwrap();
+    let map: Vec<String> = String::from_utf8_lossy(&uid_map.stdout)
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(map[0], "0");
+    assert_ne!(map[1], "0", "the pod has no user namespace: {map:?}");
+}
+
+/// kubelet's default masked and read-only lists for procMount Default, and empty lists for
+/// Unmasked: applied exactly as sent.
+#[tokio::test]
+async fn proc_mount_lists_are_applied_as_sent() {
+    // Paths of kubelet's default lists that exist on every kernel this runs on.
+    const MASKED: [&str; 3] = ["/proc/acpi", "/proc/keys", "/proc/timer_list"];
+    const READONLY: [&str; 2] = ["/proc/bus", "/proc/sys"];
+    let mut env = setup(false).await;
+    let pod = env.pod("procmount", true).await;
+    let script = "awk '$5 ~ \"^/proc/\" {print $5}' /proc/self/mountinfo | sort; echo end; \
+                  exec sleep 1000";
+    for (name, masked, readonly) in [
+        ("default", MASKED.to_vec(), READONLY.to_vec()),
+        ("unmasked", Vec::new(), Vec::new()),
+    ] {
+        let mut config = env.container_config(name, script);
+        let sc = config
+            .linux
+            .get_or_insert_default()
+            .security_context
+            .get_or_insert_default();
+        sc.masked_paths = masked.iter().map(|p| (*p).to_owned()).collect();
+        sc.readonly_paths = readonly.iter().map(|p| (*p).to_owned()).collect();
+        env.run(&pod, config).await;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let lines = loop {
+            let lines = env.stdout(name);
+            if lines.last().map(String::as_str) == Some("end") {
+                break lines;
+            }
+            assert!(Instant::now() < deadline, "{name}: {lines:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let mut want: Vec<String> = masked
+            .iter()
+            .chain(readonly.iter())
+            .map(|p| (*p).to_owned())
+            .collect();
+        want.sort();
+        want.push("end".into());
+        assert_eq!(lines, want, "{name}");
+    }
+}
+
+/// ContainerConfig.stop_signal is what StopContainer sends, before the image's STOPSIGNAL and
+/// SIGTERM; ContainerStatus reports the signal in force.
+#[tokio::test]
+async fn stop_signal_is_configured_per_container() {
+    let mut env = setup(false).await;
+    let image = crius_tests::image::busybox()
+        .unwrap()
+        .with_stop_signal("SIGINT");
+    let sigint_image = push_and_pull(&mut env, image, "crius/stopsignal:1").await;
+    let pod = env.pod("stop", false).await;
+    let trap = "trap 'echo got INT; exit 0' INT; trap 'echo got USR1; exit 0' USR1; \
+                trap 'echo got TERM; exit 0' TERM; echo up; while true; do sleep 0.1; done";
+    for (name, image, signal, want, status_signal) in [
+        (
+            "config",
+            Some(&sigint_image),
+            Signal::Sigusr1,
+            "got USR1",
+            Signal::Sigusr1,
+        ),
+        (
+            "image",
+            Some(&sigint_image),
+            Signal::RuntimeDefault,
+            "got INT",
+            Signal::Sigint,
+        ),
+        (
+            "default",
+            None,
+            Signal::RuntimeDefault,
+            "got TERM",
+            Signal::Sigterm,
+        ),
+    ] {
+        let mut config = env.container_config(name, trap);
+        if let Some(image) = image {
+            config.image = Some(ImageSpec {
+                image: image.clone(),
+                ..ImageSpec::default()
+            });
+        }
+        config.stop_signal = signal.into();
+        let id = env.run(&pod, config).await;
+        wait_stdout(&env, name, 1).await;
+        assert_eq!(
+            env.status(&id).await.stop_signal,
+            status_signal as i32,
+            "{name}"
+        );
+        env.daemon
+            .runtime
+            .stop_container(StopContainerRequest {
+                container_id: id.clone(),
+                timeout: 10,
+            })
+            .await
+            .unwrap();
+        let status = env.wait_exit(&id, Duration::from_secs(15)).await;
+        assert_eq!(status.exit_code, 0, "{name}: {status:?}");
+        let lines = env.stdout(name);
+        assert_eq!(
+            lines.last().map(String::as_str),
+            Some(want),
+            "{name}: {lines:?}"
+        );
+    }
+    let mut config = env.container_config("bad", "true");
+    config.stop_signal = 99;
+    let err = env.create(&pod, config).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(err.message().contains("stop_signal"), "{err:?}");
+}
+
+/// A missing container is "container <id> not found".
+#[tokio::test]
+async fn missing_containers_are_named_as_containers() {
+    let mut env = setup(false).await;
+    let err = env
+        .daemon
+        .runtime
+        .container_status(ContainerStatusRequest {
+            container_id: "feedbeef".into(),
+            verbose: false,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound);
+    assert_eq!(err.message(), "container \"feedbeef\" not found");
+    let err = env
+        .daemon
+        .runtime
+        .pod_sandbox_status(PodSandboxStatusRequest {
+            pod_sandbox_id: "feedbeef".into(),
+            verbose: false,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.message(), "pod sandbox \"feedbeef\" not found");
+}
