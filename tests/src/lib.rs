@@ -2,6 +2,7 @@
 //! loopback, and test images built offline from Debian's `busybox-static`.
 
 pub mod env;
+pub mod flood;
 pub mod harness;
 pub mod host;
 pub mod image;

@@ -9,10 +9,16 @@
 //! backend with them ([`StreamIo`]), then reports the exit status the way the negotiated
 //! protocol wants it.
 //!
-//! Modules: `server` (HTTP, routing, negotiation), `token` (the token store), `spdy` (SPDY/3.1
-//! framing and sessions, with remotecommand and port forwarding on top), `websocket` (both
-//! protocols over WebSocket), `remotecommand` (what exec and attach mean, transport-free).
+//! Connections that have not yet named a live token are handshakes: a small pool of their
+//! own with a deadline, where a new connection evicts the oldest, so junk connections cannot
+//! keep a client holding a token out (see `admission`).
+//!
+//! Modules: `server` (HTTP, routing, negotiation), `admission` (the handshake pool), `token`
+//! (the token store), `spdy` (SPDY/3.1 framing and sessions, with remotecommand and port
+//! forwarding on top), `websocket` (both protocols over WebSocket), `remotecommand` (what
+//! exec and attach mean, transport-free).
 
+mod admission;
 mod backend;
 mod dictionary;
 mod error;

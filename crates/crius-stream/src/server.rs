@@ -14,12 +14,14 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tracing::{debug, warn};
+use tracing::{debug, trace, warn};
 
+use crate::admission::{Handshake, Handshakes};
 use crate::backend::Backend;
 use crate::error::{RequestError, ServerError};
 use crate::remotecommand::{Command, Opts, SPDY_PROTOCOLS, Version};
@@ -32,6 +34,16 @@ use crate::websocket;
 const HEADER_PROTOCOL: &str = "x-stream-protocol-version";
 /// Header listing the subprotocols the server accepts, on a failed negotiation.
 const HEADER_ACCEPTED: &str = "x-accepted-stream-protocol-versions";
+/// Most bytes of a request head (hyper's read buffer; its minimum is 8 KiB).
+const MAX_HEAD_BYTES: usize = 16 << 10;
+/// Most header fields in a request.
+const MAX_HEADERS: usize = 64;
+/// Connections the kernel may queue for accept (capped by `net.core.somaxconn`). Far more
+/// than the default 128: when the queue is full the kernel drops new connection attempts,
+/// and a client then waits a second or more to retry, however quickly junk is evicted.
+const LISTEN_BACKLOG: u32 = 4096;
+/// Least time between two warnings that handshakes are being evicted.
+const EVICTION_WARNING_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Settings of the streaming server.
 #[derive(Debug, Clone)]
@@ -48,12 +60,14 @@ pub struct StreamConfig {
     pub stream_creation_timeout: Duration,
     /// A port-forward session with no open connection closes after this long. Default 4 h.
     pub idle_timeout: Duration,
-    /// Most HTTP connections (before any upgrade) served at once. Default 512.
-    pub max_connections: usize,
+    /// Most connections at once that have not yet presented a live token; accepting one more
+    /// closes the oldest of them. Connections that did present one do not count. Default 128.
+    pub max_handshakes: usize,
+    /// How long a connection has, from accept, to present a request naming a live token;
+    /// then it is closed. Default 5 s.
+    pub handshake_timeout: Duration,
     /// Most upgraded sessions running at once; beyond, clients get 503. Default 1024.
     pub max_sessions: usize,
-    /// How long a client may take to send its request head. Default 10 s.
-    pub header_read_timeout: Duration,
 }
 
 impl Default for StreamConfig {
@@ -65,9 +79,9 @@ impl Default for StreamConfig {
             max_in_flight: 1000,
             stream_creation_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(4 * 3600),
-            max_connections: 512,
+            max_handshakes: 128,
+            handshake_timeout: Duration::from_secs(5),
             max_sessions: 1024,
-            header_read_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -128,13 +142,10 @@ pub struct StreamServer<B: Backend> {
 impl<B: Backend> StreamServer<B> {
     /// Binds the listen address and starts serving.
     pub async fn start(config: StreamConfig, backend: Arc<B>) -> Result<Self, ServerError> {
-        let listener =
-            TcpListener::bind(config.listen)
-                .await
-                .map_err(|source| ServerError::Bind {
-                    addr: config.listen,
-                    source,
-                })?;
+        let listener = listen(config.listen).map_err(|source| ServerError::Bind {
+            addr: config.listen,
+            source,
+        })?;
         let local_addr = listener.local_addr().map_err(ServerError::LocalAddr)?;
         let base_url = match &config.base_url {
             Some(url) => url.trim_end_matches('/').to_owned(),
@@ -204,20 +215,28 @@ impl<B: Backend> Drop for StreamServer<B> {
     }
 }
 
+/// A listening socket on `addr` with [`LISTEN_BACKLOG`] (and `SO_REUSEADDR`, as std sets).
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
+/// Accepts connections as fast as they come: the loop never waits for room, it evicts the
+/// oldest handshake instead.
 async fn accept_loop<B: Backend>(
     listener: TcpListener,
     shared: Arc<Shared<B>>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let slots = Arc::new(Semaphore::new(shared.config.max_connections.max(1)));
+    let handshakes = Handshakes::new(shared.config.max_handshakes);
+    let mut evictions = Evictions::default();
     loop {
-        let permit = tokio::select! {
-            permit = slots.clone().acquire_owned() => match permit {
-                Ok(p) => p,
-                Err(_) => return,
-            },
-            _ = stop.changed() => return,
-        };
         let (tcp, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
@@ -229,34 +248,101 @@ async fn accept_loop<B: Backend>(
             },
             _ = stop.changed() => return,
         };
-        let _ = tcp.set_nodelay(true);
-        let shared = shared.clone();
-        let header_timeout = shared.config.header_read_timeout;
-        tokio::spawn(async move {
-            let service = service_fn(move |req| {
-                let shared = shared.clone();
-                async move { Ok::<_, Infallible>(handle(req, shared)) }
-            });
-            let mut builder = http1::Builder::new();
-            builder
-                .timer(TokioTimer::new())
-                .header_read_timeout(header_timeout)
-                .max_buf_size(64 << 10);
-            let conn = builder
-                .serve_connection(TokioIo::new(tcp), service)
-                .with_upgrades();
-            if let Err(e) = conn.await {
-                debug!(%peer, error = %e, "streaming connection ended with an error");
-            }
-            // The permit covers the HTTP exchange; an upgraded session holds its own.
-            drop(permit);
-        });
+        let admission = handshakes.admit();
+        if admission.evicted_oldest {
+            evictions.count(shared.config.max_handshakes);
+        }
+        tokio::spawn(serve_connection(
+            tcp,
+            peer,
+            admission.handshake,
+            shared.clone(),
+        ));
+        // Let the new connection read its request before the next accept can evict it.
+        tokio::task::yield_now().await;
     }
 }
 
+/// Evictions of handshakes, warned about at most once per [`EVICTION_WARNING_INTERVAL`].
+#[derive(Default)]
+struct Evictions {
+    unreported: u64,
+    last_warning: Option<Instant>,
+}
+
+impl Evictions {
+    fn count(&mut self, max: usize) {
+        self.unreported += 1;
+        let now = Instant::now();
+        if self
+            .last_warning
+            .is_none_or(|t| now.duration_since(t) >= EVICTION_WARNING_INTERVAL)
+        {
+            warn!(
+                max_handshakes = max,
+                evicted = self.unreported,
+                "streaming connections that present no token fill the handshake pool; closing the oldest"
+            );
+            self.unreported = 0;
+            self.last_warning = Some(now);
+        }
+    }
+}
+
+/// Serves one connection: its handshake ends at the deadline or on eviction unless its
+/// request named a live token first.
+async fn serve_connection<B: Backend>(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    handshake: Arc<Handshake>,
+    shared: Arc<Shared<B>>,
+) {
+    let _ = tcp.set_nodelay(true);
+    let timeout = shared.config.handshake_timeout;
+    let deadline = Instant::now() + timeout;
+    let in_service = handshake.clone();
+    let service = service_fn(move |req| {
+        let shared = shared.clone();
+        let handshake = in_service.clone();
+        async move { Ok::<_, Infallible>(handle(req, shared, &handshake)) }
+    });
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(timeout)
+        .max_buf_size(MAX_HEAD_BYTES)
+        .max_headers(MAX_HEADERS);
+    let conn = builder
+        .serve_connection(TokioIo::new(tcp), service)
+        .with_upgrades();
+    tokio::pin!(conn);
+    let cut = tokio::select! {
+        result = &mut conn => {
+            if let Err(e) = result {
+                debug!(%peer, error = %e, "streaming connection ended with an error");
+            }
+            return;
+        }
+        () = tokio::time::sleep_until(deadline) => "no token in time",
+        () = handshake.evicted() => "evicted by newer connections",
+    };
+    if handshake.is_authenticated() {
+        // Only the response to the upgrade is left to write.
+        if let Err(e) = conn.await {
+            debug!(%peer, error = %e, "streaming connection ended with an error");
+        }
+    } else {
+        trace!(%peer, reason = cut, "streaming connection closed in its handshake");
+    }
+}
+
+/// A refusal, after which the connection closes: only upgrades are served, one per
+/// connection, so a client cannot keep a handshake going with one request after another.
 fn text(status: StatusCode, body: impl Into<String>) -> Response<Full<Bytes>> {
     let mut resp = Response::new(Full::new(Bytes::from(body.into())));
     *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(CONNECTION, HeaderValue::from_static("close"));
     resp.headers_mut().insert(
         http::header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
@@ -309,7 +395,11 @@ enum Transport {
     WebSocket(websocket::Negotiated, String),
 }
 
-fn handle<B: Backend>(mut req: Request<Incoming>, shared: Arc<Shared<B>>) -> Response<Full<Bytes>> {
+fn handle<B: Backend>(
+    mut req: Request<Incoming>,
+    shared: Arc<Shared<B>>,
+    handshake: &Handshake,
+) -> Response<Full<Bytes>> {
     let path = req.uri().path().to_owned();
     let mut parts = path.split('/');
     let (Some(""), Some(kind), Some(token), None) =
@@ -407,6 +497,13 @@ fn handle<B: Backend>(mut req: Request<Incoming>, shared: Arc<Shared<B>>) -> Res
             "too many streaming sessions; try again later\n",
         );
     };
+    if !handshake.authenticate() {
+        // Evicted meanwhile: the connection is closing, and the token stays for a retry.
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "streaming server busy; try again later\n",
+        );
+    }
     let Some(cached) = shared.tokens.consume(token) else {
         return text(
             StatusCode::NOT_FOUND,

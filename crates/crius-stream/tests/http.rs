@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use crius_stream::{AttachRequest, RequestError, StreamConfig, StreamServer};
 use support::spdy_client;
-use support::{ProcessBackend, exec, raw_http, server, server_with_ttl};
+use support::{ProcessBackend, exec, raw_http, server, server_with, server_with_ttl};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 
 const SPDY_HEADERS: &str =
     "Connection: Upgrade\r\nUpgrade: SPDY/3.1\r\nX-Stream-Protocol-Version: v4.channel.k8s.io\r\n";
@@ -151,4 +153,86 @@ async fn bad_requests_get_the_right_status() {
     let c = client.collect(Duration::from_secs(10)).await;
     assert_eq!(c.text(out), "still-valid\n");
     assert!(c.fin.contains(&err));
+}
+
+/// True when the peer closes `tcp` within `limit` (whatever it sent before).
+async fn closed_within(tcp: &mut TcpStream, limit: Duration) -> bool {
+    let mut buf = [0u8; 1024];
+    let read_to_end = async {
+        loop {
+            match tcp.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    };
+    tokio::time::timeout(limit, read_to_end).await.is_ok()
+}
+
+#[tokio::test]
+async fn connections_without_a_token_are_bounded_and_never_keep_a_client_out() {
+    let srv = server_with(StreamConfig {
+        max_handshakes: 4,
+        handshake_timeout: Duration::from_secs(2),
+        stream_creation_timeout: Duration::from_secs(5),
+        ..StreamConfig::default()
+    })
+    .await;
+    let addr = srv.local_addr();
+    let mut idle = Vec::new();
+    for _ in 0..20 {
+        idle.push(TcpStream::connect(addr).await.expect("connect"));
+    }
+    // A client with a token gets in past them, and its session outlives the handshake
+    // deadline.
+    let url = srv
+        .exec_url(exec(
+            "sleep 2.5; echo after-the-deadline",
+            false,
+            true,
+            false,
+            false,
+        ))
+        .expect("url");
+    let (up, client) = spdy_client::connect(&url, &["v4.channel.k8s.io"]).await;
+    assert_eq!(up.status, 101);
+    let mut client = client.expect("session");
+    let err = client.open(&[("streamType", "error")]).await;
+    let out = client.open(&[("streamType", "stdout")]).await;
+
+    // The pool holds four: the sixteen oldest were closed at once, the others at the deadline.
+    for (i, tcp) in idle.iter_mut().enumerate().take(16) {
+        assert!(
+            closed_within(tcp, Duration::from_secs(1)).await,
+            "idle connection {i} was not evicted"
+        );
+    }
+    for (i, tcp) in idle.iter_mut().enumerate().skip(16) {
+        assert!(
+            closed_within(tcp, Duration::from_secs(4)).await,
+            "idle connection {i} outlived the deadline"
+        );
+    }
+
+    let c = client.collect(Duration::from_secs(10)).await;
+    assert_eq!(c.text(out), "after-the-deadline\n");
+    assert!(c.fin.contains(&err));
+
+    // A request that names no live token is answered and the connection closed, even when
+    // the client asks to keep it.
+    let mut tcp = TcpStream::connect(addr).await.expect("connect");
+    tcp.write_all(
+        format!("GET /exec/AAAAAAAAAAAAAAAAAAAAAA HTTP/1.1\r\nHost: {addr}\r\n{SPDY_HEADERS}\r\n")
+            .as_bytes(),
+    )
+    .await
+    .expect("write");
+    let head = spdy_client::read_head(&mut tcp).await;
+    assert_eq!(spdy_client::parse_status(&head), 404, "{head}");
+    assert!(closed_within(&mut tcp, Duration::from_secs(1)).await);
+
+    // A request head that never ends is cut at the deadline.
+    let mut tcp = TcpStream::connect(addr).await.expect("connect");
+    tcp.write_all(b"GET /exec/").await.expect("write");
+    assert!(closed_within(&mut tcp, Duration::from_secs(4)).await);
 }
