@@ -370,6 +370,14 @@ fn create_in(
     if let Some(adj) = spec.oom_score_adj {
         crate::sandbox::set_oom_score_adj(nix::unistd::Pid::from_raw(pid), adj);
     }
+    // libcontainer mounts the cgroup view writable whatever the options say.
+    if !spec.privileged {
+        rootfs::read_only_in(
+            pid,
+            Path::new("/sys/fs/cgroup"),
+            rootfs::MOUNT_ATTR_NOSUID_NODEV_NOEXEC,
+        )?;
+    }
     if let Some(cg) = cgroup {
         cgroup::attach_container(cg, pid, &spec.resources)?;
     }

@@ -749,15 +749,6 @@ fn child(
         if let Err(e) = nix::unistd::setsid() {
             return format!("setsid: {e}");
         }
-        // The terminal is the user's, as login makes it: the command can reopen /dev/tty and
-        // its stdio. The pty is of the container's devpts, owned by the pod's root.
-        if let Err(e) = nix::unistd::fchown(
-            std::io::stdin(),
-            Some(nix::unistd::Uid::from_raw(t.uid)),
-            Some(nix::unistd::Gid::from_raw(t.gid)),
-        ) {
-            return format!("cannot give the terminal to {}:{}: {e}", t.uid, t.gid);
-        }
         // SAFETY: TIOCSCTTY on fd 0 with argument 0 (do not steal); no memory is passed.
         if unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) } < 0 {
             return format!("cannot take the terminal: {}", nix::errno::Errno::last());

@@ -212,6 +212,9 @@ pub(crate) fn build(
         namespaces.push(json!({"type": "ipc", "path": by_path("ipc")}));
     }
     namespaces.push(json!({"type": "uts", "path": by_path("uts")}));
+    // A cgroup namespace of its own, rooted at the container's cgroup: the container sees its
+    // own cgroup (and limits) at /sys/fs/cgroup, not the node's tree.
+    namespaces.push(json!({"type": "cgroup"}));
     if let Some(target) = ns.pid_target {
         namespaces.push(json!({"type": "pid", "path": format!("/proc/{target}/ns/pid")}));
     } else if spec.own_pid_ns {
@@ -249,6 +252,13 @@ pub(crate) fn build(
                            "options": ["rbind", "nosuid", "noexec", "nodev", "ro"]}),
         );
     }
+    // The container's own cgroup, read-only unless privileged: on cgroup v2 the cgroup2
+    // filesystem of its namespace, on v1 each controller's directory of the container.
+    let cgroup_access = if spec.privileged { "rw" } else { "ro" };
+    mounts.push(
+        json!({"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
+                       "options": ["nosuid", "noexec", "nodev", "relatime", cgroup_access]}),
+    );
     if ns.shm {
         mounts.push(json!({"destination": "/dev/shm", "type": "bind",
                            "source": pod_file(crius_proto::layout::SHM),

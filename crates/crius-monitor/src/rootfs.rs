@@ -222,6 +222,30 @@ pub(crate) fn make_recursive_read_only(target: &Path, attrs: u64) -> Result<(), 
     Ok(())
 }
 
+/// Makes the mount tree at `path` in the mount namespace of process `pid` read-only (plus
+/// `attrs`), every submount included: the monitor enters that namespace for the call and
+/// returns to its own (it is single-threaded, as setns of a mount namespace requires).
+pub(crate) fn read_only_in(pid: i32, path: &Path, attrs: u64) -> Result<(), Error> {
+    use nix::sched::{CloneFlags, setns};
+    let own = std::fs::File::open("/proc/self/ns/mnt")
+        .map_err(Error::io("cannot open the monitor's mount namespace"))?;
+    let ns_path = format!("/proc/{pid}/ns/mnt");
+    let theirs =
+        std::fs::File::open(&ns_path).map_err(Error::io(format!("cannot open {ns_path}")))?;
+    setns(&theirs, CloneFlags::CLONE_NEWNS)
+        .map_err(Error::sys(format!("cannot enter {ns_path}")))?;
+    let result = make_recursive_read_only(path, attrs);
+    if let Err(e) = setns(&own, CloneFlags::CLONE_NEWNS) {
+        // Every later path would resolve in the container: nothing may go on from here.
+        crate::log(format_args!(
+            "cannot return to the monitor's mount namespace: {e}"
+        ));
+        std::process::exit(1);
+    }
+    let _ = std::env::set_current_dir("/");
+    result
+}
+
 /// Creates the mount point `<dir>/mounts/<name>`, a directory or a file like `source`.
 fn mount_point(dir: &Path, name: &str, source: &Path) -> Result<PathBuf, Error> {
     let mounts = dir.join(MOUNTS);
