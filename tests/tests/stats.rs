@@ -497,6 +497,105 @@ async fn list_container_stats_filters_by_id_pod_and_label() {
 }
 
 /// The rx bytes of a pod's default interface.
+/// The cgroup v2 directory of process `pid` on the host (`0::` of /proc/PID/cgroup beneath the
+/// cgroup2 mount), if the node has a cgroup2 hierarchy.
+fn v2_dir_of(pid: i64) -> Option<std::path::PathBuf> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let mount = info.lines().find_map(|l| {
+        let (fields, rest) = l.split_once(" - ")?;
+        rest.starts_with("cgroup2 ")
+            .then(|| fields.split(' ').nth(4).map(str::to_owned))
+            .flatten()
+    })?;
+    let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    let path = cgroup.lines().find_map(|l| l.strip_prefix("0::"))?;
+    Some(Path::new(&mount).join(path.trim_start_matches('/')))
+}
+
+/// Container and pod stats carry PSI (cpu, memory, io) where the kernel keeps it for the
+/// cgroup (a cgroup v2 directory with `*.pressure` files), with totals in nanoseconds; and say
+/// nothing where it does not.
+#[tokio::test]
+async fn stats_carry_pressure_stall_information() {
+    let mut env = setup().await;
+    let pod = env.pod("psi").await;
+    let id = env
+        .run(
+            &pod,
+            "psi",
+            "while true; do i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done; sleep 0.05; done",
+        )
+        .await;
+    let info = env
+        .daemon
+        .runtime
+        .container_status(ContainerStatusRequest {
+            container_id: id.clone(),
+            verbose: true,
+        })
+        .await
+        .expect("status")
+        .into_inner()
+        .info;
+    let v: serde_json::Value = serde_json::from_str(&info["info"]).expect("info json");
+    let pid = v["pid"].as_i64().expect("pid");
+    let dir = v2_dir_of(pid).filter(|d| d.join("cpu.pressure").exists());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let stats = env
+        .daemon
+        .runtime
+        .container_stats(ContainerStatsRequest {
+            container_id: id.clone(),
+        })
+        .await
+        .expect("stats")
+        .into_inner()
+        .stats
+        .expect("stats body");
+    let cpu_psi = stats.cpu.as_ref().and_then(|c| c.psi.clone());
+    let memory_psi = stats.memory.as_ref().and_then(|m| m.psi.clone());
+    let io_psi = stats.io.as_ref().and_then(|i| i.psi.clone());
+    let pod_stats = env
+        .daemon
+        .runtime
+        .pod_sandbox_stats(PodSandboxStatsRequest {
+            pod_sandbox_id: pod.0.clone(),
+        })
+        .await
+        .expect("pod stats")
+        .into_inner()
+        .stats
+        .expect("pod stats body");
+    let pod_linux = pod_stats.linux.expect("linux");
+    let pod_cpu_psi = pod_linux.cpu.as_ref().and_then(|c| c.psi.clone());
+    let pod_io_psi = pod_linux.io.as_ref().and_then(|i| i.psi.clone());
+    let Some(dir) = dir else {
+        // No PSI for this cgroup on this node: nothing is made up.
+        assert!(cpu_psi.is_none() && memory_psi.is_none() && io_psi.is_none());
+        assert!(pod_cpu_psi.is_none() && pod_io_psi.is_none());
+        return;
+    };
+    let after = std::fs::read_to_string(dir.join("cpu.pressure")).expect("cpu.pressure");
+    let total_after: u64 = after
+        .lines()
+        .find(|l| l.starts_with("some "))
+        .and_then(|l| l.split_whitespace().find_map(|w| w.strip_prefix("total=")))
+        .and_then(|t| t.parse().ok())
+        .expect("some total");
+    let cpu_psi = cpu_psi.expect("cpu psi where the cgroup has cpu.pressure");
+    let some = cpu_psi.some.expect("some");
+    assert!(
+        some.total <= total_after * 1000,
+        "stats total {} ns, file total after {} us",
+        some.total,
+        total_after
+    );
+    assert!((0.0..=100.0).contains(&some.avg10), "{some:?}");
+    assert!(memory_psi.is_some_and(|p| p.some.is_some()));
+    assert!(io_psi.is_some_and(|p| p.some.is_some()));
+    assert!(pod_cpu_psi.is_some() && pod_io_psi.is_some());
+}
+
 async fn pod_rx_bytes(env: &mut Env, pod: &str) -> u64 {
     let stats = env
         .daemon

@@ -466,6 +466,8 @@ async fn tty_exec_runs_on_a_terminal_of_the_container() {
         )
         .await;
         let (out, _) = read_until(&mut ws, |o, _| o.contains("DONE-3")).await;
+        // The session starts clean: no stray bytes before the shell's own output.
+        assert!(!out.contains('\0'), "NUL bytes on the terminal: {out:?}");
         assert!(out.contains("TTY-42"), "stdin is a terminal: {out:?}");
         assert!(
             out.contains("NAME=/dev/pts/") && !out.contains("not a tty"),

@@ -29,7 +29,7 @@ pub struct MemoryStats {
 
 /// What a cgroup's files say; each part is `None` when its controller's files are missing
 /// (the cgroup is gone, or the controller is not mounted).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct CgroupStats {
     /// Cumulative CPU time in nanoseconds (v1 `cpuacct.usage`, v2 `cpu.stat` `usage_usec`).
     pub cpu_usage_ns: Option<u64>,
@@ -39,6 +39,67 @@ pub struct CgroupStats {
     pub pids: Option<u64>,
     /// Swap, where swap accounting is on.
     pub swap: Option<SwapStats>,
+    /// Pressure stall information (cgroup v2 `cpu.pressure`), where the kernel keeps it.
+    pub cpu_pressure: Option<Pressure>,
+    /// `memory.pressure`.
+    pub memory_pressure: Option<Pressure>,
+    /// `io.pressure`.
+    pub io_pressure: Option<Pressure>,
+}
+
+/// One line of a PSI file: the share of time tasks stalled, and the total stall.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct PressureLine {
+    /// Percent over the last 10 s.
+    pub avg10: f64,
+    /// Percent over the last 60 s.
+    pub avg60: f64,
+    /// Percent over the last 300 s.
+    pub avg300: f64,
+    /// Total stall time in microseconds.
+    pub total_us: u64,
+}
+
+/// A cgroup v2 PSI file (`cpu.pressure`, `memory.pressure`, `io.pressure`).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Pressure {
+    /// Some tasks stalled.
+    pub some: PressureLine,
+    /// All tasks stalled (absent for cpu on older kernels).
+    pub full: Option<PressureLine>,
+}
+
+/// Parses a PSI file; `None` when it is not one.
+pub fn parse_pressure(text: &str) -> Option<Pressure> {
+    let mut some = None;
+    let mut full = None;
+    for line in text.lines() {
+        let mut words = line.split_whitespace();
+        let kind = words.next()?;
+        let mut out = PressureLine::default();
+        for word in words {
+            let (k, v) = word.split_once('=')?;
+            match k {
+                "avg10" => out.avg10 = v.parse().ok()?,
+                "avg60" => out.avg60 = v.parse().ok()?,
+                "avg300" => out.avg300 = v.parse().ok()?,
+                "total" => out.total_us = v.parse().ok()?,
+                _ => {}
+            }
+        }
+        match kind {
+            "some" => some = Some(out),
+            "full" => full = Some(out),
+            _ => {}
+        }
+    }
+    Some(Pressure { some: some?, full })
+}
+
+fn pressure(dir: &Path, file: &str) -> Option<Pressure> {
+    // A PSI file is tiny; a bigger one is not what it claims to be.
+    let text = std::fs::read_to_string(dir.join(file)).ok()?;
+    (text.len() < 4096).then(|| parse_pressure(&text)).flatten()
 }
 
 /// Swap usage of a cgroup.
@@ -126,6 +187,15 @@ pub fn read_cgroup(dirs: &[PathBuf]) -> CgroupStats {
         }
         if out.pids.is_none() {
             out.pids = read_u64(&dir.join("pids.current"));
+        }
+        if out.cpu_pressure.is_none() {
+            out.cpu_pressure = pressure(dir, "cpu.pressure");
+        }
+        if out.memory_pressure.is_none() {
+            out.memory_pressure = pressure(dir, "memory.pressure");
+        }
+        if out.io_pressure.is_none() {
+            out.io_pressure = pressure(dir, "io.pressure");
         }
     }
     out
@@ -393,6 +463,20 @@ mod tests {
             disk_usage(&dir.path().join("a")).is_err(),
             "the top is a symlink"
         );
+    }
+
+    #[test]
+    fn parses_pressure_files() {
+        let p = parse_pressure(
+            "some avg10=1.50 avg60=0.25 avg300=0.00 total=1234\n\
+             full avg10=0.00 avg60=0.00 avg300=0.00 total=5\n",
+        )
+        .expect("psi");
+        assert_eq!(p.some.avg10, 1.5);
+        assert_eq!(p.some.total_us, 1234);
+        assert_eq!(p.full.map(|f| f.total_us), Some(5));
+        assert!(parse_pressure("").is_none());
+        assert!(parse_pressure("some avg10=x").is_none());
     }
 
     #[test]

@@ -94,11 +94,36 @@ fn cpu_usage(key: &str, stats: &CgroupStats, at_ns: i64, started: Option<i64>) -
         timestamp: at_ns,
         usage_core_nano_seconds: value(usage),
         usage_nano_cores: nano_cores(key, usage, at_ns, started).and_then(value),
-        psi: None,
+        psi: stats.cpu_pressure.map(psi),
     })
 }
 
-fn memory_usage(m: &MemoryStats, at_ns: i64) -> MemoryUsage {
+/// PSI as CRI carries it (totals in nanoseconds).
+fn psi(p: crius_runtime::stats::Pressure) -> PsiStats {
+    let data = |l: crius_runtime::stats::PressureLine| PsiData {
+        total: l.total_us.saturating_mul(1000),
+        avg10: l.avg10,
+        avg60: l.avg60,
+        avg300: l.avg300,
+    };
+    PsiStats {
+        full: p.full.map(data),
+        some: Some(data(p.some)),
+    }
+}
+
+fn io_usage(stats: &CgroupStats, at_ns: i64) -> Option<IoUsage> {
+    stats.io_pressure.map(|p| IoUsage {
+        timestamp: at_ns,
+        psi: Some(psi(p)),
+    })
+}
+
+fn memory_usage(
+    m: &MemoryStats,
+    pressure: Option<crius_runtime::stats::Pressure>,
+    at_ns: i64,
+) -> MemoryUsage {
     MemoryUsage {
         timestamp: at_ns,
         working_set_bytes: value(m.working_set_bytes),
@@ -109,7 +134,7 @@ fn memory_usage(m: &MemoryStats, at_ns: i64) -> MemoryUsage {
         rss_bytes: value(m.rss_bytes),
         page_faults: value(m.page_faults),
         major_page_faults: value(m.major_page_faults),
-        psi: None,
+        psi: pressure.map(psi),
     }
 }
 
@@ -187,7 +212,9 @@ fn container_stats_of(
             annotations: r.annotations.clone().into_iter().collect(),
         }),
         cpu: cpu_usage(&r.id, &cgroup, at_ns, started),
-        memory: cgroup.memory.map(|m| memory_usage(&m, at_ns)),
+        memory: cgroup
+            .memory
+            .map(|m| memory_usage(&m, cgroup.memory_pressure, at_ns)),
         writable_layer,
         swap: cgroup.swap.map(|sw| SwapUsage {
             timestamp: at_ns,
@@ -196,7 +223,7 @@ fn container_stats_of(
                 .and_then(|l| value(l.saturating_sub(sw.usage_bytes))),
             swap_usage_bytes: value(sw.usage_bytes),
         }),
-        io: None,
+        io: io_usage(&cgroup, at_ns),
     }
 }
 
@@ -274,14 +301,16 @@ fn pod_stats_of(
         }),
         linux: Some(LinuxPodSandboxStats {
             cpu: cpu_usage(&key, &cgroup, at_ns, Some(r.created_at_ns)),
-            memory: cgroup.memory.map(|m| memory_usage(&m, at_ns)),
+            memory: cgroup
+                .memory
+                .map(|m| memory_usage(&m, cgroup.memory_pressure, at_ns)),
             network: net,
             process: cgroup.pids.map(|n| ProcessUsage {
                 timestamp: at_ns,
                 process_count: value(n),
             }),
             containers: collect(pods, &mine, LAYER_CACHE_TTL),
-            io: None,
+            io: io_usage(&cgroup, at_ns),
         }),
         windows: None,
     }
@@ -761,6 +790,7 @@ mod tests {
                             major_page_faults: 1,
                             limit_bytes: None,
                         },
+                        None,
                         1,
                     )),
                     writable_layer: Some(FilesystemUsage {
