@@ -1081,15 +1081,6 @@ fn pod_cases() -> Vec<PodCase> {
             INVALID,
             "config.linux.security_context.namespace_options.userns_options.uids",
         ),
-        (
-            "userns with host network",
-            |c| {
-                userns(c, NamespaceMode::Pod, ok_map(), ok_map());
-                ns(c).network = NamespaceMode::Node.into();
-            },
-            INVALID,
-            USERNS,
-        ),
         // Identity.
         (
             "run_as_user -1",

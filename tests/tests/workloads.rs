@@ -373,3 +373,96 @@ async fn containers_see_their_own_cgroup() {
         assert!(written.is_empty(), "{name}: writable: {lines:?}");
     }
 }
+
+/// A user-namespaced pod on the host network (KEP-5607) runs: its processes are in the host's
+/// network namespace, root in it is an unprivileged host uid and cannot change the host's
+/// network configuration, and Status says the runtime supports it.
+#[tokio::test]
+async fn user_namespace_with_host_network() {
+    let mut env = setup(false).await;
+    let status = env
+        .daemon
+        .runtime
+        .status(StatusRequest { verbose: false })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        status
+            .features
+            .as_ref()
+            .is_some_and(|f| f.user_namespaces_host_network),
+        "{status:?}"
+    );
+    let mut config = crius_tests::env::pod_config("hostnet-userns", true, env.logs.path());
+    config
+        .linux
+        .as_mut()
+        .unwrap()
+        .security_context
+        .as_mut()
+        .unwrap()
+        .namespace_options
+        .as_mut()
+        .unwrap()
+        .network = NamespaceMode::Node.into();
+    let id = env
+        .daemon
+        .runtime
+        .run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(config.clone()),
+            runtime_handler: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .pod_sandbox_id;
+    let pod = (id, config);
+    let script = "cat /proc/self/uid_map; \
+                  ip link set lo mtu 1400 2>/dev/null && echo CHANGED-MTU; \
+                  ip link add crius-probe type dummy 2>/dev/null && echo ADDED-LINK; \
+                  echo 1 > /proc/sys/net/ipv4/ip_forward 2>/dev/null && echo WROTE-SYSCTL; \
+                  echo end; exec sleep 1000";
+    let cid = env
+        .run(&pod, env.container_config("hostnet-userns", script))
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let lines = loop {
+        let lines = env.stdout("hostnet-userns");
+        if lines.last().map(String::as_str) == Some("end") {
+            break lines;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{:?}",
+            env.log_lines("hostnet-userns")
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let map: Vec<&str> = lines[0].split_whitespace().collect();
+    assert_eq!(map[0], "0");
+    assert_ne!(map[1], "0", "no user namespace: {lines:?}");
+    assert_eq!(
+        lines.len(),
+        2,
+        "root in the pod changed the host's network: {lines:?}"
+    );
+    // The host's network namespace: the same interfaces as the host's.
+    let inside = env.exec(&cid, &["cat", "/proc/net/dev"], 10).await.unwrap();
+    let names = |text: &str| {
+        let mut v: Vec<String> = text
+            .lines()
+            .skip(2)
+            .filter_map(|l| l.split_once(':').map(|(n, _)| n.trim().to_owned()))
+            .collect();
+        v.sort();
+        v
+    };
+    let host = std::fs::read_to_string("/proc/self/net/dev").unwrap();
+    assert_eq!(
+        names(&String::from_utf8_lossy(&inside.stdout)),
+        names(&host)
+    );
+    let host_mtu = std::fs::read_to_string("/sys/class/net/lo/mtu").unwrap();
+    assert_eq!(host_mtu.trim(), "65536");
+}

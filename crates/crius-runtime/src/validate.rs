@@ -93,13 +93,6 @@ pub fn validate(spec: &PodSpec) -> Result<(), Invalid> {
             NamespaceMode::Pod => {
                 validate_ranges(&format!("{USERNS}.uids"), &userns.uids)?;
                 validate_ranges(&format!("{USERNS}.gids"), &userns.gids)?;
-                if ns.network == NamespaceMode::Node {
-                    return Err(invalid(
-                        USERNS,
-                        "a user namespace with host network is not supported by crius \
-                         (the runtime feature user_namespaces_host_network is false)",
-                    ));
-                }
             }
             NamespaceMode::Container | NamespaceMode::Target => {
                 return Err(invalid(
@@ -975,9 +968,10 @@ mod tests {
         }
         let spec = with_userns(NamespaceMode::Node, ok.clone(), vec![]);
         assert_eq!(field_of(&spec), USERNS);
+        // A user namespace on the host network is fine (KEP-5607).
         let mut spec = with_userns(NamespaceMode::Pod, ok.clone(), ok);
         spec.namespaces.network = NamespaceMode::Node;
-        assert_eq!(field_of(&spec), USERNS);
+        assert_eq!(validate(&spec), Ok(()));
     }
 
     #[test]

@@ -567,7 +567,9 @@ impl Cri {
             }],
             features: Some(RuntimeFeatures {
                 supplemental_groups_policy: true,
-                user_namespaces_host_network: false,
+                // The host network's sysfs is bound read-only from the host (no new sysfs,
+                // which the host's network namespace would forbid in a user namespace).
+                user_namespaces_host_network: idmap,
             }),
         }
     }
