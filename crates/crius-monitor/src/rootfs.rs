@@ -16,18 +16,31 @@ pub(crate) const LAYERS: &str = "layers";
 
 const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x0000_0004;
 
-/// Whether `path` is a mount point (its device differs from its parent's).
+/// Whether `path` is the root of a mount (statx's STATX_ATTR_MOUNT_ROOT: a bind or idmapped
+/// view of a directory on the same filesystem counts too, which a device comparison misses).
 fn is_mount_point(path: &Path) -> bool {
-    if path.parent().is_none() {
-        return true;
+    use rustix::fs::{AtFlags, CWD, StatxAttributes, StatxFlags, statx};
+    match statx(
+        CWD,
+        path,
+        AtFlags::NO_AUTOMOUNT | AtFlags::SYMLINK_NOFOLLOW,
+        StatxFlags::empty(),
+    ) {
+        Ok(st) if st.stx_attributes_mask.contains(StatxAttributes::MOUNT_ROOT) => {
+            st.stx_attributes.contains(StatxAttributes::MOUNT_ROOT)
+        }
+        // Kernels before 5.8: compare devices with the parent.
+        Ok(_) => {
+            let (Ok(me), Some(Ok(parent))) = (
+                std::fs::symlink_metadata(path),
+                path.parent().map(std::fs::symlink_metadata),
+            ) else {
+                return path.parent().is_none();
+            };
+            me.dev() != parent.dev() || me.ino() == parent.ino()
+        }
+        Err(_) => false,
     }
-    let (Ok(me), Some(Ok(parent))) = (
-        std::fs::symlink_metadata(path),
-        path.parent().map(std::fs::symlink_metadata),
-    ) else {
-        return false;
-    };
-    me.dev() != parent.dev() || me.ino() == parent.ino()
 }
 
 /// Mounts an idmapped, read-only, nosuid, nodev view of each of `layer_dirs` (directories
@@ -307,6 +320,74 @@ pub(crate) fn mount_overlay(
         std::os::unix::fs::chown(path, Some(owner.0), Some(owner.1))
             .map_err(Error::io(format!("cannot chown {}", path.display())))?;
     }
+    mount_overlay_fs(lowers, &upper, &work, &merged)?;
+    if let Err(e) = check_writable(&merged) {
+        let _ = nix::mount::umount2(&merged, nix::mount::MntFlags::MNT_DETACH);
+        return Err(e);
+    }
+    Ok(Rootfs { merged })
+}
+
+/// Mounts overlayfs at `merged` through the new mount API, one `lowerdir+` per layer (top
+/// first): no limit on the number of layers or the length of their paths (Linux 6.8+). An older
+/// kernel gets the classic option string, limited to a page.
+fn mount_overlay_fs(
+    lowers: &[PathBuf],
+    upper: &Path,
+    work: &Path,
+    merged: &Path,
+) -> Result<(), Error> {
+    use rustix::mount::{
+        FsMountFlags, FsOpenFlags, MountAttrFlags, MoveMountFlags, fsconfig_create,
+        fsconfig_set_string, fsmount, fsopen, move_mount,
+    };
+    let failed = |what: &str, e: rustix::io::Errno| Error::Sys {
+        what: format!(
+            "cannot mount the overlay rootfs at {} ({what})",
+            merged.display()
+        ),
+        source: nix::errno::Errno::from_raw(e.raw_os_error()),
+    };
+    let fs = fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC).map_err(|e| failed("fsopen", e))?;
+    for lower in lowers.iter().rev() {
+        match fsconfig_set_string(&fs, "lowerdir+", lower) {
+            Ok(()) => {}
+            // The first layer given: a kernel without `lowerdir+` refuses the key.
+            Err(rustix::io::Errno::INVAL) if Some(lower) == lowers.last() => {
+                return mount_overlay_classic(lowers, upper, work, merged);
+            }
+            Err(e) => return Err(failed(&format!("lowerdir+ {}", lower.display()), e)),
+        }
+    }
+    for (key, value) in [
+        ("upperdir", upper.as_os_str()),
+        ("workdir", work.as_os_str()),
+        ("index", "off".as_ref()),
+        ("redirect_dir", "off".as_ref()),
+        ("metacopy", "off".as_ref()),
+    ] {
+        fsconfig_set_string(&fs, key, value).map_err(|e| failed(key, e))?;
+    }
+    fsconfig_create(&fs).map_err(|e| failed("create", e))?;
+    let mount = fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, MountAttrFlags::empty())
+        .map_err(|e| failed("fsmount", e))?;
+    move_mount(
+        &mount,
+        "",
+        rustix::fs::CWD,
+        merged,
+        MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
+    )
+    .map_err(|e| failed("move_mount", e))
+}
+
+/// The overlay as one mount(2) option string (kernels without `lowerdir+`).
+fn mount_overlay_classic(
+    lowers: &[PathBuf],
+    upper: &Path,
+    work: &Path,
+    merged: &Path,
+) -> Result<(), Error> {
     let lowerdir: Vec<String> = lowers
         .iter()
         .rev()
@@ -320,20 +401,17 @@ pub(crate) fn mount_overlay(
     );
     nix::mount::mount(
         Some("overlay"),
-        &merged,
+        merged,
         Some("overlay"),
         MsFlags::empty(),
         Some(options.as_str()),
     )
     .map_err(Error::sys(format!(
-        "cannot mount the overlay rootfs at {}",
-        merged.display()
-    )))?;
-    if let Err(e) = check_writable(&merged) {
-        let _ = nix::mount::umount2(&merged, nix::mount::MntFlags::MNT_DETACH);
-        return Err(e);
-    }
-    Ok(Rootfs { merged })
+        "cannot mount the overlay rootfs at {} ({} layers; this kernel takes them in one \
+         page of options only)",
+        merged.display(),
+        lowers.len()
+    )))
 }
 
 /// Escapes the characters overlayfs treats specially in its options.
