@@ -5,6 +5,7 @@ pub mod calllog;
 pub mod config;
 mod containers;
 mod events;
+mod fields;
 mod image;
 pub mod metrics;
 mod network;

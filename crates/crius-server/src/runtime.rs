@@ -48,6 +48,7 @@ impl RuntimeService for Runtime {
         &self,
         request: tonic::Request<RunPodSandboxRequest>,
     ) -> Result<tonic::Response<RunPodSandboxResponse>, tonic::Status> {
+        crate::fields::refuse_unhandled_pod(request.get_ref().config.as_ref())?;
         let request = request.into_inner();
         let config = request
             .config
@@ -195,6 +196,7 @@ impl RuntimeService for Runtime {
         &self,
         request: tonic::Request<UpdatePodSandboxResourcesRequest>,
     ) -> Result<tonic::Response<UpdatePodSandboxResourcesResponse>, tonic::Status> {
+        crate::fields::refuse_unhandled_pod_update(request.get_ref())?;
         let request = request.into_inner();
         tracing::Span::current().record("id", request.pod_sandbox_id.as_str());
         let resources = pod_resources(
@@ -303,6 +305,7 @@ impl RuntimeService for Runtime {
         &self,
         request: tonic::Request<UpdateContainerResourcesRequest>,
     ) -> Result<tonic::Response<UpdateContainerResourcesResponse>, tonic::Status> {
+        crate::fields::refuse_unhandled_container_update(request.get_ref())?;
         let request = request.into_inner();
         tracing::Span::current().record("id", request.container_id.as_str());
         let linux = request.linux.unwrap_or_default();
