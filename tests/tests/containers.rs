@@ -168,10 +168,9 @@ async fn userns_root_container_sees_its_mapping_and_no_layer_changes_owner() {
     let upper = env
         .daemon
         .paths
-        .state
-        .join("pods")
-        .join(&pod.0)
+        .root
         .join("containers")
+        .join(&pod.0)
         .join(&id)
         .join("upper");
     let written = std::fs::metadata(upper.join("written")).expect("written in upper");
@@ -460,10 +459,9 @@ async fn exec_sync_runs_in_the_pods_user_namespace_with_the_containers_identity(
     let upper = env
         .daemon
         .paths
-        .state
-        .join("pods")
-        .join(&pod.0)
+        .root
         .join("containers")
+        .join(&pod.0)
         .join(&root)
         .join("upper/made-by-exec");
     let meta = std::fs::metadata(&upper).expect("the file is in the container's upper dir");

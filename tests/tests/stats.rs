@@ -552,9 +552,9 @@ async fn stats_carry_pressure_stall_information() {
         .into_inner()
         .stats
         .expect("stats body");
-    let cpu_psi = stats.cpu.as_ref().and_then(|c| c.psi.clone());
-    let memory_psi = stats.memory.as_ref().and_then(|m| m.psi.clone());
-    let io_psi = stats.io.as_ref().and_then(|i| i.psi.clone());
+    let cpu_psi = stats.cpu.as_ref().and_then(|c| c.psi);
+    let memory_psi = stats.memory.as_ref().and_then(|m| m.psi);
+    let io_psi = stats.io.as_ref().and_then(|i| i.psi);
     let pod_stats = env
         .daemon
         .runtime
@@ -567,8 +567,8 @@ async fn stats_carry_pressure_stall_information() {
         .stats
         .expect("pod stats body");
     let pod_linux = pod_stats.linux.expect("linux");
-    let pod_cpu_psi = pod_linux.cpu.as_ref().and_then(|c| c.psi.clone());
-    let pod_io_psi = pod_linux.io.as_ref().and_then(|i| i.psi.clone());
+    let pod_cpu_psi = pod_linux.cpu.as_ref().and_then(|c| c.psi);
+    let pod_io_psi = pod_linux.io.as_ref().and_then(|i| i.psi);
     let Some(dir) = dir else {
         // No PSI for this cgroup on this node: nothing is made up.
         assert!(cpu_psi.is_none() && memory_psi.is_none() && io_psi.is_none());

@@ -120,3 +120,136 @@ async fn layer_views_are_mounted_once_per_pod() {
         .collect();
     assert_eq!(points.len(), 1, "{points:?}");
 }
+
+/// Every path below `dir` named `name` (not following symlinks, not into mounts' content).
+fn find_named(dir: &std::path::Path, name: &str) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let Ok(meta) = std::fs::symlink_metadata(e.path()) else {
+                continue;
+            };
+            if e.file_name() == name {
+                out.push(e.path());
+            }
+            let content = ["rootfs", "layers", "mounts", "shm"]
+                .contains(&e.file_name().to_string_lossy().as_ref());
+            if meta.is_dir() && !content {
+                stack.push(e.path());
+            }
+        }
+    }
+    out
+}
+
+/// Writable layers live on disk under the root (`<root>/containers/<pod>/<container>`), never
+/// in the state directory; stats and ImageFsInfo count them there; removal and the start-up
+/// sweep take them away.
+#[tokio::test]
+async fn writable_layers_live_under_the_root() {
+    const MIB: u64 = 1 << 20;
+    let mut env = setup(false).await;
+    let root = env.daemon.paths.root.clone();
+    let state = env.daemon.paths.state.clone();
+    for userns in [false, true] {
+        let name = format!("disk-{userns}");
+        let pod = env.pod(&name, userns).await;
+        let id = env
+            .run(
+                &pod,
+                env.container_config(
+                    &name,
+                    "dd if=/dev/zero of=/data.bin bs=1M count=4 2>/dev/null; echo end; \
+                     exec sleep 1000",
+                ),
+            )
+            .await;
+        wait_end(&env, &name).await;
+        let upper = root.join("containers").join(&pod.0).join(&id).join("upper");
+        let data = std::fs::metadata(upper.join("data.bin")).unwrap();
+        assert_eq!(data.len(), 4 * MIB, "{name}");
+        assert!(
+            find_named(&state, "upper").is_empty(),
+            "{name}: an upper dir in the state"
+        );
+        let stats = env
+            .daemon
+            .runtime
+            .container_stats(ContainerStatsRequest {
+                container_id: id.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .stats
+            .unwrap();
+        let layer = stats.writable_layer.unwrap();
+        assert!(
+            layer.used_bytes.unwrap().value >= 4 * MIB,
+            "{name}: {layer:?}"
+        );
+        env.daemon
+            .runtime
+            .remove_container(RemoveContainerRequest {
+                container_id: id.clone(),
+            })
+            .await
+            .unwrap();
+        assert!(
+            !upper.exists(),
+            "{name}: the writable layer outlived its container"
+        );
+        env.daemon
+            .runtime
+            .remove_pod_sandbox(RemovePodSandboxRequest {
+                pod_sandbox_id: pod.0.clone(),
+            })
+            .await
+            .unwrap();
+        assert!(!root.join("containers").join(&pod.0).exists(), "{name}");
+    }
+    // ImageFsInfo names the filesystem the writable layers are on.
+    let pod = env.pod("disk-fs", false).await;
+    env.run(
+        &pod,
+        env.container_config(
+            "disk-fs",
+            "dd if=/dev/zero of=/f bs=1M count=2 2>/dev/null; echo end; exec sleep 1000",
+        ),
+    )
+    .await;
+    wait_end(&env, "disk-fs").await;
+    let info = env
+        .daemon
+        .images
+        .image_fs_info(ImageFsInfoRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let containers = &info.container_filesystems[0];
+    assert!(
+        containers.used_bytes.as_ref().unwrap().value >= 2 * MIB,
+        "{info:?}"
+    );
+    assert_eq!(
+        containers.fs_id, info.image_filesystems[0].fs_id,
+        "root and the container root share a disk here: {info:?}"
+    );
+    // A writable root no pod owns is swept at start.
+    let stray = root.join("containers").join("0123456789abcdef");
+    std::fs::create_dir_all(stray.join("c/upper")).unwrap();
+    env.daemon.restart().await.unwrap();
+    assert!(
+        !stray.exists(),
+        "the start-up sweep left {}",
+        stray.display()
+    );
+    assert!(
+        root.join("containers").join(&pod.0).exists(),
+        "a live pod's layers were swept"
+    );
+}

@@ -320,57 +320,59 @@ async fn missing_containers_are_named_as_containers() {
     assert_eq!(err.message(), "pod sandbox \"feedbeef\" not found");
 }
 
-/// A container reads its own limits under `/sys/fs/cgroup` (read-only), with and without a
-/// user namespace: a 64 MiB memory limit is what it sees.
+/// Each container of a pod reads its own limits under `/sys/fs/cgroup` (read-only), with and
+/// without a user namespace: three containers with 64, 96 and 128 MiB memory limits each see
+/// theirs.
 #[tokio::test]
 async fn containers_see_their_own_cgroup() {
-    const LIMIT: i64 = 64 << 20;
     let mut env = setup(false).await;
     for userns in [false, true] {
         let pod = env.pod(&format!("cgroup-{userns}"), userns).await;
-        let name = format!("cgroup-{userns}");
-        let script = "cat /sys/fs/cgroup/memory.max 2>/dev/null || \
-                      cat /sys/fs/cgroup/memory/memory.limit_in_bytes; \
-                      grep -E ':memory:|^0::' /proc/self/cgroup; \
-                      for d in /sys/fs/cgroup /sys/fs/cgroup/*; do \
-                        [ -L \"$d\" ] || mkdir \"$d/probe\" 2>/dev/null && echo \"WROTE $d\"; done; \
-                      awk '$5 ~ \"^/sys/fs/cgroup\" && $6 !~ \"(^|,)ro(,|$)\" {print \"RW \" $5}' \
-                        /proc/self/mountinfo; \
-                      echo end; exec sleep 1000";
-        let mut config = env.container_config(&name, script);
-        config
-            .linux
-            .get_or_insert_default()
-            .resources
-            .get_or_insert_default()
-            .memory_limit_in_bytes = LIMIT;
-        env.run(&pod, config).await;
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let lines = loop {
-            let lines = env.stdout(&name);
-            if lines.last().map(String::as_str) == Some("end") {
-                break lines;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{name}: {:?}",
-                env.log_lines(&name)
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        };
-        assert_eq!(lines[0], LIMIT.to_string(), "{name}: {lines:?}");
-        // Its own cgroup namespace: the container's cgroup is its root (the memory controller's
-        // line on v1, the unified one on a v2-only node).
-        let own = lines
-            .iter()
-            .find(|l| l.contains(":memory:"))
-            .or_else(|| lines.iter().find(|l| l.starts_with("0::")));
-        assert!(own.is_some_and(|l| l.ends_with(":/")), "{name}: {lines:?}");
-        let written: Vec<&String> = lines
-            .iter()
-            .filter(|l| l.starts_with("WROTE") || l.starts_with("RW"))
-            .collect();
-        assert!(written.is_empty(), "{name}: writable: {lines:?}");
+        for mib in [64i64, 96, 128] {
+            let name = format!("cgroup-{userns}-{mib}");
+            let script = "cat /sys/fs/cgroup/memory.max 2>/dev/null || \
+                          cat /sys/fs/cgroup/memory/memory.limit_in_bytes; \
+                          grep -E ':memory:|^0::' /proc/self/cgroup; \
+                          for d in /sys/fs/cgroup /sys/fs/cgroup/*; do \
+                            [ -L \"$d\" ] || mkdir \"$d/probe\" 2>/dev/null && echo \"WROTE $d\"; done; \
+                          awk '$5 ~ \"^/sys/fs/cgroup\" && $6 !~ \"(^|,)ro(,|$)\" {print \"RW \" $5}' \
+                            /proc/self/mountinfo; \
+                          echo end; exec sleep 1000";
+            let mut config = env.container_config(&name, script);
+            config
+                .linux
+                .get_or_insert_default()
+                .resources
+                .get_or_insert_default()
+                .memory_limit_in_bytes = mib << 20;
+            env.run(&pod, config).await;
+            let deadline = Instant::now() + Duration::from_secs(20);
+            let lines = loop {
+                let lines = env.stdout(&name);
+                if lines.last().map(String::as_str) == Some("end") {
+                    break lines;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "{name}: {:?}",
+                    env.log_lines(&name)
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            };
+            assert_eq!(lines[0], (mib << 20).to_string(), "{name}: {lines:?}");
+            // Its own cgroup namespace: the container's cgroup is its root (the memory
+            // controller's line on v1, the unified one on a v2-only node).
+            let own = lines
+                .iter()
+                .find(|l| l.contains(":memory:"))
+                .or_else(|| lines.iter().find(|l| l.starts_with("0::")));
+            assert!(own.is_some_and(|l| l.ends_with(":/")), "{name}: {lines:?}");
+            let written: Vec<&String> = lines
+                .iter()
+                .filter(|l| l.starts_with("WROTE") || l.starts_with("RW"))
+                .collect();
+            assert!(written.is_empty(), "{name}: writable: {lines:?}");
+        }
     }
 }
 

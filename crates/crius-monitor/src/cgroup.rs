@@ -285,6 +285,23 @@ pub(crate) fn attach_container(
     Ok(dirs)
 }
 
+/// Creates the container's cgroup in every hierarchy (kept if it exists); the directories by
+/// hierarchy.
+pub(crate) fn create_container_dirs(spec: &CgroupSpec) -> Result<Vec<(Hierarchy, PathBuf)>, Error> {
+    relative_dir(spec)?;
+    let dirs = pod_dirs(spec);
+    for (h, dir) in &dirs {
+        make_dirs(h, dir)?;
+    }
+    Ok(dirs)
+}
+
+/// Whether every mounted hierarchy is cgroup v2 (a unified-only node).
+pub(crate) fn v2_only() -> bool {
+    let all = hierarchies();
+    !all.is_empty() && all.iter().all(|h| h.v2)
+}
+
 /// A new v1 cpuset cgroup starts empty: copy its parent's cpus and mems.
 fn inherit_cpuset(dir: &Path) -> Result<(), Error> {
     let Some(parent) = dir.parent() else {

@@ -201,6 +201,9 @@ pub(crate) fn create(
     if result.is_err() {
         delete_libcontainer(pod_dir, &spec.id);
         let _ = rootfs::remove(&dir);
+        if let Some(w) = writable_dir(sandbox, &spec.id) {
+            let _ = rootfs::remove_writable(&w);
+        }
         if let Some(cg) = &cgroup {
             let dirs: Vec<PathBuf> = cgroup::pod_dirs(cg).into_iter().map(|(_, d)| d).collect();
             cgroup::remove(&dirs);
@@ -225,7 +228,13 @@ fn create_in(
     } else {
         spec.layer_dirs.clone()
     };
-    let root = rootfs::mount_overlay(dir, &lowers, pod_root(sandbox))?;
+    let writable = writable_dir(sandbox, &spec.id);
+    let root = rootfs::mount_overlay(
+        dir,
+        writable.as_deref().unwrap_or(dir),
+        &lowers,
+        pod_root(sandbox),
+    )?;
     let passwd = identity::read_in_root(&root.merged, "/etc/passwd")?.unwrap_or_default();
     let group = identity::read_in_root(&root.merged, "/etc/group")?.unwrap_or_default();
     let id = identity::resolve(
@@ -281,6 +290,15 @@ fn create_in(
     } else {
         None
     };
+    // The container's view of its own cgroups: on a v1 or hybrid node crius builds it from the
+    // container's cgroup directories, made now (libcontainer and the later attach reuse them).
+    let cgroup_view = match cgroup {
+        Some(cg) if !cgroup::v2_only() => {
+            let dirs = cgroup::create_container_dirs(cg)?;
+            Some(rootfs::cgroup_v1_view(dir, &dirs, spec.privileged)?)
+        }
+        _ => None,
+    };
     // Like other runtimes, HOME comes from the image's passwd when the environment has none.
     if !spec.env.iter().any(|e| e.starts_with(b"HOME=")) {
         spec.env.push(format!("HOME={}", id.home).into_bytes());
@@ -297,6 +315,7 @@ fn create_in(
         pod_files: &pod_files,
         shm: sandbox.new_ipc && sandbox.shm_size > 0,
         host_sys: host_sys.as_deref(),
+        cgroup_view: cgroup_view.as_deref(),
     };
     let oci = ocispec::build(spec, &ns, &id, &cgroups_path).map_err(Error::Precondition)?;
     // The spec holds the environment (Secrets passed as env): root only.
@@ -370,8 +389,8 @@ fn create_in(
     if let Some(adj) = spec.oom_score_adj {
         crate::sandbox::set_oom_score_adj(nix::unistd::Pid::from_raw(pid), adj);
     }
-    // libcontainer mounts the cgroup view writable whatever the options say.
-    if !spec.privileged {
+    // libcontainer mounts a cgroup filesystem writable whatever the options say.
+    if !spec.privileged && cgroup_view.is_none() {
         rootfs::read_only_in(
             pid,
             Path::new("/sys/fs/cgroup"),
@@ -392,6 +411,7 @@ fn create_in(
         cgroup_dirs: cgroup
             .map(|c| cgroup::pod_dirs(c).into_iter().map(|(_, d)| d).collect())
             .unwrap_or_default(),
+        writable_dir: writable_dir(sandbox, &spec.id),
     };
     let (pipes, pty) = match console {
         Some(console) => {
@@ -643,7 +663,17 @@ pub(crate) fn release(
     if let Some(s) = state {
         cgroup::remove(&s.cgroup_dirs);
     }
-    rootfs::remove(&container_dir(pod_dir, id))
+    rootfs::remove(&container_dir(pod_dir, id))?;
+    match state.and_then(|s| s.writable_dir.as_deref()) {
+        Some(w) => rootfs::remove_writable(w),
+        None => Ok(()),
+    }
+}
+
+/// Where container `id` keeps its writable layer: beneath the pod's writable root on disk, or
+/// (pods made before there was one) in its own directory.
+fn writable_dir(sandbox: &SandboxSpec, id: &str) -> Option<PathBuf> {
+    sandbox.writable_root.as_ref().map(|root| root.join(id))
 }
 
 /// Whether a v1 memory cgroup or v2 memory.events recorded an OOM kill.

@@ -177,6 +177,30 @@ pub(crate) struct Namespaces<'a> {
     /// On the host network: the host's `/sys` tree, already read-only in every submount, that
     /// the container binds (none: the host's `/sys` itself, for privileged containers).
     pub(crate) host_sys: Option<&'a Path>,
+    /// On a cgroup v1 or hybrid node: crius' view of the container's cgroups, bound at
+    /// `/sys/fs/cgroup` (none: a cgroup mount in the container's cgroup namespace).
+    pub(crate) cgroup_view: Option<&'a Path>,
+}
+
+/// The OCI `hooks` object; libcontainer runs each at its point.
+fn hooks(h: &crius_proto::Hooks) -> Value {
+    let list = |hooks: &[crius_proto::Hook]| -> Value {
+        hooks
+            .iter()
+            .map(|k| {
+                json!({"path": k.path, "args": (!k.args.is_empty()).then_some(&k.args),
+                       "env": (!k.env.is_empty()).then_some(&k.env), "timeout": k.timeout})
+            })
+            .collect()
+    };
+    json!({
+        "prestart": list(&h.prestart),
+        "createRuntime": list(&h.create_runtime),
+        "createContainer": list(&h.create_container),
+        "startContainer": list(&h.start_container),
+        "poststart": list(&h.poststart),
+        "poststop": list(&h.poststop),
+    })
 }
 
 /// Builds the spec: rootfs `rootfs`, identity `id`, cgroup `cgroups_path`.
@@ -255,10 +279,16 @@ pub(crate) fn build(
     // The container's own cgroup, read-only unless privileged: on cgroup v2 the cgroup2
     // filesystem of its namespace, on v1 each controller's directory of the container.
     let cgroup_access = if spec.privileged { "rw" } else { "ro" };
-    mounts.push(
-        json!({"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
+    let cgroup_mount = match ns.cgroup_view {
+        // v1 or hybrid: crius' own view (libcontainer's v1 cgroup mount looks the container's
+        // cgroups up by its pid in the pod's pid namespace, on the host's /proc).
+        Some(view) => json!({"destination": "/sys/fs/cgroup", "type": "bind",
+                             "source": view.to_string_lossy(),
+                             "options": ["rbind", "rprivate", cgroup_access]}),
+        None => json!({"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
                        "options": ["nosuid", "noexec", "nodev", "relatime", cgroup_access]}),
-    );
+    };
+    mounts.push(cgroup_mount);
     if ns.shm {
         mounts.push(json!({"destination": "/dev/shm", "type": "bind",
                            "source": pod_file(crius_proto::layout::SHM),
@@ -289,6 +319,13 @@ pub(crate) fn build(
         if m.readonly {
             options.push("ro");
         }
+        // Only restricting flags (a CDI mount's); anything else was refused by criusd.
+        options.extend(
+            m.flags
+                .iter()
+                .map(String::as_str)
+                .filter(|f| matches!(*f, "nosuid" | "nodev" | "noexec")),
+        );
         mounts.push(json!({"destination": m.container_path, "type": "bind",
                            "source": m.host_path, "options": options}));
     }
@@ -346,7 +383,8 @@ pub(crate) fn build(
                    {"allow": true, "type": "c", "major": 136, "access": "rwm"}]),
         );
         if let Some(Value::Array(rules)) = resources.get_mut("devices") {
-            for d in &spec.devices {
+            // A CDI node with permissions `none` gets no rule.
+            for d in spec.devices.iter().filter(|d| !d.permissions.is_empty()) {
                 rules.push(json!({"allow": true, "type": d.kind, "major": d.major,
                                   "minor": d.minor, "access": d.permissions}));
             }
@@ -357,7 +395,8 @@ pub(crate) fn build(
         .iter()
         .map(|d| {
             json!({"path": d.container_path, "type": d.kind, "major": d.major,
-                   "minor": d.minor, "fileMode": d.file_mode, "uid": 0, "gid": 0})
+                   "minor": d.minor, "fileMode": d.file_mode,
+                   "uid": d.uid.unwrap_or(0), "gid": d.gid.unwrap_or(0)})
         })
         .collect();
     // A mount that receives (or shares) propagation needs the rootfs to be a slave (shared)
@@ -370,8 +409,10 @@ pub(crate) fn build(
     } else {
         None
     };
+    let hooks = (!spec.hooks.is_empty()).then(|| hooks(&spec.hooks));
     let value = json!({
         "ociVersion": "1.0.2",
+        "hooks": hooks,
         "root": {"path": "rootfs", "readonly": spec.readonly_rootfs},
         "hostname": null,
         "process": {
@@ -425,6 +466,7 @@ mod tests {
                 idmap: false,
                 propagation: "rslave".into(),
                 recursive_read_only: false,
+                flags: vec!["nosuid".into()],
             }],
             privileged: false,
             no_new_privs: true,
@@ -440,6 +482,7 @@ mod tests {
             stdin_once: false,
             tty: false,
             seccomp: crius_proto::SeccompProfile::Unconfined,
+            hooks: Default::default(),
         }
     }
 
@@ -457,6 +500,7 @@ mod tests {
             pod_files: &files,
             shm: true,
             host_sys: None,
+            cgroup_view: None,
         };
         let id = Identity {
             uid: 0,
@@ -488,6 +532,84 @@ mod tests {
         assert!(
             v["linux"].get("uidMappings").is_none(),
             "the userns is joined, not made"
+        );
+    }
+
+    #[test]
+    fn cdi_edits_reach_the_spec() {
+        let files = std::collections::BTreeMap::new();
+        let ns = Namespaces {
+            sandbox_pid: 42,
+            userns: false,
+            net: true,
+            ipc: true,
+            pid: true,
+            pid_target: None,
+            pod_dir: Path::new("/pod"),
+            pod_files: &files,
+            shm: true,
+            host_sys: None,
+            cgroup_view: None,
+        };
+        let id = Identity {
+            uid: 0,
+            gid: 0,
+            groups: vec![0],
+            home: "/".into(),
+        };
+        // Without hooks there is no hooks object.
+        let plain =
+            serde_json::to_value(build(&spec(), &ns, &id, "/c").expect("spec")).expect("json");
+        assert!(plain.get("hooks").is_none_or(Value::is_null), "{plain}");
+        let mut spec = spec();
+        spec.hooks.poststart.push(crius_proto::Hook {
+            path: "/bin/true".into(),
+            args: vec!["true".into(), "x".into()],
+            env: Vec::new(),
+            timeout: Some(5),
+        });
+        let node = |path: &str, permissions: &str| crius_proto::DeviceSpec {
+            container_path: path.into(),
+            kind: "c".into(),
+            major: 1,
+            minor: 3,
+            file_mode: 0o666,
+            permissions: permissions.into(),
+            uid: Some(7),
+            gid: None,
+        };
+        spec.devices = vec![node("/dev/a", "rw"), node("/dev/b", "")];
+        let oci = build(&spec, &ns, &id, "/crius/crius-c").expect("spec");
+        let v = serde_json::to_value(&oci).expect("json");
+        let hook = &v["hooks"]["poststart"][0];
+        assert_eq!(hook["path"], "/bin/true");
+        assert_eq!(hook["args"], json!(["true", "x"]));
+        assert_eq!(hook["timeout"], 5);
+        let devices = v["linux"]["devices"].as_array().expect("devices");
+        assert_eq!(devices.len(), 2);
+        assert_eq!(devices[0]["uid"], 7);
+        assert_eq!(devices[0]["gid"], 0);
+        let rules = v["linux"]["resources"]["devices"]
+            .as_array()
+            .expect("rules");
+        assert_eq!(
+            rules.iter().filter(|r| r["access"] == "rw").count(),
+            1,
+            "{rules:?}"
+        );
+        assert!(rules.iter().all(|r| r["access"] != ""), "{rules:?}");
+        let bind = v["mounts"]
+            .as_array()
+            .expect("mounts")
+            .iter()
+            .find(|m| m["destination"] == "/v")
+            .expect("the bind");
+        assert!(
+            bind["options"]
+                .as_array()
+                .expect("options")
+                .contains(&json!("nosuid")),
+            "{bind}"
         );
     }
 

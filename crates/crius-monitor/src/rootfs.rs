@@ -282,6 +282,78 @@ fn mount_point(dir: &Path, name: &str, source: &Path) -> Result<PathBuf, Error> 
     Ok(target)
 }
 
+/// The name of a container's view of its own cgroups on a cgroup v1 (or hybrid) node, in its
+/// `mounts` directory: a tmpfs with, per hierarchy, a bind of the container's cgroup directory
+/// under the hierarchy's mount name (and the host's alias symlinks), bound at `/sys/fs/cgroup`
+/// and released once the container has its own copy.
+pub(crate) const CGROUP_VIEW: &str = "volume-cgroup";
+
+/// Builds [`CGROUP_VIEW`] in `dir/mounts` from the container's cgroup directories (`dirs`, one per
+/// hierarchy, already made), read-only in every submount unless `writable`. Returns its path.
+pub(crate) fn cgroup_v1_view(
+    dir: &Path,
+    dirs: &[(crate::cgroup::Hierarchy, PathBuf)],
+    writable: bool,
+) -> Result<PathBuf, Error> {
+    let target = dir.join(MOUNTS).join(CGROUP_VIEW);
+    std::fs::DirBuilder::new()
+        .mode(0o755)
+        .create(&target)
+        .map_err(Error::io(format!("cannot create {}", target.display())))?;
+    nix::mount::mount(
+        Some("tmpfs"),
+        &target,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        Some("mode=0755,size=64k"),
+    )
+    .map_err(Error::sys(format!(
+        "cannot mount a tmpfs at {}",
+        target.display()
+    )))?;
+    let result = (|| {
+        for (h, cgroup) in dirs {
+            let Some(name) = h.mount.file_name() else {
+                continue;
+            };
+            let point = target.join(name);
+            std::fs::DirBuilder::new()
+                .mode(0o755)
+                .create(&point)
+                .map_err(Error::io(format!("cannot create {}", point.display())))?;
+            nix::mount::mount(
+                Some(cgroup.as_path()),
+                &point,
+                None::<&str>,
+                MsFlags::MS_BIND,
+                None::<&str>,
+            )
+            .map_err(Error::sys(format!("cannot bind {}", cgroup.display())))?;
+        }
+        // The host's aliases (`cpu -> cpu,cpuacct`) for the hierarchies bound above.
+        if let Some(root) = dirs.first().and_then(|(h, _)| h.mount.parent())
+            && let Ok(entries) = std::fs::read_dir(root)
+        {
+            for entry in entries.flatten() {
+                let Ok(link) = std::fs::read_link(entry.path()) else {
+                    continue;
+                };
+                if link.components().count() == 1 && target.join(&link).is_dir() {
+                    let _ = std::os::unix::fs::symlink(&link, target.join(entry.file_name()));
+                }
+            }
+        }
+        if !writable {
+            make_recursive_read_only(&target, MOUNT_ATTR_NOSUID_NODEV_NOEXEC)?;
+        }
+        Ok(target.clone())
+    })();
+    if result.is_err() {
+        let _ = crate::mounts::release(&target);
+    }
+    result
+}
+
 /// The name of a host-network container's read-only copy of the host's `/sys`, in its
 /// `mounts` directory (released once the container has its own copy, like volumes).
 pub(crate) const HOST_SYS: &str = "volume-sys";
@@ -296,18 +368,25 @@ pub(crate) struct Rootfs {
     pub(crate) merged: PathBuf,
 }
 
-/// Creates `dir/upper`, `dir/work` (owned by `owner`) and mounts the overlay of `lowers`
-/// (bottom to top) at `dir/rootfs`; checks in mountinfo that it is writable.
+/// Creates `writable/upper`, `writable/work` (owned by `owner`; `writable` made root-only when
+/// missing, with its parents) and mounts the overlay of `lowers` (bottom to top) at
+/// `dir/rootfs`; checks in mountinfo that it is writable.
 pub(crate) fn mount_overlay(
     dir: &Path,
+    writable: &Path,
     lowers: &[PathBuf],
     owner: (u32, u32),
 ) -> Result<Rootfs, Error> {
     if lowers.is_empty() {
         return Err(Error::Precondition("the image has no layers".into()));
     }
-    let upper = dir.join("upper");
-    let work = dir.join("work");
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(writable)
+        .map_err(Error::io(format!("cannot create {}", writable.display())))?;
+    let upper = writable.join("upper");
+    let work = writable.join("work");
     let merged = dir.join("rootfs");
     for (path, mode) in [(&upper, 0o755), (&work, 0o700), (&merged, 0o755)] {
         std::fs::DirBuilder::new()
@@ -468,6 +547,20 @@ pub(crate) fn release_volume_staging(dir: &Path) -> Result<(), Error> {
         }
     }
     Ok(())
+}
+
+/// Removes a container's writable layer directory (absent is fine). It is never a mount point.
+pub(crate) fn remove_writable(dir: &Path) -> Result<(), Error> {
+    match std::fs::remove_dir_all(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io(format!("cannot remove {}", dir.display()))(e)),
+    }
+}
+
+/// Removes a pod's writable root (every container's writable layer; absent is fine).
+pub(crate) fn remove_writable_root(root: Option<&Path>) -> Result<(), Error> {
+    root.map_or(Ok(()), remove_writable)
 }
 
 /// Unmounts a container's rootfs and idmapped mount sources (absent or unmounted is fine) and

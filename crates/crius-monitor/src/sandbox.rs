@@ -379,6 +379,7 @@ mod tests {
             shm_size: 0,
             sysctls: Default::default(),
             oom_score_adj: None,
+            writable_root: None,
         }
     }
 

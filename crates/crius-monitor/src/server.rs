@@ -336,6 +336,7 @@ impl Monitor {
                     }
                     rootfs::release_layers(&self.dir)?;
                     mounts::release(&self.dir.join(layout::SHM))?;
+                    rootfs::remove_writable_root(self.spec.writable_root.as_deref())?;
                     cgroup::remove(&self.state.cgroup_dirs);
                     let _ = std::fs::remove_file(self.dir.join(layout::SOCKET));
                     Ok(())
@@ -530,9 +531,8 @@ pub(crate) fn cleanup(dir: &Path) -> Result<(), Error> {
         }
         cgroups.extend(state.cgroup_dirs.iter().cloned());
     }
-    if let Ok(spec) = crate::read_spec(dir)
-        && let Some(cg) = &spec.cgroup
-    {
+    let spec = crate::read_spec(dir).ok();
+    if let Some(cg) = spec.as_ref().and_then(|s| s.cgroup.as_ref()) {
         for (_, d) in cgroup::pod_dirs(cg) {
             if !cgroups.contains(&d) {
                 cgroups.push(d);
@@ -550,6 +550,7 @@ pub(crate) fn cleanup(dir: &Path) -> Result<(), Error> {
         containers::release(dir, &id, container)?;
     }
     rootfs::release_layers(dir)?;
+    rootfs::remove_writable_root(spec.as_ref().and_then(|s| s.writable_root.as_deref()))?;
     mounts::release(&dir.join(layout::NETNS))?;
     mounts::release(&dir.join(layout::SHM))?;
     cgroup::remove(&cgroups);

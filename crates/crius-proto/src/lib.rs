@@ -203,6 +203,10 @@ pub struct SandboxSpec {
     /// `oom_score_adj` of the sandbox process (clamped to what the node allows).
     #[serde(default)]
     pub oom_score_adj: Option<i32>,
+    /// Where the pod's containers keep their writable layers (`<dir>/<container id>/{upper,
+    /// work}`, on disk under the root); none: in the pod directory (pods made before).
+    #[serde(default)]
+    pub writable_root: Option<PathBuf>,
 }
 
 /// The `/proc/sys` path of a sysctl key: dots separate components, unless the key uses
@@ -356,6 +360,10 @@ pub struct BindMount {
     /// Read-only recursively: every submount too (MOUNT_ATTR_RDONLY with AT_RECURSIVE).
     #[serde(default)]
     pub recursive_read_only: bool,
+    /// More flags of the container's bind, as OCI mount options: any of `nosuid`, `nodev`,
+    /// `noexec` (a CDI mount's options).
+    #[serde(default)]
+    pub flags: Vec<String>,
 }
 
 /// A device node made in the container (CRI `Device`).
@@ -371,8 +379,67 @@ pub struct DeviceSpec {
     pub minor: i64,
     /// File mode bits of the node.
     pub file_mode: u32,
-    /// cgroup access: any of `r`, `w`, `m`.
+    /// cgroup access: any of `r`, `w`, `m`; empty for no cgroup rule (a CDI node with
+    /// permissions `none`).
     pub permissions: String,
+    /// Owner of the node in the container (0 when unset).
+    #[serde(default)]
+    pub uid: Option<u32>,
+    /// Group of the node in the container (0 when unset).
+    #[serde(default)]
+    pub gid: Option<u32>,
+}
+
+/// An OCI hook (a CDI spec's `hooks`): run by libcontainer at its point of the container's
+/// life, with the container's state on stdin.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hook {
+    /// Absolute path of the program on the host.
+    pub path: String,
+    /// Its arguments, `argv[0]` included.
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// Its environment, `NAME=value` each.
+    #[serde(default)]
+    pub env: Vec<String>,
+    /// Seconds before it is killed; none to wait for it.
+    #[serde(default)]
+    pub timeout: Option<i64>,
+}
+
+/// A container's OCI hooks, by the point they run at.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hooks {
+    /// `prestart` (deprecated by OCI; run with `createRuntime`).
+    #[serde(default)]
+    pub prestart: Vec<Hook>,
+    /// `createRuntime`: in the runtime's namespaces, after the container's are made.
+    #[serde(default)]
+    pub create_runtime: Vec<Hook>,
+    /// `createContainer`: in the container's namespaces, before pivot_root.
+    #[serde(default)]
+    pub create_container: Vec<Hook>,
+    /// `startContainer`: in the container, just before its process execs.
+    #[serde(default)]
+    pub start_container: Vec<Hook>,
+    /// `poststart`: in the runtime's namespaces, after the process started.
+    #[serde(default)]
+    pub poststart: Vec<Hook>,
+    /// `poststop`: when the container is deleted.
+    #[serde(default)]
+    pub poststop: Vec<Hook>,
+}
+
+impl Hooks {
+    /// No hook at all.
+    pub fn is_empty(&self) -> bool {
+        self.prestart.is_empty()
+            && self.create_runtime.is_empty()
+            && self.create_container.is_empty()
+            && self.start_container.is_empty()
+            && self.poststart.is_empty()
+            && self.poststop.is_empty()
+    }
 }
 
 /// Who a container runs as, as asked; the monitor resolves names against the image's
@@ -500,6 +567,9 @@ pub struct ContainerSpec {
     /// The seccomp filter.
     #[serde(default)]
     pub seccomp: SeccompProfile,
+    /// OCI hooks (from CDI devices).
+    #[serde(default)]
+    pub hooks: Hooks,
 }
 
 /// A container as its pod monitor knows it; durable in `state.json`.
@@ -523,6 +593,9 @@ pub struct ContainerState {
     /// The container cgroup directories.
     #[serde(default)]
     pub cgroup_dirs: Vec<PathBuf>,
+    /// Where its writable layer (upper and work) lives, when not in its directory.
+    #[serde(default)]
+    pub writable_dir: Option<PathBuf>,
 }
 
 /// A monitor's answer.

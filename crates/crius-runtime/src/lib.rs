@@ -132,6 +132,9 @@ pub struct PodsConfig {
     pub idmap: IdmapSupport,
     /// The cgroup driver.
     pub cgroup_driver: CgroupDriver,
+    /// Where containers' writable layers live: `<container_root>/<pod id>/<container id>`
+    /// (on disk, under the root by default; never the state directory).
+    pub container_root: PathBuf,
 }
 
 /// A pod and whether it is ready now.
@@ -222,6 +225,15 @@ impl Pods {
         std::fs::create_dir_all(&pods_dir).map_err(internal("cannot create the pods directory"))?;
         std::fs::set_permissions(&pods_dir, std::fs::Permissions::from_mode(0o711))
             .map_err(internal("cannot set the mode of the pods directory"))?;
+        // Writable layers hold container files: root's alone (overlayfs reaches them with the
+        // mounter's credentials, so no pod uid needs to traverse).
+        std::fs::create_dir_all(&config.container_root)
+            .map_err(internal("cannot create the container root"))?;
+        std::fs::set_permissions(
+            &config.container_root,
+            std::fs::Permissions::from_mode(0o700),
+        )
+        .map_err(internal("cannot set the mode of the container root"))?;
         let store = Store::open(db.clone())?;
         Pods::open_containers(&db)?;
         let mut live = 0;
@@ -381,6 +393,21 @@ impl Pods {
             })?;
             out.orphan_dirs.push(path);
             orphan_ids.insert(name);
+        }
+        // Writable roots of pods no record owns (their pod directory is gone already, or the
+        // monitor died before removing them).
+        if let Ok(mut roots) = tokio::fs::read_dir(&self.config.container_root).await {
+            while let Ok(Some(entry)) = roots.next_entry().await {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if known.contains(&name) {
+                    continue;
+                }
+                tracing::warn!(dir = %entry.path().display(), "removing writable layers no pod owns");
+                tokio::fs::remove_dir_all(entry.path()).await.map_err(|e| {
+                    PodError::Internal(format!("cannot remove {}: {e}", entry.path().display()))
+                })?;
+                out.orphan_dirs.push(entry.path());
+            }
         }
         for record in self.store.all()? {
             let Ok(mut files) = tokio::fs::read_dir(&record.dir).await else {
@@ -546,6 +573,7 @@ impl Pods {
             shm_size: SHM_SIZE,
             sysctls: spec.sysctls.clone(),
             oom_score_adj: Some(SANDBOX_OOM_SCORE_ADJ),
+            writable_root: Some(self.config.container_root.join(&id)),
         };
         let record = PodRecord {
             id: id.clone(),
@@ -941,6 +969,7 @@ mod tests {
             monitor_exe: PathBuf::from("/bin/true"),
             idmap,
             cgroup_driver: driver,
+            container_root: dir.join("containers"),
         };
         Arc::new(Pods::open(Arc::new(db), config).expect("open"))
     }

@@ -342,17 +342,33 @@ fn unescape(field: &str) -> String {
 }
 
 impl Pods {
-    /// The writable (upper) layer directory of a container: `<pod dir>/containers/<id>/upper`.
+    /// The writable (upper) layer directory of a container:
+    /// `<container root>/<pod id>/<id>/upper`, or `<pod dir>/containers/<id>/upper` for a
+    /// container made before writable layers moved to the container root.
     pub fn container_upper_dir(&self, view: &ContainerView) -> PathBuf {
+        let upper = self
+            .config
+            .container_root
+            .join(&view.record.pod_id)
+            .join(&view.record.id)
+            .join("upper");
+        if upper.exists() {
+            return upper;
+        }
         self.pod_dir(&view.record.pod_id)
             .join(crius_proto::CONTAINERS_DIR)
             .join(&view.record.id)
             .join("upper")
     }
 
-    /// The directory holding every pod's directory (and so every writable layer).
+    /// The directory holding every pod's directory.
     pub fn pods_dir(&self) -> &Path {
         &self.pods_dir
+    }
+
+    /// The directory holding every container's writable layer.
+    pub fn container_root(&self) -> &Path {
+        &self.config.container_root
     }
 
     /// Whether the pod's monitor process still runs (the one recorded, not a reused pid).

@@ -254,10 +254,20 @@ fn validate_path(field: &str, path: &str, slice: bool) -> Result<(), Invalid> {
 }
 
 /// A pod's cgroup parent must lie in kubelet's hierarchy: no component may name a cgroup crius
-/// makes for itself (`crius-monitors`) or for a pod or container (`crius-<id>`), so a request can
-/// never nest a pod inside the monitors' cgroup or inside another pod.
+/// makes for itself (`crius-monitors`) or for a pod or container (`crius-<64 hex digits>`), so a
+/// request can never nest a pod inside the monitors' cgroup or inside another pod.
 fn validate_cgroup_parent(path: &str) -> Result<(), Invalid> {
-    if let Some(component) = path.split('/').find(|c| c.starts_with("crius-")) {
+    let owned_by_crius = |component: &str| {
+        let name = component
+            .strip_suffix(".slice")
+            .or_else(|| component.strip_suffix(".scope"))
+            .unwrap_or(component);
+        name == "crius-monitors"
+            || name
+                .strip_prefix("crius-")
+                .is_some_and(|id| id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit()))
+    };
+    if let Some(component) = path.split('/').find(|c| owned_by_crius(c)) {
         return Err(invalid(
             "config.linux.cgroup_parent",
             format!(
@@ -1426,13 +1436,16 @@ mod tests {
             "/kubepods/burstable/pod1",
             "/crius",
             "kubepods-pod1.slice",
+            "/crius-hostile-0a1b",
+            "/crius/crius-0123abcd",
         ] {
             assert_eq!(validate_cgroup_parent(ok), Ok(()), "{ok}");
         }
         for bad in [
             "/crius-monitors",
             "/crius-monitors/x",
-            "/crius/crius-0123abcd",
+            "/crius/crius-0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+            "/kubepods/crius-0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef/x",
             "crius-monitors.slice",
         ] {
             let err = validate_cgroup_parent(bad).expect_err(bad);

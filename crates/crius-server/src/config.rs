@@ -23,6 +23,9 @@ pub const DEFAULT_CNI_BIN_DIRS: [&str; 2] = ["/opt/cni/bin", "/usr/lib/cni"];
 pub const DEFAULT_STREAM_ADDRESS: &str = "127.0.0.1:0";
 /// Default `events_buffer`: events kept per GetContainerEvents subscriber.
 pub const DEFAULT_EVENTS_BUFFER: usize = 1024;
+/// Default directories holding CDI spec files, in increasing order of precedence (the CDI
+/// spec's static and dynamic directories).
+pub const DEFAULT_CDI_SPEC_DIRS: [&str; 2] = ["/etc/cdi", "/var/run/cdi"];
 
 /// Exists while systemd runs as the init system.
 pub const SYSTEMD_RUNNING: &str = "/run/systemd/system";
@@ -96,6 +99,9 @@ pub struct RegistryConfig {
 pub struct Config {
     /// Persistent data directory.
     pub root: PathBuf,
+    /// Where containers' writable layers live (`<root>/containers` when unset): on disk, never
+    /// the state directory.
+    pub container_root: Option<PathBuf>,
     /// Runtime state directory.
     pub state: PathBuf,
     /// Path of the CRI unix socket.
@@ -131,6 +137,9 @@ pub struct Config {
     /// GetContainerEvents events kept for a subscriber that falls behind; older ones are
     /// dropped for it (and counted) rather than slowing container operations.
     pub events_buffer: usize,
+    /// Directories of CDI spec files (`*.yaml`, `*.json`) resolving `CDI_devices`; a device
+    /// in a later directory overrides one of the same name in an earlier one.
+    pub cdi_spec_dirs: Vec<PathBuf>,
 }
 
 impl Default for Config {
@@ -151,13 +160,22 @@ impl Default for Config {
             max_layer_entries: crius_image::limits::DEFAULT_MAX_LAYER_ENTRIES,
             max_image_layers: crius_image::limits::DEFAULT_MAX_LAYERS,
             import_dir: None,
+            container_root: None,
             metrics_address: String::new(),
             events_buffer: DEFAULT_EVENTS_BUFFER,
+            cdi_spec_dirs: DEFAULT_CDI_SPEC_DIRS.iter().map(PathBuf::from).collect(),
         }
     }
 }
 
 impl Config {
+    /// Where containers' writable layers live.
+    pub fn container_root(&self) -> PathBuf {
+        self.container_root
+            .clone()
+            .unwrap_or_else(|| self.root.join("containers"))
+    }
+
     /// Parses TOML text; `path` names its origin in errors.
     pub fn from_toml(text: &str, path: &Path) -> Result<Config, ConfigError> {
         let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
@@ -204,6 +222,14 @@ impl Config {
                 ));
             }
         }
+        if let Some(dir) = &self.container_root
+            && !dir.is_absolute()
+        {
+            return Err(invalid(
+                "container_root",
+                format!("{} is not an absolute path", dir.display()),
+            ));
+        }
         if let Some(dir) = &self.import_dir
             && !dir.is_absolute()
         {
@@ -225,6 +251,14 @@ impl Config {
             if !dir.is_absolute() {
                 return Err(invalid(
                     "cni_bin_dirs",
+                    format!("{} is not an absolute path", dir.display()),
+                ));
+            }
+        }
+        for dir in &self.cdi_spec_dirs {
+            if !dir.is_absolute() {
+                return Err(invalid(
+                    "cdi_spec_dirs",
                     format!("{} is not an absolute path", dir.display()),
                 ));
             }
@@ -448,6 +482,25 @@ cni_bin_dirs = ["/usr/lib/cni"]
             assert!(matches!(err, ConfigError::Invalid { .. }), "{bad}: {err}");
             assert!(err.to_string().contains("stream_address"), "{err}");
         }
+    }
+
+    #[test]
+    fn cdi_spec_dirs_default_and_are_checked() {
+        assert_eq!(
+            parse("").unwrap().cdi_spec_dirs,
+            [Path::new("/etc/cdi"), Path::new("/var/run/cdi")]
+        );
+        let config = parse("cdi_spec_dirs = [\"/opt/cdi\"]").unwrap();
+        assert_eq!(config.cdi_spec_dirs, [Path::new("/opt/cdi")]);
+        assert!(
+            parse("cdi_spec_dirs = []")
+                .unwrap()
+                .cdi_spec_dirs
+                .is_empty()
+        );
+        let err = parse("cdi_spec_dirs = [\"/etc/cdi\", \"cdi\"]").unwrap_err();
+        assert!(matches!(err, ConfigError::Invalid { .. }), "{err}");
+        assert!(err.to_string().contains("cdi_spec_dirs"), "{err}");
     }
 
     #[test]

@@ -228,6 +228,7 @@ fn bind_mounts(
                 idmap,
                 propagation: propagation.to_owned(),
                 recursive_read_only: m.recursive_read_only,
+                flags: Vec::new(),
             })
         })
         .collect()
@@ -355,6 +356,8 @@ fn devices(devices: &[Device], userns: bool) -> Result<Vec<crius_proto::DeviceSp
                 minor: i64::from(libc::minor(rdev)),
                 file_mode: meta.mode() & 0o7777,
                 permissions,
+                uid: None,
+                gid: None,
             })
         })
         .collect()
@@ -473,6 +476,7 @@ impl Cri {
         &self,
         req: CreateContainerRequest,
     ) -> Result<String, Status> {
+        crate::fields::refuse_unhandled_container(&req, &self.pods)?;
         let config = req.config.ok_or_else(|| invalid("config", "is required"))?;
         let metadata = config
             .metadata
@@ -509,6 +513,13 @@ impl Cri {
             .map(|u| (u.uids.as_slice(), u.gids.as_slice()));
         let mounts = bind_mounts(&config.mounts, pod_userns)?;
         let devices = devices(&config.devices, pod_userns.is_some())?;
+        // CDI devices (CDI_devices, and the older cdi.k8s.io/* annotations): resolved from
+        // the spec files now, their edits applied to the spec below.
+        let cdi = crate::cdi::resolve(
+            &self.config.cdi_spec_dirs,
+            &crate::cdi::requested(&config)?,
+            pod_userns.is_some(),
+        )?;
         let ns = sc.namespace_options.clone().unwrap_or_default();
         let own_pid_ns = ns.pid == NamespaceMode::Container as i32;
         let pid_target = if ns.pid == NamespaceMode::Target as i32 {
@@ -588,7 +599,7 @@ impl Cri {
             let log_path = (!pod.record.spec.log_directory.is_empty()
                 && !config.log_path.is_empty())
             .then(|| PathBuf::from(&pod.record.spec.log_directory).join(&config.log_path));
-            let spec = ContainerSpec {
+            let mut spec = ContainerSpec {
                 id: id.clone(),
                 layers_root: self.images.layers_dir().to_owned(),
                 layer_dirs: rootfs.layer_dirs.clone(),
@@ -633,7 +644,9 @@ impl Cri {
                 stdin_once: config.stdin_once,
                 tty: config.tty,
                 seccomp,
+                hooks: Default::default(),
             };
+            cdi.apply(&mut spec);
             let record = ContainerRecord {
                 id: id.clone(),
                 pod_id: pod.record.id.clone(),

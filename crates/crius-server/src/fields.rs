@@ -1238,35 +1238,35 @@ const REFUSED: &[Refused] = &[
     Refused {
         path: "ListImagesRequest.filter.image.runtime_handler",
         code: Code::InvalidArgument,
-        when: "anything but the default handler \"\" (crius has one image store for its one handler); pending: the call in `image.rs` is still to be added, until then it is ignored",
+        when: "anything but the default handler \"\" (crius has one image store for its one handler)",
         place: "crates/crius-server/src/fields.rs::refuse_unhandled_image",
         proof: "crates/crius-server/src/fields.rs::image_runtime_handlers_are_refused",
     },
     Refused {
         path: "StreamImagesRequest.filter.image.runtime_handler",
         code: Code::InvalidArgument,
-        when: "anything but the default handler \"\" (crius has one image store for its one handler); pending: the call in `image.rs` is still to be added, until then it is ignored",
+        when: "anything but the default handler \"\" (crius has one image store for its one handler)",
         place: "crates/crius-server/src/fields.rs::refuse_unhandled_image",
         proof: "crates/crius-server/src/fields.rs::image_runtime_handlers_are_refused",
     },
     Refused {
         path: "ImageStatusRequest.image.runtime_handler",
         code: Code::InvalidArgument,
-        when: "anything but the default handler \"\" (crius has one image store for its one handler); pending: the call in `image.rs` is still to be added, until then it is ignored",
+        when: "anything but the default handler \"\" (crius has one image store for its one handler)",
         place: "crates/crius-server/src/fields.rs::refuse_unhandled_image",
         proof: "crates/crius-server/src/fields.rs::image_runtime_handlers_are_refused",
     },
     Refused {
         path: "PullImageRequest.image.runtime_handler",
         code: Code::InvalidArgument,
-        when: "anything but the default handler \"\" (crius has one image store for its one handler); pending: the call in `image.rs` is still to be added, until then it is ignored",
+        when: "anything but the default handler \"\" (crius has one image store for its one handler)",
         place: "crates/crius-server/src/fields.rs::refuse_unhandled_image",
         proof: "crates/crius-server/src/fields.rs::image_runtime_handlers_are_refused",
     },
     Refused {
         path: "RemoveImageRequest.image.runtime_handler",
         code: Code::InvalidArgument,
-        when: "anything but the default handler \"\" (crius has one image store for its one handler); pending: the call in `image.rs` is still to be added, until then it is ignored",
+        when: "anything but the default handler \"\" (crius has one image store for its one handler)",
         place: "crates/crius-server/src/fields.rs::refuse_unhandled_image",
         proof: "crates/crius-server/src/fields.rs::image_runtime_handlers_are_refused",
     },
@@ -1584,13 +1584,6 @@ pub(crate) fn refuse_unhandled_container_update(
 
 /// An image spec's runtime handler: crius has only the default one. `field` names the spec
 /// in the request (`image`, `filter.image`).
-#[cfg_attr(
-    not(test),
-    allow(
-        dead_code,
-        reason = "to be called from the ImageService handlers in image.rs"
-    )
-)]
 pub(crate) fn refuse_unhandled_image(field: &str, spec: Option<&ImageSpec>) -> Result<(), Status> {
     match spec {
         Some(s) if !s.runtime_handler.is_empty() => Err(invalid(
@@ -1787,9 +1780,8 @@ mod tests {
 
     use super::*;
 
-    /// Refusal functions whose call is still to be added to a handler file this change could
-    /// not edit (`image.rs`: PullImage, ImageStatus, RemoveImage, ListImages, StreamImages).
-    const PENDING_WIRING: &[&str] = &["refuse_unhandled_image"];
+    /// Refusal functions whose call is still to be added to a handler.
+    const PENDING_WIRING: &[&str] = &[];
 
     fn repo() -> PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")

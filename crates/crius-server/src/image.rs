@@ -153,7 +153,12 @@ impl ImageService for Images {
         &self,
         request: Request<ListImagesRequest>,
     ) -> Result<Response<ListImagesResponse>, Status> {
-        let images = filtered(self.store(), request.into_inner().filter).await?;
+        let filter = request.into_inner().filter;
+        crate::fields::refuse_unhandled_image(
+            "filter.image",
+            filter.as_ref().and_then(|f| f.image.as_ref()),
+        )?;
+        let images = filtered(self.store(), filter).await?;
         Ok(Response::new(ListImagesResponse { images }))
     }
 
@@ -161,7 +166,12 @@ impl ImageService for Images {
         &self,
         request: Request<StreamImagesRequest>,
     ) -> Result<Response<Self::StreamImagesStream>, Status> {
-        let images = filtered(self.store(), request.into_inner().filter).await?;
+        let filter = request.into_inner().filter;
+        crate::fields::refuse_unhandled_image(
+            "filter.image",
+            filter.as_ref().and_then(|f| f.image.as_ref()),
+        )?;
+        let images = filtered(self.store(), filter).await?;
         let chunks: Vec<Result<StreamImagesResponse, Status>> = images
             .chunks(100)
             .map(|chunk| {
@@ -178,6 +188,7 @@ impl ImageService for Images {
         request: Request<ImageStatusRequest>,
     ) -> Result<Response<ImageStatusResponse>, Status> {
         let request = request.into_inner();
+        crate::fields::refuse_unhandled_image("image", request.image.as_ref())?;
         let reference = image_name(request.image, "ImageStatus")?;
         tracing::Span::current().record("id", reference.as_str());
         let store = self.store();
@@ -225,6 +236,7 @@ impl ImageService for Images {
         request: Request<PullImageRequest>,
     ) -> Result<Response<PullImageResponse>, Status> {
         let request = request.into_inner();
+        crate::fields::refuse_unhandled_image("image", request.image.as_ref())?;
         let reference = image_name(request.image, "PullImage")?;
         tracing::Span::current().record("id", reference.as_str());
         let credentials = request
@@ -253,7 +265,9 @@ impl ImageService for Images {
         &self,
         request: Request<RemoveImageRequest>,
     ) -> Result<Response<RemoveImageResponse>, Status> {
-        let reference = image_name(request.into_inner().image, "RemoveImage")?;
+        let request = request.into_inner();
+        crate::fields::refuse_unhandled_image("image", request.image.as_ref())?;
+        let reference = image_name(request.image, "RemoveImage")?;
         tracing::Span::current().record("id", reference.as_str());
         let store = self.store();
         // Removal of a missing image succeeds, as CRI asks.

@@ -2,6 +2,7 @@
 //! domain crates, and holds the daemon's configuration.
 
 pub mod calllog;
+mod cdi;
 pub mod config;
 mod containers;
 mod events;
@@ -132,6 +133,7 @@ impl Cri {
                     config::CgroupDriver::Cgroupfs => crius_runtime::CgroupDriver::Cgroupfs,
                     config::CgroupDriver::Systemd => crius_runtime::CgroupDriver::Systemd,
                 },
+                container_root: config.container_root(),
             },
         )
         .map_err(StartError::Pods)?;

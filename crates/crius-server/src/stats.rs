@@ -170,7 +170,7 @@ fn layer_usage(upper: &Path, max_age: Duration) -> Option<DiskUsage> {
 /// Reads the stats of `views`, with writable layer walks at most `max_age` old; blocks.
 fn collect(pods: &Pods, views: &[ContainerView], max_age: Duration) -> Vec<ContainerStats> {
     let fs_id = FilesystemIdentifier {
-        mountpoint: mountpoint_of(pods.pods_dir()).display().to_string(),
+        mountpoint: mountpoint_of(pods.container_root()).display().to_string(),
     };
     views
         .iter()
@@ -441,7 +441,7 @@ impl Cri {
                     inodes = inodes.saturating_add(u.inodes);
                 }
             }
-            let dir = pods.pods_dir();
+            let dir = pods.container_root();
             let dev = |p: &std::path::Path| std::fs::metadata(p).map(|m| m.dev()).ok();
             let same = dev(dir).is_some() && dev(dir) == dev(&image_root);
             let fs_id = if same {
