@@ -253,3 +253,148 @@ async fn writable_layers_live_under_the_root() {
         "a live pod's layers were swept"
     );
 }
+
+/// A data-only image mounted as a volume (Mount.image): read-only, its files root's inside with
+/// and without a user namespace and unchanged on the host, a sub path, a hostile sub path, a
+/// missing one; ContainerStatus reports the mount; the image stays leased while mounted.
+#[tokio::test]
+async fn image_volumes_mount_an_images_layers_read_only() {
+    let mut env = setup(false).await;
+    // Two layers, the top one replacing a file of the bottom one; a symlink out of the image.
+    let data = Image::new(vec![
+        Layer::new(
+            &[
+                Entry::dir("models", 0o755),
+                Entry::file("models/a.txt", "bottom\n", 0o644),
+                Entry::file("models/b.txt", "b\n", 0o644),
+                Entry::symlink("escape", "/etc"),
+            ],
+            Compression::Gzip,
+        )
+        .unwrap(),
+        Layer::new(
+            &[Entry::file("models/a.txt", "top\n", 0o644)],
+            Compression::Gzip,
+        )
+        .unwrap(),
+    ]);
+    let data_ref = push_and_pull(&mut env, data, "crius/data:1").await;
+    let root = env.daemon.paths.root.clone();
+    let owners_before: Vec<(String, u32)> = layer_owners(&root);
+    for userns in [false, true] {
+        let name = format!("vol-{userns}");
+        let pod = env.pod(&name, userns).await;
+        let mut config = env.container_config(
+            &name,
+            "cat /data/models/a.txt /sub/b.txt; stat -c '%u %g' /data/models/a.txt; \
+             (echo x > /data/new) 2>/dev/null && echo WROTE; \
+             grep ' /data ' /proc/self/mountinfo | grep -q ' ro,' && echo RO; echo end; \
+             exec sleep 1000",
+        );
+        let volume = |path: &str, sub: &str| Mount {
+            container_path: path.into(),
+            image: Some(ImageSpec {
+                image: data_ref.clone(),
+                ..ImageSpec::default()
+            }),
+            image_sub_path: sub.into(),
+            ..Mount::default()
+        };
+        config.mounts = vec![volume("/data", ""), volume("/sub", "models")];
+        let id = env
+            .create(&pod, config)
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e:?}"));
+        env.start(&id).await;
+        let lines = wait_end(&env, &name).await;
+        assert_eq!(lines, ["top", "b", "0 0", "RO", "end"], "{name}");
+        let status = env.status(&id).await;
+        let reported: Vec<(String, String, String)> = status
+            .mounts
+            .iter()
+            .map(|m| {
+                (
+                    m.container_path.clone(),
+                    m.image
+                        .as_ref()
+                        .map(|i| i.image.clone())
+                        .unwrap_or_default(),
+                    m.image_sub_path.clone(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            reported,
+            [
+                ("/data".to_owned(), data_ref.clone(), String::new()),
+                ("/sub".to_owned(), data_ref.clone(), "models".to_owned())
+            ],
+            "{name}"
+        );
+        // Hostile and missing sub paths.
+        for (sub, code) in [
+            ("../../etc", tonic::Code::InvalidArgument),
+            ("/etc", tonic::Code::InvalidArgument),
+            ("escape", tonic::Code::FailedPrecondition),
+            ("missing", tonic::Code::FailedPrecondition),
+        ] {
+            let mut config = env.container_config(&format!("{name}-bad"), "true");
+            config.mounts = vec![volume("/data", sub)];
+            let err = env.create(&pod, config).await.expect_err(sub);
+            assert_eq!(err.code(), code, "{name} {sub}: {err:?}");
+            assert!(err.message().contains("image_sub_path"), "{err:?}");
+        }
+    }
+    assert_eq!(
+        layer_owners(&root),
+        owners_before,
+        "a layer file changed owner"
+    );
+    // Removing the image while a container mounts it: the record goes (as in containerd),
+    // the layers stay until the container is removed.
+    env.daemon
+        .images
+        .remove_image(RemoveImageRequest {
+            image: Some(ImageSpec {
+                image: data_ref.clone(),
+                ..ImageSpec::default()
+            }),
+        })
+        .await
+        .unwrap();
+    let id = env
+        .daemon
+        .runtime
+        .list_containers(ListContainersRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .containers
+        .into_iter()
+        .find(|c| c.metadata.as_ref().is_some_and(|m| m.name == "vol-true"))
+        .unwrap()
+        .id;
+    let lines = env
+        .exec(&id, &["cat", "/data/models/b.txt"], 10)
+        .await
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&lines.stdout), "b\n");
+}
+
+/// The owner of every file in the layer store, by path.
+fn layer_owners(root: &std::path::Path) -> Vec<(String, u32)> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out = Vec::new();
+    let mut stack = vec![root.join("layers")];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let meta = std::fs::symlink_metadata(e.path()).unwrap();
+            out.push((e.path().display().to_string(), meta.uid()));
+            if meta.is_dir() {
+                stack.push(e.path());
+            }
+        }
+    }
+    out.sort();
+    out
+}

@@ -261,8 +261,9 @@ impl ImageStore {
         self.rootfs(&record.id)
     }
 
-    /// Ends lease `lease_id` and deletes the layers and blobs nothing owns any more. Releasing
-    /// an unknown lease does nothing.
+    /// Ends lease `lease_id`, and every lease `<lease_id>/…` (a container's image volumes), and
+    /// deletes the layers and blobs nothing owns any more. Releasing an unknown lease does
+    /// nothing.
     pub async fn release(self: &Arc<Self>, lease_id: &str) -> Result<(), ImageError> {
         let this = self.clone();
         let lease_id = lease_id.to_owned();
@@ -276,17 +277,30 @@ impl ImageStore {
             let mut table = txn
                 .open_table(LEASES)
                 .map_err(ImageError::db("open image leases"))?;
-            let value = table
-                .remove(lease_id)
-                .map_err(ImageError::db("remove image lease"))?;
-            match value {
-                Some(v) => Some(decode(lease_id, v.value())?),
-                None => None,
+            // `<lease_id>/…` sorts between `<lease_id>/` and `<lease_id>0` ('0' follows '/').
+            let (low, high) = (format!("{lease_id}/"), format!("{lease_id}0"));
+            let mut ids = vec![lease_id.to_owned()];
+            for entry in table
+                .range::<&str>(low.as_str()..high.as_str())
+                .map_err(ImageError::db("read image leases"))?
+            {
+                let (key, _) = entry.map_err(ImageError::db("read image leases"))?;
+                ids.push(key.value().to_owned());
             }
+            let mut removed = Vec::new();
+            for id in &ids {
+                let value = table
+                    .remove(id.as_str())
+                    .map_err(ImageError::db("remove image lease"))?;
+                if let Some(v) = value {
+                    removed.push(decode(id, v.value())?);
+                }
+            }
+            removed
         };
         txn.commit().map_err(ImageError::db("commit"))?;
-        if let Some(record) = removed {
-            self.collect_garbage(&record)?;
+        for record in &removed {
+            self.collect_garbage(record)?;
         }
         Ok(())
     }

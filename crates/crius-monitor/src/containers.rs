@@ -270,6 +270,22 @@ fn create_in(
     }
     for (i, m) in spec.mounts.iter_mut().enumerate() {
         let name = format!("volume-{i}");
+        if let Some(volume) = &m.image {
+            // In a user-namespaced pod the image's layers are the pod's idmapped views, as for
+            // the rootfs: files root owns on the host are root's inside, nothing is chowned.
+            let layers = if sandbox.userns.is_some() {
+                rootfs::idmapped_layers(
+                    pod_dir,
+                    &spec.layers_root,
+                    &volume.layer_dirs,
+                    sandbox_pid,
+                )?
+            } else {
+                volume.layer_dirs.clone()
+            };
+            m.host_path = rootfs::image_volume(dir, &name, &layers, &volume.sub_path)?;
+            continue;
+        }
         m.host_path = if m.idmap {
             // A detached clone attached here is private.
             rootfs::idmapped_bind(dir, &name, &m.host_path, sandbox_pid)?

@@ -467,6 +467,7 @@ mod tests {
                 propagation: "rslave".into(),
                 recursive_read_only: false,
                 flags: vec!["nosuid".into()],
+                image: None,
             }],
             privileged: false,
             no_new_privs: true,

@@ -202,6 +202,8 @@ pub(crate) fn propagation_bind(
 
 /// `MOUNT_ATTR_RDONLY`.
 pub(crate) const MOUNT_ATTR_RDONLY: u64 = 0x0000_0001;
+/// `MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV`.
+pub(crate) const MOUNT_ATTR_NOSUID_NODEV: u64 = 0x0000_0002 | 0x0000_0004;
 /// `MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC`.
 pub(crate) const MOUNT_ATTR_NOSUID_NODEV_NOEXEC: u64 = 0x0000_0002 | 0x0000_0004 | 0x0000_0008;
 
@@ -280,6 +282,93 @@ fn mount_point(dir: &Path, name: &str, source: &Path) -> Result<PathBuf, Error> 
             .map_err(Error::io(format!("cannot create {}", target.display())))?;
     }
     Ok(target)
+}
+
+/// Mounts an image volume at `<dir>/mounts/<name>`: the overlay of `layers` (bottom to top), or
+/// a bind of a single layer, read-only, nosuid and nodev. Returns the path the container binds:
+/// the mount's root, or `sub_path` resolved beneath it (symlinks may not leave the image).
+pub(crate) fn image_volume(
+    dir: &Path,
+    name: &str,
+    layers: &[PathBuf],
+    sub_path: &str,
+) -> Result<PathBuf, Error> {
+    use rustix::mount::{
+        FsMountFlags, FsOpenFlags, MountAttrFlags, MoveMountFlags, fsconfig_create,
+        fsconfig_set_string, fsmount, fsopen, move_mount,
+    };
+    let target = dir.join(MOUNTS).join(name);
+    std::fs::DirBuilder::new()
+        .mode(0o755)
+        .create(&target)
+        .map_err(Error::io(format!("cannot create {}", target.display())))?;
+    let failed = |what: &str, e: rustix::io::Errno| Error::Sys {
+        what: format!(
+            "cannot mount the image volume at {} ({what})",
+            target.display()
+        ),
+        source: nix::errno::Errno::from_raw(e.raw_os_error()),
+    };
+    match layers {
+        [] => return Err(Error::Precondition("the image volume has no layers".into())),
+        [only] => {
+            nix::mount::mount(
+                Some(only.as_path()),
+                &target,
+                None::<&str>,
+                MsFlags::MS_BIND,
+                None::<&str>,
+            )
+            .map_err(Error::sys(format!("cannot bind {}", only.display())))?;
+        }
+        _ => {
+            // A read-only overlay: lower layers only (two at least without an upper dir).
+            let fs =
+                fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC).map_err(|e| failed("fsopen", e))?;
+            for layer in layers.iter().rev() {
+                fsconfig_set_string(&fs, "lowerdir+", layer)
+                    .map_err(|e| failed(&format!("lowerdir+ {}", layer.display()), e))?;
+            }
+            fsconfig_create(&fs).map_err(|e| failed("create", e))?;
+            let mount = fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, MountAttrFlags::empty())
+                .map_err(|e| failed("fsmount", e))?;
+            move_mount(
+                &mount,
+                "",
+                rustix::fs::CWD,
+                &target,
+                MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
+            )
+            .map_err(|e| failed("move_mount", e))?;
+        }
+    }
+    let result = (|| {
+        make_recursive_read_only(&target, MOUNT_ATTR_NOSUID_NODEV)?;
+        if sub_path.is_empty() {
+            return Ok(target.clone());
+        }
+        let root = std::fs::File::open(&target)
+            .map_err(Error::io(format!("cannot open {}", target.display())))?;
+        let fd = crate::resolve::openat2(
+            std::os::fd::AsFd::as_fd(&root),
+            sub_path,
+            libc::O_PATH,
+            0,
+            crate::resolve::RESOLVE_BENEATH | crate::resolve::RESOLVE_NO_MAGICLINKS,
+        )
+        .map_err(|e| {
+            Error::Precondition(format!(
+                "image_sub_path {sub_path:?} cannot be resolved beneath the image: {e}"
+            ))
+        })?;
+        // The image is read-only: the path the descriptor names stays what was resolved.
+        std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+            .map_err(Error::io(format!("cannot resolve {sub_path}")))
+    })();
+    if result.is_err() {
+        let _ = crate::mounts::release(&target);
+    }
+    result
 }
 
 /// The name of a container's view of its own cgroups on a cgroup v1 (or hybrid) node, in its

@@ -340,6 +340,19 @@ pub enum RequestBody {
 /// Directory of the pod directory holding one directory per container.
 pub const CONTAINERS_DIR: &str = "containers";
 
+/// An image volume (CRI `Mount.image`): an image's layers mounted read-only, nosuid and nodev.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageVolume {
+    /// The image as the request named it.
+    pub reference: String,
+    /// The image id.
+    pub image_id: String,
+    /// The image's layer directories, bottom to top (beneath the layer store).
+    pub layer_dirs: Vec<PathBuf>,
+    /// The directory of the image to mount, relative to its root; empty for the root.
+    pub sub_path: String,
+}
+
 /// A bind mount asked for by a container.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BindMount {
@@ -364,6 +377,9 @@ pub struct BindMount {
     /// `noexec` (a CDI mount's options).
     #[serde(default)]
     pub flags: Vec<String>,
+    /// An image volume instead of a host path (`host_path` is empty then).
+    #[serde(default)]
+    pub image: Option<ImageVolume>,
 }
 
 /// A device node made in the container (CRI `Device`).

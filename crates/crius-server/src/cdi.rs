@@ -948,6 +948,7 @@ fn bind_mount(label: &str, m: &Mount, userns: bool) -> Result<BindMount, Status>
         propagation: propagation.to_owned(),
         recursive_read_only: false,
         flags,
+        image: None,
     })
 }
 
@@ -1166,6 +1167,7 @@ devices:
                 propagation: "rprivate".into(),
                 recursive_read_only: false,
                 flags: Vec::new(),
+                image: None,
             }],
             privileged: false,
             no_new_privs: false,

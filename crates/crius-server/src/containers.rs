@@ -163,8 +163,8 @@ fn bind_mounts(
         .enumerate()
         .map(|(i, m)| {
             let field = format!("config.mounts[{i}]");
-            if m.image.is_some() {
-                return Err(unimplemented(&format!("{field}: image volume mounts")));
+            if let Some(image) = &m.image {
+                return image_volume(&field, m, image);
             }
             let idmap = !m.uid_mappings.is_empty() || !m.gid_mappings.is_empty();
             if idmap {
@@ -229,9 +229,75 @@ fn bind_mounts(
                 propagation: propagation.to_owned(),
                 recursive_read_only: m.recursive_read_only,
                 flags: Vec::new(),
+                image: None,
             })
         })
         .collect()
+}
+
+/// An image volume as the request names it; the image is leased and its layers filled in by
+/// CreateContainer. Always read-only; the sub path is relative and stays beneath the image.
+fn image_volume(field: &str, m: &Mount, image: &ImageSpec) -> Result<BindMount, Status> {
+    if image.image.is_empty() {
+        return Err(invalid(&format!("{field}.image.image"), "is required"));
+    }
+    if !image.runtime_handler.is_empty() {
+        return Err(invalid(
+            &format!("{field}.image.runtime_handler"),
+            "crius has only the default runtime handler \"\"",
+        ));
+    }
+    if !m.container_path.starts_with('/') {
+        return Err(invalid(
+            &format!("{field}.container_path"),
+            "must be absolute",
+        ));
+    }
+    if !m.host_path.is_empty() {
+        return Err(invalid(
+            &format!("{field}.host_path"),
+            "must be empty for an image volume",
+        ));
+    }
+    if !m.uid_mappings.is_empty() || !m.gid_mappings.is_empty() {
+        return Err(unimplemented(&format!(
+            "{field}: id mappings on an image volume (it takes the pod's own)"
+        )));
+    }
+    let sub = &m.image_sub_path;
+    if sub.starts_with('/')
+        || sub.chars().any(char::is_control)
+        || sub.split('/').any(|c| c == "..")
+    {
+        return Err(invalid(
+            &format!("{field}.image_sub_path"),
+            format!(
+                "{} must be a relative path beneath the image, without ..",
+                crius_runtime::validate::shown(sub)
+            ),
+        ));
+    }
+    if m.propagation != MountPropagation::PropagationPrivate as i32 {
+        return Err(invalid(
+            &format!("{field}.propagation"),
+            "an image volume is private",
+        ));
+    }
+    Ok(BindMount {
+        host_path: PathBuf::new(),
+        container_path: m.container_path.clone(),
+        readonly: true,
+        idmap: false,
+        propagation: "rprivate".to_owned(),
+        recursive_read_only: false,
+        flags: vec!["nosuid".into(), "nodev".into()],
+        image: Some(crius_proto::ImageVolume {
+            reference: image.image.clone(),
+            image_id: String::new(),
+            layer_dirs: Vec::new(),
+            sub_path: sub.trim_matches('/').to_owned(),
+        }),
+    })
 }
 
 /// The cgroup limits of a container, after the same checks as a pod's: the raw values
@@ -379,6 +445,15 @@ fn cri_mounts(r: &ContainerRecord) -> Vec<Mount> {
         .map(|m| Mount {
             container_path: m.container_path.clone(),
             host_path: m.host_path.to_string_lossy().into_owned(),
+            image: m.image.as_ref().map(|i| ImageSpec {
+                image: i.reference.clone(),
+                ..ImageSpec::default()
+            }),
+            image_sub_path: m
+                .image
+                .as_ref()
+                .map(|i| i.sub_path.clone())
+                .unwrap_or_default(),
             readonly: m.readonly,
             recursive_read_only: m.recursive_read_only,
             propagation: match m.propagation.as_str() {
@@ -576,6 +651,26 @@ impl Cri {
             .map_err(crate::image::status_of)?;
         crius_runtime::failpoint("create-container:leased");
         let result = async {
+            // Image volumes: each image is leased under `<id>/image-<n>` (released with the
+            // container's own lease) and its layers handed to the monitor.
+            let mut mounts = mounts;
+            for (i, m) in mounts.iter_mut().enumerate() {
+                if let Some(volume) = &mut m.image {
+                    let leased = self
+                        .images
+                        .lease(&format!("{id}/image-{i}"), &volume.reference)
+                        .await
+                        .map_err(|e| {
+                            let status = crate::image::status_of(e);
+                            Status::new(
+                                status.code(),
+                                format!("config.mounts[{i}].image: {}", status.message()),
+                            )
+                        })?;
+                    volume.image_id = leased.image_id;
+                    volume.layer_dirs = leased.layer_dirs;
+                }
+            }
             // The request's signal, else the image's STOPSIGNAL, else SIGTERM.
             let stop_signal = match crate::signal::from_cri(config.stop_signal)
                 .map_err(|e| invalid("config.stop_signal", e))?
@@ -715,7 +810,9 @@ impl Cri {
             }
         };
         for (lease, _image) in leases {
-            if known.contains(&lease) {
+            // A container's image volumes are leased under `<container id>/image-<n>`.
+            let owner = lease.split('/').next().unwrap_or_default();
+            if known.contains(owner) {
                 continue;
             }
             tracing::warn!(%lease, "releasing an image lease no container owns");

@@ -368,6 +368,14 @@ const HONOURED: &[Honoured] = &[
         proof: "tests/tests/containers.rs::idmapped_volumes_and_pod_files_in_a_userns_pod",
     },
     Honoured {
+        path: "CreateContainerRequest.config.mounts.image.image",
+        proof: "tests/tests/storage.rs::image_volumes_mount_an_images_layers_read_only",
+    },
+    Honoured {
+        path: "CreateContainerRequest.config.mounts.image_sub_path",
+        proof: "tests/tests/storage.rs::image_volumes_mount_an_images_layers_read_only",
+    },
+    Honoured {
         path: "CreateContainerRequest.config.mounts.recursive_read_only",
         proof: "tests/tests/containers.rs::recursive_read_only_mounts",
     },
@@ -1040,18 +1048,11 @@ const REFUSED: &[Refused] = &[
         proof: "crates/crius-server/src/fields.rs::container_fields_crius_cannot_apply_are_refused",
     },
     Refused {
-        path: "CreateContainerRequest.config.mounts.image",
-        code: Code::Unimplemented,
-        when: "set: image volumes are not built",
-        place: "crates/crius-server/src/containers.rs::bind_mounts",
-        proof: "crates/crius-server/src/containers.rs::mounts_are_checked_not_ignored",
-    },
-    Refused {
-        path: "CreateContainerRequest.config.mounts.image_sub_path",
-        code: Code::Unimplemented,
-        when: "non-empty: image volumes are not built",
-        place: "crates/crius-server/src/fields.rs::refuse_unhandled_container",
-        proof: "crates/crius-server/src/fields.rs::container_fields_crius_cannot_apply_are_refused",
+        path: "CreateContainerRequest.config.mounts.image.runtime_handler",
+        code: Code::InvalidArgument,
+        when: "anything but the default handler \"\"",
+        place: "crates/crius-server/src/containers.rs::image_volume",
+        proof: "tests/tests/storage.rs::image_volumes_mount_an_images_layers_read_only",
     },
     Refused {
         path: "CreateContainerRequest.config.linux.security_context.capabilities.add_ambient_capabilities",
@@ -1313,6 +1314,21 @@ const ACCEPTED: &[Accepted] = &[
         path: "RunPodSandboxRequest.config.linux.security_context.supplemental_groups_policy",
         why: "the sandbox process is crius' own code, not an image's pause container: it parks with no capabilities in any set, no_new_privs, an empty read-only root and root ids (of the pod's user namespace, if any); kubelet sends this for every pod and copies it into each container's own security context, where it is honoured",
         proof: "tests/tests/security.rs::sandbox_process_is_hardened",
+    },
+    Accepted {
+        path: "CreateContainerRequest.config.mounts.image.annotations",
+        why: "as for the container's image: crius always takes the node's linux/<arch>",
+        proof: "tests/tests/storage.rs::image_volumes_mount_an_images_layers_read_only",
+    },
+    Accepted {
+        path: "CreateContainerRequest.config.mounts.image.user_specified_image",
+        why: "informational: the reference as the user wrote it; crius acts on `image`",
+        proof: "tests/tests/storage.rs::image_volumes_mount_an_images_layers_read_only",
+    },
+    Accepted {
+        path: "CreateContainerRequest.config.mounts.image.image_ref",
+        why: "names what `image` names (the image kubelet pulled); crius mounts `image`",
+        proof: "tests/tests/storage.rs::image_volumes_mount_an_images_layers_read_only",
     },
     Accepted {
         path: "CreateContainerRequest.config.image.annotations",
@@ -1630,11 +1646,11 @@ fn check_container(
         .mounts
         .iter()
         .enumerate()
-        .find(|(_, m)| !m.image_sub_path.is_empty())
+        .find(|(_, m)| m.image.is_none() && !m.image_sub_path.is_empty())
     {
-        return Err(unimplemented(
+        return Err(invalid(
             &format!("config.mounts[{i}].image_sub_path"),
-            "image volumes",
+            "is set on a mount that is not an image volume",
         ));
     }
     let Some(sc) = config
@@ -2388,7 +2404,7 @@ printed by `cargo test -p crius-server fields::tests::print_docs_section -- --ig
         c.mounts[0].image_sub_path = "dir".into();
         refused(
             check_container(&c, None),
-            Code::Unimplemented,
+            Code::InvalidArgument,
             "config.mounts[0].image_sub_path",
         );
         let mut c = kubelet_container();
