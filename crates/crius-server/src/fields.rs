@@ -979,22 +979,22 @@ const REFUSED: &[Refused] = &[
     },
     Refused {
         path: "RunPodSandboxRequest.config.linux.security_context.seccomp_profile_path",
-        code: Code::Unimplemented,
-        when: "`localhost/<path>`; anything else but empty, `unconfined`, `runtime/default` or `docker/default` is InvalidArgument",
+        code: Code::InvalidArgument,
+        when: "`localhost/<path>` naming a missing, unreadable, oversized or malformed profile, and anything else but empty, `unconfined`, `runtime/default` or `docker/default`",
         place: "crates/crius-server/src/fields.rs::refuse_unhandled_pod",
         proof: "crates/crius-server/src/fields.rs::pod_security_fields_crius_cannot_apply_are_refused",
     },
     Refused {
         path: "RunPodSandboxRequest.config.linux.security_context.seccomp.profile_type",
-        code: Code::Unimplemented,
-        when: "Localhost (a profile of its own for the sandbox process); an unknown type is InvalidArgument",
+        code: Code::InvalidArgument,
+        when: "an unknown type; Localhost naming a missing, unreadable, oversized or malformed profile",
         place: "crates/crius-server/src/fields.rs::refuse_unhandled_pod",
         proof: "crates/crius-server/src/fields.rs::pod_security_fields_crius_cannot_apply_are_refused",
     },
     Refused {
         path: "RunPodSandboxRequest.config.linux.security_context.seccomp.localhost_ref",
-        code: Code::Unimplemented,
-        when: "non-empty",
+        code: Code::InvalidArgument,
+        when: "non-empty without profile type Localhost, or naming a missing, unreadable, oversized or malformed profile",
         place: "crates/crius-server/src/fields.rs::refuse_unhandled_pod",
         proof: "crates/crius-server/src/fields.rs::pod_security_fields_crius_cannot_apply_are_refused",
     },
@@ -1539,13 +1539,18 @@ pub(crate) fn refuse_unhandled_pod(config: Option<&PodSandboxConfig>) -> Result<
         return Err(precondition(&format!("{SC}.selinux_options"), NO_SELINUX));
     }
     refuse_apparmor(SC, sc.apparmor.as_ref())?;
-    const SANDBOX_PROFILE: &str = "a Localhost seccomp profile for the pod sandbox (its \
-                                   process runs only crius' own code; give the profile to the \
-                                   containers)";
+    // A Localhost profile for the sandbox is checked like a container's and then accepted
+    // without effect: the sandbox process runs only crius' own code, hardened (the profile
+    // binds the pod's containers, which kubelet gives it in their own security contexts).
+    let checked = |field: &str, path: &str| {
+        crius_runtime::validate::read_seccomp_profile(field, path)
+            .map(drop)
+            .map_err(crate::runtime::invalid_status)
+    };
     if let Some(p) = &sc.seccomp {
         match security_profile::ProfileType::try_from(p.profile_type) {
             Ok(security_profile::ProfileType::Localhost) => {
-                return Err(unimplemented(&format!("{SC}.seccomp"), SANDBOX_PROFILE));
+                checked(&format!("{SC}.seccomp.localhost_ref"), &p.localhost_ref)?;
             }
             Ok(_) => {}
             Err(_) => {
@@ -1555,17 +1560,21 @@ pub(crate) fn refuse_unhandled_pod(config: Option<&PodSandboxConfig>) -> Result<
                 ));
             }
         }
-        if !p.localhost_ref.is_empty() {
-            return Err(unimplemented(
+        if !p.localhost_ref.is_empty()
+            && p.profile_type != security_profile::ProfileType::Localhost as i32
+        {
+            return Err(invalid(
                 &format!("{SC}.seccomp.localhost_ref"),
-                SANDBOX_PROFILE,
+                "is set, but the profile type is not Localhost",
             ));
         }
     }
     let field = format!("{SC}.seccomp_profile_path");
     match sc.seccomp_profile_path.as_str() {
         "" | "unconfined" | "runtime/default" | "docker/default" => Ok(()),
-        path if path.starts_with("localhost/") => Err(unimplemented(&field, SANDBOX_PROFILE)),
+        path if path.starts_with("localhost/") => {
+            checked(&field, path.trim_start_matches("localhost/"))
+        }
         other => Err(invalid(
             &field,
             format!(
@@ -2254,11 +2263,11 @@ printed by `cargo test -p crius-server fields::tests::print_docs_section -- --ig
                 |s| {
                     s.seccomp = Some(SecurityProfile {
                         profile_type: security_profile::ProfileType::Localhost.into(),
-                        localhost_ref: "/p.json".into(),
+                        localhost_ref: "/nonexistent/p.json".into(),
                     })
                 },
-                Code::Unimplemented,
-                "seccomp",
+                Code::InvalidArgument,
+                "seccomp.localhost_ref",
             ),
             (
                 |s| {
@@ -2277,12 +2286,12 @@ printed by `cargo test -p crius-server fields::tests::print_docs_section -- --ig
                         localhost_ref: "/p.json".into(),
                     })
                 },
-                Code::Unimplemented,
+                Code::InvalidArgument,
                 "seccomp.localhost_ref",
             ),
             (
-                |s| s.seccomp_profile_path = "localhost//p.json".into(),
-                Code::Unimplemented,
+                |s| s.seccomp_profile_path = "localhost//nonexistent/p.json".into(),
+                Code::InvalidArgument,
                 "seccomp_profile_path",
             ),
             (
@@ -2305,6 +2314,20 @@ printed by `cargo test -p crius-server fields::tests::print_docs_section -- --ig
                 &format!("{F}.{field}"),
             );
         }
+        // A valid Localhost profile for the sandbox is accepted (critest sends one).
+        let dir = tempfile::tempdir().expect("tempdir");
+        let profile = dir.path().join("p.json");
+        std::fs::write(&profile, r#"{"defaultAction":"SCMP_ACT_ALLOW"}"#).expect("write");
+        let mut pod = kubelet_pod();
+        security(&mut pod).seccomp = Some(SecurityProfile {
+            profile_type: security_profile::ProfileType::Localhost.into(),
+            localhost_ref: profile.display().to_string(),
+        });
+        assert!(refuse_unhandled_pod(Some(&pod)).is_ok());
+        let mut pod = kubelet_pod();
+        security(&mut pod).seccomp = None;
+        security(&mut pod).seccomp_profile_path = format!("localhost/{}", profile.display());
+        assert!(refuse_unhandled_pod(Some(&pod)).is_ok());
         for ok in ["", "unconfined", "runtime/default", "docker/default"] {
             let mut pod = kubelet_pod();
             security(&mut pod).seccomp = None;
