@@ -468,3 +468,38 @@ async fn user_namespace_with_host_network() {
     let host_mtu = std::fs::read_to_string("/sys/class/net/lo/mtu").unwrap();
     assert_eq!(host_mtu.trim(), "65536");
 }
+
+/// A tty container's process reopens its terminal (`/dev/stdout` is the pty) as root and as
+/// uid 1000, with and without a user namespace.
+#[tokio::test]
+async fn tty_containers_reopen_their_terminal() {
+    let mut env = setup(false).await;
+    for userns in [false, true] {
+        let pod = env.pod(&format!("tty-{userns}"), userns).await;
+        for uid in [0, 1000] {
+            let name = format!("tty-{userns}-{uid}");
+            let mut config = env.container_config(
+                &name,
+                "echo reopened > /dev/stdout && echo \"done-$(id -u)\"; exec sleep 1000",
+            );
+            config.tty = true;
+            run_as(&mut config, uid);
+            env.run(&pod, config).await;
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                let lines = env.log_lines(&name);
+                let text: Vec<&str> = lines.iter().map(|(_, _, t)| t.trim_end()).collect();
+                if text.iter().any(|t| t.starts_with("done-")) {
+                    assert!(text.contains(&"reopened"), "{name}: {text:?}");
+                    assert!(
+                        text.contains(&format!("done-{uid}").as_str()),
+                        "{name}: {text:?}"
+                    );
+                    break;
+                }
+                assert!(Instant::now() < deadline, "{name}: {text:?}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+}

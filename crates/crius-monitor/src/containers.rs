@@ -157,6 +157,31 @@ pub(crate) fn give_pipes(
     Ok(())
 }
 
+/// Gives the terminal whose master is `master` to host uid `uid` (its group stays `tty`), so
+/// the container's process, whatever its user, can reopen it (`/dev/stdout`, `/dev/tty`).
+fn give_terminal(master: &OwnedFd, uid: u32) -> Result<(), Error> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: TIOCGPTPEER takes open flags and returns a new descriptor; no memory is passed.
+    let slave = unsafe {
+        libc::ioctl(
+            master.as_raw_fd(),
+            libc::TIOCGPTPEER,
+            libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
+        )
+    };
+    if slave < 0 {
+        return Err(Error::Sys {
+            what: "cannot open the container's terminal".into(),
+            source: nix::errno::Errno::last(),
+        });
+    }
+    // SAFETY: the ioctl returned a new descriptor that nothing else owns.
+    let slave = unsafe { OwnedFd::from_raw_fd(slave) };
+    nix::unistd::fchown(&slave, Some(nix::unistd::Uid::from_raw(uid)), None).map_err(Error::sys(
+        format!("cannot give the container's terminal to uid {uid}"),
+    ))
+}
+
 /// The container's cgroup: a child of the pod cgroup.
 fn container_cgroup(sandbox: &SandboxSpec, id: &str) -> Option<CgroupSpec> {
     sandbox.cgroup.as_ref().map(|pod| CgroupSpec {
@@ -432,6 +457,7 @@ fn create_in(
     let (pipes, pty) = match console {
         Some(console) => {
             let master = console.receive()?;
+            give_terminal(&master, host_uid)?;
             let pty = master
                 .try_clone()
                 .map_err(Error::io("cannot duplicate the terminal"))?;

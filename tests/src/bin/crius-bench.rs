@@ -34,6 +34,10 @@ use tonic::transport::Channel;
 const PAUSE_SRC: &str = "/work/shared/critest-images/src/pause.c";
 /// Files in the large test image's extra layer.
 const LARGE_FILES: usize = 20_000;
+/// Layers of the two layer-count test images (start time of a deep image against a shallow
+/// one).
+const SHALLOW_LAYERS: usize = 20;
+const DEEP_LAYERS: usize = 128;
 /// The CNI plugin directory of Debian's containernetworking-plugins.
 const CNI_BIN_DIR: &str = "/usr/lib/cni";
 /// Length of every user namespace mapping the bench asks for.
@@ -55,7 +59,7 @@ const FALLBACK_CONFLIST: &str = r#"{
 "#;
 
 const USAGE: &str = "usage: crius-bench [--quick] [--out FILE] [--criusd PATH] [--conflist FILE]
-                   [--pause-src FILE] [--iterations N] [--pods N]
+                   [--pause-src FILE] [--iterations N] [--pods N] [--layers-only]
   --quick        few iterations (CI smoke run, two or three minutes)
   --out FILE     where to write the markdown table (default integration/bench/results.md)
   --criusd PATH  the criusd binary (default: next to this binary)
@@ -63,7 +67,9 @@ const USAGE: &str = "usage: crius-bench [--quick] [--out FILE] [--criusd PATH] [
   --pause-src F  pause.c for containerd's sandbox image (default: shared/critest-images/src/
                  pause.c beside the repository, else under /work/shared)
   --iterations N measured iterations per latency figure (overrides the mode's default)
-  --pods N       pods in the concurrency figure (default 50)";
+  --pods N       pods in the concurrency figure (default 50)
+  --layers-only  only the layer-count figures (full pod start, 128-layer and 20-layer image,
+                 plain and userns) and their ratios";
 
 // ---------------------------------------------------------------------------------------------
 // Options
@@ -89,6 +95,8 @@ struct Plan {
 #[derive(Debug, Clone)]
 struct Options {
     quick: bool,
+    /// Only the layer-count figures.
+    layers_only: bool,
     out: PathBuf,
     criusd: PathBuf,
     conflist: PathBuf,
@@ -109,6 +117,7 @@ fn parse_options() -> Result<Options> {
     let root = repo_root();
     let exe = std::env::current_exe()?;
     let mut quick = false;
+    let mut layers_only = false;
     let mut out = root.join("integration/bench/results.md");
     let mut criusd = exe
         .parent()
@@ -128,6 +137,7 @@ fn parse_options() -> Result<Options> {
         let mut value = |name: &str| args.next().with_context(|| format!("{name} needs a value"));
         match arg.as_str() {
             "--quick" => quick = true,
+            "--layers-only" => layers_only = true,
             "--out" => out = value("--out")?.into(),
             "--criusd" => criusd = value("--criusd")?.into(),
             "--conflist" => conflist = value("--conflist")?.into(),
@@ -165,6 +175,7 @@ fn parse_options() -> Result<Options> {
     }
     Ok(Options {
         quick,
+        layers_only,
         out,
         criusd,
         conflist,
@@ -344,31 +355,70 @@ fn render(results: &Results, names: [&str; 2], header: &str) -> String {
             );
         }
     }
-    // Large-image cost relative to the small image, per runtime.
+    // Large-image cost relative to the small image, and deep-image cost relative to the
+    // shallow one, per runtime. A layer-count ratio a runtime cannot give reads n/a with the
+    // reason of the figure it lacks.
     let pairs = [
-        (F_POD, F_POD_LARGE, "plain"),
-        (F_POD_USERNS, F_POD_USERNS_LARGE, "userns"),
+        (
+            F_POD,
+            F_POD_LARGE,
+            "plain",
+            "20k-file / 20-file image",
+            false,
+        ),
+        (
+            F_POD_USERNS,
+            F_POD_USERNS_LARGE,
+            "userns",
+            "20k-file / 20-file image",
+            false,
+        ),
+        (
+            F_POD_SHALLOW,
+            F_POD_DEEP,
+            "plain",
+            "128-layer / 20-layer image",
+            true,
+        ),
+        (
+            F_POD_USERNS_SHALLOW,
+            F_POD_USERNS_DEEP,
+            "userns",
+            "128-layer / 20-layer image",
+            true,
+        ),
     ];
     let mut ratio_lines = Vec::new();
-    for (small, large, what) in pairs {
+    for (small, large, what, ratio, na_line) in pairs {
         for (t, name) in names.iter().enumerate() {
+            // The median of figure `n` on this runtime; None when the figure is not in this
+            // run, Some(Err(reason)) when it has no median.
             let get = |n: &str| {
-                results.figures.iter().find(|f| f.name == n).and_then(|f| {
+                results.figures.iter().find(|f| f.name == n).map(|f| {
                     let c = &f.cells[t];
-                    if c.na.is_some() {
-                        None
-                    } else {
-                        median(&c.samples)
+                    match &c.na {
+                        Some(reason) => Err(reason.clone()),
+                        None => median(&c.samples).ok_or_else(|| "not measured".to_owned()),
                     }
                 })
             };
-            if let (Some(s), Some(l)) = (get(small), get(large))
-                && s > 0.0
-            {
-                ratio_lines.push(format!(
-                    "| full pod start, {what}: 20k-file / 20-file image | {name} | {:.2} |",
+            match (get(small), get(large)) {
+                (Some(Ok(s)), Some(Ok(l))) if s > 0.0 => ratio_lines.push(format!(
+                    "| full pod start, {what}: {ratio} | {name} | {:.2} |",
                     l / s
-                ));
+                )),
+                (Some(s), Some(l)) if na_line => {
+                    let why = [s.err(), l.err()]
+                        .into_iter()
+                        .flatten()
+                        .next()
+                        .unwrap_or_else(|| "zero median".to_owned());
+                    ratio_lines.push(format!(
+                        "| full pod start, {what}: {ratio} | {name} | n/a ({}) |",
+                        md_escape(&why)
+                    ));
+                }
+                _ => {}
             }
         }
     }
@@ -418,6 +468,10 @@ const F_POD: &str = "full pod start, 20-file image";
 const F_POD_LARGE: &str = "full pod start, 20k-file image";
 const F_POD_USERNS: &str = "full pod start, userns, 20-file image";
 const F_POD_USERNS_LARGE: &str = "full pod start, userns, 20k-file image";
+const F_POD_SHALLOW: &str = "full pod start, 20-layer image";
+const F_POD_DEEP: &str = "full pod start, 128-layer image";
+const F_POD_USERNS_SHALLOW: &str = "full pod start, userns, 20-layer image";
+const F_POD_USERNS_DEEP: &str = "full pod start, userns, 128-layer image";
 
 /// The figures of one many-pods phase.
 #[derive(Debug, Clone)]
@@ -996,6 +1050,9 @@ struct Pod {
 struct Images {
     small: String,
     large: String,
+    /// The 20-layer and the 128-layer image.
+    shallow: String,
+    deep: String,
     pause: String,
 }
 
@@ -1266,8 +1323,30 @@ enum Step {
     },
     FullPod {
         userns: bool,
-        large: bool,
+        image: PodImage,
     },
+}
+
+/// The image of a full pod start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PodImage {
+    /// The 20-file busybox image.
+    Small,
+    /// The 20k-file image.
+    Large,
+    /// The 20-layer image.
+    Shallow,
+    /// The 128-layer image.
+    Deep,
+}
+
+impl PodImage {
+    const ALL: [PodImage; 4] = [
+        PodImage::Small,
+        PodImage::Large,
+        PodImage::Shallow,
+        PodImage::Deep,
+    ];
 }
 
 impl Step {
@@ -1282,12 +1361,16 @@ impl Step {
             Step::HostSandbox => vec![(F_RUN_HOST, Unit::Millis)],
             Step::Container { userns: false } => vec![(F_CTR, Unit::Millis)],
             Step::Container { userns: true } => vec![(F_CTR_USERNS, Unit::Millis)],
-            Step::FullPod { userns, large } => {
-                let name = match (userns, large) {
-                    (false, false) => F_POD,
-                    (false, true) => F_POD_LARGE,
-                    (true, false) => F_POD_USERNS,
-                    (true, true) => F_POD_USERNS_LARGE,
+            Step::FullPod { userns, image } => {
+                let name = match (userns, image) {
+                    (false, PodImage::Small) => F_POD,
+                    (false, PodImage::Large) => F_POD_LARGE,
+                    (false, PodImage::Shallow) => F_POD_SHALLOW,
+                    (false, PodImage::Deep) => F_POD_DEEP,
+                    (true, PodImage::Small) => F_POD_USERNS,
+                    (true, PodImage::Large) => F_POD_USERNS_LARGE,
+                    (true, PodImage::Shallow) => F_POD_USERNS_SHALLOW,
+                    (true, PodImage::Deep) => F_POD_USERNS_DEEP,
                 };
                 vec![(name, Unit::Millis)]
             }
@@ -1411,12 +1494,13 @@ impl Bench {
                 result?;
                 Ok(vec![elapsed])
             }
-            Step::FullPod { userns, large } => {
+            Step::FullPod { userns, image } => {
                 let config = pod_config(&self.targets[t], self.counter.next(), userns)?;
-                let image = if large {
-                    self.images.large.clone()
-                } else {
-                    self.images.small.clone()
+                let image = match image {
+                    PodImage::Small => self.images.small.clone(),
+                    PodImage::Large => self.images.large.clone(),
+                    PodImage::Shallow => self.images.shallow.clone(),
+                    PodImage::Deep => self.images.deep.clone(),
                 };
                 let start = Instant::now();
                 let pod = c.full_pod(config, &image).await?;
@@ -1821,31 +1905,40 @@ impl Bench {
     /// Every figure, in order.
     async fn run(&mut self) -> Result<()> {
         let plan = self.opts.plan.clone();
+        // The layer-count figures: a full pod start from the 20-layer and the 128-layer image,
+        // plain and in a user namespace.
+        let layer_steps: Vec<Step> = [false, true]
+            .into_iter()
+            .flat_map(|userns| {
+                [PodImage::Shallow, PodImage::Deep].map(|image| Step::FullPod { userns, image })
+            })
+            .collect();
+        if self.opts.layers_only {
+            for s in &layer_steps {
+                for (f, u) in s.figures() {
+                    self.results.figure(f, u);
+                }
+            }
+            eprintln!("crius-bench: pre-pulling the test images (untimed)");
+            let pause = self.images.pause.clone();
+            self.prepull(&pause).await;
+            return self.layers(&layer_steps, plan.iterations).await;
+        }
         // Table order first, so the rows read the same however the run goes.
-        for s in [
+        let mut steps = vec![
             Step::Pull,
             Step::Sandbox { userns: false },
             Step::Sandbox { userns: true },
             Step::HostSandbox,
             Step::Container { userns: false },
             Step::Container { userns: true },
-            Step::FullPod {
-                userns: false,
-                large: false,
-            },
-            Step::FullPod {
-                userns: false,
-                large: true,
-            },
-            Step::FullPod {
-                userns: true,
-                large: false,
-            },
-            Step::FullPod {
-                userns: true,
-                large: true,
-            },
-        ] {
+        ];
+        for userns in [false, true] {
+            for image in PodImage::ALL {
+                steps.push(Step::FullPod { userns, image });
+            }
+        }
+        for s in steps {
             for (f, u) in s.figures() {
                 self.results.figure(f, u);
             }
@@ -1879,8 +1972,13 @@ impl Bench {
             .await;
         self.ab(Step::Container { userns: true }, plan.iterations)
             .await;
-        for (userns, large) in [(false, false), (false, true), (true, false), (true, true)] {
-            self.ab(Step::FullPod { userns, large }, plan.iterations)
+        for (userns, image) in [
+            (false, PodImage::Small),
+            (false, PodImage::Large),
+            (true, PodImage::Small),
+            (true, PodImage::Large),
+        ] {
+            self.ab(Step::FullPod { userns, image }, plan.iterations)
                 .await;
         }
         self.many(&full, plan.rounds).await;
@@ -1889,6 +1987,21 @@ impl Bench {
         self.many(&bare, 1).await;
         tokio::time::sleep(Duration::from_secs(1)).await;
         self.record_rss(F_RSS_END);
+        // Last, so the other figures (the idle RSS at the end too) run as they did before
+        // these images existed.
+        self.layers(&layer_steps, plan.iterations).await
+    }
+
+    /// The layer-count figures: pulls the 20-layer and the 128-layer image (untimed), then
+    /// times `steps`. A runtime that cannot pull or start an image has those figures n/a with
+    /// its answer; the run goes on.
+    async fn layers(&mut self, steps: &[Step], iterations: usize) -> Result<()> {
+        let (shallow, deep) = (self.images.shallow.clone(), self.images.deep.clone());
+        self.prepull(&shallow).await;
+        self.prepull(&deep).await;
+        for &s in steps {
+            self.ab(s, iterations).await;
+        }
         Ok(())
     }
 
@@ -2030,6 +2143,25 @@ fn small_image() -> Result<Image> {
     Ok(Image::new(vec![Layer::new(&entries, Compression::Gzip)?]).with_cmd(&["sh"]))
 }
 
+/// A `depth`-layer image, built like the storage tests' `deep_image`: the bench's busybox
+/// image plus `depth - 1` small gzip layers, layer `n` adding `/layers/NNN` and the topmost also
+/// `/etc/motd`.
+fn layered_image(depth: usize) -> Result<Image> {
+    let mut image = small_image()?;
+    for n in 1..depth {
+        let mut entries = vec![Entry::file(
+            &format!("layers/{n:03}"),
+            format!("{n}\n"),
+            0o644,
+        )];
+        if n == depth - 1 {
+            entries.push(Entry::file("etc/motd", "top layer\n", 0o644));
+        }
+        image = image.with_layer(Layer::new(&entries, Compression::Gzip)?);
+    }
+    Ok(image)
+}
+
 /// The pause image for containerd: `pause.c` compiled with `gcc -static`, alone in one layer.
 /// Falls back to the small busybox image running `sleep` when gcc or the source is missing.
 fn pause_image(src: &Path, work: &Path) -> Result<(Image, &'static str)> {
@@ -2123,6 +2255,14 @@ async fn setup_and_run(bench_slot: &mut Option<Bench>, opts: &Options) -> Result
     let images = Images {
         small: small.push(&host, "bench/small:20").await?.reference,
         large: large.push(&host, "bench/large:20k").await?.reference,
+        shallow: layered_image(SHALLOW_LAYERS)?
+            .push(&host, &format!("bench/layers:{SHALLOW_LAYERS}"))
+            .await?
+            .reference,
+        deep: layered_image(DEEP_LAYERS)?
+            .push(&host, &format!("bench/layers:{DEEP_LAYERS}"))
+            .await?
+            .reference,
         pause: pause.push(&host, "bench/pause:3.9").await?.reference,
     };
     eprintln!("crius-bench: pause image from {pause_how}");
@@ -2176,7 +2316,12 @@ fn header(opts: &Options, bench: &Bench) -> String {
          - plan: {warm} warm-up + {it} iterations per latency figure, {pulls} pulls, \
          {pods} concurrent pods × {rounds} rounds, {calls} list/status calls; A/B alternating\n\
          - the crius/peer column is the ratio of medians (below 1: crius is faster or lighter)\n",
-        mode = if opts.quick { "--quick" } else { "default" },
+        mode = match (opts.quick, opts.layers_only) {
+            (true, false) => "--quick",
+            (false, false) => "default",
+            (true, true) => "--quick --layers-only",
+            (false, true) => "--layers-only",
+        },
         date = now_utc(),
         machine = machine_description(),
         versions = versions.join(", "),
