@@ -503,3 +503,43 @@ async fn tty_containers_reopen_their_terminal() {
         }
     }
 }
+
+/// ContainerStatus and ListContainers report the image as containerd does: `image_ref` is the
+/// repository digest (`repo@sha256:…`), `image.user_specified_image` what kubelet sent, and
+/// `image_id` the image id.
+#[tokio::test]
+async fn status_reports_the_repository_digest_and_the_users_image() {
+    let mut env = setup(false).await;
+    let pod = env.pod("digest", false).await;
+    let mut config = env.container_config("digest", "exec sleep 1000");
+    config.image.as_mut().unwrap().user_specified_image = "busybox:1".into();
+    let id = env.run(&pod, config).await;
+    let status = env.status(&id).await;
+    let repo = env.image.rsplit_once(':').unwrap().0.to_owned();
+    assert!(
+        status.image_ref.starts_with(&format!("{repo}@sha256:")),
+        "{} (image {})",
+        status.image_ref,
+        env.image
+    );
+    assert_eq!(
+        status.image.as_ref().unwrap().user_specified_image,
+        "busybox:1"
+    );
+    assert!(
+        status.image_id.starts_with("sha256:"),
+        "{}",
+        status.image_id
+    );
+    let listed = env
+        .daemon
+        .runtime
+        .list_containers(ListContainersRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .containers;
+    let c = listed.iter().find(|c| c.id == id).unwrap();
+    assert_eq!(c.image_ref, status.image_ref);
+    assert_eq!(c.image_id, status.image_id);
+}

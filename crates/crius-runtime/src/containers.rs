@@ -58,6 +58,12 @@ pub struct ContainerRecord {
     /// not change it).
     #[serde(default)]
     pub oom_score_adj: Option<i32>,
+    /// The image's repository digest (`repo@sha256:…`) at create; empty when none is known.
+    #[serde(default)]
+    pub image_ref: String,
+    /// The image as the user wrote it (`ImageSpec.user_specified_image`).
+    #[serde(default)]
+    pub user_specified_image: String,
 }
 
 /// Where a container is in its life.

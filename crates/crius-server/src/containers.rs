@@ -476,16 +476,33 @@ fn container_of(v: &ContainerView) -> Container {
             name: r.name.clone(),
             attempt: r.attempt,
         }),
-        image: Some(ImageSpec {
-            image: r.image.clone(),
-            ..ImageSpec::default()
-        }),
-        image_ref: r.image_id.clone(),
+        image: Some(image_spec_of(r)),
+        image_ref: image_ref_of(r),
         state: cri_state(v.state),
         created_at: r.created_at_ns,
         labels: r.labels.clone().into_iter().collect(),
         annotations: r.annotations.clone().into_iter().collect(),
         image_id: r.image_id.clone(),
+    }
+}
+
+/// The image of a container as kubelet asked for it.
+fn image_spec_of(r: &ContainerRecord) -> ImageSpec {
+    ImageSpec {
+        image: r.image.clone(),
+        user_specified_image: r.user_specified_image.clone(),
+        ..ImageSpec::default()
+    }
+}
+
+/// What ContainerStatus and ListContainers report as `image_ref`: the repository digest
+/// (`repo@sha256:…`, what `kubectl get pod` shows as imageID), the image id when no digest is
+/// known (an image imported without one, or a container made before it was recorded).
+fn image_ref_of(r: &ContainerRecord) -> String {
+    if r.image_ref.is_empty() {
+        r.image_id.clone()
+    } else {
+        r.image_ref.clone()
     }
 }
 
@@ -518,11 +535,8 @@ pub(crate) fn status_of(v: &ContainerView) -> ContainerStatus {
         started_at: m.started_at_ns.unwrap_or(0),
         finished_at,
         exit_code,
-        image: Some(ImageSpec {
-            image: r.image.clone(),
-            ..ImageSpec::default()
-        }),
-        image_ref: r.image_id.clone(),
+        image: Some(image_spec_of(r)),
+        image_ref: image_ref_of(r),
         reason: reason.into(),
         message: message.into(),
         labels: r.labels.clone().into_iter().collect(),
@@ -749,6 +763,18 @@ impl Cri {
                 attempt: metadata.attempt,
                 image: image.clone(),
                 image_id: rootfs.image_id.clone(),
+                image_ref: self
+                    .images
+                    .get(&rootfs.image_id)
+                    .ok()
+                    .flatten()
+                    .and_then(|i| i.repo_digests.first().cloned())
+                    .unwrap_or_default(),
+                user_specified_image: config
+                    .image
+                    .as_ref()
+                    .map(|i| i.user_specified_image.clone())
+                    .unwrap_or_default(),
                 labels: config
                     .labels
                     .clone()

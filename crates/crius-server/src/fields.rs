@@ -368,6 +368,10 @@ const HONOURED: &[Honoured] = &[
         proof: "tests/tests/containers.rs::idmapped_volumes_and_pod_files_in_a_userns_pod",
     },
     Honoured {
+        path: "CreateContainerRequest.config.image.user_specified_image",
+        proof: "tests/tests/workloads.rs::status_reports_the_repository_digest_and_the_users_image",
+    },
+    Honoured {
         path: "CreateContainerRequest.config.mounts.image.image",
         proof: "tests/tests/storage.rs::image_volumes_mount_an_images_layers_read_only",
     },
@@ -1334,11 +1338,6 @@ const ACCEPTED: &[Accepted] = &[
         path: "CreateContainerRequest.config.image.annotations",
         why: "a hint for choosing in a multi-platform image; crius always takes the node's linux/<arch>, which annotations cannot change",
         proof: "tests/tests/image_service.rs::an_index_resolves_to_linux_amd64",
-    },
-    Accepted {
-        path: "CreateContainerRequest.config.image.user_specified_image",
-        why: "informational: the reference as the user wrote it; crius acts on `image`",
-        proof: "tests/tests/containers.rs::plain_container_runs_logs_and_exits_with_its_code",
     },
     Accepted {
         path: "CreateContainerRequest.config.image.image_ref",
