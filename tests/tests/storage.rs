@@ -398,3 +398,59 @@ fn layer_owners(root: &std::path::Path) -> Vec<(String, u32)> {
     out.sort();
     out
 }
+
+/// An image with files owned beyond a user-namespaced pod's mapping: CreateContainer says so
+/// (a warning in the log and in ContainerStatus' reason and message, naming the image, the
+/// highest ids and the mapping's length) and the container still runs; such files show as
+/// nobody inside. The same image in a pod without a user namespace, and an image within the
+/// mapping, carry no warning.
+#[tokio::test]
+async fn images_with_ids_beyond_the_mapping_are_reported() {
+    let mut env = setup(false).await;
+    let high = crius_tests::image::busybox().unwrap().with_layer(
+        Layer::new(
+            &[Entry::file("high", "x\n", 0o644).owned(70000, 70001)],
+            Compression::Gzip,
+        )
+        .unwrap(),
+    );
+    let high_ref = push_and_pull(&mut env, high, "crius/high-ids:1").await;
+    for userns in [true, false] {
+        let name = format!("ids-{userns}");
+        let pod = env.pod(&name, userns).await;
+        let mut config =
+            env.container_config(&name, "stat -c '%u' /high; echo end; exec sleep 1000");
+        config.image = Some(ImageSpec {
+            image: high_ref.clone(),
+            ..ImageSpec::default()
+        });
+        let id = env.run(&pod, config).await;
+        let lines = wait_end(&env, &name).await;
+        let status = env.status(&id).await;
+        if userns {
+            assert_eq!(lines, ["65534", "end"]);
+            assert_eq!(status.reason, "ImageIdsOutsideUserNamespace", "{status:?}");
+            for part in [high_ref.as_str(), "uid 70000", "gid 70001", "65536 uids"] {
+                assert!(status.message.contains(part), "{part}: {}", status.message);
+            }
+            assert!(
+                env.daemon
+                    .log()
+                    .contains("beyond the pod's user namespace mapping")
+            );
+        } else {
+            assert_eq!(lines, ["70000", "end"]);
+            assert_eq!((status.reason.as_str(), status.message.as_str()), ("", ""));
+        }
+    }
+    let pod = env.pod("ids-ok", true).await;
+    let id = env
+        .run(
+            &pod,
+            env.container_config("ids-ok", "echo end; exec sleep 1000"),
+        )
+        .await;
+    wait_end(&env, "ids-ok").await;
+    let status = env.status(&id).await;
+    assert_eq!((status.reason.as_str(), status.message.as_str()), ("", ""));
+}

@@ -36,6 +36,8 @@ pub struct RootfsSpec {
     pub config: ImageConfig,
     /// Unpacked layer directories, bottom to top (overlayfs takes them top first).
     pub layer_dirs: Vec<PathBuf>,
+    /// The highest uid and gid any file of the image carries, when every layer recorded them.
+    pub max_ids: Option<(u32, u32)>,
 }
 
 /// Space and inodes used by the image store.
@@ -217,15 +219,20 @@ impl ImageStore {
         let record = self.get(reference)?.ok_or_else(|| ImageError::NotFound {
             reference: reference.to_owned(),
         })?;
-        let layer_dirs = record
+        let layer_dirs: Vec<PathBuf> = record
             .layers
             .iter()
             .map(|l| self.layer_dir(&l.chain_id))
             .collect::<Result<_, _>>()?;
+        let max_ids = layer_dirs
+            .iter()
+            .map(|d: &PathBuf| unpack::max_ids(d))
+            .try_fold((0, 0), |(u, g), ids| ids.map(|(a, b)| (u.max(a), g.max(b))));
         Ok(RootfsSpec {
             image_id: record.id,
             config: record.config,
             layer_dirs,
+            max_ids,
         })
     }
 
@@ -1128,6 +1135,10 @@ fn unpack_into(
         .map_err(|e| UnpackFailure::Io(ImageError::io(format!("creating {}", tmp.display()))(e)))?;
     let result = unpack::unpack_file(blob, tmp, Some(diff_id), caps)
         .map_err(UnpackFailure::Unpack)
+        .map(|u| {
+            unpack::record_max_ids(tmp, u.max_ids);
+            u
+        })
         .and_then(|u| {
             std::fs::rename(tmp, dest).map(|()| u).map_err(|e| {
                 UnpackFailure::Io(ImageError::io(format!("renaming into {}", dest.display()))(

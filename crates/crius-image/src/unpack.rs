@@ -105,6 +105,8 @@ pub struct Unpacked {
     pub diff_id: String,
     /// Tar entries unpacked.
     pub entries: u64,
+    /// The highest uid and the highest gid any entry carries.
+    pub max_ids: (u32, u32),
 }
 
 /// The compression of a layer blob, recognised by its first bytes.
@@ -238,6 +240,7 @@ pub fn unpack(tar: impl Read, dest: &Path, limits: UnpackLimits) -> Result<Unpac
         root,
         last_parent: None,
         dirs: Vec::new(),
+        max_ids: (0, 0),
     };
     let mut entries = 0u64;
     let result = (|| {
@@ -275,7 +278,11 @@ pub fn unpack(tar: impl Read, dest: &Path, limits: UnpackLimits) -> Result<Unpac
         }
     })?;
     layer.sync()?;
-    Ok(Unpacked { diff_id, entries })
+    Ok(Unpacked {
+        diff_id,
+        entries,
+        max_ids: layer.max_ids,
+    })
 }
 
 /// A tar path as its normal components; `None` for the root itself.
@@ -351,6 +358,8 @@ struct Layer {
     /// The parent directory of the last entry, reused by its siblings.
     last_parent: Option<(Vec<u8>, OwnedFd)>,
     dirs: Vec<DirMeta>,
+    /// The highest uid and gid seen so far.
+    max_ids: (u32, u32),
 }
 
 const RESOLVE: ResolveFlag = ResolveFlag::RESOLVE_BENEATH
@@ -404,6 +413,7 @@ impl Layer {
             reason,
         })?;
         let meta = meta_of(&mut entry, &raw_path)?;
+        self.max_ids = (self.max_ids.0.max(meta.uid), self.max_ids.1.max(meta.gid));
         let kind = entry.header().entry_type();
         let Some((name, parents)) = comps.split_last() else {
             // The layer root itself (`./`): only its metadata counts.
@@ -782,6 +792,41 @@ fn parse_pax_time(value: &[u8]) -> Option<TimeSpec> {
         digits.parse::<i64>().ok()? * 10i64.pow(9 - u32::try_from(digits.len()).ok()?)
     };
     Some(TimeSpec::new(secs, nanos))
+}
+
+/// The xattr of an unpacked layer's root directory recording the highest uid and gid any of its
+/// files carries (`<uid>:<gid>`); `trusted.*`, so no container sees it.
+pub const MAX_IDS_XATTR: &str = "trusted.crius.max_ids";
+
+/// Records `ids` (highest uid, highest gid) on the layer directory `dir`. Best effort: without
+/// CAP_SYS_ADMIN a trusted xattr cannot be set, and the ids are then unknown.
+pub fn record_max_ids(dir: &Path, ids: (u32, u32)) {
+    let Ok(file) = std::fs::File::open(dir) else {
+        return;
+    };
+    let value = format!("{}:{}", ids.0, ids.1);
+    if let Err(e) = set_xattr(file.as_fd(), MAX_IDS_XATTR, value.as_bytes()) {
+        tracing::debug!(dir = %dir.display(), error = %e, "cannot record a layer's highest ids");
+    }
+}
+
+/// The highest uid and gid recorded on the layer directory `dir`, if any.
+pub fn max_ids(dir: &Path) -> Option<(u32, u32)> {
+    let path = CString::new(dir.as_os_str().as_encoded_bytes()).ok()?;
+    let name = CString::new(MAX_IDS_XATTR).ok()?;
+    let mut buf = [0u8; 32];
+    // SAFETY: NUL-terminated path and name, and a buffer of the given length.
+    let n = unsafe {
+        libc::lgetxattr(
+            path.as_ptr(),
+            name.as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    let text = std::str::from_utf8(buf.get(..usize::try_from(n).ok()?)?).ok()?;
+    let (uid, gid) = text.split_once(':')?;
+    Some((uid.parse().ok()?, gid.parse().ok()?))
 }
 
 /// Sets an xattr on an open file or directory.

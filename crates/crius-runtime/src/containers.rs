@@ -64,6 +64,10 @@ pub struct ContainerRecord {
     /// The image as the user wrote it (`ImageSpec.user_specified_image`).
     #[serde(default)]
     pub user_specified_image: String,
+    /// What CreateContainer found wrong but not fatal (an image with ids beyond the pod's user
+    /// namespace); reported in ContainerStatus.
+    #[serde(default)]
+    pub warning: String,
 }
 
 /// Where a container is in its life.

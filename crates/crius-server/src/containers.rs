@@ -486,6 +486,38 @@ fn container_of(v: &ContainerView) -> Container {
     }
 }
 
+/// ContainerStatus' reason for a container whose image has files owned beyond its pod's user
+/// namespace.
+const UNMAPPED_IDS: &str = "ImageIdsOutsideUserNamespace";
+
+/// The warning for an image whose files are owned by ids the pod's user namespace does not map
+/// (they show as nobody inside and cannot be changed there), or none.
+fn unmapped_ids_warning(
+    image: &str,
+    (uids, gids): (
+        &[crius_runtime::spec::IdRange],
+        &[crius_runtime::spec::IdRange],
+    ),
+    (uid, gid): (u32, u32),
+) -> Option<String> {
+    let mapped = |ranges: &[crius_runtime::spec::IdRange], id: u32| {
+        ranges.iter().any(|r| r.to_host(id).is_some())
+    };
+    let length = |ranges: &[crius_runtime::spec::IdRange]| -> u64 {
+        ranges.iter().map(|r| u64::from(r.length)).sum()
+    };
+    if mapped(uids, uid) && mapped(gids, gid) {
+        return None;
+    }
+    Some(format!(
+        "image {image} has files owned by uid {uid} / gid {gid}, beyond the pod's user \
+         namespace mapping ({} uids, {} gids): inside they belong to nobody (65534) and cannot \
+         be changed; give the pod a longer mapping or the image lower ids",
+        length(uids),
+        length(gids)
+    ))
+}
+
 /// The image of a container as kubelet asked for it.
 fn image_spec_of(r: &ContainerRecord) -> ImageSpec {
     ImageSpec {
@@ -523,6 +555,12 @@ pub(crate) fn status_of(v: &ContainerView) -> ContainerStatus {
         }
         ContainerStateKind::Unknown => "the pod monitor is gone; the container's end is unknown",
         _ => "",
+    };
+    // A warning from CreateContainer shows where nothing more pressing does.
+    let (reason, message) = match (reason, message) {
+        ("", "") if !r.warning.is_empty() => (UNMAPPED_IDS, r.warning.as_str()),
+        (reason, "") => (reason, r.warning.as_str()),
+        other => other,
     };
     ContainerStatus {
         id: r.id.clone(),
@@ -665,6 +703,14 @@ impl Cri {
             .map_err(crate::image::status_of)?;
         crius_runtime::failpoint("create-container:leased");
         let result = async {
+            // Files of the image owned beyond the pod's user namespace: a warning, not a refusal
+            // (the pod may never touch them, and kubelet cannot give it a longer mapping).
+            let warning = pod_userns
+                .zip(rootfs.max_ids)
+                .and_then(|(maps, ids)| unmapped_ids_warning(&image, maps, ids));
+            if let Some(w) = &warning {
+                tracing::warn!(container = %id, "{w}");
+            }
             // Image volumes: each image is leased under `<id>/image-<n>` (released with the
             // container's own lease) and its layers handed to the monitor.
             let mut mounts = mounts;
@@ -775,6 +821,7 @@ impl Cri {
                     .as_ref()
                     .map(|i| i.user_specified_image.clone())
                     .unwrap_or_default(),
+                warning: warning.clone().unwrap_or_default(),
                 labels: config
                     .labels
                     .clone()
