@@ -1135,10 +1135,7 @@ fn unpack_into(
         .map_err(|e| UnpackFailure::Io(ImageError::io(format!("creating {}", tmp.display()))(e)))?;
     let result = unpack::unpack_file(blob, tmp, Some(diff_id), caps)
         .map_err(UnpackFailure::Unpack)
-        .map(|u| {
-            unpack::record_max_ids(tmp, u.max_ids);
-            u
-        })
+        .inspect(|u| unpack::record_max_ids(tmp, u.max_ids))
         .and_then(|u| {
             std::fs::rename(tmp, dest).map(|()| u).map_err(|e| {
                 UnpackFailure::Io(ImageError::io(format!("renaming into {}", dest.display()))(
