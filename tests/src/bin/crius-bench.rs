@@ -2310,11 +2310,18 @@ fn header(opts: &Options, bench: &Bench) -> String {
         .iter()
         .map(|t| format!("{} ({})", t.name(), t.version))
         .collect();
+    let work = if opts.layers_only {
+        "only the layer-count figures".to_owned()
+    } else {
+        format!(
+            "{} pulls, {} concurrent pods × {} rounds, {} list/status calls",
+            plan.pulls, plan.pods, plan.rounds, plan.calls
+        )
+    };
     format!(
         "## crius vs containerd ({mode})\n\n\
          - date: {date}\n- machine: {machine}\n- runtimes: {versions}; {runc}\n\
-         - plan: {warm} warm-up + {it} iterations per latency figure, {pulls} pulls, \
-         {pods} concurrent pods × {rounds} rounds, {calls} list/status calls; A/B alternating\n\
+         - plan: {warm} warm-up + {it} iterations per latency figure, {work}; A/B alternating\n\
          - the crius/peer column is the ratio of medians (below 1: crius is faster or lighter)\n",
         mode = match (opts.quick, opts.layers_only) {
             (true, false) => "--quick",
@@ -2328,10 +2335,6 @@ fn header(opts: &Options, bench: &Bench) -> String {
         runc = command_output("runc", &["--version"]),
         warm = plan.warmup,
         it = plan.iterations,
-        pulls = plan.pulls,
-        pods = plan.pods,
-        rounds = plan.rounds,
-        calls = plan.calls,
     )
 }
 
