@@ -49,7 +49,12 @@ async fn plain_container_runs_logs_and_exits_with_its_code() {
     assert_eq!(s.exit_code, 3);
     assert_eq!(s.reason, "Error");
     assert!(s.started_at > 0 && s.finished_at >= s.started_at);
-    assert_eq!(s.image_ref.len(), 71, "image id {}", s.image_ref);
+    assert_eq!(s.image_id.len(), 71, "image id {}", s.image_id);
+    assert!(
+        s.image_ref.contains("@sha256:"),
+        "repository digest {}",
+        s.image_ref
+    );
     assert!(s.log_path.ends_with("plain.log"));
     assert_eq!(s.labels.get("app").map(String::as_str), Some("plain"));
     let lines = env.log_lines("plain");

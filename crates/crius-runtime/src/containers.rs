@@ -161,14 +161,43 @@ fn monitor_error(e: ClientError) -> PodError {
 }
 
 impl Pods {
-    pub(crate) fn open_containers(db: &redb::Database) -> Result<(), StoreError> {
+    /// Opens (creating) the container table and loads every record (an undecodable one is
+    /// logged and skipped): reads are served from memory, writes reach memory once committed.
+    pub(crate) fn open_containers(
+        db: &redb::Database,
+    ) -> Result<std::collections::BTreeMap<String, ContainerRecord>, StoreError> {
         let txn = db.begin_write().map_err(err)?;
         txn.open_table(CONTAINERS).map_err(err)?;
-        txn.commit().map_err(err)
+        txn.commit().map_err(err)?;
+        let txn = db.begin_read().map_err(err)?;
+        let table = txn.open_table(CONTAINERS).map_err(err)?;
+        let mut out = std::collections::BTreeMap::new();
+        for entry in table.iter().map_err(err)? {
+            let (key, value) = entry.map_err(err)?;
+            match serde_json::from_slice::<ContainerRecord>(value.value()) {
+                Ok(r) => {
+                    out.insert(r.id.clone(), r);
+                }
+                Err(e) => {
+                    tracing::error!(id = key.value(), error = %e, "undecodable container record")
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn container_table(
+        &self,
+    ) -> std::sync::RwLockWriteGuard<'_, std::collections::BTreeMap<String, ContainerRecord>> {
+        self.containers
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn put_container(&self, record: &ContainerRecord) -> Result<(), StoreError> {
         let data = serde_json::to_vec(record).map_err(|e| StoreError::new(e.to_string()))?;
+        // Held across the transaction: the memory copy changes in commit order.
+        let mut records = self.container_table();
         let txn = self.db.begin_write().map_err(err)?;
         {
             let mut table = txn.open_table(CONTAINERS).map_err(err)?;
@@ -176,32 +205,31 @@ impl Pods {
                 .insert(record.id.as_str(), data.as_slice())
                 .map_err(err)?;
         }
-        txn.commit().map_err(err)
+        txn.commit().map_err(err)?;
+        records.insert(record.id.clone(), record.clone());
+        Ok(())
     }
 
     pub(crate) fn delete_container(&self, id: &str) -> Result<(), StoreError> {
+        let mut records = self.container_table();
         let txn = self.db.begin_write().map_err(err)?;
         {
             let mut table = txn.open_table(CONTAINERS).map_err(err)?;
             table.remove(id).map_err(err)?;
         }
-        txn.commit().map_err(err)
+        txn.commit().map_err(err)?;
+        records.remove(id);
+        Ok(())
     }
 
     fn container_records(&self) -> Result<Vec<ContainerRecord>, StoreError> {
-        let txn = self.db.begin_read().map_err(err)?;
-        let table = txn.open_table(CONTAINERS).map_err(err)?;
-        let mut out = Vec::new();
-        for entry in table.iter().map_err(err)? {
-            let (key, value) = entry.map_err(err)?;
-            match serde_json::from_slice::<ContainerRecord>(value.value()) {
-                Ok(r) => out.push(r),
-                Err(e) => {
-                    tracing::error!(id = key.value(), error = %e, "undecodable container record")
-                }
-            }
-        }
-        Ok(out)
+        Ok(self
+            .containers
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .values()
+            .cloned()
+            .collect())
     }
 
     /// Every container record's id and whether its CreateContainer is unfinished, by pod id.
@@ -268,11 +296,20 @@ impl Pods {
         if id.is_empty() {
             return Err(PodError::ContainerNotFound("\"\"".into()));
         }
-        let mut found: Vec<ContainerRecord> = self
-            .container_records()?
-            .into_iter()
-            .filter(|r| r.id.starts_with(id))
-            .collect();
+        let mut found: Vec<ContainerRecord> = {
+            let records = self
+                .containers
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            match records.get(id) {
+                Some(exact) => vec![exact.clone()],
+                None => records
+                    .range::<str, _>((std::ops::Bound::Included(id), std::ops::Bound::Unbounded))
+                    .take_while(|(k, _)| k.starts_with(id))
+                    .map(|(_, r)| r.clone())
+                    .collect(),
+            }
+        };
         if let Some(exact) = found.iter().position(|r| r.id == id) {
             return Ok(self.container_view(found.swap_remove(exact)));
         }

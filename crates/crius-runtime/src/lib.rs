@@ -156,6 +156,8 @@ pub struct Pods {
     locks: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Parsed monitor states, reused while a `state.json` is unchanged.
     states: statecache::StateCache,
+    /// Every container record, as committed to the metadata database.
+    containers: std::sync::RwLock<std::collections::BTreeMap<String, ContainerRecord>>,
 }
 
 fn internal(what: &str) -> impl FnOnce(std::io::Error) -> PodError + '_ {
@@ -193,11 +195,7 @@ fn find(store: &Store, id: &str) -> Result<PodView, PodError> {
     if id.is_empty() {
         return Err(PodError::NotFound(validate::shown(id)));
     }
-    let mut found: Vec<PodRecord> = store
-        .all()?
-        .into_iter()
-        .filter(|r| r.id.starts_with(id))
-        .collect();
+    let mut found = store.find(id);
     if let Some(exact) = found.iter().position(|r| r.id == id) {
         return Ok(view(found.swap_remove(exact)));
     }
@@ -235,7 +233,7 @@ impl Pods {
         )
         .map_err(internal("cannot set the mode of the container root"))?;
         let store = Store::open(db.clone())?;
-        Pods::open_containers(&db)?;
+        let containers = Pods::open_containers(&db)?;
         let mut live = 0;
         for record in store.all()? {
             let alive = monitor_alive(&record);
@@ -256,6 +254,7 @@ impl Pods {
             config,
             locks: std::sync::Mutex::new(HashMap::new()),
             states: statecache::StateCache::default(),
+            containers: std::sync::RwLock::new(containers),
         })
     }
 

@@ -1,5 +1,6 @@
 //! Pod records in the metadata database (redb), written transactionally.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
@@ -84,53 +85,93 @@ fn err(e: impl Into<redb::Error>) -> StoreError {
     StoreError(e.into().to_string())
 }
 
-/// The pod table of the metadata database.
+/// The pod table of the metadata database, with every record also kept in memory: reads
+/// (kubelet lists and asks for status every second) never touch the database, writes go to the
+/// database first and reach the memory copy once committed.
 #[derive(Debug, Clone)]
 pub struct Store {
     db: std::sync::Arc<redb::Database>,
+    /// The committed records by id. Writers hold the write lock across their transaction, so
+    /// the copy changes in commit order.
+    records: std::sync::Arc<std::sync::RwLock<BTreeMap<String, PodRecord>>>,
 }
 
 impl Store {
-    /// Opens (creating) the pod table.
+    /// Opens (creating) the pod table and loads every record. A record that cannot be decoded
+    /// is logged and skipped.
     pub fn open(db: std::sync::Arc<redb::Database>) -> Result<Store, StoreError> {
         let txn = db.begin_write().map_err(err)?;
         txn.open_table(PODS).map_err(err)?;
         txn.commit().map_err(err)?;
-        Ok(Store { db })
+        let mut records = BTreeMap::new();
+        {
+            let txn = db.begin_read().map_err(err)?;
+            let table = txn.open_table(PODS).map_err(err)?;
+            for entry in table.iter().map_err(err)? {
+                let (key, value) = entry.map_err(err)?;
+                match serde_json::from_slice::<PodRecord>(value.value()) {
+                    Ok(r) => {
+                        records.insert(r.id.clone(), r);
+                    }
+                    Err(e) => {
+                        tracing::error!(id = key.value(), error = %e, "undecodable pod record")
+                    }
+                }
+            }
+        }
+        Ok(Store {
+            db,
+            records: std::sync::Arc::new(std::sync::RwLock::new(records)),
+        })
+    }
+
+    fn write_lock(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, PodRecord>> {
+        self.records
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn read_lock(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, PodRecord>> {
+        self.records
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Inserts or replaces a record.
     pub fn put(&self, record: &PodRecord) -> Result<(), StoreError> {
         let data = serde_json::to_vec(record).map_err(|e| StoreError(e.to_string()))?;
+        let mut records = self.write_lock();
         let txn = self.db.begin_write().map_err(err)?;
         {
             let mut table = txn.open_table(PODS).map_err(err)?;
-            table
-                .insert(record.id.as_str(), data.as_slice())
-                .map_err(err)?;
-        }
-        txn.commit().map_err(err)
-    }
-
-    /// Inserts `record` unless a pod with the same metadata exists; returns that pod's id then.
-    pub fn insert_unique(&self, record: &PodRecord) -> Result<Option<String>, StoreError> {
-        let data = serde_json::to_vec(record).map_err(|e| StoreError(e.to_string()))?;
-        let txn = self.db.begin_write().map_err(err)?;
-        {
-            let mut table = txn.open_table(PODS).map_err(err)?;
-            for entry in table.iter().map_err(err)? {
-                let (_, value) = entry.map_err(err)?;
-                if let Ok(other) = serde_json::from_slice::<PodRecord>(value.value())
-                    && other.spec.metadata == record.spec.metadata
-                {
-                    return Ok(Some(other.id));
-                }
-            }
             table
                 .insert(record.id.as_str(), data.as_slice())
                 .map_err(err)?;
         }
         txn.commit().map_err(err)?;
+        records.insert(record.id.clone(), record.clone());
+        Ok(())
+    }
+
+    /// Inserts `record` unless a pod with the same metadata exists; returns that pod's id then.
+    pub fn insert_unique(&self, record: &PodRecord) -> Result<Option<String>, StoreError> {
+        let data = serde_json::to_vec(record).map_err(|e| StoreError(e.to_string()))?;
+        let mut records = self.write_lock();
+        if let Some(other) = records
+            .values()
+            .find(|other| other.spec.metadata == record.spec.metadata)
+        {
+            return Ok(Some(other.id.clone()));
+        }
+        let txn = self.db.begin_write().map_err(err)?;
+        {
+            let mut table = txn.open_table(PODS).map_err(err)?;
+            table
+                .insert(record.id.as_str(), data.as_slice())
+                .map_err(err)?;
+        }
+        txn.commit().map_err(err)?;
+        records.insert(record.id.clone(), record.clone());
         Ok(None)
     }
 
@@ -140,46 +181,50 @@ impl Store {
         id: &str,
         change: impl FnOnce(&mut PodRecord),
     ) -> Result<Option<PodRecord>, StoreError> {
-        let txn = self.db.begin_write().map_err(err)?;
-        let updated = {
-            let mut table = txn.open_table(PODS).map_err(err)?;
-            let current = match table.get(id).map_err(err)? {
-                Some(v) => serde_json::from_slice::<PodRecord>(v.value())
-                    .map_err(|e| StoreError(format!("pod {id}: {e}")))?,
-                None => return Ok(None),
-            };
-            let mut record = current;
-            change(&mut record);
-            let data = serde_json::to_vec(&record).map_err(|e| StoreError(e.to_string()))?;
-            table.insert(id, data.as_slice()).map_err(err)?;
-            record
+        let mut records = self.write_lock();
+        let Some(mut record) = records.get(id).cloned() else {
+            return Ok(None);
         };
+        change(&mut record);
+        let data = serde_json::to_vec(&record).map_err(|e| StoreError(e.to_string()))?;
+        let txn = self.db.begin_write().map_err(err)?;
+        {
+            let mut table = txn.open_table(PODS).map_err(err)?;
+            table.insert(id, data.as_slice()).map_err(err)?;
+        }
         txn.commit().map_err(err)?;
-        Ok(Some(updated))
+        records.insert(id.to_owned(), record.clone());
+        Ok(Some(record))
     }
 
     /// Deletes a record (absent is fine).
     pub fn delete(&self, id: &str) -> Result<(), StoreError> {
+        let mut records = self.write_lock();
         let txn = self.db.begin_write().map_err(err)?;
         {
             let mut table = txn.open_table(PODS).map_err(err)?;
             table.remove(id).map_err(err)?;
         }
-        txn.commit().map_err(err)
+        txn.commit().map_err(err)?;
+        records.remove(id);
+        Ok(())
     }
 
-    /// Every record. A record that cannot be decoded is logged and skipped.
+    /// Every record.
     pub fn all(&self) -> Result<Vec<PodRecord>, StoreError> {
-        let txn = self.db.begin_read().map_err(err)?;
-        let table = txn.open_table(PODS).map_err(err)?;
-        let mut out = Vec::new();
-        for entry in table.iter().map_err(err)? {
-            let (key, value) = entry.map_err(err)?;
-            match serde_json::from_slice::<PodRecord>(value.value()) {
-                Ok(r) => out.push(r),
-                Err(e) => tracing::error!(id = key.value(), error = %e, "undecodable pod record"),
-            }
+        Ok(self.read_lock().values().cloned().collect())
+    }
+
+    /// The record of `id` exactly, else the records whose id starts with `id`.
+    pub fn find(&self, id: &str) -> Vec<PodRecord> {
+        let records = self.read_lock();
+        if let Some(exact) = records.get(id) {
+            return vec![exact.clone()];
         }
-        Ok(out)
+        records
+            .range::<str, _>((std::ops::Bound::Included(id), std::ops::Bound::Unbounded))
+            .take_while(|(k, _)| k.starts_with(id))
+            .map(|(_, r)| r.clone())
+            .collect()
     }
 }
