@@ -110,7 +110,89 @@ pub fn pod_config(name: &str, userns: bool, log_dir: &Path) -> PodSandboxConfig 
     }
 }
 
+/// `config` with the host's network namespace (network NODE).
+pub fn on_host_network(mut config: PodSandboxConfig) -> PodSandboxConfig {
+    config
+        .linux
+        .get_or_insert_default()
+        .security_context
+        .get_or_insert_default()
+        .namespace_options
+        .get_or_insert_default()
+        .network = NamespaceMode::Node.into();
+    config
+}
+
 impl Env {
+    /// The test registry's `host:port`.
+    pub fn registry_host(&self) -> String {
+        self._registry.host()
+    }
+
+    /// Pushes `image` to the test registry as `repo` (`name:tag`) and pulls it; returns its
+    /// reference.
+    pub async fn push_and_pull(&mut self, image: crate::image::Image, repo: &str) -> String {
+        let pushed = image.push(&self.registry_host(), repo).await.expect("push");
+        self.daemon
+            .images
+            .pull_image(PullImageRequest {
+                image: Some(ImageSpec {
+                    image: pushed.reference.clone(),
+                    ..ImageSpec::default()
+                }),
+                auth: None,
+                sandbox_config: None,
+            })
+            .await
+            .expect("pull");
+        pushed.reference
+    }
+
+    /// Runs a pod sandbox from `config`; returns its id and config.
+    pub async fn pod_from(&mut self, config: PodSandboxConfig) -> (String, PodSandboxConfig) {
+        let id = self
+            .daemon
+            .runtime
+            .run_pod_sandbox(RunPodSandboxRequest {
+                config: Some(config.clone()),
+                runtime_handler: String::new(),
+            })
+            .await
+            .expect("run pod")
+            .into_inner()
+            .pod_sandbox_id;
+        (id, config)
+    }
+
+    /// Waits (20 s at most) until the container's log has `n` stdout lines; returns them.
+    pub async fn wait_stdout(&self, name: &str, n: usize) -> Vec<String> {
+        self.wait_stdout_until(name, |lines| lines.len() >= n).await
+    }
+
+    /// Waits (30 s at most) until the container's last stdout line is `end`; returns the lines.
+    pub async fn wait_end(&self, name: &str) -> Vec<String> {
+        self.wait_stdout_until(name, |lines| {
+            lines.last().map(String::as_str) == Some("end")
+        })
+        .await
+    }
+
+    async fn wait_stdout_until(&self, name: &str, done: impl Fn(&[String]) -> bool) -> Vec<String> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let lines = self.stdout(name);
+            if done(&lines) {
+                return lines;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{name}: {:?}",
+                self.log_lines(name)
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Runs a pod sandbox; returns its id and config.
     pub async fn pod(&mut self, name: &str, userns: bool) -> (String, PodSandboxConfig) {
         let config = pod_config(name, userns, self.logs.path());

@@ -40,28 +40,6 @@ fn pod_dir(env: &Env, pod: &str) -> PathBuf {
     env.daemon.paths.state.join("pods").join(pod)
 }
 
-fn registry_host(env: &Env) -> String {
-    env.image.split('/').next().unwrap().to_owned()
-}
-
-/// Pushes `image` as `repo` to the test registry and pulls it; returns its reference.
-async fn push_and_pull(env: &mut Env, image: Image, repo: &str) -> String {
-    let pushed = image.push(&registry_host(env), repo).await.unwrap();
-    env.daemon
-        .images
-        .pull_image(PullImageRequest {
-            image: Some(ImageSpec {
-                image: pushed.reference.clone(),
-                ..ImageSpec::default()
-            }),
-            auth: None,
-            sandbox_config: None,
-        })
-        .await
-        .unwrap();
-    pushed.reference
-}
-
 /// The busybox entries with `/etc/passwd` replaced by `passwd`.
 fn busybox_with_passwd(passwd: Entry) -> Image {
     let mut entries = crius_tests::image::busybox_entries(BUSYBOX_PASSWD, BUSYBOX_GROUP).unwrap();
@@ -70,22 +48,6 @@ fn busybox_with_passwd(passwd: Entry) -> Image {
     Image::new(vec![Layer::new(&entries, Compression::Gzip).unwrap()])
         .with_cmd(&["sh"])
         .with_env(&format!("PATH={}", crius_tests::image::DEFAULT_PATH))
-}
-
-async fn wait_stdout(env: &Env, name: &str, n: usize) -> Vec<String> {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let lines = env.stdout(name);
-        if lines.len() >= n {
-            return lines;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{name}: {:?}",
-            env.log_lines(name)
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// Mount points at or below `dir`, with their per-mount options, from mountinfo.
@@ -111,7 +73,7 @@ async fn layer_views_are_read_only_and_hold_only_the_pods_layers() {
     let other = crius_tests::image::busybox().unwrap().with_layer(
         Layer::new(&[Entry::file("other-image", "x", 0o644)], Compression::Gzip).unwrap(),
     );
-    push_and_pull(&mut env, other, "crius/other:1").await;
+    env.push_and_pull(other, "crius/other:1").await;
     let store: Vec<String> = std::fs::read_dir(env.daemon.paths.root.join("layers"))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -128,7 +90,7 @@ async fn layer_views_are_read_only_and_hold_only_the_pods_layers() {
         ),
     )
     .await;
-    wait_stdout(&env, "views", 1).await;
+    env.wait_stdout("views", 1).await;
     let dir = pod_dir(&env, &pod.0);
     let views = dir.join("layers");
     let names: Vec<String> = std::fs::read_dir(&views)
@@ -222,7 +184,7 @@ async fn host_users_cannot_reach_pods_or_their_secrets() {
             value: SECRET.into(),
         });
         env.run(&pod, c).await;
-        wait_stdout(&env, name, 1).await;
+        env.wait_stdout(name, 1).await;
         pods.push(pod);
     }
 
@@ -338,7 +300,7 @@ async fn user_namespaced_shm_is_owned_by_the_pods_root() {
         env.container_config("shm", "stat -c '%u %g %a' /dev/shm; exec sleep 1000"),
     )
     .await;
-    let lines = wait_stdout(&env, "shm", 1).await;
+    let lines = env.wait_stdout("shm", 1).await;
     assert_eq!(lines[0], "0 0 1777");
 }
 
@@ -348,12 +310,12 @@ async fn user_namespaced_shm_is_owned_by_the_pods_root() {
 #[tokio::test]
 async fn identity_files_that_are_not_regular_are_not_read() {
     let mut env = setup(false).await;
-    let fifo = push_and_pull(
-        &mut env,
-        busybox_with_passwd(Entry::fifo("etc/passwd", 0o644)),
-        "crius/fifo-passwd:1",
-    )
-    .await;
+    let fifo = env
+        .push_and_pull(
+            busybox_with_passwd(Entry::fifo("etc/passwd", 0o644)),
+            "crius/fifo-passwd:1",
+        )
+        .await;
     // A block device of this host (the first one listed), else /dev/urandom.
     let (kind, major, minor) = std::fs::read_dir("/sys/dev/block")
         .ok()
@@ -370,7 +332,9 @@ async fn identity_files_that_are_not_regular_are_not_read() {
     } else {
         Entry::char_device("etc/passwd", major, minor, 0o644)
     };
-    let dev = push_and_pull(&mut env, busybox_with_passwd(device), "crius/dev-passwd:1").await;
+    let dev = env
+        .push_and_pull(busybox_with_passwd(device), "crius/dev-passwd:1")
+        .await;
 
     let pod = env.pod("ids", false).await;
     let steady = env
@@ -379,7 +343,7 @@ async fn identity_files_that_are_not_regular_are_not_read() {
             env.container_config("steady", "while true; do echo tick; sleep 0.1; done"),
         )
         .await;
-    wait_stdout(&env, "steady", 1).await;
+    env.wait_stdout("steady", 1).await;
 
     for (name, image) in [("fifo", &fifo), ("device", &dev)] {
         let mut c = env.container_config(name, "echo \"home=$HOME\"; exec sleep 1000");
@@ -392,7 +356,7 @@ async fn identity_files_that_are_not_regular_are_not_read() {
             .unwrap_or_else(|_| panic!("CreateContainer with a {name} as /etc/passwd hung"))
             .unwrap_or_else(|e| panic!("{name}: {e:?}"));
         env.start(&created).await;
-        let lines = wait_stdout(&env, name, 1).await;
+        let lines = env.wait_stdout(name, 1).await;
         assert_eq!(lines[0], "home=/", "{name}: {lines:?}");
     }
     // The sibling kept logging and still answers.
@@ -544,30 +508,11 @@ impl Drop for ProbeCgroups {
 #[tokio::test]
 async fn host_network_containers_cannot_write_the_hosts_sys() {
     let mut env = setup(false).await;
-    let mut config = crius_tests::env::pod_config("hostnet", false, env.logs.path());
-    config
-        .linux
-        .as_mut()
-        .unwrap()
-        .security_context
-        .as_mut()
-        .unwrap()
-        .namespace_options
-        .as_mut()
-        .unwrap()
-        .network = NamespaceMode::Node.into();
-    let id = env
-        .daemon
-        .runtime
-        .run_pod_sandbox(RunPodSandboxRequest {
-            config: Some(config.clone()),
-            runtime_handler: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .pod_sandbox_id;
-    let pod = (id, config);
+    let pod = env
+        .pod_from(crius_tests::env::on_host_network(
+            crius_tests::env::pod_config("hostnet", false, env.logs.path()),
+        ))
+        .await;
     let probe = format!("crius-sysprobe-{}", std::process::id());
     let script = format!(
         "for d in /sys/fs/cgroup/* /sys/fs/cgroup; do mkdir \"$d/{probe}\" 2>/dev/null && echo \"WROTE $d\"; done; \

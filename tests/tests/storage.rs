@@ -3,46 +3,9 @@
 
 #![allow(clippy::unwrap_used, reason = "test code")]
 
-use std::time::{Duration, Instant};
-
 use cri_api::v1::*;
-use crius_tests::env::{Env, setup};
+use crius_tests::env::setup;
 use crius_tests::image::{Compression, Entry, Image, Layer};
-
-/// Pushes `image` as `repo` and pulls it; returns its reference.
-async fn push_and_pull(env: &mut Env, image: Image, repo: &str) -> String {
-    let host = env.image.split('/').next().unwrap().to_owned();
-    let pushed = image.push(&host, repo).await.unwrap();
-    env.daemon
-        .images
-        .pull_image(PullImageRequest {
-            image: Some(ImageSpec {
-                image: pushed.reference.clone(),
-                ..ImageSpec::default()
-            }),
-            auth: None,
-            sandbox_config: None,
-        })
-        .await
-        .unwrap();
-    pushed.reference
-}
-
-async fn wait_end(env: &Env, name: &str) -> Vec<String> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let lines = env.stdout(name);
-        if lines.last().map(String::as_str) == Some("end") {
-            return lines;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{name}: {:?}",
-            env.log_lines(name)
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
 
 /// busybox with 127 more layers on top, layer N adding `/layers/N` and the top one replacing a
 /// file of the bottom one.
@@ -67,7 +30,7 @@ fn deep_image(depth: usize) -> Image {
 #[tokio::test]
 async fn a_128_layer_image_starts_in_both_kinds_of_pod() {
     let mut env = setup(false).await;
-    let reference = push_and_pull(&mut env, deep_image(128), "crius/deep:128").await;
+    let reference = env.push_and_pull(deep_image(128), "crius/deep:128").await;
     for userns in [false, true] {
         let name = format!("deep-{userns}");
         let pod = env.pod(&name, userns).await;
@@ -84,7 +47,7 @@ async fn a_128_layer_image_starts_in_both_kinds_of_pod() {
             .await
             .unwrap_or_else(|e| panic!("{name}: {e:?}"));
         env.start(&id).await;
-        let lines = wait_end(&env, &name).await;
+        let lines = env.wait_end(&name).await;
         assert_eq!(lines, ["127", "1", "127", "top layer", "end"], "{name}");
     }
 }
@@ -102,7 +65,7 @@ async fn layer_views_are_mounted_once_per_pod() {
             env.container_config(&name, "echo end; exec sleep 1000"),
         )
         .await;
-        wait_end(&env, &name).await;
+        env.wait_end(&name).await;
     }
     let views = env
         .daemon
@@ -168,7 +131,7 @@ async fn writable_layers_live_under_the_root() {
                 ),
             )
             .await;
-        wait_end(&env, &name).await;
+        env.wait_end(&name).await;
         let upper = root.join("containers").join(&pod.0).join(&id).join("upper");
         let data = std::fs::metadata(upper.join("data.bin")).unwrap();
         assert_eq!(data.len(), 4 * MIB, "{name}");
@@ -222,7 +185,7 @@ async fn writable_layers_live_under_the_root() {
         ),
     )
     .await;
-    wait_end(&env, "disk-fs").await;
+    env.wait_end("disk-fs").await;
     let info = env
         .daemon
         .images
@@ -278,7 +241,7 @@ async fn image_volumes_mount_an_images_layers_read_only() {
         )
         .unwrap(),
     ]);
-    let data_ref = push_and_pull(&mut env, data, "crius/data:1").await;
+    let data_ref = env.push_and_pull(data, "crius/data:1").await;
     let root = env.daemon.paths.root.clone();
     let owners_before: Vec<(String, u32)> = layer_owners(&root);
     for userns in [false, true] {
@@ -306,7 +269,7 @@ async fn image_volumes_mount_an_images_layers_read_only() {
             .await
             .unwrap_or_else(|e| panic!("{name}: {e:?}"));
         env.start(&id).await;
-        let lines = wait_end(&env, &name).await;
+        let lines = env.wait_end(&name).await;
         assert_eq!(lines, ["top", "b", "0 0", "RO", "end"], "{name}");
         let status = env.status(&id).await;
         let reported: Vec<(String, String, String)> = status
@@ -414,7 +377,7 @@ async fn images_with_ids_beyond_the_mapping_are_reported() {
         )
         .unwrap(),
     );
-    let high_ref = push_and_pull(&mut env, high, "crius/high-ids:1").await;
+    let high_ref = env.push_and_pull(high, "crius/high-ids:1").await;
     for userns in [true, false] {
         let name = format!("ids-{userns}");
         let pod = env.pod(&name, userns).await;
@@ -425,7 +388,7 @@ async fn images_with_ids_beyond_the_mapping_are_reported() {
             ..ImageSpec::default()
         });
         let id = env.run(&pod, config).await;
-        let lines = wait_end(&env, &name).await;
+        let lines = env.wait_end(&name).await;
         let status = env.status(&id).await;
         if userns {
             assert_eq!(lines, ["65534", "end"]);
@@ -450,7 +413,7 @@ async fn images_with_ids_beyond_the_mapping_are_reported() {
             env.container_config("ids-ok", "echo end; exec sleep 1000"),
         )
         .await;
-    wait_end(&env, "ids-ok").await;
+    env.wait_end("ids-ok").await;
     let status = env.status(&id).await;
     assert_eq!((status.reason.as_str(), status.message.as_str()), ("", ""));
 }

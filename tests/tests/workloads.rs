@@ -7,24 +7,8 @@
 use std::time::{Duration, Instant};
 
 use cri_api::v1::*;
-use crius_tests::env::{Env, setup};
+use crius_tests::env::setup;
 use crius_tests::image::{BUSYBOX_GROUP, BUSYBOX_PASSWD, Compression, Entry, Image, Layer};
-
-async fn wait_stdout(env: &Env, name: &str, n: usize) -> Vec<String> {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let lines = env.stdout(name);
-        if lines.len() >= n {
-            return lines;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{name}: {:?}",
-            env.log_lines(name)
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
 
 fn run_as(config: &mut ContainerConfig, uid: i64) {
     config
@@ -33,25 +17,6 @@ fn run_as(config: &mut ContainerConfig, uid: i64) {
         .security_context
         .get_or_insert_default()
         .run_as_user = Some(Int64Value { value: uid });
-}
-
-/// Pushes `image` as `repo` and pulls it; returns its reference.
-async fn push_and_pull(env: &mut Env, image: Image, repo: &str) -> String {
-    let host = env.image.split('/').next().unwrap().to_owned();
-    let pushed = image.push(&host, repo).await.unwrap();
-    env.daemon
-        .images
-        .pull_image(PullImageRequest {
-            image: Some(ImageSpec {
-                image: pushed.reference.clone(),
-                ..ImageSpec::default()
-            }),
-            auth: None,
-            sandbox_config: None,
-        })
-        .await
-        .unwrap();
-    pushed.reference
 }
 
 /// A container reopens `/dev/stdout` and `/dev/stderr` (pipes) as root and as uid 1000, with
@@ -134,7 +99,7 @@ async fn nginx_shaped_image_serves_and_logs_in_a_user_namespace() {
     let image = Image::new(vec![Layer::new(&entries, Compression::Gzip).unwrap()])
         .with_entrypoint(&["/docker-entrypoint.sh"])
         .with_env(&format!("PATH={}", crius_tests::image::DEFAULT_PATH));
-    let reference = push_and_pull(&mut env, image, "crius/nginx-shaped:1").await;
+    let reference = env.push_and_pull(image, "crius/nginx-shaped:1").await;
     let pod = env.pod("web", true).await;
     let mut config = env.container_config("web", "");
     config.command = Vec::new();
@@ -227,7 +192,7 @@ async fn stop_signal_is_configured_per_container() {
     let image = crius_tests::image::busybox()
         .unwrap()
         .with_stop_signal("SIGINT");
-    let sigint_image = push_and_pull(&mut env, image, "crius/stopsignal:1").await;
+    let sigint_image = env.push_and_pull(image, "crius/stopsignal:1").await;
     let pod = env.pod("stop", false).await;
     let trap = "trap 'echo got INT; exit 0' INT; trap 'echo got USR1; exit 0' USR1; \
                 trap 'echo got TERM; exit 0' TERM; echo up; while true; do sleep 0.1; done";
@@ -263,7 +228,7 @@ async fn stop_signal_is_configured_per_container() {
         }
         config.stop_signal = signal.into();
         let id = env.run(&pod, config).await;
-        wait_stdout(&env, name, 1).await;
+        env.wait_stdout(name, 1).await;
         assert_eq!(
             env.status(&id).await.stop_signal,
             status_signal as i32,
@@ -396,30 +361,11 @@ async fn user_namespace_with_host_network() {
             .is_some_and(|f| f.user_namespaces_host_network),
         "{status:?}"
     );
-    let mut config = crius_tests::env::pod_config("hostnet-userns", true, env.logs.path());
-    config
-        .linux
-        .as_mut()
-        .unwrap()
-        .security_context
-        .as_mut()
-        .unwrap()
-        .namespace_options
-        .as_mut()
-        .unwrap()
-        .network = NamespaceMode::Node.into();
-    let id = env
-        .daemon
-        .runtime
-        .run_pod_sandbox(RunPodSandboxRequest {
-            config: Some(config.clone()),
-            runtime_handler: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .pod_sandbox_id;
-    let pod = (id, config);
+    let pod = env
+        .pod_from(crius_tests::env::on_host_network(
+            crius_tests::env::pod_config("hostnet-userns", true, env.logs.path()),
+        ))
+        .await;
     let script = "cat /proc/self/uid_map; \
                   ip link set lo mtu 1400 2>/dev/null && echo CHANGED-MTU; \
                   ip link add crius-probe type dummy 2>/dev/null && echo ADDED-LINK; \
