@@ -196,18 +196,7 @@ impl Env {
     /// Runs a pod sandbox; returns its id and config.
     pub async fn pod(&mut self, name: &str, userns: bool) -> (String, PodSandboxConfig) {
         let config = pod_config(name, userns, self.logs.path());
-        let id = self
-            .daemon
-            .runtime
-            .run_pod_sandbox(RunPodSandboxRequest {
-                config: Some(config.clone()),
-                runtime_handler: String::new(),
-            })
-            .await
-            .expect("run pod")
-            .into_inner()
-            .pod_sandbox_id;
-        (id, config)
+        self.pod_from(config).await
     }
 
     /// A container config running `script` with `/bin/sh -c`, logging to `<name>.log`.
@@ -360,17 +349,6 @@ impl Env {
             .security_context
             .get_or_insert_default()
             .privileged = true;
-        let id = self
-            .daemon
-            .runtime
-            .run_pod_sandbox(RunPodSandboxRequest {
-                config: Some(config.clone()),
-                runtime_handler: String::new(),
-            })
-            .await
-            .expect("run pod")
-            .into_inner()
-            .pod_sandbox_id;
-        (id, config)
+        self.pod_from(config).await
     }
 }

@@ -218,10 +218,8 @@ fn validate_hostname(hostname: &str) -> Result<(), Invalid> {
 
 /// An absolute path without `.`/`..` components or control characters; empty is allowed (the
 /// default). With `slice`, a systemd slice name (`kubepods-besteffort.slice`) is allowed too.
-fn validate_path(field: &str, path: &str, slice: bool) -> Result<(), Invalid> {
-    if path.is_empty() {
-        return Ok(());
-    }
+/// A path's length and characters: at most [`PATH_MAX`] bytes, no control characters.
+fn validate_path_text(field: &str, path: &str) -> Result<(), Invalid> {
     if path.len() > PATH_MAX {
         return Err(invalid(
             field,
@@ -237,6 +235,14 @@ fn validate_path(field: &str, path: &str, slice: bool) -> Result<(), Invalid> {
             ),
         ));
     }
+    Ok(())
+}
+
+fn validate_path(field: &str, path: &str, slice: bool) -> Result<(), Invalid> {
+    if path.is_empty() {
+        return Ok(());
+    }
+    validate_path_text(field, path)?;
     let systemd_slice = slice && !path.contains('/') && path.ends_with(".slice");
     if !path.starts_with('/') && !systemd_slice {
         return Err(invalid(
@@ -287,21 +293,7 @@ pub fn validate_log_path(field: &str, path: &str) -> Result<(), Invalid> {
     if path.is_empty() {
         return Ok(());
     }
-    if path.len() > PATH_MAX {
-        return Err(invalid(
-            field,
-            format!("is {} bytes, more than {PATH_MAX}", path.len()),
-        ));
-    }
-    if path.chars().any(char::is_control) {
-        return Err(invalid(
-            field,
-            format!(
-                "{} must not contain control characters (NUL, newline)",
-                shown(path)
-            ),
-        ));
-    }
+    validate_path_text(field, path)?;
     if path.starts_with('/') {
         return Err(invalid(
             field,
