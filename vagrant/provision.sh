@@ -100,6 +100,7 @@ failSwapOn: false
 featureGates:
   UserNamespacesSupport: true
   SupplementalGroupsPolicy: true
+  PodAndContainerStatsFromCRI: true
 YAML
   put /etc/modules-load.d/crius-kubernetes.conf 0644 <<'CONF'
 overlay
@@ -168,7 +169,7 @@ install -d -m 0700 /root/.kube && cp "$KUBECONFIG" /root/.kube/config
 for _ in $(seq 60); do kubectl get nodes -o name 2>/dev/null | grep -q . && break; sleep 2; done
 kubectl wait --for=condition=Ready node --all --timeout=300s
 
-kubectl apply -f "$repo/integration/pods/"
+kubectl apply -R -f "$repo/integration/pods/"
 kubectl wait --for=condition=Ready pod/userns-httpd pod/strict-groups pod/merge-groups --timeout=300s
 echo "== userns-httpd (hostUsers: false)"
 kubectl exec userns-httpd -- id

@@ -114,6 +114,10 @@ async fn no_vm_mode_installs_crius_and_writes_the_node_configuration() {
     assert_eq!(yaml_value(&kubeadm, "cgroupDriver"), Some("cgroupfs"));
     assert_eq!(yaml_value(&kubeadm, "UserNamespacesSupport"), Some("true"));
     assert_eq!(
+        yaml_value(&kubeadm, "PodAndContainerStatsFromCRI"),
+        Some("true")
+    );
+    assert_eq!(
         yaml_value(&kubeadm, "SupplementalGroupsPolicy"),
         Some("true")
     );
