@@ -450,6 +450,19 @@ inside=$(kubectl exec "$pod" -c httpd -- id)
 echo "   kubectl exec $pod -- id: $inside"
 [[ $inside == "uid=0(root) gid=0(root)"* ]] && check ok "kubectl exec: root in the container" ||
   check FAIL "kubectl exec: root in the container"
+# An interactive tty session (kubectl exec -it, on a terminal `script` gives it) starts clean:
+# the first bytes on the client's screen are the command's own, no stray NUL bytes.
+tty_raw=$work/tty-exec.out
+script -qec "$bin/kubectl --kubeconfig $work/admin.kubeconfig exec -it $pod -c httpd -- sh -c 'echo TTY-CLEAN-\$((40+2))'" /dev/null \
+  < /dev/null > "$tty_raw" 2>&1 || true
+echo "   kubectl exec -it, first bytes: $(head -c 24 "$tty_raw" | od -An -c | tr -s ' ')"
+if grep -q 'TTY-CLEAN-42' "$tty_raw" && ! tr -d '\000' < "$tty_raw" | cmp -s - "$tty_raw"; then
+  check FAIL "kubectl exec -it: NUL bytes on the terminal"
+elif grep -q 'TTY-CLEAN-42' "$tty_raw"; then
+  check ok "kubectl exec -it: the session starts clean (no NUL bytes)"
+else
+  check FAIL "kubectl exec -it: no output ($(head -c 200 "$tty_raw"))"
+fi
 declare -A host_uid=()
 for p in "${dpods[@]}"; do
   pid=$(host_pid "$(container_id "$p" httpd)")

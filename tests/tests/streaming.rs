@@ -458,6 +458,9 @@ async fn tty_exec_runs_on_a_terminal_of_the_container() {
             .await
             .expect("connect");
         send(&mut ws, 4, br#"{"Width":100,"Height":30}"#).await;
+        // `kubectl exec -it` through the API server opens stdin with one NUL byte: it must
+        // not reach the terminal (which would echo it as ^@ before the user's input).
+        send(&mut ws, 0, b"\0").await;
         // The typed text is echoed: the answers are computed so they differ from the input.
         send(
             &mut ws,
@@ -467,7 +470,10 @@ async fn tty_exec_runs_on_a_terminal_of_the_container() {
         .await;
         let (out, _) = read_until(&mut ws, |o, _| o.contains("DONE-3")).await;
         // The session starts clean: no stray bytes before the shell's own output.
-        assert!(!out.contains('\0'), "NUL bytes on the terminal: {out:?}");
+        assert!(
+            !out.contains('\0') && !out.contains("^@"),
+            "NUL bytes on the terminal: {out:?}"
+        );
         assert!(out.contains("TTY-42"), "stdin is a terminal: {out:?}");
         assert!(
             out.contains("NAME=/dev/pts/") && !out.contains("not a tty"),

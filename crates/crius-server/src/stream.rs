@@ -629,11 +629,20 @@ async fn exec_tty(
     let input = async {
         if let Some(mut from) = io.stdin {
             let mut buf = vec![0u8; 32 << 10];
+            let mut first = true;
             loop {
                 match from.read(&mut buf).await {
                     Ok(0) | Err(_) => break,
                     Ok(n) => {
-                        if master.write_all(&buf[..n]).await.is_err() {
+                        // `kubectl exec -it` through the API server's stream translator opens
+                        // stdin with one NUL byte, which the terminals echo as `^@^@` before
+                        // anything the user typed; a terminal session never starts with ^@.
+                        let data = match &buf[..n] {
+                            [0, rest @ ..] if first => rest,
+                            data => data,
+                        };
+                        first = false;
+                        if master.write_all(data).await.is_err() {
                             break;
                         }
                     }
