@@ -489,3 +489,34 @@ async fn status_reports_the_repository_digest_and_the_users_image() {
     assert_eq!(c.image_ref, status.image_ref);
     assert_eq!(c.image_id, status.image_id);
 }
+
+/// A privileged container needs a privileged pod sandbox (the CRI contract; kubelet sets the
+/// pod's flag when any container is privileged): in a plain pod it is InvalidArgument naming
+/// the field, in a privileged pod it runs.
+#[tokio::test]
+async fn privileged_containers_need_a_privileged_pod() {
+    let mut env = setup(false).await;
+    let privileged = |config: &mut ContainerConfig| {
+        config
+            .linux
+            .get_or_insert_default()
+            .security_context
+            .get_or_insert_default()
+            .privileged = true;
+    };
+    let pod = env.pod("unprivileged", false).await;
+    let mut config = env.container_config("priv-in-plain", "true");
+    privileged(&mut config);
+    let err = env.create(&pod, config).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    assert!(
+        err.message()
+            .contains("config.linux.security_context.privileged"),
+        "{err:?}"
+    );
+    let pod = env.privileged_pod("privileged").await;
+    let mut config = env.container_config("priv", "echo end; exec sleep 1000");
+    privileged(&mut config);
+    env.run(&pod, config).await;
+    env.wait_end("priv").await;
+}

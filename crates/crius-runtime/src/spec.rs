@@ -130,4 +130,8 @@ pub struct PodSpec {
     /// container work that needs the sandbox config.
     #[serde(default)]
     pub cri_config: Vec<u8>,
+    /// The sandbox's security context asked for a privileged pod (none: a pod recorded before
+    /// this was kept, whose containers are not held to it).
+    #[serde(default)]
+    pub privileged: Option<bool>,
 }

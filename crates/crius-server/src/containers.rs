@@ -620,6 +620,14 @@ impl Cri {
         let linux = config.linux.clone().unwrap_or_default();
         let sc = linux.security_context.clone().unwrap_or_default();
         let seccomp = check_security(&sc)?;
+        // As the CRI says: a privileged container needs a privileged pod sandbox.
+        if sc.privileged && pod.record.spec.privileged == Some(false) {
+            return Err(invalid(
+                "config.linux.security_context.privileged",
+                "the pod sandbox is not privileged (its security context must be privileged \
+                 for a privileged container, as kubelet sets it)",
+            ));
+        }
         crius_runtime::validate::validate_log_path("config.log_path", &config.log_path)
             .map_err(crate::runtime::invalid_status)?;
         if !config.log_path.is_empty() && !pod.record.spec.log_directory.is_empty() {

@@ -368,6 +368,10 @@ const HONOURED: &[Honoured] = &[
         proof: "tests/tests/containers.rs::idmapped_volumes_and_pod_files_in_a_userns_pod",
     },
     Honoured {
+        path: "RunPodSandboxRequest.config.linux.security_context.privileged",
+        proof: "tests/tests/workloads.rs::privileged_containers_need_a_privileged_pod",
+    },
+    Honoured {
         path: "CreateContainerRequest.config.image.user_specified_image",
         proof: "tests/tests/workloads.rs::status_reports_the_repository_digest_and_the_users_image",
     },
@@ -1291,11 +1295,6 @@ const ACCEPTED: &[Accepted] = &[
     },
     Accepted {
         path: "RunPodSandboxRequest.config.linux.security_context.supplemental_groups",
-        why: "the sandbox process is crius' own code, not an image's pause container: it parks with no capabilities in any set, no_new_privs, an empty read-only root and root ids (of the pod's user namespace, if any); kubelet sends this for every pod and copies it into each container's own security context, where it is honoured",
-        proof: "tests/tests/security.rs::sandbox_process_is_hardened",
-    },
-    Accepted {
-        path: "RunPodSandboxRequest.config.linux.security_context.privileged",
         why: "the sandbox process is crius' own code, not an image's pause container: it parks with no capabilities in any set, no_new_privs, an empty read-only root and root ids (of the pod's user namespace, if any); kubelet sends this for every pod and copies it into each container's own security context, where it is honoured",
         proof: "tests/tests/security.rs::sandbox_process_is_hardened",
     },

@@ -808,6 +808,7 @@ fn pod_spec(
         sysctls: linux.sysctls.into_iter().collect(),
         runtime_handler,
         cri_config: Vec::new(),
+        privileged: Some(security.privileged),
     })
 }
 
