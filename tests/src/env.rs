@@ -164,6 +164,22 @@ impl Env {
         (id, config)
     }
 
+    /// The JSON of a container's verbose ContainerStatus `info` (pid, cgroup dirs, …).
+    pub async fn verbose_info(&mut self, id: &str) -> serde_json::Value {
+        let info = self
+            .daemon
+            .runtime
+            .container_status(ContainerStatusRequest {
+                container_id: id.into(),
+                verbose: true,
+            })
+            .await
+            .expect("status")
+            .into_inner()
+            .info;
+        serde_json::from_str(&info["info"]).expect("info json")
+    }
+
     /// Waits (20 s at most) until the container's log has `n` stdout lines; returns them.
     pub async fn wait_stdout(&self, name: &str, n: usize) -> Vec<String> {
         self.wait_stdout_until(name, |lines| lines.len() >= n).await

@@ -569,18 +569,7 @@ async fn resources_update_and_oom_kill() {
         ..LinuxContainerResources::default()
     });
     let id = env.run(&pod, config).await;
-    let info = env
-        .daemon
-        .runtime
-        .container_status(ContainerStatusRequest {
-            container_id: id.clone(),
-            verbose: true,
-        })
-        .await
-        .expect("status")
-        .into_inner()
-        .info;
-    let v: serde_json::Value = serde_json::from_str(&info["info"]).expect("json");
+    let v = env.verbose_info(&id).await;
     let dirs: Vec<PathBuf> = v["cgroupDirs"]
         .as_array()
         .expect("dirs")
@@ -817,18 +806,7 @@ async fn monitor_death_is_reported_and_cleaned_up() {
     let id = env
         .run(&pod, env.container_config("orphan", "sleep 300"))
         .await;
-    let info = env
-        .daemon
-        .runtime
-        .container_status(ContainerStatusRequest {
-            container_id: id.clone(),
-            verbose: true,
-        })
-        .await
-        .expect("status")
-        .into_inner()
-        .info;
-    let v: serde_json::Value = serde_json::from_str(&info["info"]).expect("json");
+    let v = env.verbose_info(&id).await;
     let pid = i32::try_from(v["pid"].as_i64().expect("pid")).expect("pid fits");
     let cgroups: Vec<PathBuf> = v["cgroupDirs"]
         .as_array()

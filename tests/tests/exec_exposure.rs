@@ -510,19 +510,7 @@ async fn wait_stdout(env: &Env, name: &str, line: &str) {
 
 /// The host pid of a container's first process.
 async fn first_pid(env: &mut Env, id: &str) -> i64 {
-    let info = env
-        .daemon
-        .runtime
-        .container_status(ContainerStatusRequest {
-            container_id: id.into(),
-            verbose: true,
-        })
-        .await
-        .expect("status")
-        .into_inner()
-        .info;
-    let v: serde_json::Value = serde_json::from_str(&info["info"]).expect("info json");
-    v["pid"].as_i64().expect("pid")
+    env.verbose_info(id).await["pid"].as_i64().expect("pid")
 }
 
 /// kubelet's gRPC message limit (its CRI client's maximum message size).

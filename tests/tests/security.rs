@@ -233,19 +233,7 @@ async fn bad_localhost_profiles_are_invalid_argument_naming_the_file() {
 
 /// The container's cgroup directories, from verbose ContainerStatus.
 async fn cgroup_dirs(env: &mut Env, id: &str) -> Vec<std::path::PathBuf> {
-    let info = env
-        .daemon
-        .runtime
-        .container_status(ContainerStatusRequest {
-            container_id: id.into(),
-            verbose: true,
-        })
-        .await
-        .expect("status")
-        .into_inner()
-        .info;
-    let v: serde_json::Value = serde_json::from_str(&info["info"]).expect("json");
-    v["cgroupDirs"]
+    env.verbose_info(id).await["cgroupDirs"]
         .as_array()
         .expect("dirs")
         .iter()

@@ -526,18 +526,7 @@ async fn stats_carry_pressure_stall_information() {
             "while true; do i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done; sleep 0.05; done",
         )
         .await;
-    let info = env
-        .daemon
-        .runtime
-        .container_status(ContainerStatusRequest {
-            container_id: id.clone(),
-            verbose: true,
-        })
-        .await
-        .expect("status")
-        .into_inner()
-        .info;
-    let v: serde_json::Value = serde_json::from_str(&info["info"]).expect("info json");
+    let v = env.verbose_info(&id).await;
     let pid = v["pid"].as_i64().expect("pid");
     let dir = v2_dir_of(pid).filter(|d| d.join("cpu.pressure").exists());
     tokio::time::sleep(Duration::from_millis(500)).await;

@@ -38,6 +38,8 @@ pub struct RootfsSpec {
     pub layer_dirs: Vec<PathBuf>,
     /// The highest uid and gid any file of the image carries, when every layer recorded them.
     pub max_ids: Option<(u32, u32)>,
+    /// The image's first repository digest (`repo@sha256:…`), if it has one.
+    pub repo_digest: Option<String>,
 }
 
 /// Space and inodes used by the image store.
@@ -233,6 +235,7 @@ impl ImageStore {
             config: record.config,
             layer_dirs,
             max_ids,
+            repo_digest: record.repo_digests.first().cloned(),
         })
     }
 

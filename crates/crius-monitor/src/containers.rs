@@ -160,6 +160,17 @@ pub(crate) fn give_pipes(
 /// Gives the terminal whose master is `master` to host uid `uid` (its group stays `tty`), so
 /// the container's process, whatever its user, can reopen it (`/dev/stdout`, `/dev/tty`).
 fn give_terminal(master: &OwnedFd, uid: u32) -> Result<(), Error> {
+    let slave = pty_peer(master).map_err(|source| Error::Sys {
+        what: "cannot open the container's terminal".into(),
+        source,
+    })?;
+    nix::unistd::fchown(&slave, Some(nix::unistd::Uid::from_raw(uid)), None).map_err(Error::sys(
+        format!("cannot give the container's terminal to uid {uid}"),
+    ))
+}
+
+/// A new descriptor of the slave side of the pty whose master is `master` (TIOCGPTPEER).
+pub(crate) fn pty_peer(master: &OwnedFd) -> Result<OwnedFd, nix::errno::Errno> {
     use std::os::fd::FromRawFd;
     // SAFETY: TIOCGPTPEER takes open flags and returns a new descriptor; no memory is passed.
     let slave = unsafe {
@@ -170,16 +181,10 @@ fn give_terminal(master: &OwnedFd, uid: u32) -> Result<(), Error> {
         )
     };
     if slave < 0 {
-        return Err(Error::Sys {
-            what: "cannot open the container's terminal".into(),
-            source: nix::errno::Errno::last(),
-        });
+        return Err(nix::errno::Errno::last());
     }
     // SAFETY: the ioctl returned a new descriptor that nothing else owns.
-    let slave = unsafe { OwnedFd::from_raw_fd(slave) };
-    nix::unistd::fchown(&slave, Some(nix::unistd::Uid::from_raw(uid)), None).map_err(Error::sys(
-        format!("cannot give the container's terminal to uid {uid}"),
-    ))
+    Ok(unsafe { OwnedFd::from_raw_fd(slave) })
 }
 
 /// The container's cgroup: a child of the pod cgroup.

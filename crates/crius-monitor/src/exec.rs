@@ -366,7 +366,6 @@ impl Console {
     /// Opens a new pty pair through the container's `/dev/ptmx` (this helper is in the
     /// container's mount namespace) and gives the slave to `uid`.
     fn open(uid: u32) -> Result<Console, String> {
-        use std::os::fd::FromRawFd;
         use std::os::unix::fs::OpenOptionsExt;
         let mut last = String::new();
         let mut master = None;
@@ -393,23 +392,8 @@ impl Console {
                 nix::errno::Errno::last()
             ));
         }
-        // SAFETY: TIOCGPTPEER takes open flags and returns a new descriptor; no memory is
-        // passed.
-        let slave = unsafe {
-            libc::ioctl(
-                master.as_raw_fd(),
-                libc::TIOCGPTPEER,
-                libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
-            )
-        };
-        if slave < 0 {
-            return Err(format!(
-                "cannot open the container's terminal: {}",
-                nix::errno::Errno::last()
-            ));
-        }
-        // SAFETY: the ioctl returned a new descriptor that nothing else owns.
-        let slave = unsafe { OwnedFd::from_raw_fd(slave) };
+        let slave = crate::containers::pty_peer(&master)
+            .map_err(|e| format!("cannot open the container's terminal: {e}"))?;
         // Best effort: the command's user owns its terminal, as on a login.
         // SAFETY: fchown of an open descriptor; gid -1 leaves the group.
         unsafe { libc::fchown(slave.as_raw_fd(), uid, libc::gid_t::MAX) };

@@ -293,22 +293,11 @@ pub(crate) fn image_volume(
     layers: &[PathBuf],
     sub_path: &str,
 ) -> Result<PathBuf, Error> {
-    use rustix::mount::{
-        FsMountFlags, FsOpenFlags, MountAttrFlags, MoveMountFlags, fsconfig_create,
-        fsconfig_set_string, fsmount, fsopen, move_mount,
-    };
     let target = dir.join(MOUNTS).join(name);
     std::fs::DirBuilder::new()
         .mode(0o755)
         .create(&target)
         .map_err(Error::io(format!("cannot create {}", target.display())))?;
-    let failed = |what: &str, e: rustix::io::Errno| Error::Sys {
-        what: format!(
-            "cannot mount the image volume at {} ({what})",
-            target.display()
-        ),
-        source: nix::errno::Errno::from_raw(e.raw_os_error()),
-    };
     match layers {
         [] => return Err(Error::Precondition("the image volume has no layers".into())),
         [only] => {
@@ -321,25 +310,14 @@ pub(crate) fn image_volume(
             )
             .map_err(Error::sys(format!("cannot bind {}", only.display())))?;
         }
+        // A read-only overlay: lower layers only (two at least without an upper dir).
         _ => {
-            // A read-only overlay: lower layers only (two at least without an upper dir).
-            let fs =
-                fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC).map_err(|e| failed("fsopen", e))?;
-            for layer in layers.iter().rev() {
-                fsconfig_set_string(&fs, "lowerdir+", layer)
-                    .map_err(|e| failed(&format!("lowerdir+ {}", layer.display()), e))?;
+            if !fs_overlay(layers, &[], &target, "the image volume")? {
+                return Err(Error::Precondition(format!(
+                    "cannot mount the image volume at {}: this kernel lacks overlayfs lowerdir+",
+                    target.display()
+                )));
             }
-            fsconfig_create(&fs).map_err(|e| failed("create", e))?;
-            let mount = fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, MountAttrFlags::empty())
-                .map_err(|e| failed("fsmount", e))?;
-            move_mount(
-                &mount,
-                "",
-                rustix::fs::CWD,
-                &target,
-                MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
-            )
-            .map_err(|e| failed("move_mount", e))?;
         }
     }
     let result = (|| {
@@ -505,15 +483,34 @@ fn mount_overlay_fs(
     work: &Path,
     merged: &Path,
 ) -> Result<(), Error> {
+    let options = [
+        ("upperdir", upper.as_os_str()),
+        ("workdir", work.as_os_str()),
+        ("index", "off".as_ref()),
+        ("redirect_dir", "off".as_ref()),
+        ("metacopy", "off".as_ref()),
+    ];
+    match fs_overlay(lowers, &options, merged, "the overlay rootfs")? {
+        true => Ok(()),
+        false => mount_overlay_classic(lowers, upper, work, merged),
+    }
+}
+
+/// Mounts overlayfs of `lowers` (bottom to top) with `options` at `target` through the new mount
+/// API, one `lowerdir+` per layer. `Ok(false)` when the kernel does not know `lowerdir+`
+/// (nothing is mounted then); `what` names the mount in errors.
+fn fs_overlay(
+    lowers: &[PathBuf],
+    options: &[(&str, &std::ffi::OsStr)],
+    target: &Path,
+    what: &str,
+) -> Result<bool, Error> {
     use rustix::mount::{
         FsMountFlags, FsOpenFlags, MountAttrFlags, MoveMountFlags, fsconfig_create,
         fsconfig_set_string, fsmount, fsopen, move_mount,
     };
-    let failed = |what: &str, e: rustix::io::Errno| Error::Sys {
-        what: format!(
-            "cannot mount the overlay rootfs at {} ({what})",
-            merged.display()
-        ),
+    let failed = |step: &str, e: rustix::io::Errno| Error::Sys {
+        what: format!("cannot mount {what} at {} ({step})", target.display()),
         source: nix::errno::Errno::from_raw(e.raw_os_error()),
     };
     let fs = fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC).map_err(|e| failed("fsopen", e))?;
@@ -521,20 +518,12 @@ fn mount_overlay_fs(
         match fsconfig_set_string(&fs, "lowerdir+", lower) {
             Ok(()) => {}
             // The first layer given: a kernel without `lowerdir+` refuses the key.
-            Err(rustix::io::Errno::INVAL) if Some(lower) == lowers.last() => {
-                return mount_overlay_classic(lowers, upper, work, merged);
-            }
+            Err(rustix::io::Errno::INVAL) if Some(lower) == lowers.last() => return Ok(false),
             Err(e) => return Err(failed(&format!("lowerdir+ {}", lower.display()), e)),
         }
     }
-    for (key, value) in [
-        ("upperdir", upper.as_os_str()),
-        ("workdir", work.as_os_str()),
-        ("index", "off".as_ref()),
-        ("redirect_dir", "off".as_ref()),
-        ("metacopy", "off".as_ref()),
-    ] {
-        fsconfig_set_string(&fs, key, value).map_err(|e| failed(key, e))?;
+    for (key, value) in options {
+        fsconfig_set_string(&fs, *key, *value).map_err(|e| failed(key, e))?;
     }
     fsconfig_create(&fs).map_err(|e| failed("create", e))?;
     let mount = fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, MountAttrFlags::empty())
@@ -543,10 +532,11 @@ fn mount_overlay_fs(
         &mount,
         "",
         rustix::fs::CWD,
-        merged,
+        target,
         MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
     )
-    .map_err(|e| failed("move_mount", e))
+    .map_err(|e| failed("move_mount", e))?;
+    Ok(true)
 }
 
 /// The overlay as one mount(2) option string (kernels without `lowerdir+`).

@@ -342,18 +342,13 @@ fn unescape(field: &str) -> String {
 }
 
 impl Pods {
-    /// The writable (upper) layer directory of a container:
-    /// `<container root>/<pod id>/<id>/upper`, or `<pod dir>/containers/<id>/upper` for a
-    /// container made before writable layers moved to the container root.
+    /// The writable (upper) layer directory of a container: `<container root>/<pod id>/<id>/upper`
+    /// as its monitor recorded it, or `<pod dir>/containers/<id>/upper` for a container made
+    /// before writable layers moved to the container root.
     pub fn container_upper_dir(&self, view: &ContainerView) -> PathBuf {
-        let upper = self
-            .config
-            .container_root
-            .join(&view.record.pod_id)
-            .join(&view.record.id)
-            .join("upper");
-        if upper.exists() {
-            return upper;
+        // Where the monitor recorded it (no filesystem check on the stats path).
+        if let Some(dir) = view.monitor.as_ref().and_then(|m| m.writable_dir.as_ref()) {
+            return dir.join("upper");
         }
         self.pod_dir(&view.record.pod_id)
             .join(crius_proto::CONTAINERS_DIR)

@@ -817,13 +817,7 @@ impl Cri {
                 attempt: metadata.attempt,
                 image: image.clone(),
                 image_id: rootfs.image_id.clone(),
-                image_ref: self
-                    .images
-                    .get(&rootfs.image_id)
-                    .ok()
-                    .flatten()
-                    .and_then(|i| i.repo_digests.first().cloned())
-                    .unwrap_or_default(),
+                image_ref: rootfs.repo_digest.clone().unwrap_or_default(),
                 user_specified_image: config
                     .image
                     .as_ref()
