@@ -45,19 +45,40 @@ pub struct Registry {
     credentials: Option<(String, String)>,
 }
 
+/// The TLS files of a registry serving HTTPS (PEM).
+#[derive(Debug, Clone)]
+pub struct TlsServer {
+    /// The server certificate.
+    pub cert: PathBuf,
+    /// Its key.
+    pub key: PathBuf,
+    /// When set, clients must present a certificate signed by this CA.
+    pub client_ca: Option<PathBuf>,
+}
+
 impl Registry {
     /// Starts an open registry (no authentication) on a free loopback port.
     pub fn start() -> Result<Registry> {
-        Self::start_inner(None)
+        Self::start_inner(None, None, None)
     }
 
     /// Starts a registry that requires HTTP basic authentication as `user` / `password`
     /// (htpasswd with a bcrypt hash; distribution 2.8 accepts it over plain HTTP).
     pub fn start_with_htpasswd(user: &str, password: &str) -> Result<Registry> {
-        Self::start_inner(Some((user.to_owned(), password.to_owned())))
+        Self::start_inner(Some((user.to_owned(), password.to_owned())), None, None)
     }
 
-    fn start_inner(credentials: Option<(String, String)>) -> Result<Registry> {
+    /// Starts a registry serving HTTPS with `tls`, over the storage of another registry (to
+    /// push to over plain HTTP) that must outlive it.
+    pub fn start_tls(storage: &Path, tls: &TlsServer) -> Result<Registry> {
+        Self::start_inner(None, Some(storage), Some(tls))
+    }
+
+    fn start_inner(
+        credentials: Option<(String, String)>,
+        shared_storage: Option<&Path>,
+        tls: Option<&TlsServer>,
+    ) -> Result<Registry> {
         let bin = std::env::var("CRIUS_TEST_REGISTRY_BIN").unwrap_or_else(|_| REGISTRY_BIN.into());
         if !Path::new(&bin).exists() {
             bail!("registry binary {bin} not found: apt-get install -y docker-registry");
@@ -66,8 +87,28 @@ impl Registry {
             .prefix("crius-registry-")
             .tempdir()
             .context("creating the registry tempdir")?;
-        let storage = dir.path().join("storage");
-        std::fs::create_dir(&storage).context("creating the registry storage dir")?;
+        let storage = match shared_storage {
+            Some(storage) => storage.to_owned(),
+            None => {
+                let storage = dir.path().join("storage");
+                std::fs::create_dir(&storage).context("creating the registry storage dir")?;
+                storage
+            }
+        };
+        let tls_config = match tls {
+            None => String::new(),
+            Some(tls) => {
+                let mut text = format!(
+                    "  tls:\n    certificate: {}\n    key: {}\n",
+                    tls.cert.display(),
+                    tls.key.display()
+                );
+                if let Some(ca) = &tls.client_ca {
+                    text.push_str(&format!("    clientcas:\n      - {}\n", ca.display()));
+                }
+                text
+            }
+        };
         let auth = match &credentials {
             None => String::new(),
             Some((user, password)) => {
@@ -94,7 +135,7 @@ impl Registry {
                      log:\n  level: warn\n  accesslog:\n    disabled: true\n\
                      storage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n\
                      http:\n  addr: 127.0.0.1:{port}\n  secret: crius-test-secret\n\
-                     {auth}",
+                     {tls_config}{auth}",
                     storage.display()
                 ),
             )
@@ -109,7 +150,7 @@ impl Registry {
                 .stderr(log)
                 .spawn()
                 .with_context(|| format!("spawning {bin}"))?;
-            match wait_ready(&mut child, port, credentials.is_some()) {
+            match wait_ready(&mut child, port, credentials.is_some(), tls.is_some()) {
                 Ok(()) => {
                     return Ok(Registry {
                         child,
@@ -221,8 +262,9 @@ impl Drop for Registry {
     }
 }
 
-/// Polls `GET /v2/` until it answers 200 (or 401 when authentication is on).
-fn wait_ready(child: &mut Child, port: u16, auth: bool) -> Result<()> {
+/// Polls `GET /v2/` until it answers 200 (or 401 when authentication is on, or 400 when it
+/// serves HTTPS: the answer to plain HTTP on a TLS port).
+fn wait_ready(child: &mut Child, port: u16, auth: bool, tls: bool) -> Result<()> {
     let deadline = Instant::now() + START_TIMEOUT;
     loop {
         if let Some(status) = child.try_wait().context("polling the registry")? {
@@ -231,6 +273,7 @@ fn wait_ready(child: &mut Child, port: u16, auth: bool) -> Result<()> {
         if let Ok(code) = http_get_status(port, "/v2/") {
             match (code, auth) {
                 (200, _) | (401, true) => return Ok(()),
+                (400, _) if tls => return Ok(()),
                 _ => bail!("GET /v2/ answered {code}"),
             }
         }
@@ -596,6 +639,10 @@ struct GateState {
     reached: bool,
     /// The rest may go.
     open: bool,
+    /// The `Range` header (empty: none) of every GET of the gated blob, in order.
+    requests: Vec<String>,
+    /// Held-back downloads whose client closed the connection while held.
+    abandoned: usize,
 }
 
 impl GatedRegistry {
@@ -711,6 +758,25 @@ impl GatedRegistry {
         }
     }
 
+    /// The `Range` header (empty: none) of every GET of the gated blob so far.
+    pub fn gated_requests(&self) -> Vec<String> {
+        self.gate
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .requests
+            .clone()
+    }
+
+    /// How many held-back downloads their client abandoned (closed while held).
+    pub fn abandoned(&self) -> usize {
+        self.gate
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .abandoned
+    }
+
     /// Lets the gated download finish.
     pub fn open_gate(&self) {
         let (state, changed) = &*self.gate;
@@ -821,6 +887,38 @@ fn serve_route(
         )?;
         return Ok(());
     };
+    let range = text
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("range").then(|| v.trim().to_owned())
+        })
+        .unwrap_or_default();
+    let (gate_lock, changed) = gate;
+    if path == gated_path && method == "GET" {
+        gate_lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .requests
+            .push(range.clone());
+    }
+    // `Range: bytes=N-` is served as 206 from byte N, never held back.
+    let from = range
+        .strip_prefix("bytes=")
+        .and_then(|r| r.strip_suffix('-'))
+        .and_then(|n| n.parse::<usize>().ok())
+        .filter(|n| *n < body.len());
+    if let Some(from) = from {
+        let head = format!(
+            "HTTP/1.1 206 Partial Content\r\nConnection: close\r\nContent-Type: {content_type}\r\n\
+             Content-Range: bytes {from}-{}/{}\r\nContent-Length: {}\r\n\r\n",
+            body.len() - 1,
+            body.len(),
+            body.len() - from
+        );
+        conn.write_all(head.as_bytes())?;
+        return conn.write_all(&body[from..]);
+    }
     let head = format!(
         "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Type: {content_type}\r\n\
          Docker-Content-Digest: {}\r\nContent-Length: {}\r\n\r\n",
@@ -837,17 +935,32 @@ fn serve_route(
     let half = body.len() / 2;
     conn.write_all(&body[..half])?;
     conn.flush()?;
-    let (state, changed) = gate;
-    let mut guard = state
+    let mut guard = gate_lock
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     guard.reached = true;
     changed.notify_all();
+    conn.set_nonblocking(true)?;
     while !guard.open {
         guard = changed
-            .wait(guard)
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+            .wait_timeout(guard, Duration::from_millis(100))
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .0;
+        // A client that gave up closes the connection: reading finds its end.
+        let mut probe = [0u8; 1];
+        match conn.read(&mut probe) {
+            Ok(0) => {
+                guard.abandoned += 1;
+                return Ok(());
+            }
+            Err(e) if e.kind() != std::io::ErrorKind::WouldBlock => {
+                guard.abandoned += 1;
+                return Ok(());
+            }
+            _ => {}
+        }
     }
     drop(guard);
+    conn.set_nonblocking(false)?;
     conn.write_all(&body[half..])
 }

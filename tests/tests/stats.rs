@@ -600,14 +600,36 @@ async fn pod_rx_bytes(env: &mut Env, pod: &str) -> u64 {
     let net = stats.linux.and_then(|l| l.network).expect("network stats");
     let eth0 = net.default_interface.expect("default interface");
     assert_eq!(eth0.name, "eth0");
+    // The list holds every interface but lo, the default among them, as cAdvisor has it.
+    let listed: Vec<&str> = net.interfaces.iter().map(|i| i.name.as_str()).collect();
+    assert_eq!(listed, ["eth0"], "{:?}", net.interfaces);
+    assert_eq!(net.interfaces[0], eth0);
     eth0.rx_bytes.expect("rx bytes").value
 }
 
 #[tokio::test]
 async fn pod_network_stats_count_the_bytes_sent_into_the_pod() {
+    network_stats_count_the_bytes_sent(false).await;
+}
+
+#[tokio::test]
+async fn pod_network_stats_count_the_bytes_sent_into_a_user_namespaced_pod() {
+    network_stats_count_the_bytes_sent(true).await;
+}
+
+async fn network_stats_count_the_bytes_sent(userns: bool) {
     const SENT: usize = 4 * MIB as usize;
     let mut env = setup().await;
-    let pod = env.pod("netcount").await;
+    let pod = env
+        .pod_with(
+            if userns {
+                "netcount-userns"
+            } else {
+                "netcount"
+            },
+            userns,
+        )
+        .await;
     let id = env.run(&pod, "listener", "nc -l -p 8080 > /received").await;
     let ip = env
         .daemon

@@ -68,13 +68,73 @@ impl BlobStore {
         S: Stream<Item = std::io::Result<B>>,
         B: AsRef<[u8]>,
     {
-        let dest = self.path(digest)?;
         let hex = digest::hex_of(digest)?;
         let tmp = self.tmp.join(format!("blob-{hex}-{}", unique()));
-        let written = self.write_tmp(&tmp, digest, expected_size, stream).await;
+        self.write_file(&tmp, digest, expected_size, 0, stream, false)
+            .await
+    }
+
+    /// Where the bytes of an interrupted download of `digest` are kept.
+    fn partial_path(&self, digest: &str) -> Result<PathBuf, ImageError> {
+        Ok(self
+            .tmp
+            .join(format!("partial-{}", digest::hex_of(digest)?)))
+    }
+
+    /// How many bytes of `digest` an interrupted download left for the next try.
+    pub async fn partial_len(&self, digest: &str) -> u64 {
+        match self.partial_path(digest) {
+            Ok(path) => tokio::fs::metadata(&path)
+                .await
+                .map(|m| m.len())
+                .unwrap_or(0),
+            Err(_) => 0,
+        }
+    }
+
+    /// Like [`BlobStore::write_stream`] for a download: `stream` carries the blob from byte
+    /// `offset` on (what an earlier try kept is used for the bytes before it). When the
+    /// transfer breaks off, the bytes received so far are kept for the next try; content
+    /// that is refused is not.
+    pub async fn write_download<S, B>(
+        &self,
+        digest: &str,
+        expected_size: Option<u64>,
+        offset: u64,
+        stream: S,
+    ) -> Result<PathBuf, ImageError>
+    where
+        S: Stream<Item = std::io::Result<B>>,
+        B: AsRef<[u8]>,
+    {
+        let partial = self.partial_path(digest)?;
+        self.write_file(&partial, digest, expected_size, offset, stream, true)
+            .await
+    }
+
+    /// Writes `stream` into `tmp` after its first `offset` bytes, checks the whole, and
+    /// renames it into place; on failure removes `tmp` unless `keep_on_transfer_error` and
+    /// the transfer itself failed.
+    async fn write_file<S, B>(
+        &self,
+        tmp: &Path,
+        digest: &str,
+        expected_size: Option<u64>,
+        offset: u64,
+        stream: S,
+        keep_on_transfer_error: bool,
+    ) -> Result<PathBuf, ImageError>
+    where
+        S: Stream<Item = std::io::Result<B>>,
+        B: AsRef<[u8]>,
+    {
+        let dest = self.path(digest)?;
+        let written = self
+            .write_tmp(tmp, digest, expected_size, offset, stream)
+            .await;
         let result = match written {
             Ok(()) => {
-                let (from, to) = (tmp.clone(), dest.clone());
+                let (from, to) = (tmp.to_owned(), dest.clone());
                 let dir = self.dir.join("sha256");
                 // Rename, then make the name last (the record naming the blob comes later):
                 // blocking file system work, off the async workers.
@@ -93,10 +153,11 @@ impl BlobStore {
                 })
                 .and_then(|r| r)
             }
-            Err(e) => Err(e),
+            Err(Stop::Transfer(e)) if keep_on_transfer_error => return Err(e),
+            Err(Stop::Transfer(e) | Stop::Refused(e)) => Err(e),
         };
         if result.is_err() {
-            let _ = tokio::fs::remove_file(&tmp).await;
+            let _ = tokio::fs::remove_file(tmp).await;
         }
         result.map(|()| dest)
     }
@@ -106,45 +167,67 @@ impl BlobStore {
         tmp: &Path,
         digest: &str,
         expected_size: Option<u64>,
+        offset: u64,
         stream: S,
-    ) -> Result<(), ImageError>
+    ) -> Result<(), Stop>
     where
         S: Stream<Item = std::io::Result<B>>,
         B: AsRef<[u8]>,
     {
-        let mut file = tokio::fs::File::create(tmp)
-            .await
-            .map_err(ImageError::io(format!("creating {}", tmp.display())))?;
+        let refused = |e: ImageError| Stop::Refused(e);
         let mut hasher = Hasher::new();
-        let mut written = 0u64;
-        let mut next_log = PROGRESS_EVERY;
+        let mut file = if offset == 0 {
+            tokio::fs::File::create(tmp)
+                .await
+                .map_err(ImageError::io(format!("creating {}", tmp.display())))
+                .map_err(refused)?
+        } else {
+            let kept = self
+                .read_kept(tmp, offset, &mut hasher)
+                .await
+                .map_err(refused)?;
+            tracing::info!(%digest, bytes = offset, "resuming a download");
+            kept
+        };
+        let mut written = offset;
+        let mut next_log = offset + PROGRESS_EVERY;
         let started = std::time::Instant::now();
         let mut stream = std::pin::pin!(stream);
         while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| {
-                if e.kind() == std::io::ErrorKind::InvalidData {
-                    ImageError::DigestMismatch {
+            let chunk = match chunk {
+                Ok(chunk) => chunk,
+                Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                    return Err(Stop::Refused(ImageError::DigestMismatch {
                         digest: digest.to_owned(),
                         actual: e.to_string(),
-                    }
-                } else {
-                    ImageError::io(format!("downloading {digest}"))(e)
+                    }));
                 }
-            })?;
+                Err(e) => {
+                    // What arrived so far stays on disk for the next try.
+                    let _ = file.flush().await;
+                    return Err(Stop::Transfer(ImageError::Transfer {
+                        digest: digest.to_owned(),
+                        received: written,
+                        total: expected_size,
+                        reason: e.to_string(),
+                    }));
+                }
+            };
             let chunk = chunk.as_ref();
             written += chunk.len() as u64;
             if let Some(max) = expected_size
                 && written > max
             {
-                return Err(ImageError::SizeMismatch {
+                return Err(Stop::Refused(ImageError::SizeMismatch {
                     digest: digest.to_owned(),
                     expected: max,
-                });
+                }));
             }
             hasher.update(chunk);
             file.write_all(chunk)
                 .await
-                .map_err(ImageError::io(format!("writing {}", tmp.display())))?;
+                .map_err(ImageError::io(format!("writing {}", tmp.display())))
+                .map_err(refused)?;
             if written >= next_log {
                 next_log += PROGRESS_EVERY;
                 tracing::info!(%digest, bytes = written, total = ?expected_size, "downloading");
@@ -152,19 +235,62 @@ impl BlobStore {
         }
         file.flush()
             .await
-            .map_err(ImageError::io(format!("writing {}", tmp.display())))?;
+            .map_err(ImageError::io(format!("writing {}", tmp.display())))
+            .map_err(refused)?;
         file.sync_all()
             .await
-            .map_err(ImageError::io(format!("syncing {}", tmp.display())))?;
+            .map_err(ImageError::io(format!("syncing {}", tmp.display())))
+            .map_err(refused)?;
         let actual = hasher.finish();
         if actual != digest {
-            return Err(ImageError::DigestMismatch {
+            return Err(Stop::Refused(ImageError::DigestMismatch {
                 digest: digest.to_owned(),
                 actual,
-            });
+            }));
         }
         tracing::debug!(%digest, bytes = written, elapsed = ?started.elapsed(), "blob stored");
         Ok(())
+    }
+
+    /// Hashes the first `offset` bytes an earlier try kept in `path` and opens it for
+    /// appending after them.
+    async fn read_kept(
+        &self,
+        path: &Path,
+        offset: u64,
+        hasher: &mut Hasher,
+    ) -> Result<tokio::fs::File, ImageError> {
+        use tokio::io::{AsyncReadExt, AsyncSeekExt};
+        let mut file = tokio::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .await
+            .map_err(ImageError::io(format!("opening {}", path.display())))?;
+        let mut left = offset;
+        let mut buf = vec![0u8; 256 << 10];
+        while left > 0 {
+            let want = usize::try_from(left.min(buf.len() as u64)).unwrap_or(buf.len());
+            let n = file
+                .read(&mut buf[..want])
+                .await
+                .map_err(ImageError::io(format!("reading {}", path.display())))?;
+            if n == 0 {
+                return Err(ImageError::Io {
+                    context: format!("reading {}", path.display()),
+                    source: std::io::Error::from(std::io::ErrorKind::UnexpectedEof),
+                });
+            }
+            hasher.update(&buf[..n]);
+            left -= n as u64;
+        }
+        file.set_len(offset)
+            .await
+            .map_err(ImageError::io(format!("truncating {}", path.display())))?;
+        file.seek(std::io::SeekFrom::Start(offset))
+            .await
+            .map_err(ImageError::io(format!("seeking {}", path.display())))?;
+        Ok(file)
     }
 
     /// Removes blob `digest` if present.
@@ -193,6 +319,14 @@ impl BlobStore {
         }
         Ok(out)
     }
+}
+
+/// Why writing a blob stopped.
+enum Stop {
+    /// The transfer broke off: what arrived may be kept.
+    Transfer(ImageError),
+    /// The content or the store refused it: nothing is kept.
+    Refused(ImageError),
 }
 
 /// A name part unique within this process and across restarts.

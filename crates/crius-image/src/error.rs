@@ -62,6 +62,14 @@ pub enum ImageError {
         /// What went wrong.
         message: String,
     },
+    /// The registry's host settings (`hosts.toml` and the files it names) are unusable.
+    #[error("registry host settings {path}: {reason}")]
+    HostConfig {
+        /// The file or directory at fault.
+        path: std::path::PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
     /// An image index lists no image for this node's platform.
     #[error("image {reference} has no manifest for platform {platform} (it offers: {offered})")]
     NoMatchingPlatform {
@@ -105,6 +113,23 @@ pub enum ImageError {
         /// The size from the descriptor.
         expected: u64,
     },
+    /// A blob's transfer broke off (the connection failed or stalled); the bytes received are
+    /// kept, and the next pull continues from them where the registry allows.
+    #[error(
+        "downloading {digest} broke off after {received} of {} bytes: {reason}; the bytes \
+         received are kept for the next pull",
+        total.map_or_else(|| "?".to_owned(), |t| t.to_string())
+    )]
+    Transfer {
+        /// The blob.
+        digest: String,
+        /// Bytes received, from earlier tries too.
+        received: u64,
+        /// The blob's size, when known.
+        total: Option<u64>,
+        /// Why it broke off.
+        reason: String,
+    },
     /// A layer was refused or could not be unpacked; the partial layer was removed.
     #[error("layer {digest}: {source}")]
     Layer {
@@ -129,6 +154,9 @@ pub enum ImageError {
         /// What redb said.
         source: Box<redb::Error>,
     },
+    /// The failure of a pull shared with other callers.
+    #[error(transparent)]
+    Shared(std::sync::Arc<ImageError>),
     /// A stored record does not decode.
     #[error("image record {id}: {source}")]
     Record {

@@ -23,6 +23,7 @@ pub mod blobs;
 pub mod digest;
 mod error;
 mod guard;
+pub mod hosts;
 pub mod import;
 pub mod layout;
 pub mod limits;
@@ -31,6 +32,7 @@ pub mod pull;
 pub mod record;
 pub mod reference;
 pub mod store;
+mod transfers;
 pub mod unpack;
 
 pub use error::ImageError;

@@ -20,12 +20,30 @@ use crate::manifest::Descriptor;
 use crate::reference::ImageName;
 
 /// How registries are reached.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RegistryOptions {
     /// Registries (`host[:port]`) reached over plain HTTP.
     pub insecure: Vec<String>,
     /// Upstream host → mirror endpoints (`http://host[:port]` or `https://...`), tried first.
     pub mirrors: BTreeMap<String, Vec<String>>,
+    /// A `certs.d` directory of per-registry `hosts.toml` files (see [`crate::hosts`]).
+    pub hosts_dir: Option<std::path::PathBuf>,
+    /// How long a transfer may go without receiving a byte; `None`: no limit.
+    pub progress_timeout: Option<Duration>,
+}
+
+/// The default of [`RegistryOptions::progress_timeout`].
+pub const DEFAULT_PROGRESS_TIMEOUT: Duration = Duration::from_secs(300);
+
+impl Default for RegistryOptions {
+    fn default() -> Self {
+        RegistryOptions {
+            insecure: Vec::new(),
+            mirrors: BTreeMap::new(),
+            hosts_dir: None,
+            progress_timeout: Some(DEFAULT_PROGRESS_TIMEOUT),
+        }
+    }
 }
 
 /// Credentials of a pull, as CRI `AuthConfig` carries them.
@@ -84,6 +102,23 @@ impl Credentials {
         Ok(RegistryAuth::Anonymous)
     }
 
+    /// A digest of every field: pulls with equal fingerprints may share a transfer.
+    pub fn fingerprint(&self) -> String {
+        let mut text = String::new();
+        for field in [
+            &self.username,
+            &self.password,
+            &self.auth,
+            &self.identity_token,
+            &self.registry_token,
+        ] {
+            text.push_str(&field.len().to_string());
+            text.push(':');
+            text.push_str(field);
+        }
+        crate::digest::sha256_of(text.as_bytes())
+    }
+
     /// The identity token, when it is the credential to use (nothing else is given).
     pub fn identity_token(&self) -> Option<String> {
         let only = self.registry_token.is_empty()
@@ -103,6 +138,12 @@ pub struct Source {
     pub http: reqwest::Client,
     /// Whether the source is reached over plain HTTP.
     pub plain_http: bool,
+    /// `http[s]://host[:port]`.
+    base: String,
+    /// The registry API root on it (`/v2`, or a longer path from a `hosts.toml`).
+    api_root: String,
+    /// How long a transfer may go without a byte.
+    progress_timeout: Option<Duration>,
     /// The reference, with the mirror set when this is a mirror.
     pub reference: Reference,
     /// The credentials.
@@ -153,8 +194,6 @@ enum Authorization {
 
 /// How long connecting to a registry may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long a registry may stay silent during a transfer.
-const READ_TIMEOUT: Duration = Duration::from_secs(300);
 /// The User-Agent of crius' registry requests.
 const USER_AGENT: &str = concat!("crius/", env!("CARGO_PKG_VERSION"));
 /// How much of an error answer is read, for its distribution error codes.
@@ -278,7 +317,8 @@ pub fn parse_mirror(endpoint: &str) -> Option<MirrorEndpoint> {
     })
 }
 
-/// The sources of `name`, in order: each configured mirror, then the upstream registry.
+/// The sources of `name`, in order: the mirrors of `registry.mirrors`, then those of the
+/// registry's `hosts.toml` that may serve this reference, then the upstream server.
 pub fn sources(
     options: &RegistryOptions,
     name: &ImageName,
@@ -286,52 +326,183 @@ pub fn sources(
     identity_token: Option<&str>,
 ) -> Result<Vec<Source>, ImageError> {
     install_crypto();
-    let mut http_hosts = options.insecure.clone();
-    let mut mirrors = Vec::new();
-    for endpoint in options.mirrors.get(&name.registry).into_iter().flatten() {
-        let Some(mirror) = parse_mirror(endpoint) else {
-            continue;
-        };
-        if mirror.plain_http {
-            http_hosts.push(mirror.host.clone());
-        }
-        mirrors.push(mirror);
-    }
     let build_error = |e: reqwest::Error| ImageError::Registry {
         reference: name.to_string(),
         registry: name.registry.clone(),
         message: format!("cannot build the registry client: {e}"),
     };
+    let progress = options.progress_timeout;
     let upstream = reference_of(name, &name.repository);
     let mut out = Vec::new();
-    for mirror in mirrors {
+    for endpoint in options.mirrors.get(&name.registry).into_iter().flatten() {
+        let Some(mirror) = parse_mirror(endpoint) else {
+            continue;
+        };
         let mut reference = if mirror.prefix.is_empty() {
             upstream.clone()
         } else {
             reference_of(name, &format!("{}/{}", mirror.prefix, name.repository))
         };
         reference.set_mirror_registry(mirror.host.clone());
+        let base = base_url(mirror.plain_http, &mirror.host);
         let source = Source::new(
             mirror.host,
             mirror.plain_http,
+            (base, "/v2".into()),
             reference,
-            auth,
-            identity_token,
+            (auth, identity_token),
+            &Transport::default(),
+            progress,
         )
         .map_err(build_error)?;
         out.push(source);
     }
-    let plain_http = http_hosts.contains(&name.registry);
-    let source = Source::new(
-        name.registry.clone(),
-        plain_http,
-        upstream,
-        auth,
-        identity_token,
-    )
-    .map_err(build_error)?;
-    out.push(source);
+    let hosts = match &options.hosts_dir {
+        Some(dir) => {
+            crate::hosts::load(dir, &name.registry).map_err(|e| ImageError::HostConfig {
+                path: e.path,
+                reason: e.reason,
+            })?
+        }
+        None => None,
+    };
+    let insecure = options.insecure.contains(&name.registry);
+    let Some(hosts) = hosts else {
+        let base = base_url(insecure, upstream.resolve_registry());
+        let source = Source::new(
+            name.registry.clone(),
+            insecure,
+            (base, "/v2".into()),
+            upstream,
+            (auth, identity_token),
+            &Transport::default(),
+            progress,
+        )
+        .map_err(build_error)?;
+        out.push(source);
+        return Ok(out);
+    };
+    let by_digest = name.digest.is_some();
+    let mut skipped = Vec::new();
+    for endpoint in &hosts.endpoints {
+        let (host, plain_http) = match &endpoint.host {
+            Some(host) => (host.clone(), endpoint.plain_http),
+            None => (upstream.resolve_registry().to_owned(), insecure),
+        };
+        if !endpoint.pull || !(endpoint.resolve || by_digest) {
+            skipped.push(host);
+            continue;
+        }
+        let mut reference = upstream.clone();
+        if !endpoint.is_server {
+            reference.set_mirror_registry(host.clone());
+        }
+        let transport = Transport::load(endpoint)?;
+        let source = Source::new(
+            if endpoint.is_server {
+                name.registry.clone()
+            } else {
+                host.clone()
+            },
+            plain_http,
+            (base_url(plain_http, &host), endpoint.api_root.clone()),
+            reference,
+            (auth, identity_token),
+            &transport,
+            progress,
+        )
+        .map_err(build_error)?;
+        out.push(source);
+    }
+    if out.is_empty() {
+        return Err(ImageError::HostConfig {
+            path: hosts.dir.join("hosts.toml"),
+            reason: format!(
+                "no host may serve {name}: {} lack the `pull` capability, or `resolve` for a \
+                 reference by tag",
+                skipped.join(", ")
+            ),
+        });
+    }
     Ok(out)
+}
+
+/// `http[s]://host`.
+fn base_url(plain_http: bool, host: &str) -> String {
+    format!("{}://{host}", if plain_http { "http" } else { "https" })
+}
+
+/// How one source's HTTP client connects: its TLS settings, headers and dial timeout.
+#[derive(Default)]
+struct Transport {
+    /// CAs trusted beside the system's roots.
+    ca: Vec<reqwest::Certificate>,
+    /// The client certificate presented.
+    identity: Option<reqwest::Identity>,
+    /// The server's certificate is not verified.
+    skip_verify: bool,
+    /// Headers sent with every request.
+    headers: reqwest::header::HeaderMap,
+    /// How long connecting may take.
+    dial_timeout: Option<Duration>,
+}
+
+impl Transport {
+    /// Reads the files an endpoint of a `hosts.toml` names.
+    fn load(endpoint: &crate::hosts::Endpoint) -> Result<Transport, ImageError> {
+        let bad = |path: &std::path::Path, reason: String| ImageError::HostConfig {
+            path: path.to_owned(),
+            reason,
+        };
+        let read = |path: &std::path::Path| {
+            std::fs::read(path).map_err(|e| bad(path, format!("cannot read: {e}")))
+        };
+        let mut transport = Transport {
+            skip_verify: endpoint.tls.skip_verify,
+            dial_timeout: endpoint.dial_timeout,
+            ..Transport::default()
+        };
+        for path in &endpoint.tls.ca {
+            let certs = reqwest::Certificate::from_pem_bundle(&read(path)?)
+                .ok()
+                .filter(|c| !c.is_empty())
+                .ok_or_else(|| bad(path, "holds no PEM certificate".into()))?;
+            transport.ca.extend(certs);
+        }
+        if let Some((cert, key)) = endpoint.tls.client.first() {
+            if endpoint.tls.client.len() > 1 {
+                tracing::warn!(cert = %cert.display(),
+                    "several client certificates are configured; crius presents the first");
+            }
+            let mut pem = read(cert)?;
+            if let Some(key) = key {
+                pem.push(b'\n');
+                pem.extend(read(key)?);
+            }
+            transport.identity = Some(reqwest::Identity::from_pem(&pem).map_err(|e| {
+                bad(
+                    cert,
+                    format!("is not a PEM certificate with its private key: {e}"),
+                )
+            })?);
+        }
+        for (name, value) in &endpoint.headers {
+            let name = reqwest::header::HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+                bad(
+                    std::path::Path::new("hosts.toml"),
+                    format!("bad header name {name:?}"),
+                )
+            })?;
+            let value = reqwest::header::HeaderValue::from_str(value).map_err(|_| {
+                bad(
+                    std::path::Path::new("hosts.toml"),
+                    format!("bad value of header {name}"),
+                )
+            })?;
+            transport.headers.append(name, value);
+        }
+        Ok(transport)
+    }
 }
 
 /// The `oci-client` reference of `name` with repository `repository`.
@@ -383,26 +554,41 @@ async fn failed_answer(
 }
 
 impl Source {
-    /// A source reached at `host` (`host[:port]`) with its own guarded client.
+    /// A source reached at `base` (`http[s]://host[:port]`) with API root `api_root` and its
+    /// own guarded client; `host` names it in messages.
     fn new(
         host: String,
         plain_http: bool,
+        (base, api_root): (String, String),
         reference: Reference,
-        auth: &RegistryAuth,
-        identity_token: Option<&str>,
+        (auth, identity_token): (&RegistryAuth, Option<&str>),
+        transport: &Transport,
+        progress_timeout: Option<Duration>,
     ) -> Result<Source, reqwest::Error> {
         let reach = Reach::new(&host);
-        let http = reqwest::Client::builder()
-            .connect_timeout(CONNECT_TIMEOUT)
-            .read_timeout(READ_TIMEOUT)
+        let mut builder = reqwest::Client::builder()
+            .connect_timeout(transport.dial_timeout.unwrap_or(CONNECT_TIMEOUT))
             .user_agent(USER_AGENT)
             .redirect(guard::redirect_policy(reach.clone()))
             .dns_resolver(guard::Resolver(reach.clone()))
-            .build()?;
+            .default_headers(transport.headers.clone())
+            .tls_certs_merge(transport.ca.iter().cloned());
+        if let Some(timeout) = progress_timeout {
+            builder = builder.read_timeout(timeout);
+        }
+        if let Some(identity) = &transport.identity {
+            builder = builder.identity(identity.clone());
+        }
+        if transport.skip_verify {
+            builder = builder.tls_danger_accept_invalid_certs(true);
+        }
         Ok(Source {
             host,
-            http,
+            http: builder.build()?,
             plain_http,
+            base,
+            api_root,
+            progress_timeout,
             reference,
             auth: auth.clone(),
             identity_token: identity_token.map(str::to_owned),
@@ -411,20 +597,12 @@ impl Source {
         })
     }
 
-    /// `http[s]://registry`.
-    fn base(&self) -> String {
-        format!(
-            "{}://{}",
-            if self.plain_http { "http" } else { "https" },
-            self.reference.resolve_registry()
-        )
-    }
-
-    /// `<base>/v2/<repository>/<tail>`, with the `ns` parameter of a mirror.
+    /// `<base><api root>/<repository>/<tail>`, with the `ns` parameter of a mirror.
     fn repository_url(&self, tail: &str) -> String {
         format!(
-            "{base}/v2/{repository}/{tail}{ns}",
-            base = self.base(),
+            "{base}{root}/{repository}/{tail}{ns}",
+            base = self.base,
+            root = self.api_root,
             repository = self.reference.repository(),
             ns = self
                 .reference
@@ -502,27 +680,68 @@ impl Source {
         Ok((body, actual))
     }
 
-    /// Opens a stream of the blob `desc`. The blob store checks its size and digest.
+    /// Opens a stream of the blob `desc` from byte `offset` on where the registry serves
+    /// ranges (else from the start); returns where the stream starts. The blob store checks
+    /// size and digest.
     pub async fn blob_stream(
         &self,
         desc: &Descriptor,
-    ) -> Result<impl futures_util::Stream<Item = std::io::Result<bytes::Bytes>> + use<>, ImageError>
-    {
+        offset: u64,
+    ) -> Result<
+        (
+            u64,
+            impl futures_util::Stream<Item = std::io::Result<bytes::Bytes>> + use<>,
+        ),
+        ImageError,
+    > {
         crate::digest::hex_of(&desc.digest)?;
         let url = self.repository_url(&format!("blobs/{}", desc.digest));
         let authorization = self.authorization().await?;
-        let response = self
-            .get(&url, &authorization)
+        let mut request = self.get(&url, &authorization);
+        if offset > 0 {
+            request = request.header(reqwest::header::RANGE, format!("bytes={offset}-"));
+        }
+        let response = request
             .send()
             .await
             .map_err(|e| self.unreachable(&url, &e))?;
-        if !response.status().is_success() {
+        let status = response.status();
+        let start = if offset > 0 && status == reqwest::StatusCode::PARTIAL_CONTENT {
+            let range = response
+                .headers()
+                .get(reqwest::header::CONTENT_RANGE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            if !range.starts_with(&format!("bytes {offset}-")) {
+                return Err(self.other(format!(
+                    "GET {url}: asked for bytes from {offset}, answered range {:?}",
+                    guard::sanitize(range, 80)
+                )));
+            }
+            offset
+        } else if offset > 0 && status == reqwest::StatusCode::RANGE_NOT_SATISFIABLE {
+            drop(response);
+            return Box::pin(self.blob_stream(desc, 0)).await;
+        } else if status.is_success() {
+            0
+        } else {
             return Err(self.failure(&url, response).await);
-        }
-        Ok(futures_util::TryStreamExt::map_err(
-            response.bytes_stream(),
-            |e| std::io::Error::other(guard::describe_error(&e)),
-        ))
+        };
+        let host = self.host.clone();
+        let progress = self.progress_timeout;
+        let stream = futures_util::TryStreamExt::map_err(response.bytes_stream(), move |e| {
+            if e.is_timeout()
+                && let Some(limit) = progress
+            {
+                std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("{host} sent nothing for {limit:?} (pull_progress_timeout)"),
+                )
+            } else {
+                std::io::Error::other(guard::describe_error(&e))
+            }
+        });
+        Ok((start, stream))
     }
 
     /// What requests carry: the credentials as given, or a bearer token from the token service
@@ -550,9 +769,9 @@ impl Source {
             Challenge::Open => Ok(basic()),
             Challenge::Basic if self.identity_token.is_some() => {
                 Err(self.unauthenticated(format!(
-                    "{}/v2/ asks for basic authentication: an identity_token needs a bearer \
+                    "{}{}/ asks for basic authentication: an identity_token needs a bearer \
                      token service",
-                    self.base()
+                    self.base, self.api_root
                 )))
             }
             Challenge::Basic => Ok(basic()),
@@ -571,7 +790,7 @@ impl Source {
 
     /// Asks `GET /v2/` how to authenticate.
     async fn challenge(&self) -> Result<Challenge, ImageError> {
-        let url = format!("{}/v2/", self.base());
+        let url = format!("{}{}/", self.base, self.api_root);
         let response = self
             .http
             .get(&url)
@@ -751,7 +970,21 @@ impl Source {
 
     /// The error of a `GET url` that got no answer (or a refused redirect).
     fn unreachable(&self, url: &str, e: &reqwest::Error) -> ImageError {
-        self.other(format!("GET {url}: {}", guard::describe_error(e)))
+        if e.is_timeout()
+            && let Some(limit) = self.progress_timeout
+        {
+            return self.other(format!(
+                "GET {url}: no answer for {limit:?} (pull_progress_timeout)"
+            ));
+        }
+        let text = guard::describe_error(e);
+        let hint = if !self.plain_http && text.contains("certificate") {
+            " (a registry with a private CA or client certificates is configured in \
+             registry_config_dir: <host>/hosts.toml `ca`, `client`, as in containerd's certs.d)"
+        } else {
+            ""
+        };
+        self.other(format!("GET {url}: {text}{hint}"))
     }
 
     /// The refusal of a manifest of `size` bytes (`None`: longer than the cap, size unknown).
@@ -853,6 +1086,7 @@ mod tests {
                     "https://m.example/v2".to_owned(),
                 ],
             )]),
+            ..RegistryOptions::default()
         };
         let name = ImageName::parse("registry.k8s.io/pause:3.10").expect("name");
         let sources = sources(&options, &name, &RegistryAuth::Anonymous, None).expect("sources");
@@ -887,6 +1121,7 @@ mod tests {
                 "docker.io".to_owned(),
                 vec!["http://127.0.0.1:5000/hub/cache".to_owned()],
             )]),
+            ..RegistryOptions::default()
         };
         let name = ImageName::parse("busybox:1").expect("name");
         let sources = sources(&options, &name, &RegistryAuth::Anonymous, None).expect("sources");
@@ -896,5 +1131,58 @@ mod tests {
         );
         assert_eq!(sources[0].reference.resolve_registry(), "127.0.0.1:5000");
         assert_eq!(sources[1].reference.repository(), "library/busybox");
+    }
+
+    #[test]
+    fn hosts_files_give_mirrors_by_capability_then_the_server() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let host_dir = dir.path().join("registry.example_5000_");
+        std::fs::create_dir(&host_dir).expect("mkdir");
+        std::fs::write(
+            host_dir.join("hosts.toml"),
+            r#"server = "https://upstream.example:5000"
+[host."http://pull-only.example/cache"]
+  capabilities = ["pull"]
+[host."https://full.example"]
+  capabilities = ["pull", "resolve"]
+"#,
+        )
+        .expect("write");
+        let options = RegistryOptions {
+            hosts_dir: Some(dir.path().to_owned()),
+            ..RegistryOptions::default()
+        };
+        let urls = |reference: &str| {
+            let name = ImageName::parse(reference).expect("name");
+            sources(&options, &name, &RegistryAuth::Anonymous, None)
+                .expect("sources")
+                .iter()
+                .map(|s| s.repository_url("manifests/x"))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            urls("registry.example:5000/app:1"),
+            [
+                "https://full.example/v2/app/manifests/x?ns=registry.example:5000",
+                "https://upstream.example:5000/v2/app/manifests/x",
+            ]
+        );
+        let digest = format!("sha256:{}", "a".repeat(64));
+        assert_eq!(
+            urls(&format!("registry.example:5000/app@{digest}"))[0],
+            "http://pull-only.example/cache/v2/app/manifests/x?ns=registry.example:5000"
+        );
+        std::fs::write(
+            host_dir.join("hosts.toml"),
+            "capabilities = [\"pull\"]\nca = \"missing.pem\"\n",
+        )
+        .expect("write");
+        let name = ImageName::parse("registry.example:5000/app:1").expect("name");
+        let err = sources(&options, &name, &RegistryAuth::Anonymous, None).expect_err("no source");
+        assert!(err.to_string().contains("resolve"), "{err}");
+        let name = ImageName::parse(&format!("registry.example:5000/app@{digest}")).expect("name");
+        let err = sources(&options, &name, &RegistryAuth::Anonymous, None).expect_err("no ca");
+        assert!(matches!(err, ImageError::HostConfig { .. }), "{err}");
+        assert!(err.to_string().contains("missing.pem"), "{err}");
     }
 }

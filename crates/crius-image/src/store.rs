@@ -104,6 +104,8 @@ pub struct ImageStore {
     usage_cache: Mutex<Option<(std::time::Instant, FsUsage)>>,
     /// The caps on images and layers.
     limits: Mutex<Limits>,
+    /// Pulls in flight.
+    transfers: Arc<crate::transfers::Transfers>,
 }
 
 /// How long a usage walk is reused (kubelet asks every few seconds; a walk visits every file).
@@ -153,6 +155,7 @@ impl ImageStore {
             pins: Mutex::new(HashMap::new()),
             usage_cache: Mutex::new(None),
             limits: Mutex::new(Limits::default()),
+            transfers: Arc::default(),
         };
         store.sweep()?;
         Ok(store)
@@ -395,7 +398,9 @@ impl ImageStore {
     }
 
     /// Pulls `reference` with `credentials`: mirrors first, then the upstream registry.
-    /// Returns the record written (its id is the `image_ref` of CRI).
+    /// Returns the record written (its id is the `image_ref` of CRI). Identical pulls in
+    /// flight share one transfer, which stops (keeping what it downloaded) when every caller
+    /// waiting for it has gone away.
     pub async fn pull(
         self: &Arc<Self>,
         reference: &str,
@@ -403,13 +408,26 @@ impl ImageStore {
     ) -> Result<ImageRecord, ImageError> {
         let name = ImageName::parse(reference)?;
         let auth = credentials.to_auth()?;
-        let identity_token = credentials.identity_token();
-        let sources = pull::sources(&self.registry, &name, &auth, identity_token.as_deref())?;
-        let result = self.pull_sources(&name, &sources).await;
-        if result.is_err() {
-            self.sweep_after_failure().await;
-        }
-        result
+        let key = format!("{name}\0{}", credentials.fingerprint());
+        let this = self.clone();
+        let credentials = credentials.clone();
+        self.transfers
+            .join(&key, move || async move {
+                let identity_token = credentials.identity_token();
+                let sources =
+                    pull::sources(&this.registry, &name, &auth, identity_token.as_deref())?;
+                let result = this.pull_sources(&name, &sources).await;
+                if result.is_err() {
+                    this.sweep_after_failure().await;
+                }
+                result
+            })
+            .await
+    }
+
+    /// How many pulls are in flight (each shared by its callers).
+    pub fn pulls_in_flight(&self) -> usize {
+        self.transfers.len()
     }
 
     /// Drops what a failed pull or import left (blobs, lower layers); what other pulls in
@@ -657,10 +675,11 @@ impl ImageStore {
         }
         let from = match origin {
             Origin::Registry(source) => {
-                let stream = source.blob_stream(desc).await?;
+                let kept = self.blobs.partial_len(&desc.digest).await;
+                let (offset, stream) = source.blob_stream(desc, kept).await?;
                 return self
                     .blobs
-                    .write_stream(&desc.digest, desc.size_limit(), stream)
+                    .write_download(&desc.digest, desc.size_limit(), offset, stream)
                     .await;
             }
             Origin::Layout(dir) => dir.join("blobs/sha256").join(digest::hex_of(&desc.digest)?),
@@ -1286,6 +1305,7 @@ fn is_source_error(e: &ImageError) -> bool {
             | ImageError::PermissionDenied { .. }
             | ImageError::DigestMismatch { .. }
             | ImageError::SizeMismatch { .. }
+            | ImageError::Transfer { .. }
             | ImageError::Io { .. }
     )
 }

@@ -27,6 +27,11 @@ pub const DEFAULT_EVENTS_BUFFER: usize = 1024;
 /// spec's static and dynamic directories).
 pub const DEFAULT_CDI_SPEC_DIRS: [&str; 2] = ["/etc/cdi", "/var/run/cdi"];
 
+/// Default directory of per-registry host settings (containerd's `certs.d` layout).
+pub const DEFAULT_REGISTRY_CONFIG_DIR: &str = "/etc/crius/certs.d";
+/// Default `pull_progress_timeout`.
+pub const DEFAULT_PULL_PROGRESS_TIMEOUT: &str = "5m";
+
 /// Exists while systemd runs as the init system.
 pub const SYSTEMD_RUNNING: &str = "/run/systemd/system";
 
@@ -114,6 +119,11 @@ pub struct Config {
     pub insecure_registries: Vec<String>,
     /// Registry mirrors.
     pub registry: RegistryConfig,
+    /// Directory of per-registry host settings in containerd's `certs.d` layout
+    /// (`<host>/hosts.toml`: mirrors, CAs, client certificates, `skip_verify`); empty: none.
+    pub registry_config_dir: PathBuf,
+    /// How long a pull may receive nothing before it fails (`30s`, `5m`); `0`: no limit.
+    pub pull_progress_timeout: String,
     /// Directory holding CNI network configurations.
     pub cni_conf_dir: PathBuf,
     /// Directories searched for CNI plugin binaries.
@@ -152,6 +162,8 @@ impl Default for Config {
             log_format: LogFormat::Text,
             insecure_registries: Vec::new(),
             registry: RegistryConfig::default(),
+            registry_config_dir: DEFAULT_REGISTRY_CONFIG_DIR.into(),
+            pull_progress_timeout: DEFAULT_PULL_PROGRESS_TIMEOUT.into(),
             cni_conf_dir: DEFAULT_CNI_CONF_DIR.into(),
             cni_bin_dirs: DEFAULT_CNI_BIN_DIRS.iter().map(PathBuf::from).collect(),
             cgroup_driver: CgroupDriver::Cgroupfs,
@@ -230,6 +242,19 @@ impl Config {
                 format!("{} is not an absolute path", dir.display()),
             ));
         }
+        if !self.registry_config_dir.as_os_str().is_empty()
+            && !self.registry_config_dir.is_absolute()
+        {
+            return Err(invalid(
+                "registry_config_dir",
+                format!(
+                    "{} is not an absolute path",
+                    self.registry_config_dir.display()
+                ),
+            ));
+        }
+        crius_image::hosts::parse_duration(&self.pull_progress_timeout)
+            .map_err(|reason| invalid("pull_progress_timeout", reason))?;
         if let Some(dir) = &self.import_dir
             && !dir.is_absolute()
         {
@@ -323,6 +348,18 @@ impl Config {
         self.stream_address
             .parse()
             .unwrap_or_else(|_| std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, 0)))
+    }
+
+    /// The pull progress timeout (validated); `None` when off.
+    pub fn pull_progress_timeout(&self) -> Option<std::time::Duration> {
+        crius_image::hosts::parse_duration(&self.pull_progress_timeout)
+            .ok()
+            .filter(|d| !d.is_zero())
+    }
+
+    /// The per-registry host settings directory, if any.
+    pub fn registry_config_dir(&self) -> Option<PathBuf> {
+        (!self.registry_config_dir.as_os_str().is_empty()).then(|| self.registry_config_dir.clone())
     }
 
     /// The mirror endpoints configured for an upstream registry host, in order.

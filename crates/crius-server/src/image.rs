@@ -57,8 +57,14 @@ impl Cri {
 
 /// The gRPC status of an image store error.
 pub(crate) fn status_of(e: ImageError) -> Status {
+    status_of_ref(&e)
+}
+
+/// The gRPC status of an image store error.
+fn status_of_ref(e: &ImageError) -> Status {
     let message = e.to_string();
     match e {
+        ImageError::Shared(inner) => status_of_ref(inner),
         ImageError::InvalidReference(_)
         | ImageError::InvalidDigest(_)
         | ImageError::InvalidRequest(_) => Status::invalid_argument(message),
@@ -67,7 +73,7 @@ pub(crate) fn status_of(e: ImageError) -> Status {
         | ImageError::NoMatchingPlatform { .. } => Status::not_found(message),
         ImageError::Unauthenticated { .. } => Status::unauthenticated(message),
         ImageError::PermissionDenied { .. } => Status::permission_denied(message),
-        ImageError::Registry { .. } => Status::unavailable(message),
+        ImageError::Registry { .. } | ImageError::Transfer { .. } => Status::unavailable(message),
         ImageError::TooLarge { .. }
         | ImageError::Layer {
             source:
@@ -75,7 +81,7 @@ pub(crate) fn status_of(e: ImageError) -> Status {
                 | crius_image::unpack::UnpackError::TooManyEntries { .. },
             ..
         } => Status::resource_exhausted(message),
-        ImageError::BadImage { .. } | ImageError::Layer { .. } => {
+        ImageError::BadImage { .. } | ImageError::Layer { .. } | ImageError::HostConfig { .. } => {
             Status::failed_precondition(message)
         }
         ImageError::DigestMismatch { .. } | ImageError::SizeMismatch { .. } => {
@@ -249,11 +255,12 @@ impl ImageService for Images {
                 registry_token: a.registry_token,
             })
             .unwrap_or_default();
-        let store = self.store();
-        // The pull runs in its own task: a client that hangs up does not cancel it halfway.
-        let record = tokio::spawn(async move { store.pull(&reference, &credentials).await })
+        // The transfer runs in a task of the store, shared with identical pulls; it stops
+        // when every client waiting for it has hung up or passed its deadline.
+        let record = self
+            .store()
+            .pull(&reference, &credentials)
             .await
-            .map_err(|e| Status::internal(format!("pull task failed: {e}")))?
             .map_err(status_of)?;
         crate::metrics::metrics().record_pull(record.size);
         Ok(Response::new(PullImageResponse {

@@ -120,6 +120,8 @@ impl Cri {
         let registry = crius_image::RegistryOptions {
             insecure: config.insecure_registries.clone(),
             mirrors: config.registry.mirrors.clone(),
+            hosts_dir: config.registry_config_dir(),
+            progress_timeout: config.pull_progress_timeout(),
         };
         let images = crius_image::ImageStore::open(&config.root, db.clone(), registry)
             .map_err(StartError::Images)?;

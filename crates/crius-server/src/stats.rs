@@ -231,7 +231,7 @@ fn container_stats_of(
 /// (`/proc/PID/net/dev` shows the namespace of that process).
 fn network_usage(pid: i32, at_ns: i64) -> Option<NetworkUsage> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/net/dev")).ok()?;
-    let mut interfaces: Vec<NetworkInterfaceUsage> = text
+    let interfaces: Vec<NetworkInterfaceUsage> = text
         .lines()
         .skip(2)
         .filter_map(|line| {
@@ -253,11 +253,12 @@ fn network_usage(pid: i32, at_ns: i64) -> Option<NetworkUsage> {
             })
         })
         .collect();
+    // Every interface is listed; the default is eth0, else the first (as kubelet reads it).
     let default = interfaces
         .iter()
-        .position(|i| i.name == "eth0")
-        .map(|i| interfaces.remove(i))
-        .or_else(|| (!interfaces.is_empty()).then(|| interfaces.remove(0)));
+        .find(|i| i.name == "eth0")
+        .or_else(|| interfaces.first())
+        .cloned();
     Some(NetworkUsage {
         timestamp: at_ns,
         default_interface: default,

@@ -1,0 +1,150 @@
+//! Pulls that stall or lose their callers. A registry that holds a layer back halfway (the
+//! gated registry of the test crate) stands for a stalled transfer: the pull fails after
+//! `pull_progress_timeout` and keeps the half it received, which the next pull asks for by
+//! range only. Callers of the same pull share one transfer, which stops when the last of
+//! them hangs up and not before.
+
+use std::time::{Duration, Instant};
+
+use cri_api::v1::{ImageSpec, PullImageRequest};
+use crius_tests::harness::{Criusd, Options};
+use crius_tests::image::busybox;
+use crius_tests::registry::GatedRegistry;
+
+fn request(reference: &str) -> PullImageRequest {
+    PullImageRequest {
+        image: Some(ImageSpec {
+            image: reference.into(),
+            ..ImageSpec::default()
+        }),
+        auth: None,
+        sandbox_config: None,
+    }
+}
+
+/// Waits up to `limit` for `done`.
+async fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if done() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    done()
+}
+
+#[tokio::test]
+async fn a_stalled_pull_fails_after_the_progress_timeout_and_the_next_one_resumes() {
+    let image = busybox().expect("image");
+    let layer = image.layers[0].digest().to_owned();
+    let size = image.layers[0].blob().len();
+    let registry = GatedRegistry::start(&image, "crius/stall", "1", &layer).expect("registry");
+    let mut daemon = Criusd::start_with(Options {
+        config: format!(
+            "insecure_registries = [\"{}\"]\npull_progress_timeout = \"2s\"\n",
+            registry.host()
+        ),
+        ..Options::default()
+    })
+    .await
+    .expect("criusd");
+    let reference = format!("{}/crius/stall:1", registry.host());
+
+    let started = Instant::now();
+    let err = daemon
+        .images
+        .pull_image(request(&reference))
+        .await
+        .expect_err("the stalled pull fails");
+    let took = started.elapsed();
+    assert_eq!(err.code(), tonic::Code::Unavailable, "{err}");
+    assert!(err.message().contains("pull_progress_timeout"), "{err}");
+    assert!(
+        err.message()
+            .contains(&format!("after {} of {size} bytes", size / 2)),
+        "the half received is counted: {err}"
+    );
+    assert!(took < Duration::from_secs(30), "failed after {took:?}");
+    assert_eq!(registry.gated_requests(), [""], "one plain GET so far");
+
+    // The gate stays shut: only a request for the rest can succeed.
+    daemon
+        .images
+        .pull_image(request(&reference))
+        .await
+        .expect("the next pull resumes");
+    assert_eq!(
+        registry.gated_requests(),
+        ["".to_owned(), format!("bytes={}-", size / 2)],
+        "the second pull asked only for the bytes it lacked"
+    );
+}
+
+#[tokio::test]
+async fn a_pull_stops_when_its_last_caller_hangs_up_and_not_before() {
+    let image = busybox().expect("image");
+    let layer = image.layers[0].digest().to_owned();
+    let size = image.layers[0].blob().len();
+    let registry = GatedRegistry::start(&image, "crius/shared", "1", &layer).expect("registry");
+    let daemon = Criusd::start_with(Options {
+        config: format!(
+            "insecure_registries = [\"{}\"]\npull_progress_timeout = \"0\"\n",
+            registry.host()
+        ),
+        ..Options::default()
+    })
+    .await
+    .expect("criusd");
+    let reference = format!("{}/crius/shared:1", registry.host());
+
+    // Two callers of the same pull; the first has a deadline, the second hangs up later.
+    let mut first_client = daemon.images.clone();
+    let mut with_deadline = tonic::Request::new(request(&reference));
+    with_deadline.set_timeout(Duration::from_secs(2));
+    let first = tokio::spawn(async move { first_client.pull_image(with_deadline).await });
+    let started = Instant::now();
+    assert!(
+        wait_until(Duration::from_secs(20), || registry.gated_requests().len()
+            == 1)
+        .await,
+        "the layer download began"
+    );
+    let mut second_client = daemon.images.clone();
+    let second_reference = reference.clone();
+    let second =
+        tokio::spawn(async move { second_client.pull_image(request(&second_reference)).await });
+
+    // The first caller's deadline passes: the second still waits, so the transfer goes on.
+    let first = first.await.expect("join").expect_err("deadline");
+    assert!(
+        matches!(
+            first.code(),
+            tonic::Code::DeadlineExceeded | tonic::Code::Cancelled
+        ),
+        "{first}"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(started.elapsed() >= Duration::from_secs(2));
+    assert_eq!(registry.abandoned(), 0, "the transfer outlived one caller");
+    assert_eq!(registry.gated_requests().len(), 1, "one transfer for both");
+
+    // The second hangs up: now nobody waits and the transfer stops.
+    second.abort();
+    assert!(second.await.is_err(), "aborted");
+    assert!(
+        wait_until(Duration::from_secs(10), || registry.abandoned() == 1).await,
+        "the transfer stopped once its last caller left"
+    );
+
+    // What it received is kept: a new pull asks for the rest only.
+    let mut client = daemon.images.clone();
+    client
+        .pull_image(request(&reference))
+        .await
+        .expect("pull after the cancel");
+    assert_eq!(
+        registry.gated_requests(),
+        ["".to_owned(), format!("bytes={}-", size / 2)]
+    );
+}
