@@ -15,7 +15,7 @@ fi
 
 # The peer (Debian's containerd with runc), CNI plugins, the loopback registry, the busybox the
 # test images are made from, gcc for the pause binary, iptables for the bridge plugin's masquerade.
-packages=(containerd runc containernetworking-plugins docker-registry busybox-static gcc libc6-dev iptables libseccomp-dev)
+packages=(containerd runc curl containernetworking-plugins docker-registry busybox-static gcc libc6-dev iptables libseccomp-dev)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -15,9 +15,10 @@ use cri_api::v1::image_service_client::ImageServiceClient;
 use cri_api::v1::runtime_service_client::RuntimeServiceClient;
 use cri_api::v1::{
     ContainerConfig, ContainerMetadata, ContainerState, ContainerStatusRequest,
-    CreateContainerRequest, IdMapping, ImageSpec, LinuxPodSandboxConfig,
-    LinuxSandboxSecurityContext, ListContainerStatsRequest, ListContainersRequest,
-    ListImagesRequest, ListPodSandboxRequest, NamespaceMode, NamespaceOption, PodSandboxConfig,
+    CreateContainerRequest, ExecSyncRequest, IdMapping, ImageSpec, LinuxContainerConfig,
+    LinuxContainerSecurityContext, LinuxPodSandboxConfig, LinuxSandboxSecurityContext,
+    ListContainerStatsRequest, ListContainersRequest, ListImagesRequest, ListPodSandboxRequest,
+    ListPodSandboxStatsRequest, NamespaceMode, NamespaceOption, PodSandboxConfig,
     PodSandboxMetadata, PodSandboxStatusRequest, PullImageRequest, RemoveContainerRequest,
     RemoveImageRequest, RemovePodSandboxRequest, RunPodSandboxRequest, StartContainerRequest,
     StatusRequest, StopContainerRequest, StopPodSandboxRequest, UserNamespace, VersionRequest,
@@ -29,9 +30,6 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use tonic::transport::Channel;
 
-/// Where the shared pause source lives when it is not beside the repository (built with
-/// `gcc -static` at bench time).
-const PAUSE_SRC: &str = "/work/shared/critest-images/src/pause.c";
 /// Files in the large test image's extra layer.
 const LARGE_FILES: usize = 20_000;
 /// Layers of the two layer-count test images (start time of a deep image against a shallow
@@ -59,15 +57,20 @@ const FALLBACK_CONFLIST: &str = r#"{
 "#;
 
 const USAGE: &str = "usage: crius-bench [--quick] [--out FILE] [--criusd PATH] [--conflist FILE]
-                   [--pause-src FILE] [--iterations N] [--pods N] [--layers-only]
+                   [--containerd2 DIR] [--no-containerd16] [--pause-src FILE]
+                   [--iterations N] [--pods N] [--density N] [--layers-only]
   --quick        few iterations (CI smoke run, two or three minutes)
   --out FILE     where to write the markdown table (default integration/bench/results.md)
   --criusd PATH  the criusd binary (default: next to this binary)
   --conflist F   CNI conflist given to both runtimes (default integration/cni/10-crius.conflist)
-  --pause-src F  pause.c for containerd's sandbox image (default: shared/critest-images/src/
-                 pause.c beside the repository, else under /work/shared)
+  --containerd2 DIR  containerd, containerd-shim-runc-v2 and runc of containerd 2 (built as
+                 integration/bench/README.md says); without it that peer is skipped
+  --no-containerd16  skip Debian's containerd 1.6
+  --pause-src F  pause.c for containerd's sandbox image (default: ../shared/critest-images/src/
+                 pause.c beside the repository)
   --iterations N measured iterations per latency figure (overrides the mode's default)
   --pods N       pods in the concurrency figure (default 50)
+  --density N    pods (two containers each) of the list/status figures (default 250)
   --layers-only  only the layer-count figures (full pod start, 128-layer and 20-layer image,
                  plain and userns) and their ratios";
 
@@ -87,8 +90,14 @@ struct Plan {
     pods: usize,
     /// Rounds of the concurrency figure.
     rounds: usize,
-    /// ListContainers / ContainerStatus calls per runtime.
+    /// Calls of each list/status figure per runtime.
     calls: usize,
+    /// Pods (two containers each) of the list/status figures.
+    density: usize,
+    /// Seconds of the kubelet-like relist loop.
+    relist_secs: u64,
+    /// ExecSync calls per CPU sample.
+    execs: usize,
 }
 
 /// Command-line options.
@@ -97,6 +106,10 @@ struct Options {
     quick: bool,
     /// Only the layer-count figures.
     layers_only: bool,
+    /// Where containerd 2's binaries are; `None`: that peer is skipped.
+    containerd2: Option<PathBuf>,
+    /// Whether Debian's containerd 1.6 runs.
+    containerd16: bool,
     out: PathBuf,
     criusd: PathBuf,
     conflist: PathBuf,
@@ -124,15 +137,13 @@ fn parse_options() -> Result<Options> {
         .map(|d| d.join("criusd"))
         .unwrap_or_else(|| PathBuf::from("criusd"));
     let mut conflist = root.join("integration/cni/10-crius.conflist");
-    // shared/ sits beside the repository on the project's machines.
-    let beside = root.join("../shared/critest-images/src/pause.c");
-    let mut pause_src = if beside.exists() {
-        beside
-    } else {
-        PathBuf::from(PAUSE_SRC)
-    };
+    // shared/ sits beside the repository.
+    let mut pause_src = root.join("../shared/critest-images/src/pause.c");
     let mut iterations = None;
     let mut pods = 50;
+    let mut density = None;
+    let mut containerd2 = std::env::var_os("CRIUS_BENCH_CONTAINERD2").map(PathBuf::from);
+    let mut containerd16 = true;
     while let Some(arg) = args.next() {
         let mut value = |name: &str| args.next().with_context(|| format!("{name} needs a value"));
         match arg.as_str() {
@@ -144,6 +155,9 @@ fn parse_options() -> Result<Options> {
             "--pause-src" => pause_src = value("--pause-src")?.into(),
             "--iterations" => iterations = Some(value("--iterations")?.parse()?),
             "--pods" => pods = value("--pods")?.parse()?,
+            "--density" => density = Some(value("--density")?.parse()?),
+            "--containerd2" => containerd2 = Some(value("--containerd2")?.into()),
+            "--no-containerd16" => containerd16 = false,
             "-h" | "--help" => {
                 println!("{USAGE}");
                 std::process::exit(0);
@@ -159,6 +173,9 @@ fn parse_options() -> Result<Options> {
             pods,
             rounds: 1,
             calls: 50,
+            density: density.unwrap_or(30),
+            relist_secs: 5,
+            execs: 10,
         }
     } else {
         Plan {
@@ -168,6 +185,9 @@ fn parse_options() -> Result<Options> {
             pods,
             rounds: 2,
             calls: 300,
+            density: density.unwrap_or(250),
+            relist_secs: 20,
+            execs: 20,
         }
     };
     if let Some(n) = iterations {
@@ -176,6 +196,8 @@ fn parse_options() -> Result<Options> {
     Ok(Options {
         quick,
         layers_only,
+        containerd2,
+        containerd16,
         out,
         criusd,
         conflist,
@@ -193,6 +215,8 @@ enum Unit {
     Millis,
     Seconds,
     Mebibytes,
+    /// Milliseconds of CPU per second of wall time.
+    CpuMsPerSec,
 }
 
 impl Unit {
@@ -201,6 +225,7 @@ impl Unit {
             Unit::Millis => format!("{v:.1} ms"),
             Unit::Seconds => format!("{v:.2} s"),
             Unit::Mebibytes => format!("{v:.1} MiB"),
+            Unit::CpuMsPerSec => format!("{v:.1} ms/s"),
         }
     }
 }
@@ -217,17 +242,22 @@ struct Cell {
 struct Figure {
     name: String,
     unit: Unit,
-    cells: [Cell; 2],
+    /// One per runtime, in the order of the bench's targets.
+    cells: Vec<Cell>,
 }
 
 /// Every figure, in table order, plus notes: each distinct full error text and the figures it
 /// made n/a.
 #[derive(Debug, Default)]
 struct Results {
+    /// How many runtimes run.
+    runtimes: usize,
     figures: Vec<Figure>,
     notes: Vec<(String, Vec<String>)>,
     /// Milliseconds of `tar -x` of the large image's layers (the unpack baseline).
     baseline: Vec<f64>,
+    /// Milliseconds of `curl | tar -xz` of the multi-layer image's layers (the pull floor).
+    pull_floor: Vec<f64>,
 }
 
 impl Results {
@@ -238,7 +268,7 @@ impl Results {
         self.figures.push(Figure {
             name: name.to_owned(),
             unit,
-            cells: Default::default(),
+            cells: vec![Cell::default(); self.runtimes.max(1)],
         });
         self.figures.len() - 1
     }
@@ -295,13 +325,14 @@ fn md_escape(s: &str) -> String {
     s.replace('|', "\\|").replace('\n', " ")
 }
 
-/// Renders the results as markdown.
-fn render(results: &Results, names: [&str; 2], header: &str) -> String {
+/// Renders the results as markdown: per figure a row per runtime, crius first; each peer's
+/// row carries the ratio of crius' median to that peer's.
+fn render(results: &Results, names: &[&str], header: &str) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "{header}");
     let _ = writeln!(
         out,
-        "| figure | runtime | n | median | p90 | p99 | crius/peer |\n|---|---|---|---|---|---|---|"
+        "| figure | runtime | n | median | p90 | p99 | crius/this runtime |\n|---|---|---|---|---|---|---|"
     );
     for f in &results.figures {
         let medians: Vec<Option<f64>> = f
@@ -338,8 +369,8 @@ fn render(results: &Results, names: [&str; 2], header: &str) -> String {
             }
             let mut v = cell.samples.clone();
             v.sort_by(f64::total_cmp);
-            let ratio = match (t, medians[0], medians[1]) {
-                (0, Some(a), Some(b)) if b > 0.0 => format!("{:.2}", a / b),
+            let ratio = match (t, medians[0], medians[t]) {
+                (1.., Some(a), Some(b)) if b > 0.0 => format!("**{:.2}**", a / b),
                 _ => "–".to_owned(),
             };
             let _ = writeln!(
@@ -440,6 +471,15 @@ fn render(results: &Results, names: [&str; 2], header: &str) -> String {
             results.baseline.len()
         );
     }
+    if let Some(m) = median(&results.pull_floor) {
+        let _ = writeln!(
+            out,
+            "\nPull floor: `curl | tar -xz` of the 5-layer image's layers from the same registry, \
+             one after another, into an empty directory: median {} of {}.",
+            Unit::Millis.format(m),
+            results.pull_floor.len()
+        );
+    }
     if !results.notes.is_empty() {
         let _ = writeln!(out, "\nWhy cells are n/a:\n");
         for (detail, figures) in &results.notes {
@@ -458,6 +498,7 @@ fn render(results: &Results, names: [&str; 2], header: &str) -> String {
 // Figures
 
 const F_PULL: &str = "image pull + unpack, 20k-file image";
+const F_PULL_MULTI: &str = "image pull + unpack, 5 gzip layers (~170 MB, 320 MiB unpacked)";
 const F_RUN: &str = "RunPodSandbox (CNI)";
 const F_STOPRM: &str = "StopPodSandbox + RemovePodSandbox";
 const F_RUN_USERNS: &str = "RunPodSandbox, userns (CNI)";
@@ -472,6 +513,9 @@ const F_POD_SHALLOW: &str = "full pod start, 20-layer image";
 const F_POD_DEEP: &str = "full pod start, 128-layer image";
 const F_POD_USERNS_SHALLOW: &str = "full pod start, userns, 20-layer image";
 const F_POD_USERNS_DEEP: &str = "full pod start, userns, 128-layer image";
+const F_EXEC: &str = "ExecSync `/bin/true` (each call)";
+const F_EXEC_CPU: &str =
+    "ExecSync CPU per call (daemon + the pod's monitor or shim, children included)";
 
 /// The figures of one many-pods phase.
 #[derive(Debug, Clone)]
@@ -483,26 +527,66 @@ struct ManyFigures {
     rss: String,
     pss: String,
     pss_all: String,
-    /// ListContainers / ContainerStatus latencies (with containers only).
-    list: Option<(String, String)>,
+    /// The list/status figures, measured with a second container in every pod.
+    list: Option<ListFigures>,
+}
+
+/// The figures of kubelet's hot paths at one density.
+#[derive(Debug, Clone)]
+struct ListFigures {
+    list_pods: String,
+    pod_status: String,
+    list: String,
+    status: String,
+    stats: String,
+    /// CPU of the daemon and its per-pod processes under a kubelet-like relist loop.
+    relist_cpu: String,
+}
+
+impl ListFigures {
+    fn new(pods: usize) -> ListFigures {
+        let containers = pods * 2;
+        ListFigures {
+            list_pods: format!("ListPodSandbox, {pods} pods"),
+            pod_status: format!("PodSandboxStatus, {pods} pods"),
+            list: format!("ListContainers, {containers} containers"),
+            status: format!("ContainerStatus, {containers} containers"),
+            stats: format!("ListContainerStats, {containers} containers"),
+            relist_cpu: format!(
+                "CPU under a kubelet-like relist loop (1/s lists, stats every 10 s), {pods} pods"
+            ),
+        }
+    }
+
+    fn all(&self) -> Vec<(String, Unit)> {
+        vec![
+            (self.list_pods.clone(), Unit::Millis),
+            (self.pod_status.clone(), Unit::Millis),
+            (self.list.clone(), Unit::Millis),
+            (self.status.clone(), Unit::Millis),
+            (self.stats.clone(), Unit::Millis),
+            (self.relist_cpu.clone(), Unit::CpuMsPerSec),
+        ]
+    }
 }
 
 impl ManyFigures {
-    /// The phase of `pods` full pods (sandbox + container), or of `pods` bare sandboxes.
-    fn new(pods: usize, containers: bool) -> ManyFigures {
+    /// The phase of `pods` full pods (sandbox + container; with the list/status figures when
+    /// `list`), or of `pods` bare sandboxes.
+    fn new(pods: usize, containers: bool, list: bool) -> ManyFigures {
         if containers {
             ManyFigures {
                 containers,
                 start: format!("{pods} pods started concurrently (wall, until all running)"),
                 stop: format!("{pods} pods stopped + removed concurrently (wall)"),
                 rss: format!("daemon RSS, {pods} pods running"),
-                pss: "per-pod PSS: crius pod monitor vs containerd-shim-runc-v2".to_owned(),
-                pss_all: "per-pod PSS incl. sandbox process (monitor+sandbox vs shim+pause)"
-                    .to_owned(),
-                list: Some((
-                    format!("ListContainers, {} containers", pods * 2),
-                    format!("ContainerStatus, {} containers", pods * 2),
-                )),
+                pss: format!(
+                    "per-pod PSS: crius pod monitor vs containerd-shim-runc-v2, {pods} pods"
+                ),
+                pss_all: format!(
+                    "per-pod PSS incl. sandbox process (monitor+sandbox vs shim+pause), {pods} pods"
+                ),
+                list: list.then(|| ListFigures::new(pods)),
             }
         } else {
             ManyFigures {
@@ -526,18 +610,11 @@ impl ManyFigures {
             (self.pss.clone(), Unit::Mebibytes),
             (self.pss_all.clone(), Unit::Mebibytes),
         ];
-        if let Some((l, s)) = &self.list {
-            v.push((l.clone(), Unit::Millis));
-            v.push((s.clone(), Unit::Millis));
-            v.push((stats_figure(l), Unit::Millis));
+        if let Some(list) = &self.list {
+            v.extend(list.all());
         }
         v
     }
-}
-
-/// The ListContainerStats figure beside a ListContainers one (same containers).
-fn stats_figure(list_figure: &str) -> String {
-    list_figure.replace("ListContainers", "ListContainerStats")
 }
 
 /// Daemon RSS with no pods, after setup.
@@ -552,6 +629,9 @@ const F_RSS_END: &str = "daemon RSS, idle (end of run)";
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
     Crius,
+    /// containerd 2 with a current runc, from binaries given by path.
+    Containerd2,
+    /// Debian's containerd 1.6 with Debian's runc.
     Containerd,
 }
 
@@ -559,6 +639,16 @@ impl Kind {
     fn name(self) -> &'static str {
         match self {
             Kind::Crius => "crius",
+            Kind::Containerd2 => "containerd 2",
+            Kind::Containerd => "containerd 1.6",
+        }
+    }
+
+    /// A name for paths.
+    fn slug(self) -> &'static str {
+        match self {
+            Kind::Crius => "crius",
+            Kind::Containerd2 => "containerd2",
             Kind::Containerd => "containerd",
         }
     }
@@ -790,7 +880,7 @@ fn daemon_dir(kind: Kind) -> Result<PathBuf> {
     let dir = std::env::temp_dir().join(format!(
         "crius-bench-{}-{}",
         std::process::id(),
-        kind.name()
+        kind.slug()
     ));
     if dir.exists() {
         unmount_beneath(&dir);
@@ -801,10 +891,20 @@ fn daemon_dir(kind: Kind) -> Result<PathBuf> {
 }
 
 fn spawn_logged(program: &Path, args: &[String], log: &Path) -> Result<Child> {
+    spawn_logged_env(program, args, log, &[])
+}
+
+fn spawn_logged_env(
+    program: &Path,
+    args: &[String],
+    log: &Path,
+    env: &[(&str, &str)],
+) -> Result<Child> {
     use std::os::unix::process::CommandExt as _;
     let file = std::fs::File::create(log)?;
     Command::new(program)
         .args(args)
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(file.try_clone()?)
         .stderr(file)
@@ -861,13 +961,43 @@ fn start_criusd(opts: &Options, registry_host: &str, cni_dir: &Path) -> Result<D
     })
 }
 
-/// Starts containerd on a fresh directory with a generated config.
-fn start_containerd(registry_host: &str, pause: &str, cni_dir: &Path) -> Result<Daemon> {
-    let binary = PathBuf::from("/usr/bin/containerd");
+/// Starts containerd on a fresh directory with a generated config: Debian's (`bin_dir`
+/// `None`), or the `containerd`, `containerd-shim-runc-v2` and `runc` of `bin_dir`.
+fn start_containerd(
+    kind: Kind,
+    bin_dir: Option<&Path>,
+    registry_host: &str,
+    pause: &str,
+    cni_dir: &Path,
+) -> Result<Daemon> {
+    let binary = match bin_dir {
+        Some(d) => d.join("containerd"),
+        None => PathBuf::from("/usr/bin/containerd"),
+    };
     if !binary.exists() {
-        bail!("/usr/bin/containerd is missing (apt-get install containerd runc)");
+        bail!(
+            "{} is missing ({})",
+            binary.display(),
+            if bin_dir.is_some() {
+                "see integration/bench/README.md for building containerd 2 and runc"
+            } else {
+                "apt-get install containerd runc"
+            }
+        );
     }
-    let dir = daemon_dir(Kind::Containerd)?;
+    // containerd 2's shim and runc come from the same directory.
+    let runc_binary = match bin_dir {
+        Some(d) => {
+            for b in ["containerd-shim-runc-v2", "runc"] {
+                if !d.join(b).exists() {
+                    bail!("{} is missing", d.join(b).display());
+                }
+            }
+            format!("BinaryName = \"{}\"", d.join("runc").display())
+        }
+        None => String::new(),
+    };
+    let dir = daemon_dir(kind)?;
     // Only what did not exist before (a system containerd may own them), deepest first.
     let outside_dirs: Vec<PathBuf> = ["/run/containerd/s", "/run/containerd"]
         .iter()
@@ -933,6 +1063,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
       [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
         SystemdCgroup = false
         Root = "{d}/runc"
+        {runc_binary}
 
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "{CNI_BIN_DIR}"
@@ -947,14 +1078,24 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
     let config_path = dir.join("config.toml");
     std::fs::write(&config_path, config)?;
     let log = dir.join("containerd.log");
-    let child = spawn_logged(
+    // The shim is found on PATH: the given directory first.
+    let path = match bin_dir {
+        Some(d) => format!(
+            "{}:{}",
+            d.display(),
+            std::env::var("PATH").unwrap_or_default()
+        ),
+        None => std::env::var("PATH").unwrap_or_default(),
+    };
+    let child = spawn_logged_env(
         &binary,
         &["--config".into(), config_path.display().to_string()],
         &log,
+        &[("PATH", path.as_str())],
     )?;
     Ok(Daemon {
-        kind: Kind::Containerd,
-        cgroup_parent: format!("/crius-bench-{}/containerd", std::process::id()),
+        kind,
+        cgroup_parent: format!("/crius-bench-{}/{}", std::process::id(), kind.slug()),
         dir,
         socket,
         log,
@@ -1054,6 +1195,9 @@ struct Images {
     shallow: String,
     deep: String,
     pause: String,
+    /// The 5-layer image of the pull figure, and its layer blob URLs (for the floor).
+    multi: String,
+    multi_urls: Vec<String>,
 }
 
 /// Hands out unique pod names and user namespace ranges.
@@ -1116,8 +1260,22 @@ fn pod_config(t: &Target, n: u64, userns: bool) -> Result<PodSandboxConfig> {
     })
 }
 
-fn container_config(image: &str, name: &str) -> ContainerConfig {
+/// A container config as kubelet sends it: the pod's namespace options (user namespace
+/// mappings included) repeated in the container's security context.
+fn container_config(pod: &PodSandboxConfig, image: &str, name: &str) -> ContainerConfig {
+    let namespace_options = pod
+        .linux
+        .as_ref()
+        .and_then(|l| l.security_context.as_ref())
+        .and_then(|s| s.namespace_options.clone());
     ContainerConfig {
+        linux: Some(LinuxContainerConfig {
+            security_context: Some(LinuxContainerSecurityContext {
+                namespace_options,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
         metadata: Some(ContainerMetadata {
             name: name.to_owned(),
             attempt: 0,
@@ -1163,7 +1321,7 @@ impl Clients {
             .runtime
             .create_container(CreateContainerRequest {
                 pod_sandbox_id: pod.id.clone(),
-                config: Some(container_config(image, name)),
+                config: Some(container_config(&pod.config, image, name)),
                 sandbox_config: Some(pod.config.clone()),
             })
             .await
@@ -1303,6 +1461,8 @@ struct Bench {
     images: Images,
     counter: Counter,
     results: Results,
+    /// Peers that do not run, and why.
+    skipped: Vec<String>,
     /// The large image's layer blobs on disk, for the `tar -x` baseline.
     large_layers: Vec<PathBuf>,
     /// A scratch directory.
@@ -1313,6 +1473,8 @@ struct Bench {
 #[derive(Debug, Clone, Copy)]
 enum Step {
     Pull,
+    /// The 5-layer image of ~170 MB.
+    PullMulti,
     Sandbox {
         userns: bool,
     },
@@ -1354,6 +1516,7 @@ impl Step {
     fn figures(self) -> Vec<(&'static str, Unit)> {
         match self {
             Step::Pull => vec![(F_PULL, Unit::Millis)],
+            Step::PullMulti => vec![(F_PULL_MULTI, Unit::Millis)],
             Step::Sandbox { userns: false } => {
                 vec![(F_RUN, Unit::Millis), (F_STOPRM, Unit::Millis)]
             }
@@ -1422,10 +1585,14 @@ impl Bench {
     async fn step(&mut self, t: usize, step: Step) -> Result<Vec<f64>> {
         let mut c = self.clients(t);
         match step {
-            Step::Pull => {
+            Step::Pull | Step::PullMulti => {
                 let mut images = self.targets[t].images.clone();
                 let spec = ImageSpec {
-                    image: self.images.large.clone(),
+                    image: if matches!(step, Step::Pull) {
+                        self.images.large.clone()
+                    } else {
+                        self.images.multi.clone()
+                    },
                     ..Default::default()
                 };
                 // Not timed: make sure the image is absent (NotFound is fine).
@@ -1516,7 +1683,7 @@ impl Bench {
         let figures = step.figures();
         // A pull is long and the page cache is warm after one: one warm-up is enough.
         let warmup = match step {
-            Step::Pull => self.opts.plan.warmup.min(1),
+            Step::Pull | Step::PullMulti => self.opts.plan.warmup.min(1),
             _ => self.opts.plan.warmup,
         };
         eprintln!(
@@ -1672,8 +1839,8 @@ impl Bench {
             }
             if last {
                 self.memory(&figs.rss, &figs.pss, &figs.pss_all).await;
-                if let Some((list, status)) = &figs.list {
-                    self.list_status(list, status).await;
+                if let Some(list) = &figs.list {
+                    self.list_status(list).await;
                 }
             }
             for &t in &order {
@@ -1736,14 +1903,14 @@ impl Bench {
                             .or_else(|| find_process(&procs, &["monitor", &pod.id])),
                         info_pid(&info, "sandboxPid"),
                     ),
-                    Kind::Containerd => (
+                    Kind::Containerd | Kind::Containerd2 => (
                         find_process(&procs, &["containerd-shim", &pod.id, &socket]),
                         info_pid(&info, "pid"),
                     ),
                 };
                 let who = match kind {
                     Kind::Crius => "pod monitor",
-                    Kind::Containerd => "shim",
+                    Kind::Containerd | Kind::Containerd2 => "shim",
                 };
                 match agent.and_then(pss_kib) {
                     Some(a) => {
@@ -1785,9 +1952,10 @@ impl Bench {
         }
     }
 
-    /// Adds a second container to every pod, then times ListContainers, ContainerStatus and
-    /// ListContainerStats, alternating runtimes in batches of ten calls.
-    async fn list_status(&mut self, f_list: &str, f_status: &str) {
+    /// Adds a second container to every pod, then times ListPodSandbox, PodSandboxStatus,
+    /// ListContainers, ContainerStatus and ListContainerStats, alternating runtimes in batches
+    /// of ten calls; then the CPU of a kubelet-like relist loop.
+    async fn list_status(&mut self, figs: &ListFigures) {
         for t in 0..self.targets.len() {
             if self.targets[t].many.is_empty() {
                 continue;
@@ -1813,9 +1981,9 @@ impl Bench {
             }
             if let Some(e) = first_error {
                 let name = self.targets[t].name();
-                for f in [f_list, f_status] {
+                for (f, u) in figs.all() {
                     self.results
-                        .fail(f, Unit::Millis, t, reason(name, &e), detail(name, &e));
+                        .fail(&f, u, t, reason(name, &e), detail(name, &e));
                 }
             }
         }
@@ -1823,6 +1991,11 @@ impl Bench {
             .targets
             .iter()
             .map(|t| t.many.iter().flat_map(|p| p.containers.clone()).collect())
+            .collect();
+        let pod_ids: Vec<Vec<String>> = self
+            .targets
+            .iter()
+            .map(|t| t.many.iter().map(|p| p.id.clone()).collect())
             .collect();
         let batches = self.opts.plan.calls.div_ceil(10);
         for b in 0..batches {
@@ -1832,72 +2005,284 @@ impl Bench {
                 } else {
                     self.targets.len() - 1 - i
                 };
-                if ids[t].is_empty() || self.results.is_na(f_list, t) {
+                if ids[t].is_empty() || self.results.is_na(&figs.list, t) {
                     continue;
                 }
                 let mut rt = self.targets[t].runtime.clone();
                 for k in 0..10 {
+                    let n = b * 10 + k;
+                    let mut timed: Vec<(&str, Instant, Result<(), tonic::Status>)> = Vec::new();
+                    let start = Instant::now();
+                    let r = rt
+                        .list_pod_sandbox(ListPodSandboxRequest { filter: None })
+                        .await
+                        .map(drop);
+                    timed.push((&figs.list_pods, start, r));
+                    let start = Instant::now();
+                    let r = rt
+                        .pod_sandbox_status(PodSandboxStatusRequest {
+                            pod_sandbox_id: pod_ids[t][n % pod_ids[t].len()].clone(),
+                            verbose: false,
+                        })
+                        .await
+                        .map(drop);
+                    timed.push((&figs.pod_status, start, r));
                     let start = Instant::now();
                     let r = rt
                         .list_containers(ListContainersRequest { filter: None })
-                        .await;
-                    let list = ms(start.elapsed());
-                    let id = ids[t][(b * 10 + k) % ids[t].len()].clone();
+                        .await
+                        .map(drop);
+                    timed.push((&figs.list, start, r));
                     let start = Instant::now();
-                    let s = rt
+                    let r = rt
                         .container_status(ContainerStatusRequest {
-                            container_id: id,
+                            container_id: ids[t][n % ids[t].len()].clone(),
                             verbose: false,
                         })
-                        .await;
-                    let status = ms(start.elapsed());
-                    let start = Instant::now();
-                    let st = rt
-                        .list_container_stats(ListContainerStatsRequest { filter: None })
-                        .await;
-                    let stats = ms(start.elapsed());
-                    let f_stats = stats_figure(f_list);
+                        .await
+                        .map(drop);
+                    timed.push((&figs.status, start, r));
+                    // Stats are slower by nature: one call in ten.
+                    if k == 0 {
+                        let start = Instant::now();
+                        let r = rt
+                            .list_container_stats(ListContainerStatsRequest { filter: None })
+                            .await
+                            .map(drop);
+                        timed.push((&figs.stats, start, r));
+                    }
                     let name = self.targets[t].name();
-                    match st {
-                        Ok(_) => self.results.record(&f_stats, Unit::Millis, t, stats),
-                        Err(e) => {
-                            let e = anyhow::Error::from(e);
-                            self.results.fail(
-                                &f_stats,
-                                Unit::Millis,
-                                t,
-                                reason(name, &e),
-                                detail(name, &e),
-                            );
-                        }
-                    }
-                    match r {
-                        Ok(_) => self.results.record(f_list, Unit::Millis, t, list),
-                        Err(e) => {
-                            let e = anyhow::Error::from(e);
-                            self.results.fail(
-                                f_list,
-                                Unit::Millis,
-                                t,
-                                reason(name, &e),
-                                detail(name, &e),
-                            );
-                        }
-                    }
-                    match s {
-                        Ok(_) => self.results.record(f_status, Unit::Millis, t, status),
-                        Err(e) => {
-                            let e = anyhow::Error::from(e);
-                            self.results.fail(
-                                f_status,
-                                Unit::Millis,
-                                t,
-                                reason(name, &e),
-                                detail(name, &e),
-                            );
+                    for (figure, start, r) in timed {
+                        let elapsed = ms(start.elapsed());
+                        match r {
+                            Ok(()) => self.results.record(figure, Unit::Millis, t, elapsed),
+                            Err(e) => {
+                                let e = anyhow::Error::from(e);
+                                self.results.fail(
+                                    figure,
+                                    Unit::Millis,
+                                    t,
+                                    reason(name, &e),
+                                    detail(name, &e),
+                                );
+                            }
                         }
                     }
                 }
+            }
+        }
+        self.relist_cpu(figs).await;
+    }
+
+    /// The CPU the daemon and its per-pod processes spend while a client relists as kubelet's
+    /// PLEG does (ListPodSandbox and ListContainers every second) and asks for stats every ten
+    /// seconds (ListPodSandboxStats, ListContainerStats), in ms of CPU per second.
+    async fn relist_cpu(&mut self, figs: &ListFigures) {
+        let secs = self.opts.plan.relist_secs.max(1);
+        for t in 0..self.targets.len() {
+            if self.targets[t].many.is_empty() || self.results.is_na(&figs.list, t) {
+                continue;
+            }
+            let mut pids = self.agent_pids(t).await;
+            pids.extend(self.targets[t].daemon.pid().map(|p| p as i32));
+            let mut rt = self.targets[t].runtime.clone();
+            let before = cpu_ticks(&pids);
+            let start = Instant::now();
+            let mut failed = None;
+            for second in 0..secs {
+                let tick = start + Duration::from_secs(second);
+                tokio::time::sleep_until(tick.into()).await;
+                let lists = async {
+                    rt.list_pod_sandbox(ListPodSandboxRequest { filter: None })
+                        .await?;
+                    rt.list_containers(ListContainersRequest { filter: None })
+                        .await?;
+                    if second % 10 == 0 {
+                        rt.list_pod_sandbox_stats(ListPodSandboxStatsRequest { filter: None })
+                            .await?;
+                        rt.list_container_stats(ListContainerStatsRequest { filter: None })
+                            .await?;
+                    }
+                    Ok::<(), tonic::Status>(())
+                };
+                if let Err(e) = lists.await {
+                    failed = Some(e);
+                    break;
+                }
+            }
+            tokio::time::sleep_until((start + Duration::from_secs(secs)).into()).await;
+            let used = cpu_ticks(&pids).saturating_sub(before);
+            let name = self.targets[t].name();
+            match failed {
+                None => self.results.record(
+                    &figs.relist_cpu,
+                    Unit::CpuMsPerSec,
+                    t,
+                    ticks_ms(used) / secs as f64,
+                ),
+                Some(e) => {
+                    let e = anyhow::Error::from(e);
+                    self.results.fail(
+                        &figs.relist_cpu,
+                        Unit::CpuMsPerSec,
+                        t,
+                        reason(name, &e),
+                        detail(name, &e),
+                    );
+                }
+            }
+        }
+    }
+
+    /// The per-pod processes of target `t`'s pods: crius' pod monitors, containerd's shims.
+    async fn agent_pids(&mut self, t: usize) -> Vec<i32> {
+        let procs = processes();
+        let kind = self.targets[t].daemon.kind;
+        let socket = self.targets[t].daemon.socket.display().to_string();
+        let pods = self.targets[t].many.clone();
+        let mut out = Vec::new();
+        for pod in &pods {
+            if let Some(pid) = self.agent_pid(t, kind, &procs, &socket, &pod.id).await {
+                out.push(pid);
+            }
+        }
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+
+    /// The pod monitor (crius) or shim (containerd) of pod `id`.
+    async fn agent_pid(
+        &mut self,
+        t: usize,
+        kind: Kind,
+        procs: &[(i32, Vec<String>)],
+        socket: &str,
+        id: &str,
+    ) -> Option<i32> {
+        match kind {
+            Kind::Crius => {
+                let info = self.targets[t]
+                    .runtime
+                    .pod_sandbox_status(PodSandboxStatusRequest {
+                        pod_sandbox_id: id.to_owned(),
+                        verbose: true,
+                    })
+                    .await
+                    .map(|r| r.into_inner().info)
+                    .unwrap_or_default();
+                info_pid(&info, "monitorPid").or_else(|| find_process(procs, &["monitor", id]))
+            }
+            Kind::Containerd | Kind::Containerd2 => {
+                find_process(procs, &["containerd-shim", id, socket])
+            }
+        }
+    }
+
+    /// ExecSync latency (each call) and its CPU (daemon and the pod's own processes, children
+    /// included, per call) on a running busybox container of each runtime, alternating.
+    async fn exec_sync(&mut self) {
+        let plan = self.opts.plan.clone();
+        eprintln!(
+            "crius-bench: {F_EXEC} ({} warm-up + {} batches of {})",
+            plan.warmup, plan.iterations, plan.execs
+        );
+        let mut pods: Vec<Option<(Pod, Vec<i32>)>> = Vec::new();
+        for t in 0..self.targets.len() {
+            let mut c = self.clients(t);
+            let made = async {
+                let config = pod_config(&self.targets[t], self.counter.next(), false)?;
+                c.full_pod(config, &self.images.small).await
+            }
+            .await;
+            match made {
+                Ok(pod) => {
+                    let procs = processes();
+                    let kind = self.targets[t].daemon.kind;
+                    let socket = self.targets[t].daemon.socket.display().to_string();
+                    let mut pids: Vec<i32> = self.targets[t]
+                        .daemon
+                        .pid()
+                        .map(|p| p as i32)
+                        .into_iter()
+                        .collect();
+                    pids.extend(self.agent_pid(t, kind, &procs, &socket, &pod.id).await);
+                    pods.push(Some((pod, pids)));
+                }
+                Err(e) => {
+                    let name = self.targets[t].name();
+                    for (f, u) in [(F_EXEC, Unit::Millis), (F_EXEC_CPU, Unit::Millis)] {
+                        self.results
+                            .fail(f, u, t, reason(name, &e), detail(name, &e));
+                    }
+                    pods.push(None);
+                }
+            }
+        }
+        for i in 0..plan.warmup + plan.iterations {
+            let order: Vec<usize> = if i % 2 == 0 {
+                (0..self.targets.len()).collect()
+            } else {
+                (0..self.targets.len()).rev().collect()
+            };
+            for t in order {
+                let Some((pod, pids)) = pods[t].clone() else {
+                    continue;
+                };
+                if self.results.is_na(F_EXEC, t) {
+                    continue;
+                }
+                let mut rt = self.targets[t].runtime.clone();
+                let before = cpu_ticks(&pids);
+                let mut latencies = Vec::new();
+                let mut failed = None;
+                for _ in 0..plan.execs.max(1) {
+                    let start = Instant::now();
+                    let r = rt
+                        .exec_sync(ExecSyncRequest {
+                            container_id: pod.containers[0].clone(),
+                            cmd: vec!["/bin/true".into()],
+                            timeout: 10,
+                        })
+                        .await;
+                    latencies.push(ms(start.elapsed()));
+                    match r {
+                        Ok(r) if r.get_ref().exit_code == 0 => {}
+                        Ok(r) => {
+                            failed = Some(anyhow::anyhow!("exit code {}", r.get_ref().exit_code));
+                            break;
+                        }
+                        Err(e) => {
+                            failed = Some(anyhow::Error::from(e));
+                            break;
+                        }
+                    }
+                }
+                let used = cpu_ticks(&pids).saturating_sub(before);
+                let name = self.targets[t].name();
+                if let Some(e) = failed {
+                    for (f, u) in [(F_EXEC, Unit::Millis), (F_EXEC_CPU, Unit::Millis)] {
+                        self.results
+                            .fail(f, u, t, reason(name, &e), detail(name, &e));
+                    }
+                    continue;
+                }
+                if i >= plan.warmup {
+                    for l in &latencies {
+                        self.results.record(F_EXEC, Unit::Millis, t, *l);
+                    }
+                    self.results.record(
+                        F_EXEC_CPU,
+                        Unit::Millis,
+                        t,
+                        ticks_ms(used) / latencies.len() as f64,
+                    );
+                }
+            }
+        }
+        for (t, pod) in pods.into_iter().enumerate() {
+            if let Some((pod, _)) = pod {
+                let _ = self.clients(t).stop_remove_pod(&pod.id).await;
             }
         }
     }
@@ -1926,6 +2311,7 @@ impl Bench {
         }
         // Table order first, so the rows read the same however the run goes.
         let mut steps = vec![
+            Step::PullMulti,
             Step::Pull,
             Step::Sandbox { userns: false },
             Step::Sandbox { userns: true },
@@ -1943,10 +2329,13 @@ impl Bench {
                 self.results.figure(f, u);
             }
         }
-        let full = ManyFigures::new(plan.pods, true);
-        let bare = ManyFigures::new(plan.pods, false);
+        self.results.figure(F_EXEC, Unit::Millis);
+        self.results.figure(F_EXEC_CPU, Unit::Millis);
+        let full = ManyFigures::new(plan.pods, true, false);
+        let dense = ManyFigures::new(plan.density, true, true);
+        let bare = ManyFigures::new(plan.pods, false, false);
         self.results.figure(F_RSS_IDLE, Unit::Mebibytes);
-        for (f, u) in full.all().into_iter().chain(bare.all()) {
+        for (f, u) in full.all().into_iter().chain(dense.all()).chain(bare.all()) {
             self.results.figure(&f, u);
         }
         self.results.figure(F_RSS_END, Unit::Mebibytes);
@@ -1958,7 +2347,11 @@ impl Bench {
         tokio::time::sleep(Duration::from_secs(1)).await;
         self.record_rss(F_RSS_IDLE);
 
-        // The pull figure first: it leaves the large image pulled for the pod figures.
+        self.ab(Step::PullMulti, plan.pulls).await;
+        self.pull_floor(plan.pulls);
+        let multi = self.images.multi.clone();
+        self.remove_everywhere(&multi).await;
+        // The 20k-file pull next: it leaves the large image pulled for the pod figures.
         self.ab(Step::Pull, plan.pulls).await;
         self.tar_baseline(plan.pulls);
         let large = self.images.large.clone();
@@ -1981,7 +2374,9 @@ impl Bench {
             self.ab(Step::FullPod { userns, image }, plan.iterations)
                 .await;
         }
+        self.exec_sync().await;
         self.many(&full, plan.rounds).await;
+        self.many(&dense, 1).await;
         // Bare sandboxes: the per-pod cost of the runtime's own processes, which crius can
         // show before it runs containers.
         self.many(&bare, 1).await;
@@ -1990,6 +2385,21 @@ impl Bench {
         // Last, so the other figures (the idle RSS at the end too) run as they did before
         // these images existed.
         self.layers(&layer_steps, plan.iterations).await
+    }
+
+    /// Removes `image` from every runtime (untimed; failures ignored).
+    async fn remove_everywhere(&mut self, image: &str) {
+        for t in &mut self.targets {
+            let _ = t
+                .images
+                .remove_image(RemoveImageRequest {
+                    image: Some(ImageSpec {
+                        image: image.to_owned(),
+                        ..Default::default()
+                    }),
+                })
+                .await;
+        }
     }
 
     /// The layer-count figures: pulls the 20-layer and the 128-layer image (untimed), then
@@ -2003,6 +2413,37 @@ impl Bench {
             self.ab(s, iterations).await;
         }
         Ok(())
+    }
+
+    /// Times `curl URL | tar -xz` of the multi-layer image's layers, one after another, into an
+    /// empty directory: the floor of a pull from this registry.
+    fn pull_floor(&mut self, iterations: usize) {
+        let dest = self.work.join("floor");
+        for i in 0..=iterations {
+            let _ = std::fs::remove_dir_all(&dest);
+            if std::fs::create_dir_all(&dest).is_err() {
+                return;
+            }
+            let start = Instant::now();
+            for url in &self.images.multi_urls {
+                let ok = Command::new("sh")
+                    .arg("-c")
+                    .arg("curl -sf \"$1\" | tar -xzf - -C \"$2\"")
+                    .arg("sh")
+                    .arg(url)
+                    .arg(&dest)
+                    .status()
+                    .is_ok_and(|s| s.success());
+                if !ok {
+                    eprintln!("crius-bench: curl | tar -xz of {url} failed (is curl installed?)");
+                    return;
+                }
+            }
+            if i > 0 {
+                self.results.pull_floor.push(ms(start.elapsed()));
+            }
+        }
+        let _ = std::fs::remove_dir_all(&dest);
     }
 
     /// Times `tar -xf` of the large image's layers into an empty directory: unpacking with no
@@ -2090,6 +2531,31 @@ fn find_process(procs: &[(i32, Vec<String>)], needles: &[&str]) -> Option<i32> {
         .map(|(pid, _)| *pid)
 }
 
+/// CPU clock ticks of `pids` and of their reaped children (utime, stime, cutime, cstime).
+fn cpu_ticks(pids: &[i32]) -> u64 {
+    pids.iter()
+        .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok())
+        .filter_map(|stat| {
+            // Fields after the command name, which may hold spaces: from the last ')'.
+            let rest = &stat[stat.rfind(')')? + 2..];
+            let fields: Vec<u64> = rest
+                .split_whitespace()
+                .map(|f| f.parse().unwrap_or(0))
+                .collect();
+            // utime is field 14 of the line, index 11 after the state field.
+            Some(fields.get(11..15)?.iter().sum::<u64>())
+        })
+        .sum()
+}
+
+/// Clock ticks in milliseconds.
+fn ticks_ms(ticks: u64) -> f64 {
+    // SAFETY: sysconf reads a configuration value; no memory is passed.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    let hz = if hz > 0 { hz as f64 } else { 100.0 };
+    ticks as f64 * 1000.0 / hz
+}
+
 /// A field of `/proc/PID/<file>` in kB.
 fn proc_kib(pid: i32, file: &str, field: &str) -> Option<u64> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/{file}")).ok()?;
@@ -2141,6 +2607,37 @@ fn small_image() -> Result<Image> {
     ));
     entries.push(Entry::file("etc/hostname", "bench\n", 0o644));
     Ok(Image::new(vec![Layer::new(&entries, Compression::Gzip)?]).with_cmd(&["sh"]))
+}
+
+/// The image of the multi-layer pull figure: 5 gzip layers of 64 files of 1 MiB each, every
+/// file half random bytes and half text (about 2:1 compression, as real layers), ~170 MB.
+fn multi_layer_image() -> Result<Image> {
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut layers = Vec::new();
+    for l in 0..5 {
+        let mut entries = vec![Entry::dir(&format!("data{l}"), 0o755)];
+        for f in 0..64 {
+            let mut data = Vec::with_capacity(1 << 20);
+            while data.len() < 1 << 19 {
+                // xorshift64: cheap bytes gzip cannot shrink.
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                data.extend_from_slice(&state.to_le_bytes());
+            }
+            let mut line = 0u64;
+            while data.len() < 1 << 20 {
+                line += 1;
+                data.extend_from_slice(
+                    format!("layer {l} file {f} line {line}: the quick brown fox\n").as_bytes(),
+                );
+            }
+            data.truncate(1 << 20);
+            entries.push(Entry::file(&format!("data{l}/f{f:03}"), data, 0o644));
+        }
+        layers.push(Layer::new(&entries, Compression::Gzip)?);
+    }
+    Ok(Image::new(layers).with_cmd(&["sh"]))
 }
 
 /// A `depth`-layer image, built like the storage tests' `deep_image`: the bench's busybox
@@ -2252,6 +2749,8 @@ async fn setup_and_run(bench_slot: &mut Option<Bench>, opts: &Options) -> Result
         large_layers.push(path);
     }
     let (pause, pause_how) = pause_image(&opts.pause_src, work.path())?;
+    eprintln!("crius-bench: making the 5-layer pull image");
+    let multi = multi_layer_image()?;
     let images = Images {
         small: small.push(&host, "bench/small:20").await?.reference,
         large: large.push(&host, "bench/large:20k").await?.reference,
@@ -2264,7 +2763,14 @@ async fn setup_and_run(bench_slot: &mut Option<Bench>, opts: &Options) -> Result
             .await?
             .reference,
         pause: pause.push(&host, "bench/pause:3.9").await?.reference,
+        multi: multi.push(&host, "bench/multi:5").await?.reference,
+        multi_urls: multi
+            .layers
+            .iter()
+            .map(|l| format!("http://{host}/v2/bench/multi/blobs/{}", l.digest()))
+            .collect(),
     };
+    drop(multi);
     eprintln!("crius-bench: pause image from {pause_how}");
 
     // One CNI configuration directory for both runtimes.
@@ -2282,16 +2788,49 @@ async fn setup_and_run(bench_slot: &mut Option<Bench>, opts: &Options) -> Result
     };
     std::fs::write(cni_dir.join("10-crius.conflist"), conflist)?;
 
-    let crius = start_criusd(opts, &host, &cni_dir)?;
-    let containerd = start_containerd(&host, &images.pause, &cni_dir)?;
-    let crius = connect_target(crius).await?;
-    let containerd = connect_target(containerd).await?;
+    let mut daemons = vec![start_criusd(opts, &host, &cni_dir)?];
+    let mut skipped = Vec::new();
+    match &opts.containerd2 {
+        Some(dir) => daemons.push(start_containerd(
+            Kind::Containerd2,
+            Some(dir),
+            &host,
+            &images.pause,
+            &cni_dir,
+        )?),
+        None => skipped.push(format!(
+            "{}: skipped, no `--containerd2 DIR` (integration/bench/README.md says how to build it)",
+            Kind::Containerd2.name()
+        )),
+    }
+    if opts.containerd16 {
+        daemons.push(start_containerd(
+            Kind::Containerd,
+            None,
+            &host,
+            &images.pause,
+            &cni_dir,
+        )?);
+    } else {
+        skipped.push(format!(
+            "{}: skipped (`--no-containerd16`)",
+            Kind::Containerd.name()
+        ));
+    }
+    let mut targets = Vec::new();
+    for daemon in daemons {
+        targets.push(connect_target(daemon).await?);
+    }
     *bench_slot = Some(Bench {
         opts: opts.clone(),
-        targets: vec![crius, containerd],
+        results: Results {
+            runtimes: targets.len(),
+            ..Results::default()
+        },
+        targets,
+        skipped,
         images,
         counter: Counter::default(),
-        results: Results::default(),
         large_layers,
         work: work.path().to_path_buf(),
     });
@@ -2318,11 +2857,27 @@ fn header(opts: &Options, bench: &Bench) -> String {
             plan.pulls, plan.pods, plan.rounds, plan.calls
         )
     };
+    let mut runc = vec![format!(
+        "containerd 1.6 with Debian's {}",
+        command_output("runc", &["--version"])
+    )];
+    if let Some(dir) = &opts.containerd2 {
+        runc.insert(
+            0,
+            format!(
+                "containerd 2 with {}",
+                command_output(&dir.join("runc").display().to_string(), &["--version"])
+            ),
+        );
+    }
+    let skipped: String = bench.skipped.iter().map(|s| format!("- {s}\n")).collect();
     format!(
-        "## crius vs containerd ({mode})\n\n\
-         - date: {date}\n- machine: {machine}\n- runtimes: {versions}; {runc}\n\
-         - plan: {warm} warm-up + {it} iterations per latency figure, {work}; A/B alternating\n\
-         - the crius/peer column is the ratio of medians (below 1: crius is faster or lighter)\n",
+        "## crius vs containerd 2 and containerd 1.6 ({mode})\n\n\
+         - date: {date}\n- machine: {machine}\n- runtimes: {versions}\n- {runc}\n{skipped}\
+         - plan: {warm} warm-up + {it} iterations per latency figure, {work}; runtimes \
+         alternate per iteration\n\
+         - the last column is crius' median over that runtime's (below 1: crius is faster or \
+         lighter)\n",
         mode = match (opts.quick, opts.layers_only) {
             (true, false) => "--quick",
             (false, false) => "default",
@@ -2332,7 +2887,7 @@ fn header(opts: &Options, bench: &Bench) -> String {
         date = now_utc(),
         machine = machine_description(),
         versions = versions.join(", "),
-        runc = command_output("runc", &["--version"]),
+        runc = runc.join("; "),
         warm = plan.warmup,
         it = plan.iterations,
     )
@@ -2363,11 +2918,8 @@ async fn async_main(opts: Options) -> Result<()> {
     let Some(mut bench) = bench else {
         return outcome;
     };
-    let table = render(
-        &bench.results,
-        ["crius", "containerd"],
-        &header(&opts, &bench),
-    );
+    let names: Vec<&str> = bench.targets.iter().map(Target::name).collect();
+    let table = render(&bench.results, &names, &header(&opts, &bench));
     eprintln!("crius-bench: cleaning up");
     let cleanup = tokio::time::timeout(Duration::from_secs(120), bench.cleanup_cri());
     tokio::select! {
