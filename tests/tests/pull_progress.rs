@@ -148,3 +148,40 @@ async fn a_pull_stops_when_its_last_caller_hangs_up_and_not_before() {
         ["".to_owned(), format!("bytes={}-", size / 2)]
     );
 }
+
+#[tokio::test]
+async fn a_layer_is_unpacked_while_it_downloads() {
+    let image = busybox().expect("image");
+    let layer = image.layers[0].digest().to_owned();
+    let registry = GatedRegistry::start(&image, "crius/stream", "1", &layer).expect("registry");
+    let daemon = Criusd::start_with(Options {
+        config: format!("insecure_registries = [\"{}\"]\n", registry.host()),
+        ..Options::default()
+    })
+    .await
+    .expect("criusd");
+    let reference = format!("{}/crius/stream:1", registry.host());
+    let mut client = daemon.images.clone();
+    let pull = tokio::spawn(async move { client.pull_image(request(&reference)).await });
+
+    // Half the layer has arrived and the rest is held back: its first entries are already
+    // in the layer's unpack directory.
+    let tmp = daemon.paths.root.join("image-tmp");
+    let unpacked = || {
+        std::fs::read_dir(&tmp)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with("layer-"))
+            .any(|e| std::fs::read_dir(e.path()).is_ok_and(|mut d| d.next().is_some()))
+    };
+    assert!(
+        wait_until(Duration::from_secs(20), unpacked).await,
+        "entries appear before the download ends"
+    );
+    assert!(!pull.is_finished(), "the download is still held");
+    registry.open_gate();
+    pull.await
+        .expect("join")
+        .expect("the pull ends once the rest arrives");
+}

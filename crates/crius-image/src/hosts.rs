@@ -326,7 +326,9 @@ fn client_pairs(
         toml::Value::String(s) => return Ok(vec![(absolute(dir, s), None)]),
         toml::Value::Array(items) => items,
         _ => {
-            return Err("`client` must be a file, or an array of files or [cert, key] pairs".into());
+            return Err(
+                "`client` must be a file, or an array of files or [cert, key] pairs".into(),
+            );
         }
     };
     items

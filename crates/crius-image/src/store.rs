@@ -714,6 +714,16 @@ impl ImageStore {
         if dest.is_dir() {
             return Ok(());
         }
+        if let Origin::Registry(source) = origin {
+            let _blob_lock = self.locks.lock(format!("blob:{}", desc.digest)).await;
+            if !self.blobs.contains(&desc.digest)?
+                && self.blobs.partial_len(&desc.digest).await == 0
+            {
+                return self
+                    .download_and_unpack(source, desc, diff_id, chain_id, dest)
+                    .await;
+            }
+        }
         let blob = self.ensure_blob(origin, desc).await?;
         let tmp = self
             .tmp
@@ -743,6 +753,86 @@ impl ImageStore {
         tracing::debug!(%digest, %chain_id, entries = unpacked.entries,
             elapsed = ?started.elapsed(), "layer unpacked");
         Ok(())
+    }
+
+    /// Downloads the layer blob `desc` and unpacks it as it arrives: the bytes go to the blob
+    /// store (hashed, kept when the transfer breaks off) and through a bounded channel to an
+    /// unpack on a blocking thread, which checks the uncompressed tar against `diff_id` before
+    /// the layer is renamed into place. The caller holds the layer's and the blob's locks.
+    async fn download_and_unpack(
+        &self,
+        source: &Source,
+        desc: &Descriptor,
+        diff_id: &str,
+        chain_id: &str,
+        dest: PathBuf,
+    ) -> Result<(), ImageError> {
+        let (_, stream) = source.blob_stream(desc, 0).await?;
+        let (sender, receiver) = tokio::sync::mpsc::channel::<Piece>(STREAM_CHUNKS);
+        let tmp = self
+            .tmp
+            .join(format!("layer-{}-{}", digest::hex_of(chain_id)?, unique()));
+        let (owned_diff_id, limits) = (diff_id.to_owned(), self.limits());
+        let caps = unpack::UnpackLimits {
+            max_bytes: limits.max_layer_bytes,
+            max_entries: limits.max_layer_entries,
+        };
+        let started = std::time::Instant::now();
+        let unpacking = tokio::task::spawn_blocking(move || {
+            unpack_reader_into(
+                PieceReader::new(receiver),
+                &tmp,
+                &dest,
+                &owned_diff_id,
+                caps,
+            )
+        });
+        let feed = sender.clone();
+        let tee = futures_util::StreamExt::then(stream, move |chunk| {
+            let feed = feed.clone();
+            async move {
+                let chunk = chunk?;
+                // An unpack that stopped (a refused tar) ends the download too; its own error
+                // is the one reported.
+                feed.send(Piece::Data(chunk.clone()))
+                    .await
+                    .map_err(|_| std::io::Error::other(UNPACK_STOPPED))?;
+                Ok::<_, std::io::Error>(chunk)
+            }
+        });
+        let downloaded = self
+            .blobs
+            .write_download(&desc.digest, desc.size_limit(), 0, tee)
+            .await;
+        if downloaded.is_ok() {
+            let _ = sender.send(Piece::End).await;
+        }
+        drop(sender);
+        let unpacked = unpacking.await.map_err(|e| ImageError::Io {
+            context: "unpack task".into(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+        let digest = desc.digest.clone();
+        let failed = |f: UnpackFailure| match f {
+            UnpackFailure::Unpack(source) => ImageError::Layer {
+                digest: digest.clone(),
+                source,
+            },
+            UnpackFailure::Io(e) => e,
+        };
+        match (downloaded, unpacked) {
+            (Ok(_), Ok(u)) => {
+                tracing::debug!(%digest, %chain_id, entries = u.entries,
+                    elapsed = ?started.elapsed(), while_downloading = true, "layer unpacked");
+                Ok(())
+            }
+            (Ok(_), Err(f)) => Err(failed(f)),
+            // The unpack stopped first: its error says why.
+            (Err(ImageError::Transfer { reason, .. }), Err(f)) if reason == UNPACK_STOPPED => {
+                Err(failed(f))
+            }
+            (Err(e), _) => Err(e),
+        }
     }
 
     /// Writes `record` in one transaction, merging it with a record of the same id and moving
@@ -1135,6 +1225,61 @@ fn tokio_util_stream(
     })
 }
 
+/// Chunks of a layer download buffered for its unpack (each up to a network read).
+const STREAM_CHUNKS: usize = 64;
+
+/// What a download hands its unpack.
+enum Piece {
+    /// The next bytes of the blob.
+    Data(bytes::Bytes),
+    /// The blob is complete.
+    End,
+}
+
+/// Why a download stops when its unpack has stopped.
+const UNPACK_STOPPED: &str = "the layer's unpack stopped";
+
+/// Reads the pieces of a download on a blocking thread: the end of the blob at [`Piece::End`],
+/// an error when the download stops without it.
+struct PieceReader {
+    receiver: tokio::sync::mpsc::Receiver<Piece>,
+    current: bytes::Bytes,
+    ended: bool,
+}
+
+impl PieceReader {
+    fn new(receiver: tokio::sync::mpsc::Receiver<Piece>) -> PieceReader {
+        PieceReader {
+            receiver,
+            current: bytes::Bytes::new(),
+            ended: false,
+        }
+    }
+}
+
+impl std::io::Read for PieceReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.current.is_empty() {
+            if self.ended {
+                return Ok(0);
+            }
+            match self.receiver.blocking_recv() {
+                Some(Piece::Data(bytes)) => self.current = bytes,
+                Some(Piece::End) => self.ended = true,
+                None => {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "the layer's download broke off",
+                    ));
+                }
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current.split_to(n));
+        Ok(n)
+    }
+}
+
 /// Why an unpack job failed.
 enum UnpackFailure {
     Unpack(unpack::UnpackError),
@@ -1150,12 +1295,26 @@ fn unpack_into(
     diff_id: &str,
     caps: unpack::UnpackLimits,
 ) -> Result<unpack::Unpacked, UnpackFailure> {
+    let file = std::fs::File::open(blob)
+        .map_err(|e| UnpackFailure::Io(ImageError::io(format!("opening {}", blob.display()))(e)))?;
+    unpack_reader_into(file, tmp, dest, diff_id, caps)
+}
+
+/// Unpacks the layer blob read from `blob` into a fresh `tmp` directory and renames it to
+/// `dest`; removes `tmp` on any failure.
+fn unpack_reader_into(
+    blob: impl std::io::Read,
+    tmp: &Path,
+    dest: &Path,
+    diff_id: &str,
+    caps: unpack::UnpackLimits,
+) -> Result<unpack::Unpacked, UnpackFailure> {
     use std::os::unix::fs::DirBuilderExt;
     std::fs::DirBuilder::new()
         .mode(0o755)
         .create(tmp)
         .map_err(|e| UnpackFailure::Io(ImageError::io(format!("creating {}", tmp.display()))(e)))?;
-    let result = unpack::unpack_file(blob, tmp, Some(diff_id), caps)
+    let result = unpack::unpack_blob(blob, tmp, Some(diff_id), caps)
         .map_err(UnpackFailure::Unpack)
         .inspect(|u| unpack::record_max_ids(tmp, u.max_ids))
         .and_then(|u| {

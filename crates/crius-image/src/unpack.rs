@@ -164,7 +164,19 @@ pub fn unpack_file(
         path: blob.display().to_string(),
         source,
     })?;
-    let mut reader = BufReader::with_capacity(256 * 1024, file);
+    unpack_blob(file, dest, diff_id, limits)
+}
+
+/// Unpacks a layer blob (tar, gzip or zstd) read from `blob` into the existing empty directory
+/// `dest`, and checks the uncompressed tar against `diff_id` when given. On error `dest` is
+/// left as is; the caller removes it.
+pub fn unpack_blob(
+    blob: impl Read,
+    dest: &Path,
+    diff_id: Option<&str>,
+    limits: UnpackLimits,
+) -> Result<Unpacked, UnpackError> {
+    let mut reader = BufReader::with_capacity(256 * 1024, blob);
     let head = reader.fill_buf().map_err(UnpackError::Tar)?;
     let decoded: Box<dyn Read> = match Compression::sniff(head) {
         Compression::None => Box::new(reader),
