@@ -262,13 +262,17 @@ impl Pods {
             Some(p) if !alive => state_written_ns(&p.record),
             _ => None,
         };
-        container_view_of(record, state.as_ref(), alive, written)
+        container_view_of(record, state.as_deref(), alive, written)
     }
 
     /// Every container. Each pod's record and `state.json` are read once (ListContainers and
     /// ListContainerStats over many containers).
     pub fn list_containers(&self) -> Result<Vec<ContainerView>, PodError> {
-        type PodView = (Option<crius_proto::MonitorState>, bool, Option<i64>);
+        type PodView = (
+            Option<std::sync::Arc<crius_proto::MonitorState>>,
+            bool,
+            Option<i64>,
+        );
         let pods: std::collections::HashMap<String, PodView> = self
             .store
             .all()?
@@ -285,7 +289,7 @@ impl Pods {
             .map(|r| {
                 let (state, alive, written) = pods
                     .get(&r.pod_id)
-                    .map_or((None, false, None), |(s, a, w)| (s.as_ref(), *a, *w));
+                    .map_or((None, false, None), |(s, a, w)| (s.as_deref(), *a, *w));
                 container_view_of(r, state, alive, written)
             })
             .collect())

@@ -10,6 +10,7 @@
 pub mod client;
 pub mod containers;
 pub mod files;
+mod liveness;
 pub mod spec;
 mod statecache;
 pub mod stats;
@@ -23,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use crius_proto::{
     CgroupSpec, IdmapSupport, MonitorState, PROTOCOL_VERSION, RequestBody, Resources, SandboxSpec,
-    Startup, layout, process_is, write_whole,
+    Startup, layout, write_whole,
 };
 use tokio::io::AsyncBufReadExt;
 
@@ -209,9 +210,19 @@ fn find(store: &Store, id: &str) -> Result<PodView, PodError> {
     }
 }
 
+/// The pidfds of every pod's monitor and sandbox, shared by the daemon's pod table.
+static LIVENESS: std::sync::LazyLock<liveness::Liveness> =
+    std::sync::LazyLock::new(liveness::Liveness::default);
+
 /// Whether the pod's monitor process still runs.
 fn monitor_alive(r: &PodRecord) -> bool {
-    process_is(r.monitor_pid, r.monitor_start_time)
+    LIVENESS.is_running(r.monitor_pid, r.monitor_start_time)
+}
+
+/// Closes the pidfds of a removed pod's processes.
+fn forget_processes(r: &PodRecord) {
+    LIVENESS.forget(r.monitor_pid, r.monitor_start_time);
+    LIVENESS.forget(r.sandbox_pid, r.sandbox_start_time);
 }
 
 impl Pods {
@@ -318,10 +329,8 @@ impl Pods {
     }
 
     /// The state the pod's monitor last recorded (`state.json`), if any: pids, the sandbox's exit.
-    pub fn monitor_state(&self, record: &PodRecord) -> Option<MonitorState> {
-        self.states
-            .read(&record.dir.join(layout::STATE))
-            .map(|s| MonitorState::clone(&s))
+    pub fn monitor_state(&self, record: &PodRecord) -> Option<Arc<MonitorState>> {
+        self.states.read(&record.dir.join(layout::STATE))
     }
 
     /// The pinned network namespace of a pod (CNI `netns_path`), while it has one.
@@ -795,6 +804,7 @@ impl Pods {
         blocking(move || Ok(store.delete(&key)?)).await?;
         self.forget_lock(&record.id);
         self.states.forget(&record.dir.join(layout::STATE));
+        forget_processes(&record);
         tracing::info!(id = %record.id, "pod sandbox removed");
         Ok(())
     }
@@ -944,7 +954,7 @@ fn remove_cgroup_tree(dir: &Path) -> bool {
 fn view(record: PodRecord) -> PodView {
     let ready = record.state == PodState::Ready
         && monitor_alive(&record)
-        && process_is(record.sandbox_pid, record.sandbox_start_time);
+        && LIVENESS.is_running(record.sandbox_pid, record.sandbox_start_time);
     PodView { record, ready }
 }
 
