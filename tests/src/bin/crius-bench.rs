@@ -58,7 +58,8 @@ const FALLBACK_CONFLIST: &str = r#"{
 
 const USAGE: &str = "usage: crius-bench [--quick] [--out FILE] [--criusd PATH] [--conflist FILE]
                    [--containerd2 DIR] [--no-containerd16] [--pause-src FILE]
-                   [--iterations N] [--pods N] [--density N] [--layers-only]
+                   [--iterations N] [--pods N] [--density N] [--density-only]
+                   [--layers-only]
   --quick        few iterations (CI smoke run, two or three minutes)
   --out FILE     where to write the markdown table (default integration/bench/results.md)
   --criusd PATH  the criusd binary (default: next to this binary)
@@ -71,6 +72,7 @@ const USAGE: &str = "usage: crius-bench [--quick] [--out FILE] [--criusd PATH] [
   --iterations N measured iterations per latency figure (overrides the mode's default)
   --pods N       pods in the concurrency figure (default 50)
   --density N    pods (two containers each) of the list/status figures (default 250)
+  --density-only only the density figures (start, memory, list/status calls, relist CPU)
   --layers-only  only the layer-count figures (full pod start, 128-layer and 20-layer image,
                  plain and userns) and their ratios";
 
@@ -110,6 +112,8 @@ struct Options {
     containerd2: Option<PathBuf>,
     /// Whether Debian's containerd 1.6 runs.
     containerd16: bool,
+    /// Only the density figures (pods with two containers, list/status calls, relist CPU).
+    density_only: bool,
     out: PathBuf,
     criusd: PathBuf,
     conflist: PathBuf,
@@ -144,6 +148,7 @@ fn parse_options() -> Result<Options> {
     let mut density = None;
     let mut containerd2 = std::env::var_os("CRIUS_BENCH_CONTAINERD2").map(PathBuf::from);
     let mut containerd16 = true;
+    let mut density_only = false;
     while let Some(arg) = args.next() {
         let mut value = |name: &str| args.next().with_context(|| format!("{name} needs a value"));
         match arg.as_str() {
@@ -158,6 +163,7 @@ fn parse_options() -> Result<Options> {
             "--density" => density = Some(value("--density")?.parse()?),
             "--containerd2" => containerd2 = Some(value("--containerd2")?.into()),
             "--no-containerd16" => containerd16 = false,
+            "--density-only" => density_only = true,
             "-h" | "--help" => {
                 println!("{USAGE}");
                 std::process::exit(0);
@@ -198,6 +204,7 @@ fn parse_options() -> Result<Options> {
         layers_only,
         containerd2,
         containerd16,
+        density_only,
         out,
         criusd,
         conflist,
@@ -520,6 +527,8 @@ const F_EXEC_CPU: &str =
 /// The figures of one many-pods phase.
 #[derive(Debug, Clone)]
 struct ManyFigures {
+    /// Pods started.
+    pods: usize,
     /// Each pod gets a busybox container (else sandboxes only).
     containers: bool,
     start: String,
@@ -576,6 +585,7 @@ impl ManyFigures {
     fn new(pods: usize, containers: bool, list: bool) -> ManyFigures {
         if containers {
             ManyFigures {
+                pods,
                 containers,
                 start: format!("{pods} pods started concurrently (wall, until all running)"),
                 stop: format!("{pods} pods stopped + removed concurrently (wall)"),
@@ -590,6 +600,7 @@ impl ManyFigures {
             }
         } else {
             ManyFigures {
+                pods,
                 containers,
                 start: format!("{pods} sandboxes started concurrently (wall, no containers)"),
                 stop: format!("{pods} sandboxes stopped + removed concurrently (wall)"),
@@ -715,6 +726,10 @@ impl Daemon {
                 let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
             }
             std::thread::sleep(Duration::from_millis(200));
+        }
+        if let Some(keep) = std::env::var_os("CRIUS_BENCH_KEEP_LOGS") {
+            let to = Path::new(&keep).join(format!("{}.log", self.kind.slug()));
+            let _ = std::fs::copy(&self.log, &to);
         }
         unmount_beneath(&self.dir);
         remove_cgroups(&self.cgroup_parent);
@@ -945,7 +960,7 @@ fn start_criusd(opts: &Options, registry_host: &str, cni_dir: &Path) -> Result<D
         "--listen".into(),
         socket.display().to_string(),
         "--log-level".into(),
-        "info".into(),
+        std::env::var("CRIUS_BENCH_LOG_LEVEL").unwrap_or_else(|_| "info".into()),
     ];
     let log = dir.join("criusd.log");
     let child = spawn_logged(&opts.criusd, &args, &log)?;
@@ -1773,11 +1788,15 @@ impl Bench {
     /// time), memory and (with containers) list/status latencies on the last round, then
     /// stopping and removing them all at once.
     async fn many(&mut self, figs: &ManyFigures, rounds: usize) {
-        let pods = self.opts.plan.pods;
+        let pods = figs.pods;
         eprintln!(
             "crius-bench: {} ({rounds} rounds), memory{}",
             figs.start,
-            if figs.containers { ", list/status" } else { "" }
+            if figs.list.is_some() {
+                ", list/status"
+            } else {
+                ""
+            }
         );
         for round in 0..rounds {
             let last = round + 1 == rounds;
@@ -2308,6 +2327,17 @@ impl Bench {
             let pause = self.images.pause.clone();
             self.prepull(&pause).await;
             return self.layers(&layer_steps, plan.iterations).await;
+        }
+        if self.opts.density_only {
+            let dense = ManyFigures::new(plan.density, true, true);
+            for (f, u) in dense.all() {
+                self.results.figure(&f, u);
+            }
+            let (small, pause) = (self.images.small.clone(), self.images.pause.clone());
+            self.prepull(&small).await;
+            self.prepull(&pause).await;
+            self.many(&dense, 1).await;
+            return Ok(());
         }
         // Table order first, so the rows read the same however the run goes.
         let mut steps = vec![
