@@ -6,8 +6,11 @@ use std::time::Duration;
 use crius_proto::{MonitorState, PROTOCOL_VERSION, Reply, ReplyBody, Request, RequestBody, layout};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
-/// How long a monitor may take to answer (StopSandbox waits for the sandbox to die).
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a monitor may take to answer. StopSandbox waits for the sandbox to die, and a
+/// monitor of a node starting hundreds of containers at once answers late but answers (seen
+/// past 30 s with 250 pods creating their second container together on 2 cores); kubelet's
+/// own deadline (`--runtime-request-timeout`, 2 minutes by default) ends a call before this.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(180);
 
 /// A monitor request that failed.
 #[derive(Debug, thiserror::Error)]
