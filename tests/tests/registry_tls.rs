@@ -292,16 +292,15 @@ async fn a_registry_that_requires_a_client_certificate_gets_the_configured_one()
         .expect_err("no client certificate");
     assert_eq!(err.code(), tonic::Code::Unavailable, "{err}");
 
-    // A [cert, key] pair.
-    hosts_toml(
-        certs_d.path(),
-        &host,
-        &format!(
+    // The CA and a [cert, key] pair.
+    let with_pair = |key: &str| {
+        format!(
             "ca = \"{ca}\"\nclient = [[\"{}\", \"{}\"]]\n",
             pki.path("client.pem").display(),
-            pki.path("client.key").display()
-        ),
-    );
+            pki.path(key).display()
+        )
+    };
+    hosts_toml(certs_d.path(), &host, &with_pair("client.key"));
     pull(&mut daemon, &reference)
         .await
         .expect("pull with the client pair");
@@ -322,15 +321,7 @@ async fn a_registry_that_requires_a_client_certificate_gets_the_configured_one()
 
     // A key that does not parse is named.
     std::fs::write(pki.path("broken.key"), "not a key").expect("write");
-    hosts_toml(
-        certs_d.path(),
-        &host,
-        &format!(
-            "ca = \"{ca}\"\nclient = [[\"{}\", \"{}\"]]\n",
-            pki.path("client.pem").display(),
-            pki.path("broken.key").display()
-        ),
-    );
+    hosts_toml(certs_d.path(), &host, &with_pair("broken.key"));
     let err = pull(&mut daemon, &reference).await.expect_err("broken key");
     assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err}");
     assert!(err.message().contains("client.pem"), "{err}");
