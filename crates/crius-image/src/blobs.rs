@@ -135,16 +135,13 @@ impl BlobStore {
         let result = match written {
             Ok(()) => {
                 let (from, to) = (tmp.to_owned(), dest.clone());
-                let dir = self.dir.join("sha256");
-                // Rename, then make the name last (the record naming the blob comes later):
-                // blocking file system work, off the async workers.
+                // Blocking file system work, off the async workers. The blob reaches the disk
+                // when the store syncs before the record naming it is written.
                 tokio::task::spawn_blocking(move || {
                     std::fs::rename(&from, &to).map_err(ImageError::io(format!(
                         "renaming blob into {}",
                         to.display()
-                    )))?;
-                    crate::unpack::sync_dir(&dir)
-                        .map_err(ImageError::io(format!("syncing {}", dir.display())))
+                    )))
                 })
                 .await
                 .map_err(|e| ImageError::Io {
@@ -236,10 +233,6 @@ impl BlobStore {
         file.flush()
             .await
             .map_err(ImageError::io(format!("writing {}", tmp.display())))
-            .map_err(refused)?;
-        file.sync_all()
-            .await
-            .map_err(ImageError::io(format!("syncing {}", tmp.display())))
             .map_err(refused)?;
         let actual = hasher.finish();
         if actual != digest {

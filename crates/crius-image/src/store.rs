@@ -840,7 +840,16 @@ impl ImageStore {
     async fn commit(&self, record: ImageRecord) -> Result<ImageRecord, ImageError> {
         self.usage_changed();
         let db = self.db.clone();
-        tokio::task::spawn_blocking(move || commit_record(&db, record))
+        let dirs = [self.blobs.dir().to_owned(), self.layers.clone()];
+        tokio::task::spawn_blocking(move || {
+            // Blobs and layers are written without fsyncs: what the record names reaches the
+            // disk here, in one syncfs per file system, before the record. A crash earlier
+            // leaves blobs and layers no record owns, which the start-up sweep removes.
+            for dir in &dirs {
+                sync_file_system(dir)?;
+            }
+            commit_record(&db, record)
+        })
             .await
             .map_err(|e| ImageError::Io {
                 context: "metadata task".into(),
@@ -1324,19 +1333,23 @@ fn unpack_reader_into(
                 ))
             })
         })
-        .and_then(|u| {
-            // The record naming the layer is committed next: the rename must last too.
-            let layers = dest.parent().unwrap_or(dest);
-            unpack::sync_dir(layers).map(|()| u).map_err(|e| {
-                UnpackFailure::Io(ImageError::io(format!("syncing {}", layers.display()))(e))
-            })
-        });
+;
     if result.is_err()
         && let Err(e) = unpack::remove_tree(tmp)
     {
         tracing::warn!(path = %tmp.display(), error = %e, "cannot remove a failed unpack");
     }
     result
+}
+
+/// Writes everything of the file system holding `dir` to disk (`syncfs`).
+fn sync_file_system(dir: &Path) -> Result<(), ImageError> {
+    let handle =
+        std::fs::File::open(dir).map_err(ImageError::io(format!("opening {}", dir.display())))?;
+    nix::unistd::syncfs(&handle).map_err(|e| ImageError::Io {
+        context: format!("syncing the file system of {}", dir.display()),
+        source: e.into(),
+    })
 }
 
 fn commit_record(db: &redb::Database, mut record: ImageRecord) -> Result<ImageRecord, ImageError> {

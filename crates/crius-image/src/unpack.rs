@@ -289,7 +289,6 @@ pub fn unpack(tar: impl Read, dest: &Path, limits: UnpackLimits) -> Result<Unpac
             UnpackError::Tar(e)
         }
     })?;
-    layer.sync()?;
     Ok(Unpacked {
         diff_id,
         entries,
@@ -642,12 +641,6 @@ impl Layer {
             cur = next;
         }
         Ok(cur)
-    }
-
-    /// Writes everything of the layer's file system to disk (one `syncfs`, not one fsync per
-    /// file), so the rename that publishes the layer never exposes lost data after a crash.
-    fn sync(&self) -> Result<(), UnpackError> {
-        nix::unistd::syncfs(self.root.as_fd()).map_err(io_err("syncfs", b"."))
     }
 
     /// Applies directory metadata, deepest last-seen first, so children do not disturb mtimes.

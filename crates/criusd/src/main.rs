@@ -218,7 +218,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
 }
 
 /// How often memory freed by finished work goes back to the system.
-const TRIM_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+const TRIM_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Hands memory that pods, pulls and calls freed back to the system every [`TRIM_EVERY`]:
 /// glibc keeps the free pages of its per-thread arenas otherwise, and the daemon's RSS would

@@ -2422,7 +2422,9 @@ impl Bench {
         // Bare sandboxes: the per-pod cost of the runtime's own processes, which crius can
         // show before it runs containers.
         self.many(&bare, 1).await;
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        // A few seconds for what the daemons free in the background (crius trims its heap
+        // every two seconds).
+        tokio::time::sleep(Duration::from_secs(3)).await;
         self.record_rss(F_RSS_END);
         // Last, so the other figures (the idle RSS at the end too) run as they did before
         // these images existed.
