@@ -1,16 +1,20 @@
 //! Parsed pod monitor states, reused while the file is unchanged.
 //!
-//! A monitor writes `state.json` whole and renames it into place, so every write makes a new
-//! inode: a file with the inode, size and modification time of the cached one is the same
-//! document. Listing calls (kubelet's relist every second) then cost one `stat` per pod instead
-//! of a read and a JSON parse.
+//! A monitor writes `state.json` whole and renames it into place. Each cached state's pod
+//! directory is watched with inotify: a rename, write or removal of `state.json` queues an
+//! event before the monitor's rename returns (so before it answers criusd), and the next read
+//! drains the queue and parses again what changed. Listing calls (kubelet's relist every
+//! second) then touch no pod's files at all. Where no watch can be had, a file with the inode,
+//! size and modification time of the cached one is taken for the same document.
 
 use std::collections::HashMap;
+use std::ffi::OsStr;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use crius_proto::MonitorState;
+use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, WatchDescriptor};
 
 /// What identifies one version of a state file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,44 +36,157 @@ impl Version {
     }
 }
 
-/// Parsed `state.json` files by path.
+/// One cached state.
+#[derive(Debug)]
+struct Entry {
+    version: Version,
+    state: Arc<MonitorState>,
+    /// The watch on its directory, when there is one.
+    watch: Option<WatchDescriptor>,
+    /// No event has told of a change since it was parsed.
+    fresh: bool,
+}
+
+/// The cache and the watches behind it.
 #[derive(Debug, Default)]
+struct Inner {
+    entries: HashMap<PathBuf, Entry>,
+    /// Watched directory → the state file in it.
+    watched: HashMap<WatchDescriptor, PathBuf>,
+}
+
+/// Parsed `state.json` files by path.
+#[derive(Debug)]
 pub(crate) struct StateCache {
-    entries: Mutex<HashMap<PathBuf, (Version, Arc<MonitorState>)>>,
+    inner: Mutex<Inner>,
+    /// `None` where inotify is not available: every read then checks the file's version.
+    inotify: Option<Inotify>,
+}
+
+impl Default for StateCache {
+    fn default() -> Self {
+        StateCache {
+            inner: Mutex::default(),
+            inotify: Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC).ok(),
+        }
+    }
+}
+
+/// The events that may mean a new `state.json`.
+fn watch_mask() -> AddWatchFlags {
+    AddWatchFlags::IN_MOVED_TO
+        | AddWatchFlags::IN_CLOSE_WRITE
+        | AddWatchFlags::IN_DELETE
+        | AddWatchFlags::IN_DELETE_SELF
+        | AddWatchFlags::IN_MOVE_SELF
 }
 
 impl StateCache {
     /// The state in `path`, parsed again only when the file changed; `None` when it is missing
     /// or unreadable (its entry is then dropped).
     pub(crate) fn read(&self, path: &Path) -> Option<Arc<MonitorState>> {
+        {
+            let mut inner = self.lock();
+            self.drain(&mut inner);
+            if let Some(entry) = inner.entries.get(path)
+                && entry.fresh
+                && entry.watch.is_some()
+            {
+                return Some(entry.state.clone());
+            }
+        }
         let Ok(meta) = std::fs::metadata(path) else {
             self.forget(path);
             return None;
         };
         let version = Version::of(&meta);
-        if let Some((v, state)) = self.lock().get(path)
-            && *v == version
         {
-            return Some(state.clone());
+            let mut inner = self.lock();
+            if let Some(entry) = inner.entries.get_mut(path)
+                && entry.version == version
+            {
+                entry.fresh = true;
+                return Some(entry.state.clone());
+            }
         }
+        // Watch before reading: a change after this point is seen by the next read.
+        let watch = self.watch(path);
         let text = std::fs::read(path).ok()?;
         let state: Arc<MonitorState> = Arc::new(serde_json::from_slice(&text).ok()?);
         // Cache the parse only when the file was not replaced around the read: otherwise the
         // text read may belong to either version.
         if std::fs::metadata(path).is_ok_and(|m| Version::of(&m) == version) {
-            self.lock()
-                .insert(path.to_path_buf(), (version, state.clone()));
+            let mut inner = self.lock();
+            if let Some(wd) = watch {
+                inner.watched.insert(wd, path.to_path_buf());
+            }
+            inner.entries.insert(
+                path.to_path_buf(),
+                Entry {
+                    version,
+                    state: state.clone(),
+                    watch,
+                    fresh: true,
+                },
+            );
         }
         Some(state)
     }
 
-    /// Drops the entry of `path` (its pod is gone).
+    /// Drops the entry of `path` (its pod is gone) and its watch.
     pub(crate) fn forget(&self, path: &Path) {
-        self.lock().remove(path);
+        let mut inner = self.lock();
+        if let Some(entry) = inner.entries.remove(path)
+            && let Some(wd) = entry.watch
+        {
+            inner.watched.remove(&wd);
+            if let Some(inotify) = &self.inotify {
+                let _ = inotify.rm_watch(wd);
+            }
+        }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<PathBuf, (Version, Arc<MonitorState>)>> {
-        self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    /// A watch on the directory of `path` (inotify gives one per directory, however often
+    /// asked).
+    fn watch(&self, path: &Path) -> Option<WatchDescriptor> {
+        let inotify = self.inotify.as_ref()?;
+        inotify.add_watch(path.parent()?, watch_mask()).ok()
+    }
+
+    /// Marks stale every entry an event tells of.
+    fn drain(&self, inner: &mut Inner) {
+        let Some(inotify) = &self.inotify else {
+            return;
+        };
+        while let Ok(events) = inotify.read_events() {
+            if events.is_empty() {
+                break;
+            }
+            for event in events {
+                if event.mask.contains(AddWatchFlags::IN_Q_OVERFLOW) {
+                    for entry in inner.entries.values_mut() {
+                        entry.fresh = false;
+                    }
+                    continue;
+                }
+                let about_state = event
+                    .name
+                    .as_deref()
+                    .is_none_or(|n| n == OsStr::new(crius_proto::layout::STATE));
+                if !about_state {
+                    continue;
+                }
+                if let Some(path) = inner.watched.get(&event.wd).cloned()
+                    && let Some(entry) = inner.entries.get_mut(&path)
+                {
+                    entry.fresh = false;
+                }
+            }
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -108,8 +225,16 @@ mod tests {
         state.monitor_pid = 12;
         write(&path, &state);
         assert_eq!(cache.read(&path).expect("state").monitor_pid, 12);
+        // A write in place (not a rename) is seen too.
+        state.monitor_pid = 13;
+        std::fs::write(&path, serde_json::to_vec(&state).expect("json")).expect("write");
+        assert_eq!(cache.read(&path).expect("state").monitor_pid, 13);
+        // Other files of the directory change nothing.
+        std::fs::write(dir.path().join("monitor.log"), "x").expect("write");
+        let cached = cache.read(&path).expect("state");
+        assert!(Arc::ptr_eq(&cached, &cache.read(&path).expect("state")));
         std::fs::remove_file(&path).expect("remove");
         assert!(cache.read(&path).is_none());
-        assert!(cache.lock().is_empty());
+        assert!(cache.lock().entries.is_empty() && cache.lock().watched.is_empty());
     }
 }
