@@ -27,6 +27,8 @@ use std::path::{Path, PathBuf};
 use nix::sched::CloneFlags;
 use nix::sys::wait::{WaitStatus, waitpid};
 
+use crate::capabilities;
+
 /// Exit code when the exec could not be set up (the message is on stderr).
 const SETUP_FAILED: u8 = 126;
 
@@ -608,24 +610,6 @@ fn relay(master: OwnedFd, child: nix::unistd::Pid) -> Result<u8, String> {
     }
 }
 
-/// `struct __user_cap_header_struct` of capset(2).
-#[repr(C)]
-struct CapHeader {
-    version: u32,
-    pid: i32,
-}
-
-/// `struct __user_cap_data_struct` of capset(2).
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct CapData {
-    effective: u32,
-    permitted: u32,
-    inheritable: u32,
-}
-
-const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
-
 /// What an exec takes from the container's runtime spec.
 struct ProcessConfig {
     /// `process.env`.
@@ -663,33 +647,6 @@ fn process_config(pod_dir: &Path, id: &str) -> Result<ProcessConfig, String> {
         cwd,
         seccomp: spec.linux().as_ref().and_then(|l| l.seccomp().clone()),
     })
-}
-
-/// Sets the capability sets of this process: effective and permitted `mask`, no inheritable.
-fn set_caps(mask: u64) -> Result<(), String> {
-    let header = CapHeader {
-        version: LINUX_CAPABILITY_VERSION_3,
-        pid: 0,
-    };
-    let data = [
-        CapData {
-            effective: mask as u32,
-            permitted: mask as u32,
-            inheritable: 0,
-        },
-        CapData {
-            effective: (mask >> 32) as u32,
-            permitted: (mask >> 32) as u32,
-            inheritable: 0,
-        },
-    ];
-    // SAFETY: capset with a version-3 header and two data structs, as the ABI requires.
-    let ret =
-        unsafe { libc::syscall(libc::SYS_capset, &header as *const CapHeader, data.as_ptr()) };
-    if ret < 0 {
-        return Err(format!("capset: {}", nix::errno::Errno::last()));
-    }
-    Ok(())
 }
 
 /// This process's permitted capabilities.
@@ -755,12 +712,7 @@ fn child(
     if let Err(e) = nix::sys::prctl::set_keepcaps(true) {
         return format!("cannot keep capabilities: {e}");
     }
-    for cap in 0..64u64 {
-        if bounding & (1 << cap) == 0 {
-            // SAFETY: PR_CAPBSET_DROP of one capability number; unknown numbers fail harmlessly.
-            unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) };
-        }
-    }
+    capabilities::drop_bounding_except(bounding);
     let groups: Vec<nix::unistd::Gid> = t
         .groups
         .iter()
@@ -789,7 +741,7 @@ fn child(
     if let Some(filter) = early_seccomp {
         // A change to a uid other than 0 cleared the effective set (the permitted one was
         // kept): raise it again for the install.
-        if let Err(e) = permitted_caps().and_then(set_caps) {
+        if let Err(e) = permitted_caps().and_then(capabilities::set) {
             return e;
         }
         if let Err(e) = install_seccomp(filter) {
@@ -801,7 +753,7 @@ fn child(
     }
     // Whatever the uid, only the container's capabilities remain (a uid other than 0 has none,
     // as the first process had none after its exec).
-    if let Err(e) = set_caps(if t.uid == 0 { effective } else { 0 }) {
+    if let Err(e) = capabilities::set(if t.uid == 0 { effective } else { 0 }) {
         return e;
     }
     // The last change of credentials: the flag holds until the exec.

@@ -8,6 +8,7 @@
 //! its `main` before any thread exists ([`main`] and [`probe_idmap`]).
 
 mod attach;
+mod capabilities;
 mod cgroup;
 mod containers;
 mod exec;

@@ -10,7 +10,7 @@ use nix::sys::signal::{SigSet, Signal};
 use nix::sys::wait::{WaitPidFlag, waitpid};
 use nix::unistd::Pid;
 
-use crate::Error;
+use crate::{Error, capabilities};
 
 /// The namespaces the sandbox clone creates for `spec`.
 pub(crate) fn clone_flags(spec: &SandboxSpec) -> CloneFlags {
@@ -229,29 +229,9 @@ fn harden(keep: i32, dumpable: bool) -> Result<(), String> {
     empty_root()?;
     // No capability left: bounding, ambient, then the effective, permitted and inheritable
     // sets.
-    for cap in 0..64 {
-        // SAFETY: PR_CAPBSET_DROP of one capability number; unknown numbers fail harmlessly.
-        unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) };
-    }
-    // SAFETY: PR_CAP_AMBIENT_CLEAR_ALL takes no pointers.
-    unsafe {
-        libc::prctl(
-            libc::PR_CAP_AMBIENT,
-            libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
-            0,
-            0,
-            0,
-        )
-    };
-    let header = [0x2008_0522u32, 0]; // _LINUX_CAPABILITY_VERSION_3, this process
-    let data = [0u32; 6]; // two {effective, permitted, inheritable}, all empty
-    // SAFETY: capset with a version-3 header and two data structs, as the ABI requires.
-    if unsafe { libc::syscall(libc::SYS_capset, header.as_ptr(), data.as_ptr()) } < 0 {
-        return Err(format!(
-            "cannot drop capabilities: {}",
-            nix::errno::Errno::last()
-        ));
-    }
+    capabilities::drop_bounding_except(0);
+    capabilities::clear_ambient();
+    capabilities::set(0).map_err(|e| format!("cannot drop capabilities: {e}"))?;
     nix::sys::prctl::set_no_new_privs().map_err(|e| format!("cannot set no_new_privs: {e}"))?;
     if !dumpable {
         nix::sys::prctl::set_dumpable(false)
