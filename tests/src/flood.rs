@@ -104,8 +104,9 @@ pub struct Flood {
     counters: NonNull<Counters>,
 }
 
-// The mapping holds only atomics, shared with the child; the parent only reads it.
+// SAFETY: the mapping holds only atomics, shared with the child; the parent only reads it.
 unsafe impl Send for Flood {}
+// SAFETY: as for Send: shared references reach only the atomics.
 unsafe impl Sync for Flood {}
 
 /// One connection of the child.
@@ -310,7 +311,7 @@ fn child_main(
     polls: &mut [libc::pollfd],
     counters: &Counters,
 ) -> ! {
-    // SAFETY (whole function): raw system calls on memory this process owns; all are
+    // SAFETY: (the whole function) raw system calls on memory this process owns; all are
     // async-signal-safe, and nothing allocates, locks or unwinds.
     unsafe {
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);

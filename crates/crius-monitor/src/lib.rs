@@ -211,6 +211,12 @@ fn report(startup: &Startup) {
     redirect_to_null(1);
 }
 
+/// The child's pid, from the parent's side of a successful clone syscall (a `pid_t` widened to
+/// `long`). Should it not fit, a pid above every `pid_max`, which no process has.
+fn cloned_pid(ret: libc::c_long) -> nix::unistd::Pid {
+    nix::unistd::Pid::from_raw(libc::pid_t::try_from(ret).unwrap_or(libc::pid_t::MAX))
+}
+
 /// Points `fd` at /dev/null.
 fn redirect_to_null(fd: i32) {
     if let Ok(null) = std::fs::OpenOptions::new()

@@ -136,7 +136,8 @@ fn idmap_with(mount: &OwnedFd, userns: &OwnedFd, extra: u64) -> Result<(), Strin
         attr_set: MOUNT_ATTR_IDMAP | extra,
         attr_clr: 0,
         propagation: 0,
-        userns_fd: userns.as_raw_fd() as u64,
+        // A descriptor is never negative; u64::MAX would be refused as no descriptor.
+        userns_fd: u64::try_from(userns.as_raw_fd()).unwrap_or(u64::MAX),
     };
     let empty = c"";
     // SAFETY: mount_setattr on a detached mount descriptor with a properly sized attr struct.
@@ -189,7 +190,7 @@ impl UsernsHolder {
             unsafe { libc::_exit(0) }
         }
         drop(r);
-        let pid = Pid::from_raw(ret as i32);
+        let pid = crate::cloned_pid(ret);
         let mut holder = UsernsHolder {
             pid,
             release: Some(std::fs::File::from(w)),

@@ -34,7 +34,7 @@ pub(crate) fn openat2(
 ) -> Result<OwnedFd, Errno> {
     let c = CString::new(path).map_err(|_| Errno::EINVAL)?;
     let how = OpenHow {
-        flags: (flags | libc::O_CLOEXEC) as u64,
+        flags: u64::from((flags | libc::O_CLOEXEC).cast_unsigned()),
         mode: u64::from(mode),
         resolve,
     };
@@ -51,6 +51,7 @@ pub(crate) fn openat2(
     if ret < 0 {
         return Err(Errno::last());
     }
+    let fd = libc::c_int::try_from(ret).map_err(|_| Errno::EBADF)?;
     // SAFETY: the kernel returned a new descriptor that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(ret as i32) })
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }

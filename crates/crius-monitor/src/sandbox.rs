@@ -44,7 +44,7 @@ pub(crate) fn create(spec: &SandboxSpec) -> Result<Pid, Error> {
     let ret = unsafe {
         libc::syscall(
             libc::SYS_clone,
-            flags.bits() as libc::c_ulong | libc::SIGCHLD as libc::c_ulong,
+            libc::c_ulong::from((flags.bits() | libc::SIGCHLD).cast_unsigned()),
             0usize,
             0usize,
             0usize,
@@ -70,7 +70,7 @@ pub(crate) fn create(spec: &SandboxSpec) -> Result<Pid, Error> {
     }
     drop(go_r);
     drop(status_w);
-    let pid = Pid::from_raw(ret as i32);
+    let pid = crate::cloned_pid(ret);
     let result = (|| {
         if let Some(userns) = &spec.userns {
             write_proc(pid, "uid_map", &render_id_map(&userns.uids))?;
@@ -210,17 +210,13 @@ fn harden(keep: i32, dumpable: bool) -> Result<(), String> {
     for fd in 0..=2 {
         crate::redirect_to_null(fd);
     }
+    // A negative bound closes nothing.
     let close = |first: i32, last: i32| {
-        if first <= last {
+        if let (Ok(first), Ok(last)) = (libc::c_uint::try_from(first), libc::c_uint::try_from(last))
+            && first <= last
+        {
             // SAFETY: close_range on descriptor numbers only; nothing else uses them here.
-            unsafe {
-                libc::syscall(
-                    libc::SYS_close_range,
-                    first as libc::c_uint,
-                    last as libc::c_uint,
-                    0,
-                )
-            };
+            unsafe { libc::syscall(libc::SYS_close_range, first, last, 0) };
         }
     };
     close(3, keep - 1);

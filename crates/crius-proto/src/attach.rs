@@ -146,7 +146,9 @@ pub fn encode_stdin(out: &mut Vec<u8>, data: &[u8]) {
 
 fn push(out: &mut Vec<u8>, kind: u8, payload: &[u8]) {
     out.push(kind);
-    out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+    // A payload beyond u32 (never split by its caller) gets a length every reader refuses.
+    let len = u32::try_from(payload.len()).unwrap_or(u32::MAX);
+    out.extend_from_slice(&len.to_be_bytes());
     out.extend_from_slice(payload);
 }
 

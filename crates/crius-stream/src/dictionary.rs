@@ -91,7 +91,7 @@ const TAIL: &str = concat!(
 pub(crate) static SPDY3_DICTIONARY: LazyLock<Vec<u8>> = LazyLock::new(|| {
     let mut dict = Vec::with_capacity(1423);
     for word in WORDS {
-        dict.extend_from_slice(&(word.len() as u32).to_be_bytes());
+        dict.extend_from_slice(&u32::try_from(word.len()).unwrap_or(u32::MAX).to_be_bytes());
         dict.extend_from_slice(word.as_bytes());
     }
     dict.extend_from_slice(TAIL.as_bytes());

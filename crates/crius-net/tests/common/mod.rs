@@ -213,7 +213,7 @@ impl Bridge {
     pub fn new() -> Self {
         let routes = run("ip", &["-4", "route"]).unwrap_or_default();
         let octet = (0..200u32)
-            .map(|i| ((unique().wrapping_add(i) % 150) + 100) as u8)
+            .map(|i| u8::try_from(unique().wrapping_add(i) % 150 + 100).expect("below 250"))
             .find(|o| !routes.contains(&format!("10.88.{o}.")))
             .expect("a free 10.88.x.0/24");
         let name = format!("crius-t{:06x}", unique() & 0xff_ffff);

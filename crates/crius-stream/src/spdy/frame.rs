@@ -203,14 +203,25 @@ pub(crate) fn parse_header_block(raw: &[u8]) -> Result<Headers, FrameError> {
 /// Serialises a header block (uncompressed).
 pub(crate) fn encode_header_block(headers: &Headers) -> Vec<u8> {
     let mut raw = Vec::new();
-    raw.extend_from_slice(&(headers.len() as u32).to_be_bytes());
+    push_count(&mut raw, headers.len());
     for (name, value) in headers {
-        raw.extend_from_slice(&(name.len() as u32).to_be_bytes());
+        push_count(&mut raw, name.len());
         raw.extend_from_slice(name.to_ascii_lowercase().as_bytes());
-        raw.extend_from_slice(&(value.len() as u32).to_be_bytes());
+        push_count(&mut raw, value.len());
         raw.extend_from_slice(value.as_bytes());
     }
     raw
+}
+
+/// Appends a 32-bit count or length. One beyond u32 becomes u32::MAX, which makes the frame
+/// too long to send (see `push_len`).
+fn push_count(out: &mut Vec<u8>, n: usize) {
+    out.extend_from_slice(&u32::try_from(n).unwrap_or(u32::MAX).to_be_bytes());
+}
+
+/// How far a zlib byte counter moved in one call that was given `limit` bytes (never more).
+fn moved(before: u64, after: u64, limit: usize) -> usize {
+    usize::try_from(after.saturating_sub(before)).map_or(limit, |n| n.min(limit))
 }
 
 /// Inflates one header block from the connection's persistent zlib stream, never producing
@@ -237,8 +248,8 @@ impl HeaderInflater {
             let res =
                 self.zlib
                     .decompress(&input[in_pos..], &mut out[out_pos..], FlushDecompress::Sync);
-            in_pos += (self.zlib.total_in() - in0) as usize;
-            out_pos += (self.zlib.total_out() - out0) as usize;
+            in_pos += moved(in0, self.zlib.total_in(), input.len() - in_pos);
+            out_pos += moved(out0, self.zlib.total_out(), out.len() - out_pos);
             match res {
                 Ok(Status::StreamEnd) => {
                     return Err(FrameError::Compression("zlib stream ended".into()));
@@ -294,7 +305,7 @@ impl FrameEncoder {
             self.zlib
                 .compress_vec(&raw[in_pos..], &mut out, FlushCompress::Sync)
                 .map_err(|e| FrameError::Compression(e.to_string()))?;
-            in_pos += (self.zlib.total_in() - before) as usize;
+            in_pos += moved(before, self.zlib.total_in(), raw.len() - in_pos);
             // A sync flush is complete once all input is consumed and output space remains.
             if in_pos >= raw.len() && out.len() < out.capacity() {
                 return Ok(out);
@@ -356,7 +367,8 @@ impl FrameEncoder {
                 (TYPE_RST_STREAM, 0, p)
             }
             Frame::Settings { entries } => {
-                let mut p = (entries.len() as u32).to_be_bytes().to_vec();
+                let mut p = Vec::new();
+                push_count(&mut p, entries.len());
                 for (flags, id, value) in entries {
                     p.extend_from_slice(
                         &((u32::from(*flags) << 24) | (id & 0xff_ffff)).to_be_bytes(),
@@ -392,10 +404,11 @@ impl FrameEncoder {
 }
 
 fn push_len(out: &mut Vec<u8>, len: usize) -> Result<(), FrameError> {
-    if len > 0xff_ffff {
-        return Err(protocol("frame longer than 24 bits"));
-    }
-    out.extend_from_slice(&(len as u32).to_be_bytes()[1..]);
+    let len = u32::try_from(len)
+        .ok()
+        .filter(|l| *l <= 0xff_ffff)
+        .ok_or_else(|| protocol("frame longer than 24 bits"))?;
+    out.extend_from_slice(&len.to_be_bytes()[1..]);
     Ok(())
 }
 

@@ -107,7 +107,7 @@ fn control(frame_type: u16, flags: u8, payload: &[u8]) -> Vec<u8> {
     let mut out = vec![0x80, 0x03];
     out.extend_from_slice(&frame_type.to_be_bytes());
     out.push(flags);
-    let len = payload.len() as u32;
+    let len = u32::try_from(payload.len()).expect("a control payload under 4 GiB");
     out.extend_from_slice(&len.to_be_bytes()[1..]);
     out.extend_from_slice(payload);
     out
@@ -120,11 +120,12 @@ impl SpdyClient {
     }
 
     fn header_block(&mut self, headers: &[(&str, &str)]) -> Vec<u8> {
-        let mut raw = (headers.len() as u32).to_be_bytes().to_vec();
+        let count = |n: usize| u32::try_from(n).expect("a header count under 4 Gi");
+        let mut raw = count(headers.len()).to_be_bytes().to_vec();
         for (n, v) in headers {
-            raw.extend_from_slice(&(n.len() as u32).to_be_bytes());
+            raw.extend_from_slice(&count(n.len()).to_be_bytes());
             raw.extend_from_slice(n.to_ascii_lowercase().as_bytes());
-            raw.extend_from_slice(&(v.len() as u32).to_be_bytes());
+            raw.extend_from_slice(&count(v.len()).to_be_bytes());
             raw.extend_from_slice(v.as_bytes());
         }
         let mut out = Vec::with_capacity(raw.len() + 1024);
@@ -150,7 +151,8 @@ impl SpdyClient {
     pub async fn data(&mut self, id: u32, data: &[u8], fin: bool) {
         let mut out = id.to_be_bytes().to_vec();
         out.push(u8::from(fin));
-        out.extend_from_slice(&(data.len() as u32).to_be_bytes()[1..]);
+        let len = u32::try_from(data.len()).expect("a data frame under 4 GiB");
+        out.extend_from_slice(&len.to_be_bytes()[1..]);
         out.extend_from_slice(data);
         let _ = self.tcp.write_all(&out).await;
     }
@@ -200,8 +202,11 @@ impl SpdyClient {
                         }
                         Err(e) => panic!("inflate: {e}"),
                     }
-                    input = &input[(self.inflate.total_in() - before_in) as usize..];
-                    produced += (self.inflate.total_out() - before_out) as usize;
+                    let moved = |before: u64, after: u64| {
+                        usize::try_from(after - before).expect("zlib moved what it was given")
+                    };
+                    input = &input[moved(before_in, self.inflate.total_in())..];
+                    produced += moved(before_out, self.inflate.total_out());
                 }
                 assert!(produced >= 4, "reply header block");
                 Frame::Reply(word(0))
