@@ -655,7 +655,7 @@ impl ImageStore {
             layers: layer_records,
             size,
             config: ImageConfig::from_file(&config_file),
-            created_ns: now_ns(),
+            created_ns: crius_proto::now_ns(),
         };
         let committed = self.commit(record).await;
         drop(pins);
@@ -1548,12 +1548,4 @@ fn walk_usage(dir: &Path, usage: &mut FsUsage, seen: &mut HashSet<(u64, u64)>) {
             }
         }
     }
-}
-
-fn now_ns() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .ok()
-        .and_then(|d| i64::try_from(d.as_nanos()).ok())
-        .unwrap_or(0)
 }

@@ -94,13 +94,6 @@ fn container_dir(pod_dir: &Path, id: &str) -> PathBuf {
     pod_dir.join(CONTAINERS_DIR).join(id)
 }
 
-fn now_ns() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
-
 /// The host ids of the pod's root (0:0 without a user namespace).
 fn pod_root(sandbox: &SandboxSpec) -> (u32, u32) {
     let root = |ranges: Option<&Vec<crius_proto::IdRange>>| {
@@ -449,7 +442,7 @@ fn create_in(
     let state = ContainerState {
         pid,
         start_time: crius_proto::process_start_time(pid).unwrap_or(0),
-        created_at_ns: now_ns(),
+        created_at_ns: crius_proto::now_ns(),
         started_at_ns: None,
         exit: None,
         oom_killed: false,
@@ -676,7 +669,7 @@ pub(crate) fn start(
     let _ = std::env::set_current_dir("/");
     restore_dumpable();
     result?;
-    state.started_at_ns = Some(now_ns());
+    state.started_at_ns = Some(crius_proto::now_ns());
     state.user = identity::process_user(state.pid, sandbox.userns.as_ref());
     Ok(())
 }

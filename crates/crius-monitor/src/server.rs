@@ -229,7 +229,7 @@ impl Monitor {
             log(format_args!("container {id} exited with {code}"));
             c.exit = Some(Exit {
                 code,
-                at_ns: now_ns(),
+                at_ns: crius_proto::now_ns(),
             });
             self.save();
             return;
@@ -240,7 +240,7 @@ impl Monitor {
         log(format_args!("the sandbox exited with {code}"));
         self.state.exit = Some(Exit {
             code,
-            at_ns: now_ns(),
+            at_ns: crius_proto::now_ns(),
         });
         self.save();
     }
@@ -370,7 +370,7 @@ impl Monitor {
             if self.state.exit.is_none() {
                 self.state.exit = Some(Exit {
                     code: 137,
-                    at_ns: now_ns(),
+                    at_ns: crius_proto::now_ns(),
                 });
                 self.save();
             }
@@ -468,7 +468,7 @@ impl Monitor {
         {
             state.exit = Some(Exit {
                 code: 137,
-                at_ns: now_ns(),
+                at_ns: crius_proto::now_ns(),
             });
             self.save();
         }
@@ -501,13 +501,6 @@ impl Drop for Undo {
             cgroup::remove(&self.cgroups);
         }
     }
-}
-
-fn now_ns() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
 }
 
 /// Releases everything of a pod whose monitor is gone (or refuses to answer): kills the monitor

@@ -1,6 +1,7 @@
 //! The small types crius-runtime (in criusd) and the crius pod monitor share: the sandbox spec
 //! criusd hands a new monitor, the monitor's durable state, the pod directory layout, and the
-//! request/reply messages of the monitor socket.
+//! request/reply messages of the monitor socket; and the few helpers every crius crate uses
+//! ([`now_ns`]).
 //!
 //! The socket protocol is one JSON object per line over a unix stream socket: the client writes
 //! one [`Request`] line, the monitor answers one [`Reply`] line and closes the connection. Both
@@ -703,6 +704,15 @@ pub fn write_whole(path: &Path, data: &[u8], mode: u32) -> Result<(), WriteError
     result.map_err(err)
 }
 
+/// The wall clock in nanoseconds since the Unix epoch (the unit of every CRI timestamp); 0 for a
+/// clock before the epoch, `i64::MAX` past the year 2262.
+pub fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
 /// Reads the start time (field 22, clock ticks since boot) of `pid` from `/proc/PID/stat`.
 pub fn process_start_time(pid: i32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -734,6 +744,11 @@ pub fn process_is(pid: i32, start_time: u64) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn now_ns_is_after_2020() {
+        assert!(now_ns() > 1_577_836_800_000_000_000);
+    }
 
     #[test]
     fn id_map_renders_and_parses() {

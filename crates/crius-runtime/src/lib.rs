@@ -165,13 +165,6 @@ fn internal(what: &str) -> impl FnOnce(std::io::Error) -> PodError + '_ {
     move |e| PodError::Internal(format!("{what}: {e}"))
 }
 
-fn now_ns() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
-
 /// A new sandbox id: 64 random hex digits.
 fn new_id() -> Result<String, PodError> {
     use std::io::Read;
@@ -587,7 +580,7 @@ impl Pods {
             id: id.clone(),
             spec,
             state: PodState::Creating,
-            created_at_ns: now_ns(),
+            created_at_ns: crius_proto::now_ns(),
             dir: dir.clone(),
             monitor_pid: 0,
             monitor_start_time: 0,

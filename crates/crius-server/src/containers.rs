@@ -835,7 +835,7 @@ impl Cri {
                     .unwrap_or_default(),
                 mounts,
                 stop_signal,
-                created_at_ns: now_ns(),
+                created_at_ns: crius_proto::now_ns(),
                 creating: false,
                 resources: spec.resources.clone(),
                 oom_score_adj: spec.oom_score_adj,
@@ -988,13 +988,6 @@ impl Cri {
             .map(container_of)
             .collect())
     }
-}
-
-fn now_ns() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
 }
 
 #[cfg(test)]

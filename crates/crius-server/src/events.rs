@@ -115,13 +115,6 @@ pub(crate) struct Pending {
     pod: Option<String>,
 }
 
-fn now_ns() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
-
 /// Whether `next` follows `last` in a life cycle (created, started, stopped, deleted).
 fn follows(last: Option<ContainerEventType>, next: ContainerEventType) -> bool {
     use ContainerEventType as T;
@@ -209,7 +202,7 @@ impl Events {
         Some(ContainerEventResponse {
             container_id: id.to_owned(),
             container_event_type: kind.into(),
-            created_at: now_ns(),
+            created_at: crius_proto::now_ns(),
             pod_sandbox_status: Some(sandbox),
             containers_statuses: statuses,
         })
@@ -320,7 +313,7 @@ impl Events {
         let Some((sandbox, statuses)) = self.pod_statuses(&pod.record.id, None) else {
             return forget;
         };
-        let at = now_ns();
+        let at = crius_proto::now_ns();
         let deleted = |container_id: &str, statuses: Vec<ContainerStatus>| ContainerEventResponse {
             container_id: container_id.to_owned(),
             container_event_type: ContainerEventType::ContainerDeletedEvent.into(),

@@ -291,11 +291,7 @@ impl ImageService for Images {
     ) -> Result<Response<ImageFsInfoResponse>, Status> {
         let store = self.store();
         let usage = blocking(move || Ok(store.usage())).await?;
-        let timestamp = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .ok()
-            .and_then(|d| i64::try_from(d.as_nanos()).ok())
-            .unwrap_or(0);
+        let timestamp = crius_proto::now_ns();
         let fs = FilesystemUsage {
             timestamp,
             fs_id: Some(FilesystemIdentifier {

@@ -135,7 +135,7 @@ impl RuntimeService for Runtime {
             status: Some(sandbox_status(&pod)),
             info,
             containers_statuses: Vec::new(),
-            timestamp: now_ns(),
+            timestamp: crius_proto::now_ns(),
         }))
     }
 
@@ -580,13 +580,6 @@ impl Cri {
 
 /// Pods per message of `StreamPodSandboxes`.
 const STREAM_CHUNK: usize = 100;
-
-fn now_ns() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
 
 /// Maps a pod error onto its gRPC code.
 pub(crate) fn pod_error(e: crius_runtime::PodError) -> tonic::Status {

@@ -77,13 +77,6 @@ fn forget_samples(keep: &dyn Fn(&str) -> bool) {
         .retain(|k, _| keep(k));
 }
 
-fn now_ns() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
-
 fn value(v: u64) -> Option<UInt64Value> {
     Some(UInt64Value { value: v })
 }
@@ -192,7 +185,7 @@ fn container_stats_of(
         Some(m) if m.exit.is_none() => read_cgroup(&m.cgroup_dirs),
         _ => CgroupStats::default(),
     };
-    let at_ns = now_ns();
+    let at_ns = crius_proto::now_ns();
     let started = monitor.and_then(|m| m.started_at_ns);
     let upper = pods.container_upper_dir(v);
     let writable_layer = layer_usage(&upper, max_age).map(|u| FilesystemUsage {
@@ -273,7 +266,7 @@ fn pod_stats_of(
     containers: &[ContainerView],
 ) -> PodSandboxStats {
     let r = &pod.record;
-    let at_ns = now_ns();
+    let at_ns = crius_proto::now_ns();
     let state = pods.monitor_state(r);
     let (cgroup, net) = match &state {
         Some(s) if pod.ready => (
@@ -453,7 +446,7 @@ impl Cri {
                 }
             };
             Ok(FilesystemUsage {
-                timestamp: now_ns(),
+                timestamp: crius_proto::now_ns(),
                 fs_id: Some(fs_id),
                 used_bytes: value(bytes),
                 inodes_used: value(inodes),
