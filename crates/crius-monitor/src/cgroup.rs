@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crius_proto::{CgroupSpec, Resources};
+use crius_proto::{CgroupSpec, Resources, mountinfo};
 
 use crate::Error;
 
@@ -52,48 +52,35 @@ pub(crate) const MONITORS: &str = "crius-monitors";
 
 /// The cgroup hierarchies mounted in this mount namespace, one per distinct superblock.
 pub(crate) fn hierarchies() -> Vec<Hierarchy> {
-    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let text = mountinfo::read_self().unwrap_or_default();
     parse_mountinfo(&text)
 }
 
 fn parse_mountinfo(text: &str) -> Vec<Hierarchy> {
     let mut seen = Vec::new();
     let mut out = Vec::new();
-    for line in text.lines() {
-        let Some((left, right)) = line.split_once(" - ") else {
-            continue;
-        };
-        let left: Vec<&str> = left.split(' ').collect();
-        let right: Vec<&str> = right.split(' ').collect();
-        let (Some(dev), Some(root), Some(mount), Some(fstype)) =
-            (left.get(2), left.get(3), left.get(4), right.first())
-        else {
-            continue;
-        };
-        let v2 = match *fstype {
+    for mount in mountinfo::parse(text) {
+        let v2 = match mount.fs_type {
             "cgroup2" => true,
             "cgroup" => false,
             _ => continue,
         };
-        if *root != "/" || seen.contains(dev) {
+        if mount.root != Path::new("/") || seen.contains(&mount.dev) {
             continue;
         }
-        seen.push(*dev);
+        seen.push(mount.dev);
         let controllers = if v2 {
             Vec::new()
         } else {
-            right
-                .get(2)
-                .map(|opts| {
-                    opts.split(',')
-                        .filter(|o| o.starts_with("name=") || V1_CONTROLLERS.contains(o))
-                        .map(str::to_owned)
-                        .collect()
-                })
-                .unwrap_or_default()
+            mount
+                .super_options
+                .split(',')
+                .filter(|o| o.starts_with("name=") || V1_CONTROLLERS.contains(o))
+                .map(str::to_owned)
+                .collect()
         };
         out.push(Hierarchy {
-            mount: PathBuf::from(mount.replace("\\040", " ")),
+            mount: mount.mount_point,
             v2,
             controllers,
         });

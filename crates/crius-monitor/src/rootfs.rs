@@ -6,6 +6,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
+use crius_proto::mountinfo;
 use nix::mount::MsFlags;
 
 use crate::Error;
@@ -582,35 +583,21 @@ fn escape(path: &str) -> String {
 /// Fails when the mount at `path` came out read-only (overlayfs falls back to read-only
 /// when its upper dir cannot be used, e.g. on an idmapped mount).
 pub(crate) fn check_writable(path: &Path) -> Result<(), Error> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo")
-        .map_err(Error::io("cannot read /proc/self/mountinfo"))?;
-    let wanted = path.to_string_lossy();
-    let line = info
-        .lines()
-        .rfind(|l| l.split(' ').nth(4).map(unescape_mountinfo).as_deref() == Some(&wanted))
-        .ok_or_else(|| Error::Precondition(format!("{wanted} is not in mountinfo")))?;
-    let mount_opts = line.split(' ').nth(5).unwrap_or("");
-    let super_opts = line
-        .split(" - ")
-        .nth(1)
-        .and_then(|rest| rest.split(' ').nth(2))
-        .unwrap_or("");
-    let ro = |opts: &str| opts.split(',').any(|o| o == "ro");
-    if ro(mount_opts) || ro(super_opts) {
+    let text = mountinfo::read_self().map_err(Error::io("cannot read /proc/self/mountinfo"))?;
+    let mount = mountinfo::parse(&text)
+        .filter(|m| m.mount_point == path)
+        .last()
+        .ok_or_else(|| Error::Precondition(format!("{} is not in mountinfo", path.display())))?;
+    if mount.read_only() {
         return Err(Error::Precondition(format!(
-            "the overlay rootfs at {wanted} came out read-only (its upper dir is unusable); \
-             mountinfo: {line}"
+            "the overlay rootfs at {} came out read-only (its upper dir is unusable); \
+             mount options {}, superblock options {}",
+            path.display(),
+            mount.mount_options,
+            mount.super_options
         )));
     }
     Ok(())
-}
-
-fn unescape_mountinfo(field: &str) -> String {
-    field
-        .replace("\\040", " ")
-        .replace("\\011", "\t")
-        .replace("\\012", "\n")
-        .replace("\\134", "\\")
 }
 
 /// Detaches and removes the host-side staging mounts of a container's volumes

@@ -1,7 +1,7 @@
 //! The small types crius-runtime (in criusd) and the crius pod monitor share: the sandbox spec
 //! criusd hands a new monitor, the monitor's durable state, the pod directory layout, and the
 //! request/reply messages of the monitor socket; and the few helpers every crius crate uses
-//! ([`now_ns`]).
+//! ([`now_ns`], [`mountinfo`]).
 //!
 //! The socket protocol is one JSON object per line over a unix stream socket: the client writes
 //! one [`Request`] line, the monitor answers one [`Reply`] line and closes the connection. Both
@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub mod attach;
+pub mod mountinfo;
 
 /// Version of the monitor socket protocol and of the files below.
 pub const PROTOCOL_VERSION: u32 = 1;

@@ -899,19 +899,13 @@ impl Pods {
 /// owns cgroups under the same parent. A cgroup that still holds processes stays. Returns the
 /// pod cgroups removed.
 fn orphan_cgroups(parent: &str, orphans: &std::collections::HashSet<String>) -> Vec<PathBuf> {
-    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let text = crius_proto::mountinfo::read_self().unwrap_or_default();
     let mut removed = Vec::new();
-    for line in mountinfo.lines() {
-        let Some((fields, rest)) = line.split_once(" - ") else {
-            continue;
-        };
-        if !(rest.starts_with("cgroup ") || rest.starts_with("cgroup2 ")) {
+    for mount in crius_proto::mountinfo::parse(&text) {
+        if !matches!(mount.fs_type, "cgroup" | "cgroup2") {
             continue;
         }
-        let Some(mount_point) = fields.split(' ').nth(4) else {
-            continue;
-        };
-        let base = Path::new(mount_point).join(parent);
+        let base = mount.mount_point.join(parent);
         let Ok(entries) = std::fs::read_dir(&base) else {
             continue;
         };

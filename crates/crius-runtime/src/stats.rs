@@ -5,6 +5,8 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
+use crius_proto::mountinfo;
+
 use crate::{ContainerView, Pods};
 
 /// A v1 limit at or above this is "no limit" (the kernel reports `PAGE_COUNTER_MAX` pages).
@@ -310,35 +312,13 @@ pub fn disk_usage(dir: &Path) -> std::io::Result<DiskUsage> {
 /// The mount point of the filesystem holding `path` (the longest mount point of
 /// `/proc/self/mountinfo` that is a prefix of it); `/` when none matches.
 pub fn mountpoint_of(path: &Path) -> PathBuf {
-    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let text = mountinfo::read_self().unwrap_or_default();
     let path = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
-    text.lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .map(unescape)
-        .map(PathBuf::from)
+    mountinfo::parse(&text)
+        .map(|m| m.mount_point)
         .filter(|m| path.starts_with(m))
         .max_by_key(|m| m.as_os_str().len())
         .unwrap_or_else(|| PathBuf::from("/"))
-}
-
-/// Undoes mountinfo's octal escapes (`\040` for a space, …).
-fn unescape(field: &str) -> String {
-    let bytes = field.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'\\'
-            && let Some(oct) = field.get(i + 1..i + 4)
-            && let Ok(b) = u8::from_str_radix(oct, 8)
-        {
-            out.push(b);
-            i += 4;
-            continue;
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 impl Pods {
@@ -496,6 +476,5 @@ mod tests {
             mountpoint_of(Path::new("/proc/self")),
             PathBuf::from("/proc")
         );
-        assert_eq!(unescape("/a\\040b"), "/a b");
     }
 }
