@@ -167,6 +167,15 @@ pub enum ImageError {
     },
 }
 
+impl From<tokio::task::JoinError> for ImageError {
+    fn from(e: tokio::task::JoinError) -> ImageError {
+        ImageError::Io {
+            context: "image store task".into(),
+            source: std::io::Error::other(e.to_string()),
+        }
+    }
+}
+
 impl ImageError {
     /// An [`ImageError::Io`] with `context`.
     pub(crate) fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> ImageError {

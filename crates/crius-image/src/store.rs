@@ -5,6 +5,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 
+use crius_proto::blocking;
 use futures_util::StreamExt;
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 
@@ -1142,18 +1143,6 @@ fn blob_key(digest: &str) -> String {
 /// The pin key of a layer.
 fn layer_key(chain_id: &str) -> String {
     format!("layer:{chain_id}")
-}
-
-/// Runs blocking store work (the metadata database, file trees) on tokio's blocking threads.
-async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T, ImageError> + Send + 'static,
-) -> Result<T, ImageError> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|e| ImageError::Io {
-            context: "image store task".into(),
-            source: std::io::Error::other(e.to_string()),
-        })?
 }
 
 /// Checks a descriptor's size against a cap (see [`limits::check_descriptor`]).

@@ -1,7 +1,7 @@
 //! The small types crius-runtime (in criusd) and the crius pod monitor share: the sandbox spec
 //! criusd hands a new monitor, the monitor's durable state, the pod directory layout, and the
-//! request/reply messages of the monitor socket; and the few helpers every crius crate uses
-//! ([`now_ns`], [`mountinfo`]).
+//! request/reply messages of the monitor socket; and the few helpers crius' crates share
+//! ([`now_ns`], [`mountinfo`], and with the `tokio` feature `blocking`).
 //!
 //! The socket protocol is one JSON object per line over a unix stream socket: the client writes
 //! one [`Request`] line, the monitor answers one [`Reply`] line and closes the connection. Both
@@ -714,6 +714,18 @@ pub fn now_ns() -> i64 {
         .unwrap_or(0)
 }
 
+/// Runs `work` on tokio's blocking threads, off the async workers (the metadata database, file
+/// trees, `/proc`). A task that panicked or was cancelled comes back as `E::from` its
+/// [`tokio::task::JoinError`].
+#[cfg(feature = "tokio")]
+pub async fn blocking<T, E>(work: impl FnOnce() -> Result<T, E> + Send + 'static) -> Result<T, E>
+where
+    T: Send + 'static,
+    E: From<tokio::task::JoinError> + Send + 'static,
+{
+    tokio::task::spawn_blocking(work).await?
+}
+
 /// Reads the start time (field 22, clock ticks since boot) of `pid` from `/proc/PID/stat`.
 pub fn process_start_time(pid: i32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -749,6 +761,22 @@ mod tests {
     #[test]
     fn now_ns_is_after_2020() {
         assert!(now_ns() > 1_577_836_800_000_000_000);
+    }
+
+    #[cfg(feature = "tokio")]
+    #[tokio::test]
+    async fn blocking_returns_the_result_or_the_failed_task() {
+        #[derive(Debug)]
+        struct Failed;
+        impl From<tokio::task::JoinError> for Failed {
+            fn from(e: tokio::task::JoinError) -> Failed {
+                assert!(e.is_panic());
+                Failed
+            }
+        }
+        assert_eq!(blocking(|| Ok::<_, Failed>(7)).await.ok(), Some(7));
+        assert!(blocking(|| Err::<u8, _>(Failed)).await.is_err());
+        assert!(blocking::<u8, Failed>(|| panic!("lost")).await.is_err());
     }
 
     #[test]

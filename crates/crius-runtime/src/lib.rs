@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use crius_proto::{
     CgroupSpec, IdmapSupport, MonitorState, PROTOCOL_VERSION, RequestBody, Resources, SandboxSpec,
-    Startup, layout, write_whole,
+    Startup, blocking, layout, write_whole,
 };
 use tokio::io::AsyncBufReadExt;
 
@@ -107,6 +107,12 @@ impl From<StoreError> for PodError {
     }
 }
 
+impl From<tokio::task::JoinError> for PodError {
+    fn from(e: tokio::task::JoinError) -> PodError {
+        PodError::Internal(format!("blocking task failed: {e}"))
+    }
+}
+
 impl From<crius_proto::WriteError> for PodError {
     fn from(e: crius_proto::WriteError) -> PodError {
         PodError::Internal(e.to_string())
@@ -173,15 +179,6 @@ fn new_id() -> Result<String, PodError> {
         .and_then(|mut f| f.read_exact(&mut bytes))
         .map_err(internal("cannot read /dev/urandom"))?;
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
-}
-
-/// Runs a metadata-database or filesystem call on a blocking thread, off the async workers.
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, PodError> + Send + 'static,
-) -> Result<T, PodError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| PodError::Internal(format!("blocking task failed: {e}")))?
 }
 
 /// Finds a pod in `store` by id or unique id prefix.
@@ -593,7 +590,7 @@ impl Pods {
         let lock = self.lock(&id);
         let _guard = lock.lock().await;
         let (store, new) = (self.store.clone(), record.clone());
-        if let Some(other) = blocking(move || Ok(store.insert_unique(&new)?)).await? {
+        if let Some(other) = blocking::<_, PodError>(move || Ok(store.insert_unique(&new)?)).await? {
             let name = record
                 .spec
                 .metadata
@@ -615,7 +612,7 @@ impl Pods {
             Ok(state) => {
                 failpoint("run-pod:monitor-started");
                 let (store, key) = (self.store.clone(), id.clone());
-                blocking(move || {
+                blocking::<_, PodError>(move || {
                     Ok(store.update(&key, |r| {
                         r.state = PodState::Ready;
                         r.monitor_pid = state.monitor_pid;
@@ -765,7 +762,7 @@ impl Pods {
             self.cleanup(&record.dir).await?;
         }
         let (store, key) = (self.store.clone(), record.id.clone());
-        blocking(move || {
+        blocking::<_, PodError>(move || {
             Ok(store.update(&key, |r| {
                 r.state = PodState::NotReady;
                 r.netns = None;
@@ -794,7 +791,7 @@ impl Pods {
         failpoint("remove-pod:released");
         self.forget_containers(&record.id)?;
         let (store, key) = (self.store.clone(), record.id.clone());
-        blocking(move || Ok(store.delete(&key)?)).await?;
+        blocking::<_, PodError>(move || Ok(store.delete(&key)?)).await?;
         self.forget_lock(&record.id);
         self.states.forget(&record.dir.join(layout::STATE));
         forget_processes(&record);
@@ -826,7 +823,7 @@ impl Pods {
             self.cleanup(&record.dir).await?;
         }
         let dir = record.dir.clone();
-        let removed = blocking(move || Ok(std::fs::remove_dir_all(&dir))).await?;
+        let removed = blocking::<_, PodError>(move || Ok(std::fs::remove_dir_all(&dir))).await?;
         match removed {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),

@@ -121,7 +121,9 @@ async fn filtered(
         .and_then(|f| f.image)
         .map(|spec| spec.image)
         .filter(|image| !image.is_empty());
-    let records = blocking(move || store.list()).await?;
+    let records = crius_proto::blocking(move || store.list())
+        .await
+        .map_err(status_of)?;
     Ok(match wanted {
         None => records.iter().map(cri_image).collect(),
         Some(reference) => crius_image::store::find(&records, &reference)
@@ -129,16 +131,6 @@ async fn filtered(
             .into_iter()
             .collect(),
     })
-}
-
-/// Runs a (short, file or database touching) store call off the async workers.
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, ImageError> + Send + 'static,
-) -> Result<T, Status> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| Status::internal(format!("image store task failed: {e}")))?
-        .map_err(status_of)
 }
 
 fn image_name(spec: Option<ImageSpec>, rpc: &str) -> Result<String, Status> {
@@ -200,7 +192,9 @@ impl ImageService for Images {
         let store = self.store();
         let found = {
             let store = store.clone();
-            blocking(move || store.get(&reference)).await?
+            crius_proto::blocking(move || store.get(&reference))
+                .await
+                .map_err(status_of)?
         };
         let Some(record) = found else {
             // CRI: a missing image is an empty answer, not an error.
@@ -290,7 +284,9 @@ impl ImageService for Images {
         _request: Request<ImageFsInfoRequest>,
     ) -> Result<Response<ImageFsInfoResponse>, Status> {
         let store = self.store();
-        let usage = blocking(move || Ok(store.usage())).await?;
+        let usage = crius_proto::blocking(move || Ok(store.usage()))
+            .await
+            .map_err(status_of)?;
         let timestamp = crius_proto::now_ns();
         let fs = FilesystemUsage {
             timestamp,

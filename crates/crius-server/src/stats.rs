@@ -12,7 +12,7 @@ use cri_api::v1::*;
 use crius_runtime::stats::{
     CgroupStats, DiskUsage, MemoryStats, disk_usage, mountpoint_of, read_cgroup,
 };
-use crius_runtime::{ContainerView, Pods};
+use crius_runtime::{ContainerView, PodError, Pods};
 use tonic::Status;
 
 use crate::Cri;
@@ -310,31 +310,27 @@ fn pod_stats_of(
     }
 }
 
-fn join_error(e: tokio::task::JoinError) -> Status {
-    Status::internal(format!("stats collection failed: {e}"))
-}
-
 impl Cri {
     /// Runs `f` with the pod store off the async workers (it reads `state.json` files, cgroup
     /// files and walks directories).
     async fn blocking<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&Pods) -> Result<T, Status> + Send + 'static,
+        f: impl FnOnce(&Pods) -> Result<T, PodError> + Send + 'static,
     ) -> Result<T, Status> {
         let pods: Arc<Pods> = self.pods.clone();
-        tokio::task::spawn_blocking(move || f(&pods))
+        crius_proto::blocking(move || f(&pods))
             .await
-            .map_err(join_error)?
+            .map_err(pod_error)
     }
 
     /// ContainerStats: NotFound for an unknown id.
     pub(crate) async fn container_stats(&self, id: &str) -> Result<ContainerStats, Status> {
         let id = id.to_owned();
         self.blocking(move |pods| {
-            let view = pods.get_container(&id).map_err(pod_error)?;
+            let view = pods.get_container(&id)?;
             collect(pods, &[view], Duration::ZERO)
                 .pop()
-                .ok_or_else(|| Status::internal("no stats collected"))
+                .ok_or_else(|| PodError::Internal("no stats collected".into()))
         })
         .await
     }
@@ -346,7 +342,7 @@ impl Cri {
     ) -> Result<Vec<ContainerStats>, Status> {
         let filter = filter.unwrap_or_default();
         self.blocking(move |pods| {
-            let all = pods.list_containers().map_err(pod_error)?;
+            let all = pods.list_containers()?;
             if filter.id.is_empty()
                 && filter.pod_sandbox_id.is_empty()
                 && filter.label_selector.is_empty()
@@ -377,8 +373,8 @@ impl Cri {
     pub(crate) async fn pod_sandbox_stats(&self, id: &str) -> Result<PodSandboxStats, Status> {
         let id = id.to_owned();
         self.blocking(move |pods| {
-            let pod = pods.get(&id).map_err(pod_error)?;
-            let containers = pods.list_containers().map_err(pod_error)?;
+            let pod = pods.get(&id)?;
+            let containers = pods.list_containers()?;
             Ok(pod_stats_of(pods, &pod, &containers))
         })
         .await
@@ -391,7 +387,7 @@ impl Cri {
     ) -> Result<Vec<PodSandboxStats>, Status> {
         let filter = filter.unwrap_or_default();
         self.blocking(move |pods| {
-            let all = pods.list().map_err(pod_error)?;
+            let all = pods.list()?;
             if filter.id.is_empty() && filter.label_selector.is_empty() {
                 let keys: Vec<String> =
                     all.iter().map(|p| format!("pod:{}", p.record.id)).collect();
@@ -407,7 +403,7 @@ impl Cri {
                         .all(|(k, v)| p.record.spec.labels.get(k) == Some(v))
                 })
                 .collect();
-            let containers = pods.list_containers().map_err(pod_error)?;
+            let containers = pods.list_containers()?;
             Ok(chosen
                 .iter()
                 .map(|p| pod_stats_of(pods, p, &containers))
@@ -427,7 +423,7 @@ impl Cri {
     ) -> Result<FilesystemUsage, Status> {
         use std::os::unix::fs::MetadataExt;
         self.blocking(move |pods| {
-            let views = pods.list_containers().map_err(pod_error)?;
+            let views = pods.list_containers()?;
             let (mut bytes, mut inodes) = (0u64, 0u64);
             for v in &views {
                 if let Some(u) = layer_usage(&pods.container_upper_dir(v), LAYER_CACHE_TTL) {
@@ -710,8 +706,8 @@ impl Cri {
     /// ListPodSandboxMetrics: the metrics of every ready pod and its containers.
     pub(crate) async fn pod_sandbox_metrics(&self) -> Result<Vec<PodSandboxMetrics>, Status> {
         self.blocking(move |pods| {
-            let all = pods.list().map_err(pod_error)?;
-            let containers = pods.list_containers().map_err(pod_error)?;
+            let all = pods.list()?;
+            let containers = pods.list_containers()?;
             let images: HashMap<String, String> = containers
                 .iter()
                 .map(|c| (c.record.id.clone(), c.record.image.clone()))
