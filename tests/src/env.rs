@@ -76,14 +76,10 @@ pub async fn setup_config(with_image_user: bool, extra: &str) -> Env {
     }
 }
 
-/// A pod config named `name`, with the test user namespace mapping when `userns`.
+/// A pod config named `name`, with the test user namespace mapping ([`HOST_ID`], [`MAP_LEN`])
+/// when `userns`.
 pub fn pod_config(name: &str, userns: bool, log_dir: &Path) -> PodSandboxConfig {
-    let map = IdMapping {
-        host_id: HOST_ID,
-        container_id: 0,
-        length: MAP_LEN,
-    };
-    PodSandboxConfig {
+    let config = PodSandboxConfig {
         metadata: Some(PodSandboxMetadata {
             name: name.into(),
             uid: format!("uid-{name}"),
@@ -94,24 +90,22 @@ pub fn pod_config(name: &str, userns: bool, log_dir: &Path) -> PodSandboxConfig 
         log_directory: log_dir.display().to_string(),
         linux: Some(LinuxPodSandboxConfig {
             security_context: Some(LinuxSandboxSecurityContext {
-                namespace_options: Some(NamespaceOption {
-                    userns_options: userns.then(|| UserNamespace {
-                        mode: NamespaceMode::Pod.into(),
-                        uids: vec![map],
-                        gids: vec![map],
-                    }),
-                    ..NamespaceOption::default()
-                }),
+                namespace_options: Some(NamespaceOption::default()),
                 ..Default::default()
             }),
             ..Default::default()
         }),
         ..Default::default()
+    };
+    if userns {
+        with_userns(config, HOST_ID, MAP_LEN)
+    } else {
+        config
     }
 }
 
-/// `config` with the host's network namespace (network NODE).
-pub fn on_host_network(mut config: PodSandboxConfig) -> PodSandboxConfig {
+/// The namespace options of `config`, made where absent.
+pub fn namespace_options(config: &mut PodSandboxConfig) -> &mut NamespaceOption {
     config
         .linux
         .get_or_insert_default()
@@ -119,7 +113,27 @@ pub fn on_host_network(mut config: PodSandboxConfig) -> PodSandboxConfig {
         .get_or_insert_default()
         .namespace_options
         .get_or_insert_default()
-        .network = NamespaceMode::Node.into();
+}
+
+/// `config` with a user namespace (mode POD) mapping container ids from 0, `length` of them,
+/// to host ids from `host`, for users and groups alike.
+pub fn with_userns(mut config: PodSandboxConfig, host: u32, length: u32) -> PodSandboxConfig {
+    let map = IdMapping {
+        host_id: host,
+        container_id: 0,
+        length,
+    };
+    namespace_options(&mut config).userns_options = Some(UserNamespace {
+        mode: NamespaceMode::Pod.into(),
+        uids: vec![map],
+        gids: vec![map],
+    });
+    config
+}
+
+/// `config` with the host's network namespace (network NODE).
+pub fn on_host_network(mut config: PodSandboxConfig) -> PodSandboxConfig {
+    namespace_options(&mut config).network = NamespaceMode::Node.into();
     config
 }
 

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use cri_api::v1::*;
-use crius_tests::env::{Env, pod_config, setup};
+use crius_tests::env::{Env, pod_config, setup, with_userns};
 
 /// critest "Idempotence StopContainer should not return an error if not found".
 #[tokio::test]
@@ -297,35 +297,12 @@ async fn mount_propagation_private_bidirectional_and_host_to_container() {
 #[tokio::test]
 async fn userns_pod_mode_shows_the_requested_mapping() {
     let mut env = setup(false).await;
-    let mut config = pod_config("userns-pod", true, env.logs.path());
-    let map = IdMapping {
-        host_id: 1000,
-        container_id: 0,
-        length: 100_000,
-    };
-    let userns = config
-        .linux
-        .get_or_insert_default()
-        .security_context
-        .get_or_insert_default()
-        .namespace_options
-        .get_or_insert_default()
-        .userns_options
-        .get_or_insert_default();
-    userns.uids = vec![map];
-    userns.gids = vec![map];
-    let id = env
-        .daemon
-        .runtime
-        .run_pod_sandbox(RunPodSandboxRequest {
-            config: Some(config.clone()),
-            runtime_handler: String::new(),
-        })
-        .await
-        .expect("run pod")
-        .into_inner()
-        .pod_sandbox_id;
-    let pod = (id, config);
+    let config = with_userns(
+        pod_config("userns-pod", false, env.logs.path()),
+        1000,
+        100_000,
+    );
+    let pod = env.pod_from(config).await;
     let cid = env
         .run(
             &pod,

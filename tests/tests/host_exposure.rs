@@ -166,18 +166,7 @@ async fn host_users_cannot_reach_pods_or_their_secrets() {
             "kubectl.kubernetes.io/last-applied-configuration".into(),
             SECRET.into(),
         );
-        let id = env
-            .daemon
-            .runtime
-            .run_pod_sandbox(RunPodSandboxRequest {
-                config: Some(config.clone()),
-                runtime_handler: String::new(),
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .pod_sandbox_id;
-        let pod = (id, config);
+        let pod = env.pod_from(config).await;
         let mut c = env.container_config(name, "echo up; exec sleep 1000");
         c.envs.push(KeyValue {
             key: "DB_PASSWORD".into(),

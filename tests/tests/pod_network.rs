@@ -7,46 +7,25 @@ use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::fd::AsFd;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use cri_api::v1::*;
+use crius_tests::env;
 use crius_tests::harness::{Criusd, Options};
 
+/// The shared pod config (no log directory) in namespace `crius-net-test`, labelled
+/// `suite=pod-network`, with a user namespace from host id 30 × 65536 when `userns`.
 fn pod_config(name: &str, userns: bool) -> PodSandboxConfig {
-    let userns_options = userns.then(|| {
-        let map = IdMapping {
-            host_id: 30 * 65_536,
-            container_id: 0,
-            length: 65_536,
-        };
-        UserNamespace {
-            mode: NamespaceMode::Pod.into(),
-            uids: vec![map],
-            gids: vec![map],
-        }
-    });
-    PodSandboxConfig {
-        metadata: Some(PodSandboxMetadata {
-            name: name.into(),
-            uid: format!("uid-{name}"),
-            namespace: "crius-net-test".into(),
-            attempt: 0,
-        }),
-        hostname: name.into(),
+    let mut config = PodSandboxConfig {
         labels: HashMap::from([("suite".into(), "pod-network".into())]),
-        linux: Some(LinuxPodSandboxConfig {
-            security_context: Some(LinuxSandboxSecurityContext {
-                namespace_options: Some(NamespaceOption {
-                    userns_options,
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-        ..Default::default()
+        ..env::pod_config(name, false, Path::new(""))
+    };
+    config.metadata.get_or_insert_default().namespace = "crius-net-test".into();
+    if userns {
+        config = env::with_userns(config, 30 * 65_536, 65_536);
     }
+    config
 }
 
 async fn run(daemon: &mut Criusd, config: PodSandboxConfig) -> Result<String, tonic::Status> {
@@ -256,17 +235,7 @@ async fn network_failure_leaves_no_pod() {
     assert_eq!(pod_dirs, 0, "pod directory left behind");
 
     // Host-network pods need no CNI and still work.
-    let mut host = pod_config("hostnet", false);
-    host.linux
-        .as_mut()
-        .unwrap()
-        .security_context
-        .as_mut()
-        .unwrap()
-        .namespace_options
-        .as_mut()
-        .unwrap()
-        .network = NamespaceMode::Node.into();
+    let host = env::on_host_network(pod_config("hostnet", false));
     let id = run(&mut daemon, host).await.unwrap();
     daemon
         .runtime

@@ -9,20 +9,15 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
 use cri_api::v1::*;
+use crius_tests::env::{namespace_options, with_userns};
 use crius_tests::harness::Criusd;
 use crius_tests::host::{inode, owner_userns, status_ids};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
+/// The shared pod config (no log directory) with labels, an annotation and DNS settings.
 fn config(name: &str) -> PodSandboxConfig {
     PodSandboxConfig {
-        metadata: Some(PodSandboxMetadata {
-            name: name.into(),
-            uid: format!("uid-{name}"),
-            namespace: "crius-test".into(),
-            attempt: 0,
-        }),
-        hostname: name.into(),
         labels: HashMap::from([
             ("app".into(), name.into()),
             ("suite".into(), "sandbox".into()),
@@ -33,39 +28,8 @@ fn config(name: &str) -> PodSandboxConfig {
             searches: vec!["svc.cluster.local".into()],
             options: vec!["ndots:5".into()],
         }),
-        linux: Some(LinuxPodSandboxConfig {
-            security_context: Some(LinuxSandboxSecurityContext {
-                namespace_options: Some(NamespaceOption::default()),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-        ..Default::default()
+        ..crius_tests::env::pod_config(name, false, Path::new(""))
     }
-}
-
-fn ns_options(config: &mut PodSandboxConfig) -> &mut NamespaceOption {
-    config
-        .linux
-        .get_or_insert_default()
-        .security_context
-        .get_or_insert_default()
-        .namespace_options
-        .get_or_insert_default()
-}
-
-fn with_userns(mut config: PodSandboxConfig, host: u32, length: u32) -> PodSandboxConfig {
-    let map = IdMapping {
-        host_id: host,
-        container_id: 0,
-        length,
-    };
-    ns_options(&mut config).userns_options = Some(UserNamespace {
-        mode: NamespaceMode::Pod.into(),
-        uids: vec![map],
-        gids: vec![map],
-    });
-    config
 }
 
 async fn run(daemon: &mut Criusd, config: PodSandboxConfig) -> anyhow::Result<String> {
@@ -383,7 +347,7 @@ async fn plain_and_host_network_pods() -> anyhow::Result<()> {
         started.elapsed()
     );
     let mut host = config("hostnet");
-    ns_options(&mut host).network = NamespaceMode::Node.into();
+    namespace_options(&mut host).network = NamespaceMode::Node.into();
     let host = run(&mut daemon, host).await?;
     // A kubelet-style mapping (65536-aligned above 65535) works as well.
     let kubelet = run(
@@ -544,7 +508,7 @@ async fn invalid_requests_are_refused() -> anyhow::Result<()> {
     };
     let userns = |mode: NamespaceMode, uids: Vec<IdMapping>, gids: Vec<IdMapping>| {
         let mut c = config("bad");
-        ns_options(&mut c).userns_options = Some(UserNamespace {
+        namespace_options(&mut c).userns_options = Some(UserNamespace {
             mode: mode.into(),
             uids,
             gids,
@@ -889,7 +853,7 @@ async fn failed_sandbox_rolls_back_and_host_namespaces_work() -> anyhow::Result<
 
     // Every host namespace: network, PID and IPC NODE.
     let mut host = config("all-host");
-    let ns = ns_options(&mut host);
+    let ns = namespace_options(&mut host);
     ns.network = NamespaceMode::Node.into();
     ns.pid = NamespaceMode::Node.into();
     ns.ipc = NamespaceMode::Node.into();

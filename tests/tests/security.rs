@@ -714,17 +714,7 @@ async fn pod_resources_and_overhead_reach_the_pod_cgroup() {
         memory_limit_in_bytes: 32 << 20,
         ..LinuxContainerResources::default()
     });
-    let id = env
-        .daemon
-        .runtime
-        .run_pod_sandbox(RunPodSandboxRequest {
-            config: Some(config),
-            runtime_handler: String::new(),
-        })
-        .await
-        .expect("run pod")
-        .into_inner()
-        .pod_sandbox_id;
+    let (id, _) = env.pod_from(config).await;
     let dirs = pod_cgroup_dirs(&id);
     assert_eq!(cgroup_file(&dirs, "cpu.cfs_quota_us"), "60000");
     assert_eq!(

@@ -31,37 +31,11 @@ async fn setup() -> Env {
     Env(crius_tests::env::setup(false).await)
 }
 
+/// The shared pod config, labelled `pod=<name>`.
 fn pod_config(name: &str, log_dir: &Path, userns: bool) -> PodSandboxConfig {
-    let map = IdMapping {
-        host_id: 200_000,
-        container_id: 0,
-        length: 65_536,
-    };
     PodSandboxConfig {
-        metadata: Some(PodSandboxMetadata {
-            name: name.into(),
-            uid: format!("uid-{name}"),
-            namespace: "crius-test".into(),
-            attempt: 0,
-        }),
-        hostname: name.into(),
-        log_directory: log_dir.display().to_string(),
         labels: HashMap::from([("pod".into(), name.into())]),
-        linux: Some(LinuxPodSandboxConfig {
-            security_context: Some(LinuxSandboxSecurityContext {
-                namespace_options: Some(NamespaceOption {
-                    userns_options: userns.then(|| UserNamespace {
-                        mode: NamespaceMode::Pod.into(),
-                        uids: vec![map],
-                        gids: vec![map],
-                    }),
-                    ..NamespaceOption::default()
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-        ..Default::default()
+        ..crius_tests::env::pod_config(name, userns, log_dir)
     }
 }
 
@@ -72,18 +46,7 @@ impl Env {
 
     async fn pod_with(&mut self, name: &str, userns: bool) -> (String, PodSandboxConfig) {
         let config = pod_config(name, self.logs.path(), userns);
-        let id = self
-            .daemon
-            .runtime
-            .run_pod_sandbox(RunPodSandboxRequest {
-                config: Some(config.clone()),
-                runtime_handler: String::new(),
-            })
-            .await
-            .expect("run pod")
-            .into_inner()
-            .pod_sandbox_id;
-        (id, config)
+        self.pod_from(config).await
     }
 
     /// Creates and starts a container running `script`, labelled `app=<name>`.

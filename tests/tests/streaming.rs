@@ -3,7 +3,6 @@
 //! `v4.channel.k8s.io` for port forwarding) by a small client written here.
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use cri_api::v1::*;
@@ -12,7 +11,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 
-use crius_tests::env::{HOST_ID, MAP_LEN, pod_config};
+use crius_tests::env::{HOST_ID, MAP_LEN, on_host_network, pod_config};
 
 type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
@@ -38,20 +37,6 @@ async fn setup() -> Env {
     Env(crius_tests::env::setup(false).await)
 }
 
-/// A pod config on the host's network (no CNI).
-fn host_network_pod_config(name: &str, log_dir: &Path) -> PodSandboxConfig {
-    let mut config = pod_config(name, false, log_dir);
-    if let Some(ns) = config
-        .linux
-        .as_mut()
-        .and_then(|l| l.security_context.as_mut())
-        .and_then(|c| c.namespace_options.as_mut())
-    {
-        ns.network = NamespaceMode::Node.into();
-    }
-    config
-}
-
 impl Env {
     /// A pod with one running container running `script`; returns (pod id, container id).
     async fn pod_with(&mut self, name: &str, userns: bool, script: &str) -> (String, String) {
@@ -66,17 +51,7 @@ impl Env {
         name: &str,
         script: &str,
     ) -> (String, String) {
-        let pod = self
-            .daemon
-            .runtime
-            .run_pod_sandbox(RunPodSandboxRequest {
-                config: Some(config.clone()),
-                runtime_handler: String::new(),
-            })
-            .await
-            .expect("run pod")
-            .into_inner()
-            .pod_sandbox_id;
+        let (pod, config) = self.pod_from(config).await;
         let container = ContainerConfig {
             metadata: Some(ContainerMetadata {
                 name: name.into(),
@@ -636,7 +611,7 @@ async fn port_forward_reaches_the_pods_loopback() {
         .and_then(|l| l.local_addr())
         .expect("free port")
         .port();
-    let config = host_network_pod_config("pf-host", env.logs.path());
+    let config = on_host_network(pod_config("pf-host", false, env.logs.path()));
     let (host_pod, _) = env
         .pod_on(
             config,
