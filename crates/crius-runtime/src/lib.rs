@@ -590,7 +590,8 @@ impl Pods {
         let lock = self.lock(&id);
         let _guard = lock.lock().await;
         let (store, new) = (self.store.clone(), record.clone());
-        if let Some(other) = blocking::<_, PodError>(move || Ok(store.insert_unique(&new)?)).await? {
+        let existing = blocking::<_, PodError>(move || Ok(store.insert_unique(&new)?)).await?;
+        if let Some(other) = existing {
             let name = record
                 .spec
                 .metadata
