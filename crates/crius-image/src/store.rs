@@ -851,11 +851,11 @@ impl ImageStore {
             }
             commit_record(&db, record)
         })
-            .await
-            .map_err(|e| ImageError::Io {
-                context: "metadata task".into(),
-                source: std::io::Error::other(e.to_string()),
-            })?
+        .await
+        .map_err(|e| ImageError::Io {
+            context: "metadata task".into(),
+            source: std::io::Error::other(e.to_string()),
+        })?
     }
 
     /// Removes the image `reference` names, and the layers and blobs no other image or lease
@@ -1321,8 +1321,7 @@ fn unpack_reader_into(
                     e,
                 ))
             })
-        })
-;
+        });
     if result.is_err()
         && let Err(e) = unpack::remove_tree(tmp)
     {
