@@ -26,7 +26,7 @@ while [ $# -gt 0 ]; do
     --no-build) build=0 ;;
     --binary) binary=$(realpath "${2:?--binary needs a path}"); build=0; shift ;;
     --out) out=${2:?--out needs a directory}; shift ;;
-    -h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) awk 'NR > 1 && /^#/ {sub(/^# ?/, ""); print; next} NR > 1 {exit}' "$0"; exit 0 ;;
     *) echo "build-deb.sh: unknown argument $1" >&2; exit 2 ;;
   esac
   shift

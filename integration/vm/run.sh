@@ -38,7 +38,7 @@ while [ $# -gt 0 ]; do
     --critest) critest=$(realpath "${2:?--critest needs a path}"); shift ;;
     --tests) tests=${2?--tests needs a list}; shift ;;
     --) shift; critest_args=("$@"); break ;;
-    -h|--help) sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) awk 'NR > 1 && /^#/ {sub(/^# ?/, ""); print; next} NR > 1 {exit}' "$0"; exit 0 ;;
     *) echo "run.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
   shift

@@ -161,12 +161,22 @@ def main():
         step("a pod with limits under a kubelet-style cgroupfs parent (/kubepods/burstable/pod<uid>)")
         uid = "11111111-2222-3333-4444-555555555555"
         parent = f"/kubepods/burstable/pod{uid}"
-        pod, pod_config = run_pod(rt, "limits", uid, parent)
+        hugetlb = "hugetlb" in read("/sys/fs/cgroup/cgroup.controllers").split()
+        pod_res = cri.LinuxContainerResources(cpu_period=100000, cpu_quota=200000, memory_limit_in_bytes=256 << 20)
+        pod, pod_config = run_pod(rt, "limits", uid, parent, resources=pod_res)
         pods.append(pod)
+        pod_dir = f"/sys/fs/cgroup{parent}/crius-{pod}"
+        print(f"   the pod's cgroup {pod_dir} (its linux.resources):")
+        for f, want in [("memory.max", str(256 << 20)), ("cpu.max", "200000 100000")]:
+            got = read(f"{pod_dir}/{f}")
+            check(got == want, f"{f} = {got}", f"want {want}")
+        # What kubelet sends for a Burstable container on cgroup v2, and a little more.
         res = cri.LinuxContainerResources(
             cpu_period=100000, cpu_quota=50000, cpu_shares=512,
             memory_limit_in_bytes=64 << 20, memory_swap_limit_in_bytes=64 << 20,
-            unified={"pids.max": "64", "memory.high": str(60 << 20)},
+            cpuset_cpus="0", cpuset_mems="0",
+            hugepage_limits=[cri.HugepageLimit(page_size="2MB", limit=4 << 20)] if hugetlb else [],
+            unified={"pids.max": "64", "memory.high": str(60 << 20), "memory.oom.group": "1"},
         )
         c1 = run_container(rt, pod, pod_config, "limited", "exec sleep 3600", resources=res)
         st, inf = info(rt, c1)
@@ -177,12 +187,14 @@ def main():
         print(f"   verbose ContainerStatus cgroupDirs: {inf.get('cgroupDirs')}")
         check(path.startswith(parent + "/"), f"its cgroup is below the pod's parent {parent}")
         d = "/sys/fs/cgroup" + path
+        print(f"   in {d}:")
         for f, want in [
             ("memory.max", str(64 << 20)), ("memory.swap.max", "0"), ("memory.high", str(60 << 20)),
             ("cpu.max", "50000 100000"), ("cpu.weight", "20"), ("pids.max", "64"),
-        ]:
+            ("memory.oom.group", "1"), ("cpuset.cpus", "0"), ("cpuset.mems", "0"),
+        ] + ([("hugetlb.2MB.max", str(4 << 20))] if hugetlb else []):
             got = read(f"{d}/{f}")
-            check(got == want, f"{d}/{f} = {got}", f"want {want}")
+            check(got == want, f"{f} = {got}", f"want {want}")
         rc, out, err = exec_(rt, c1, "cat /sys/fs/cgroup/memory.max /sys/fs/cgroup/cpu.max; cat /proc/self/cgroup")
         lines = out.splitlines()
         print(f"   inside: /sys/fs/cgroup/memory.max {lines[0] if lines else '?'}, cpu.max {lines[1] if len(lines) > 1 else '?'}, /proc/self/cgroup {lines[2:]}")
@@ -195,6 +207,10 @@ def main():
                     "the exec helper joins mnt, net, ipc, uts and pid but not the cgroup namespace")
         rc, out, _ = exec_(rt, c1, "grep ' /sys/fs/cgroup ' /proc/self/mounts")
         check(" ro," in out, "/sys/fs/cgroup is mounted read-only inside", out)
+        rt.UpdateContainerResources(cri.UpdateContainerResourcesRequest(
+            container_id=c1, linux=cri.LinuxContainerResources(memory_limit_in_bytes=96 << 20, cpu_quota=80000, cpu_period=100000)), timeout=30)
+        got = (read(f"{d}/memory.max"), read(f"{d}/cpu.max"))
+        check(got == (str(96 << 20), "80000 100000"), f"UpdateContainerResources: memory.max {got[0]}, cpu.max {got[1]}")
         stats = rt.ContainerStats(cri.ContainerStatsRequest(container_id=c1), timeout=30).stats
         check(stats.memory.working_set_bytes.value > 0, f"ContainerStats: memory working set {stats.memory.working_set_bytes.value} bytes")
         check(stats.cpu.usage_core_nano_seconds.value > 0, f"ContainerStats: cpu {stats.cpu.usage_core_nano_seconds.value} ns")
@@ -233,7 +249,8 @@ def main():
         rc, groups, _ = exec_(rt, c2, "id -G")
         check(groups == "3000 4000", f"id -G inside: {groups} (Strict)")
         d2 = "/sys/fs/cgroup" + cgroup_of(pid2)
-        check(read(f"{d2}/memory.max") == str(96 << 20), f"{d2}/memory.max = {read(d2 + '/memory.max')}")
+        print(f"   its cgroup: {d2}")
+        check(read(f"{d2}/memory.max") == str(96 << 20), f"memory.max = {read(d2 + '/memory.max')} on the host")
         rc, out, _ = exec_(rt, c2, "cat /sys/fs/cgroup/memory.max")
         check(out == str(96 << 20), f"inside the user-namespaced container: /sys/fs/cgroup/memory.max = {out}")
 

@@ -173,7 +173,4 @@ if [ "$smoke" = 0 ]; then
   [ "$critest" = 1 ] && part critest critest_run
   part journal sh -c 'journalctl -u criusd --no-pager | grep -E " (WARN|ERROR) " | tail -40; true'
 fi
-echo
-echo "######## summary (guest)"
-cat "$summary"
 ! grep -q '^FAIL' "$summary"
