@@ -310,7 +310,7 @@ async fn containers_see_their_own_cgroup() {
                 .resources
                 .get_or_insert_default()
                 .memory_limit_in_bytes = mib << 20;
-            env.run(&pod, config).await;
+            let id = env.run(&pod, config).await;
             let deadline = Instant::now() + Duration::from_secs(20);
             let lines = loop {
                 let lines = env.stdout(&name);
@@ -332,6 +332,20 @@ async fn containers_see_their_own_cgroup() {
                 .find(|l| l.contains(":memory:"))
                 .or_else(|| lines.iter().find(|l| l.starts_with("0::")));
             assert!(own.is_some_and(|l| l.ends_with(":/")), "{name}: {lines:?}");
+            // An exec'd process sees the same: it joins the container's cgroup namespace.
+            let exec = env
+                .exec(&id, &["cat", "/proc/self/cgroup"], 10)
+                .await
+                .expect("exec");
+            let exec_lines: Vec<String> = String::from_utf8_lossy(&exec.stdout)
+                .lines()
+                .map(str::to_owned)
+                .collect();
+            let exec_own = exec_lines
+                .iter()
+                .find(|l| l.contains(":memory:"))
+                .or_else(|| exec_lines.iter().find(|l| l.starts_with("0::")));
+            assert_eq!(exec_own, own, "{name}: exec sees {exec_lines:?}");
             let written: Vec<&String> = lines
                 .iter()
                 .filter(|l| l.starts_with("WROTE") || l.starts_with("RW"))

@@ -192,7 +192,9 @@ fn setup_and_run(pod_dir: &Path, id: &str, cmd: &[std::ffi::OsString]) -> Result
     }
 
     // Open everything while still the host's root.
-    let kinds = ["mnt", "net", "ipc", "uts", "pid"];
+    // The cgroup namespace last, once this process is in the container's cgroups: its view
+    // is then the container's own, rooted at the container's cgroup.
+    let kinds = ["mnt", "net", "ipc", "uts", "pid", "cgroup"];
     let userns = if same_ns(t.pid, "user") {
         None
     } else {
