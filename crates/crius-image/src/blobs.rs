@@ -234,6 +234,8 @@ impl BlobStore {
             .await
             .map_err(ImageError::io(format!("writing {}", tmp.display())))
             .map_err(refused)?;
+        let file = file.into_std().await;
+        crate::unpack::start_writeback(&file);
         let actual = hasher.finish();
         if actual != digest {
             return Err(Stop::Refused(ImageError::DigestMismatch {
