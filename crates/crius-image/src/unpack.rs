@@ -240,9 +240,7 @@ impl<R: Read> Read for CappedReader<R> {
 /// sync will do the work.
 pub(crate) fn start_writeback(file: &File) {
     // SAFETY: sync_file_range takes a descriptor this function borrows and plain integers.
-    let _ = unsafe {
-        libc::sync_file_range(file.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE)
-    };
+    let _ = unsafe { libc::sync_file_range(file.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE) };
 }
 
 /// Unpacks the uncompressed tar read from `tar` into the existing directory `dest`, within
