@@ -716,7 +716,7 @@ ip link del "$bridge" 2>/dev/null || true
 for f in kubelet kube-apiserver kube-controller-manager kube-scheduler; do
   if grep -E '^E[0-9]{4}' "$work/$f.log" > "$work/$f-errors.txt"; then
     echo "   $f logged $(wc -l < "$work/$f-errors.txt") error lines; the most frequent:"
-    sed -E 's/^E[0-9]{4} [0-9:.]+ +[0-9]+ //' "$work/$f-errors.txt" | cut -c1-200 | sort | uniq -c | sort -rn | head -8 | sed 's/^/   /'
+    sed -E 's/^E[0-9]{4} [0-9:.]+ +[0-9]+ //' "$work/$f-errors.txt" | cut -c1-200 | sort | uniq -c | sort -rn | awk 'NR <= 8' | sed 's/^/   /'
   fi
 done
 
