@@ -426,11 +426,6 @@ impl ImageStore {
             .await
     }
 
-    /// How many pulls are in flight (each shared by its callers).
-    pub fn pulls_in_flight(&self) -> usize {
-        self.transfers.len()
-    }
-
     /// Drops what a failed pull or import left (blobs, lower layers); what other pulls in
     /// progress use is pinned and stays.
     pub(crate) async fn sweep_after_failure(self: &Arc<Self>) {

@@ -62,7 +62,8 @@ impl Transfers {
     }
 
     /// How many transfers are in flight.
-    pub(crate) fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.lock().len()
     }
 
