@@ -487,11 +487,19 @@ async fn tty_exec_runs_on_a_terminal_of_the_container() {
         assert!(resized, "stty size never showed 10 50 ({name})");
 
         // ^D ends cat's input; then the shell's exit code is the session's.
-        send(&mut ws, 0, b"cat; echo CAT-ENDED-$((3+4))\n").await;
-        // Echoed (or copied back) only once the terminal is in cat's line mode, where ^D is
-        // the end of input.
+        // ^D is the end of input only in the terminal's line mode: the shell leaves its own
+        // line editor (raw mode) before it runs the command, so the line is typed only once
+        // the command's first word has printed, and ^D only once cat has copied the line back
+        // (the terminal's echo and cat's copy: twice).
+        send(
+            &mut ws,
+            0,
+            b"echo CAT-STARTS-$((2+3)); cat; echo CAT-ENDED-$((3+4))\n",
+        )
+        .await;
+        read_until(&mut ws, |o, _| o.contains("CAT-STARTS-5")).await;
         send(&mut ws, 0, b"ping-cat\n").await;
-        read_until(&mut ws, |o, _| o.contains("ping-cat")).await;
+        read_until(&mut ws, |o, _| o.matches("ping-cat").count() >= 2).await;
         send(&mut ws, 0, b"\x04").await;
         read_until(&mut ws, |o, _| o.contains("CAT-ENDED-7")).await;
         send(&mut ws, 0, b"exit 7\n").await;
