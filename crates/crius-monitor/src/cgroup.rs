@@ -107,6 +107,11 @@ fn relative_dir(spec: &CgroupSpec) -> Result<PathBuf, Error> {
     if spec.name.is_empty() || spec.name == "." || spec.name == ".." || spec.name.contains('/') {
         return Err(refused("the name must be one plain path component"));
     }
+    if spec.systemd {
+        let slice = crius_proto::systemd_slice_path(&spec.parent)
+            .ok_or_else(|| refused("the parent is not a systemd slice unit name"))?;
+        return Ok(Path::new(slice.trim_start_matches('/')).join(&spec.name));
+    }
     Ok(spec
         .parent
         .split('/')
@@ -212,20 +217,15 @@ fn enable_controllers(dir: &Path) {
 
 /// The directories the sandbox process goes into: the pod cgroup itself in v1 hierarchies,
 /// a [`SANDBOX_LEAF`] below it in v2 ones (made here), so that the pod cgroup can delegate
-/// controllers to its containers.
+/// controllers to its containers ([`delegate`], once no process is left in it).
 pub(crate) fn sandbox_dirs(pod_dirs: &[PathBuf]) -> Result<Vec<PathBuf>, Error> {
-    let v2_mounts: Vec<PathBuf> = hierarchies()
-        .into_iter()
-        .filter(|h| h.v2)
-        .map(|h| h.mount)
-        .collect();
+    let v2_mounts = v2_mounts();
     pod_dirs
         .iter()
         .map(|dir| {
             if !v2_mounts.iter().any(|m| dir.starts_with(m)) {
                 return Ok(dir.clone());
             }
-            enable_controllers(dir);
             let leaf = dir.join(SANDBOX_LEAF);
             match std::fs::create_dir(&leaf) {
                 Ok(()) => Ok(leaf),
@@ -237,6 +237,26 @@ pub(crate) fn sandbox_dirs(pod_dirs: &[PathBuf]) -> Result<Vec<PathBuf>, Error> 
             }
         })
         .collect()
+}
+
+fn v2_mounts() -> Vec<PathBuf> {
+    hierarchies()
+        .into_iter()
+        .filter(|h| h.v2)
+        .map(|h| h.mount)
+        .collect()
+}
+
+/// Enables the controllers of each v2 pod cgroup for its children (the sandbox leaf and the
+/// containers). The kernel refuses while a process sits in the pod cgroup itself, so this
+/// follows the move into the leaf.
+pub(crate) fn delegate(pod_dirs: &[PathBuf]) {
+    let v2_mounts = v2_mounts();
+    for dir in pod_dirs {
+        if v2_mounts.iter().any(|m| dir.starts_with(m)) {
+            enable_controllers(dir);
+        }
+    }
 }
 
 /// The crius-owned [`MONITORS`] cgroup in every hierarchy, made when missing.
@@ -530,6 +550,7 @@ mod tests {
             parent: parent.into(),
             name: name.into(),
             resources: Resources::default(),
+            systemd: false,
         };
         assert_eq!(
             relative_dir(&spec("/kubepods/./burstable/", "crius-1")).ok(),
@@ -547,6 +568,19 @@ mod tests {
                 "{parent} {name}"
             );
             assert!(pod_dirs(&spec(parent, name)).is_empty(), "{parent} {name}");
+        }
+        let scope = |parent: &str| CgroupSpec {
+            systemd: true,
+            ..spec(parent, "crius-1.scope")
+        };
+        assert_eq!(
+            relative_dir(&scope("kubepods-besteffort.slice")).ok(),
+            Some(PathBuf::from(
+                "kubepods.slice/kubepods-besteffort.slice/crius-1.scope"
+            ))
+        );
+        for parent in ["/kubepods", "../x.slice", "a--b.slice"] {
+            assert!(relative_dir(&scope(parent)).is_err(), "{parent}");
         }
     }
 

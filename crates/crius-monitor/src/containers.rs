@@ -180,12 +180,24 @@ pub(crate) fn pty_peer(master: &OwnedFd) -> Result<OwnedFd, nix::errno::Errno> {
     Ok(unsafe { OwnedFd::from_raw_fd(slave) })
 }
 
-/// The container's cgroup: a child of the pod cgroup.
+/// The container's cgroup: a child of the pod cgroup (with the systemd driver, in the pod
+/// scope's delegated subtree, which crius writes itself).
 fn container_cgroup(sandbox: &SandboxSpec, id: &str) -> Option<CgroupSpec> {
-    sandbox.cgroup.as_ref().map(|pod| CgroupSpec {
-        parent: format!("{}/{}", pod.parent.trim_end_matches('/'), pod.name),
+    let pod = sandbox.cgroup.as_ref()?;
+    let parent = if pod.systemd {
+        format!(
+            "{}/{}",
+            crius_proto::systemd_slice_path(&pod.parent)?.trim_end_matches('/'),
+            pod.name
+        )
+    } else {
+        format!("{}/{}", pod.parent.trim_end_matches('/'), pod.name)
+    };
+    Some(CgroupSpec {
+        parent,
         name: format!("crius-{id}"),
         resources: Default::default(),
+        systemd: false,
     })
 }
 

@@ -23,6 +23,7 @@ mod rootfs;
 mod sandbox;
 mod seccomp;
 mod server;
+mod systemd;
 
 use std::ffi::OsString;
 use std::os::fd::AsRawFd;
@@ -99,6 +100,14 @@ pub enum Error {
     /// The node cannot run this sandbox (kernel or configuration lacks something).
     #[error("{0}")]
     Precondition(String),
+    /// systemd could not be reached or refused a unit (systemd cgroup driver).
+    #[error("{what}: {source}")]
+    Systemd {
+        /// What was being done.
+        what: String,
+        /// What systemd or the D-Bus connection said.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// The state could not be written whole.
     #[error(transparent)]
     Write(#[from] crius_proto::WriteError),

@@ -17,7 +17,7 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
 use crate::attach::Source;
-use crate::{Error, cgroup, containers, log, mounts, rootfs, sandbox, write_state};
+use crate::{Error, cgroup, containers, log, mounts, rootfs, sandbox, systemd, write_state};
 
 /// How long one client may take to send its request.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -50,25 +50,36 @@ impl Monitor {
         let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
             .map_err(Error::sys("cannot create a signalfd"))?;
 
+        let own = cgroup::current();
+        let me = i32::try_from(std::process::id()).unwrap_or(0);
+        // With the systemd driver, systemd makes the pod scope with the monitor in it.
+        let systemd_scope = spec.cgroup.as_ref().filter(|cg| cg.systemd);
         let cgroup_dirs = match &spec.cgroup {
+            Some(cg) if cg.systemd => vec![systemd::start_pod(cg, me, &own)?],
             Some(cg) => cgroup::create(cg)?,
             None => Vec::new(),
         };
         let mut undo = Undo {
             dir: dir.to_owned(),
             cgroups: cgroup_dirs.clone(),
+            scope: systemd_scope.cloned(),
             armed: true,
         };
         // The sandbox's cgroup namespace is rooted at the cgroup it is cloned in: clone it from
         // inside the pod cgroup (its v2 leaf), then step out so the monitor is not limited with
-        // the pod, into crius' monitors cgroup rather than criusd's (stopping criusd's service
-        // must not take the monitors along).
-        let own = cgroup::current();
-        let me = i32::try_from(std::process::id()).unwrap_or(0);
+        // the pod, into crius' monitors cgroup (systemd driver: the monitor's own scope) rather
+        // than criusd's (stopping criusd's service must not take the monitors along).
         let created = cgroup::sandbox_dirs(&cgroup_dirs)
             .and_then(|dirs| cgroup::enter(&dirs, me))
-            .and_then(|()| sandbox::create(spec));
-        if let Err(e) = cgroup::monitor_dirs().and_then(|dirs| cgroup::enter(&dirs, me)) {
+            .and_then(|()| {
+                cgroup::delegate(&cgroup_dirs);
+                sandbox::create(spec)
+            });
+        let left = match systemd_scope {
+            Some(_) => systemd::enter_monitor_scope(&spec.id, me),
+            None => cgroup::monitor_dirs().and_then(|dirs| cgroup::enter(&dirs, me)),
+        };
+        if let Err(e) = left {
             log(format_args!("cannot enter the monitors cgroup: {e}"));
             if let Err(e) = cgroup::enter(&own, me) {
                 log(format_args!("cannot leave the pod cgroup: {e}"));
@@ -289,10 +300,13 @@ impl Monitor {
                 (Ok(()), Next::Serve)
             }
             RequestBody::StopSandbox => (self.stop().map_err(|e| e.to_string()), Next::Serve),
-            RequestBody::UpdateResources { resources } => (
-                cgroup::apply(&self.state.cgroup_dirs, &resources).map_err(|e| e.to_string()),
-                Next::Serve,
-            ),
+            RequestBody::UpdateResources { resources } => {
+                let scope = self.spec.cgroup.as_ref().filter(|cg| cg.systemd);
+                let result = scope
+                    .map_or(Ok(()), |cg| systemd::set_limits(cg, &resources))
+                    .and_then(|()| cgroup::apply(&self.state.cgroup_dirs, &resources));
+                (result.map_err(|e| e.to_string()), Next::Serve)
+            }
             RequestBody::CreateContainer { spec } => (
                 self.create_container(&spec).map_err(|e| e.to_string()),
                 Next::Serve,
@@ -337,7 +351,7 @@ impl Monitor {
                     rootfs::release_layers(&self.dir)?;
                     mounts::release(&self.dir.join(layout::SHM))?;
                     rootfs::remove_writable_root(self.spec.writable_root.as_deref())?;
-                    cgroup::remove(&self.state.cgroup_dirs);
+                    remove_pod_cgroup(self.spec.cgroup.as_ref(), &self.state.cgroup_dirs);
                     let _ = std::fs::remove_file(self.dir.join(layout::SOCKET));
                     Ok(())
                 });
@@ -490,6 +504,8 @@ impl Monitor {
 struct Undo {
     dir: PathBuf,
     cgroups: Vec<PathBuf>,
+    /// The pod's systemd scope (systemd driver).
+    scope: Option<crius_proto::CgroupSpec>,
     armed: bool,
 }
 
@@ -498,9 +514,20 @@ impl Drop for Undo {
         if self.armed {
             let _ = mounts::release(&self.dir.join(layout::NETNS));
             let _ = mounts::release(&self.dir.join(layout::SHM));
-            cgroup::remove(&self.cgroups);
+            remove_pod_cgroup(self.scope.as_ref(), &self.cgroups);
         }
     }
+}
+
+/// Removes the pod cgroup's directories (the sandbox leaf and containers below it first); with
+/// the systemd driver, stops the pod's scope unit before, which also removes its cgroup.
+fn remove_pod_cgroup(spec: Option<&crius_proto::CgroupSpec>, dirs: &[PathBuf]) {
+    if let Some(cg) = spec.filter(|cg| cg.systemd)
+        && let Err(e) = systemd::stop_pod(cg)
+    {
+        log(format_args!("{e}"));
+    }
+    cgroup::remove(dirs);
 }
 
 /// Releases everything of a pod whose monitor is gone (or refuses to answer): kills the monitor
@@ -546,7 +573,7 @@ pub(crate) fn cleanup(dir: &Path) -> Result<(), Error> {
     rootfs::remove_writable_root(spec.as_ref().and_then(|s| s.writable_root.as_deref()))?;
     mounts::release(&dir.join(layout::NETNS))?;
     mounts::release(&dir.join(layout::SHM))?;
-    cgroup::remove(&cgroups);
+    remove_pod_cgroup(spec.as_ref().and_then(|s| s.cgroup.as_ref()), &cgroups);
     let _ = std::fs::remove_file(dir.join(layout::SOCKET));
     Ok(())
 }

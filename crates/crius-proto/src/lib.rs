@@ -169,13 +169,48 @@ impl Resources {
 /// Where the pod cgroup goes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CgroupSpec {
-    /// Parent cgroup path relative to each hierarchy root (absolute, `/`-separated).
+    /// Parent cgroup path relative to each hierarchy root (absolute, `/`-separated); with
+    /// `systemd`, the name of a systemd slice unit (`kubepods-besteffort-pod<uid>.slice`).
     pub parent: String,
-    /// Name of the pod's own cgroup under `parent`.
+    /// Name of the pod's own cgroup under `parent`; with `systemd`, the name of the transient
+    /// scope unit (`crius-<id>.scope`).
     pub name: String,
     /// Limits applied when it is created.
     #[serde(default)]
     pub resources: Resources,
+    /// The systemd cgroup driver: systemd creates and removes the pod cgroup as a transient
+    /// scope unit in the slice `parent`, with the limits as unit properties; below it (the
+    /// delegated subtree) crius writes cgroupfs itself.
+    #[serde(default)]
+    pub systemd: bool,
+}
+
+/// The cgroup path (absolute, below the hierarchy root) of systemd slice unit `slice`, where
+/// each `-` in the name nests a level: `a-b.slice` is `/a.slice/a-b.slice`, `-.slice` is `/`.
+/// None for a name that is not a slice unit name.
+pub fn systemd_slice_path(slice: &str) -> Option<String> {
+    let stem = slice.strip_suffix(".slice")?;
+    if stem == "-" {
+        return Some("/".to_owned());
+    }
+    let valid = |c: char| c.is_ascii_alphanumeric() || ":_.\\".contains(c);
+    if stem.is_empty()
+        || stem
+            .split('-')
+            .any(|part| part.is_empty() || !part.chars().all(valid))
+    {
+        return None;
+    }
+    let mut path = String::new();
+    let mut prefix = String::new();
+    for part in stem.split('-') {
+        prefix.push_str(part);
+        path.push('/');
+        path.push_str(&prefix);
+        path.push_str(".slice");
+        prefix.push('-');
+    }
+    Some(path)
 }
 
 /// What a monitor needs to create a sandbox; criusd writes it whole to `spec.json`.
@@ -756,6 +791,30 @@ pub fn process_is(pid: i32, start_time: u64) -> bool {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn systemd_slices_nest_by_dash() {
+        use super::systemd_slice_path as path;
+        assert_eq!(path("-.slice").as_deref(), Some("/"));
+        assert_eq!(path("system.slice").as_deref(), Some("/system.slice"));
+        assert_eq!(
+            path("kubepods-besteffort-pod1_2.slice").as_deref(),
+            Some("/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod1_2.slice")
+        );
+        for bad in [
+            "",
+            ".slice",
+            "a--b.slice",
+            "-a.slice",
+            "a-.slice",
+            "a/b.slice",
+            "a.scope",
+            "a b.slice",
+            "../a.slice",
+        ] {
+            assert_eq!(path(bad), None, "{bad}");
+        }
+    }
+
     use super::*;
 
     #[test]

@@ -39,6 +39,9 @@ pub use crate::validate::Invalid;
 
 /// The cgroup parent used when the pod names none.
 pub const DEFAULT_CGROUP_PARENT: &str = "/crius";
+
+/// The slice pod scopes go in when the pod names none (systemd cgroup driver).
+pub const DEFAULT_SYSTEMD_SLICE: &str = "crius.slice";
 /// Size of a pod's `/dev/shm`.
 pub const SHM_SIZE: u64 = 64 << 20;
 /// `oom_score_adj` of sandbox processes: the pause process is the last thing to kill.
@@ -124,7 +127,7 @@ impl From<crius_proto::WriteError> for PodError {
 pub enum CgroupDriver {
     /// crius writes cgroupfs directly.
     Cgroupfs,
-    /// systemd manages the cgroups (not supported yet).
+    /// systemd makes each pod cgroup a transient scope unit (over D-Bus).
     Systemd,
 }
 
@@ -534,13 +537,6 @@ impl Pods {
                 "the pod asks for a user namespace, but this node cannot run one: {reason}"
             )));
         }
-        if self.config.cgroup_driver == CgroupDriver::Systemd {
-            return Err(PodError::Precondition(
-                "the systemd cgroup driver is not supported by crius yet: set cgroup_driver = \
-                 \"cgroupfs\""
-                    .into(),
-            ));
-        }
         let ns = &spec.namespaces;
         let host_network = ns.network == NamespaceMode::Node;
         if spec.hostname.is_empty() {
@@ -550,10 +546,15 @@ impl Pods {
         }
         let id = new_id()?;
         let dir = self.pod_dir(&id);
-        let cgroup_parent = if spec.cgroup_parent.is_empty() {
-            DEFAULT_CGROUP_PARENT.to_owned()
+        let systemd = self.config.cgroup_driver == CgroupDriver::Systemd;
+        let (cgroup_parent, cgroup_name) = if systemd {
+            let slice = validate::systemd_slice(&spec.cgroup_parent, DEFAULT_SYSTEMD_SLICE)
+                .map_err(PodError::Invalid)?;
+            (slice, format!("crius-{id}.scope"))
+        } else if spec.cgroup_parent.is_empty() {
+            (DEFAULT_CGROUP_PARENT.to_owned(), format!("crius-{id}"))
         } else {
-            spec.cgroup_parent.clone()
+            (spec.cgroup_parent.clone(), format!("crius-{id}"))
         };
         let sandbox = SandboxSpec {
             version: PROTOCOL_VERSION,
@@ -565,8 +566,9 @@ impl Pods {
             new_pid: ns.pid != NamespaceMode::Node,
             cgroup: Some(CgroupSpec {
                 parent: cgroup_parent,
-                name: format!("crius-{id}"),
+                name: cgroup_name,
                 resources: spec.resources.clone(),
+                systemd,
             }),
             shm_size: SHM_SIZE,
             sysctls: spec.sysctls.clone(),
@@ -1009,13 +1011,16 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn systemd_driver_and_unknown_handler_are_refused() {
+    async fn cgroupfs_parent_with_systemd_and_unknown_handler_are_refused() {
         let dir = tempfile::tempdir().expect("tempdir");
         let p = pods(dir.path(), IdmapSupport::Supported, CgroupDriver::Systemd);
-        assert!(matches!(
-            p.run(spec(false)).await,
-            Err(PodError::Precondition(_))
-        ));
+        let mut s = spec(false);
+        s.cgroup_parent = "/kubepods/besteffort/pod1".into();
+        match p.run(s).await {
+            Err(PodError::Invalid(i)) => assert_eq!(i.field, "config.linux.cgroup_parent"),
+            other => panic!("expected InvalidArgument, got {other:?}"),
+        }
+        assert!(p.list().expect("list").is_empty());
         let other = tempfile::tempdir().expect("tempdir");
         let p = pods(
             other.path(),

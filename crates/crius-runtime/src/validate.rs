@@ -287,6 +287,32 @@ fn validate_cgroup_parent(path: &str) -> Result<(), Invalid> {
     Ok(())
 }
 
+/// With the systemd cgroup driver, the slice unit a pod's cgroup parent names: a slice name
+/// (`kubepods-burstable-pod<uid>.slice`) or the slice's cgroup path as kubelet sends it
+/// (`/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod<uid>.slice`). An empty
+/// parent is `default`.
+pub fn systemd_slice(parent: &str, default: &str) -> Result<String, Invalid> {
+    if parent.is_empty() {
+        return Ok(default.to_owned());
+    }
+    let name = parent.rsplit('/').next().unwrap_or_default();
+    match crius_proto::systemd_slice_path(name) {
+        Some(path) if !parent.contains('/') || parent.trim_end_matches('/') == path => {
+            Ok(name.to_owned())
+        }
+        _ => Err(invalid(
+            "config.linux.cgroup_parent",
+            format!(
+                "{} is not a systemd slice: with cgroup_driver = \"systemd\" the cgroup parent \
+                 is a slice unit such as kubepods-besteffort.slice (or its path, \
+                 /kubepods.slice/kubepods-besteffort.slice), as kubelet sends it with its \
+                 systemd cgroup driver",
+                shown(parent)
+            ),
+        )),
+    }
+}
+
 /// A container's log path: relative to the pod's log directory and beneath it (no `..`, no
 /// absolute path); the monitor also opens it without following symlinks.
 pub fn validate_log_path(field: &str, path: &str) -> Result<(), Invalid> {
@@ -1419,6 +1445,33 @@ mod tests {
         let err = read_seccomp_profile("f", &missing.to_string_lossy()).expect_err("missing");
         assert!(err.reason.contains("missing.json"), "{}", err.reason);
         assert!(read_seccomp_profile("f", "relative.json").is_err());
+    }
+
+    #[test]
+    fn systemd_parents_are_slices() {
+        let slice = |p: &str| systemd_slice(p, "crius.slice");
+        assert_eq!(slice("").as_deref(), Ok("crius.slice"));
+        assert_eq!(
+            slice("kubepods-besteffort-pod1.slice").as_deref(),
+            Ok("kubepods-besteffort-pod1.slice")
+        );
+        assert_eq!(
+            slice("/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod1.slice")
+                .as_deref(),
+            Ok("kubepods-besteffort-pod1.slice")
+        );
+        for bad in [
+            "/kubepods/besteffort/pod1",
+            "/kubepods.slice/kubepods-burstable.slice/kubepods-besteffort-pod1.slice",
+            "/x/kubepods.slice",
+            "kubepods",
+            "crius-1.scope",
+            "a--b.slice",
+        ] {
+            let err = slice(bad).expect_err(bad);
+            assert_eq!(err.field, "config.linux.cgroup_parent");
+            assert!(err.reason.contains("systemd"), "{}", err.reason);
+        }
     }
 
     #[test]

@@ -35,6 +35,12 @@ pub const DEFAULT_PULL_PROGRESS_TIMEOUT: &str = "5m";
 /// Exists while systemd runs as the init system.
 pub const SYSTEMD_RUNNING: &str = "/run/systemd/system";
 
+/// Whether `/sys/fs/cgroup` is a cgroup2 mount (a unified-only node).
+fn unified_cgroups() -> bool {
+    nix::sys::statfs::statfs("/sys/fs/cgroup")
+        .is_ok_and(|fs| fs.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC)
+}
+
 /// Why a configuration could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -296,6 +302,15 @@ impl Config {
                 ),
             ));
         }
+        if self.cgroup_driver == CgroupDriver::Systemd && !unified_cgroups() {
+            return Err(invalid(
+                "cgroup_driver",
+                "\"systemd\" needs cgroup v2 alone (/sys/fs/cgroup a cgroup2 mount, as kubelet \
+                 1.35+ wants it); this node mounts cgroup v1 hierarchies: use \"cgroupfs\" or boot \
+                 with systemd.unified_cgroup_hierarchy=1"
+                    .to_owned(),
+            ));
+        }
         if let Err(e) = self.stream_address.parse::<std::net::SocketAddr>() {
             return Err(invalid(
                 "stream_address",
@@ -498,7 +513,7 @@ cni_bin_dirs = ["/usr/lib/cni"]
         assert_eq!(config.cgroup_driver, CgroupDriver::Cgroupfs);
         assert!(parse("cgroup_driver = \"lxc\"").is_err());
         let systemd = parse("cgroup_driver = \"systemd\"");
-        if Path::new(SYSTEMD_RUNNING).exists() {
+        if Path::new(SYSTEMD_RUNNING).exists() && unified_cgroups() {
             assert_eq!(systemd.unwrap().cgroup_driver, CgroupDriver::Systemd);
         } else {
             let err = systemd.unwrap_err().to_string();

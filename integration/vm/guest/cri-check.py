@@ -4,10 +4,12 @@
 Run inside the guest by guest/run.sh, as root, with Debian's python3-grpcio, after
 generating the CRI stubs (api_pb2, api_pb2_grpc) from proto/api.proto into STUBS_DIR:
 
-    cri-check.py STUBS_DIR IMAGE
+    cri-check.py STUBS_DIR IMAGE [--systemd]
 
-IMAGE is a busybox image in a registry criusd may pull from. Prints one `ok` or `FAIL` line per
-check and exits non-zero if any failed. Everything it makes is removed at the end.
+IMAGE is a busybox image in a registry criusd may pull from. With --systemd, the service runs
+with cgroup_driver = "systemd": pods get kubelet's systemd cgroup parents (slices) and the checks
+look for their scope units. Prints one `ok` or `FAIL` line per check and exits non-zero if any
+failed. Everything it makes is removed at the end.
 """
 
 import json
@@ -22,6 +24,7 @@ import api_pb2 as cri  # noqa: E402
 import api_pb2_grpc  # noqa: E402
 
 IMAGE = sys.argv[2]
+SYSTEMD = "--systemd" in sys.argv[3:]
 SOCKET = "unix:///run/crius/crius.sock"
 failures = []
 known = []
@@ -120,6 +123,28 @@ def exec_(rt, cid, command):
     return r.exit_code, r.stdout.decode().strip(), r.stderr.decode().strip()
 
 
+def pod_parent(qos, uid):
+    """The cgroup parent kubelet sends for a pod of QoS class qos ("" for Guaranteed): a
+    cgroupfs path, or with the systemd driver the path of the pod's slice."""
+    if not SYSTEMD:
+        return "/kubepods" + (f"/{qos}" if qos else "") + f"/pod{uid}"
+    escaped = uid.replace("-", "_")
+    path, name = "/kubepods.slice", "kubepods"
+    for part in ([qos] if qos else []) + [f"pod{escaped}"]:
+        name = f"{name}-{part}"
+        path = f"{path}/{name}.slice"
+    return path
+
+
+def pod_cgroup(parent, pod):
+    """The pod's own cgroup below its parent: crius-<id>, or the scope unit crius-<id>.scope."""
+    return f"{parent}/crius-{pod}" + (".scope" if SYSTEMD else "")
+
+
+def unit(name, prop):
+    return sh("systemctl", "show", "-P", prop, name)
+
+
 def cgroup_of(pid):
     """The unified cgroup path of pid, from /proc (the one `0::` line on cgroup v2)."""
     for line in read(f"/proc/{pid}/cgroup").splitlines():
@@ -145,7 +170,9 @@ def main():
     v = wait_ready(rt)
     check(v.runtime_name == "crius", f"{v.runtime_name} {v.runtime_version} answers CRI {v.runtime_api_version} on {SOCKET}")
     driver = rt.RuntimeConfig(cri.RuntimeConfigRequest(), timeout=10).linux.cgroup_driver
-    check(driver == cri.CGROUPFS, f"RuntimeConfig: cgroup driver {cri.CgroupDriver.Name(driver)} (the default, cgroupfs)")
+    want = cri.SYSTEMD if SYSTEMD else cri.CGROUPFS
+    check(driver == want, f"RuntimeConfig: cgroup driver {cri.CgroupDriver.Name(driver)}",
+          f"want {cri.CgroupDriver.Name(want)}")
     status = rt.Status(cri.StatusRequest(), timeout=10)
     conds = {c.type: c.status for c in status.status.conditions}
     check(conds.get("RuntimeReady") and conds.get("NetworkReady"), f"Status: {conds}")
@@ -158,18 +185,35 @@ def main():
 
     pods = []
     try:
-        step("a pod with limits under a kubelet-style cgroupfs parent (/kubepods/burstable/pod<uid>)")
         uid = "11111111-2222-3333-4444-555555555555"
-        parent = f"/kubepods/burstable/pod{uid}"
+        parent = pod_parent("burstable", uid)
+        step(f"a pod with limits under a kubelet-style cgroup parent ({parent})")
         hugetlb = "hugetlb" in read("/sys/fs/cgroup/cgroup.controllers").split()
         pod_res = cri.LinuxContainerResources(cpu_period=100000, cpu_quota=200000, memory_limit_in_bytes=256 << 20)
         pod, pod_config = run_pod(rt, "limits", uid, parent, resources=pod_res)
         pods.append(pod)
-        pod_dir = f"/sys/fs/cgroup{parent}/crius-{pod}"
+        pod_dir = f"/sys/fs/cgroup{pod_cgroup(parent, pod)}"
         print(f"   the pod's cgroup {pod_dir} (its linux.resources):")
         for f, want in [("memory.max", str(256 << 20)), ("cpu.max", "200000 100000")]:
             got = read(f"{pod_dir}/{f}")
             check(got == want, f"{f} = {got}", f"want {want}")
+        if SYSTEMD:
+            scope = f"crius-{pod}.scope"
+            slice_ = parent.rsplit("/", 1)[1]
+            print("   systemctl status " + scope + ":\n" + "\n".join(
+                "     " + l for l in sh("systemctl", "status", "--no-pager", "--lines=0", scope).splitlines()))
+            check(unit(scope, "ActiveState") == "active" and unit(scope, "Slice") == slice_,
+                  f"{scope} is an active unit in {slice_}", f"{unit(scope, 'ActiveState')} in {unit(scope, 'Slice')}")
+            check(unit(scope, "Delegate") == "yes", f"{scope}: Delegate={unit(scope, 'Delegate')}")
+            check(unit(scope, "ControlGroup") == pod_cgroup(parent, pod), f"{scope}: ControlGroup={unit(scope, 'ControlGroup')}")
+            check(unit(scope, "MemoryMax") == str(256 << 20), f"{scope}: MemoryMax={unit(scope, 'MemoryMax')} (a unit property)")
+            check(unit(scope, "CPUQuotaPerSecUSec") == "2s", f"{scope}: CPUQuotaPerSecUSec={unit(scope, 'CPUQuotaPerSecUSec')}")
+            status = sh("systemctl", "status", "--no-pager", "--lines=0", scope)
+            check("max: 256.0M" in status, "systemctl status shows the memory limit (max: 256.0M)")
+            monitor = f"crius-monitor-{pod}.scope"
+            check(unit(monitor, "ActiveState") == "active" and unit(monitor, "Slice") == "system.slice",
+                  f"the pod's monitor runs in its own {monitor} in system.slice",
+                  f"{unit(monitor, 'ActiveState')} in {unit(monitor, 'Slice')}")
         # What kubelet sends for a Burstable container on cgroup v2, and a little more.
         res = cri.LinuxContainerResources(
             cpu_period=100000, cpu_quota=50000, cpu_shares=512,
@@ -230,9 +274,12 @@ def main():
 
         step("a hostUsers: false pod with supplementalGroupsPolicy Strict and limits")
         uid2 = "66666666-7777-8888-9999-000000000000"
-        parent2 = f"/kubepods/pod{uid2}"
-        pod2, pod2_config = run_pod(rt, "userns", uid2, parent2, userns=True)
+        parent2 = pod_parent("", uid2)
+        pod2, pod2_config = run_pod(rt, "userns", uid2, parent2, userns=True,
+                                    resources=cri.LinuxContainerResources(memory_limit_in_bytes=128 << 20))
         pods.append(pod2)
+        got = read(f"/sys/fs/cgroup{pod_cgroup(parent2, pod2)}/memory.max")
+        check(got == str(128 << 20), f"the pod's cgroup: memory.max = {got} (its linux.resources)")
         sec = cri.LinuxContainerSecurityContext(
             run_as_user=cri.Int64Value(value=1000), run_as_group=cri.Int64Value(value=3000),
             supplemental_groups=[4000], supplemental_groups_policy=cri.Strict,
@@ -253,6 +300,13 @@ def main():
         check(read(f"{d2}/memory.max") == str(96 << 20), f"memory.max = {read(d2 + '/memory.max')} on the host")
         rc, out, _ = exec_(rt, c2, "cat /sys/fs/cgroup/memory.max")
         check(out == str(96 << 20), f"inside the user-namespaced container: /sys/fs/cgroup/memory.max = {out}")
+        check(d2.startswith(f"/sys/fs/cgroup{pod_cgroup(parent2, pod2)}/"), f"that cgroup is below the pod's {pod_cgroup(parent2, pod2)}")
+        if SYSTEMD:
+            tree = sh("systemctl", "status", "--no-pager", "--lines=0", f"crius-{pod2}.scope")
+            print("   systemctl status crius-" + pod2[:12] + "….scope:\n" + "\n".join("     " + l for l in tree.splitlines()))
+            check(f"crius-{c2}" in tree and "sleep 3600" in tree,
+                  "systemctl status of the pod's scope shows the container's cgroup and process")
+            check("max: 128.0M" in tree, "systemctl status of the pod's scope shows its memory limit (max: 128.0M)")
 
         step("systemctl restart criusd: pods and containers survive and are re-attached")
         before = {c: info(rt, c)[1].get("pid") for c in (c1, c2)}
@@ -269,6 +323,10 @@ def main():
                   f"container {c[:12]} still running as pid {pid_before}")
         rc, out, _ = exec_(rt, c2, "cat /sys/fs/cgroup/memory.max")
         check(rc == 0 and out == str(96 << 20), "exec after the restart still works")
+        if SYSTEMD:
+            for p in pods:
+                check(unit(f"crius-{p}.scope", "ActiveState") == "active" and unit(f"crius-monitor-{p}.scope", "ActiveState") == "active",
+                      f"crius-{p[:12]}….scope and its monitor's scope are still active")
         monitors = sh("sh", "-c", "systemd-cgls --no-pager -u criusd.service | head -20")
         print("   criusd.service's cgroup after the restart:\n" + "\n".join("     " + l for l in monitors.splitlines()))
     finally:
@@ -283,6 +341,12 @@ def main():
         check(not left, "no pod left")
         stray = sh("sh", "-c", "find /sys/fs/cgroup/kubepods /sys/fs/cgroup/crius -mindepth 1 -type d 2>/dev/null")
         print("   cgroups left below /sys/fs/cgroup/kubepods and /crius: " + (", ".join(stray.split()) or "none"))
+        if SYSTEMD:
+            time.sleep(1)
+            units = sh("sh", "-c", "systemctl list-units --all --plain --no-legend 'crius-*' | awk '{print $1}'")
+            check(not units, "no crius scope unit is left (pods' and monitors')", units.replace("\n", " "))
+            scopes = sh("sh", "-c", "find /sys/fs/cgroup/kubepods.slice -name 'crius-*' 2>/dev/null")
+            check(not scopes, "no crius cgroup is left below kubepods.slice", scopes.replace("\n", " "))
 
     for k in known:
         print(f"cri-check: KNOWN {k}")

@@ -130,7 +130,20 @@ cri_check() {
   # on the wire, so it is dropped.
   sed -E 's/ *\[debug_redact *= *true\]//' "$base/api.proto" > "$stubs/api.proto"
   (cd "$stubs" && /usr/bin/python3 -m grpc_tools.protoc -I. --python_out=. --grpc_python_out=. api.proto) &&
-    /usr/bin/python3 "$base/guest/cri-check.py" "$stubs" "$registry/vm/busybox:1"
+    /usr/bin/python3 "$base/guest/cri-check.py" "$stubs" "$registry/vm/busybox:1" "$@"
+}
+
+# The same checks with the systemd cgroup driver set in the conffile (as an operator would),
+# then the default driver back.
+cri_check_systemd() {
+  local rc
+  sed -i '1i cgroup_driver = "systemd"' /etc/crius/config.toml
+  systemctl restart criusd
+  cri_check --systemd
+  rc=$?
+  sed -i '/^cgroup_driver = "systemd"$/d' /etc/crius/config.toml
+  systemctl restart criusd
+  return $rc
 }
 
 run_test() {
@@ -166,6 +179,7 @@ part facts facts
 part registry start_registry
 part demo "$base/bin/crius-demo" --criusd /usr/bin/criusd
 part cri-check cri_check
+part cri-check-systemd cri_check_systemd
 if [ "$smoke" = 0 ]; then
   for t in $tests; do
     part "test-$t" run_test "$base/tests/$t"
