@@ -2,7 +2,7 @@
 //! pods with or without a user namespace, and containers running shell scripts.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use cri_api::v1::*;
@@ -73,6 +73,79 @@ pub async fn setup_config(with_image_user: bool, extra: &str) -> Env {
         image: pushed.reference,
         logs,
         _registry: registry,
+    }
+}
+
+/// The mount points of the cgroup hierarchies this host mounts: each v1 hierarchy (named ones
+/// included) and the v2 one (on a v2-only node, `/sys/fs/cgroup` alone).
+pub fn cgroup_hierarchies() -> Vec<PathBuf> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    info.lines()
+        .filter(|l| l.contains(" - cgroup ") || l.contains(" - cgroup2 "))
+        .filter_map(|l| l.split(' ').nth(4).map(PathBuf::from))
+        .collect()
+}
+
+/// The directory among `dirs` (one cgroup in several hierarchies) that has `file`.
+pub fn cgroup_dir_with<'a>(dirs: &'a [PathBuf], file: &str) -> Option<&'a Path> {
+    dirs.iter()
+        .map(PathBuf::as_path)
+        .find(|d| d.join(file).exists())
+}
+
+/// The trimmed content of `file` in the one directory of `dirs` that has it.
+pub fn cgroup_file(dirs: &[PathBuf], file: &str) -> String {
+    let dir = cgroup_dir_with(dirs, file).unwrap_or_else(|| panic!("no {file} in {dirs:?}"));
+    std::fs::read_to_string(dir.join(file))
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.join(file).display()))
+        .trim()
+        .to_owned()
+}
+
+/// The memory limit of a cgroup in `dirs`: v2 `memory.max` or v1 `memory.limit_in_bytes`.
+pub fn memory_limit(dirs: &[PathBuf]) -> String {
+    if cgroup_dir_with(dirs, "memory.max").is_some() {
+        cgroup_file(dirs, "memory.max")
+    } else {
+        cgroup_file(dirs, "memory.limit_in_bytes")
+    }
+}
+
+/// The cpu quota and period of a cgroup in `dirs` as v2's `cpu.max` writes them
+/// (`<quota> <period>`), from that file or v1's `cpu.cfs_quota_us` and `cpu.cfs_period_us`.
+pub fn cpu_max(dirs: &[PathBuf]) -> String {
+    if cgroup_dir_with(dirs, "cpu.max").is_some() {
+        cgroup_file(dirs, "cpu.max")
+    } else {
+        format!(
+            "{} {}",
+            cgroup_file(dirs, "cpu.cfs_quota_us"),
+            cgroup_file(dirs, "cpu.cfs_period_us")
+        )
+    }
+}
+
+/// The memory + swap limit of a cgroup in `dirs` where the node accounts swap: v1
+/// `memory.memsw.limit_in_bytes`, or v2 `memory.swap.max` plus `memory.max`.
+pub fn memory_and_swap_limit(dirs: &[PathBuf]) -> Option<u64> {
+    let number = |file: &str| cgroup_file(dirs, file).parse::<u64>().ok();
+    if cgroup_dir_with(dirs, "memory.memsw.limit_in_bytes").is_some() {
+        number("memory.memsw.limit_in_bytes")
+    } else if cgroup_dir_with(dirs, "memory.swap.max").is_some() {
+        Some(number("memory.swap.max")? + number("memory.max")?)
+    } else {
+        None
+    }
+}
+
+/// The cpu shares of a cgroup in `dirs` as (found, wanted): v1 `cpu.shares`, or v2 `cpu.weight`
+/// against the weight `shares` converts to.
+pub fn cpu_shares(dirs: &[PathBuf], shares: u64) -> (String, String) {
+    if cgroup_dir_with(dirs, "cpu.shares").is_some() {
+        (cgroup_file(dirs, "cpu.shares"), shares.to_string())
+    } else {
+        let weight = 1 + (shares.clamp(2, 262_144) - 2) * 9999 / 262_142;
+        (cgroup_file(dirs, "cpu.weight"), weight.to_string())
     }
 }
 

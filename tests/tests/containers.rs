@@ -576,18 +576,8 @@ async fn resources_update_and_oom_kill() {
         .iter()
         .filter_map(|d| d.as_str().map(PathBuf::from))
         .collect();
-    let memory = dirs
-        .iter()
-        .find(|d| d.join("memory.limit_in_bytes").exists())
-        .expect("a v1 memory cgroup")
-        .clone();
-    let read = |f: &str| {
-        std::fs::read_to_string(memory.join(f))
-            .unwrap_or_default()
-            .trim()
-            .to_owned()
-    };
-    assert_eq!(read("memory.limit_in_bytes"), (64u64 << 20).to_string());
+    let limit = || crius_tests::env::memory_limit(&dirs);
+    assert_eq!(limit(), (64u64 << 20).to_string());
     env.daemon
         .runtime
         .update_container_resources(UpdateContainerResourcesRequest {
@@ -600,7 +590,7 @@ async fn resources_update_and_oom_kill() {
         })
         .await
         .expect("update");
-    assert_eq!(read("memory.limit_in_bytes"), (96u64 << 20).to_string());
+    assert_eq!(limit(), (96u64 << 20).to_string());
     let reported = env
         .status(&id)
         .await

@@ -10,7 +10,7 @@
 
 #![allow(clippy::unwrap_used, reason = "test code")]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use cri_api::v1::*;
 use crius_tests::env::{Env, pod_config, setup};
@@ -67,15 +67,6 @@ fn count_dirs_below(dir: &Path) -> usize {
     n
 }
 
-/// The mount points of the v1 hierarchies (named ones included).
-fn v1_hierarchies() -> Vec<PathBuf> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    info.lines()
-        .filter(|l| l.contains(" - cgroup "))
-        .filter_map(|l| l.split(' ').nth(4).map(PathBuf::from))
-        .collect()
-}
-
 /// A value (first number) of a `/proc/PID/status` key.
 fn status_value(pid: u32, key: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
@@ -115,7 +106,7 @@ fn sample(env: &Env, cgroup_parent: &str, cycles: usize) -> Sample {
         .lines()
         .filter(|l| l.split(' ').nth(4).is_some_and(|m| m.starts_with(&dir)))
         .count();
-    let cgroups = v1_hierarchies()
+    let cgroups = crius_tests::env::cgroup_hierarchies()
         .iter()
         .map(|h| {
             let parent = h.join(cgroup_parent.trim_start_matches('/'));
@@ -268,7 +259,7 @@ struct CgroupParent(String);
 
 impl Drop for CgroupParent {
     fn drop(&mut self) {
-        for h in v1_hierarchies() {
+        for h in crius_tests::env::cgroup_hierarchies() {
             let _ = std::fs::remove_dir(h.join(self.0.trim_start_matches('/')));
         }
     }

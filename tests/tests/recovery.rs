@@ -145,13 +145,11 @@ fn nothing_left() -> Leftovers {
     }
 }
 
-/// The pod cgroups `crius-<id>` under the default parent in every v1 hierarchy.
+/// The pod cgroups `crius-<id>` under the default parent in every hierarchy.
 fn pod_cgroups(id: &str) -> Vec<PathBuf> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    info.lines()
-        .filter(|l| l.contains(" - cgroup "))
-        .filter_map(|l| l.split(' ').nth(4))
-        .map(|m| Path::new(m).join("crius").join(format!("crius-{id}")))
+    crius_tests::env::cgroup_hierarchies()
+        .into_iter()
+        .map(|m| m.join("crius").join(format!("crius-{id}")))
         .filter(|p| p.exists())
         .collect()
 }
@@ -209,7 +207,7 @@ impl CgroupParent {
 
     /// The cgroups left beneath it, over every v1 hierarchy.
     fn children(&self) -> Vec<PathBuf> {
-        v1_hierarchies()
+        crius_tests::env::cgroup_hierarchies()
             .iter()
             .flat_map(|h| {
                 names(&h.join(self.0.trim_start_matches('/')))
@@ -223,18 +221,10 @@ impl CgroupParent {
 
 impl Drop for CgroupParent {
     fn drop(&mut self) {
-        for h in v1_hierarchies() {
+        for h in crius_tests::env::cgroup_hierarchies() {
             let _ = std::fs::remove_dir(h.join(self.0.trim_start_matches('/')));
         }
     }
-}
-
-fn v1_hierarchies() -> Vec<PathBuf> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    info.lines()
-        .filter(|l| l.contains(" - cgroup "))
-        .filter_map(|l| l.split(' ').nth(4).map(PathBuf::from))
-        .collect()
 }
 
 async fn run_pod_in(
@@ -372,7 +362,7 @@ async fn start_up_sweep_removes_what_no_record_owns() {
     )
     .unwrap();
     std::fs::write(dir.join("shm/data"), "x").unwrap();
-    for h in v1_hierarchies() {
+    for h in crius_tests::env::cgroup_hierarchies() {
         let c = h.join("crius").join(format!("crius-{id}"));
         if std::fs::create_dir_all(c.join("child")).is_ok() {
             orphan.cgroups.push(c);

@@ -134,19 +134,13 @@ fn alive(pid: i32) -> bool {
         .is_some_and(|zombie| !zombie)
 }
 
-/// Every cgroup directory of a pod, on every mounted hierarchy.
+/// Every cgroup directory of a pod (default parent), on every mounted hierarchy.
 fn cgroup_dirs(id: &str) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let Ok(entries) = std::fs::read_dir("/sys/fs/cgroup") else {
-        return out;
-    };
-    for entry in entries.flatten() {
-        let dir = entry.path().join("crius").join(format!("crius-{id}"));
-        if dir.exists() {
-            out.push(dir);
-        }
-    }
-    out
+    crius_tests::env::cgroup_hierarchies()
+        .into_iter()
+        .map(|h| h.join("crius").join(format!("crius-{id}")))
+        .filter(|dir| dir.exists())
+        .collect()
 }
 
 /// Checks that nothing of the pods is left: monitors, sandboxes, mounts, cgroups, directories.

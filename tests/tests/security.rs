@@ -5,7 +5,9 @@
 use std::time::{Duration, Instant};
 
 use cri_api::v1::*;
-use crius_tests::env::{Env, setup};
+use crius_tests::env::{
+    Env, cgroup_file, cpu_max, cpu_shares, memory_and_swap_limit, memory_limit, setup,
+};
 
 /// A profile type and, for Localhost, its file.
 fn seccomp(profile: security_profile::ProfileType, path: &str) -> Option<SecurityProfile> {
@@ -241,18 +243,6 @@ async fn cgroup_dirs(env: &mut Env, id: &str) -> Vec<std::path::PathBuf> {
         .collect()
 }
 
-/// The trimmed content of `file` in the one directory that has it.
-fn cgroup_file(dirs: &[std::path::PathBuf], file: &str) -> String {
-    let dir = dirs
-        .iter()
-        .find(|d| d.join(file).exists())
-        .unwrap_or_else(|| panic!("no {file} in {dirs:?}"));
-    std::fs::read_to_string(dir.join(file))
-        .expect("read")
-        .trim()
-        .to_owned()
-}
-
 /// The 2 MiB hugepage limit in the directories (v2 `hugetlb.2MB.max` or v1's file).
 fn hugetlb_2mb(dirs: &[std::path::PathBuf]) -> String {
     let file = if dirs.iter().any(|d| d.join("hugetlb.2MB.max").exists()) {
@@ -317,18 +307,12 @@ async fn pids_cpusets_swap_and_hugepages_apply_at_create_and_update() {
     let id = env.run(&pod, config).await;
     assert_eq!(reported_resources(&mut env, &id).await, created);
     let dirs = cgroup_dirs(&mut env, &id).await;
-    assert_eq!(cgroup_file(&dirs, "cpu.cfs_quota_us"), "50000");
+    assert_eq!(cpu_max(&dirs), "50000 100000");
     assert_eq!(cgroup_file(&dirs, "pids.max"), "12");
     assert_eq!(cgroup_file(&dirs, "cpuset.cpus"), "0");
     assert_eq!(cgroup_file(&dirs, "cpuset.mems"), "0");
-    if dirs
-        .iter()
-        .any(|d| d.join("memory.memsw.limit_in_bytes").exists())
-    {
-        assert_eq!(
-            cgroup_file(&dirs, "memory.memsw.limit_in_bytes"),
-            (128u64 << 20).to_string()
-        );
+    if let Some(total) = memory_and_swap_limit(&dirs) {
+        assert_eq!(total, 128 << 20, "memory + swap");
     }
     if hugepages {
         assert_eq!(hugetlb_2mb(&dirs), (4u64 << 20).to_string());
@@ -401,26 +385,17 @@ async fn pids_cpusets_swap_and_hugepages_apply_at_create_and_update() {
             ..updated
         }
     );
-    assert_eq!(cgroup_file(&dirs, "cpu.cfs_quota_us"), "60000");
-    assert_eq!(cgroup_file(&dirs, "cpu.cfs_period_us"), "200000");
-    assert_eq!(cgroup_file(&dirs, "cpu.shares"), "256");
+    assert_eq!(cpu_max(&dirs), "60000 200000");
+    let (shares, want) = cpu_shares(&dirs, 256);
+    assert_eq!(shares, want, "cpu shares (v1) or weight (v2)");
     assert_eq!(cgroup_file(&dirs, "pids.max"), "64");
     if hugepages {
         assert_eq!(hugetlb_2mb(&dirs), (8u64 << 20).to_string());
     }
     assert_eq!(cgroup_file(&dirs, "cpuset.cpus"), "0-1");
-    assert_eq!(
-        cgroup_file(&dirs, "memory.limit_in_bytes"),
-        (96u64 << 20).to_string()
-    );
-    if dirs
-        .iter()
-        .any(|d| d.join("memory.memsw.limit_in_bytes").exists())
-    {
-        assert_eq!(
-            cgroup_file(&dirs, "memory.memsw.limit_in_bytes"),
-            (192u64 << 20).to_string()
-        );
+    assert_eq!(memory_limit(&dirs), (96u64 << 20).to_string());
+    if let Some(total) = memory_and_swap_limit(&dirs) {
+        assert_eq!(total, 192 << 20, "memory + swap");
     }
     // Now the same forks succeed.
     let out = env
@@ -669,13 +644,7 @@ async fn monitor_and_sandbox_cgroups() {
 
 /// The pod cgroup of pod `id` (default parent `/crius`) in every hierarchy that has it.
 fn pod_cgroup_dirs(id: &str) -> Vec<std::path::PathBuf> {
-    let root = std::path::Path::new("/sys/fs/cgroup");
-    let mut mounts: Vec<std::path::PathBuf> = std::fs::read_dir(root)
-        .expect("/sys/fs/cgroup")
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .collect();
-    mounts.push(root.to_owned());
-    mounts
+    crius_tests::env::cgroup_hierarchies()
         .into_iter()
         .map(|m| m.join("crius").join(format!("crius-{id}")))
         .filter(|d| d.is_dir())
@@ -716,19 +685,10 @@ async fn pod_resources_and_overhead_reach_the_pod_cgroup() {
     });
     let (id, _) = env.pod_from(config).await;
     let dirs = pod_cgroup_dirs(&id);
-    assert_eq!(cgroup_file(&dirs, "cpu.cfs_quota_us"), "60000");
-    assert_eq!(
-        cgroup_file(&dirs, "memory.limit_in_bytes"),
-        (160u64 << 20).to_string()
-    );
-    if dirs
-        .iter()
-        .any(|d| d.join("memory.memsw.limit_in_bytes").exists())
-    {
-        assert_eq!(
-            cgroup_file(&dirs, "memory.memsw.limit_in_bytes"),
-            (288u64 << 20).to_string()
-        );
+    assert_eq!(cpu_max(&dirs), "60000 100000");
+    assert_eq!(memory_limit(&dirs), (160u64 << 20).to_string());
+    if let Some(total) = memory_and_swap_limit(&dirs) {
+        assert_eq!(total, 288 << 20, "memory + swap");
     }
     assert_eq!(cgroup_file(&dirs, "cpuset.cpus"), "0");
     assert_eq!(cgroup_file(&dirs, "cpuset.mems"), "0");
@@ -753,7 +713,7 @@ async fn pod_resources_and_overhead_reach_the_pod_cgroup() {
     assert_eq!(cgroup_file(&dirs, "cpuset.cpus"), "0-1");
     assert_eq!(cgroup_file(&dirs, "pids.max"), "80");
     assert_eq!(
-        cgroup_file(&dirs, "memory.limit_in_bytes"),
+        memory_limit(&dirs),
         (160u64 << 20).to_string(),
         "what the update leaves unset stays"
     );
