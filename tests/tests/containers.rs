@@ -1044,3 +1044,57 @@ async fn inherited_descriptors_stay_out_of_containers() {
     // SAFETY: closes the descriptor dup'ed above.
     unsafe { libc::close(leaked) };
 }
+
+/// A monitor's failure keeps its kind up to the gRPC code: libcontainer failing to create a
+/// container (its working directory is a file in the image) is Internal and names
+/// libcontainer; a request crius refuses before any monitor sees it is InvalidArgument; a
+/// container started twice is FailedPrecondition. None leaves a container behind.
+#[tokio::test]
+async fn failures_keep_their_kind_up_to_the_grpc_code() {
+    let mut env = setup(false).await;
+    let pod = env.pod("kinds", false).await;
+
+    let mut config = env.container_config("badcwd", "sleep 300");
+    config.working_dir = "/bin/busybox".into();
+    let err = env
+        .create(&pod, config)
+        .await
+        .expect_err("a working directory that is a file");
+    assert_eq!(err.code(), tonic::Code::Internal, "{err:?}");
+    assert!(err.message().contains("libcontainer"), "{err:?}");
+
+    let mut config = env.container_config("badlog", "sleep 300");
+    config.log_path = "../outside.log".into();
+    let err = env
+        .create(&pod, config)
+        .await
+        .expect_err("a log path outside the pod's log directory");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+
+    let id = env
+        .run(&pod, env.container_config("twice", "sleep 300"))
+        .await;
+    let err = env
+        .daemon
+        .runtime
+        .start_container(StartContainerRequest {
+            container_id: id.clone(),
+        })
+        .await
+        .expect_err("a second start");
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
+
+    let listed = env
+        .daemon
+        .runtime
+        .list_containers(ListContainersRequest::default())
+        .await
+        .expect("list")
+        .into_inner()
+        .containers;
+    assert_eq!(
+        listed.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(),
+        [id.as_str()],
+        "only the started container exists"
+    );
+}

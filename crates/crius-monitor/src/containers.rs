@@ -425,7 +425,9 @@ fn create_in(
             }
         })
         .and_then(|b| b.as_init(dir).with_systemd(false).with_detach(true).build())
-        .map_err(|e| Error::Precondition(format!("libcontainer cannot create the container: {e}")));
+        .map_err(Error::libcontainer(
+            "libcontainer cannot create the container",
+        ));
     // The builder has dropped the container's ends of the pipes by now.
     let container = container?;
     restore_dumpable();
@@ -436,7 +438,10 @@ fn create_in(
     let pid = container
         .pid()
         .map(|p| p.as_raw())
-        .ok_or_else(|| Error::Precondition("libcontainer reported no pid".into()))?;
+        .ok_or_else(|| Error::Io {
+            what: "libcontainer created the container".into(),
+            source: std::io::Error::other("it reported no pid"),
+        })?;
     if let Some(adj) = spec.oom_score_adj {
         crate::sandbox::set_oom_score_adj(nix::unistd::Pid::from_raw(pid), adj);
     }
@@ -674,10 +679,10 @@ pub(crate) fn start(
     state: &mut ContainerState,
 ) -> Result<(), Error> {
     let mut container = Container::load(pod_dir.join(LIBCONTAINER_ROOT).join(id))
-        .map_err(|e| Error::Precondition(format!("cannot load container {id}: {e}")))?;
-    let result = container
-        .start()
-        .map_err(|e| Error::Precondition(format!("libcontainer cannot start container {id}: {e}")));
+        .map_err(Error::libcontainer(format!("cannot load container {id}")))?;
+    let result = container.start().map_err(Error::libcontainer(format!(
+        "libcontainer cannot start container {id}"
+    )));
     let _ = std::env::set_current_dir("/");
     restore_dumpable();
     result?;

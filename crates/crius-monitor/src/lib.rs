@@ -100,6 +100,14 @@ pub enum Error {
     /// The node cannot run this sandbox (kernel or configuration lacks something).
     #[error("{0}")]
     Precondition(String),
+    /// libcontainer failed to create, load or start a container.
+    #[error("{what}: {source}")]
+    Libcontainer {
+        /// What was being done.
+        what: String,
+        /// libcontainer's error.
+        source: Box<libcontainer::error::LibcontainerError>,
+    },
     /// systemd could not be reached or refused a unit (systemd cgroup driver).
     #[error("{what}: {source}")]
     Systemd {
@@ -122,6 +130,26 @@ impl Error {
     pub(crate) fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
         let what = what.into();
         move |source| Error::Io { what, source }
+    }
+
+    pub(crate) fn libcontainer(
+        what: impl Into<String>,
+    ) -> impl FnOnce(libcontainer::error::LibcontainerError) -> Error {
+        let what = what.into();
+        move |source| Error::Libcontainer {
+            what,
+            source: Box::new(source),
+        }
+    }
+
+    /// What the monitor answers for this error: a state that does not allow the request is a
+    /// precondition failure; a failed system call, write, libcontainer or systemd is internal.
+    pub(crate) fn failure(&self) -> crius_proto::Failure {
+        let kind = match self {
+            Error::Precondition(_) => crius_proto::FailureKind::Precondition,
+            _ => crius_proto::FailureKind::Internal,
+        };
+        crius_proto::Failure::new(kind, self.to_string())
     }
 }
 

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crius_proto::{
-    Exit, MonitorState, PROTOCOL_VERSION, Reply, ReplyBody, Request, RequestBody, SandboxSpec,
-    layout, process_is, process_start_time,
+    Exit, Failure, FailureKind, MonitorState, PROTOCOL_VERSION, Reply, ReplyBody, Request,
+    RequestBody, SandboxSpec, layout, process_is, process_start_time,
 };
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{SigSet, Signal};
@@ -272,11 +272,17 @@ impl Monitor {
             return Next::Serve;
         }
         let (result, next) = match serde_json::from_str::<Request>(&line) {
-            Err(e) => (Err(format!("invalid request: {e}")), Next::Serve),
+            Err(e) => (
+                Err(Failure::new(
+                    FailureKind::Invalid,
+                    format!("invalid request: {e}"),
+                )),
+                Next::Serve,
+            ),
             Ok(req) if req.version != PROTOCOL_VERSION => (
-                Err(format!(
-                    "protocol version {} is not {PROTOCOL_VERSION}",
-                    req.version
+                Err(Failure::new(
+                    FailureKind::Invalid,
+                    format!("protocol version {} is not {PROTOCOL_VERSION}", req.version),
                 )),
                 Next::Serve,
             ),
@@ -293,52 +299,61 @@ impl Monitor {
         next
     }
 
-    fn execute(&mut self, body: RequestBody) -> (Result<(), String>, Next) {
+    fn execute(&mut self, body: RequestBody) -> (Result<(), Failure>, Next) {
+        let failed = |e: Error| e.failure();
+        let not_known = |id: &str| {
+            Failure::new(
+                FailureKind::NotFound,
+                format!("container {id} is not known to this monitor"),
+            )
+        };
         match body {
             RequestBody::Status => {
                 self.reap();
                 (Ok(()), Next::Serve)
             }
-            RequestBody::StopSandbox => (self.stop().map_err(|e| e.to_string()), Next::Serve),
+            RequestBody::StopSandbox => (self.stop().map_err(failed), Next::Serve),
             RequestBody::UpdateResources { resources } => {
                 let scope = self.spec.cgroup.as_ref().filter(|cg| cg.systemd);
                 let result = scope
                     .map_or(Ok(()), |cg| systemd::set_limits(cg, &resources))
                     .and_then(|()| cgroup::apply(&self.state.cgroup_dirs, &resources));
-                (result.map_err(|e| e.to_string()), Next::Serve)
+                (result.map_err(failed), Next::Serve)
             }
-            RequestBody::CreateContainer { spec } => (
-                self.create_container(&spec).map_err(|e| e.to_string()),
-                Next::Serve,
-            ),
-            RequestBody::StartContainer { id } => (
-                self.start_container(&id).map_err(|e| e.to_string()),
-                Next::Serve,
-            ),
+            RequestBody::CreateContainer { spec } => {
+                (self.create_container(&spec).map_err(failed), Next::Serve)
+            }
+            RequestBody::StartContainer { id } => {
+                (self.start_container(&id).map_err(failed), Next::Serve)
+            }
             RequestBody::SignalContainer { id, signal } => {
                 (self.signal_container(&id, signal), Next::Serve)
             }
-            RequestBody::RemoveContainer { id } => (
-                self.remove_container(&id).map_err(|e| e.to_string()),
-                Next::Serve,
-            ),
+            RequestBody::RemoveContainer { id } => {
+                (self.remove_container(&id).map_err(failed), Next::Serve)
+            }
             RequestBody::UpdateContainerResources { id, resources } => {
                 let result = match self.state.containers.get(&id) {
                     Some(c) if c.exit.is_none() => {
-                        cgroup::apply(&c.cgroup_dirs, &resources).map_err(|e| e.to_string())
+                        cgroup::apply(&c.cgroup_dirs, &resources).map_err(failed)
                     }
-                    Some(_) => Err(format!("container {id} is not running")),
-                    None => Err(format!("container {id} is not known to this monitor")),
+                    Some(_) => Err(Failure::new(
+                        FailureKind::Precondition,
+                        format!("container {id} is not running"),
+                    )),
+                    None => Err(not_known(&id)),
                 };
                 (result, Next::Serve)
             }
             RequestBody::ReopenContainerLog { id } => {
                 let result = match self.live.get_mut(&id) {
-                    Some(live) => live
-                        .log
-                        .reopen()
-                        .map_err(|e| format!("cannot reopen the log of {id}: {e}")),
-                    None => Err(format!("container {id} is not known to this monitor")),
+                    Some(live) => live.log.reopen().map_err(|e| {
+                        Failure::new(
+                            FailureKind::Internal,
+                            format!("cannot reopen the log of {id}: {e}"),
+                        )
+                    }),
+                    None => Err(not_known(&id)),
                 };
                 (result, Next::Serve)
             }
@@ -360,7 +375,7 @@ impl Monitor {
                 } else {
                     Next::Serve
                 };
-                (result.map_err(|e| e.to_string()), next)
+                (result.map_err(failed), next)
             }
         }
     }
@@ -447,19 +462,26 @@ impl Monitor {
         result
     }
 
-    fn signal_container(&mut self, id: &str, signal: i32) -> Result<(), String> {
+    fn signal_container(&mut self, id: &str, signal: i32) -> Result<(), Failure> {
         let Some(state) = self.state.containers.get(id) else {
-            return Err(format!("container {id} is not known"));
+            return Err(Failure::new(
+                FailureKind::NotFound,
+                format!("container {id} is not known to this monitor"),
+            ));
         };
         if state.exit.is_some() {
             return Ok(());
         }
-        let signal = Signal::try_from(signal).map_err(|e| format!("signal {signal}: {e}"))?;
+        let signal = Signal::try_from(signal)
+            .map_err(|e| Failure::new(FailureKind::Invalid, format!("signal {signal}: {e}")))?;
         // The monitor is the parent of the container's first process: until it is reaped here
         // its pid cannot be reused.
         match nix::sys::signal::kill(Pid::from_raw(state.pid), signal) {
             Ok(()) | Err(nix::errno::Errno::ESRCH) => Ok(()),
-            Err(e) => Err(format!("cannot signal container {id}: {e}")),
+            Err(e) => Err(Failure::new(
+                FailureKind::Internal,
+                format!("cannot signal container {id}: {e}"),
+            )),
         }
     }
 

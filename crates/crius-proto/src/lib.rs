@@ -657,8 +657,62 @@ pub struct Reply {
     /// [`PROTOCOL_VERSION`].
     pub version: u32,
     /// The answer, or why the request failed. Serialized as `{"Ok": {...}}` or
-    /// `{"Err": "..."}`.
-    pub result: Result<ReplyBody, String>,
+    /// `{"Err": {"kind": "...", "message": "..."}}`.
+    pub result: Result<ReplyBody, Failure>,
+}
+
+/// The kind of a monitor's failure: criusd turns it into the gRPC code of the call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureKind {
+    /// The request itself is wrong (malformed, or asks for something impossible).
+    Invalid,
+    /// The pod or node is not in a state that allows the request (the container was started
+    /// already, the sandbox is not running, the node lacks a feature).
+    Precondition,
+    /// The request names a container the monitor does not hold.
+    NotFound,
+    /// Something failed that should not have: a system call, a write, libcontainer, systemd.
+    Internal,
+}
+
+/// Why a monitor refused a request: its kind and a message for the operator.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[serde(from = "FailureWire")]
+#[error("{message}")]
+pub struct Failure {
+    /// What kind of failure it is.
+    pub kind: FailureKind,
+    /// What went wrong.
+    pub message: String,
+}
+
+impl Failure {
+    /// A failure of `kind` saying `message`.
+    pub fn new(kind: FailureKind, message: impl Into<String>) -> Failure {
+        Failure {
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
+/// A failure as read from the socket: typed, or the bare message of a monitor started by an
+/// earlier criusd (monitors outlive criusd upgrades), taken as internal.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum FailureWire {
+    Typed { kind: FailureKind, message: String },
+    Text(String),
+}
+
+impl From<FailureWire> for Failure {
+    fn from(wire: FailureWire) -> Failure {
+        match wire {
+            FailureWire::Typed { kind, message } => Failure { kind, message },
+            FailureWire::Text(message) => Failure::new(FailureKind::Internal, message),
+        }
+    }
 }
 
 /// What a monitor answers; each request kind names the variant it gets.
@@ -910,9 +964,24 @@ mod tests {
         let line = serde_json::to_string(&reply).expect("json");
         assert!(line.contains(r#""Ok":{"type":"state""#), "{line}");
         assert_eq!(serde_json::from_str::<Reply>(&line).expect("parse"), reply);
+        // A failure keeps its kind on the wire.
+        let failed = Reply {
+            version: PROTOCOL_VERSION,
+            result: Err(Failure::new(FailureKind::Precondition, "not running")),
+        };
+        let line = serde_json::to_string(&failed).expect("json");
+        assert!(
+            line.contains(r#""Err":{"kind":"precondition","message":"not running"}"#),
+            "{line}"
+        );
+        assert_eq!(serde_json::from_str::<Reply>(&line).expect("parse"), failed);
+        // A monitor of an earlier release sends the bare message: internal.
         let refused: Reply =
             serde_json::from_str(r#"{"version":1,"result":{"Err":"no"}}"#).expect("parse");
-        assert_eq!(refused.result, Err("no".to_owned()));
+        assert_eq!(
+            refused.result,
+            Err(Failure::new(FailureKind::Internal, "no"))
+        );
     }
 
     #[test]

@@ -3,7 +3,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crius_proto::{MonitorState, PROTOCOL_VERSION, Reply, ReplyBody, Request, RequestBody, layout};
+use crius_proto::{
+    Failure, MonitorState, PROTOCOL_VERSION, Reply, ReplyBody, Request, RequestBody, layout,
+};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 /// How long a monitor may take to answer. StopSandbox waits for the sandbox to die, and a
@@ -33,7 +35,7 @@ pub enum ClientError {
     },
     /// The monitor answered with an error.
     #[error("pod monitor: {0}")]
-    Refused(String),
+    Refused(#[source] Failure),
 }
 
 /// Sends one request to the monitor of the pod in `dir` and returns the state it reports.

@@ -10,7 +10,6 @@ use crius_proto::{BindMount, ContainerSpec, RequestBody};
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
-use crate::client::ClientError;
 use crate::store::StoreError;
 use crate::{PodError, Pods, monitor_alive};
 
@@ -151,13 +150,6 @@ fn state_written_ns(record: &crate::PodRecord) -> Option<i64> {
 
 fn err(e: impl Into<redb::Error>) -> StoreError {
     StoreError::new(e.into().to_string())
-}
-
-fn monitor_error(e: ClientError) -> PodError {
-    match e {
-        ClientError::Refused(m) => PodError::Internal(m),
-        other => PodError::Internal(other.to_string()),
-    }
 }
 
 impl Pods {
@@ -376,10 +368,7 @@ impl Pods {
             )
             .await;
             self.delete_container(&record.id)?;
-            return Err(match e {
-                ClientError::Refused(m) => PodError::Precondition(m),
-                other => PodError::Internal(other.to_string()),
-            });
+            return Err(e.into());
         }
         crate::failpoint("create-container:monitor-created");
         record.creating = false;
@@ -415,8 +404,7 @@ impl Pods {
                 id: view.record.id.clone(),
             },
         )
-        .await
-        .map_err(monitor_error)?;
+        .await?;
         crate::failpoint("start-container:started");
         Ok(())
     }
@@ -449,16 +437,12 @@ impl Pods {
             signal,
         };
         if !timeout.is_zero() {
-            crate::client::request(&dir, signal(view.record.stop_signal))
-                .await
-                .map_err(monitor_error)?;
+            crate::client::request(&dir, signal(view.record.stop_signal)).await?;
             if self.wait_exit(&cid, timeout).await {
                 return Ok(());
             }
         }
-        crate::client::request(&dir, signal(libc_sigkill()))
-            .await
-            .map_err(monitor_error)?;
+        crate::client::request(&dir, signal(libc_sigkill())).await?;
         if self.wait_exit(&cid, KILL_WAIT).await {
             Ok(())
         } else {
@@ -485,8 +469,7 @@ impl Pods {
                     id: view.record.id.clone(),
                 },
             )
-            .await
-            .map_err(monitor_error)?;
+            .await?;
         }
         crate::failpoint("remove-container:monitor-removed");
         self.delete_container(&view.record.id)?;
@@ -517,8 +500,7 @@ impl Pods {
                 resources: resources.clone(),
             },
         )
-        .await
-        .map_err(monitor_error)?;
+        .await?;
         let mut record = view.record;
         merge_resources(&mut record.resources, resources);
         self.put_container(&record)?;
@@ -541,8 +523,7 @@ impl Pods {
                 id: view.record.id.clone(),
             },
         )
-        .await
-        .map_err(monitor_error)?;
+        .await?;
         Ok(())
     }
 }

@@ -110,6 +110,23 @@ impl From<StoreError> for PodError {
     }
 }
 
+/// A monitor's failure keeps its kind: a state that does not allow the request is
+/// FailedPrecondition; a failed step, a container the monitor does not hold although criusd has
+/// its record, or a request the monitor could not read (criusd's own fault) is Internal.
+impl From<ClientError> for PodError {
+    fn from(e: ClientError) -> PodError {
+        match e {
+            ClientError::Refused(f) => match f.kind {
+                crius_proto::FailureKind::Precondition => PodError::Precondition(f.message),
+                crius_proto::FailureKind::Invalid
+                | crius_proto::FailureKind::NotFound
+                | crius_proto::FailureKind::Internal => PodError::Internal(f.message),
+            },
+            other => PodError::Internal(other.to_string()),
+        }
+    }
+}
+
 impl From<tokio::task::JoinError> for PodError {
     fn from(e: tokio::task::JoinError) -> PodError {
         PodError::Internal(format!("blocking task failed: {e}"))
@@ -883,12 +900,7 @@ impl Pods {
                 pod.record.id
             )));
         }
-        client::request(&pod.record.dir, RequestBody::UpdateResources { resources })
-            .await
-            .map_err(|e| match e {
-                ClientError::Refused(m) => PodError::Internal(m),
-                other => PodError::Internal(other.to_string()),
-            })?;
+        client::request(&pod.record.dir, RequestBody::UpdateResources { resources }).await?;
         Ok(())
     }
 }
