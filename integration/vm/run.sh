@@ -224,8 +224,13 @@ guest_args=()
 [ "$smoke" = 1 ] && guest_args+=(--smoke)
 [ "$smoke" = 0 ] && guest_args+=(--tests "$tests")
 [ -n "$critest" ] && [ "$smoke" = 0 ] && guest_args+=(--critest -- "${critest_args[@]}")
+# The settings guest/run.sh reads go along (ssh passes no environment).
+guest_env=()
+for v in CRIUS_VM_CRITEST_APPARMOR CRIUS_VM_CRITEST_DRIVER CRIUS_VM_TEST_THREADS; do
+  [ -n "${!v:-}" ] && guest_env+=("$v=${!v}")
+done
 set +e
-guest "/root/crius-vm/guest/run.sh $(printf '%q ' "${guest_args[@]}")"
+guest "env ${guest_env[*]+$(printf '%q ' "${guest_env[@]}")} /root/crius-vm/guest/run.sh $(printf '%q ' "${guest_args[@]}")"
 guest_rc=$?
 set -e
 took[guest]=$(( $(now) - s ))

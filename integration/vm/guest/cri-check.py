@@ -327,6 +327,20 @@ def main():
             for p in pods:
                 check(unit(f"crius-{p}.scope", "ActiveState") == "active" and unit(f"crius-monitor-{p}.scope", "ActiveState") == "active",
                       f"crius-{p[:12]}….scope and its monitor's scope are still active")
+        if SYSTEMD:
+            step("a monitor killed (SIGKILL): its pod's scope is still stopped by RemovePodSandbox")
+            victim = pods[0]
+            procs = read(f"/sys/fs/cgroup/system.slice/crius-monitor-{victim}.scope/cgroup.procs").split()
+            check(len(procs) == 1, f"crius-monitor-{victim[:12]}….scope holds the monitor, pid {procs}")
+            if procs:
+                os.kill(int(procs[0]), 9)
+            rt.StopPodSandbox(cri.StopPodSandboxRequest(pod_sandbox_id=victim), timeout=120)
+            rt.RemovePodSandbox(cri.RemovePodSandboxRequest(pod_sandbox_id=victim), timeout=120)
+            pods.remove(victim)
+            time.sleep(1)
+            check(unit(f"crius-{victim}.scope", "ActiveState") in ("inactive", ""),
+                  f"crius-{victim[:12]}….scope is gone ({unit(f'crius-{victim}.scope', 'ActiveState') or 'not loaded'})")
+            check(not os.path.exists(f"/sys/fs/cgroup{pod_cgroup(parent, victim)}"), "and so is its cgroup")
         monitors = sh("sh", "-c", "systemd-cgls --no-pager -u criusd.service | head -20")
         print("   criusd.service's cgroup after the restart:\n" + "\n".join("     " + l for l in monitors.splitlines()))
     finally:

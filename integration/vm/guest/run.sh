@@ -165,6 +165,11 @@ critest_run() {
       printf '"%s" = ["http://%s"]\n' "$host" "$registry"
     done
   } >> /etc/crius/config.toml
+  # The node shape of the VM: the systemd cgroup driver (CRIUS_VM_CRITEST_DRIVER=cgroupfs for
+  # the default one; the host's integration/critest.sh runs that).
+  if [ "${CRIUS_VM_CRITEST_DRIVER:-systemd}" = systemd ]; then
+    sed -i '1i cgroup_driver = "systemd"' /etc/crius/config.toml
+  fi
   systemctl restart criusd
   for _ in $(seq 100); do [ -S /run/crius/crius.sock ] && break; sleep 0.2; done
   # Debian's kernel has AppArmor on: critest then loads profiles (sudo apparmor_parser) and
