@@ -9,6 +9,10 @@
 #                                                 kernel settings or network); CI runs this
 #
 # Options: --criusd PATH installs that binary instead of building target/release/criusd;
+# --deb PATH installs crius from its Debian package (integration/vm/build-deb.sh) instead: no
+# compiler, no rustup, no apt-get update (the offline box has the package's dependencies);
+# --offline stops before the first step that needs the internet (pkgs.k8s.io, then kubeadm's
+# control-plane images) and says where an online run continues;
 # --k8s-version vX.Y picks the pkgs.k8s.io release line (default v1.33: user namespaces and
 # supplementalGroupsPolicy are beta and on there).
 set -euo pipefail
@@ -17,14 +21,18 @@ repo=$(cd "$(dirname "$0")/.." && pwd)
 root=/
 vm=1
 criusd_bin=
+deb=
+offline=
 k8s_version=v1.33
 while [ $# -gt 0 ]; do
   case $1 in
     --root) root=${2:?--root needs a directory}; shift 2 ;;
     --no-vm) vm=; shift ;;
     --criusd) criusd_bin=${2:?--criusd needs a path}; shift 2 ;;
+    --deb) deb=$(realpath "${2:?--deb needs a path}"); shift 2 ;;
+    --offline) offline=1; shift ;;
     --k8s-version) k8s_version=${2:?--k8s-version needs vX.Y}; shift 2 ;;
-    -h | --help) sed -n '2,16p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,17p' "$0"; exit 0 ;;
     *) echo "provision.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -59,6 +67,12 @@ install_crius() {
   [ -x "$criusd_bin" ] || { echo "provision.sh: $criusd_bin is not an executable criusd" >&2; exit 1; }
   put /usr/local/bin/criusd 0755 < "$criusd_bin"
   put /etc/systemd/system/criusd.service 0644 < "$repo/integration/systemd/criusd.service"
+  put /etc/cni/net.d/10-crius.conflist 0644 < "$repo/integration/cni/10-crius.conflist"
+  write_crius_config
+}
+
+# crius' configuration on the node (with --deb: over the package's default one).
+write_crius_config() {
   put /etc/crius/config.toml 0644 <<TOML
 # crius on this node (every key is optional; see crius' README). kubelet reaches crius at listen.
 root = "/var/lib/crius"
@@ -68,7 +82,6 @@ cni_conf_dir = "/etc/cni/net.d"
 cni_bin_dirs = ["/opt/cni/bin", "/usr/lib/cni"]
 cgroup_driver = "cgroupfs"
 TOML
-  put /etc/cni/net.d/10-crius.conflist 0644 < "$repo/integration/cni/10-crius.conflist"
   put /etc/crictl.yaml 0644 <<YAML
 runtime-endpoint: unix://$sock
 image-endpoint: unix://$sock
@@ -128,16 +141,22 @@ if [ "$major_minor" -lt 603 ]; then
   exit 1
 fi
 export DEBIAN_FRONTEND=noninteractive
-apt-get update -q
-apt-get install -y -q curl ca-certificates gpg build-essential pkg-config libseccomp-dev git \
-  iptables iproute2 conntrack socat ethtool
-if ! command -v cargo >/dev/null; then
-  [ -x /root/.cargo/bin/cargo ] ||
-    curl -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal
-  export PATH=/root/.cargo/bin:$PATH
+if [ -n "$deb" ]; then
+  # The package's dependencies are installed already (in the offline box: nothing is fetched);
+  # it brings criusd, its unit and the CNI network, and starts criusd.service.
+  apt-get install -y -q --reinstall "$deb" # the same version rebuilt is installed again
+  write_crius_config
+else
+  apt-get update -q
+  apt-get install -y -q curl ca-certificates gpg build-essential pkg-config libseccomp-dev git \
+    iptables iproute2 conntrack socat ethtool
+  if ! command -v cargo >/dev/null; then
+    [ -x /root/.cargo/bin/cargo ] ||
+      curl -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal
+    export PATH=/root/.cargo/bin:$PATH
+  fi
+  install_crius
 fi
-
-install_crius
 write_kubernetes_configs
 modprobe overlay
 modprobe br_netfilter
@@ -145,7 +164,33 @@ sysctl --system >/dev/null
 swapoff -a
 systemctl daemon-reload
 systemctl enable --now criusd
+# The package started criusd on its own default configuration.
+[ -z "$deb" ] || systemctl restart criusd
 for _ in $(seq 100); do [ -S "$sock" ] && break; sleep 0.1; done
+
+if [ -n "$offline" ]; then
+  [ -S "$sock" ] && systemctl is-active --quiet criusd ||
+    { systemctl status --no-pager criusd || true; echo "provision.sh: criusd is not running" >&2; exit 1; }
+  cat <<EOF
+== provision.sh --offline: done up to the first step that needs the internet
+crius is running: criusd.service $(systemctl is-active criusd), socket $sock, kernel $(uname -r),
+$(stat -fc %T /sys/fs/cgroup) at /sys/fs/cgroup; the node's configuration is written
+(/etc/kubeadm/kubeadm.yaml, /etc/crius/config.toml, /etc/crictl.yaml, modules, sysctls; swap off).
+An online run continues here, with:
+  1. apt-get install gpg conntrack socat ethtool, the apt repository of pkgs.k8s.io
+     (core:/stable:/$k8s_version) and kubelet, kubeadm, kubectl (with cri-tools, kubernetes-cni);
+  2. kubeadm init --config /etc/kubeadm/kubeadm.yaml, which pulls the control-plane images
+     (kube-apiserver, kube-controller-manager, kube-scheduler, kube-proxy, etcd, coredns, pause)
+     from registry.k8s.io through crius;
+  3. kubectl apply -R -f integration/pods/ and the checks of the demo pods.
+(vagrant up with the default box, debian/bookworm64, runs all of it.)
+EOF
+  exit 0
+fi
+if [ -n "$deb" ]; then
+  apt-get update -q
+  apt-get install -y -q curl ca-certificates gpg iptables iproute2 conntrack socat ethtool
+fi
 
 # kubelet, kubeadm and kubectl from the Kubernetes project's packages (kubernetes-cni brings the
 # bridge, host-local and portmap plugins crius' network uses).
