@@ -11,7 +11,10 @@
 # It waits for the pods to run, checks them from the host, over the CRI (crictl) and through the
 # kubelet's read-only /pods endpoint, tears everything down (kubelet, pods, criusd, mounts,
 # cgroups, the bridge, kernel tunables kubelet changed) and exits 0 only if every check passed.
-# Env: KUBELET_READONLY_PORT (default 10255), CRIUS_KEEP_LOGS=DIR keeps the kubelet and criusd logs.
+# Env: KUBELET_READONLY_PORT (default 10255), CRIUS_KEEP_LOGS=DIR keeps the kubelet and criusd logs,
+# CRIUS_CGROUP_DRIVER=systemd runs crius and kubelet with the systemd cgroup driver (a node with
+# systemd and cgroup v2 alone, as integration/vm/run.sh --kubelet boots): kubelet makes its
+# kubepods slices through systemd, crius its pod scopes in them.
 set -euo pipefail
 
 kubelet=${1:?usage: integration/kubelet/run.sh PATH_TO_KUBELET}
@@ -25,12 +28,18 @@ crictl_bin=$(command -v crictl || echo /usr/local/bin/crictl)
 [ -x "$crictl_bin" ] || { echo "kubelet/run.sh: crictl is required" >&2; exit 1; }
 [ -d "$images_src" ] || { echo "kubelet/run.sh: no image builder at $images_src" >&2; exit 1; }
 
-need=()
-for p in skopeo docker-registry containernetworking-plugins iptables iproute2 gcc python3 curl libseccomp-dev pkg-config; do
-  dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
+driver=${CRIUS_CGROUP_DRIVER:-cgroupfs}
+case $driver in cgroupfs|systemd) ;; *) echo "kubelet/run.sh: CRIUS_CGROUP_DRIVER is cgroupfs or systemd" >&2; exit 1 ;; esac
+need=(skopeo docker-registry containernetworking-plugins iptables iproute2 python3 curl)
+# Building criusd, or crius' stand-in images, needs a compiler and libseccomp's headers.
+[ -n "${CRIUSD_BIN:-}" ] || need+=(gcc libseccomp-dev pkg-config)
+[ -s "${CRITEST_IMAGES_CACHE:-/var/tmp/crius-critest-images}/out/refs.txt" ] || need+=(gcc)
+missing=()
+for p in "${need[@]}"; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
 done
-if [ ${#need[@]} -gt 0 ]; then
-  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need[@]}"
+if [ ${#missing[@]} -gt 0 ]; then
+  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}"
 fi
 
 work=$(mktemp -d /var/tmp/crius-kubelet.XXXXXX)
@@ -83,6 +92,8 @@ cleanup() {
   for c in /sys/fs/cgroup/*/"$cgroot" /sys/fs/cgroup/unified/"$cgroot"; do
     [ -d "$c" ] && find "$c" -depth -type d -exec rmdir {} + 2>/dev/null
   done
+  # kubelet's slices (systemd driver) stay after it exits, as on a node.
+  [ "$driver" = systemd ] && systemctl stop kubepods.slice 2>/dev/null
   ip link del "$bridge" 2>/dev/null
   for t in "${!saved_tunables[@]}"; do
     echo "${saved_tunables[$t]}" > "/proc/sys/$t" 2>/dev/null
@@ -160,6 +171,7 @@ state = "$work/state"
 listen = "$sock"
 cni_conf_dir = "$work/cni"
 insecure_registries = ["$registry"]
+cgroup_driver = "$driver"
 
 [registry.mirrors]
 "registry.k8s.io" = ["http://$registry"]
@@ -179,8 +191,8 @@ apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
 containerRuntimeEndpoint: unix://$sock
 imageServiceEndpoint: unix://$sock
-cgroupDriver: cgroupfs
-cgroupRoot: /$cgroot
+cgroupDriver: $driver
+cgroupRoot: $([ "$driver" = systemd ] && echo / || echo "/$cgroot")
 failCgroupV1: false
 failSwapOn: false
 staticPodPath: $work/manifests
@@ -212,9 +224,9 @@ evictionHard:
 YAML
 # kubelet wants its cgroupRoot to exist in every hierarchy; a fresh cpuset needs cpus and mems.
 for h in /sys/fs/cgroup/*/; do
-  [ -f "$h/cgroup.procs" ] && mkdir -p "$h$cgroot"
+  [ "$driver" = cgroupfs ] && [ -f "$h/cgroup.procs" ] && mkdir -p "$h$cgroot"
 done
-if [ -d "/sys/fs/cgroup/cpuset/$cgroot" ]; then
+if [ "$driver" = cgroupfs ] && [ -d "/sys/fs/cgroup/cpuset/$cgroot" ]; then
   cat /sys/fs/cgroup/cpuset/cpuset.cpus > "/sys/fs/cgroup/cpuset/$cgroot/cpuset.cpus"
   cat /sys/fs/cgroup/cpuset/cpuset.mems > "/sys/fs/cgroup/cpuset/$cgroot/cpuset.mems"
 fi
@@ -289,6 +301,22 @@ container_id() { # POD CONTAINER -> crius container id
   pod_id=$(crictl pods -q --name "^$1\$" --state ready | head -1)
   crictl ps -q --pod "$pod_id" --name "^$2\$" --state running | head -1
 }
+
+if [ "$driver" = systemd ]; then
+  step "the systemd cgroup driver: each pod a scope unit in the pod slice kubelet made"
+  for p in $(crictl pods -q); do
+    sandbox=$(crictl inspectp -o json "$p" | python3 -c 'import json,sys; print(json.load(sys.stdin)["info"]["sandboxPid"])')
+    cg=$(sed -n 's/^0:://p' "/proc/$sandbox/cgroup")
+    echo "   pod ${p:0:12}: sandbox in $cg"
+    [[ $cg == /kubepods.slice/*-pod*.slice/crius-$p.scope/sandbox ]] &&
+      check ok "its sandbox is in crius-${p:0:12}….scope in its kubepods pod slice" ||
+      check FAIL "its sandbox is in crius-${p:0:12}….scope in its kubepods pod slice"
+    [ "$(systemctl is-active "crius-$p.scope")" = active ] &&
+      check ok "systemctl is-active crius-${p:0:12}….scope" || check FAIL "systemctl is-active crius-${p:0:12}….scope"
+  done
+  limits=$(systemctl show -P MemoryMax "crius-$(crictl pods -q --name "^userns-httpd-$node\$" | head -1).scope")
+  echo "   the userns-httpd pod scope's MemoryMax (its pod limits as a unit property): $limits"
+fi
 
 step "userns-httpd: hostUsers: false, root serving port 80"
 id=$(container_id "userns-httpd-$node" httpd)
@@ -385,9 +413,17 @@ done
   check FAIL "no process of the pods is left (still there:$left)"
 mounts=$(grep -cE " $work/(state|root)" /proc/self/mountinfo || true)
 [ "$mounts" = 0 ] && check ok "nothing of crius is mounted" || check FAIL "nothing of crius is mounted ($mounts mounts left)"
-cgroups=$(find /sys/fs/cgroup/*/"$cgroot" -mindepth 1 -type d -name 'crius-*' 2>/dev/null | wc -l)
-[ "$cgroups" = 0 ] && check ok "no crius cgroup is left under /$cgroot" ||
-  check FAIL "no crius cgroup is left under /$cgroot ($cgroups left)"
+if [ "$driver" = systemd ]; then
+  sleep 1
+  units=$(systemctl list-units --all --plain --no-legend 'crius-*' | wc -l)
+  cgroups=$(find /sys/fs/cgroup/kubepods.slice -mindepth 1 -type d -name 'crius-*' 2>/dev/null | wc -l)
+  [ "$units" = 0 ] && [ "$cgroups" = 0 ] && check ok "no crius scope unit or cgroup is left below kubepods.slice" ||
+    check FAIL "no crius scope unit or cgroup is left ($units units, $cgroups cgroups)"
+else
+  cgroups=$(find /sys/fs/cgroup/*/"$cgroot" -mindepth 1 -type d -name 'crius-*' 2>/dev/null | wc -l)
+  [ "$cgroups" = 0 ] && check ok "no crius cgroup is left under /$cgroot" ||
+    check FAIL "no crius cgroup is left under /$cgroot ($cgroups left)"
+fi
 if grep -E '^E[0-9]{4}' "$work/kubelet.log" > "$work/kubelet-errors.txt"; then
   echo "   kubelet logged $(wc -l < "$work/kubelet-errors.txt") error lines; the distinct ones:"
   sed -E 's/^E[0-9]{4} [0-9:.]+ +[0-9]+ //' "$work/kubelet-errors.txt" | cut -c1-220 | sort | uniq -c | sort -rn | head -15 | sed 's/^/   /'

@@ -2,8 +2,8 @@
 # crius on the node shape most clusters run, in a VM: Debian bookworm with the 6.12 kernel,
 # systemd as PID 1, cgroup v2 only. One command:
 #
-#   sudo integration/vm/run.sh [--smoke] [--critest PATH] [--tests "sandbox containers ..."]
-#                              [--no-build] [-- critest flags]
+#   sudo integration/vm/run.sh [--smoke] [--critest PATH] [--kubelet PATH [--crictl PATH]]
+#                              [--tests "sandbox containers ..."] [--no-build] [-- critest flags]
 #
 #  1. builds the guest image (build-image.sh) unless one built by the same script is cached in
 #     $CRIUS_VM_DIR (default /var/tmp/crius-vm), keyed by the script's hash;
@@ -30,12 +30,14 @@ mem=${CRIUS_VM_MEMORY:-4096}
 cpus=${CRIUS_VM_CPUS:-2}
 default_tests="sandbox containers stats workloads security recovery"
 
-smoke=0 build=1 critest= tests=$default_tests critest_args=()
+smoke=0 build=1 critest= kubelet= crictl= tests=$default_tests critest_args=()
 while [ $# -gt 0 ]; do
   case $1 in
     --smoke) smoke=1 ;;
     --no-build) build=0 ;;
     --critest) critest=$(realpath "${2:?--critest needs a path}"); shift ;;
+    --kubelet) kubelet=$(realpath "${2:?--kubelet needs a path}"); shift ;;
+    --crictl) crictl=$(realpath "${2:?--crictl needs a path}"); shift ;;
     --tests) tests=${2?--tests needs a list}; shift ;;
     --) shift; critest_args=("$@"); break ;;
     -h|--help) awk 'NR > 1 && /^#/ {sub(/^# ?/, ""); print; next} NR > 1 {exit}' "$0"; exit 0 ;;
@@ -45,6 +47,13 @@ while [ $# -gt 0 ]; do
 done
 [ "$(id -u)" = 0 ] || { echo "integration/vm/run.sh: run as root" >&2; exit 1; }
 [ -z "$critest" ] || [ -x "$critest" ] || { echo "run.sh: $critest is not executable" >&2; exit 1; }
+if [ -n "$kubelet" ]; then
+  [ -x "$kubelet" ] || { echo "run.sh: $kubelet is not executable" >&2; exit 1; }
+  # crictl: given, on PATH, or beside critest.
+  [ -n "$crictl" ] || crictl=$(command -v crictl || true)
+  [ -n "$crictl" ] || [ -z "$critest" ] || crictl=$(dirname "$critest")/crictl
+  [ -x "$crictl" ] || { echo "run.sh: --kubelet needs crictl (--crictl PATH)" >&2; exit 1; }
+fi
 
 t0=$(date +%s)
 declare -A took
@@ -177,14 +186,21 @@ if [ "$smoke" = 0 ] && [[ " $tests " == *" recovery "* ]] && [ -x "$repo/target/
 fi
 cp "$repo/proto/api.proto" "$here/known-failures.txt" "$stage/"
 cp "$here"/guest/* "$stage/guest/"
-if [ -n "$critest" ] && [ "$smoke" = 0 ]; then
+if { [ -n "$critest" ] || [ -n "$kubelet" ]; } && [ "$smoke" = 0 ]; then
   images_src=${CRITEST_IMAGES:-$repo/../shared/critest-images}
   images_cache=${CRITEST_IMAGES_CACHE:-/var/tmp/crius-critest-images}
   [ -s "$images_cache/out/refs.txt" ] || "$images_src/prepare.sh" "$images_cache"
   mkdir -p "$stage/critest"
-  cp "$critest" "$stage/critest/critest"
+  [ -z "$critest" ] || cp "$critest" "$stage/critest/critest"
   cp "$images_src/push.sh" "$stage/critest/push.sh"
   cp -r "$images_cache/out" "$stage/critest/images"
+fi
+if [ -n "$kubelet" ] && [ "$smoke" = 0 ]; then
+  mkdir -p "$stage/kubelet" "$stage/repo/integration/kubelet"
+  strip -o "$stage/kubelet/kubelet" "$kubelet" 2>/dev/null || cp "$kubelet" "$stage/kubelet/kubelet"
+  cp "$crictl" "$stage/kubelet/crictl"
+  cp "$repo/integration/kubelet/run.sh" "$stage/repo/integration/kubelet/"
+  cp -r "$repo/integration/pods" "$stage/repo/integration/"
 fi
 took[build]=$(( $(now) - s ))
 
@@ -223,6 +239,7 @@ s=$(now)
 guest_args=()
 [ "$smoke" = 1 ] && guest_args+=(--smoke)
 [ "$smoke" = 0 ] && guest_args+=(--tests "$tests")
+[ -n "$kubelet" ] && [ "$smoke" = 0 ] && guest_args+=(--kubelet)
 [ -n "$critest" ] && [ "$smoke" = 0 ] && guest_args+=(--critest -- "${critest_args[@]}")
 # The settings guest/run.sh reads go along (ssh passes no environment).
 guest_env=()

@@ -4,15 +4,16 @@
 #   PASS|FAIL <part> <seconds>s <detail>
 # and keeps its full output in logs/<part>.log.
 #
-#   run.sh [--smoke] [--tests "sandbox containers ..."] [--critest] [-- critest flags]
+#   run.sh [--smoke] [--tests "sandbox containers ..."] [--kubelet] [--critest] [-- critest flags]
 set -uo pipefail
 base=$(cd "$(dirname "$0")/.." && pwd)
-smoke=0 tests="" critest=0 critest_args=()
+smoke=0 tests="" critest=0 kubelet=0 critest_args=()
 while [ $# -gt 0 ]; do
   case $1 in
     --smoke) smoke=1 ;;
     --tests) tests=$2; shift ;;
     --critest) critest=1 ;;
+    --kubelet) kubelet=1 ;;
     --) shift; critest_args=("$@"); break ;;
     *) echo "guest/run.sh: unknown argument $1" >&2; exit 2 ;;
   esac
@@ -89,7 +90,7 @@ detail_of() {
       echo "$(grep -E '^(Ran [0-9]+|FAIL!|SUCCESS!)' "$log" | tail -2 | tr '\n' ' ')${unknown:+ FAILED: $unknown}${known:+ known: $known}"
       ;;
     *)
-      grep -E '^ *FAIL |cri-check: ' "$log" | head -4 | tr '\n' ' '
+      grep -E '^ *FAIL |cri-check: |kubelet/run.sh: ' "$log" | head -4 | tr '\n' ' '
       ;;
   esac
 }
@@ -157,6 +158,15 @@ run_test() {
   (cd /var/tmp && CRIUSD_BIN=$criusd RUST_BACKTRACE=1 "$bin" --test-threads="${CRIUS_VM_TEST_THREADS:-2}" "${skip[@]}")
 }
 
+# kubelet (standalone, static pods of integration/pods/) on its own criusd, both with the systemd
+# cgroup driver: kubelet makes the kubepods slices through systemd, crius its scopes in them.
+kubelet_run() {
+  mkdir -p /var/tmp/kubelet-images && ln -sfn "$base/critest/images" /var/tmp/kubelet-images/out
+  CRIUSD_BIN=/usr/bin/criusd CRIUS_CGROUP_DRIVER=systemd CRITEST_IMAGES="$base/critest" \
+    CRITEST_IMAGES_CACHE=/var/tmp/kubelet-images PATH="$PATH:$base/kubelet" \
+    "$base/repo/integration/kubelet/run.sh" "$base/kubelet/kubelet"
+}
+
 critest_run() {
   "$base/critest/push.sh" "$base/critest/images" "$registry" > "$logs/critest-push.log" || return 1
   {
@@ -189,6 +199,7 @@ if [ "$smoke" = 0 ]; then
   for t in $tests; do
     part "test-$t" run_test "$base/tests/$t"
   done
+  [ "$kubelet" = 1 ] && part kubelet-systemd kubelet_run
   [ "$critest" = 1 ] && part critest critest_run
   part journal sh -c 'journalctl -u criusd --no-pager | grep -E " (WARN|ERROR) " | tail -40; true'
 fi
