@@ -1,6 +1,7 @@
 //! The errors of the image store.
 
 use crate::digest::InvalidDigest;
+use crate::pull::InvalidCredentials;
 use crate::reference::InvalidReference;
 use crate::unpack::UnpackError;
 
@@ -13,9 +14,9 @@ pub enum ImageError {
     /// A digest in a request or manifest is malformed.
     #[error(transparent)]
     InvalidDigest(#[from] InvalidDigest),
-    /// The request itself is unusable (bad credentials encoding, ...).
-    #[error("{0}")]
-    InvalidRequest(String),
+    /// The request's credentials are unusable.
+    #[error(transparent)]
+    InvalidRequest(#[from] InvalidCredentials),
     /// No image in the store matches the reference.
     #[error("image {reference:?} not found in the image store")]
     NotFound {

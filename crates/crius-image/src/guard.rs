@@ -62,6 +62,15 @@ pub(crate) enum Refused {
     TooManyRedirects,
 }
 
+/// A URL the registry sent crius to, at a loopback or link-local destination while the
+/// registry is not on one.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{target} is a loopback or link-local destination")]
+pub(crate) struct LocalTarget {
+    /// Scheme, host and port of the URL.
+    pub(crate) target: String,
+}
+
 /// Whether `ip` is loopback (127.0.0.0/8, ::1), link-local (169.254.0.0/16, fe80::/10) or
 /// unspecified (0.0.0.0/8, ::), IPv4-mapped IPv6 forms included.
 pub(crate) fn is_local_ip(ip: IpAddr) -> bool {
@@ -135,13 +144,15 @@ impl Reach {
         self.local.load(Ordering::Relaxed)
     }
 
-    /// Checks a URL the registry sent crius to; the refused target's origin on refusal.
-    pub(crate) fn check_url(&self, url: &Url) -> Result<(), String> {
+    /// Checks a URL the registry sent crius to.
+    pub(crate) fn check_url(&self, url: &Url) -> Result<(), LocalTarget> {
         let host = url.host_str().unwrap_or_default();
         if self.registry_is_local() || !is_local_host(host) {
             return Ok(());
         }
-        Err(origin_of(url))
+        Err(LocalTarget {
+            target: origin_of(url),
+        })
     }
 
     /// Checks the addresses `name` resolved to.
@@ -198,7 +209,7 @@ pub(crate) fn redirect_policy(reach: Arc<Reach>) -> reqwest::redirect::Policy {
         }
         match reach.check_url(attempt.url()) {
             Ok(()) => attempt.follow(),
-            Err(target) => attempt.error(Refused::Redirect { target }),
+            Err(LocalTarget { target }) => attempt.error(Refused::Redirect { target }),
         }
     })
 }
@@ -487,7 +498,9 @@ mod tests {
         let url = |u: &str| Url::parse(u).expect("url");
         assert_eq!(
             remote.check_url(&url("http://127.0.0.1:8080/secret?x=1")),
-            Err("http://127.0.0.1:8080".to_owned())
+            Err(LocalTarget {
+                target: "http://127.0.0.1:8080".to_owned()
+            })
         );
         assert!(remote.check_url(&url("http://localhost/")).is_err());
         assert!(

@@ -22,6 +22,98 @@ pub struct HostsError {
     pub reason: String,
 }
 
+/// Why a `hosts.toml` is not usable.
+#[derive(Debug, thiserror::Error)]
+pub enum HostsFileError {
+    /// The text is not TOML.
+    #[error("{source}")]
+    Toml {
+        /// The TOML error.
+        #[from]
+        source: toml::de::Error,
+    },
+    /// A key the format does not have.
+    #[error("unknown key `{key}`")]
+    UnknownKey {
+        /// The key.
+        key: String,
+    },
+    /// A capability the format does not have.
+    #[error("unknown capability `{capability}`")]
+    UnknownCapability {
+        /// The capability, lower case.
+        capability: String,
+    },
+    /// A value of the wrong type.
+    #[error("`{key}` must {expected}")]
+    WrongType {
+        /// The key, dotted.
+        key: String,
+        /// What it must be (`be true or false`, `hold strings`, ...).
+        expected: &'static str,
+    },
+    /// A `client` entry that is an array but not a `[cert, key]` pair.
+    #[error("a `client` pair must be [\"cert\", \"key\"]")]
+    ClientPair,
+    /// A URL of a scheme other than `http://` and `https://`.
+    #[error("{url:?} is neither http:// nor https://")]
+    Scheme {
+        /// The URL.
+        url: String,
+    },
+    /// A URL without a usable host.
+    #[error("{url:?} names no usable host")]
+    Host {
+        /// The URL.
+        url: String,
+    },
+    /// A URL with `..`, a query or a fragment in its path.
+    #[error("{url:?} has an unusable path")]
+    Path {
+        /// The URL.
+        url: String,
+    },
+    /// `dial_timeout` is not a duration.
+    #[error("dial_timeout: {source}")]
+    DialTimeout {
+        /// Why.
+        #[from]
+        source: InvalidDuration,
+    },
+    /// A mirror's table is unusable.
+    #[error("host.\"{url}\": {source}")]
+    Mirror {
+        /// The mirror's URL, the table's name.
+        url: String,
+        /// Why.
+        source: Box<HostsFileError>,
+    },
+    /// The upstream `server` is unusable.
+    #[error("server: {source}")]
+    Server {
+        /// Why.
+        source: Box<HostsFileError>,
+    },
+}
+
+impl HostsFileError {
+    /// A [`HostsFileError::WrongType`] of `key`.
+    fn wrong_type(key: impl Into<String>, expected: &'static str) -> HostsFileError {
+        HostsFileError::WrongType {
+            key: key.into(),
+            expected,
+        }
+    }
+}
+
+/// A duration that does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{text:?} is not a duration such as 30s, 5m or 1h30m")]
+pub struct InvalidDuration {
+    /// The text, trimmed.
+    pub text: String,
+}
+
 /// TLS settings of one endpoint, as files.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TlsFiles {
@@ -116,9 +208,9 @@ fn load_dir(dir: &Path) -> Result<HostConfig, HostsError> {
     let endpoints = if text.trim().is_empty() {
         vec![cert_files(dir)?]
     } else {
-        parse(dir, &text).map_err(|reason| HostsError {
+        parse(dir, &text).map_err(|e| HostsError {
             path: file.clone(),
-            reason,
+            reason: e.to_string(),
         })?
     };
     Ok(HostConfig {
@@ -172,20 +264,23 @@ fn server_default() -> Endpoint {
 }
 
 /// Parses a `hosts.toml` of directory `dir`.
-pub fn parse(dir: &Path, text: &str) -> Result<Vec<Endpoint>, String> {
-    let doc: toml::Table = text.parse().map_err(|e: toml::de::Error| e.to_string())?;
+pub fn parse(dir: &Path, text: &str) -> Result<Vec<Endpoint>, HostsFileError> {
+    let doc: toml::Table = text.parse()?;
     let mut endpoints = Vec::new();
     if let Some(hosts) = doc.get("host") {
-        let hosts = hosts
-            .as_table()
-            .ok_or("`host` must be a table of `[host.\"<url>\"]` tables")?;
+        let hosts = hosts.as_table().ok_or_else(|| {
+            HostsFileError::wrong_type("host", "be a table of `[host.\"<url>\"]` tables")
+        })?;
         for (url, settings) in hosts {
-            let settings = settings
-                .as_table()
-                .ok_or_else(|| format!("`host.\"{url}\"` must be a table"))?;
-            let mut endpoint =
-                endpoint(dir, settings).map_err(|e| format!("host.\"{url}\": {e}"))?;
-            set_url(&mut endpoint, url, settings).map_err(|e| format!("host.\"{url}\": {e}"))?;
+            let settings = settings.as_table().ok_or_else(|| {
+                HostsFileError::wrong_type(format!("host.\"{url}\""), "be a table")
+            })?;
+            let mirror = |source| HostsFileError::Mirror {
+                url: url.clone(),
+                source: Box::new(source),
+            };
+            let mut endpoint = endpoint(dir, settings).map_err(mirror)?;
+            set_url(&mut endpoint, url, settings).map_err(mirror)?;
             endpoint.is_server = false;
             endpoints.push(endpoint);
         }
@@ -193,8 +288,12 @@ pub fn parse(dir: &Path, text: &str) -> Result<Vec<Endpoint>, String> {
     let mut server = endpoint(dir, &doc)?;
     server.is_server = true;
     if let Some(url) = doc.get("server") {
-        let url = url.as_str().ok_or("`server` must be a string")?;
-        set_url(&mut server, url, &doc).map_err(|e| format!("server: {e}"))?;
+        let url = url
+            .as_str()
+            .ok_or_else(|| HostsFileError::wrong_type("server", "be a string"))?;
+        set_url(&mut server, url, &doc).map_err(|source| HostsFileError::Server {
+            source: Box::new(source),
+        })?;
     }
     endpoints.push(server);
     Ok(endpoints)
@@ -212,10 +311,10 @@ const KEYS: &[&str] = &[
 ];
 
 /// The settings of one host table (or of the top level, for the server).
-fn endpoint(dir: &Path, table: &toml::Table) -> Result<Endpoint, String> {
+fn endpoint(dir: &Path, table: &toml::Table) -> Result<Endpoint, HostsFileError> {
     for key in table.keys() {
         if !KEYS.contains(&key.as_str()) && key != "server" && key != "host" {
-            return Err(format!("unknown key `{key}`"));
+            return Err(HostsFileError::UnknownKey { key: key.clone() });
         }
     }
     let mut endpoint = server_default();
@@ -227,7 +326,11 @@ fn endpoint(dir: &Path, table: &toml::Table) -> Result<Endpoint, String> {
                 "pull" => endpoint.pull = true,
                 "resolve" => endpoint.resolve = true,
                 "push" | "referrers" => {}
-                other => return Err(format!("unknown capability `{other}`")),
+                other => {
+                    return Err(HostsFileError::UnknownCapability {
+                        capability: other.to_owned(),
+                    });
+                }
             }
         }
     }
@@ -243,10 +346,12 @@ fn endpoint(dir: &Path, table: &toml::Table) -> Result<Endpoint, String> {
     if let Some(skip) = table.get("skip_verify") {
         endpoint.tls.skip_verify = skip
             .as_bool()
-            .ok_or("`skip_verify` must be true or false")?;
+            .ok_or_else(|| HostsFileError::wrong_type("skip_verify", "be true or false"))?;
     }
     if let Some(header) = table.get("header") {
-        let header = header.as_table().ok_or("`header` must be a table")?;
+        let header = header
+            .as_table()
+            .ok_or_else(|| HostsFileError::wrong_type("header", "be a table"))?;
         for (name, value) in header {
             for value in strings(value, &format!("header.{name}"))? {
                 endpoint.headers.push((name.clone(), value));
@@ -254,30 +359,37 @@ fn endpoint(dir: &Path, table: &toml::Table) -> Result<Endpoint, String> {
         }
     }
     if let Some(timeout) = table.get("dial_timeout") {
-        let text = timeout.as_str().ok_or("`dial_timeout` must be a string")?;
-        endpoint.dial_timeout =
-            Some(parse_duration(text).map_err(|e| format!("dial_timeout: {e}"))?);
+        let text = timeout
+            .as_str()
+            .ok_or_else(|| HostsFileError::wrong_type("dial_timeout", "be a string"))?;
+        endpoint.dial_timeout = Some(parse_duration(text)?);
     }
     Ok(endpoint)
 }
 
 /// Sets scheme, host and API root from `url` (`https://` when it has no scheme).
-fn set_url(endpoint: &mut Endpoint, url: &str, table: &toml::Table) -> Result<(), String> {
+fn set_url(endpoint: &mut Endpoint, url: &str, table: &toml::Table) -> Result<(), HostsFileError> {
     let (plain_http, rest) = if let Some(rest) = url.strip_prefix("http://") {
         (true, rest)
     } else if let Some(rest) = url.strip_prefix("https://") {
         (false, rest)
     } else if url.contains("://") {
-        return Err(format!("{url:?} is neither http:// nor https://"));
+        return Err(HostsFileError::Scheme {
+            url: url.to_owned(),
+        });
     } else {
         (false, url)
     };
     let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
     if host.is_empty() || host.contains(['@', '?', '#', ' ']) {
-        return Err(format!("{url:?} names no usable host"));
+        return Err(HostsFileError::Host {
+            url: url.to_owned(),
+        });
     }
     let override_path = match table.get("override_path") {
-        Some(v) => v.as_bool().ok_or("`override_path` must be true or false")?,
+        Some(v) => v
+            .as_bool()
+            .ok_or_else(|| HostsFileError::wrong_type("override_path", "be true or false"))?,
         None => false,
     };
     let segments: Vec<&str> = path
@@ -285,7 +397,9 @@ fn set_url(endpoint: &mut Endpoint, url: &str, table: &toml::Table) -> Result<()
         .filter(|s| !s.is_empty() && *s != ".")
         .collect();
     if segments.contains(&"..") || path.contains(['?', '#']) {
-        return Err(format!("{url:?} has an unusable path"));
+        return Err(HostsFileError::Path {
+            url: url.to_owned(),
+        });
     }
     let mut api_root = String::new();
     for segment in &segments {
@@ -302,7 +416,7 @@ fn set_url(endpoint: &mut Endpoint, url: &str, table: &toml::Table) -> Result<()
 }
 
 /// A string or an array of strings.
-fn strings(value: &toml::Value, key: &str) -> Result<Vec<String>, String> {
+fn strings(value: &toml::Value, key: &str) -> Result<Vec<String>, HostsFileError> {
     match value {
         toml::Value::String(s) => Ok(vec![s.clone()]),
         toml::Value::Array(items) => items
@@ -310,10 +424,13 @@ fn strings(value: &toml::Value, key: &str) -> Result<Vec<String>, String> {
             .map(|v| {
                 v.as_str()
                     .map(str::to_owned)
-                    .ok_or_else(|| format!("`{key}` must hold strings"))
+                    .ok_or_else(|| HostsFileError::wrong_type(key, "hold strings"))
             })
             .collect(),
-        _ => Err(format!("`{key}` must be a string or an array of strings")),
+        _ => Err(HostsFileError::wrong_type(
+            key,
+            "be a string or an array of strings",
+        )),
     }
 }
 
@@ -321,14 +438,15 @@ fn strings(value: &toml::Value, key: &str) -> Result<Vec<String>, String> {
 fn client_pairs(
     dir: &Path,
     value: &toml::Value,
-) -> Result<Vec<(PathBuf, Option<PathBuf>)>, String> {
+) -> Result<Vec<(PathBuf, Option<PathBuf>)>, HostsFileError> {
     let items = match value {
         toml::Value::String(s) => return Ok(vec![(absolute(dir, s), None)]),
         toml::Value::Array(items) => items,
         _ => {
-            return Err(
-                "`client` must be a file, or an array of files or [cert, key] pairs".into(),
-            );
+            return Err(HostsFileError::wrong_type(
+                "client",
+                "be a file, or an array of files or [cert, key] pairs",
+            ));
         }
     };
     items
@@ -339,9 +457,12 @@ fn client_pairs(
                 [toml::Value::String(cert), toml::Value::String(key)] => {
                     Ok((absolute(dir, cert), Some(absolute(dir, key))))
                 }
-                _ => Err("a `client` pair must be [\"cert\", \"key\"]".to_owned()),
+                _ => Err(HostsFileError::ClientPair),
             },
-            _ => Err("`client` must hold files or [cert, key] pairs".to_owned()),
+            _ => Err(HostsFileError::wrong_type(
+                "client",
+                "hold files or [cert, key] pairs",
+            )),
         })
         .collect()
 }
@@ -357,12 +478,14 @@ fn absolute(dir: &Path, path: &str) -> PathBuf {
 }
 
 /// A duration as Go writes them (`500ms`, `30s`, `1m30s`, `2h`), or plain seconds.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
+pub fn parse_duration(text: &str) -> Result<Duration, InvalidDuration> {
     let text = text.trim();
     if let Ok(secs) = text.parse::<u64>() {
         return Ok(Duration::from_secs(secs));
     }
-    let bad = || format!("{text:?} is not a duration such as 30s, 5m or 1h30m");
+    let bad = || InvalidDuration {
+        text: text.to_owned(),
+    };
     let mut total = Duration::ZERO;
     let mut rest = text;
     if rest.is_empty() {
@@ -469,9 +592,15 @@ client = [["/etc/certs/client.cert", "/etc/certs/client.key"]]
             ("[host.\"https://x/../y\"]\n", "path"),
             ("not toml at all = = =", "="),
         ] {
-            let err = parse(dir, text).expect_err(text);
+            let err = parse(dir, text).expect_err(text).to_string();
             assert!(err.contains(wanted), "{text}: {err}");
         }
+        let err = parse(dir, "[host.\"ftp://x\"]\n").expect_err("ftp");
+        assert!(
+            matches!(&err, HostsFileError::Mirror { url, source }
+                if url == "ftp://x" && matches!(**source, HostsFileError::Scheme { .. })),
+            "{err:?}"
+        );
     }
 
     #[test]

@@ -201,7 +201,7 @@ impl ImageStore {
         }
         let mut out = Vec::new();
         for entry in entries {
-            let config_path = inside(dir, &entry.config).map_err(bad)?;
+            let config_path = inside(dir, &entry.config).map_err(|e| bad(e.to_string()))?;
             let config_bytes = read_document(&config_path, display).await?;
             let config_digest = digest::sha256_of(&config_bytes);
             serde_json::from_slice::<ConfigFile>(&config_bytes)
@@ -210,7 +210,7 @@ impl ImageStore {
             files.insert(config_digest.clone(), config_path);
             let mut layers = Vec::new();
             for layer in &entry.layers {
-                let path = inside(dir, layer).map_err(bad)?;
+                let path = inside(dir, layer).map_err(|e| bad(e.to_string()))?;
                 let hashed = path.clone();
                 let (digest, size, compression) =
                     tokio::task::spawn_blocking(move || hash_file(&hashed))
@@ -291,32 +291,72 @@ fn stamp_of(path: &Path) -> Option<(u64, i128)> {
     ))
 }
 
+/// Why a path a `docker save` archive lists is not used.
+#[derive(Debug, thiserror::Error)]
+enum ArchivePathError {
+    /// The path is absolute, has a `..` component or a NUL byte, or is empty.
+    #[error("refused path {path:?} in the archive: {reason}")]
+    Refused { path: String, reason: &'static str },
+    /// A component is not UTF-8.
+    #[error("path {path:?} is not UTF-8")]
+    NotUtf8 { path: String },
+    /// The archive's directory could not be resolved.
+    #[error("{}: {source}", dir.display())]
+    Dir {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
+    /// The path could not be resolved.
+    #[error("{path:?} in the archive: {source}")]
+    Resolve {
+        path: String,
+        source: std::io::Error,
+    },
+    /// The path resolves (through a symlink) outside the archive.
+    #[error("refused path {path:?} in the archive: it resolves outside the archive")]
+    Outside { path: String },
+    /// The path is not a regular file.
+    #[error("{path:?} in the archive is not a regular file")]
+    NotFile { path: String },
+}
+
 /// `relative` beneath `dir`, refusing paths that leave it (also through a symlink).
-fn inside(dir: &Path, relative: &str) -> Result<PathBuf, String> {
-    let comps = unpack::clean_path(relative.as_bytes())
-        .map_err(|reason| format!("refused path {relative:?} in the archive: {reason}"))?;
+fn inside(dir: &Path, relative: &str) -> Result<PathBuf, ArchivePathError> {
+    let refused = |reason| ArchivePathError::Refused {
+        path: relative.to_owned(),
+        reason,
+    };
+    let comps = unpack::clean_path(relative.as_bytes()).map_err(refused)?;
     if comps.is_empty() {
-        return Err(format!("refused path {relative:?} in the archive: empty"));
+        return Err(refused("empty"));
     }
     let mut path = dir.to_owned();
     for c in comps {
-        path.push(std::ffi::OsStr::new(
-            std::str::from_utf8(c).map_err(|_| format!("path {relative:?} is not UTF-8"))?,
-        ));
+        path.push(std::ffi::OsStr::new(std::str::from_utf8(c).map_err(
+            |_| ArchivePathError::NotUtf8 {
+                path: relative.to_owned(),
+            },
+        )?));
     }
-    let base = dir
-        .canonicalize()
-        .map_err(|e| format!("{}: {e}", dir.display()))?;
+    let base = dir.canonicalize().map_err(|source| ArchivePathError::Dir {
+        dir: dir.to_owned(),
+        source,
+    })?;
     let real = path
         .canonicalize()
-        .map_err(|e| format!("{relative:?} in the archive: {e}"))?;
+        .map_err(|source| ArchivePathError::Resolve {
+            path: relative.to_owned(),
+            source,
+        })?;
     if !real.starts_with(&base) {
-        return Err(format!(
-            "refused path {relative:?} in the archive: it resolves outside the archive"
-        ));
+        return Err(ArchivePathError::Outside {
+            path: relative.to_owned(),
+        });
     }
     if !real.is_file() {
-        return Err(format!("{relative:?} in the archive is not a regular file"));
+        return Err(ArchivePathError::NotFile {
+            path: relative.to_owned(),
+        });
     }
     Ok(real)
 }

@@ -93,28 +93,78 @@ pub enum Parsed {
     Index(Vec<Descriptor>),
 }
 
-/// A JSON error of a fetched document without the document's text (serde quotes values it
-/// refuses, and the document may come from anywhere a registry redirected to): its category
-/// and position only.
-fn json_error(e: &serde_json::Error) -> String {
-    let what = match e.classify() {
+/// Why a fetched manifest or index is not used.
+///
+/// A JSON error keeps its category and position only, not serde's message: serde quotes
+/// values it refuses, and the document may come from anywhere a registry redirected to.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    /// The document is not JSON of a manifest's shape.
+    #[error("manifest {} (line {line}, column {column})", json_category(*category))]
+    Json {
+        /// What kind of JSON error.
+        category: serde_json::error::Category,
+        /// Where, 1-based.
+        line: usize,
+        /// Where, 1-based.
+        column: usize,
+    },
+    /// A schema version other than 2.
+    #[error("manifest schema version {version} is not supported (only 2: OCI and Docker schema 2)")]
+    SchemaVersion {
+        /// The version the document states.
+        version: i64,
+    },
+    /// An image manifest without a config.
+    #[error("manifest has no config")]
+    NoConfig,
+    /// A foreign or non-distributable layer, which crius does not fetch.
+    #[error(
+        "layer {digest} is non-distributable ({media_type}); crius does not fetch foreign layers"
+    )]
+    NonDistributable {
+        /// The layer's digest.
+        digest: String,
+        /// Its media type.
+        media_type: String,
+    },
+    /// A layer of a media type crius does not unpack.
+    #[error("layer {digest} has unsupported media type {media_type}")]
+    LayerType {
+        /// The layer's digest.
+        digest: String,
+        /// Its media type.
+        media_type: String,
+    },
+}
+
+impl From<serde_json::Error> for ManifestError {
+    fn from(e: serde_json::Error) -> ManifestError {
+        ManifestError::Json {
+            category: e.classify(),
+            line: e.line(),
+            column: e.column(),
+        }
+    }
+}
+
+/// What a JSON error category means for a document.
+fn json_category(category: serde_json::error::Category) -> &'static str {
+    match category {
         serde_json::error::Category::Io => "cannot be read",
         serde_json::error::Category::Syntax => "is not valid JSON",
         serde_json::error::Category::Data => "is JSON of the wrong shape",
         serde_json::error::Category::Eof => "is truncated JSON",
-    };
-    format!("{what} (line {}, column {})", e.line(), e.column())
+    }
 }
 
 /// Parses a manifest or index; `content_type` is the registry's Content-Type, if any.
-pub fn parse(body: &[u8], content_type: Option<&str>) -> Result<Parsed, String> {
-    let doc: AnyManifest =
-        serde_json::from_slice(body).map_err(|e| format!("manifest {}", json_error(&e)))?;
+pub fn parse(body: &[u8], content_type: Option<&str>) -> Result<Parsed, ManifestError> {
+    let doc: AnyManifest = serde_json::from_slice(body)?;
     if doc.schema_version != 2 {
-        return Err(format!(
-            "manifest schema version {} is not supported (only 2: OCI and Docker schema 2)",
-            doc.schema_version
-        ));
+        return Err(ManifestError::SchemaVersion {
+            version: doc.schema_version,
+        });
     }
     let media_type = doc
         .media_type
@@ -126,23 +176,23 @@ pub fn parse(body: &[u8], content_type: Option<&str>) -> Result<Parsed, String> 
     if is_index {
         return Ok(Parsed::Index(doc.manifests.unwrap_or_default()));
     }
-    let config = doc.config.ok_or("manifest has no config")?;
+    let config = doc.config.ok_or(ManifestError::NoConfig)?;
     let layers = doc.layers.unwrap_or_default();
     for layer in &layers {
         if layer.urls.is_some()
             || layer.media_type.contains("foreign")
             || layer.media_type.contains("nondistributable")
         {
-            return Err(format!(
-                "layer {} is non-distributable ({}); crius does not fetch foreign layers",
-                layer.digest, layer.media_type
-            ));
+            return Err(ManifestError::NonDistributable {
+                digest: layer.digest.clone(),
+                media_type: layer.media_type.clone(),
+            });
         }
         if !layer.media_type.is_empty() && !is_layer_type(&layer.media_type) {
-            return Err(format!(
-                "layer {} has unsupported media type {}",
-                layer.digest, layer.media_type
-            ));
+            return Err(ManifestError::LayerType {
+                digest: layer.digest.clone(),
+                media_type: layer.media_type.clone(),
+            });
         }
     }
     Ok(Parsed::Image { config, layers })
@@ -320,10 +370,20 @@ mod tests {
             parse(index, Some(OCI_INDEX)),
             Ok(Parsed::Index(_))
         ));
-        assert!(parse(br#"{"schemaVersion":1}"#, None).is_err());
+        assert!(matches!(
+            parse(br#"{"schemaVersion":1}"#, None),
+            Err(ManifestError::SchemaVersion { version: 1 })
+        ));
         let odd = br#"{"schemaVersion":2,"config":{"digest":"sha256:aa"},
             "layers":[{"mediaType":"application/x-tar-lz4","digest":"sha256:bb"}]}"#;
-        assert!(parse(odd, None).is_err());
+        let Err(e) = parse(odd, None) else {
+            panic!("accepted an lz4 layer");
+        };
+        assert!(matches!(e, ManifestError::LayerType { .. }), "{e}");
+        assert_eq!(
+            e.to_string(),
+            "layer sha256:bb has unsupported media type application/x-tar-lz4"
+        );
     }
 
     #[test]
@@ -337,6 +397,7 @@ mod tests {
             let Err(e) = parse(body, None) else {
                 panic!("accepted {}", String::from_utf8_lossy(body));
             };
+            let e = e.to_string();
             assert!(e.starts_with("manifest "), "{e}");
             assert!(e.contains("line 1"), "{e}");
             assert!(!e.contains("SECRET"), "{e}");

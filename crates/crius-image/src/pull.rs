@@ -71,6 +71,26 @@ impl std::fmt::Debug for Credentials {
     }
 }
 
+/// Why [`Credentials`] cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum InvalidCredentials {
+    /// `auth` is not base64.
+    #[error("auth.auth is not valid base64: {source}")]
+    NotBase64 {
+        /// The decoding error.
+        source: base64::DecodeError,
+    },
+    /// `auth` decodes to bytes that are not UTF-8.
+    #[error("auth.auth does not decode to UTF-8 text")]
+    NotUtf8 {
+        /// The conversion error.
+        source: std::string::FromUtf8Error,
+    },
+    /// `auth` decodes to text without a `:`.
+    #[error("auth.auth must encode user:password")]
+    NoUserPassword,
+}
+
 impl Credentials {
     /// The `oci-client` authentication these credentials stand for.
     pub fn to_auth(&self) -> Result<RegistryAuth, ImageError> {
@@ -87,15 +107,12 @@ impl Credentials {
             use base64::Engine as _;
             let decoded = base64::engine::general_purpose::STANDARD
                 .decode(self.auth.trim())
-                .map_err(|e| {
-                    ImageError::InvalidRequest(format!("auth.auth is not valid base64: {e}"))
-                })?;
-            let text = String::from_utf8(decoded).map_err(|_| {
-                ImageError::InvalidRequest("auth.auth does not decode to UTF-8 text".into())
-            })?;
-            let (user, password) = text.split_once(':').ok_or_else(|| {
-                ImageError::InvalidRequest("auth.auth must encode user:password".into())
-            })?;
+                .map_err(|source| InvalidCredentials::NotBase64 { source })?;
+            let text = String::from_utf8(decoded)
+                .map_err(|source| InvalidCredentials::NotUtf8 { source })?;
+            let (user, password) = text
+                .split_once(':')
+                .ok_or(InvalidCredentials::NoUserPassword)?;
             return Ok(RegistryAuth::Basic(user.to_owned(), password.to_owned()));
         }
         // An identity token alone is exchanged per source (see `Source::authorization`).
@@ -837,9 +854,14 @@ impl Source {
                     guard::sanitize(realm, 200)
                 ))
             })?;
-        self.reach
-            .check_url(&url)
-            .map_err(|target| self.other(Refused::Realm { target }.to_string()))?;
+        self.reach.check_url(&url).map_err(|local| {
+            self.other(
+                Refused::Realm {
+                    target: local.target,
+                }
+                .to_string(),
+            )
+        })?;
         let shown = format!(
             "{}{}",
             guard::origin_of(&url),
@@ -1071,7 +1093,22 @@ mod tests {
             auth: "!!".into(),
             ..Credentials::default()
         };
-        assert!(bad.to_auth().is_err());
+        assert!(matches!(
+            bad.to_auth(),
+            Err(ImageError::InvalidRequest(
+                InvalidCredentials::NotBase64 { .. }
+            ))
+        ));
+        let no_colon = Credentials {
+            auth: "dXNlcg==".into(),
+            ..Credentials::default()
+        };
+        let err = no_colon.to_auth().expect_err("no password");
+        assert!(matches!(
+            err,
+            ImageError::InvalidRequest(InvalidCredentials::NoUserPassword)
+        ));
+        assert_eq!(err.to_string(), "auth.auth must encode user:password");
         assert!(!format!("{basic:?}").contains("\"p\""));
     }
 

@@ -476,7 +476,7 @@ impl ImageStore {
         };
         let (body, top_digest) = source.manifest(None, manifest::ACCEPTED).await?;
         let (manifest_body, manifest_digest, parsed) =
-            match manifest::parse(&body, None).map_err(bad)? {
+            match manifest::parse(&body, None).map_err(|e| bad(e.to_string()))? {
                 Parsed::Index(entries) => {
                     let (os, arch) = manifest::host_platform();
                     let entry = manifest::select_platform(&entries, os, arch).ok_or_else(|| {
@@ -498,7 +498,7 @@ impl ImageStore {
                             actual,
                         });
                     }
-                    let parsed = manifest::parse(&body, None).map_err(bad)?;
+                    let parsed = manifest::parse(&body, None).map_err(|e| bad(e.to_string()))?;
                     (body, digest, parsed)
                 }
                 parsed => (body, top_digest.clone(), parsed),
@@ -1022,7 +1022,7 @@ impl ImageStore {
         let index_path = dir.join("index.json");
         let index = read_document(&index_path, &display).await?;
         let Parsed::Index(entries) =
-            manifest::parse(&index, Some(manifest::OCI_INDEX)).map_err(bad)?
+            manifest::parse(&index, Some(manifest::OCI_INDEX)).map_err(|e| bad(e.to_string()))?
         else {
             return Err(bad("index.json is not an image index".into()));
         };
@@ -1044,7 +1044,7 @@ impl ImageStore {
             check(display.clone(), &entry, "manifest", MAX_DOCUMENT_BYTES)?;
             let (body, digest) = self.read_layout_blob(dir, &entry.digest).await?;
             let (body, digest) = match manifest::parse(&body, Some(&entry.media_type))
-                .map_err(bad)?
+                .map_err(|e| bad(e.to_string()))?
             {
                 Parsed::Index(inner) => {
                     let (os, arch) = manifest::host_platform();
@@ -1060,7 +1060,8 @@ impl ImageStore {
                 }
                 Parsed::Image { .. } => (body, digest),
             };
-            let Parsed::Image { config, layers } = manifest::parse(&body, None).map_err(bad)?
+            let Parsed::Image { config, layers } =
+                manifest::parse(&body, None).map_err(|e| bad(e.to_string()))?
             else {
                 return Err(bad("nested index".into()));
             };

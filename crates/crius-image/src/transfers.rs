@@ -212,10 +212,15 @@ mod tests {
         assert_eq!(transfers.len(), 0);
         let failed = transfers
             .join("k", || async {
-                Err(ImageError::InvalidRequest("bad".into()))
+                Err(ImageError::NotFound {
+                    reference: "bad".into(),
+                })
             })
             .await
             .expect_err("fails");
-        assert_eq!(failed.to_string(), "bad");
+        assert_eq!(
+            failed.to_string(),
+            "image \"bad\" not found in the image store"
+        );
     }
 }

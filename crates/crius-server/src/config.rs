@@ -260,7 +260,7 @@ impl Config {
             ));
         }
         crius_image::hosts::parse_duration(&self.pull_progress_timeout)
-            .map_err(|reason| invalid("pull_progress_timeout", reason))?;
+            .map_err(|e| invalid("pull_progress_timeout", e.to_string()))?;
         if let Some(dir) = &self.import_dir
             && !dir.is_absolute()
         {
