@@ -87,7 +87,10 @@ pub(crate) async fn write(dir: &Path, entry: &CacheEntry) -> Result<()> {
         source,
     };
     tokio::fs::create_dir_all(dir).await.map_err(err)?;
-    let bytes = serde_json::to_vec_pretty(entry).map_err(|e| Error::Internal(e.to_string()))?;
+    let bytes = serde_json::to_vec_pretty(entry).map_err(|source| Error::Encode {
+        what: "result cache entry",
+        source,
+    })?;
     let tmp = dir.join(format!(".{}.json.tmp", entry.container_id));
     let mut file = tokio::fs::OpenOptions::new()
         .write(true)

@@ -276,9 +276,16 @@ fn invalid(origin: &str, reason: impl ToString) -> Error {
     }
 }
 
+/// A network name outside the characters the CNI spec allows.
+#[derive(Debug, thiserror::Error)]
+#[error("network name {name:?} must be alphanumerics, '_', '.', '-', starting alphanumeric")]
+struct InvalidName {
+    name: String,
+}
+
 /// Network names end up in file names and iptables comments: keep them to the characters
 /// the CNI spec allows.
-fn validate_name(name: &str) -> std::result::Result<(), String> {
+fn validate_name(name: &str) -> std::result::Result<(), InvalidName> {
     let ok = !name.is_empty()
         && name
             .bytes()
@@ -290,9 +297,9 @@ fn validate_name(name: &str) -> std::result::Result<(), String> {
     if ok {
         Ok(())
     } else {
-        Err(format!(
-            "network name {name:?} must be alphanumerics, '_', '.', '-', starting alphanumeric"
-        ))
+        Err(InvalidName {
+            name: name.to_owned(),
+        })
     }
 }
 

@@ -97,10 +97,13 @@ pub enum Error {
     },
     /// The request itself is unusable (bad id, names with CNI_ARGS separators, ...).
     #[error("invalid pod network request: {0}")]
-    InvalidArgument(String),
+    InvalidArgument(#[from] InvalidRequest),
     /// CHECK needs the cached result of ADD and there is none.
-    #[error("no cached CNI result for {0}: the pod network was never added or was deleted")]
-    NotAdded(String),
+    #[error("no cached CNI result for {id}: the pod network was never added or was deleted")]
+    NotAdded {
+        /// The pod sandbox id.
+        id: String,
+    },
     /// Reading or writing the result cache failed.
     #[error("CNI result cache {}: {source}", path.display())]
     Cache {
@@ -125,9 +128,67 @@ pub enum Error {
         /// The underlying error.
         source: std::io::Error,
     },
+    /// A document crius builds could not be encoded as JSON.
+    #[error("internal error: {source}")]
+    Encode {
+        /// What was being encoded.
+        what: &'static str,
+        /// The JSON error.
+        source: serde_json::Error,
+    },
     /// A blocking helper task panicked or was cancelled.
-    #[error("internal error: {0}")]
-    Internal(String),
+    #[error("internal error: {task}: {source}")]
+    Task {
+        /// What the task was doing.
+        task: &'static str,
+        /// How it ended.
+        source: tokio::task::JoinError,
+    },
+}
+
+/// Why a pod network request is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum InvalidRequest {
+    /// The pod sandbox id would not make a safe file name.
+    #[error(
+        "pod sandbox id {id:?} must be 1-256 ASCII alphanumerics, '_', '.' or '-', not \
+         starting with '.'"
+    )]
+    SandboxId {
+        /// The id.
+        id: String,
+    },
+    /// A pod name, namespace or uid holds a CNI_ARGS separator or a control character.
+    #[error("pod {field} {value:?} contains ';', '=' or a control character")]
+    PodField {
+        /// `name`, `namespace` or `uid`.
+        field: &'static str,
+        /// Its value.
+        value: String,
+    },
+    /// The pod has no network namespace path.
+    #[error("pod sandbox {id} has no network namespace path")]
+    NoNetns {
+        /// The pod sandbox id.
+        id: String,
+    },
+    /// The network namespace path names criusd's own namespace.
+    #[error(
+        "network namespace {} of pod sandbox {id} is criusd's own (host) namespace",
+        netns.display()
+    )]
+    HostNetns {
+        /// The pod sandbox id.
+        id: String,
+        /// The path.
+        netns: PathBuf,
+    },
+    /// The plugin directories cannot be joined into `CNI_PATH`.
+    #[error("CNI bin dirs cannot form CNI_PATH: {source}")]
+    CniPath {
+        /// The joining error.
+        source: std::env::JoinPathsError,
+    },
 }
 
 fn skipped_suffix(skipped: &[String]) -> String {

@@ -9,7 +9,7 @@ use serde_json::Value;
 use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, InvalidRequest, Result};
 
 /// A CNI command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,10 +75,13 @@ pub(crate) async fn invoke(
 ) -> Result<Option<Value>> {
     let path = find_plugin(plugin, inv.bin_dirs)?;
     let command = inv.command.as_str();
-    let cni_path = std::env::join_paths(inv.bin_dirs)
-        .map_err(|e| Error::InvalidArgument(format!("CNI bin dirs cannot form CNI_PATH: {e}")))?;
+    let cni_path =
+        std::env::join_paths(inv.bin_dirs).map_err(|source| InvalidRequest::CniPath { source })?;
     // serde_json cannot fail on a Value it built itself.
-    let stdin = serde_json::to_vec(stdin_conf).map_err(|e| Error::Internal(e.to_string()))?;
+    let stdin = serde_json::to_vec(stdin_conf).map_err(|source| Error::Encode {
+        what: "plugin stdin",
+        source,
+    })?;
     tracing::debug!(
         plugin,
         command,

@@ -48,11 +48,11 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 
 pub use config::{DEFAULT_CONFLIST, DEFAULT_CONFLIST_NAME, NetworkConfigList, load_conf_dir};
-pub use error::{Error, Result};
+pub use error::{Error, InvalidRequest, Result};
 pub use exec::{CniCommand, find_plugin};
 pub use pod::{Bandwidth, Dns, PodNetwork, PortMapping, Protocol};
-pub use result::{Interface, IpConfig, PodNetworkResult};
-pub use version::CniVersion;
+pub use result::{Interface, IpConfig, PodNetworkResult, ResultError};
+pub use version::{CniVersion, UnsupportedVersion};
 
 use cache::CacheEntry;
 use exec::Invocation;
@@ -137,7 +137,10 @@ impl Cni {
         let dir = self.conf_dir.clone();
         tokio::task::spawn_blocking(move || load_conf_dir(&dir))
             .await
-            .map_err(|e| Error::Internal(format!("config loader: {e}")))?
+            .map_err(|source| Error::Task {
+                task: "config loader",
+                source,
+            })?
     }
 
     /// Whether a network config exists and every plugin it (and loopback) needs is installed.
@@ -215,7 +218,8 @@ impl Cni {
             .run_chain(list, inv, caps, None)
             .await?
             .ok_or_else(|| invalid("the chain printed no result".into()))?;
-        let parsed = PodNetworkResult::from_value(result.clone(), inv.if_name).map_err(invalid)?;
+        let parsed = PodNetworkResult::from_value(result.clone(), inv.if_name)
+            .map_err(|e| invalid(e.to_string()))?;
         let entry = CacheEntry::new(
             &pod.id,
             inv.if_name,
@@ -236,7 +240,7 @@ impl Cni {
         require_netns(pod)?;
         let entry = cache::read(&self.cache_dir, &pod.id)
             .await?
-            .ok_or_else(|| Error::NotAdded(pod.id.clone()))?;
+            .ok_or_else(|| Error::NotAdded { id: pod.id.clone() })?;
         let list = self.cached_list(&entry)?;
         if !list.cni_version.has_check() || list.disable_check {
             return Ok(());
@@ -297,7 +301,10 @@ impl Cni {
         let path = cache::path(&self.cache_dir, id);
         PodNetworkResult::from_value(entry.result, &entry.if_name)
             .map(Some)
-            .map_err(|reason| Error::CacheCorrupt { path, reason })
+            .map_err(|e| Error::CacheCorrupt {
+                path,
+                reason: e.to_string(),
+            })
     }
 
     /// The ids of every pod with a cached ADD result, and removes the temporary files an
@@ -345,8 +352,10 @@ impl Cni {
             "cached config {}",
             cache::path(&self.cache_dir, &entry.container_id).display()
         );
-        let bytes =
-            serde_json::to_vec(&entry.config).map_err(|e| Error::Internal(e.to_string()))?;
+        let bytes = serde_json::to_vec(&entry.config).map_err(|source| Error::Encode {
+            what: "cached network config",
+            source,
+        })?;
         NetworkConfigList::from_list_bytes(&bytes, &origin)
     }
 
@@ -411,7 +420,10 @@ pub async fn install_default_conflist(conf_dir: &Path) -> Result<Option<PathBuf>
     let dir = conf_dir.to_path_buf();
     tokio::task::spawn_blocking(move || config::install_default(&dir))
         .await
-        .map_err(|e| Error::Internal(format!("config installer: {e}")))?
+        .map_err(|source| Error::Task {
+            task: "config installer",
+            source,
+        })?
 }
 
 /// The stdin of one plugin: its own config plus the list's name and version, the
@@ -436,17 +448,14 @@ pub fn plugin_stdin(
 
 fn require_netns(pod: &PodNetwork) -> Result<()> {
     if pod.netns_path.as_os_str().is_empty() {
-        return Err(Error::InvalidArgument(format!(
-            "pod sandbox {} has no network namespace path",
-            pod.id
-        )));
+        return Err(InvalidRequest::NoNetns { id: pod.id.clone() }.into());
     }
     if is_own_netns(&pod.netns_path) {
-        return Err(Error::InvalidArgument(format!(
-            "network namespace {} of pod sandbox {} is criusd's own (host) namespace",
-            pod.netns_path.display(),
-            pod.id
-        )));
+        return Err(InvalidRequest::HostNetns {
+            id: pod.id.clone(),
+            netns: pod.netns_path.clone(),
+        }
+        .into());
     }
     Ok(())
 }

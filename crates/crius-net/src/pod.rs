@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::error::{Error, Result};
+use crate::error::{InvalidRequest, Result};
 
 /// One pod's network attachment request.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -104,9 +104,11 @@ impl PodNetwork {
             ("uid", &self.uid),
         ] {
             if value.contains([';', '=']) || value.chars().any(char::is_control) {
-                return Err(Error::InvalidArgument(format!(
-                    "pod {field} {value:?} contains ';', '=' or a control character"
-                )));
+                return Err(InvalidRequest::PodField {
+                    field,
+                    value: value.clone(),
+                }
+                .into());
             }
         }
         Ok(())
@@ -175,15 +177,14 @@ pub(crate) fn validate_id(id: &str) -> Result<()> {
     if ok {
         Ok(())
     } else {
-        Err(Error::InvalidArgument(format!(
-            "pod sandbox id {id:?} must be 1-256 ASCII alphanumerics, '_', '.' or '-', not starting with '.'"
-        )))
+        Err(InvalidRequest::SandboxId { id: id.to_owned() }.into())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Error;
     use serde_json::json;
 
     fn pod() -> PodNetwork {
@@ -215,7 +216,13 @@ mod tests {
                 ..pod()
             };
             assert!(
-                matches!(p.validate(), Err(Error::InvalidArgument(_))),
+                matches!(
+                    p.validate(),
+                    Err(Error::InvalidArgument(InvalidRequest::PodField {
+                        field: "name",
+                        ..
+                    }))
+                ),
                 "{bad:?}"
             );
         }
@@ -225,7 +232,10 @@ mod tests {
                 ..pod()
             };
             assert!(
-                matches!(p.validate(), Err(Error::InvalidArgument(_))),
+                matches!(
+                    p.validate(),
+                    Err(Error::InvalidArgument(InvalidRequest::SandboxId { .. }))
+                ),
                 "{bad:?}"
             );
         }

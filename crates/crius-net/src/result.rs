@@ -1,6 +1,6 @@
 //! CNI ADD results (layouts 0.3.0 to 1.x) and what crius takes from them.
 
-use std::net::IpAddr;
+use std::net::{AddrParseError, IpAddr};
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -43,6 +43,39 @@ pub struct PodNetworkResult {
     pub raw: Value,
 }
 
+/// Why a document is not a CNI result crius can use.
+#[derive(Debug, thiserror::Error)]
+pub enum ResultError {
+    /// The document does not have the shape of a result.
+    #[error("not a CNI result: {source}")]
+    Shape {
+        /// The JSON error.
+        source: serde_json::Error,
+    },
+    /// An address that is not `ADDRESS/PREFIX`.
+    #[error("bad address {address:?}, want ADDRESS/PREFIX")]
+    Address {
+        /// The address as the result gives it.
+        address: String,
+    },
+    /// A gateway that is not an IP address.
+    #[error("bad gateway {gateway:?}")]
+    Gateway {
+        /// The gateway as the result gives it.
+        gateway: String,
+        /// The parse error.
+        source: AddrParseError,
+    },
+    /// An address on an interface the result does not list.
+    #[error("ip {address} names interface {index}, which is not in the result")]
+    Interface {
+        /// The address.
+        address: IpAddr,
+        /// The interface index it names.
+        index: usize,
+    },
+}
+
 #[derive(Deserialize)]
 struct RawResult {
     #[serde(default)]
@@ -71,9 +104,9 @@ struct RawIp {
 
 impl PodNetworkResult {
     /// Interprets a result document for the pod interface `if_name`.
-    pub fn from_value(raw: Value, if_name: &str) -> Result<Self, String> {
+    pub fn from_value(raw: Value, if_name: &str) -> Result<Self, ResultError> {
         let parsed: RawResult =
-            serde_json::from_value(raw.clone()).map_err(|e| format!("not a CNI result: {e}"))?;
+            serde_json::from_value(raw.clone()).map_err(|source| ResultError::Shape { source })?;
         let interfaces: Vec<Interface> = parsed
             .interfaces
             .into_iter()
@@ -90,18 +123,17 @@ impl PodNetworkResult {
                 let (address, prefix_len) = parse_cidr(&ip.address)?;
                 let gateway = match ip.gateway.as_deref() {
                     None | Some("") => None,
-                    Some(g) => Some(g.parse().map_err(|_| format!("bad gateway {g:?}"))?),
+                    Some(g) => Some(g.parse().map_err(|source| ResultError::Gateway {
+                        gateway: g.to_owned(),
+                        source,
+                    })?),
                 };
                 let interface = match ip.interface {
                     None => None,
                     Some(i) => Some(
                         interfaces
                             .get(i)
-                            .ok_or_else(|| {
-                                format!(
-                                    "ip {address} names interface {i}, which is not in the result"
-                                )
-                            })?
+                            .ok_or(ResultError::Interface { address, index: i })?
                             .name
                             .clone(),
                     ),
@@ -113,7 +145,7 @@ impl PodNetworkResult {
                     interface,
                 })
             })
-            .collect::<Result<Vec<_>, String>>()?;
+            .collect::<Result<Vec<_>, ResultError>>()?;
         let ips = pod_ips(&ip_configs, if_name);
         Ok(Self {
             ips,
@@ -145,8 +177,10 @@ fn pod_ips(configs: &[IpConfig], if_name: &str) -> Vec<IpAddr> {
     ips
 }
 
-fn parse_cidr(text: &str) -> Result<(IpAddr, u8), String> {
-    let bad = || format!("bad address {text:?}, want ADDRESS/PREFIX");
+fn parse_cidr(text: &str) -> Result<(IpAddr, u8), ResultError> {
+    let bad = || ResultError::Address {
+        address: text.to_owned(),
+    };
     let (addr, prefix) = text.split_once('/').ok_or_else(bad)?;
     let addr: IpAddr = addr.parse().map_err(|_| bad())?;
     let prefix: u8 = prefix.parse().map_err(|_| bad())?;
@@ -206,17 +240,26 @@ mod tests {
 
     #[test]
     fn malformed_results_are_rejected() {
-        for raw in [
-            json!({"ips": [{"address": "10.1.2.3"}]}),
-            json!({"ips": [{"address": "10.1.2.3/33"}]}),
-            json!({"ips": [{"address": "10.1.2.3/24", "interface": 4}]}),
-            json!({"ips": [{"address": "10.1.2.3/24", "gateway": "x"}]}),
-            json!({"ips": "nope"}),
-        ] {
-            assert!(
-                PodNetworkResult::from_value(raw.clone(), "eth0").is_err(),
-                "{raw}"
-            );
-        }
+        let kind = |raw: Value| match PodNetworkResult::from_value(raw, "eth0") {
+            Err(ResultError::Shape { .. }) => "shape",
+            Err(ResultError::Address { .. }) => "address",
+            Err(ResultError::Gateway { .. }) => "gateway",
+            Err(ResultError::Interface { index: 4, .. }) => "interface 4",
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(kind(json!({"ips": [{"address": "10.1.2.3"}]})), "address");
+        assert_eq!(
+            kind(json!({"ips": [{"address": "10.1.2.3/33"}]})),
+            "address"
+        );
+        assert_eq!(
+            kind(json!({"ips": [{"address": "10.1.2.3/24", "interface": 4}]})),
+            "interface 4"
+        );
+        assert_eq!(
+            kind(json!({"ips": [{"address": "10.1.2.3/24", "gateway": "x"}]})),
+            "gateway"
+        );
+        assert_eq!(kind(json!({"ips": "nope"})), "shape");
     }
 }

@@ -45,13 +45,12 @@ impl CniVersion {
     }
 
     /// Parses a version and checks that crius supports it.
-    pub fn parse_supported(text: &str) -> Result<Self, String> {
+    pub fn parse_supported(text: &str) -> Result<Self, UnsupportedVersion> {
         match Self::parse(text) {
             Some(v) if Self::SUPPORTED.contains(&v) => Ok(v),
-            _ => Err(format!(
-                "unsupported cniVersion {text:?} (crius supports {})",
-                Self::SUPPORTED.map(|v| v.to_string()).join(", ")
-            )),
+            _ => Err(UnsupportedVersion {
+                text: text.to_owned(),
+            }),
         }
     }
 
@@ -59,6 +58,17 @@ impl CniVersion {
     pub fn has_check(self) -> bool {
         self >= Self::V0_4_0
     }
+}
+
+/// A `cniVersion` that does not parse or that crius cannot drive.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "unsupported cniVersion {text:?} (crius supports {})",
+    CniVersion::SUPPORTED.map(|v| v.to_string()).join(", ")
+)]
+pub struct UnsupportedVersion {
+    /// The version as the config gives it.
+    pub text: String,
 }
 
 impl fmt::Display for CniVersion {
@@ -78,7 +88,12 @@ mod tests {
         assert_eq!(CniVersion::parse("1.0.0.0"), None);
         assert_eq!(CniVersion::parse("a.b.c"), None);
         assert!(CniVersion::parse_supported("0.3.1").is_ok());
-        assert!(CniVersion::parse_supported("0.2.0").is_err());
+        assert_eq!(
+            CniVersion::parse_supported("0.2.0")
+                .expect_err("too old")
+                .to_string(),
+            "unsupported cniVersion \"0.2.0\" (crius supports 0.3.0, 0.3.1, 0.4.0, 1.0.0, 1.1.0)"
+        );
         assert!(!CniVersion::new(0, 3, 1).has_check());
         assert!(CniVersion::V0_4_0.has_check());
         assert!(CniVersion::V1_0_0.has_check());

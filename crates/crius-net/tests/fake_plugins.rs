@@ -184,7 +184,7 @@ async fn check_runs_with_the_cached_result() {
     w.conflist("10-test.conflist", &two_plugins("1.0.0"));
     let p = pod("sandbox2", Path::new("/run/netns/fake2"));
     let cni = w.cni().with_loopback(false);
-    assert!(matches!(cni.check(&p).await, Err(Error::NotAdded(_))));
+    assert!(matches!(cni.check(&p).await, Err(Error::NotAdded { .. })));
     cni.add(&p).await.expect("add");
     w.calls();
     cni.check(&p).await.expect("check");
