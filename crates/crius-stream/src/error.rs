@@ -25,8 +25,11 @@ pub enum RequestError {
     #[error("maximum number of in-flight streaming requests ({0}) exceeded")]
     TooManyInFlight(usize),
     /// The kernel's random number generator failed (no token is handed out without it).
-    #[error("cannot make a streaming token: {0}")]
-    NoRandomness(String),
+    #[error("cannot make a streaming token: {source}")]
+    NoRandomness {
+        /// What the kernel's generator reported.
+        source: getrandom::Error,
+    },
 }
 
 impl RequestError {
@@ -36,7 +39,7 @@ impl RequestError {
     pub fn is_invalid_argument(&self) -> bool {
         !matches!(
             self,
-            RequestError::TooManyInFlight(_) | RequestError::NoRandomness(_)
+            RequestError::TooManyInFlight(_) | RequestError::NoRandomness { .. }
         )
     }
 }

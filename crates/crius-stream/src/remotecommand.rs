@@ -13,6 +13,7 @@ use tokio::sync::mpsc;
 use tracing::debug;
 
 use crate::backend::{Backend, StreamIo, TerminalSize};
+use crate::error::BackendError;
 
 /// Bytes buffered between a client stream and the backend, per direction.
 const PIPE_BUFFER: usize = 64 << 10;
@@ -150,7 +151,7 @@ pub(crate) enum Outcome {
     /// An attach ended.
     Detached,
     /// The backend failed.
-    Failed(String),
+    Failed(BackendError),
 }
 
 /// The streams the client must open for a session (besides the error stream).
@@ -220,12 +221,12 @@ pub(crate) async fn run<B: Backend, S: OutputSink>(
             Command::Exec { container_id, cmd } => {
                 match backend.exec(container_id, cmd, tty, io).await {
                     Ok(code) => Outcome::Exited(code),
-                    Err(e) => Outcome::Failed(e.message),
+                    Err(e) => Outcome::Failed(e),
                 }
             }
             Command::Attach { container_id } => match backend.attach(container_id, tty, io).await {
                 Ok(()) => Outcome::Detached,
-                Err(e) => Outcome::Failed(e.message),
+                Err(e) => Outcome::Failed(e),
             },
         }
     };
@@ -338,12 +339,12 @@ pub(crate) fn error_stream_body(outcome: &Outcome, version: Version) -> Option<V
                 "reason": "NonZeroExitCode",
                 "details": {"causes": [{"reason": "ExitCode", "message": code.to_string()}]},
             }),
-            Outcome::Failed(msg) => json!({
+            Outcome::Failed(e) => json!({
                 "metadata": {},
                 "status": "Failure",
-                "message": format!("Internal error occurred: {msg}"),
+                "message": format!("Internal error occurred: {e}"),
                 "reason": "InternalError",
-                "details": {"causes": [{"message": msg}]},
+                "details": {"causes": [{"message": e.message}]},
                 "code": 500,
             }),
         };
@@ -354,7 +355,7 @@ pub(crate) fn error_stream_body(outcome: &Outcome, version: Version) -> Option<V
         Outcome::Exited(code) => Some(
             format!("command terminated with non-zero exit code: exit status {code}").into_bytes(),
         ),
-        Outcome::Failed(msg) => Some(msg.clone().into_bytes()),
+        Outcome::Failed(e) => Some(e.message.clone().into_bytes()),
     }
 }
 
@@ -391,5 +392,14 @@ mod tests {
         assert_eq!(v["details"]["causes"][0]["reason"], "ExitCode");
         assert_eq!(v["details"]["causes"][0]["message"], "3");
         assert_eq!(error_stream_body(&Outcome::Exited(0), Version::V2), None);
+        let failed = Outcome::Failed(BackendError::new("no such container"));
+        let body = error_stream_body(&failed, Version::V4).expect("body");
+        let v: serde_json::Value = serde_json::from_slice(&body).expect("json");
+        assert_eq!(v["message"], "Internal error occurred: no such container");
+        assert_eq!(v["details"]["causes"][0]["message"], "no such container");
+        assert_eq!(
+            error_stream_body(&failed, Version::V2),
+            Some(b"no such container".to_vec())
+        );
     }
 }

@@ -369,21 +369,36 @@ fn list(headers: &HeaderMap, name: &str) -> Vec<String> {
         .collect()
 }
 
+/// Why the `port` query parameter of a port forward is unusable.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+enum PortQueryError {
+    /// `port=` without a value.
+    #[error("query parameter \"port\" cannot be empty")]
+    Empty,
+    /// A value that is not a port (1-65535).
+    #[error("unable to parse {value:?} as a port")]
+    NotAPort { value: String },
+}
+
 /// Ports named by `port=` in a query string (repeated or comma-separated).
-fn query_ports(query: Option<&str>) -> Result<Vec<u16>, String> {
+fn query_ports(query: Option<&str>) -> Result<Vec<u16>, PortQueryError> {
     let mut ports = Vec::new();
     for pair in query.unwrap_or_default().split('&') {
         let Some(value) = pair.strip_prefix("port=") else {
             continue;
         };
         if value.is_empty() {
-            return Err("query parameter \"port\" cannot be empty".into());
+            return Err(PortQueryError::Empty);
         }
         let value = value.replace("%2C", ",").replace("%2c", ",");
         for p in value.split(',') {
             match p.parse::<u16>() {
                 Ok(port) if port > 0 => ports.push(port),
-                _ => return Err(format!("unable to parse {p:?} as a port")),
+                _ => {
+                    return Err(PortQueryError::NotAPort {
+                        value: p.to_owned(),
+                    });
+                }
             }
         }
     }
@@ -657,7 +672,7 @@ async fn serve_session<B: Backend>(
 
 #[cfg(test)]
 mod tests {
-    use super::query_ports;
+    use super::{PortQueryError, query_ports};
 
     #[test]
     fn query_ports_parse_repeated_and_comma_lists() {
@@ -666,8 +681,14 @@ mod tests {
             Ok(vec![80, 443, 8080])
         );
         assert_eq!(query_ports(None), Ok(vec![]));
-        assert!(query_ports(Some("port=0")).is_err());
-        assert!(query_ports(Some("port=")).is_err());
-        assert!(query_ports(Some("port=x")).is_err());
+        assert_eq!(
+            query_ports(Some("port=0")),
+            Err(PortQueryError::NotAPort { value: "0".into() })
+        );
+        assert_eq!(query_ports(Some("port=")), Err(PortQueryError::Empty));
+        assert_eq!(
+            query_ports(Some("port=x")).map_err(|e| e.to_string()),
+            Err("unable to parse \"x\" as a port".to_owned())
+        );
     }
 }

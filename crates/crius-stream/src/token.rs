@@ -74,7 +74,7 @@ impl<T> TokenStore<T> {
 /// 128 random bits from the kernel, URL-safe base64 without padding.
 fn random_token() -> Result<String, RequestError> {
     let mut bytes = [0u8; TOKEN_BYTES];
-    getrandom::fill(&mut bytes).map_err(|e| RequestError::NoRandomness(e.to_string()))?;
+    getrandom::fill(&mut bytes).map_err(|source| RequestError::NoRandomness { source })?;
     Ok(URL_SAFE_NO_PAD.encode(bytes))
 }
 

@@ -16,7 +16,7 @@ use tracing::debug;
 
 use super::frame::{
     FLAG_FIN, Frame, FrameEncoder, FrameError, FrameReader, GOAWAY_OK, GOAWAY_PROTOCOL_ERROR,
-    Headers, RST_PROTOCOL_ERROR, RST_REFUSED_STREAM, RST_STREAM_IN_USE, SEND_CHUNK,
+    Headers, ProtocolError, RST_PROTOCOL_ERROR, RST_REFUSED_STREAM, RST_STREAM_IN_USE, SEND_CHUNK,
 };
 
 /// Inbound data chunks buffered per stream before the connection reader waits.
@@ -275,9 +275,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
                 ..
             } => {
                 if stream_id == 0 || stream_id % 2 == 0 {
-                    return Err(FrameError::Protocol(format!(
-                        "client opened stream {stream_id} (must be odd)"
-                    )));
+                    return Err(ProtocolError::EvenStreamId { stream_id }.into());
                 }
                 if streams.contains_key(&stream_id) {
                     handle.reset(stream_id, RST_STREAM_IN_USE).await;

@@ -147,16 +147,76 @@ pub(crate) enum FrameError {
     /// The peer closed the connection between frames.
     #[error("connection closed")]
     Closed,
-    /// The peer sent something that is not SPDY/3.1.
+    /// The peer sent something that is not SPDY/3.1, or a frame is too long to send.
     #[error("protocol error: {0}")]
-    Protocol(String),
+    Protocol(#[from] ProtocolError),
     /// zlib failed.
     #[error("header compression error: {0}")]
-    Compression(String),
+    Compression(#[from] ZlibError),
 }
 
-fn protocol(msg: impl Into<String>) -> FrameError {
-    FrameError::Protocol(msg.into())
+/// What breaks SPDY/3.1 or crius' limits on it.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ProtocolError {
+    /// A frame shorter than its fields.
+    #[error("frame payload too short")]
+    ShortPayload,
+    /// A header block of more pairs than [`MAX_HEADER_PAIRS`].
+    #[error("{count} header pairs (limit {MAX_HEADER_PAIRS})")]
+    TooManyHeaders { count: usize },
+    /// A header block shorter than its lengths say.
+    #[error("header block truncated")]
+    TruncatedHeaderBlock,
+    /// A header name or value that is not UTF-8.
+    #[error("header is not UTF-8")]
+    HeaderNotUtf8 { source: std::string::FromUtf8Error },
+    /// A header with an empty name.
+    #[error("empty header name")]
+    EmptyHeaderName,
+    /// Bytes after the last header pair.
+    #[error("trailing bytes after header block")]
+    TrailingBytes,
+    /// A header block that inflates past [`MAX_HEADER_BLOCK`].
+    #[error("header block inflates past {MAX_HEADER_BLOCK} bytes")]
+    HeaderBlockTooLarge,
+    /// A frame to send that is longer than the 24-bit length field.
+    #[error("frame longer than 24 bits")]
+    FrameTooLong,
+    /// A data frame longer than [`MAX_DATA_FRAME`].
+    #[error("data frame of {len} bytes (limit {MAX_DATA_FRAME})")]
+    DataFrameTooLarge { len: usize },
+    /// A control frame of another SPDY version.
+    #[error("SPDY version {version}, want {VERSION}")]
+    Version { version: u16 },
+    /// A control frame longer than [`MAX_CONTROL_FRAME`].
+    #[error("control frame of {len} bytes (limit {MAX_CONTROL_FRAME})")]
+    ControlFrameTooLarge { len: usize },
+    /// A SYN_STREAM without room for its fields.
+    #[error("SYN_STREAM too short")]
+    SynStreamTooShort,
+    /// A SETTINGS frame whose length does not match its entry count.
+    #[error("SETTINGS length does not match its count")]
+    SettingsLength,
+    /// A client-initiated stream with an id that is zero or even.
+    #[error("client opened stream {stream_id} (must be odd)")]
+    EvenStreamId { stream_id: u32 },
+}
+
+/// Why a header block's zlib stream failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ZlibError {
+    /// The peer's stream ended, which SPDY never does.
+    #[error("zlib stream ended")]
+    Ended,
+    /// Inflating consumed and produced nothing.
+    #[error("zlib made no progress")]
+    Stalled,
+    /// Inflating failed.
+    #[error("{source}")]
+    Inflate { source: flate2::DecompressError },
+    /// Deflating failed.
+    #[error("{source}")]
+    Deflate { source: flate2::CompressError },
 }
 
 fn be_u32(bytes: &[u8], at: usize) -> Result<u32, FrameError> {
@@ -164,16 +224,14 @@ fn be_u32(bytes: &[u8], at: usize) -> Result<u32, FrameError> {
         .get(at..at + 4)
         .and_then(|s| <[u8; 4]>::try_from(s).ok())
         .map(u32::from_be_bytes)
-        .ok_or_else(|| protocol("frame payload too short"))
+        .ok_or(FrameError::Protocol(ProtocolError::ShortPayload))
 }
 
 /// Parses an uncompressed header block, with limits.
 pub(crate) fn parse_header_block(raw: &[u8]) -> Result<Headers, FrameError> {
     let count = be_u32(raw, 0)? as usize;
     if count > MAX_HEADER_PAIRS {
-        return Err(protocol(format!(
-            "{count} header pairs (limit {MAX_HEADER_PAIRS})"
-        )));
+        return Err(ProtocolError::TooManyHeaders { count }.into());
     }
     let mut at = 4;
     let mut headers = Vec::with_capacity(count);
@@ -182,20 +240,21 @@ pub(crate) fn parse_header_block(raw: &[u8]) -> Result<Headers, FrameError> {
         *at += 4;
         let bytes = raw
             .get(*at..at.saturating_add(len))
-            .ok_or_else(|| protocol("header block truncated"))?;
+            .ok_or(ProtocolError::TruncatedHeaderBlock)?;
         *at += len;
-        String::from_utf8(bytes.to_vec()).map_err(|_| protocol("header is not UTF-8"))
+        String::from_utf8(bytes.to_vec())
+            .map_err(|source| ProtocolError::HeaderNotUtf8 { source }.into())
     };
     for _ in 0..count {
         let name = take(&mut at)?;
         if name.is_empty() {
-            return Err(protocol("empty header name"));
+            return Err(ProtocolError::EmptyHeaderName.into());
         }
         let value = take(&mut at)?;
         headers.push((name.to_ascii_lowercase(), value));
     }
     if at != raw.len() {
-        return Err(protocol("trailing bytes after header block"));
+        return Err(ProtocolError::TrailingBytes.into());
     }
     Ok(headers)
 }
@@ -252,27 +311,25 @@ impl HeaderInflater {
             out_pos += moved(out0, self.zlib.total_out(), out.len() - out_pos);
             match res {
                 Ok(Status::StreamEnd) => {
-                    return Err(FrameError::Compression("zlib stream ended".into()));
+                    return Err(ZlibError::Ended.into());
                 }
                 Ok(_) => {
                     if out_pos > MAX_HEADER_BLOCK {
-                        return Err(protocol(format!(
-                            "header block inflates past {MAX_HEADER_BLOCK} bytes"
-                        )));
+                        return Err(ProtocolError::HeaderBlockTooLarge.into());
                     }
                     if in_pos >= input.len() {
                         break;
                     }
                     if self.zlib.total_in() == in0 && self.zlib.total_out() == out0 {
-                        return Err(FrameError::Compression("zlib made no progress".into()));
+                        return Err(ZlibError::Stalled.into());
                     }
                 }
                 Err(e) if e.needs_dictionary().is_some() => {
                     self.zlib
                         .set_dictionary(&SPDY3_DICTIONARY)
-                        .map_err(|e| FrameError::Compression(e.to_string()))?;
+                        .map_err(|source| ZlibError::Inflate { source })?;
                 }
-                Err(e) => return Err(FrameError::Compression(e.to_string())),
+                Err(source) => return Err(ZlibError::Inflate { source }.into()),
             }
         }
         parse_header_block(&out[..out_pos])
@@ -289,7 +346,7 @@ impl FrameEncoder {
     pub(crate) fn new() -> Result<Self, FrameError> {
         let mut zlib = Compress::new(Compression::default(), true);
         zlib.set_dictionary(&SPDY3_DICTIONARY)
-            .map_err(|e| FrameError::Compression(e.to_string()))?;
+            .map_err(|source| ZlibError::Deflate { source })?;
         Ok(Self { zlib })
     }
 
@@ -304,7 +361,7 @@ impl FrameEncoder {
             let before = self.zlib.total_in();
             self.zlib
                 .compress_vec(&raw[in_pos..], &mut out, FlushCompress::Sync)
-                .map_err(|e| FrameError::Compression(e.to_string()))?;
+                .map_err(|source| ZlibError::Deflate { source })?;
             in_pos += moved(before, self.zlib.total_in(), raw.len() - in_pos);
             // A sync flush is complete once all input is consumed and output space remains.
             if in_pos >= raw.len() && out.len() < out.capacity() {
@@ -407,7 +464,7 @@ fn push_len(out: &mut Vec<u8>, len: usize) -> Result<(), FrameError> {
     let len = u32::try_from(len)
         .ok()
         .filter(|l| *l <= 0xff_ffff)
-        .ok_or_else(|| protocol("frame longer than 24 bits"))?;
+        .ok_or(ProtocolError::FrameTooLong)?;
     out.extend_from_slice(&len.to_be_bytes()[1..]);
     Ok(())
 }
@@ -438,9 +495,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         let len = (usize::from(head[5]) << 16) | (usize::from(head[6]) << 8) | usize::from(head[7]);
         if head[0] & 0x80 == 0 {
             if len > MAX_DATA_FRAME {
-                return Err(protocol(format!(
-                    "data frame of {len} bytes (limit {MAX_DATA_FRAME})"
-                )));
+                return Err(ProtocolError::DataFrameTooLarge { len }.into());
             }
             let stream_id = u32::from_be_bytes([head[0], head[1], head[2], head[3]]);
             let mut data = vec![0u8; len];
@@ -453,12 +508,10 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         }
         let version = u16::from_be_bytes([head[0] & 0x7f, head[1]]);
         if version != VERSION {
-            return Err(protocol(format!("SPDY version {version}, want {VERSION}")));
+            return Err(ProtocolError::Version { version }.into());
         }
         if len > MAX_CONTROL_FRAME {
-            return Err(protocol(format!(
-                "control frame of {len} bytes (limit {MAX_CONTROL_FRAME})"
-            )));
+            return Err(ProtocolError::ControlFrameTooLarge { len }.into());
         }
         let frame_type = u16::from_be_bytes([head[2], head[3]]);
         let mut p = vec![0u8; len];
@@ -467,7 +520,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         let frame = match frame_type {
             TYPE_SYN_STREAM => {
                 if p.len() < 10 {
-                    return Err(protocol("SYN_STREAM too short"));
+                    return Err(ProtocolError::SynStreamTooShort.into());
                 }
                 Frame::SynStream {
                     stream_id: id(&p)?,
@@ -494,7 +547,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             TYPE_SETTINGS => {
                 let count = be_u32(&p, 0)? as usize;
                 if count.saturating_mul(8).saturating_add(4) != p.len() {
-                    return Err(protocol("SETTINGS length does not match its count"));
+                    return Err(ProtocolError::SettingsLength.into());
                 }
                 let mut entries = Vec::with_capacity(count);
                 for i in 0..count {
@@ -589,7 +642,9 @@ mod tests {
         let mut reader = FrameReader::new(&wire[..]);
         assert!(matches!(
             reader.read_frame().await,
-            Err(FrameError::Protocol(_))
+            Err(FrameError::Protocol(ProtocolError::DataFrameTooLarge {
+                len: 0xff_ffff
+            }))
         ));
 
         // A header block that inflates to far more than the limit.
@@ -605,6 +660,9 @@ mod tests {
             .expect("deflate");
         assert!(out.len() < MAX_CONTROL_FRAME - 10);
         let mut inflater = HeaderInflater::new();
-        assert!(inflater.inflate(&out).is_err());
+        assert!(matches!(
+            inflater.inflate(&out),
+            Err(FrameError::Protocol(ProtocolError::HeaderBlockTooLarge))
+        ));
     }
 }
