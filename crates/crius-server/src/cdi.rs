@@ -164,23 +164,23 @@ impl Edits {
             && self.additional_gids.is_empty()
     }
 
-    fn validate(&self) -> Result<(), String> {
+    fn validate(&self) -> Result<(), EditsError> {
         validate_env(&self.env)?;
         for d in &self.device_nodes {
             if d.path.is_empty() {
-                return Err("a device node has an empty path".into());
+                return Err(EditsError::EmptyNodePath);
             }
             if !matches!(d.kind.as_str(), "" | "b" | "c" | "u" | "p") {
-                return Err(format!(
-                    "device node {:?}: invalid type {:?}",
-                    d.path, d.kind
-                ));
+                return Err(EditsError::NodeType {
+                    path: d.path.clone(),
+                    kind: d.kind.clone(),
+                });
             }
             if d.permissions != "none" && !d.permissions.chars().all(|c| "rwm".contains(c)) {
-                return Err(format!(
-                    "device node {:?}: invalid permissions {:?}",
-                    d.path, d.permissions
-                ));
+                return Err(EditsError::NodePermissions {
+                    path: d.path.clone(),
+                    permissions: d.permissions.clone(),
+                });
             }
         }
         for h in &self.hooks {
@@ -193,45 +193,110 @@ impl Edits {
                     | "poststart"
                     | "poststop"
             ) {
-                return Err(format!("invalid hook name {:?}", h.hook_name));
+                return Err(EditsError::HookName {
+                    name: h.hook_name.clone(),
+                });
             }
             if h.path.is_empty() {
-                return Err(format!("hook {:?} has an empty path", h.hook_name));
+                return Err(EditsError::HookPath {
+                    name: h.hook_name.clone(),
+                });
             }
-            validate_env(&h.env).map_err(|e| format!("hook {:?}: {e}", h.hook_name))?;
+            validate_env(&h.env).map_err(|source| EditsError::HookEnv {
+                name: h.hook_name.clone(),
+                source,
+            })?;
             if h.timeout.is_some_and(|t| t <= 0) {
-                return Err(format!("hook {:?}: timeout must be positive", h.hook_name));
+                return Err(EditsError::HookTimeout {
+                    name: h.hook_name.clone(),
+                });
             }
         }
         for m in &self.mounts {
             if m.host_path.is_empty() || m.container_path.is_empty() {
-                return Err("a mount has an empty host or container path".into());
+                return Err(EditsError::EmptyMountPath);
             }
         }
         let mut hosts = std::collections::HashSet::new();
         let mut names = std::collections::HashSet::new();
         for n in &self.net_devices {
             if n.host_interface_name.is_empty() || n.name.is_empty() {
-                return Err("a net device has an empty name".into());
+                return Err(EditsError::EmptyNetDevice);
             }
             if !hosts.insert(&n.host_interface_name) || !names.insert(&n.name) {
-                return Err(format!("net device {:?} is listed twice", n.name));
+                return Err(EditsError::NetDeviceTwice {
+                    name: n.name.clone(),
+                });
             }
         }
         Ok(())
     }
 }
 
-fn validate_env(env: &[String]) -> Result<(), String> {
+/// An env entry that is not `NAME=value`.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid environment variable {entry:?}")]
+struct InvalidEnv {
+    entry: String,
+}
+
+/// Why `containerEdits` are invalid.
+#[derive(Debug, thiserror::Error)]
+enum EditsError {
+    #[error(transparent)]
+    Env(#[from] InvalidEnv),
+    #[error("a device node has an empty path")]
+    EmptyNodePath,
+    #[error("device node {path:?}: invalid type {kind:?}")]
+    NodeType { path: String, kind: String },
+    #[error("device node {path:?}: invalid permissions {permissions:?}")]
+    NodePermissions { path: String, permissions: String },
+    #[error("invalid hook name {name:?}")]
+    HookName { name: String },
+    #[error("hook {name:?} has an empty path")]
+    HookPath { name: String },
+    #[error("hook {name:?}: {source}")]
+    HookEnv { name: String, source: InvalidEnv },
+    #[error("hook {name:?}: timeout must be positive")]
+    HookTimeout { name: String },
+    #[error("a mount has an empty host or container path")]
+    EmptyMountPath,
+    #[error("a net device has an empty name")]
+    EmptyNetDevice,
+    #[error("net device {name:?} is listed twice")]
+    NetDeviceTwice { name: String },
+}
+
+/// Why a CDI name is invalid.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum NameError {
+    /// Not `vendor/class=name`.
+    #[error("{device:?} is not a qualified CDI device name vendor/class=name")]
+    NotQualified { device: String },
+    /// A vendor or class of characters CDI does not allow.
+    #[error(
+        "invalid {what} {name:?}: a letter first, a letter or digit last, letters, digits, \
+         '-', '_' and '.' between"
+    )]
+    VendorOrClass { what: &'static str, name: String },
+    /// A device name of characters CDI does not allow.
+    #[error(
+        "invalid device name {name:?}: a letter or digit first and last, letters, digits, \
+         '-', '_', '.' and ':' between"
+    )]
+    DeviceName { name: String },
+}
+
+fn validate_env(env: &[String]) -> Result<(), InvalidEnv> {
     match env.iter().find(|e| e.find('=').is_none_or(|i| i == 0)) {
-        Some(e) => Err(format!("invalid environment variable {e:?}")),
+        Some(e) => Err(InvalidEnv { entry: e.clone() }),
         None => Ok(()),
     }
 }
 
 /// A vendor or class name: a letter first, a letter or digit last, `-`, `_`, `.` and
 /// alphanumerics between.
-fn validate_vendor_or_class(what: &str, name: &str) -> Result<(), String> {
+fn validate_vendor_or_class(what: &'static str, name: &str) -> Result<(), NameError> {
     let b = name.as_bytes();
     let ok = match b {
         [] => false,
@@ -247,15 +312,15 @@ fn validate_vendor_or_class(what: &str, name: &str) -> Result<(), String> {
     if ok {
         Ok(())
     } else {
-        Err(format!(
-            "invalid {what} {name:?}: a letter first, a letter or digit last, letters, digits, \
-             '-', '_' and '.' between"
-        ))
+        Err(NameError::VendorOrClass {
+            what,
+            name: name.to_owned(),
+        })
     }
 }
 
 /// A device name: alphanumerics first and last, `-`, `_`, `.`, `:` and alphanumerics between.
-fn validate_device_name(name: &str) -> Result<(), String> {
+fn validate_device_name(name: &str) -> Result<(), NameError> {
     let b = name.as_bytes();
     let ok = match b {
         [] => false,
@@ -271,21 +336,19 @@ fn validate_device_name(name: &str) -> Result<(), String> {
     if ok {
         Ok(())
     } else {
-        Err(format!(
-            "invalid device name {name:?}: a letter or digit first and last, letters, digits, \
-             '-', '_', '.' and ':' between"
-        ))
+        Err(NameError::DeviceName {
+            name: name.to_owned(),
+        })
     }
 }
 
 /// Checks a fully qualified device name `vendor.com/class=name`.
-pub(crate) fn parse_qualified(device: &str) -> Result<(&str, &str, &str), String> {
-    let (kind, name) = device.split_once('=').ok_or_else(|| {
-        format!("{device:?} is not a qualified CDI device name vendor/class=name")
-    })?;
-    let (vendor, class) = kind.split_once('/').ok_or_else(|| {
-        format!("{device:?} is not a qualified CDI device name vendor/class=name")
-    })?;
+pub(crate) fn parse_qualified(device: &str) -> Result<(&str, &str, &str), NameError> {
+    let not_qualified = || NameError::NotQualified {
+        device: device.to_owned(),
+    };
+    let (kind, name) = device.split_once('=').ok_or_else(not_qualified)?;
+    let (vendor, class) = kind.split_once('/').ok_or_else(not_qualified)?;
     validate_vendor_or_class("vendor", vendor)?;
     validate_vendor_or_class("class", class)?;
     validate_device_name(name)?;
@@ -348,46 +411,79 @@ fn required_version(raw: &RawSpec) -> &'static str {
     }
 }
 
+/// Why a spec file's text is not a valid spec.
+#[derive(Debug, thiserror::Error)]
+enum SpecError {
+    #[error("{source}")]
+    Json { source: serde_json::Error },
+    #[error("{source}")]
+    Yaml { source: serde_norway::Error },
+    #[error("unknown cdiVersion {version:?}")]
+    UnknownVersion { version: String },
+    #[error("cdiVersion {version:?} is older than the fields used need ({required})")]
+    VersionTooOld {
+        version: String,
+        required: &'static str,
+    },
+    #[error("kind {kind:?} is not vendor/class")]
+    Kind { kind: String },
+    #[error(transparent)]
+    Name(#[from] NameError),
+    #[error("containerEdits: {source}")]
+    Edits { source: EditsError },
+    #[error("device {name:?} has no containerEdits")]
+    NoEdits { name: String },
+    #[error("device {name:?}: {source}")]
+    DeviceEdits { name: String, source: EditsError },
+    #[error("device {name:?} is defined twice")]
+    DefinedTwice { name: String },
+    #[error("no devices")]
+    NoDevices,
+}
+
 /// Parses and checks one spec file's text; `json` for a `.json` file.
-fn parse_spec(path: &Path, text: &[u8], json: bool) -> Result<Spec, String> {
+fn parse_spec(path: &Path, text: &[u8], json: bool) -> Result<Spec, SpecError> {
     let raw: RawSpec = if json {
-        serde_json::from_slice(text).map_err(|e| e.to_string())?
+        serde_json::from_slice(text).map_err(|source| SpecError::Json { source })?
     } else {
-        serde_norway::from_slice(text).map_err(|e| e.to_string())?
+        serde_norway::from_slice(text).map_err(|source| SpecError::Yaml { source })?
     };
-    let declared = version_index(&raw.version)
-        .ok_or_else(|| format!("unknown cdiVersion {:?}", raw.version))?;
+    let declared = version_index(&raw.version).ok_or_else(|| SpecError::UnknownVersion {
+        version: raw.version.clone(),
+    })?;
     let required = required_version(&raw);
     if version_index(required).is_some_and(|r| r > declared) {
-        return Err(format!(
-            "cdiVersion {:?} is older than the fields used need ({required})",
-            raw.version
-        ));
+        return Err(SpecError::VersionTooOld {
+            version: raw.version,
+            required,
+        });
     }
-    let (vendor, class) = raw
-        .kind
-        .split_once('/')
-        .ok_or_else(|| format!("kind {:?} is not vendor/class", raw.kind))?;
+    let (vendor, class) = raw.kind.split_once('/').ok_or_else(|| SpecError::Kind {
+        kind: raw.kind.clone(),
+    })?;
     validate_vendor_or_class("vendor", vendor)?;
     validate_vendor_or_class("class", class)?;
     raw.container_edits
         .validate()
-        .map_err(|e| format!("containerEdits: {e}"))?;
+        .map_err(|source| SpecError::Edits { source })?;
     let mut devices = BTreeMap::new();
     for d in raw.devices {
         validate_device_name(&d.name)?;
         if d.container_edits.is_empty() {
-            return Err(format!("device {:?} has no containerEdits", d.name));
+            return Err(SpecError::NoEdits { name: d.name });
         }
         d.container_edits
             .validate()
-            .map_err(|e| format!("device {:?}: {e}", d.name))?;
+            .map_err(|source| SpecError::DeviceEdits {
+                name: d.name.clone(),
+                source,
+            })?;
         if devices.insert(d.name.clone(), d.container_edits).is_some() {
-            return Err(format!("device {:?} is defined twice", d.name));
+            return Err(SpecError::DefinedTwice { name: d.name });
         }
     }
     if devices.is_empty() {
-        return Err("no devices".into());
+        return Err(SpecError::NoDevices);
     }
     Ok(Spec {
         path: path.to_owned(),
@@ -429,18 +525,38 @@ fn cache() -> &'static Mutex<Cache> {
     CACHE.get_or_init(|| Mutex::new(HashMap::new()))
 }
 
+/// Why a spec file is not read.
+#[derive(Debug, thiserror::Error)]
+enum SpecFileError {
+    #[error("{source}")]
+    Io {
+        #[from]
+        source: std::io::Error,
+    },
+    #[error("not a regular file")]
+    NotRegular,
+    #[error("replaced while being read")]
+    Replaced,
+    #[error("owned by uid {uid}, not by criusd's user {me}: its hooks would run as criusd")]
+    Owner { uid: u32, me: u32 },
+    #[error("writable by group or others (mode {mode:o}): its hooks would run as criusd")]
+    Writable { mode: u32 },
+    #[error("{size} bytes, more than the {MAX_SPEC_BYTES} crius reads")]
+    TooLarge { size: u64 },
+}
+
 /// Reads one spec file if it is a regular file of criusd's user, not writable by others, at
 /// most [`MAX_SPEC_BYTES`]; `cached` is the entry of an earlier read.
 fn read_spec(
     path: &Path,
     cached: Option<&(FileKey, Option<Arc<Spec>>)>,
-) -> Result<(FileKey, Option<Arc<Spec>>), String> {
+) -> Result<(FileKey, Option<Arc<Spec>>), SpecFileError> {
     use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
     // stat first: only a regular file is ever opened (a FIFO would block, a device node
     // could act on open).
-    let meta = std::fs::metadata(path).map_err(|e| e.to_string())?;
+    let meta = std::fs::metadata(path)?;
     if !meta.is_file() {
-        return Err("not a regular file".into());
+        return Err(SpecFileError::NotRegular);
     }
     let key = FileKey::of(&meta);
     if let Some((k, spec)) = cached
@@ -448,26 +564,19 @@ fn read_spec(
     {
         return Ok((key, spec.clone()));
     }
-    let check = |m: &std::fs::Metadata| -> Result<(), String> {
+    let check = |m: &std::fs::Metadata| -> Result<(), SpecFileError> {
         // SAFETY: geteuid has no preconditions.
         let me = unsafe { libc::geteuid() };
         if m.uid() != me {
-            return Err(format!(
-                "owned by uid {}, not by criusd's user {me}: its hooks would run as criusd",
-                m.uid()
-            ));
+            return Err(SpecFileError::Owner { uid: m.uid(), me });
         }
         if m.mode() & 0o022 != 0 {
-            return Err(format!(
-                "writable by group or others (mode {:o}): its hooks would run as criusd",
-                m.mode() & 0o7777
-            ));
+            return Err(SpecFileError::Writable {
+                mode: m.mode() & 0o7777,
+            });
         }
         if m.size() > MAX_SPEC_BYTES {
-            return Err(format!(
-                "{} bytes, more than the {MAX_SPEC_BYTES} crius reads",
-                m.size()
-            ));
+            return Err(SpecFileError::TooLarge { size: m.size() });
         }
         Ok(())
     };
@@ -479,11 +588,10 @@ fn read_spec(
     let file = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
-        .open(path)
-        .map_err(|e| e.to_string())?;
-    let opened = file.metadata().map_err(|e| e.to_string())?;
+        .open(path)?;
+    let opened = file.metadata()?;
     if !opened.is_file() || opened.dev() != meta.dev() || opened.ino() != meta.ino() {
-        return Err("replaced while being read".into());
+        return Err(SpecFileError::Replaced);
     }
     let key = FileKey::of(&opened);
     if let Err(e) = check(&opened) {
@@ -491,9 +599,7 @@ fn read_spec(
         return Ok((key, None));
     }
     let mut text = Vec::new();
-    file.take(MAX_SPEC_BYTES + 1)
-        .read_to_end(&mut text)
-        .map_err(|e| e.to_string())?;
+    file.take(MAX_SPEC_BYTES + 1).read_to_end(&mut text)?;
     if text.len() as u64 > MAX_SPEC_BYTES {
         tracing::warn!(file = %path.display(), "CDI spec file skipped: it grew past the size limit");
         return Ok((key, None));
@@ -678,10 +784,25 @@ pub(crate) fn resolve(
     Ok(out)
 }
 
+/// Why a host device node cannot be looked up.
+#[derive(Debug, thiserror::Error)]
+enum HostNodeError {
+    #[error("{path}: {source}")]
+    Stat {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path} is not a device node")]
+    NotDevice { path: String },
+}
+
 /// The host node at `path` (not following a symlink): type, major, minor, mode bits.
-fn host_node(path: &str) -> Result<(&'static str, i64, i64, u32), String> {
+fn host_node(path: &str) -> Result<(&'static str, i64, i64, u32), HostNodeError> {
     use std::os::unix::fs::{FileTypeExt, MetadataExt};
-    let m = std::fs::symlink_metadata(path).map_err(|e| format!("{path}: {e}"))?;
+    let m = std::fs::symlink_metadata(path).map_err(|source| HostNodeError::Stat {
+        path: path.to_owned(),
+        source,
+    })?;
     let t = m.file_type();
     let kind = if t.is_char_device() {
         "c"
@@ -690,7 +811,9 @@ fn host_node(path: &str) -> Result<(&'static str, i64, i64, u32), String> {
     } else if t.is_fifo() {
         "p"
     } else {
-        return Err(format!("{path} is not a device node"));
+        return Err(HostNodeError::NotDevice {
+            path: path.to_owned(),
+        });
     };
     let rdev = m.rdev();
     Ok((
@@ -1015,6 +1138,14 @@ devices:
         ] {
             assert!(parse_qualified(bad).is_err(), "{bad:?}");
         }
+        assert!(matches!(
+            parse_qualified("gpu0"),
+            Err(NameError::NotQualified { .. })
+        ));
+        assert!(matches!(
+            parse_qualified("1vendor/class=x"),
+            Err(NameError::VendorOrClass { what: "vendor", .. })
+        ));
     }
 
     #[test]
@@ -1083,7 +1214,20 @@ devices:
                 "{why}"
             );
         }
-        assert!(parse_spec(Path::new("/x.yaml"), b"cdiVersion: [", false).is_err());
+        assert!(matches!(
+            parse_spec(Path::new("/x.yaml"), b"cdiVersion: [", false),
+            Err(SpecError::Yaml { .. })
+        ));
+        let bad_env = r#"{"cdiVersion":"0.6.0","kind":"v.io/c","devices":[{"name":"d","containerEdits":{"env":["=1"]}}]}"#;
+        let e = parse_spec(Path::new("/x.json"), bad_env.as_bytes(), true).expect_err("bad env");
+        assert!(
+            matches!(&e, SpecError::DeviceEdits { name, source: EditsError::Env(_) } if name == "d"),
+            "{e:?}"
+        );
+        assert_eq!(
+            e.to_string(),
+            "device \"d\": invalid environment variable \"=1\""
+        );
     }
 
     #[test]

@@ -23,25 +23,52 @@ impl std::fmt::Display for Cidr {
     }
 }
 
-/// Parses `addr/prefix`; the error says what is wrong.
-fn parse_cidr(text: &str) -> Result<Cidr, String> {
-    let (addr, prefix) = text
-        .split_once('/')
-        .ok_or_else(|| format!("{text:?} is not a CIDR (address/prefix length)"))?;
-    let addr: IpAddr = addr
-        .parse()
-        .map_err(|_| format!("{text:?}: {addr:?} is not an IP address"))?;
+/// Why kubelet's pod CIDRs are not usable.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum CidrError {
+    /// No `/` between address and prefix length.
+    #[error("{text:?} is not a CIDR (address/prefix length)")]
+    NotCidr { text: String },
+    /// The address part is not an IP address.
+    #[error("{text:?}: {addr:?} is not an IP address")]
+    Address {
+        text: String,
+        addr: String,
+        source: std::net::AddrParseError,
+    },
+    /// The prefix length is not a number up to the family's bits.
+    #[error("{text:?}: the prefix length must be 0-{max}")]
+    Prefix { text: String, max: u8 },
+    /// More than one CIDR of an IP family.
+    #[error("{text:?}: at most one CIDR per IP family (dual-stack: \"IPv4/n,IPv6/m\")")]
+    PerFamily { text: String },
+}
+
+/// Parses `addr/prefix`.
+fn parse_cidr(text: &str) -> Result<Cidr, CidrError> {
+    let (addr, prefix) = text.split_once('/').ok_or_else(|| CidrError::NotCidr {
+        text: text.to_owned(),
+    })?;
+    let addr: IpAddr = addr.parse().map_err(|source| CidrError::Address {
+        text: text.to_owned(),
+        addr: addr.to_owned(),
+        source,
+    })?;
     let max = if addr.is_ipv4() { 32 } else { 128 };
-    let prefix: u8 = prefix
-        .parse()
-        .ok()
-        .filter(|p| *p <= max)
-        .ok_or_else(|| format!("{text:?}: the prefix length must be 0-{max}"))?;
+    let prefix: u8 =
+        prefix
+            .parse()
+            .ok()
+            .filter(|p| *p <= max)
+            .ok_or_else(|| CidrError::Prefix {
+                text: text.to_owned(),
+                max,
+            })?;
     Ok(Cidr { addr, prefix })
 }
 
 /// Parses kubelet's comma-separated list: at most one CIDR per IP family. Empty: none.
-pub(crate) fn parse_pod_cidrs(text: &str) -> Result<Vec<Cidr>, String> {
+pub(crate) fn parse_pod_cidrs(text: &str) -> Result<Vec<Cidr>, CidrError> {
     let cidrs = text
         .split(',')
         .map(str::trim)
@@ -50,9 +77,9 @@ pub(crate) fn parse_pod_cidrs(text: &str) -> Result<Vec<Cidr>, String> {
         .collect::<Result<Vec<_>, _>>()?;
     let v4 = cidrs.iter().filter(|c| c.addr.is_ipv4()).count();
     if v4 > 1 || cidrs.len() - v4 > 1 {
-        return Err(format!(
-            "{text:?}: at most one CIDR per IP family (dual-stack: \"IPv4/n,IPv6/m\")"
-        ));
+        return Err(CidrError::PerFamily {
+            text: text.to_owned(),
+        });
     }
     Ok(cidrs)
 }
@@ -133,15 +160,22 @@ mod tests {
         assert_eq!(v.len(), 2);
         assert_eq!(v[1].to_string(), "fd00:10:244:1::/64");
         assert!(parse_pod_cidrs("").expect("empty").is_empty());
-        for bad in [
-            "10.0.0.0",
-            "10.0.0.0/33",
-            "x/8",
-            "10.0.0.0/8,10.1.0.0/16",
-            "fd00::/129",
-        ] {
-            assert!(parse_pod_cidrs(bad).is_err(), "{bad}");
-        }
+        let kind = |bad: &str| match parse_pod_cidrs(bad).expect_err(bad) {
+            CidrError::NotCidr { .. } => "not a CIDR",
+            CidrError::Address { .. } => "address",
+            CidrError::Prefix { max: 32, .. } => "IPv4 prefix",
+            CidrError::Prefix { .. } => "IPv6 prefix",
+            CidrError::PerFamily { .. } => "per family",
+        };
+        assert_eq!(kind("10.0.0.0"), "not a CIDR");
+        assert_eq!(kind("10.0.0.0/33"), "IPv4 prefix");
+        assert_eq!(kind("x/8"), "address");
+        assert_eq!(kind("10.0.0.0/8,10.1.0.0/16"), "per family");
+        assert_eq!(kind("fd00::/129"), "IPv6 prefix");
+        assert_eq!(
+            parse_pod_cidrs("x/8").expect_err("x").to_string(),
+            "\"x/8\": \"x\" is not an IP address"
+        );
     }
 
     #[test]

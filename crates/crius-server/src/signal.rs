@@ -45,10 +45,23 @@ const NAMES: [(&str, i32); 34] = [
     ("SYS", 31),
 ];
 
+/// Why a stop signal is not usable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum SignalError {
+    /// Text that names no signal.
+    #[error("bad stop signal {text:?}")]
+    Unknown { text: String },
+    /// A number outside the CRI `Signal` enum.
+    #[error("{value} is not a CRI Signal")]
+    NotCri { value: i32 },
+}
+
 /// A signal name (`SIGTERM`, `TERM`, `SIGRTMIN+3`, `RTMAXMINUS1`) or number; SIGTERM when
 /// empty.
-pub(crate) fn parse(text: &str) -> Result<i32, String> {
-    let bad = || format!("bad stop signal {text:?}");
+pub(crate) fn parse(text: &str) -> Result<i32, SignalError> {
+    let bad = || SignalError::Unknown {
+        text: text.to_owned(),
+    };
     let t = text.trim();
     if t.is_empty() {
         return Ok(15);
@@ -61,7 +74,7 @@ pub(crate) fn parse(text: &str) -> Result<i32, String> {
     if let Some((_, n)) = NAMES.iter().find(|(n, _)| *n == name) {
         return Ok(*n);
     }
-    let offset = |rest: &str| -> Result<i32, String> {
+    let offset = |rest: &str| -> Result<i32, SignalError> {
         if rest.is_empty() {
             return Ok(0);
         }
@@ -87,8 +100,8 @@ pub(crate) fn parse(text: &str) -> Result<i32, String> {
 }
 
 /// The number of a CRI `ContainerConfig.stop_signal`; `None` for RUNTIME_DEFAULT.
-pub(crate) fn from_cri(value: i32) -> Result<Option<i32>, String> {
-    let signal = Signal::try_from(value).map_err(|_| format!("{value} is not a CRI Signal"))?;
+pub(crate) fn from_cri(value: i32) -> Result<Option<i32>, SignalError> {
+    let signal = Signal::try_from(value).map_err(|_| SignalError::NotCri { value })?;
     if signal == Signal::RuntimeDefault {
         return Ok(None);
     }
@@ -124,7 +137,10 @@ mod tests {
         assert_eq!(parse("9"), Ok(9));
         assert_eq!(parse("SIGRTMIN+3"), Ok(37));
         assert_eq!(parse("SIGRTMAX-1"), Ok(63));
-        assert!(parse("SIGNOPE").is_err());
+        assert_eq!(
+            parse("SIGNOPE").map_err(|e| e.to_string()),
+            Err("bad stop signal \"SIGNOPE\"".to_owned())
+        );
         assert!(parse("65").is_err());
         assert!(parse("SIGRTMIN+40").is_err());
     }
@@ -142,7 +158,7 @@ mod tests {
             );
         }
         assert_eq!(from_cri(0), Ok(None));
-        assert!(from_cri(99).is_err());
+        assert_eq!(from_cri(99), Err(SignalError::NotCri { value: 99 }));
         assert_eq!(to_cri(15), Signal::Sigterm as i32);
         assert_eq!(to_cri(10), Signal::Sigusr1 as i32);
     }
