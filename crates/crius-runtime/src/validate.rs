@@ -778,32 +778,90 @@ pub fn read_seccomp_profile(field: &str, path: &str) -> Result<String, Invalid> 
     }
     let value: serde_json::Value =
         serde_json::from_str(&text).map_err(|e| bad(format!("not valid JSON: {e}")))?;
-    check_seccomp_profile(&value).map_err(bad)?;
+    check_seccomp_profile(&value).map_err(|e| bad(e.to_string()))?;
     Ok(text)
 }
 
+/// What is wrong with the shape of a seccomp profile; `field` is the profile's key, dotted
+/// and indexed (`syscalls[2].action`).
+#[derive(Debug, thiserror::Error)]
+enum ProfileError {
+    #[error("not a JSON object")]
+    NotObject,
+    #[error("{field} is missing")]
+    MissingAction { field: String },
+    #[error("{field}: unknown or unsupported action {}", shown(.action))]
+    UnknownAction { field: String, action: String },
+    #[error("{field}: {value} is not an errno value")]
+    Errno {
+        field: String,
+        value: serde_json::Value,
+    },
+    #[error("{field}: {value} is not a string")]
+    NotString {
+        field: String,
+        value: serde_json::Value,
+    },
+    #[error("{field}: {value} is not a list")]
+    NotList {
+        field: String,
+        value: serde_json::Value,
+    },
+    #[error("architectures: unknown {}", shown(.arch))]
+    UnknownArchitecture { arch: String },
+    #[error("flags: unknown {}", shown(.flag))]
+    UnknownFlag { flag: String },
+    #[error("listenerPath: seccomp agents are not supported")]
+    Listener,
+    #[error("syscalls is not a list")]
+    SyscallsNotList,
+    #[error("syscalls[{rule}] is not an object")]
+    RuleNotObject { rule: usize },
+    #[error("syscalls[{rule}].name is not a string")]
+    NameNotString { rule: usize },
+    #[error("syscalls[{rule}] names no system call")]
+    NoSyscall { rule: usize },
+    #[error("syscalls[{rule}].args is not a list")]
+    ArgsNotList { rule: usize },
+    #[error("syscalls[{rule}].args[{arg}].index must be 0 to 5")]
+    ArgIndex { rule: usize, arg: usize },
+    #[error("syscalls[{rule}].args[{arg}].{key} is not an unsigned 64-bit number")]
+    ArgValue {
+        rule: usize,
+        arg: usize,
+        key: &'static str,
+    },
+    #[error("syscalls[{rule}].args[{arg}].op is missing or unknown")]
+    ArgOp { rule: usize, arg: usize },
+}
+
 /// The shape checks of [`read_seccomp_profile`].
-fn check_seccomp_profile(value: &serde_json::Value) -> Result<(), String> {
+fn check_seccomp_profile(value: &serde_json::Value) -> Result<(), ProfileError> {
     use serde_json::Value;
-    let obj = value.as_object().ok_or("not a JSON object")?;
-    let action = |v: Option<&Value>, what: &str| -> Result<(), String> {
+    let obj = value.as_object().ok_or(ProfileError::NotObject)?;
+    let action = |v: Option<&Value>, field: &str| -> Result<(), ProfileError> {
         match v.and_then(Value::as_str) {
             Some(a) if SECCOMP_ACTIONS.contains(&a) => Ok(()),
-            Some(a) => Err(format!(
-                "{what}: unknown or unsupported action {}",
-                shown(a)
-            )),
-            None => Err(format!("{what} is missing")),
+            Some(a) => Err(ProfileError::UnknownAction {
+                field: field.to_owned(),
+                action: a.to_owned(),
+            }),
+            None => Err(ProfileError::MissingAction {
+                field: field.to_owned(),
+            }),
         }
     };
-    let errno = |v: Option<&Value>, what: &str| -> Result<(), String> {
+    let errno = |v: Option<&Value>, field: &str| -> Result<(), ProfileError> {
         match v {
             None | Some(Value::Null) => Ok(()),
             Some(n) if n.as_u64().is_some_and(|n| n < 4096) => Ok(()),
-            Some(n) => Err(format!("{what}: {n} is not an errno value")),
+            Some(n) => Err(ProfileError::Errno {
+                field: field.to_owned(),
+                value: n.clone(),
+            }),
         }
     };
-    let names = |v: Option<&Value>, what: &str| -> Result<Vec<String>, String> {
+    let names = |v: Option<&Value>, field: &str| -> Result<Vec<String>, ProfileError> {
         match v {
             None | Some(Value::Null) => Ok(Vec::new()),
             Some(Value::Array(a)) => a
@@ -811,73 +869,82 @@ fn check_seccomp_profile(value: &serde_json::Value) -> Result<(), String> {
                 .map(|n| {
                     n.as_str()
                         .map(str::to_owned)
-                        .ok_or_else(|| format!("{what}: {n} is not a string"))
+                        .ok_or_else(|| ProfileError::NotString {
+                            field: field.to_owned(),
+                            value: n.clone(),
+                        })
                 })
                 .collect(),
-            Some(other) => Err(format!("{what}: {other} is not a list")),
+            Some(other) => Err(ProfileError::NotList {
+                field: field.to_owned(),
+                value: other.clone(),
+            }),
         }
     };
     action(obj.get("defaultAction"), "defaultAction")?;
     errno(obj.get("defaultErrnoRet"), "defaultErrnoRet")?;
     for arch in names(obj.get("architectures"), "architectures")? {
         if !arch.starts_with("SCMP_ARCH_") {
-            return Err(format!("architectures: unknown {}", shown(&arch)));
+            return Err(ProfileError::UnknownArchitecture { arch });
         }
     }
     for flag in names(obj.get("flags"), "flags")? {
         if !SECCOMP_FLAGS.contains(&flag.as_str()) {
-            return Err(format!("flags: unknown {}", shown(&flag)));
+            return Err(ProfileError::UnknownFlag { flag });
         }
     }
     if obj.get("listenerPath").is_some_and(|v| !v.is_null()) {
-        return Err("listenerPath: seccomp agents are not supported".into());
+        return Err(ProfileError::Listener);
     }
     let rules = match obj.get("syscalls") {
         None | Some(Value::Null) => Vec::new(),
         Some(Value::Array(a)) => a.clone(),
-        Some(_) => return Err("syscalls is not a list".into()),
+        Some(_) => return Err(ProfileError::SyscallsNotList),
     };
     for (i, rule) in rules.iter().enumerate() {
         let at = format!("syscalls[{i}]");
         if !rule.is_object() {
-            return Err(format!("{at} is not an object"));
+            return Err(ProfileError::RuleNotObject { rule: i });
         }
         let mut all = names(rule.get("names"), &format!("{at}.names"))?;
         match rule.get("name") {
             None | Some(Value::Null) => {}
             Some(Value::String(n)) => all.push(n.clone()),
-            Some(_) => return Err(format!("{at}.name is not a string")),
+            Some(_) => return Err(ProfileError::NameNotString { rule: i }),
         }
         if all.is_empty() || all.iter().any(String::is_empty) {
-            return Err(format!("{at} names no system call"));
+            return Err(ProfileError::NoSyscall { rule: i });
         }
         action(rule.get("action"), &format!("{at}.action"))?;
         errno(rule.get("errnoRet"), &format!("{at}.errnoRet"))?;
         let args = match rule.get("args") {
             None | Some(Value::Null) => Vec::new(),
             Some(Value::Array(a)) => a.clone(),
-            Some(_) => return Err(format!("{at}.args is not a list")),
+            Some(_) => return Err(ProfileError::ArgsNotList { rule: i }),
         };
         for (j, arg) in args.iter().enumerate() {
-            let at = format!("{at}.args[{j}]");
             if arg
                 .get("index")
                 .and_then(Value::as_u64)
                 .is_none_or(|n| n >= 6)
             {
-                return Err(format!("{at}.index must be 0 to 5"));
+                return Err(ProfileError::ArgIndex { rule: i, arg: j });
             }
             for key in ["value", "valueTwo"] {
                 if arg
                     .get(key)
                     .is_some_and(|v| !v.is_null() && v.as_u64().is_none())
                 {
-                    return Err(format!("{at}.{key} is not an unsigned 64-bit number"));
+                    return Err(ProfileError::ArgValue {
+                        rule: i,
+                        arg: j,
+                        key,
+                    });
                 }
             }
             match arg.get("op").and_then(Value::as_str) {
                 Some(op) if SECCOMP_OPS.contains(&op) => {}
-                _ => return Err(format!("{at}.op is missing or unknown")),
+                _ => return Err(ProfileError::ArgOp { rule: i, arg: j }),
             }
         }
     }
@@ -1445,6 +1512,35 @@ mod tests {
         let err = read_seccomp_profile("f", &missing.to_string_lossy()).expect_err("missing");
         assert!(err.reason.contains("missing.json"), "{}", err.reason);
         assert!(read_seccomp_profile("f", "relative.json").is_err());
+    }
+
+    #[test]
+    fn seccomp_profile_refusals_name_the_key() {
+        let reason = |text: &str| {
+            let value: serde_json::Value = serde_json::from_str(text).expect("json");
+            check_seccomp_profile(&value).expect_err(text).to_string()
+        };
+        assert_eq!(reason("[]"), "not a JSON object");
+        assert_eq!(
+            reason(r#"{"defaultAction":"SCMP_ACT_NOPE"}"#),
+            r#"defaultAction: unknown or unsupported action "SCMP_ACT_NOPE""#
+        );
+        assert_eq!(
+            reason(r#"{"defaultAction":"SCMP_ACT_ALLOW","architectures":[1]}"#),
+            "architectures: 1 is not a string"
+        );
+        assert_eq!(
+            reason(r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":["a"]}]}"#),
+            "syscalls[0].action is missing"
+        );
+        assert_eq!(
+            reason(
+                r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":["a"],
+                    "action":"SCMP_ACT_ERRNO","args":[{"index":0,"valueTwo":-1,
+                    "op":"SCMP_CMP_EQ"}]}]}"#
+            ),
+            "syscalls[0].args[0].valueTwo is not an unsigned 64-bit number"
+        );
     }
 
     #[test]
