@@ -342,17 +342,17 @@ impl Config {
         }
         for host in &self.insecure_registries {
             validate_host(host)
-                .map_err(|reason| invalid("insecure_registries", format!("{host:?}: {reason}")))?;
+                .map_err(|e| invalid("insecure_registries", format!("{host:?}: {e}")))?;
         }
         for (host, endpoints) in &self.registry.mirrors {
             let key = format!("registry.mirrors.\"{host}\"");
-            validate_host(host).map_err(|reason| invalid(&key, reason))?;
+            validate_host(host).map_err(|e| invalid(&key, e.to_string()))?;
             if endpoints.is_empty() {
                 return Err(invalid(&key, "lists no mirror endpoint".into()));
             }
             for endpoint in endpoints {
                 validate_endpoint(endpoint)
-                    .map_err(|reason| invalid(&key, format!("{endpoint:?}: {reason}")))?;
+                    .map_err(|e| invalid(&key, format!("{endpoint:?}: {e}")))?;
             }
         }
         Ok(())
@@ -402,32 +402,53 @@ fn describe_toml_error(text: &str, error: &toml::de::Error) -> String {
     }
 }
 
+/// Why a registry host or mirror endpoint is not acceptable.
+#[derive(Debug, thiserror::Error)]
+enum RegistryError {
+    #[error("empty host")]
+    EmptyHost,
+    #[error("a host must not carry a scheme")]
+    HostScheme,
+    #[error("not a host or host:port")]
+    NotHost,
+    #[error("port {port:?} is not a number from 0 to 65535")]
+    Port {
+        port: String,
+        source: std::num::ParseIntError,
+    },
+    #[error("must start with http:// or https://")]
+    EndpointScheme,
+}
+
 /// A registry host: `name` or `name:port`, no scheme, no path.
-fn validate_host(host: &str) -> Result<(), String> {
+fn validate_host(host: &str) -> Result<(), RegistryError> {
     if host.is_empty() {
-        return Err("empty host".into());
+        return Err(RegistryError::EmptyHost);
     }
     if host.contains("://") {
-        return Err("a host must not carry a scheme".into());
+        return Err(RegistryError::HostScheme);
     }
     if host.contains('/') || host.chars().any(char::is_whitespace) {
-        return Err("not a host or host:port".into());
+        return Err(RegistryError::NotHost);
     }
     if let Some((_, port)) = host.rsplit_once(':')
         && !host.ends_with(']')
-        && port.parse::<u16>().is_err()
+        && let Err(source) = port.parse::<u16>()
     {
-        return Err(format!("port {port:?} is not a number from 0 to 65535"));
+        return Err(RegistryError::Port {
+            port: port.to_owned(),
+            source,
+        });
     }
     Ok(())
 }
 
 /// A mirror endpoint: `http://host[:port]` or `https://host[:port]`, optionally with a path.
-fn validate_endpoint(endpoint: &str) -> Result<(), String> {
+fn validate_endpoint(endpoint: &str) -> Result<(), RegistryError> {
     let rest = endpoint
         .strip_prefix("http://")
         .or_else(|| endpoint.strip_prefix("https://"))
-        .ok_or("must start with http:// or https://")?;
+        .ok_or(RegistryError::EndpointScheme)?;
     let host = rest.split('/').next().unwrap_or_default();
     validate_host(host)
 }
@@ -495,14 +516,29 @@ cni_bin_dirs = ["/usr/lib/cni"]
 
     #[test]
     fn bad_registry_values_are_refused() {
-        for text in [
-            "insecure_registries = [\"http://127.0.0.1:5000\"]",
-            "insecure_registries = [\"127.0.0.1:99999\"]",
-            "[registry.mirrors]\n\"docker.io\" = [\"127.0.0.1:5000\"]",
-            "[registry.mirrors]\n\"docker.io\" = []",
+        for (text, wanted) in [
+            (
+                "insecure_registries = [\"http://127.0.0.1:5000\"]",
+                "\"http://127.0.0.1:5000\": a host must not carry a scheme",
+            ),
+            (
+                "insecure_registries = [\"127.0.0.1:99999\"]",
+                "\"127.0.0.1:99999\": port \"99999\" is not a number from 0 to 65535",
+            ),
+            (
+                "[registry.mirrors]\n\"docker.io\" = [\"127.0.0.1:5000\"]",
+                "\"127.0.0.1:5000\": must start with http:// or https://",
+            ),
+            (
+                "[registry.mirrors]\n\"docker.io\" = []",
+                "lists no mirror endpoint",
+            ),
         ] {
             let err = parse(text).unwrap_err();
-            assert!(matches!(err, ConfigError::Invalid { .. }), "{text}: {err}");
+            assert!(
+                matches!(&err, ConfigError::Invalid { reason, .. } if reason == wanted),
+                "{text}: {err}"
+            );
         }
     }
 
