@@ -59,21 +59,77 @@ pub fn probe_idmap(paths: &[&Path]) -> IdmapSupport {
     }
 }
 
-fn last_error(call: &str) -> String {
-    format!("{call}: {}", nix::errno::Errno::last())
+/// Why a detached mount or the probe's user namespace could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    /// A system call failed.
+    #[error("{call}: {source}")]
+    Syscall {
+        /// The call, with its key argument.
+        call: &'static str,
+        /// The errno.
+        source: nix::Error,
+    },
+    /// A system call returned a descriptor out of range.
+    #[error("{call}: bad descriptor")]
+    BadDescriptor {
+        /// The call.
+        call: &'static str,
+    },
+    /// The path holds a NUL byte.
+    #[error("{source}")]
+    Path {
+        /// The path.
+        path: std::path::PathBuf,
+        /// Where the NUL is.
+        source: std::ffi::NulError,
+    },
+    /// The pipe to the namespace holder could not be made.
+    #[error("{source}")]
+    Pipe {
+        /// The errno.
+        source: nix::Error,
+    },
+    /// A map of the probe namespace could not be written.
+    #[error("cannot write {file} of the probe namespace: {source}")]
+    WriteMap {
+        /// `uid_map` or `gid_map`.
+        file: &'static str,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The probe namespace could not be opened.
+    #[error("cannot open the probe user namespace: {source}")]
+    OpenNamespace {
+        /// The I/O error.
+        source: std::io::Error,
+    },
 }
 
-fn owned(ret: libc::c_long, call: &str) -> Result<OwnedFd, String> {
+/// The failure of `call`, from errno.
+fn last_error(call: &'static str) -> ProbeError {
+    ProbeError::Syscall {
+        call,
+        source: nix::errno::Errno::last(),
+    }
+}
+
+fn owned(ret: libc::c_long, call: &'static str) -> Result<OwnedFd, ProbeError> {
     if ret < 0 {
         return Err(last_error(call));
     }
-    let fd = RawFd::try_from(ret).map_err(|_| format!("{call}: bad descriptor"))?;
+    let fd = RawFd::try_from(ret).map_err(|_| ProbeError::BadDescriptor { call })?;
     // SAFETY: the kernel just returned this descriptor to us; nothing else owns it.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-pub(crate) fn open_tree(path: &Path) -> Result<OwnedFd, String> {
-    let c = CString::new(path.as_os_str().as_encoded_bytes()).map_err(|e| e.to_string())?;
+/// A detached clone of the mount tree at `path` (`open_tree(OPEN_TREE_CLONE)`).
+pub(crate) fn open_tree(path: &Path) -> Result<OwnedFd, ProbeError> {
+    let c =
+        CString::new(path.as_os_str().as_encoded_bytes()).map_err(|source| ProbeError::Path {
+            path: path.to_owned(),
+            source,
+        })?;
     // SAFETY: open_tree with a valid NUL-terminated path; returns a new descriptor or -1.
     let ret = unsafe {
         libc::syscall(
@@ -86,7 +142,7 @@ pub(crate) fn open_tree(path: &Path) -> Result<OwnedFd, String> {
     owned(ret, "open_tree")
 }
 
-fn fresh_tmpfs() -> Result<OwnedFd, String> {
+fn fresh_tmpfs() -> Result<OwnedFd, ProbeError> {
     let name = c"tmpfs";
     // SAFETY: fsopen with a valid NUL-terminated filesystem name.
     let fs = owned(
@@ -114,13 +170,14 @@ fn fresh_tmpfs() -> Result<OwnedFd, String> {
     )
 }
 
-pub(crate) fn idmap(mount: &OwnedFd, userns: &OwnedFd) -> Result<(), String> {
+/// Idmaps the detached `mount` with `userns`.
+pub(crate) fn idmap(mount: &OwnedFd, userns: &OwnedFd) -> Result<(), ProbeError> {
     idmap_with(mount, userns, 0)
 }
 
 /// Idmaps the detached `mount` with `userns` and makes it read-only, nosuid and nodev: the view
 /// of image layers a pod gets, which nothing may change or gain privileges through.
-pub(crate) fn idmap_read_only(mount: &OwnedFd, userns: &OwnedFd) -> Result<(), String> {
+pub(crate) fn idmap_read_only(mount: &OwnedFd, userns: &OwnedFd) -> Result<(), ProbeError> {
     const MOUNT_ATTR_RDONLY: u64 = 0x0000_0001;
     const MOUNT_ATTR_NOSUID: u64 = 0x0000_0002;
     const MOUNT_ATTR_NODEV: u64 = 0x0000_0004;
@@ -131,7 +188,7 @@ pub(crate) fn idmap_read_only(mount: &OwnedFd, userns: &OwnedFd) -> Result<(), S
     )
 }
 
-fn idmap_with(mount: &OwnedFd, userns: &OwnedFd, extra: u64) -> Result<(), String> {
+fn idmap_with(mount: &OwnedFd, userns: &OwnedFd, extra: u64) -> Result<(), ProbeError> {
     let attr = MountAttr {
         attr_set: MOUNT_ATTR_IDMAP | extra,
         attr_clr: 0,
@@ -165,8 +222,9 @@ struct UsernsHolder {
 }
 
 impl UsernsHolder {
-    fn new() -> Result<UsernsHolder, String> {
-        let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| e.to_string())?;
+    fn new() -> Result<UsernsHolder, ProbeError> {
+        let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+            .map_err(|source| ProbeError::Pipe { source })?;
         // SAFETY: a fork-like clone in a single-threaded process; the child only reads a pipe
         // and exits.
         let ret = unsafe {
@@ -198,11 +256,11 @@ impl UsernsHolder {
         };
         for file in ["uid_map", "gid_map"] {
             std::fs::write(format!("/proc/{pid}/{file}"), "0 100000 65536\n")
-                .map_err(|e| format!("cannot write {file} of the probe namespace: {e}"))?;
+                .map_err(|source| ProbeError::WriteMap { file, source })?;
         }
         let ns = std::fs::File::open(format!("/proc/{pid}/ns/user"))
             .map(OwnedFd::from)
-            .map_err(|e| format!("cannot open the probe user namespace: {e}"))?;
+            .map_err(|source| ProbeError::OpenNamespace { source })?;
         holder.ns = Some(ns);
         Ok(holder)
     }
