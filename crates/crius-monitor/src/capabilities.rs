@@ -27,17 +27,26 @@ pub(crate) fn clear_ambient() {
     let _ = caps::clear(None, CapSet::Ambient);
 }
 
+/// A capability set the kernel refused.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot set the {set} capabilities: {source}")]
+pub(crate) struct SetError {
+    /// The set: `effective`, `permitted` or `inheritable`.
+    set: &'static str,
+    /// What the `caps` crate reported.
+    source: caps::errors::CapsError,
+}
+
 /// Sets the effective and permitted sets to `mask` and empties the inheritable set. The
 /// effective set goes first: it may never hold more than the permitted set.
-pub(crate) fn set(mask: u64) -> Result<(), String> {
+pub(crate) fn set(mask: u64) -> Result<(), SetError> {
     let wanted = named(mask);
     for (name, set, value) in [
         ("effective", CapSet::Effective, &wanted),
         ("permitted", CapSet::Permitted, &wanted),
         ("inheritable", CapSet::Inheritable, &CapsHashSet::new()),
     ] {
-        caps::set(None, set, value)
-            .map_err(|e| format!("cannot set the {name} capabilities: {e}"))?;
+        caps::set(None, set, value).map_err(|source| SetError { set: name, source })?;
     }
     Ok(())
 }

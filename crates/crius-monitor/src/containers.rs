@@ -112,16 +112,28 @@ fn host_ids(sandbox: &SandboxSpec, uid: u32, gid: u32) -> Result<(u32, u32), Err
     let Some(userns) = &sandbox.userns else {
         return Ok((uid, gid));
     };
-    let map = |ranges: &[crius_proto::IdRange], id: u32, what: &str| {
+    let map = |ranges: &[crius_proto::IdRange], id: u32, kind: &'static str| {
         ranges
             .iter()
             .find_map(|r| r.to_host(id))
-            .ok_or_else(|| Error::Precondition(format!("{what} {id} is not mapped in the pod")))
+            .ok_or(Error::NotMapped { kind, id })
     };
     Ok((
         map(&userns.uids, uid, "uid")?,
         map(&userns.gids, gid, "gid")?,
     ))
+}
+
+/// A stdio pipe that could not be given to a process's user.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot give the stdio pipes to {uid}:{gid}: {source}")]
+pub struct PipeOwnerError {
+    /// The host uid.
+    uid: u32,
+    /// The host gid.
+    gid: u32,
+    /// fchown's errno.
+    source: nix::Error,
 }
 
 /// Gives the pipes among `fds` to host `uid`:`gid` (other kinds of file are left alone), so a
@@ -130,7 +142,7 @@ pub(crate) fn give_pipes(
     fds: impl IntoIterator<Item = RawFd>,
     uid: u32,
     gid: u32,
-) -> Result<(), String> {
+) -> Result<(), PipeOwnerError> {
     for fd in fds {
         // SAFETY: the descriptor stays open for the duration of the borrow.
         let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
@@ -145,7 +157,7 @@ pub(crate) fn give_pipes(
             Some(nix::unistd::Uid::from_raw(uid)),
             Some(nix::unistd::Gid::from_raw(gid)),
         )
-        .map_err(|e| format!("cannot give the stdio pipes to {uid}:{gid}: {e}"))?;
+        .map_err(|source| PipeOwnerError { uid, gid, source })?;
     }
     Ok(())
 }
@@ -211,10 +223,9 @@ pub(crate) fn create(
     pid_target: Option<i32>,
 ) -> Result<(ContainerState, Live), Error> {
     if spec.id.is_empty() || spec.id.contains('/') || spec.id.starts_with('.') {
-        return Err(Error::Precondition(format!(
-            "bad container id {:?}",
-            spec.id
-        )));
+        return Err(Error::BadContainerId {
+            id: spec.id.clone(),
+        });
     }
     let dir = container_dir(pod_dir, &spec.id);
     let traverse_gid = sandbox.userns.as_ref().and_then(|u| u.root_gid());
@@ -276,8 +287,7 @@ fn create_in(
         &spec.user,
         &identity::parse_passwd(&passwd),
         &identity::parse_group(&group),
-    )
-    .map_err(Error::Precondition)?;
+    )?;
     let cgroups_path = cgroup
         .map(|c| format!("{}/{}", c.parent, c.name))
         .unwrap_or_else(|| format!("/crius/crius-{}", spec.id));
@@ -299,9 +309,7 @@ fn create_in(
             pod_files.insert(name.to_owned(), mapped);
         }
     } else if spec.mounts.iter().any(|m| m.idmap) {
-        return Err(Error::Precondition(
-            "a mount asks for an id mapping but the pod has no user namespace".into(),
-        ));
+        return Err(Error::IdmapWithoutUserns);
     }
     for (i, m) in spec.mounts.iter_mut().enumerate() {
         let name = format!("volume-{i}");
@@ -368,10 +376,9 @@ fn create_in(
         host_sys: host_sys.as_deref(),
         cgroup_view: cgroup_view.as_deref(),
     };
-    let oci = ocispec::build(spec, &ns, &id, &cgroups_path).map_err(Error::Precondition)?;
+    let oci = ocispec::build(spec, &ns, &id, &cgroups_path)?;
     // The spec holds the environment (Secrets passed as env): root only.
-    let config_json = serde_json::to_vec(&oci)
-        .map_err(|e| Error::Precondition(format!("cannot encode the runtime spec: {e}")))?;
+    let config_json = serde_json::to_vec(&oci).map_err(|source| Error::EncodeSpec { source })?;
     crius_proto::write_whole(&dir.join("config.json"), &config_json, 0o600)
         .map_err(|e| Error::io("cannot write the runtime spec")(e.source))?;
 
@@ -398,8 +405,7 @@ fn create_in(
             .map(|fd| fd.as_raw_fd()),
         host_uid,
         host_gid,
-    )
-    .map_err(Error::Precondition)?;
+    )?;
     let libcontainer_root = pod_dir.join(LIBCONTAINER_ROOT);
     std::fs::create_dir_all(&libcontainer_root)
         .map_err(Error::io("cannot create the libcontainer root"))?;
@@ -582,9 +588,7 @@ impl ConsoleSocket {
         let ready = nix::poll::poll(&mut fds, CONSOLE_TIMEOUT_MS)
             .map_err(Error::sys("cannot wait for the container's terminal"))?;
         if ready == 0 {
-            return Err(Error::Precondition(
-                "the container did not send its terminal".into(),
-            ));
+            return Err(Error::TerminalNotSent);
         }
         let (conn, _) = self
             .listener
@@ -631,9 +635,7 @@ impl ConsoleSocket {
         match fd {
             // SAFETY: SCM_RIGHTS gave this process a new descriptor it now owns.
             Some(fd) if fd >= 0 => Ok(unsafe { OwnedFd::from_raw_fd(fd) }),
-            _ => Err(Error::Precondition(
-                "the container's console message carried no terminal".into(),
-            )),
+            _ => Err(Error::NoTerminalInMessage),
         }
     }
 }
@@ -650,15 +652,12 @@ fn check_traversable(dir: &Path, (uid, _): (u32, u32), gid: Option<u32>) -> Resu
             || (meta.uid() == uid && mode & 0o100 != 0)
             || (Some(meta.gid()) == gid && mode & 0o010 != 0);
         if !searchable {
-            return Err(Error::Precondition(format!(
-                "{} (mode {:o}, owner {}:{}) cannot be searched by the pod's mapped root \
-                 ({uid}): user-namespaced containers need every directory above their root \
-                 filesystem to be searchable by it",
-                ancestor.display(),
-                mode & 0o7777,
-                meta.uid(),
-                meta.gid()
-            )));
+            return Err(Error::NotTraversable {
+                path: ancestor.to_owned(),
+                mode: mode & 0o7777,
+                owner: (meta.uid(), meta.gid()),
+                root: uid,
+            });
         }
     }
     Ok(())

@@ -32,6 +32,97 @@ use crate::capabilities;
 /// Exit code when the exec could not be set up (the message is on stderr).
 const SETUP_FAILED: u8 = 126;
 
+/// Why an exec could not be set up or its command not be started.
+#[derive(Debug, thiserror::Error)]
+enum ExecError {
+    #[error("no command")]
+    NoCommand,
+    #[error(transparent)]
+    State(crate::Error),
+    #[error("container {id} is not known to its pod monitor")]
+    UnknownContainer { id: String },
+    #[error("container {id} is not running")]
+    NotRunning { id: String },
+    #[error("the identity of container {id} was not recorded")]
+    NoIdentity { id: String },
+    #[error("cannot read {path}: {source}")]
+    Config {
+        path: PathBuf,
+        source: oci_spec::OciSpecError,
+    },
+    #[error("cannot read the container's status: {source}")]
+    Status { source: std::io::Error },
+    #[error("cannot read its own status: {source}")]
+    OwnStatus { source: std::io::Error },
+    #[error("cannot open /proc/{pid}/ns/{kind}: {source}")]
+    OpenNamespace {
+        pid: i32,
+        kind: &'static str,
+        source: std::io::Error,
+    },
+    #[error("cannot join the pod's user namespace: {source}")]
+    JoinUserNamespace { source: nix::Error },
+    #[error("cannot join the container's {kind} namespace: {source}")]
+    JoinNamespace {
+        kind: &'static str,
+        source: nix::Error,
+    },
+    #[error(transparent)]
+    PipeOwner(#[from] crate::containers::PipeOwnerError),
+    #[error("cannot enter the working directory {path}: {source}")]
+    WorkingDirectory {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot open the container's {path}: {source}")]
+    OpenPtmx {
+        path: &'static str,
+        source: std::io::Error,
+    },
+    #[error("cannot handle {signal}: {source}")]
+    Signal {
+        signal: nix::sys::signal::Signal,
+        source: nix::Error,
+    },
+    #[error("{what}: {source}")]
+    Sys {
+        what: &'static str,
+        source: nix::Error,
+    },
+    #[error("setresgid({gid}): {source}")]
+    Setresgid { gid: u32, source: nix::Error },
+    #[error("setresuid({uid}): {source}")]
+    Setresuid { uid: u32, source: nix::Error },
+    #[error(transparent)]
+    Capabilities(#[from] capabilities::SetError),
+    #[error("cannot install the container's seccomp filter: {source}")]
+    Seccomp {
+        source: libcontainer::seccomp::SeccompError,
+    },
+    #[error("{program:?} not found in the container's PATH")]
+    NotFound { program: std::ffi::OsString },
+    #[error("bad program path")]
+    ProgramPath { source: std::ffi::NulError },
+    #[error("cannot exec {program}: {source}")]
+    Exec {
+        program: PathBuf,
+        source: nix::Error,
+    },
+}
+
+/// Maps a failed system call of step `what` to an [`ExecError`].
+fn sys(what: &'static str) -> impl FnOnce(nix::Error) -> ExecError {
+    move |source| ExecError::Sys { what, source }
+}
+
+/// The failure of step `what`, from errno.
+fn last_error(what: &'static str) -> ExecError {
+    ExecError::Sys {
+        what,
+        source: nix::errno::Errno::last(),
+    }
+}
+
 /// Runs the exec and returns the exit code.
 pub(crate) fn run(pod_dir: &Path, id: &str, cmd: &[std::ffi::OsString]) -> u8 {
     if let Err(e) = forbid_dumping() {
@@ -41,8 +132,8 @@ pub(crate) fn run(pod_dir: &Path, id: &str, cmd: &[std::ffi::OsString]) -> u8 {
     hide_command_line();
     match setup_and_run(pod_dir, id, cmd) {
         Ok(code) => code,
-        Err(message) => {
-            eprintln!("crius exec: {message}");
+        Err(e) => {
+            eprintln!("crius exec: {e}");
             SETUP_FAILED
         }
     }
@@ -67,8 +158,8 @@ pub(crate) fn run(pod_dir: &Path, id: &str, cmd: &[std::ffi::OsString]) -> u8 {
 /// runc's alternative, re-executing itself from a sealed memfd copy of its binary, also
 /// keeps the host binary unwritable, but would copy the whole criusd binary on every exec,
 /// and kubelet runs an exec probe every few seconds per container.
-fn forbid_dumping() -> Result<(), String> {
-    nix::sys::prctl::set_dumpable(false).map_err(|e| format!("cannot become non-dumpable: {e}"))
+fn forbid_dumping() -> Result<(), ExecError> {
+    nix::sys::prctl::set_dumpable(false).map_err(sys("cannot become non-dumpable"))
 }
 
 /// Overwrites this process's argument area (`/proc/PID/cmdline` stays readable to every
@@ -114,22 +205,22 @@ struct Target {
     cgroup_dirs: Vec<PathBuf>,
 }
 
-fn target(pod_dir: &Path, id: &str) -> Result<Target, String> {
-    let state = crate::read_state(pod_dir).map_err(|e| e.to_string())?;
+fn target(pod_dir: &Path, id: &str) -> Result<Target, ExecError> {
+    let state = crate::read_state(pod_dir).map_err(ExecError::State)?;
     let c = state
         .containers
         .get(id)
-        .ok_or_else(|| format!("container {id} is not known to its pod monitor"))?;
+        .ok_or_else(|| ExecError::UnknownContainer { id: id.to_owned() })?;
     if c.exit.is_some()
         || c.started_at_ns.is_none()
         || !crius_proto::process_is(c.pid, c.start_time)
     {
-        return Err(format!("container {id} is not running"));
+        return Err(ExecError::NotRunning { id: id.to_owned() });
     }
     let user = c
         .user
         .clone()
-        .ok_or_else(|| format!("the identity of container {id} was not recorded"))?;
+        .ok_or_else(|| ExecError::NoIdentity { id: id.to_owned() })?;
     Ok(Target {
         pid: c.pid,
         uid: user.uid,
@@ -157,10 +248,10 @@ fn cap_mask(status: &str, field: &str) -> u64 {
         .unwrap_or(0)
 }
 
-fn open_ns(pid: i32, kind: &str) -> Result<OwnedFd, String> {
+fn open_ns(pid: i32, kind: &'static str) -> Result<OwnedFd, ExecError> {
     std::fs::File::open(format!("/proc/{pid}/ns/{kind}"))
         .map(OwnedFd::from)
-        .map_err(|e| format!("cannot open /proc/{pid}/ns/{kind}: {e}"))
+        .map_err(|source| ExecError::OpenNamespace { pid, kind, source })
 }
 
 fn same_ns(pid: i32, kind: &str) -> bool {
@@ -169,13 +260,13 @@ fn same_ns(pid: i32, kind: &str) -> bool {
     matches!((mine, theirs), (Ok(a), Ok(b)) if a.ino() == b.ino() && a.dev() == b.dev())
 }
 
-fn setup_and_run(pod_dir: &Path, id: &str, cmd: &[std::ffi::OsString]) -> Result<u8, String> {
+fn setup_and_run(pod_dir: &Path, id: &str, cmd: &[std::ffi::OsString]) -> Result<u8, ExecError> {
     if cmd.is_empty() {
-        return Err("no command".into());
+        return Err(ExecError::NoCommand);
     }
     let t = target(pod_dir, id)?;
     let status = std::fs::read_to_string(format!("/proc/{}/status", t.pid))
-        .map_err(|e| format!("cannot read the container's status: {e}"))?;
+        .map_err(|source| ExecError::Status { source })?;
     let bounding = cap_mask(&status, "CapBnd:");
     let effective = cap_mask(&status, "CapEff:");
     let no_new_privs = status
@@ -220,11 +311,11 @@ fn setup_and_run(pod_dir: &Path, id: &str, cmd: &[std::ffi::OsString]) -> Result
     }
     if let Some(user) = &userns {
         nix::sched::setns(user.as_fd(), CloneFlags::CLONE_NEWUSER)
-            .map_err(|e| format!("cannot join the pod's user namespace: {e}"))?;
+            .map_err(|source| ExecError::JoinUserNamespace { source })?;
     }
     for (kind, fd) in &others {
         nix::sched::setns(fd.as_fd(), CloneFlags::empty())
-            .map_err(|e| format!("cannot join the container's {kind} namespace: {e}"))?;
+            .map_err(|source| ExecError::JoinNamespace { kind, source })?;
     }
     // Joining a user namespace commits new credentials, which may have reset the flag.
     forbid_dumping()?;
@@ -234,11 +325,8 @@ fn setup_and_run(pod_dir: &Path, id: &str, cmd: &[std::ffi::OsString]) -> Result
     let cwd_after_ids = match std::env::set_current_dir(&cwd) {
         Ok(()) => None,
         Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => Some(cwd.as_path()),
-        Err(e) => {
-            return Err(format!(
-                "cannot enter the working directory {}: {e}",
-                cwd.display()
-            ));
+        Err(source) => {
+            return Err(ExecError::WorkingDirectory { path: cwd, source });
         }
     };
     let console = if tty {
@@ -250,8 +338,8 @@ fn setup_and_run(pod_dir: &Path, id: &str, cmd: &[std::ffi::OsString]) -> Result
     // The child learns that this helper is gone (killed at ExecSync's timeout) when the write
     // end of this pipe closes: it sets its parent-death signal only after its identity change
     // (which clears it), then checks the pipe, so the command never outlives the helper.
-    let (alive_r, alive_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-        .map_err(|e| format!("cannot make a pipe: {e}"))?;
+    let (alive_r, alive_w) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(sys("cannot make a pipe"))?;
     // SIGTERM (criusd's ExecSync timeout) interrupts the wait below: the command is killed
     // and reaped before this helper exits. No SA_RESTART, so waitpid returns EINTR.
     let on_term = nix::sys::signal::SigAction::new(
@@ -260,21 +348,25 @@ fn setup_and_run(pod_dir: &Path, id: &str, cmd: &[std::ffi::OsString]) -> Result
         nix::sys::signal::SigSet::empty(),
     );
     // SAFETY: the handler only stores to an atomic.
-    unsafe { nix::sys::signal::sigaction(nix::sys::signal::Signal::SIGTERM, &on_term) }
-        .map_err(|e| format!("cannot handle SIGTERM: {e}"))?;
+    unsafe { nix::sys::signal::sigaction(nix::sys::signal::Signal::SIGTERM, &on_term) }.map_err(
+        |source| ExecError::Signal {
+            signal: nix::sys::signal::Signal::SIGTERM,
+            source,
+        },
+    )?;
     // SAFETY: this helper process is single-threaded.
     match unsafe { nix::unistd::fork() } {
-        Err(e) => Err(format!("cannot fork: {e}")),
+        Err(e) => Err(sys("cannot fork")(e)),
         Ok(nix::unistd::ForkResult::Child) => {
             drop(alive_w);
             if let Some(console) = &console
-                && let Err(message) = console.take_stdio()
+                && let Err(e) = console.take_stdio()
             {
-                eprintln!("crius exec: {message}");
+                eprintln!("crius exec: {e}");
                 // SAFETY: leaving the forked child without running destructors.
                 unsafe { libc::_exit(127) }
             }
-            let message = child(
+            let e = child(
                 &t,
                 Privileges {
                     bounding,
@@ -287,7 +379,7 @@ fn setup_and_run(pod_dir: &Path, id: &str, cmd: &[std::ffi::OsString]) -> Result
                 cmd,
                 &alive_r,
             );
-            eprintln!("crius exec: {message}");
+            eprintln!("crius exec: {e}");
             // SAFETY: leaving the forked child without running destructors.
             unsafe { libc::_exit(127) }
         }
@@ -313,7 +405,7 @@ fn setup_and_run(pod_dir: &Path, id: &str, cmd: &[std::ffi::OsString]) -> Result
                         }
                         continue;
                     }
-                    Err(e) => return Err(format!("cannot wait for the command: {e}")),
+                    Err(e) => return Err(sys("cannot wait for the command")(e)),
                 }
             }
         }
@@ -329,14 +421,11 @@ extern "C" fn note_sigterm(_: libc::c_int) {
 
 /// Makes the terminal on stdin this helper's controlling terminal (a new session) and puts it
 /// in raw mode.
-fn take_terminal() -> Result<(), String> {
-    nix::unistd::setsid().map_err(|e| format!("setsid: {e}"))?;
+fn take_terminal() -> Result<(), ExecError> {
+    nix::unistd::setsid().map_err(sys("setsid"))?;
     // SAFETY: TIOCSCTTY on fd 0 with argument 0 (do not steal); no memory is passed.
     if unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) } < 0 {
-        return Err(format!(
-            "cannot take the terminal: {}",
-            nix::errno::Errno::last()
-        ));
+        return Err(last_error("cannot take the terminal"));
     }
     // SAFETY: an all-zero termios is a valid value for tcgetattr to overwrite.
     let mut mode: libc::termios = unsafe { std::mem::zeroed() };
@@ -351,10 +440,7 @@ fn take_terminal() -> Result<(), String> {
         }
     };
     if ret < 0 {
-        return Err(format!(
-            "cannot make the terminal raw: {}",
-            nix::errno::Errno::last()
-        ));
+        return Err(last_error("cannot make the terminal raw"));
     }
     Ok(())
 }
@@ -369,35 +455,25 @@ struct Console {
 impl Console {
     /// Opens a new pty pair through the container's `/dev/ptmx` (this helper is in the
     /// container's mount namespace) and gives the slave to `uid`.
-    fn open(uid: u32) -> Result<Console, String> {
+    fn open(uid: u32) -> Result<Console, ExecError> {
         use std::os::unix::fs::OpenOptionsExt;
-        let mut last = String::new();
-        let mut master = None;
-        for path in ["/dev/ptmx", "/dev/pts/ptmx"] {
-            match std::fs::OpenOptions::new()
+        let open = |path: &'static str| {
+            std::fs::OpenOptions::new()
                 .read(true)
                 .write(true)
                 .custom_flags(libc::O_NOCTTY | libc::O_CLOEXEC)
                 .open(path)
-            {
-                Ok(f) => {
-                    master = Some(OwnedFd::from(f));
-                    break;
-                }
-                Err(e) => last = format!("cannot open the container's {path}: {e}"),
-            }
-        }
-        let master = master.ok_or(last)?;
+                .map(OwnedFd::from)
+                .map_err(|source| ExecError::OpenPtmx { path, source })
+        };
+        let master = open("/dev/ptmx").or_else(|_| open("/dev/pts/ptmx"))?;
         let unlock: libc::c_int = 0;
         // SAFETY: TIOCSPTLCK reads one int from the pointer, which lives across the call.
         if unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSPTLCK, &unlock) } < 0 {
-            return Err(format!(
-                "cannot unlock the container's terminal: {}",
-                nix::errno::Errno::last()
-            ));
+            return Err(last_error("cannot unlock the container's terminal"));
         }
         let slave = crate::containers::pty_peer(&master)
-            .map_err(|e| format!("cannot open the container's terminal: {e}"))?;
+            .map_err(sys("cannot open the container's terminal"))?;
         // Best effort: the command's user owns its terminal, as on a login.
         // SAFETY: fchown of an open descriptor; gid -1 leaves the group.
         unsafe { libc::fchown(slave.as_raw_fd(), uid, libc::gid_t::MAX) };
@@ -407,14 +483,11 @@ impl Console {
     }
 
     /// In the forked child: the slave becomes stdin, stdout and stderr.
-    fn take_stdio(&self) -> Result<(), String> {
+    fn take_stdio(&self) -> Result<(), ExecError> {
         for fd in 0..3 {
             // SAFETY: dup2 of an open descriptor onto a standard one.
             if unsafe { libc::dup2(self.slave.as_raw_fd(), fd) } < 0 {
-                return Err(format!(
-                    "cannot give the terminal to the command: {}",
-                    nix::errno::Errno::last()
-                ));
+                return Err(last_error("cannot give the terminal to the command"));
             }
         }
         Ok(())
@@ -474,14 +547,14 @@ fn read_some(fd: libc::c_int, buf: &mut [u8]) -> Option<usize> {
 }
 
 /// The exit code of a finished command, `None` while it runs.
-fn exit_code(child: nix::unistd::Pid) -> Result<Option<u8>, String> {
+fn exit_code(child: nix::unistd::Pid) -> Result<Option<u8>, ExecError> {
     match waitpid(child, Some(nix::sys::wait::WaitPidFlag::WNOHANG)) {
         Ok(WaitStatus::Exited(_, code)) => Ok(Some(u8::try_from(code).unwrap_or(255))),
         Ok(WaitStatus::Signaled(_, sig, _)) => {
             Ok(Some(u8::try_from(128 + sig as i32).unwrap_or(255)))
         }
         Ok(_) | Err(nix::errno::Errno::EINTR) => Ok(None),
-        Err(e) => Err(format!("cannot wait for the command: {e}")),
+        Err(e) => Err(sys("cannot wait for the command")(e)),
     }
 }
 
@@ -489,7 +562,7 @@ fn exit_code(child: nix::unistd::Pid) -> Result<Option<u8>, String> {
 /// terminal output to this helper's terminal, and window sizes along, until the command
 /// exits; returns its exit code. SIGTERM or the loss of this helper's terminal (SIGHUP)
 /// kills the command.
-fn relay(master: OwnedFd, child: nix::unistd::Pid) -> Result<u8, String> {
+fn relay(master: OwnedFd, child: nix::unistd::Pid) -> Result<u8, ExecError> {
     use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, SigmaskHow, Signal};
     let handlers: [(Signal, extern "C" fn(libc::c_int)); 3] = [
         (Signal::SIGWINCH, note_sigwinch),
@@ -507,13 +580,17 @@ fn relay(master: OwnedFd, child: nix::unistd::Pid) -> Result<u8, String> {
             SigSet::empty(),
         );
         // SAFETY: the handlers only store to atomics, or do nothing.
-        unsafe { nix::sys::signal::sigaction(sig, &action) }
-            .map_err(|e| format!("cannot handle {sig}: {e}"))?;
+        unsafe { nix::sys::signal::sigaction(sig, &action) }.map_err(|source| {
+            ExecError::Signal {
+                signal: sig,
+                source,
+            }
+        })?;
     }
     // The signals arrive only inside ppoll, so none is lost between a check and the wait.
     let mut waiting = SigSet::empty();
     nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&blocked), Some(&mut waiting))
-        .map_err(|e| format!("cannot block signals: {e}"))?;
+        .map_err(sys("cannot block signals"))?;
     let m = master.as_raw_fd();
     // SAFETY: fcntl on an open descriptor.
     unsafe {
@@ -581,7 +658,7 @@ fn relay(master: OwnedFd, child: nix::unistd::Pid) -> Result<u8, String> {
         if ready < 0 {
             match nix::errno::Errno::last() {
                 nix::errno::Errno::EINTR => continue,
-                e => return Err(format!("cannot wait for the terminals: {e}")),
+                e => return Err(sys("cannot wait for the terminals")(e)),
             }
         }
         if fds[0].revents != 0 {
@@ -626,13 +703,13 @@ struct ProcessConfig {
 /// runtime spec crius wrote at create (`<container dir>/config.json`, from which libcontainer
 /// started the first process). The first process's `/proc/PID/environ` and `cwd` are its own
 /// to change at run time, and an exec must not inherit what it planted there (`LD_PRELOAD`).
-fn process_config(pod_dir: &Path, id: &str) -> Result<ProcessConfig, String> {
+fn process_config(pod_dir: &Path, id: &str) -> Result<ProcessConfig, ExecError> {
     let path = pod_dir
         .join(crius_proto::CONTAINERS_DIR)
         .join(id)
         .join("config.json");
     let spec = oci_spec::runtime::Spec::load(&path)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        .map_err(|source| ExecError::Config { path, source })?;
     let process = spec.process().as_ref();
     let env = process
         .and_then(|p| p.env().as_ref())
@@ -652,9 +729,9 @@ fn process_config(pod_dir: &Path, id: &str) -> Result<ProcessConfig, String> {
 }
 
 /// This process's permitted capabilities.
-fn permitted_caps() -> Result<u64, String> {
+fn permitted_caps() -> Result<u64, ExecError> {
     let status = std::fs::read_to_string("/proc/thread-self/status")
-        .map_err(|e| format!("cannot read its own status: {e}"))?;
+        .map_err(|source| ExecError::OwnStatus { source })?;
     Ok(cap_mask(&status, "CapPrm:"))
 }
 
@@ -670,10 +747,10 @@ struct Privileges<'a> {
     seccomp: Option<&'a oci_spec::runtime::LinuxSeccomp>,
 }
 
-fn install_seccomp(filter: &oci_spec::runtime::LinuxSeccomp) -> Result<(), String> {
+fn install_seccomp(filter: &oci_spec::runtime::LinuxSeccomp) -> Result<(), ExecError> {
     libcontainer::seccomp::initialize_seccomp(filter)
         .map(drop)
-        .map_err(|e| format!("cannot install the container's seccomp filter: {e}"))
+        .map_err(|source| ExecError::Seccomp { source })
 }
 
 /// In the forked child: identity, capabilities, then exec. Returns only on failure.
@@ -684,17 +761,17 @@ fn child(
     cwd_after_ids: Option<&Path>,
     cmd: &[std::ffi::OsString],
     alive: &OwnedFd,
-) -> String {
+) -> ExecError {
     // A terminal on stdin (the streaming Exec with tty, the container's own pty): the command
     // leads its own session with it as controlling terminal, so ^C and window-size changes
     // reach it, not the helper.
     if nix::unistd::isatty(std::io::stdin()).unwrap_or(false) {
         if let Err(e) = nix::unistd::setsid() {
-            return format!("setsid: {e}");
+            return sys("setsid")(e);
         }
         // SAFETY: TIOCSCTTY on fd 0 with argument 0 (do not steal); no memory is passed.
         if unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) } < 0 {
-            return format!("cannot take the terminal: {}", nix::errno::Errno::last());
+            return last_error("cannot take the terminal");
         }
     }
     let Privileges {
@@ -712,7 +789,7 @@ fn child(
     // CAP_SYS_PTRACE fails ptrace's capability check even where `fs.suid_dumpable` = 1 made
     // this one dumpable.
     if let Err(e) = nix::sys::prctl::set_keepcaps(true) {
-        return format!("cannot keep capabilities: {e}");
+        return sys("cannot keep capabilities")(e);
     }
     capabilities::drop_bounding_except(bounding);
     let groups: Vec<nix::unistd::Gid> = t
@@ -721,29 +798,34 @@ fn child(
         .map(|g| nix::unistd::Gid::from_raw(*g))
         .collect();
     if let Err(e) = nix::unistd::setgroups(&groups) {
-        return format!("setgroups: {e}");
+        return sys("setgroups")(e);
     }
     let gid = nix::unistd::Gid::from_raw(t.gid);
-    if let Err(e) = nix::unistd::setresgid(gid, gid, gid) {
-        return format!("setresgid({}): {e}", t.gid);
+    if let Err(source) = nix::unistd::setresgid(gid, gid, gid) {
+        return ExecError::Setresgid { gid: t.gid, source };
     }
     let uid = nix::unistd::Uid::from_raw(t.uid);
-    if let Err(e) = nix::unistd::setresuid(uid, uid, uid) {
-        return format!("setresuid({}): {e}", t.uid);
+    if let Err(source) = nix::unistd::setresuid(uid, uid, uid) {
+        return ExecError::Setresuid { uid: t.uid, source };
     }
     // The change of ids reset the flag to `fs.suid_dumpable`.
     if let Err(e) = forbid_dumping() {
         return e;
     }
     if let Some(cwd) = cwd_after_ids
-        && let Err(e) = std::env::set_current_dir(cwd)
+        && let Err(source) = std::env::set_current_dir(cwd)
     {
-        return format!("cannot enter the working directory {}: {e}", cwd.display());
+        return ExecError::WorkingDirectory {
+            path: cwd.to_owned(),
+            source,
+        };
     }
     if let Some(filter) = early_seccomp {
         // A change to a uid other than 0 cleared the effective set (the permitted one was
         // kept): raise it again for the install.
-        if let Err(e) = permitted_caps().and_then(capabilities::set) {
+        if let Err(e) =
+            permitted_caps().and_then(|mask| capabilities::set(mask).map_err(ExecError::from))
+        {
             return e;
         }
         if let Err(e) = install_seccomp(filter) {
@@ -751,23 +833,23 @@ fn child(
         }
     }
     if let Err(e) = nix::sys::prctl::set_keepcaps(false) {
-        return format!("cannot reset keep-capabilities: {e}");
+        return sys("cannot reset keep-capabilities")(e);
     }
     // Whatever the uid, only the container's capabilities remain (a uid other than 0 has none,
     // as the first process had none after its exec).
     if let Err(e) = capabilities::set(if t.uid == 0 { effective } else { 0 }) {
-        return e;
+        return e.into();
     }
     // The last change of credentials: the flag holds until the exec.
     if let Err(e) = forbid_dumping() {
         return e;
     }
     if no_new_privs && let Err(e) = nix::sys::prctl::set_no_new_privs() {
-        return format!("no_new_privs: {e}");
+        return sys("no_new_privs")(e);
     }
     // After setresuid/capset, which clear the parent-death signal.
     if let Err(e) = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL) {
-        return format!("cannot set the parent-death signal: {e}");
+        return sys("cannot set the parent-death signal")(e);
     }
     let mut fds = [nix::poll::PollFd::new(
         alive.as_fd(),
@@ -779,10 +861,13 @@ fn child(
         unsafe { libc::_exit(137) }
     }
     let Some(program) = find_program(&cmd[0], env) else {
-        return format!("{:?} not found in the container's PATH", cmd[0]);
+        return ExecError::NotFound {
+            program: cmd[0].clone(),
+        };
     };
-    let Ok(path) = CString::new(program.as_os_str().as_bytes()) else {
-        return "bad program path".into();
+    let path = match CString::new(program.as_os_str().as_bytes()) {
+        Ok(path) => path,
+        Err(source) => return ExecError::ProgramPath { source },
     };
     let argv: Vec<CString> = cmd
         .iter()
@@ -796,7 +881,7 @@ fn child(
     }
     crate::executor::reset_signals();
     match nix::unistd::execve(&path, &argv, env) {
-        Err(e) => format!("cannot exec {}: {e}", program.display()),
+        Err(source) => ExecError::Exec { program, source },
         Ok(never) => match never {},
     }
 }

@@ -130,12 +130,35 @@ pub(crate) struct Identity {
     pub(crate) home: String,
 }
 
+/// Why the image user of a container cannot be resolved.
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityError {
+    /// A user name the image's passwd does not have.
+    #[error("user {name:?} is not in the image's /etc/passwd")]
+    UnknownUser {
+        /// The name.
+        name: String,
+    },
+    /// A group name the image's group file does not have.
+    #[error("group {name:?} is not in the image's /etc/group")]
+    UnknownGroup {
+        /// The name.
+        name: String,
+    },
+    /// More groups than a process may have.
+    #[error("the process would have {count} groups; the kernel allows {NGROUPS_MAX}")]
+    TooManyGroups {
+        /// The groups the process would have.
+        count: usize,
+    },
+}
+
 /// Resolves `req` against the image's passwd and group files.
 pub(crate) fn resolve(
     req: &UserRequest,
     passwd: &[PasswdEntry],
     groups: &[GroupEntry],
-) -> Result<Identity, String> {
+) -> Result<Identity, IdentityError> {
     let (user_part, group_part) = if req.uid.is_some() || !req.username.is_empty() {
         (String::new(), None)
     } else {
@@ -164,7 +187,9 @@ pub(crate) fn resolve(
         } else {
             entry = passwd.iter().find(|p| p.name == name);
             entry
-                .ok_or_else(|| format!("user {name:?} is not in the image's /etc/passwd"))?
+                .ok_or_else(|| IdentityError::UnknownUser {
+                    name: name.to_owned(),
+                })?
                 .uid
         }
     };
@@ -177,7 +202,7 @@ pub(crate) fn resolve(
                 groups
                     .iter()
                     .find(|e| e.name == g)
-                    .ok_or_else(|| format!("group {g:?} is not in the image's /etc/group"))?
+                    .ok_or_else(|| IdentityError::UnknownGroup { name: g.clone() })?
                     .gid
             }
         }
@@ -202,10 +227,7 @@ pub(crate) fn resolve(
         }
     }
     if list.len() > NGROUPS_MAX {
-        return Err(format!(
-            "the process would have {} groups; the kernel allows {NGROUPS_MAX}",
-            list.len()
-        ));
+        return Err(IdentityError::TooManyGroups { count: list.len() });
     }
     Ok(Identity {
         uid,
@@ -339,7 +361,7 @@ mod tests {
         assert_eq!(id.groups.len(), 2 + 60_000);
         let err = resolve(&req(), &parse_passwd(PASSWD), &parse_group(&group(70_000)))
             .expect_err("over NGROUPS_MAX");
-        assert!(err.contains("65536"), "{err}");
+        assert!(err.to_string().contains("65536"), "{err}");
     }
 
     #[test]

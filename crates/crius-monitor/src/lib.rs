@@ -37,6 +37,8 @@ pub use probe::probe_idmap;
 /// Entry points of the fuzz targets in `fuzz/` into parsers of untrusted input.
 #[doc(hidden)]
 pub mod fuzzing {
+    pub use crate::identity::IdentityError;
+
     /// Resolves the image user `image_user` against `passwd` and `group` text as a container
     /// start does; the uid, gid and group list.
     pub fn identity(
@@ -44,7 +46,7 @@ pub mod fuzzing {
         group: &str,
         image_user: &str,
         strict: bool,
-    ) -> Result<(u32, u32, Vec<u32>), String> {
+    ) -> Result<(u32, u32, Vec<u32>), IdentityError> {
         let req = crius_proto::UserRequest {
             image_user: image_user.to_owned(),
             strict,
@@ -94,12 +96,206 @@ pub enum Error {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// The sandbox process exited before it reported how its setup went.
+    #[error("the sandbox process failed: it exited while setting up")]
+    SandboxExited,
     /// The sandbox process reported a failure while setting itself up.
-    #[error("the sandbox process failed: {0}")]
-    Sandbox(String),
-    /// The node cannot run this sandbox (kernel or configuration lacks something).
-    #[error("{0}")]
-    Precondition(String),
+    #[error("the sandbox process failed: {message}")]
+    SandboxFailed {
+        /// The step that failed and its error, as the sandbox process wrote them.
+        message: String,
+    },
+    /// The pod's sandbox process has exited.
+    #[error("the pod sandbox is not running")]
+    SandboxNotRunning,
+    /// The kernel refused to create the sandbox namespaces for lack of namespaces.
+    #[error("cannot create the sandbox namespaces: {source} (user.max_*_namespaces exhausted?)")]
+    NamespaceLimit {
+        /// clone's errno (ENOSPC or EUSERS).
+        source: nix::Error,
+    },
+    /// A container id that cannot name a directory.
+    #[error("bad container id {id:?}")]
+    BadContainerId {
+        /// The id.
+        id: String,
+    },
+    /// A container of this id exists in the pod.
+    #[error("container {id} exists")]
+    ContainerExists {
+        /// The id.
+        id: String,
+    },
+    /// No container of this id exists in the pod.
+    #[error("container {id} is not known")]
+    UnknownContainer {
+        /// The id.
+        id: String,
+    },
+    /// The container was started before, or has exited.
+    #[error("container {id} was already started")]
+    AlreadyStarted {
+        /// The id.
+        id: String,
+    },
+    /// The container whose PID namespace a container joins is not running in the pod.
+    #[error("pid namespace target container {target} is not running in this pod")]
+    PidTargetNotRunning {
+        /// The target container's id.
+        target: String,
+    },
+    /// A container id outside the pod's user namespace mapping.
+    #[error("{kind} {id} is not mapped in the pod")]
+    NotMapped {
+        /// `uid` or `gid`.
+        kind: &'static str,
+        /// The id in the container.
+        id: u32,
+    },
+    /// The container's user cannot be resolved in its image.
+    #[error(transparent)]
+    Identity(#[from] identity::IdentityError),
+    /// A mount asks for an id mapping in a pod without a user namespace.
+    #[error("a mount asks for an id mapping but the pod has no user namespace")]
+    IdmapWithoutUserns,
+    /// The container's runtime spec cannot be built.
+    #[error(transparent)]
+    Spec(#[from] ocispec::SpecError),
+    /// The container's runtime spec cannot be encoded.
+    #[error("cannot encode the runtime spec: {source}")]
+    EncodeSpec {
+        /// serde's error.
+        source: serde_json::Error,
+    },
+    /// The container's stdio pipes cannot be given to its user.
+    #[error(transparent)]
+    PipeOwner(#[from] containers::PipeOwnerError),
+    /// A tty container's terminal did not arrive on the console socket in time.
+    #[error("the container did not send its terminal")]
+    TerminalNotSent,
+    /// A message on the console socket carried no terminal.
+    #[error("the container's console message carried no terminal")]
+    NoTerminalInMessage,
+    /// A directory above a user-namespaced container's rootfs that the pod's root cannot
+    /// search.
+    #[error(
+        "{path} (mode {mode:o}, owner {}:{}) cannot be searched by the pod's mapped root \
+         ({root}): user-namespaced containers need every directory above their root \
+         filesystem to be searchable by it",
+        .owner.0,
+        .owner.1
+    )]
+    NotTraversable {
+        /// The directory.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+        /// Its owner and group.
+        owner: (u32, u32),
+        /// The host uid of the pod's root.
+        root: u32,
+    },
+    /// An image has no layers.
+    #[error("{what} has no layers")]
+    NoLayers {
+        /// `the image` or `the image volume`.
+        what: &'static str,
+    },
+    /// A layer that is not a directory right under the layer store.
+    #[error("layer {layer} is not directly under {root}")]
+    LayerOutsideStore {
+        /// The layer.
+        layer: PathBuf,
+        /// The layer store.
+        root: PathBuf,
+    },
+    /// A mount tree cannot be cloned for an idmapped mount.
+    #[error("cannot clone the {what} {path}: {source}")]
+    CloneTree {
+        /// `layer` or `mount`.
+        what: &'static str,
+        /// Its path.
+        path: PathBuf,
+        /// What failed.
+        source: probe::ProbeError,
+    },
+    /// A layer cannot be idmapped.
+    #[error("cannot idmap the layer {layer}: {source}")]
+    IdmapLayer {
+        /// The layer.
+        layer: PathBuf,
+        /// What failed.
+        source: probe::ProbeError,
+    },
+    /// A mount cannot be idmapped.
+    #[error(
+        "cannot mount {path} idmapped (its filesystem may not support idmapped mounts): {source}"
+    )]
+    IdmapMount {
+        /// The mount's source.
+        path: PathBuf,
+        /// What failed.
+        source: probe::ProbeError,
+    },
+    /// A path holds a NUL byte.
+    #[error("{source}")]
+    NulInPath {
+        /// The path.
+        path: PathBuf,
+        /// Where the NUL is.
+        source: std::ffi::NulError,
+    },
+    /// The kernel's overlayfs lacks `lowerdir+`, which an image volume of several layers needs.
+    #[error("cannot mount the image volume at {target}: this kernel lacks overlayfs lowerdir+")]
+    NoLowerdirPlus {
+        /// The mount point.
+        target: PathBuf,
+    },
+    /// An image volume's sub path cannot be resolved within the image.
+    #[error("image_sub_path {sub_path:?} cannot be resolved beneath the image: {source}")]
+    SubPath {
+        /// The sub path.
+        sub_path: String,
+        /// openat2's errno.
+        source: nix::Error,
+    },
+    /// A mount just made is missing from mountinfo.
+    #[error("{path} is not in mountinfo")]
+    NotInMountinfo {
+        /// The mount point.
+        path: PathBuf,
+    },
+    /// The overlay rootfs came out read-only.
+    #[error(
+        "the overlay rootfs at {path} came out read-only (its upper dir is unusable); \
+         mount options {mount_options}, superblock options {super_options}"
+    )]
+    ReadOnlyRootfs {
+        /// The mount point.
+        path: PathBuf,
+        /// The mount's options in mountinfo.
+        mount_options: String,
+        /// The superblock's options in mountinfo.
+        super_options: String,
+    },
+    /// The pod cgroup does not name a scope unit (systemd cgroup driver).
+    #[error("the pod cgroup {name:?} is not a scope unit name like crius-<id>.scope")]
+    ScopeName {
+        /// The cgroup's name.
+        name: String,
+    },
+    /// The pod's cgroup parent is not a slice (systemd cgroup driver).
+    #[error("the pod's cgroup parent {parent:?} is not a systemd slice")]
+    NotASlice {
+        /// The parent.
+        parent: String,
+    },
+    /// The pod's limits cannot be unit properties (systemd cgroup driver).
+    #[error("bad pod limits: {source}")]
+    PodLimits {
+        /// oci-spec's error.
+        source: oci_spec::OciSpecError,
+    },
     /// libcontainer failed to create, load or start a container.
     #[error("{what}: {source}")]
     Libcontainer {
@@ -142,12 +338,59 @@ impl Error {
         }
     }
 
+    /// Whether the pod's state, the request or the node does not allow what was asked, rather
+    /// than a step failing on the way.
+    fn is_precondition(&self) -> bool {
+        match self {
+            Error::NamespaceLimit { .. }
+            | Error::SandboxNotRunning
+            | Error::BadContainerId { .. }
+            | Error::ContainerExists { .. }
+            | Error::UnknownContainer { .. }
+            | Error::AlreadyStarted { .. }
+            | Error::PidTargetNotRunning { .. }
+            | Error::NotMapped { .. }
+            | Error::Identity(_)
+            | Error::IdmapWithoutUserns
+            | Error::Spec(_)
+            | Error::EncodeSpec { .. }
+            | Error::PipeOwner(_)
+            | Error::TerminalNotSent
+            | Error::NoTerminalInMessage
+            | Error::NotTraversable { .. }
+            | Error::NoLayers { .. }
+            | Error::LayerOutsideStore { .. }
+            | Error::CloneTree { .. }
+            | Error::IdmapLayer { .. }
+            | Error::IdmapMount { .. }
+            | Error::NulInPath { .. }
+            | Error::NoLowerdirPlus { .. }
+            | Error::SubPath { .. }
+            | Error::NotInMountinfo { .. }
+            | Error::ReadOnlyRootfs { .. }
+            | Error::ScopeName { .. }
+            | Error::NotASlice { .. }
+            | Error::PodLimits { .. } => true,
+            Error::Usage
+            | Error::Read { .. }
+            | Error::Version { .. }
+            | Error::Sys { .. }
+            | Error::Io { .. }
+            | Error::SandboxExited
+            | Error::SandboxFailed { .. }
+            | Error::Libcontainer { .. }
+            | Error::Systemd { .. }
+            | Error::Write(_) => false,
+        }
+    }
+
     /// What the monitor answers for this error: a state that does not allow the request is a
     /// precondition failure; a failed system call, write, libcontainer or systemd is internal.
     pub(crate) fn failure(&self) -> crius_proto::Failure {
-        let kind = match self {
-            Error::Precondition(_) => crius_proto::FailureKind::Precondition,
-            _ => crius_proto::FailureKind::Internal,
+        let kind = if self.is_precondition() {
+            crius_proto::FailureKind::Precondition
+        } else {
+            crius_proto::FailureKind::Internal
         };
         crius_proto::Failure::new(kind, self.to_string())
     }
@@ -337,9 +580,63 @@ fn run(dir: &Path) -> ExitCode {
             log(format_args!("cannot start the sandbox: {e}"));
             report(&Startup::Failed {
                 message: e.to_string(),
-                precondition: matches!(e, Error::Precondition(_)),
+                precondition: e.is_precondition(),
             });
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crius_proto::FailureKind;
+
+    #[test]
+    fn refusals_are_preconditions_with_their_messages() {
+        let not_traversable = Error::NotTraversable {
+            path: PathBuf::from("/var/lib/crius"),
+            mode: 0o700,
+            owner: (0, 0),
+            root: 100_000,
+        };
+        let failure = not_traversable.failure();
+        assert_eq!(failure.kind, FailureKind::Precondition);
+        assert_eq!(
+            failure.message,
+            "/var/lib/crius (mode 700, owner 0:0) cannot be searched by the pod's mapped root \
+             (100000): user-namespaced containers need every directory above their root \
+             filesystem to be searchable by it"
+        );
+        let read_only = Error::ReadOnlyRootfs {
+            path: PathBuf::from("/c/rootfs"),
+            mount_options: "ro".into(),
+            super_options: "rw".into(),
+        };
+        assert_eq!(
+            read_only.to_string(),
+            "the overlay rootfs at /c/rootfs came out read-only (its upper dir is unusable); \
+             mount options ro, superblock options rw"
+        );
+        assert_eq!(read_only.failure().kind, FailureKind::Precondition);
+        let exists = Error::ContainerExists { id: "c".into() };
+        assert_eq!(exists.failure().kind, FailureKind::Precondition);
+        assert_eq!(exists.to_string(), "container c exists");
+    }
+
+    #[test]
+    fn sandbox_failures_are_internal() {
+        let failed = Error::SandboxFailed {
+            message: "pivot_root: EINVAL: Invalid argument".into(),
+        };
+        assert_eq!(failed.failure().kind, FailureKind::Internal);
+        assert_eq!(
+            failed.to_string(),
+            "the sandbox process failed: pivot_root: EINVAL: Invalid argument"
+        );
+        assert_eq!(
+            Error::SandboxExited.to_string(),
+            "the sandbox process failed: it exited while setting up"
+        );
     }
 }

@@ -7,6 +7,7 @@ use oci_spec::runtime::Spec;
 use serde_json::{Value, json};
 
 use crate::identity::Identity;
+use crate::seccomp::SeccompError;
 
 /// The capabilities a container gets by default (the same set as containerd's).
 pub(crate) const DEFAULT_CAPS: &[&str] = &[
@@ -122,11 +123,37 @@ fn all_caps() -> Vec<String> {
         .collect()
 }
 
+/// Why a container's runtime spec cannot be built.
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    /// A capability to add or drop that Linux does not have.
+    #[error("unknown capability {name:?}")]
+    UnknownCapability {
+        /// The name, normalized to `CAP_…`.
+        name: String,
+    },
+    /// The seccomp profile cannot be turned into a filter.
+    #[error(transparent)]
+    Seccomp(#[from] SeccompError),
+    /// The seccomp filter cannot be encoded.
+    #[error("cannot encode the seccomp filter: {source}")]
+    EncodeSeccomp {
+        /// serde's error.
+        source: serde_json::Error,
+    },
+    /// The spec's JSON is not an OCI runtime spec.
+    #[error("cannot build the runtime spec: {source}")]
+    Build {
+        /// serde's error.
+        source: serde_json::Error,
+    },
+}
+
 /// The capability set after the request's add and drop (drop of `ALL` first, then adds).
 pub(crate) fn capabilities(
     req: &CapabilityRequest,
     privileged: bool,
-) -> Result<Vec<String>, String> {
+) -> Result<Vec<String>, SpecError> {
     if privileged {
         return Ok(all_caps());
     }
@@ -134,7 +161,7 @@ pub(crate) fn capabilities(
     let drops: Vec<String> = req.drop.iter().map(|c| normalize_cap(c)).collect();
     for cap in adds.iter().chain(&drops) {
         if cap != "ALL" && !ALL_CAPS.contains(&cap.as_str()) {
-            return Err(format!("unknown capability {cap:?}"));
+            return Err(SpecError::UnknownCapability { name: cap.clone() });
         }
     }
     let mut caps: Vec<String> = if adds.iter().any(|c| c == "ALL") {
@@ -209,7 +236,7 @@ pub(crate) fn build(
     ns: &Namespaces<'_>,
     id: &Identity,
     cgroups_path: &str,
-) -> Result<Spec, String> {
+) -> Result<Spec, SpecError> {
     let caps = capabilities(&spec.capabilities, spec.privileged)?;
     // A privileged container runs without a filter, as in other CRI runtimes (critest checks
     // that a profile is ignored then).
@@ -218,11 +245,8 @@ pub(crate) fn build(
     } else {
         &spec.seccomp
     };
-    let seccomp = crate::seccomp::linux_seccomp(profile, &caps)
-        .map_err(|e| e.to_string())?
-        .map(|s| {
-            serde_json::to_value(s).map_err(|e| format!("cannot encode the seccomp filter: {e}"))
-        })
+    let seccomp = crate::seccomp::linux_seccomp(profile, &caps)?
+        .map(|s| serde_json::to_value(s).map_err(|source| SpecError::EncodeSeccomp { source }))
         .transpose()?;
     let by_path = |kind: &str| format!("/proc/{}/ns/{kind}", ns.sandbox_pid);
     let mut namespaces = vec![json!({"type": "mount"})];
@@ -441,7 +465,7 @@ pub(crate) fn build(
             "seccomp": seccomp,
         },
     });
-    serde_json::from_value(value).map_err(|e| format!("cannot build the runtime spec: {e}"))
+    serde_json::from_value(value).map_err(|source| SpecError::Build { source })
 }
 
 #[cfg(test)]

@@ -73,11 +73,10 @@ pub(crate) fn idmapped_layers(
         {
             Ok(1) => layer.file_name().unwrap_or_default(),
             _ => {
-                return Err(Error::Precondition(format!(
-                    "layer {} is not directly under {}",
-                    layer.display(),
-                    layers_root.display()
-                )));
+                return Err(Error::LayerOutsideStore {
+                    layer: layer.clone(),
+                    root: layers_root.to_owned(),
+                });
             }
         };
         let target = views.join(name);
@@ -87,11 +86,14 @@ pub(crate) fn idmapped_layers(
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
                 Err(e) => return Err(Error::io(format!("cannot create {}", target.display()))(e)),
             }
-            let tree = crate::probe::open_tree(layer).map_err(|e| {
-                Error::Precondition(format!("cannot clone the layer {}: {e}", layer.display()))
+            let tree = crate::probe::open_tree(layer).map_err(|source| Error::CloneTree {
+                what: "layer",
+                path: layer.clone(),
+                source,
             })?;
-            crate::probe::idmap_read_only(&tree, &ns).map_err(|e| {
-                Error::Precondition(format!("cannot idmap the layer {}: {e}", layer.display()))
+            crate::probe::idmap_read_only(&tree, &ns).map_err(|source| Error::IdmapLayer {
+                layer: layer.clone(),
+                source,
             })?;
             attach(&tree, &target)?;
         }
@@ -115,8 +117,11 @@ pub(crate) fn release_layers(pod_dir: &Path) -> Result<(), Error> {
 
 /// Attaches a detached mount (from open_tree) at `target`.
 fn attach(tree: &std::os::fd::OwnedFd, target: &Path) -> Result<(), Error> {
-    let c_target = CString::new(target.as_os_str().as_encoded_bytes())
-        .map_err(|e| Error::Precondition(e.to_string()))?;
+    let c_target =
+        CString::new(target.as_os_str().as_encoded_bytes()).map_err(|source| Error::NulInPath {
+            path: target.to_owned(),
+            source,
+        })?;
     let empty = c"";
     // SAFETY: move_mount of a detached mount descriptor onto a NUL-terminated path.
     let ret = unsafe {
@@ -148,16 +153,16 @@ pub(crate) fn idmapped_bind(
     sandbox_pid: i32,
 ) -> Result<PathBuf, Error> {
     let target = mount_point(dir, name, source)?;
-    let tree = crate::probe::open_tree(source).map_err(|e| {
-        Error::Precondition(format!("cannot clone the mount {}: {e}", source.display()))
+    let tree = crate::probe::open_tree(source).map_err(|e| Error::CloneTree {
+        what: "mount",
+        path: source.to_owned(),
+        source: e,
     })?;
     let ns_path = format!("/proc/{sandbox_pid}/ns/user");
     let ns = std::fs::File::open(&ns_path).map_err(Error::io(format!("cannot open {ns_path}")))?;
-    crate::probe::idmap(&tree, &std::os::fd::OwnedFd::from(ns)).map_err(|e| {
-        Error::Precondition(format!(
-            "cannot mount {} idmapped (its filesystem may not support idmapped mounts): {e}",
-            source.display()
-        ))
+    crate::probe::idmap(&tree, &std::os::fd::OwnedFd::from(ns)).map_err(|e| Error::IdmapMount {
+        path: source.to_owned(),
+        source: e,
     })?;
     attach(&tree, &target)?;
     Ok(target)
@@ -216,8 +221,11 @@ pub(crate) fn make_recursive_read_only(target: &Path, attrs: u64) -> Result<(), 
         propagation: 0,
         userns_fd: 0,
     };
-    let c = CString::new(target.as_os_str().as_encoded_bytes())
-        .map_err(|e| Error::Precondition(e.to_string()))?;
+    let c =
+        CString::new(target.as_os_str().as_encoded_bytes()).map_err(|source| Error::NulInPath {
+            path: target.to_owned(),
+            source,
+        })?;
     // SAFETY: mount_setattr on a NUL-terminated path with a properly sized attr struct.
     let ret = unsafe {
         libc::syscall(
@@ -300,7 +308,11 @@ pub(crate) fn image_volume(
         .create(&target)
         .map_err(Error::io(format!("cannot create {}", target.display())))?;
     match layers {
-        [] => return Err(Error::Precondition("the image volume has no layers".into())),
+        [] => {
+            return Err(Error::NoLayers {
+                what: "the image volume",
+            });
+        }
         [only] => {
             nix::mount::mount(
                 Some(only.as_path()),
@@ -314,10 +326,7 @@ pub(crate) fn image_volume(
         // A read-only overlay: lower layers only (two at least without an upper dir).
         _ => {
             if !fs_overlay(layers, &[], &target, "the image volume")? {
-                return Err(Error::Precondition(format!(
-                    "cannot mount the image volume at {}: this kernel lacks overlayfs lowerdir+",
-                    target.display()
-                )));
+                return Err(Error::NoLowerdirPlus { target });
             }
         }
     }
@@ -335,10 +344,9 @@ pub(crate) fn image_volume(
             0,
             crate::resolve::RESOLVE_BENEATH | crate::resolve::RESOLVE_NO_MAGICLINKS,
         )
-        .map_err(|e| {
-            Error::Precondition(format!(
-                "image_sub_path {sub_path:?} cannot be resolved beneath the image: {e}"
-            ))
+        .map_err(|source| Error::SubPath {
+            sub_path: sub_path.to_owned(),
+            source,
         })?;
         // The image is read-only: the path the descriptor names stays what was resolved.
         std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
@@ -446,7 +454,7 @@ pub(crate) fn mount_overlay(
     owner: (u32, u32),
 ) -> Result<Rootfs, Error> {
     if lowers.is_empty() {
-        return Err(Error::Precondition("the image has no layers".into()));
+        return Err(Error::NoLayers { what: "the image" });
     }
     std::fs::DirBuilder::new()
         .recursive(true)
@@ -587,15 +595,15 @@ pub(crate) fn check_writable(path: &Path) -> Result<(), Error> {
     let mount = mountinfo::parse(&text)
         .filter(|m| m.mount_point == path)
         .last()
-        .ok_or_else(|| Error::Precondition(format!("{} is not in mountinfo", path.display())))?;
+        .ok_or_else(|| Error::NotInMountinfo {
+            path: path.to_owned(),
+        })?;
     if mount.read_only() {
-        return Err(Error::Precondition(format!(
-            "the overlay rootfs at {} came out read-only (its upper dir is unusable); \
-             mount options {}, superblock options {}",
-            path.display(),
-            mount.mount_options,
-            mount.super_options
-        )));
+        return Err(Error::ReadOnlyRootfs {
+            path: path.to_owned(),
+            mount_options: mount.mount_options.to_owned(),
+            super_options: mount.super_options.to_owned(),
+        });
     }
     Ok(())
 }

@@ -54,9 +54,9 @@ pub(crate) fn create(spec: &SandboxSpec) -> Result<Pid, Error> {
     if ret < 0 {
         let errno = nix::errno::Errno::last();
         return Err(match errno {
-            nix::errno::Errno::ENOSPC | nix::errno::Errno::EUSERS => Error::Precondition(format!(
-                "cannot create the sandbox namespaces: {errno} (user.max_*_namespaces exhausted?)"
-            )),
+            nix::errno::Errno::ENOSPC | nix::errno::Errno::EUSERS => {
+                Error::NamespaceLimit { source: errno }
+            }
             _ => Error::Sys {
                 what: "cannot clone the sandbox".into(),
                 source: errno,
@@ -89,8 +89,10 @@ pub(crate) fn create(spec: &SandboxSpec) -> Result<Pid, Error> {
             .map_err(Error::io("cannot read the sandbox process's answer"))?;
         match answer.as_str() {
             "ok" => Ok(()),
-            "" => Err(Error::Sandbox("it exited while setting up".into())),
-            message => Err(Error::Sandbox(message.to_owned())),
+            "" => Err(Error::SandboxExited),
+            message => Err(Error::SandboxFailed {
+                message: message.to_owned(),
+            }),
         }
     })();
     if let Err(e) = result {
@@ -150,40 +152,74 @@ fn child(spec: &SandboxSpec, go: OwnedFd, status: OwnedFd) -> ! {
             drop(status);
             pause()
         }
-        Err(message) => {
-            let _ = status.write_all(message.as_bytes());
+        Err(e) => {
+            let _ = status.write_all(e.to_string().as_bytes());
             // SAFETY: as above.
             unsafe { libc::_exit(1) }
         }
     }
 }
 
-fn child_setup(spec: &SandboxSpec) -> Result<(), String> {
+/// Why the sandbox process could not set itself up. The process writes it as text to its
+/// status pipe, which the monitor reports as [`Error::SandboxFailed`].
+#[derive(Debug, thiserror::Error)]
+enum SetupError {
+    #[error("{what}: {source}")]
+    Sys {
+        what: &'static str,
+        source: nix::Error,
+    },
+    #[error("bad sysctl {key:?}")]
+    BadSysctl { key: String },
+    #[error("cannot set sysctl {key}={value}: {source}")]
+    Sysctl {
+        key: String,
+        value: String,
+        source: std::io::Error,
+    },
+    #[error("cannot set the hostname {hostname:?}: {source}")]
+    Hostname {
+        hostname: String,
+        source: nix::Error,
+    },
+    #[error("cannot drop capabilities: {source}")]
+    Capabilities { source: capabilities::SetError },
+}
+
+/// Maps a failed system call of step `what` to a [`SetupError`].
+fn sys(what: &'static str) -> impl FnOnce(nix::Error) -> SetupError {
+    move |source| SetupError::Sys { what, source }
+}
+
+fn child_setup(spec: &SandboxSpec) -> Result<(), SetupError> {
     // Die with the monitor: a sandbox nobody monitors is not ready and must not linger.
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
-        .map_err(|e| format!("cannot set the parent-death signal: {e}"))?;
+        .map_err(sys("cannot set the parent-death signal"))?;
     if spec.userns.is_some() {
         // Become the pod's root (the mapping's host id), with full capabilities in the new user
         // namespace. setgroups stays allowed so that containers can set their groups.
         let root_gid = nix::unistd::Gid::from_raw(0);
         let root_uid = nix::unistd::Uid::from_raw(0);
         nix::unistd::setresgid(root_gid, root_gid, root_gid)
-            .map_err(|e| format!("setresgid(0) in the user namespace: {e}"))?;
-        nix::unistd::setgroups(&[]).map_err(|e| format!("setgroups([]): {e}"))?;
+            .map_err(sys("setresgid(0) in the user namespace"))?;
+        nix::unistd::setgroups(&[]).map_err(sys("setgroups([])"))?;
         nix::unistd::setresuid(root_uid, root_uid, root_uid)
-            .map_err(|e| format!("setresuid(0) in the user namespace: {e}"))?;
+            .map_err(sys("setresuid(0) in the user namespace"))?;
         // Changing ids made the process non-dumpable, which would hide /proc/PID/ns/* from
         // the pod's own root: containers join the pod's namespaces through those paths.
-        nix::sys::prctl::set_dumpable(true)
-            .map_err(|e| format!("cannot make the sandbox dumpable: {e}"))?;
+        nix::sys::prctl::set_dumpable(true).map_err(sys("cannot make the sandbox dumpable"))?;
         // The kernel clears the parent-death signal when the credentials change: arm it again.
         nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
-            .map_err(|e| format!("cannot set the parent-death signal: {e}"))?;
+            .map_err(sys("cannot set the parent-death signal"))?;
     }
     for (key, value) in &spec.sysctls {
-        let path = crius_proto::sysctl_path(key).ok_or_else(|| format!("bad sysctl {key:?}"))?;
-        std::fs::write(&path, value)
-            .map_err(|e| format!("cannot set sysctl {key}={value}: {e}"))?;
+        let path = crius_proto::sysctl_path(key)
+            .ok_or_else(|| SetupError::BadSysctl { key: key.clone() })?;
+        std::fs::write(&path, value).map_err(|source| SetupError::Sysctl {
+            key: key.clone(),
+            value: value.clone(),
+            source,
+        })?;
     }
     // Mounts made in the pod's mount namespace never propagate back to the host.
     nix::mount::mount(
@@ -193,9 +229,11 @@ fn child_setup(spec: &SandboxSpec) -> Result<(), String> {
         nix::mount::MsFlags::MS_REC | nix::mount::MsFlags::MS_SLAVE,
         None::<&str>,
     )
-    .map_err(|e| format!("cannot make / a slave mount: {e}"))?;
-    nix::unistd::sethostname(&spec.hostname)
-        .map_err(|e| format!("cannot set the hostname {:?}: {e}", spec.hostname))?;
+    .map_err(sys("cannot make / a slave mount"))?;
+    nix::unistd::sethostname(&spec.hostname).map_err(|source| SetupError::Hostname {
+        hostname: spec.hostname.clone(),
+        source,
+    })?;
     Ok(())
 }
 
@@ -205,7 +243,7 @@ fn child_setup(spec: &SandboxSpec) -> Result<(), String> {
 /// in any set, no_new_privs, neither the monitor's arguments nor its environment, and (unless
 /// `dumpable`: a user-namespaced pod's containers join its namespaces through
 /// `/proc/PID/ns/*`) not dumpable, so that a container cannot read or trace it.
-fn harden(keep: i32, dumpable: bool) -> Result<(), String> {
+fn harden(keep: i32, dumpable: bool) -> Result<(), SetupError> {
     // The standard output is criusd's startup pipe and stderr the monitor's log.
     for fd in 0..=2 {
         crate::redirect_to_null(fd);
@@ -227,11 +265,11 @@ fn harden(keep: i32, dumpable: bool) -> Result<(), String> {
     // sets.
     capabilities::drop_bounding_except(0);
     capabilities::clear_ambient();
-    capabilities::set(0).map_err(|e| format!("cannot drop capabilities: {e}"))?;
-    nix::sys::prctl::set_no_new_privs().map_err(|e| format!("cannot set no_new_privs: {e}"))?;
+    capabilities::set(0).map_err(|source| SetupError::Capabilities { source })?;
+    nix::sys::prctl::set_no_new_privs().map_err(sys("cannot set no_new_privs"))?;
     if !dumpable {
         nix::sys::prctl::set_dumpable(false)
-            .map_err(|e| format!("cannot make the sandbox non-dumpable: {e}"))?;
+            .map_err(sys("cannot make the sandbox non-dumpable"))?;
     }
     Ok(())
 }
@@ -277,7 +315,7 @@ fn scrub_arguments_and_environment() {
 
 /// Makes an empty read-only tmpfs the root of this process's (private) mount namespace and
 /// detaches the host's tree beneath it.
-fn empty_root() -> Result<(), String> {
+fn empty_root() -> Result<(), SetupError> {
     use nix::mount::{MntFlags, MsFlags};
     let base = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     // Any existing directory serves as the mount point; /tmp exists on every host.
@@ -289,13 +327,12 @@ fn empty_root() -> Result<(), String> {
         base,
         Some("size=4k,mode=0555"),
     )
-    .map_err(|e| format!("cannot mount the sandbox's empty root: {e}"))?;
-    nix::unistd::chdir(point).map_err(|e| format!("cannot enter the empty root: {e}"))?;
+    .map_err(sys("cannot mount the sandbox's empty root"))?;
+    nix::unistd::chdir(point).map_err(sys("cannot enter the empty root"))?;
     // pivot_root(".", "."): the old root ends up stacked on the new one, then is detached.
-    nix::unistd::pivot_root(".", ".").map_err(|e| format!("pivot_root: {e}"))?;
-    nix::mount::umount2(".", MntFlags::MNT_DETACH)
-        .map_err(|e| format!("cannot detach the host's root: {e}"))?;
-    nix::unistd::chdir("/").map_err(|e| format!("chdir /: {e}"))?;
+    nix::unistd::pivot_root(".", ".").map_err(sys("pivot_root"))?;
+    nix::mount::umount2(".", MntFlags::MNT_DETACH).map_err(sys("cannot detach the host's root"))?;
+    nix::unistd::chdir("/").map_err(sys("chdir /"))?;
     nix::mount::mount(
         None::<&str>,
         "/",
@@ -303,7 +340,7 @@ fn empty_root() -> Result<(), String> {
         base | MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY,
         None::<&str>,
     )
-    .map_err(|e| format!("cannot make the sandbox's root read-only: {e}"))
+    .map_err(sys("cannot make the sandbox's root read-only"))
 }
 
 /// The pause loop: reaps every child (as PID 1 of the pod's PID namespace it inherits orphans)

@@ -10,7 +10,7 @@ use serde_json::{Map, Value, json};
 
 /// A profile that cannot be turned into a filter.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub(crate) enum SeccompError {
+pub enum SeccompError {
     /// The profile's JSON does not have the shape of a seccomp profile.
     #[error("seccomp profile {path}: {reason}")]
     BadProfile {

@@ -415,19 +415,21 @@ impl Monitor {
 impl Monitor {
     fn create_container(&mut self, spec: &crius_proto::ContainerSpec) -> Result<(), Error> {
         if self.state.exit.is_some() {
-            return Err(Error::Precondition("the pod sandbox is not running".into()));
+            return Err(Error::SandboxNotRunning);
         }
         if self.state.containers.contains_key(&spec.id) {
-            return Err(Error::Precondition(format!("container {} exists", spec.id)));
+            return Err(Error::ContainerExists {
+                id: spec.id.clone(),
+            });
         }
         let pid_target = match &spec.pid_target {
             None => None,
             Some(target) => match self.state.containers.get(target) {
                 Some(c) if c.exit.is_none() => Some(c.pid),
                 _ => {
-                    return Err(Error::Precondition(format!(
-                        "pid namespace target container {target} is not running in this pod"
-                    )));
+                    return Err(Error::PidTargetNotRunning {
+                        target: target.clone(),
+                    });
                 }
             },
         };
@@ -450,12 +452,10 @@ impl Monitor {
 
     fn start_container(&mut self, id: &str) -> Result<(), Error> {
         let Some(state) = self.state.containers.get_mut(id) else {
-            return Err(Error::Precondition(format!("container {id} is not known")));
+            return Err(Error::UnknownContainer { id: id.to_owned() });
         };
         if state.started_at_ns.is_some() || state.exit.is_some() {
-            return Err(Error::Precondition(format!(
-                "container {id} was already started"
-            )));
+            return Err(Error::AlreadyStarted { id: id.to_owned() });
         }
         let result = containers::start(&self.dir, &self.spec, id, state);
         self.save();

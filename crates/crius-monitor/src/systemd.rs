@@ -64,11 +64,8 @@ fn pod_manager(spec: &CgroupSpec) -> Result<Manager, Error> {
         .strip_suffix(".scope")
         .and_then(|stem| stem.split_once('-'))
         .filter(|(p, n)| !p.is_empty() && !n.is_empty() && !n.contains(['/', ':']))
-        .ok_or_else(|| {
-            Error::Precondition(format!(
-                "the pod cgroup {:?} is not a scope unit name like crius-<id>.scope",
-                spec.name
-            ))
+        .ok_or_else(|| Error::ScopeName {
+            name: spec.name.clone(),
         })?;
     manager(&spec.parent, prefix, name)
 }
@@ -87,11 +84,8 @@ pub(crate) fn pod_dir(spec: &CgroupSpec) -> Option<PathBuf> {
 /// limits as its properties. Returns the scope's cgroup directory. On failure no scope is left;
 /// `pid` is moved back to `home` first, so stopping the scope does not kill it.
 pub(crate) fn start_pod(spec: &CgroupSpec, pid: i32, home: &[PathBuf]) -> Result<PathBuf, Error> {
-    let dir = pod_dir(spec).ok_or_else(|| {
-        Error::Precondition(format!(
-            "the pod's cgroup parent {:?} is not a systemd slice",
-            spec.parent
-        ))
+    let dir = pod_dir(spec).ok_or_else(|| Error::NotASlice {
+        parent: spec.parent.clone(),
     })?;
     let manager = pod_manager(spec)?;
     manager
@@ -147,7 +141,7 @@ pub(crate) fn enter_monitor_scope(pod_id: &str, pid: i32) -> Result<(), Error> {
 /// The limits systemd takes as unit properties: cpu weight and quota, memory and swap, cpusets.
 /// Hugepages and `unified` files have no property: the cgroupfs writes that follow set them.
 fn oci_resources(r: &Resources) -> Result<LinuxResources, Error> {
-    let bad = |e: oci_spec::OciSpecError| Error::Precondition(format!("bad pod limits: {e}"));
+    let bad = |source| Error::PodLimits { source };
     let mut builder = LinuxResourcesBuilder::default();
     let mut cpu = LinuxCpuBuilder::default();
     let mut any_cpu = false;
