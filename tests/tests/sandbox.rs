@@ -376,10 +376,12 @@ async fn plain_and_host_network_pods() -> anyhow::Result<()> {
     // The monitor protocol: one JSON line each way, versioned.
     let dir = PathBuf::from(info["podDir"].as_str().context("no pod dir")?);
     let reply = monitor_request(&dir, r#"{"version":99,"body":{"type":"status"}}"#)?;
+    // A refusal keeps its kind: a request the monitor cannot take is invalid.
     ensure!(
-        reply["result"]["Err"]
-            .as_str()
-            .is_some_and(|e| e.contains("99")),
+        reply["result"]["Err"]["kind"] == "invalid"
+            && reply["result"]["Err"]["message"]
+                .as_str()
+                .is_some_and(|e| e.contains("99")),
         "{reply}"
     );
     let reply = monitor_request(&dir, r#"{"version":1,"body":{"type":"status"}}"#)?;
