@@ -1,7 +1,7 @@
 //! Pods as criusd sees them: validation, records in the metadata store, lifecycle orchestration
-//! and recovery. Each pod has a monitor process (`criusd monitor`, crate crius-monitor) that this
-//! crate starts and talks to over the pod's socket; nothing here forks in-process or makes a
-//! namespace or mount syscall.
+//! (with the pod network through crius-net) and recovery. Each pod has a monitor process
+//! (`criusd monitor`, crate crius-monitor) that this crate starts and talks to over the pod's
+//! socket; nothing here forks in-process or makes a namespace or mount syscall.
 //!
 //! Pod directory `<state>/pods/<id>/` (names in [`crius_proto::layout`]): `spec.json`,
 //! `state.json`, `monitor.sock`, `monitor.log`, `netns` (the pinned network namespace, CNI's
@@ -11,6 +11,7 @@ pub mod client;
 pub mod containers;
 pub mod files;
 mod liveness;
+mod network;
 mod recovery;
 pub mod spec;
 mod statecache;
@@ -33,6 +34,7 @@ use crate::client::ClientError;
 pub use crate::containers::{
     ContainerRecord, ContainerStateKind, ContainerView, ExecError, ExecOutput,
 };
+pub use crate::network::{NetworkError, NetworkStep};
 pub use crate::recovery::Recovery;
 use crate::spec::{NamespaceMode, PodSpec};
 pub use crate::store::{NetworkPhase, PodRecord, PodState};
@@ -84,6 +86,9 @@ pub enum PodError {
     /// Something failed on the node.
     #[error("{0}")]
     Internal(String),
+    /// The pod's network could not be set up or torn down.
+    #[error(transparent)]
+    Network(#[from] NetworkError),
 }
 
 impl From<StoreError> for PodError {
@@ -144,6 +149,8 @@ pub struct PodsConfig {
     /// Where containers' writable layers live: `<container_root>/<pod id>/<container id>`
     /// (on disk, under the root by default; never the state directory).
     pub container_root: PathBuf,
+    /// The CNI driver that networks pods with a network namespace of their own.
+    pub cni: crius_net::Cni,
 }
 
 /// A pod and whether it is ready now.
@@ -330,31 +337,28 @@ impl Pods {
         Ok(self.get(id)?.record.netns)
     }
 
-    /// Records the pod's IPs (from CNI) and rewrites its `/etc/hosts` with them.
-    pub fn set_ips(&self, id: &str, ips: Vec<String>) -> Result<(), PodError> {
-        let record = self
-            .store
-            .update(id, |r| r.ips = ips.clone())?
-            .ok_or_else(|| PodError::NotFound(validate::shown(id)))?;
-        files::update_hosts(&record.dir, &record.spec.hostname, &ips)?;
-        Ok(())
-    }
-
-    /// Records the phase of the pod's CNI attachment.
-    pub fn set_network(&self, id: &str, phase: NetworkPhase) -> Result<(), PodError> {
-        self.store
-            .update(id, |r| r.network = phase)?
-            .ok_or_else(|| PodError::NotFound(validate::shown(id)))?;
-        Ok(())
-    }
-
-    /// RunPodSandbox: validates, records, starts the monitor and waits for the sandbox. A
-    /// failure leaves nothing behind. Runs to completion even if the caller goes away.
-    pub async fn run(self: &Arc<Self>, spec: PodSpec) -> Result<String, PodError> {
+    /// RunPodSandbox: validates, records, starts the monitor, waits for the sandbox, then
+    /// attaches the pod's network (CNI ADD with `ip_ranges` as the `ipRanges` capability).
+    /// A failure leaves nothing behind. Runs to completion even if the caller goes away.
+    pub async fn run(
+        self: &Arc<Self>,
+        spec: PodSpec,
+        ip_ranges: Option<serde_json::Value>,
+    ) -> Result<String, PodError> {
         let pods = self.clone();
-        tokio::spawn(async move { pods.run_inner(spec).await })
-            .await
-            .map_err(|e| PodError::Internal(format!("RunPodSandbox task failed: {e}")))?
+        tokio::spawn(async move {
+            let id = pods.run_inner(spec).await?;
+            if let Err(e) = pods.attach_network(&id, ip_ranges).await {
+                // No half pod: whatever the plugins set up is gone, and so is the sandbox.
+                if let Err(e) = pods.remove_pod(&id).await {
+                    tracing::warn!(%id, error = %e, "cannot roll back the pod after a network failure");
+                }
+                return Err(e);
+            }
+            Ok(id)
+        })
+        .await
+        .map_err(|e| PodError::Internal(format!("RunPodSandbox task failed: {e}")))?
     }
 
     async fn run_inner(&self, mut spec: PodSpec) -> Result<String, PodError> {
@@ -574,9 +578,14 @@ impl Pods {
         }
     }
 
-    /// StopPodSandbox: kills the sandbox and unpins its network namespace. Idempotent; an
-    /// unknown id is not an error.
+    /// StopPodSandbox: tears down the pod's network (CNI DEL), then kills the sandbox and
+    /// unpins its network namespace. Idempotent; an unknown id is not an error.
     pub async fn stop(self: &Arc<Self>, id: &str) -> Result<(), PodError> {
+        match self.get(id) {
+            Ok(pod) => self.detach_network(&pod.record).await?,
+            Err(PodError::NotFound(_)) => {}
+            Err(e) => return Err(e),
+        }
         let pods = self.clone();
         let id = id.to_owned();
         tokio::spawn(async move { pods.stop_inner(&id).await })
@@ -614,9 +623,20 @@ impl Pods {
         Ok(())
     }
 
-    /// RemovePodSandbox: stops the pod, ends its monitor, releases every mount and cgroup,
-    /// removes its directory and record. Idempotent; an unknown id is not an error.
+    /// RemovePodSandbox: tears down the pod's network if CNI ADD left an attachment (a
+    /// removal without a stop first), stops the pod, ends its monitor, releases every mount
+    /// and cgroup, removes its directory and record. Idempotent; an unknown id is not an error.
     pub async fn remove(self: &Arc<Self>, id: &str) -> Result<(), PodError> {
+        if let Ok(pod) = self.get(id)
+            && self.network_attached(id).await
+        {
+            self.detach_network(&pod.record).await?;
+        }
+        self.remove_pod(id).await
+    }
+
+    /// Removes the pod as [`Pods::remove`] does, leaving its network alone.
+    async fn remove_pod(self: &Arc<Self>, id: &str) -> Result<(), PodError> {
         let pods = self.clone();
         let id = id.to_owned();
         tokio::spawn(async move { pods.remove_inner(&id).await })
@@ -755,6 +775,11 @@ mod tests {
             idmap,
             cgroup_driver: driver,
             container_root: dir.join("containers"),
+            cni: crius_net::Cni::new(
+                dir.join("cni/net.d"),
+                [dir.join("cni/bin")],
+                dir.join("cni/cache"),
+            ),
         };
         Arc::new(Pods::open(Arc::new(db), config).expect("open"))
     }
@@ -792,7 +817,7 @@ mod tests {
             IdmapSupport::Unsupported("tmpfs: mount_setattr: EINVAL".into()),
             CgroupDriver::Cgroupfs,
         );
-        match p.run(spec(true)).await {
+        match p.run(spec(true), None).await {
             Err(PodError::Precondition(m)) => assert!(m.contains("tmpfs"), "{m}"),
             other => panic!("expected a precondition failure, got {other:?}"),
         }
@@ -805,7 +830,7 @@ mod tests {
         let p = pods(dir.path(), IdmapSupport::Supported, CgroupDriver::Systemd);
         let mut s = spec(false);
         s.cgroup_parent = "/kubepods/besteffort/pod1".into();
-        match p.run(s).await {
+        match p.run(s, None).await {
             Err(PodError::Invalid(i)) => assert_eq!(i.field, "config.linux.cgroup_parent"),
             other => panic!("expected InvalidArgument, got {other:?}"),
         }
@@ -818,7 +843,7 @@ mod tests {
         );
         let mut s = spec(false);
         s.runtime_handler = "kata".into();
-        assert!(matches!(p.run(s).await, Err(PodError::Invalid(_))));
+        assert!(matches!(p.run(s, None).await, Err(PodError::Invalid(_))));
     }
 
     #[tokio::test]
@@ -826,7 +851,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let p = pods(dir.path(), IdmapSupport::Supported, CgroupDriver::Cgroupfs);
         assert!(matches!(
-            p.run(spec(false)).await,
+            p.run(spec(false), None).await,
             Err(PodError::Internal(_))
         ));
         assert!(p.list().expect("list").is_empty());

@@ -1,14 +1,16 @@
-//! The start-up sweep: what a criusd that died mid-operation left behind is rolled back or
-//! removed before the new one serves: pod and container records, pod directories, cgroups and
-//! temporary files.
+//! The start-up recovery: what a criusd that died mid-operation left behind is finished or
+//! rolled back before the new one serves. Pod and container records, pod directories,
+//! cgroups, temporary files, and the pod network (pending ADDs and cached attachments no
+//! pod owns). Image leases are crius-server's (this crate does not know images).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crius_net::PodNetwork;
 use crius_proto::RequestBody;
 
-use crate::store::{PodRecord, PodState};
+use crate::store::{NetworkPhase, PodRecord, PodState};
 use crate::{DEFAULT_CGROUP_PARENT, PodError, Pods, client, internal, monitor_alive};
 
 /// What the start-up sweep found and did.
@@ -29,15 +31,31 @@ pub struct Recovery {
     pub containers_forgotten: Vec<String>,
     /// Containers a pod monitor has that no record owns, removed from the monitor.
     pub orphan_containers: Vec<String>,
+    /// Pods whose RunPodSandbox stopped between the sandbox and the end of CNI ADD: their
+    /// network torn down (DEL) and the pod removed (the client never got their id).
+    pub networks_rolled_back: Vec<String>,
+    /// Pod ids with a cached CNI attachment but no pod, torn down (DEL).
+    pub orphan_attachments: Vec<String>,
 }
 
 impl Pods {
-    /// The start-up sweep: rolls back pods whose RunPodSandbox was cut short before the
-    /// sandbox was recorded (state `Creating`), and releases and removes what no record owns:
-    /// pod directories (with their mounts, netns pin and processes), `crius-<id>` cgroups
-    /// under the default parent, and temporary files of interrupted writes.
+    /// The start-up recovery, run once before criusd serves: the sweep of records and files,
+    /// then the network (see [`Recovery`]). Network failures are logged and leave the pod or
+    /// attachment for the next start; the sweep's first failure is returned, after the
+    /// network part has run.
     pub async fn recover(self: &Arc<Self>) -> Result<Recovery, PodError> {
         let mut out = Recovery::default();
+        let swept = self.sweep(&mut out).await;
+        self.recover_network(&mut out).await;
+        swept.map(|()| out)
+    }
+
+    /// The sweep: rolls back pods whose RunPodSandbox was cut short before the sandbox was
+    /// recorded (state `Creating`), then containers (see `recover_containers`), and releases
+    /// and removes what no record owns: pod directories (with their mounts, netns pin and
+    /// processes), `crius-<id>` cgroups under the default parent, and temporary files of
+    /// interrupted writes.
+    async fn sweep(&self, out: &mut Recovery) -> Result<(), PodError> {
         for record in self.store.all()? {
             if record.state != PodState::Creating {
                 continue;
@@ -48,7 +66,7 @@ impl Pods {
             self.store.delete(&record.id)?;
             out.rolled_back.push(record.id);
         }
-        self.recover_containers(&mut out).await?;
+        self.recover_containers(out).await?;
         let known: std::collections::HashSet<String> =
             self.store.all()?.into_iter().map(|r| r.id).collect();
         let mut orphan_ids = std::collections::HashSet::new();
@@ -110,10 +128,10 @@ impl Pods {
             .await
             .map_err(|e| PodError::Internal(format!("cgroup sweep failed: {e}")))?;
         out.orphan_cgroups = orphans;
-        if out != Recovery::default() {
+        if *out != Recovery::default() {
             tracing::info!(?out, "start-up sweep");
         }
-        Ok(out)
+        Ok(())
     }
 
     /// The container part of the start-up sweep: a record left `creating` is rolled back (the
@@ -190,6 +208,59 @@ impl Pods {
             }
         }
         Ok(())
+    }
+
+    /// The network part of the start-up recovery: pods left with their network pending are
+    /// rolled back (DEL, then removal), and cached CNI attachments no pod owns are torn down.
+    /// Failures are logged.
+    async fn recover_network(self: &Arc<Self>, out: &mut Recovery) {
+        let pods = match self.list() {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot list pods to recover");
+                return;
+            }
+        };
+        for pod in &pods {
+            let r = &pod.record;
+            if r.network != NetworkPhase::Pending {
+                continue;
+            }
+            tracing::warn!(id = %r.id, "rolling back a RunPodSandbox interrupted before its network was set up");
+            if let Err(e) = self.detach_network(r).await {
+                tracing::error!(id = %r.id, error = %e, "cannot tear down the network of an interrupted pod");
+                continue;
+            }
+            match self.remove_pod(&r.id).await {
+                Ok(()) => out.networks_rolled_back.push(r.id.clone()),
+                Err(e) => {
+                    tracing::error!(id = %r.id, error = %e, "cannot remove an interrupted pod")
+                }
+            }
+        }
+        let cached = match self.config.cni.cached_ids().await {
+            Ok(ids) => ids,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot list the CNI cache");
+                return;
+            }
+        };
+        for id in cached {
+            if pods.iter().any(|p| p.record.id == id) {
+                continue;
+            }
+            tracing::warn!(%id, "tearing down a CNI attachment no pod owns");
+            let orphan = PodNetwork {
+                id: id.clone(),
+                ..PodNetwork::default()
+            };
+            match self.config.cni.del(&orphan).await {
+                Ok(()) => out.orphan_attachments.push(id),
+                Err(e) => {
+                    tracing::error!(%id, error = %e, "cannot tear down an orphaned CNI attachment")
+                }
+            }
+        }
     }
 }
 

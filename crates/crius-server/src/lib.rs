@@ -79,8 +79,6 @@ pub struct Cri {
     images: Arc<crius_image::ImageStore>,
     /// The pod sandboxes.
     pods: Arc<crius_runtime::Pods>,
-    /// Pod networking through CNI.
-    cni: crius_net::Cni,
     /// The streaming server of Exec, Attach and PortForward.
     stream: stream::Streaming,
     /// The container events of GetContainerEvents.
@@ -136,6 +134,7 @@ impl Cri {
                     config::CgroupDriver::Systemd => crius_runtime::CgroupDriver::Systemd,
                 },
                 container_root: config.container_root(),
+                cni: network::cni(&config),
             },
         )
         .map_err(StartError::Pods)?;
@@ -145,7 +144,6 @@ impl Cri {
         let cri = Arc::new(Cri {
             events,
             pod_cidrs: podcidr::PodCidrs::load(&config.root),
-            cni: network::cni(&config),
             stream: stream::Streaming::new(config.stream_addr(), pods.clone()),
             config,
             db,
@@ -155,6 +153,23 @@ impl Cri {
         // Inside a tokio runtime the streaming server starts now; otherwise at first use.
         cri.start_streaming();
         Ok(cri)
+    }
+
+    /// The start-up recovery: the pod store's (records, directories, cgroups, temporary
+    /// files, pod networks), then image leases no container owns. Failures are logged;
+    /// criusd serves anyway.
+    pub async fn recover(self: &Arc<Self>) {
+        match self.pods.recover().await {
+            Ok(r) => tracing::info!(
+                rolled_back = r.rolled_back.len(),
+                orphan_dirs = r.orphan_dirs.len(),
+                orphan_cgroups = r.orphan_cgroups.len(),
+                temp_files = r.temp_files.len(),
+                "pod store recovered"
+            ),
+            Err(e) => tracing::error!(error = %e, "pod store recovery failed"),
+        }
+        self.release_orphan_leases().await;
     }
 
     /// The configuration in force.

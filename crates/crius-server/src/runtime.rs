@@ -55,7 +55,12 @@ impl RuntimeService for Runtime {
             .ok_or_else(|| tonic::Status::invalid_argument("config: is required"))?;
         let spec = pod_spec(config, request.runtime_handler)?;
         let userns = crate::metrics::UsernsPod::new(&spec);
-        let id = self.0.run_pod(spec).await?;
+        let id = self
+            .0
+            .pods
+            .run(spec, self.0.pod_cidrs.ip_ranges())
+            .await
+            .map_err(pod_error)?;
         tracing::Span::current().record("id", id.as_str());
         self.0.events.sandbox_started(&id);
         userns.started();
@@ -70,11 +75,6 @@ impl RuntimeService for Runtime {
     ) -> Result<tonic::Response<StopPodSandboxResponse>, tonic::Status> {
         let id = request.into_inner().pod_sandbox_id;
         tracing::Span::current().record("id", id.as_str());
-        match self.0.pods.get(&id) {
-            Ok(pod) => self.0.detach_network(&pod.record).await?,
-            Err(crius_runtime::PodError::NotFound(_)) => {}
-            Err(e) => return Err(pod_error(e)),
-        }
         self.0.pods.stop(&id).await.map_err(pod_error)?;
         self.0.events.sandbox_stopped(&id);
         Ok(tonic::Response::new(StopPodSandboxResponse {}))
@@ -86,12 +86,6 @@ impl RuntimeService for Runtime {
     ) -> Result<tonic::Response<RemovePodSandboxResponse>, tonic::Status> {
         let id = request.into_inner().pod_sandbox_id;
         tracing::Span::current().record("id", id.as_str());
-        // Removal without a Stop first still releases the network.
-        if let Ok(pod) = self.0.pods.get(&id)
-            && self.0.network_attached(&id).await
-        {
-            self.0.detach_network(&pod.record).await?;
-        }
         let containers = self.0.pod_containers(&id);
         let deleted = self.0.events.before_sandbox_removal(&id);
         self.0.pods.remove(&id).await.map_err(pod_error)?;
@@ -583,7 +577,7 @@ const STREAM_CHUNK: usize = 100;
 
 /// Maps a pod error onto its gRPC code.
 pub(crate) fn pod_error(e: crius_runtime::PodError) -> tonic::Status {
-    use crius_runtime::PodError;
+    use crius_runtime::{NetworkError, PodError};
     let message = e.to_string();
     match e {
         PodError::Invalid(_) => tonic::Status::invalid_argument(message),
@@ -591,6 +585,16 @@ pub(crate) fn pod_error(e: crius_runtime::PodError) -> tonic::Status {
         PodError::AlreadyExists(_) => tonic::Status::already_exists(message),
         PodError::Precondition(_) => tonic::Status::failed_precondition(message),
         PodError::Internal(_) => tonic::Status::internal(message),
+        PodError::Network(n) => match n {
+            NetworkError::NotReady { .. } => tonic::Status::failed_precondition(message),
+            NetworkError::Invalid { .. }
+            | NetworkError::PortOutOfRange { .. }
+            | NetworkError::UnknownProtocol { .. }
+            | NetworkError::HostIp { .. } => tonic::Status::invalid_argument(message),
+            NetworkError::Failed { .. } | NetworkError::NoNetns { .. } => {
+                tonic::Status::internal(message)
+            }
+        },
     }
 }
 
