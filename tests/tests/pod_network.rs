@@ -163,11 +163,25 @@ async fn remove_without_stop_releases_the_ip() {
     let mut daemon = Criusd::start().await.unwrap();
     let id = run(&mut daemon, pod_config("nostop", false)).await.unwrap();
     assert_eq!(daemon.network.as_ref().unwrap().allocated_ips().len(), 1);
+    // By the id's prefix, as crictl users type it: the pod's network goes too.
     daemon
         .runtime
-        .remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: id })
+        .remove_pod_sandbox(RemovePodSandboxRequest {
+            pod_sandbox_id: id[..12].to_owned(),
+        })
         .await
         .unwrap();
+    let left = daemon
+        .runtime
+        .list_pod_sandbox(ListPodSandboxRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .items;
+    assert!(
+        left.is_empty(),
+        "the pod is removed by its prefix: {left:?}"
+    );
     let net = daemon.network.as_ref().unwrap();
     assert!(net.allocated_ips().is_empty());
     assert!(net.attached_links().is_empty());

@@ -628,7 +628,7 @@ impl Pods {
     /// and cgroup, removes its directory and record. Idempotent; an unknown id is not an error.
     pub async fn remove(self: &Arc<Self>, id: &str) -> Result<(), PodError> {
         if let Ok(pod) = self.get(id)
-            && self.network_attached(id).await
+            && self.network_attached(&pod.record.id).await
         {
             self.detach_network(&pod.record).await?;
         }
