@@ -113,24 +113,15 @@ took[image]=$(( $(now) - s ))
 
 # ---- 2. what goes into the guest -----------------------------------------------------------------
 run=$(mktemp -d "$cache/run.XXXXXX")
-qemu_pid=
-port=
-ssh_opts=(-o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null
-  -o LogLevel=ERROR -o ConnectTimeout=5 -o ServerAliveInterval=15 -o ServerAliveCountMax=8
-  -i "$image/id_ed25519")
-guest() { ssh "${ssh_opts[@]}" -p "$port" root@127.0.0.1 "$@"; }
+# shellcheck source=integration/vm/qemu.sh
+. "$here/qemu.sh"
 cleanup() {
   local rc=$?
   set +e
   trap - EXIT INT TERM
-  if [ -n "$qemu_pid" ] && kill -0 "$qemu_pid" 2>/dev/null; then
+  if [ -n "$vm_pid" ]; then
     log "powering the guest off"
-    guest 'systemctl poweroff' > /dev/null 2>&1
-    for _ in $(seq 60); do kill -0 "$qemu_pid" 2>/dev/null || break; sleep 0.5; done
-    kill "$qemu_pid" 2>/dev/null
-    for _ in $(seq 20); do kill -0 "$qemu_pid" 2>/dev/null || break; sleep 0.5; done
-    kill -9 "$qemu_pid" 2>/dev/null
-    wait "$qemu_pid" 2>/dev/null
+    vm_poweroff
   fi
   rm -rf "$run"
   exit "$rc"
@@ -206,24 +197,7 @@ took[build]=$(( $(now) - s ))
 
 # ---- 3. boot ---------------------------------------------------------------------------------
 s=$(now)
-qemu-img create -q -f qcow2 -b "$image/rootfs.img" -F raw "$run/disk.qcow2"
-port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-log "booting the guest (QEMU TCG, ${cpus} vCPUs, ${mem} MiB, ssh on 127.0.0.1:$port)"
-nice -n 10 qemu-system-x86_64 -accel tcg -cpu max -smp "$cpus" -m "$mem" \
-  -kernel "$image/vmlinuz" -initrd "$image/initrd.img" \
-  -append "root=/dev/vda rw console=ttyS0 panic=-1" \
-  -drive "file=$run/disk.qcow2,if=virtio,format=qcow2" \
-  -netdev "user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:$port-:22" \
-  -device virtio-net-pci,netdev=net0 \
-  -serial "file:$run/serial.log" -display none -monitor none -no-reboot \
-  > "$run/qemu.log" 2>&1 &
-qemu_pid=$!
-for i in $(seq 300); do
-  kill -0 "$qemu_pid" 2>/dev/null || { cat "$run/qemu.log"; tail -30 "$run/serial.log"; exit 1; }
-  guest 'systemctl is-system-running --wait > /dev/null 2>&1; true' 2>/dev/null && break
-  [ "$i" = 300 ] && { echo "run.sh: no ssh after 10 minutes"; tail -30 "$run/serial.log"; exit 1; }
-  sleep 2
-done
+vm_boot "$run" "$cpus" "$mem"
 took[boot]=$(( $(now) - s ))
 log "guest up after ${took[boot]}s: $(guest 'uname -r; systemctl --version | head -1; stat -fc %T /sys/fs/cgroup' | tr '\n' ' ')"
 

@@ -74,20 +74,13 @@ work=$(mktemp -d "$cache/vagrant-box.XXXXXX")
 mkdir "$work/debs"
 chmod 0755 "$work"
 chown _apt "$work/debs" 2>/dev/null || true # apt-get download fetches as _apt
-qemu_pid= port=
-ssh_opts=(-o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null
-  -o LogLevel=ERROR -o ConnectTimeout=5 -i "$image/id_ed25519")
-guest() { ssh "${ssh_opts[@]}" -p "$port" root@127.0.0.1 "$@"; }
+# shellcheck source=integration/vm/qemu.sh
+. "$here/qemu.sh"
 cleanup() {
   local rc=$?
   set +e
   trap - EXIT INT TERM
-  if [ -n "$qemu_pid" ] && kill -0 "$qemu_pid" 2>/dev/null; then
-    guest 'systemctl poweroff' > /dev/null 2>&1
-    for _ in $(seq 60); do kill -0 "$qemu_pid" 2>/dev/null || break; sleep 0.5; done
-    kill "$qemu_pid" 2>/dev/null
-    wait "$qemu_pid" 2>/dev/null
-  fi
+  vm_poweroff
   [ "$rc" = 0 ] || { echo "vagrant-box.sh failed; the guest's console:" >&2; tail -20 "$work/serial.log" >&2 2>/dev/null; }
   rm -rf "$work"
   exit "$rc"
@@ -99,25 +92,8 @@ trap 'exit 130' INT TERM
 log "apt-get download sudo (Debian's archive)"
 (cd "$work/debs" && apt-get download -q sudo > /dev/null)
 sudo_deb=$(ls "$work"/debs/sudo_*.deb)
-qemu-img create -q -f qcow2 -b "$image/rootfs.img" -F raw "$work/disk.qcow2"
-port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-log "booting the overlay (QEMU TCG, ssh on 127.0.0.1:$port)"
 s=$(date +%s)
-nice -n 10 qemu-system-x86_64 -accel tcg -cpu max -smp 2 -m 2048 \
-  -kernel "$image/vmlinuz" -initrd "$image/initrd.img" \
-  -append "root=/dev/vda rw console=ttyS0 panic=-1" \
-  -drive "file=$work/disk.qcow2,if=virtio,format=qcow2" \
-  -netdev "user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:$port-:22" \
-  -device virtio-net-pci,netdev=net0 \
-  -serial "file:$work/serial.log" -display none -monitor none -no-reboot \
-  > "$work/qemu.log" 2>&1 &
-qemu_pid=$!
-for i in $(seq 300); do
-  kill -0 "$qemu_pid" 2>/dev/null || { cat "$work/qemu.log"; exit 1; }
-  guest 'systemctl is-system-running --wait > /dev/null 2>&1; true' 2>/dev/null && break
-  [ "$i" = 300 ] && { echo "vagrant-box.sh: no ssh after 10 minutes" >&2; exit 1; }
-  sleep 2
-done
+vm_boot "$work" 2 2048
 log "guest up after $(( $(date +%s) - s ))s; installing $(basename "$sudo_deb"), adding the vagrant user"
 guest 'cat > /root/sudo.deb' < "$sudo_deb"
 guest 'cat > /root/vagrant.pub' < "$vagrant_pub"
@@ -139,11 +115,7 @@ sed -i 's/^127\.0\.1\.1 .*/127.0.1.1 bookworm/' /etc/hosts
 : > /etc/machine-id
 sync
 EOF
-guest 'systemctl poweroff' > /dev/null 2>&1 || true
-for _ in $(seq 120); do kill -0 "$qemu_pid" 2>/dev/null || break; sleep 0.5; done
-kill -0 "$qemu_pid" 2>/dev/null && { echo "vagrant-box.sh: the guest did not power off" >&2; exit 1; }
-wait "$qemu_pid" || true
-qemu_pid=
+vm_poweroff || { echo "vagrant-box.sh: the guest did not power off" >&2; exit 1; }
 
 # ---- 3. the box -----------------------------------------------------------------------------------
 log "qemu-img convert -c (flattening the overlay into box.img)"

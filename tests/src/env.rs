@@ -339,6 +339,17 @@ impl Env {
             .map(|r| r.into_inner().container_id)
     }
 
+    /// ListContainers without a filter.
+    pub async fn containers(&mut self) -> Vec<Container> {
+        self.daemon
+            .runtime
+            .list_containers(ListContainersRequest::default())
+            .await
+            .expect("ListContainers")
+            .into_inner()
+            .containers
+    }
+
     /// StartContainer.
     pub async fn start(&mut self, id: &str) {
         self.daemon

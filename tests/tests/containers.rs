@@ -1084,14 +1084,7 @@ async fn failures_keep_their_kind_up_to_the_grpc_code() {
         .expect_err("a second start");
     assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
 
-    let listed = env
-        .daemon
-        .runtime
-        .list_containers(ListContainersRequest::default())
-        .await
-        .expect("list")
-        .into_inner()
-        .containers;
+    let listed = env.containers().await;
     assert_eq!(
         listed.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(),
         [id.as_str()],

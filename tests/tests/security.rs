@@ -222,14 +222,7 @@ async fn bad_localhost_profiles_are_invalid_argument_naming_the_file() {
         assert!(err.message().contains(&path), "{path}: {}", err.message());
         assert!(err.message().contains("seccomp"), "{}", err.message());
     }
-    let listed = env
-        .daemon
-        .runtime
-        .list_containers(ListContainersRequest::default())
-        .await
-        .expect("list")
-        .into_inner()
-        .containers;
+    let listed = env.containers().await;
     assert!(listed.is_empty(), "{listed:?}");
 }
 

@@ -326,13 +326,8 @@ async fn image_volumes_mount_an_images_layers_read_only() {
         .await
         .unwrap();
     let id = env
-        .daemon
-        .runtime
-        .list_containers(ListContainersRequest::default())
+        .containers()
         .await
-        .unwrap()
-        .into_inner()
-        .containers
         .into_iter()
         .find(|c| c.metadata.as_ref().is_some_and(|m| m.name == "vol-true"))
         .unwrap()

@@ -491,14 +491,7 @@ async fn status_reports_the_repository_digest_and_the_users_image() {
         "{}",
         status.image_id
     );
-    let listed = env
-        .daemon
-        .runtime
-        .list_containers(ListContainersRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .containers;
+    let listed = env.containers().await;
     let c = listed.iter().find(|c| c.id == id).unwrap();
     assert_eq!(c.image_ref, status.image_ref);
     assert_eq!(c.image_id, status.image_id);
