@@ -152,9 +152,17 @@ async fn stale_socket_is_replaced() {
     let dir = tempfile::tempdir().unwrap();
     let paths = Paths::under(dir.path());
     std::fs::create_dir_all(&paths.state).unwrap();
-    // A socket file nobody listens on, as a crashed run leaves it.
+    // A socket file nobody listens on, as a crashed run leaves it. (A process another test
+    // forks at this moment holds a copy of the listener until it execs: wait until it is gone.)
     drop(std::os::unix::net::UnixListener::bind(&paths.socket).unwrap());
-    assert!(std::os::unix::net::UnixStream::connect(&paths.socket).is_err());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while std::os::unix::net::UnixStream::connect(&paths.socket).is_ok() {
+        assert!(
+            Instant::now() < deadline,
+            "the dropped listener still answers"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
 
     let mut child = spawn(&Criusd::base_args(&paths), &paths.log).unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
