@@ -418,20 +418,7 @@ impl Pods {
             oom_score_adj: Some(SANDBOX_OOM_SCORE_ADJ),
             writable_root: Some(self.config.container_root.join(&id)),
         };
-        let record = PodRecord {
-            id: id.clone(),
-            spec,
-            state: PodState::Creating,
-            created_at_ns: crius_proto::now_ns(),
-            dir: dir.clone(),
-            monitor_pid: 0,
-            monitor_start_time: 0,
-            sandbox_pid: 0,
-            sandbox_start_time: 0,
-            netns: None,
-            ips: Vec::new(),
-            network: NetworkPhase::None,
-        };
+        let record = PodRecord::creating(id.clone(), spec, dir.clone(), crius_proto::now_ns());
         let lock = self.lock(&id);
         let _guard = lock.lock().await;
         let (store, new) = (self.store.clone(), record.clone());

@@ -295,20 +295,13 @@ mod tests {
 
     #[test]
     fn port_mappings_cni_cannot_express_are_refused() {
-        let mut record = PodRecord {
-            id: "abc".into(),
-            spec: crate::spec::PodSpec::default(),
-            state: crate::PodState::Ready,
-            created_at_ns: 0,
-            dir: PathBuf::new(),
-            monitor_pid: 0,
-            monitor_start_time: 0,
-            sandbox_pid: 0,
-            sandbox_start_time: 0,
-            netns: None,
-            ips: Vec::new(),
-            network: NetworkPhase::None,
-        };
+        let mut record = PodRecord::creating(
+            "abc".into(),
+            crate::spec::PodSpec::default(),
+            PathBuf::new(),
+            0,
+        );
+        record.state = crate::PodState::Ready;
         let port = |host_port, protocol: &str, host_ip: &str| crate::spec::PortMapping {
             protocol: protocol.into(),
             container_port: 80,

@@ -69,6 +69,26 @@ pub struct PodRecord {
     pub network: NetworkPhase,
 }
 
+impl PodRecord {
+    /// The record of a pod being created: state `Creating`, no processes, no network yet.
+    pub fn creating(id: String, spec: PodSpec, dir: PathBuf, created_at_ns: i64) -> PodRecord {
+        PodRecord {
+            id,
+            spec,
+            state: PodState::Creating,
+            created_at_ns,
+            dir,
+            monitor_pid: 0,
+            monitor_start_time: 0,
+            sandbox_pid: 0,
+            sandbox_start_time: 0,
+            netns: None,
+            ips: Vec::new(),
+            network: NetworkPhase::None,
+        }
+    }
+}
+
 /// A metadata database failure.
 #[derive(Debug, thiserror::Error)]
 #[error("metadata database: {0}")]
