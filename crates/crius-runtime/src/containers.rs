@@ -10,7 +10,7 @@ use crius_proto::{BindMount, ContainerSpec, RequestBody};
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
-use crate::store::StoreError;
+use crate::store::{StoreError, err};
 use crate::{PodError, Pods, monitor_alive};
 
 /// The `containers` table: container id → JSON [`ContainerRecord`].
@@ -148,10 +148,6 @@ fn state_written_ns(record: &crate::PodRecord) -> Option<i64> {
     i64::try_from(since.as_nanos()).ok()
 }
 
-fn err(e: impl Into<redb::Error>) -> StoreError {
-    StoreError::new(e.into().to_string())
-}
-
 impl Pods {
     /// Opens (creating) the container table and loads every record (an undecodable one is
     /// logged and skipped): reads are served from memory, writes reach memory once committed.
@@ -187,7 +183,7 @@ impl Pods {
     }
 
     fn put_container(&self, record: &ContainerRecord) -> Result<(), StoreError> {
-        let data = serde_json::to_vec(record).map_err(|e| StoreError::new(e.to_string()))?;
+        let data = serde_json::to_vec(record)?;
         // Held across the transaction: the memory copy changes in commit order.
         let mut records = self.container_table();
         let txn = self.db.begin_write().map_err(err)?;
@@ -290,7 +286,10 @@ impl Pods {
     /// Finds a container by id or unique id prefix.
     pub fn get_container(&self, id: &str) -> Result<ContainerView, PodError> {
         if id.is_empty() {
-            return Err(PodError::ContainerNotFound("\"\"".into()));
+            return Err(PodError::ContainerNotFound {
+                id: crate::validate::shown(id),
+                ambiguous: None,
+            });
         }
         let mut found: Vec<ContainerRecord> = {
             let records = self
@@ -311,11 +310,14 @@ impl Pods {
         }
         match found.len() {
             1 => Ok(self.container_view(found.swap_remove(0))),
-            0 => Err(PodError::ContainerNotFound(crate::validate::shown(id))),
-            n => Err(PodError::ContainerNotFound(format!(
-                "{} (ambiguous: {n} containers match)",
-                crate::validate::shown(id)
-            ))),
+            0 => Err(PodError::ContainerNotFound {
+                id: crate::validate::shown(id),
+                ambiguous: None,
+            }),
+            n => Err(PodError::ContainerNotFound {
+                id: crate::validate::shown(id),
+                ambiguous: Some(n),
+            }),
         }
     }
 
@@ -332,21 +334,23 @@ impl Pods {
         spec: ContainerSpec,
     ) -> Result<String, PodError> {
         let Some((pod, _guard)) = self.locked(&record.pod_id).await? else {
-            return Err(PodError::NotFound(record.pod_id.clone()));
+            return Err(PodError::NotFound {
+                id: record.pod_id.clone(),
+                ambiguous: None,
+            });
         };
         if !crate::view(pod.clone()).ready {
-            return Err(PodError::Precondition(format!(
-                "pod sandbox {} is not ready",
-                pod.id
-            )));
+            return Err(PodError::PodNotReady { id: pod.id });
         }
         if let Some(other) = self.container_records()?.into_iter().find(|r| {
             r.pod_id == record.pod_id && r.name == record.name && r.attempt == record.attempt
         }) {
-            return Err(PodError::AlreadyExists(format!(
-                "container {} (attempt {}) already exists in pod {} as {}",
-                record.name, record.attempt, record.pod_id, other.id
-            )));
+            return Err(PodError::ContainerExists {
+                name: record.name,
+                attempt: record.attempt,
+                pod_id: record.pod_id,
+                existing: other.id,
+            });
         }
         let mut record = record;
         record.creating = true;
@@ -380,10 +384,9 @@ impl Pods {
     fn pod_dir_of(&self, view: &ContainerView) -> Result<std::path::PathBuf, PodError> {
         let pod = self.get(&view.record.pod_id)?;
         if !monitor_alive(&pod.record) {
-            return Err(PodError::Precondition(format!(
-                "the monitor of pod {} is gone",
-                pod.record.id
-            )));
+            return Err(PodError::MonitorGone {
+                pod_id: pod.record.id,
+            });
         }
         Ok(pod.record.dir)
     }
@@ -392,10 +395,10 @@ impl Pods {
     pub async fn start_container(&self, id: &str) -> Result<(), PodError> {
         let view = self.get_container(id)?;
         if view.state != ContainerStateKind::Created {
-            return Err(PodError::Precondition(format!(
-                "container {} is {:?}, not created",
-                view.record.id, view.state
-            )));
+            return Err(PodError::ContainerNotCreated {
+                id: view.record.id,
+                state: view.state,
+            });
         }
         let dir = self.pod_dir_of(&view)?;
         crate::client::request(
@@ -446,9 +449,10 @@ impl Pods {
         if self.wait_exit(&cid, KILL_WAIT).await {
             Ok(())
         } else {
-            Err(PodError::Internal(format!(
-                "container {cid} did not die within {KILL_WAIT:?} of SIGKILL"
-            )))
+            Err(PodError::Unkillable {
+                id: cid,
+                waited: KILL_WAIT,
+            })
         }
     }
 
@@ -457,7 +461,7 @@ impl Pods {
     pub async fn remove_container(&self, id: &str) -> Result<Option<ContainerRecord>, PodError> {
         let view = match self.get_container(id) {
             Ok(v) => v,
-            Err(PodError::ContainerNotFound(_)) => return Ok(None),
+            Err(PodError::ContainerNotFound { .. }) => return Ok(None),
             Err(e) => return Err(e),
         };
         if let Ok(pod) = self.get(&view.record.pod_id)
@@ -487,10 +491,7 @@ impl Pods {
             view.state,
             ContainerStateKind::Running | ContainerStateKind::Created
         ) {
-            return Err(PodError::Precondition(format!(
-                "container {} is not running",
-                view.record.id
-            )));
+            return Err(PodError::ContainerNotRunning { id: view.record.id });
         }
         let dir = self.pod_dir_of(&view)?;
         crate::client::request(
@@ -511,10 +512,7 @@ impl Pods {
     pub async fn reopen_container_log(&self, id: &str) -> Result<(), PodError> {
         let view = self.get_container(id)?;
         if view.state != ContainerStateKind::Running {
-            return Err(PodError::Precondition(format!(
-                "container {} is not running",
-                view.record.id
-            )));
+            return Err(PodError::ContainerNotRunning { id: view.record.id });
         }
         let dir = self.pod_dir_of(&view)?;
         crate::client::request(
@@ -686,10 +684,7 @@ impl Pods {
     pub fn running_container(&self, id: &str) -> Result<ContainerView, PodError> {
         let view = self.get_container(id)?;
         if view.state != ContainerStateKind::Running {
-            return Err(PodError::Precondition(format!(
-                "container {} is not running",
-                view.record.id
-            )));
+            return Err(PodError::ContainerNotRunning { id: view.record.id });
         }
         Ok(view)
     }
@@ -711,7 +706,7 @@ impl Pods {
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .spawn()
-            .map_err(|e| PodError::Internal(format!("cannot start the exec helper: {e}")))?;
+            .map_err(crate::internal("cannot start the exec helper"))?;
         let out = child.stdout.take();
         let err = child.stderr.take();
         let run = async {
@@ -750,7 +745,11 @@ impl Pods {
                 }
                 Err(ExecError::Timeout(timeout))
             }
-            Ok(Err(e)) => Err(PodError::Internal(format!("exec: {e}")).into()),
+            Ok(Err(source)) => Err(PodError::Io {
+                what: "exec",
+                source,
+            }
+            .into()),
             Ok(Ok((mut stdout, mut stderr, status))) => {
                 fit_output(&mut stdout, &mut stderr, EXEC_OUTPUT_LIMIT);
                 Ok(ExecOutput {

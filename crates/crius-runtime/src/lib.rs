@@ -71,58 +71,220 @@ pub enum PodError {
     /// The request breaks the CRI contract.
     #[error("invalid pod sandbox config: {0}")]
     Invalid(#[from] Invalid),
-    /// No such pod.
-    #[error("pod sandbox {0} not found")]
-    NotFound(String),
-    /// No such container.
-    #[error("container {0} not found")]
-    ContainerNotFound(String),
+    /// No such pod, or an id prefix that several pods share.
+    #[error("pod sandbox {id}{} not found", ambiguity(*.ambiguous, "pods"))]
+    NotFound {
+        /// The id as asked (quoted when it came from the client).
+        id: String,
+        /// How many pods the prefix matches, when more than one.
+        ambiguous: Option<usize>,
+    },
+    /// No such container, or an id prefix that several containers share.
+    #[error("container {id}{} not found", ambiguity(*.ambiguous, "containers"))]
+    ContainerNotFound {
+        /// The id as asked, quoted.
+        id: String,
+        /// How many containers the prefix matches, when more than one.
+        ambiguous: Option<usize>,
+    },
     /// A pod with the same metadata exists.
-    #[error("{0}")]
-    AlreadyExists(String),
-    /// The node cannot do what the pod asks.
-    #[error("{0}")]
-    Precondition(String),
-    /// Something failed on the node.
-    #[error("{0}")]
-    Internal(String),
+    #[error("pod sandbox {} already exists as {existing}", pod_name(.metadata.as_ref()))]
+    AlreadyExists {
+        /// The new pod's metadata.
+        metadata: Option<spec::PodMetadata>,
+        /// The id of the pod that has it.
+        existing: String,
+    },
+    /// A container with the same name and attempt exists in the pod.
+    #[error("container {name} (attempt {attempt}) already exists in pod {pod_id} as {existing}")]
+    ContainerExists {
+        /// The container name.
+        name: String,
+        /// The attempt.
+        attempt: u32,
+        /// The pod.
+        pod_id: String,
+        /// The id of the container that has the name.
+        existing: String,
+    },
+    /// The pod asks for a user namespace and this node cannot run one.
+    #[error("the pod asks for a user namespace, but this node cannot run one: {reason}")]
+    NoUserns {
+        /// What the idmapped-mount probe found missing.
+        reason: String,
+    },
+    /// The monitor could not make the sandbox because of what the node or pod lacks.
+    #[error("{message}")]
+    SandboxRefused {
+        /// The monitor's report.
+        message: String,
+    },
+    /// The pod is not ready (a new container needs a ready pod).
+    #[error("pod sandbox {id} is not ready")]
+    PodNotReady {
+        /// The pod.
+        id: String,
+    },
+    /// The pod's monitor does not run.
+    #[error("pod sandbox {id} is not running")]
+    PodNotRunning {
+        /// The pod.
+        id: String,
+    },
+    /// The monitor of a container's pod does not run.
+    #[error("the monitor of pod {pod_id} is gone")]
+    MonitorGone {
+        /// The pod.
+        pod_id: String,
+    },
+    /// StartContainer of a container that is not freshly created.
+    #[error("container {id} is {state:?}, not created")]
+    ContainerNotCreated {
+        /// The container.
+        id: String,
+        /// Where it is instead.
+        state: ContainerStateKind,
+    },
+    /// The request needs a running container.
+    #[error("container {id} is not running")]
+    ContainerNotRunning {
+        /// The container.
+        id: String,
+    },
+    /// The pod's monitor refused the request. A `Precondition` failure means the pod or node
+    /// is not in a state that allows it (FailedPrecondition); any other kind is a failed step, a
+    /// container the monitor does not hold although criusd has its record, or a request the
+    /// monitor could not read (Internal).
+    #[error("{source}")]
+    MonitorRefused {
+        /// The monitor's answer.
+        source: crius_proto::Failure,
+    },
+    /// The pod's monitor could not be reached or the exchange broke.
+    #[error("{source}")]
+    Monitor {
+        /// What the client saw.
+        source: ClientError,
+    },
+    /// A new monitor sent no report within the start-up timeout.
+    #[error("the pod monitor did not report in {timeout:?} (see {log})")]
+    MonitorSilent {
+        /// How long it was given.
+        timeout: Duration,
+        /// The monitor's log.
+        log: PathBuf,
+    },
+    /// A new monitor exited without a readable report.
+    #[error("the pod monitor exited without a report (see {log})")]
+    MonitorNoReport {
+        /// The monitor's log.
+        log: PathBuf,
+    },
+    /// The monitor failed to create the sandbox.
+    #[error("cannot create the pod sandbox: {message}")]
+    SandboxFailed {
+        /// The monitor's report.
+        message: String,
+    },
+    /// The pod cleanup (`criusd monitor --cleanup`) failed.
+    #[error("the pod cleanup failed ({status}): {last_line}")]
+    CleanupFailed {
+        /// How it exited.
+        status: std::process::ExitStatus,
+        /// The last line of the monitor log.
+        last_line: String,
+    },
+    /// A container still ran after SIGKILL and the wait for it.
+    #[error("container {id} did not die within {waited:?} of SIGKILL")]
+    Unkillable {
+        /// The container.
+        id: String,
+        /// How long it was waited for.
+        waited: Duration,
+    },
+    /// A file or process operation failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// What the kernel said.
+        source: std::io::Error,
+    },
+    /// A directory could not be removed.
+    #[error("cannot remove {path}: {source}")]
+    Remove {
+        /// The directory.
+        path: PathBuf,
+        /// What the kernel said.
+        source: std::io::Error,
+    },
+    /// A file could not be written whole.
+    #[error("{source}")]
+    Write {
+        /// The failed write.
+        #[from]
+        source: crius_proto::WriteError,
+    },
+    /// The sandbox spec could not be encoded.
+    #[error("cannot encode the sandbox spec: {source}")]
+    EncodeSpec {
+        /// What serde said.
+        source: serde_json::Error,
+    },
+    /// The metadata database failed.
+    #[error("{source}")]
+    Store {
+        /// The database failure.
+        #[from]
+        source: StoreError,
+    },
+    /// A spawned or blocking task panicked or was cancelled.
+    #[error("{what} failed: {source}")]
+    Task {
+        /// What the task did.
+        what: &'static str,
+        /// How it ended.
+        source: tokio::task::JoinError,
+    },
     /// The pod's network could not be set up or torn down.
     #[error(transparent)]
     Network(#[from] NetworkError),
 }
 
-impl From<StoreError> for PodError {
-    fn from(e: StoreError) -> PodError {
-        PodError::Internal(e.to_string())
-    }
+/// `" (ambiguous: N WHAT match)"` when an id prefix matches `N` records, else nothing.
+fn ambiguity(matches: Option<usize>, what: &str) -> String {
+    matches.map_or_else(String::new, |n| format!(" (ambiguous: {n} {what} match)"))
 }
 
-/// A monitor's failure keeps its kind: a state that does not allow the request is
-/// FailedPrecondition; a failed step, a container the monitor does not hold although criusd has
-/// its record, or a request the monitor could not read (criusd's own fault) is Internal.
+/// A pod as its metadata names it: `namespace/name (uid U, attempt A)`.
+fn pod_name(metadata: Option<&spec::PodMetadata>) -> String {
+    metadata
+        .map(|m| {
+            format!(
+                "{}/{} (uid {}, attempt {})",
+                m.namespace, m.name, m.uid, m.attempt
+            )
+        })
+        .unwrap_or_default()
+}
+
+/// A monitor's refusal keeps its failure (and so its kind); any other client failure is
+/// [`PodError::Monitor`].
 impl From<ClientError> for PodError {
     fn from(e: ClientError) -> PodError {
         match e {
-            ClientError::Refused(f) => match f.kind {
-                crius_proto::FailureKind::Precondition => PodError::Precondition(f.message),
-                crius_proto::FailureKind::Invalid
-                | crius_proto::FailureKind::NotFound
-                | crius_proto::FailureKind::Internal => PodError::Internal(f.message),
-            },
-            other => PodError::Internal(other.to_string()),
+            ClientError::Refused(source) => PodError::MonitorRefused { source },
+            source => PodError::Monitor { source },
         }
     }
 }
 
 impl From<tokio::task::JoinError> for PodError {
-    fn from(e: tokio::task::JoinError) -> PodError {
-        PodError::Internal(format!("blocking task failed: {e}"))
-    }
-}
-
-impl From<crius_proto::WriteError> for PodError {
-    fn from(e: crius_proto::WriteError) -> PodError {
-        PodError::Internal(e.to_string())
+    fn from(source: tokio::task::JoinError) -> PodError {
+        PodError::Task {
+            what: "blocking task",
+            source,
+        }
     }
 }
 
@@ -176,8 +338,9 @@ pub struct Pods {
     containers: std::sync::RwLock<std::collections::BTreeMap<String, ContainerRecord>>,
 }
 
-fn internal(what: &str) -> impl FnOnce(std::io::Error) -> PodError + '_ {
-    move |e| PodError::Internal(format!("{what}: {e}"))
+/// An I/O failure of `what`.
+fn internal(what: &'static str) -> impl FnOnce(std::io::Error) -> PodError {
+    move |source| PodError::Io { what, source }
 }
 
 /// A new sandbox id: 64 random hex digits.
@@ -193,7 +356,10 @@ fn new_id() -> Result<String, PodError> {
 /// Finds a pod in `store` by id or unique id prefix.
 fn find(store: &Store, id: &str) -> Result<PodView, PodError> {
     if id.is_empty() {
-        return Err(PodError::NotFound(validate::shown(id)));
+        return Err(PodError::NotFound {
+            id: validate::shown(id),
+            ambiguous: None,
+        });
     }
     let mut found = store.find(id);
     if let Some(exact) = found.iter().position(|r| r.id == id) {
@@ -201,11 +367,14 @@ fn find(store: &Store, id: &str) -> Result<PodView, PodError> {
     }
     match found.len() {
         1 => Ok(view(found.swap_remove(0))),
-        0 => Err(PodError::NotFound(validate::shown(id))),
-        n => Err(PodError::NotFound(format!(
-            "{} (ambiguous: {n} pods match)",
-            validate::shown(id)
-        ))),
+        0 => Err(PodError::NotFound {
+            id: validate::shown(id),
+            ambiguous: None,
+        }),
+        n => Err(PodError::NotFound {
+            id: validate::shown(id),
+            ambiguous: Some(n),
+        }),
     }
 }
 
@@ -305,14 +474,14 @@ impl Pods {
         let (store, key) = (self.store.clone(), id.to_owned());
         let full = match blocking(move || find(&store, &key)).await {
             Ok(v) => v.record.id,
-            Err(PodError::NotFound(_)) => return Ok(None),
+            Err(PodError::NotFound { .. }) => return Ok(None),
             Err(e) => return Err(e),
         };
         let guard = self.lock(&full).lock_owned().await;
         let (store, key) = (self.store.clone(), full.clone());
         match blocking(move || find(&store, &key)).await {
             Ok(v) => Ok(Some((v.record, guard))),
-            Err(PodError::NotFound(_)) => Ok(None),
+            Err(PodError::NotFound { .. }) => Ok(None),
             Err(e) => Err(e),
         }
     }
@@ -358,7 +527,10 @@ impl Pods {
             Ok(id)
         })
         .await
-        .map_err(|e| PodError::Internal(format!("RunPodSandbox task failed: {e}")))?
+        .map_err(|source| PodError::Task {
+                what: "RunPodSandbox task",
+                source,
+            })?
     }
 
     async fn run_inner(&self, mut spec: PodSpec) -> Result<String, PodError> {
@@ -376,9 +548,9 @@ impl Pods {
         if userns.is_some()
             && let IdmapSupport::Unsupported(reason) = &self.config.idmap
         {
-            return Err(PodError::Precondition(format!(
-                "the pod asks for a user namespace, but this node cannot run one: {reason}"
-            )));
+            return Err(PodError::NoUserns {
+                reason: reason.clone(),
+            });
         }
         let ns = &spec.namespaces;
         let host_network = ns.network == NamespaceMode::Node;
@@ -423,22 +595,12 @@ impl Pods {
         let _guard = lock.lock().await;
         let (store, new) = (self.store.clone(), record.clone());
         let existing = blocking::<_, PodError>(move || Ok(store.insert_unique(&new)?)).await?;
-        if let Some(other) = existing {
-            let name = record
-                .spec
-                .metadata
-                .as_ref()
-                .map(|m| {
-                    format!(
-                        "{}/{} (uid {}, attempt {})",
-                        m.namespace, m.name, m.uid, m.attempt
-                    )
-                })
-                .unwrap_or_default();
+        if let Some(existing) = existing {
             self.forget_lock(&id);
-            return Err(PodError::AlreadyExists(format!(
-                "pod sandbox {name} already exists as {other}"
-            )));
+            return Err(PodError::AlreadyExists {
+                metadata: record.spec.metadata.clone(),
+                existing,
+            });
         }
         failpoint("run-pod:recorded");
         match self.start(&record, &sandbox).await {
@@ -489,8 +651,8 @@ impl Pods {
     ) -> Result<MonitorState, PodError> {
         use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
         let dir = &record.dir;
-        let data = serde_json::to_vec_pretty(sandbox)
-            .map_err(|e| PodError::Internal(format!("cannot encode the sandbox spec: {e}")))?;
+        let data =
+            serde_json::to_vec_pretty(sandbox).map_err(|source| PodError::EncodeSpec { source })?;
         let prepared = record.clone();
         let traverse_gid = sandbox.userns.as_ref().and_then(|u| u.root_gid());
         let log = blocking(move || {
@@ -537,15 +699,16 @@ impl Pods {
         let _ = child.wait().await;
         match outcome {
             Err(_) => {
-                return Err(PodError::Internal(format!(
-                    "the pod monitor did not report in {STARTUP_TIMEOUT:?} (see {})",
-                    dir.join(layout::LOG).display()
-                )));
+                return Err(PodError::MonitorSilent {
+                    timeout: STARTUP_TIMEOUT,
+                    log: dir.join(layout::LOG),
+                });
             }
-            Ok(Err(e)) => {
-                return Err(PodError::Internal(format!(
-                    "cannot read the pod monitor's report: {e}"
-                )));
+            Ok(Err(source)) => {
+                return Err(PodError::Io {
+                    what: "cannot read the pod monitor's report",
+                    source,
+                });
             }
             Ok(Ok(())) => {}
         }
@@ -554,14 +717,11 @@ impl Pods {
             Ok(Startup::Failed {
                 message,
                 precondition: true,
-            }) => Err(PodError::Precondition(message)),
-            Ok(Startup::Failed { message, .. }) => Err(PodError::Internal(format!(
-                "cannot create the pod sandbox: {message}"
-            ))),
-            Err(_) => Err(PodError::Internal(format!(
-                "the pod monitor exited without a report (see {})",
-                dir.join(layout::LOG).display()
-            ))),
+            }) => Err(PodError::SandboxRefused { message }),
+            Ok(Startup::Failed { message, .. }) => Err(PodError::SandboxFailed { message }),
+            Err(_) => Err(PodError::MonitorNoReport {
+                log: dir.join(layout::LOG),
+            }),
         }
     }
 
@@ -570,14 +730,17 @@ impl Pods {
     pub async fn stop(self: &Arc<Self>, id: &str) -> Result<(), PodError> {
         match self.get(id) {
             Ok(pod) => self.detach_network(&pod.record).await?,
-            Err(PodError::NotFound(_)) => {}
+            Err(PodError::NotFound { .. }) => {}
             Err(e) => return Err(e),
         }
         let pods = self.clone();
         let id = id.to_owned();
         tokio::spawn(async move { pods.stop_inner(&id).await })
             .await
-            .map_err(|e| PodError::Internal(format!("StopPodSandbox task failed: {e}")))?
+            .map_err(|source| PodError::Task {
+                what: "StopPodSandbox task",
+                source,
+            })?
     }
 
     async fn stop_inner(&self, id: &str) -> Result<(), PodError> {
@@ -628,7 +791,10 @@ impl Pods {
         let id = id.to_owned();
         tokio::spawn(async move { pods.remove_inner(&id).await })
             .await
-            .map_err(|e| PodError::Internal(format!("RemovePodSandbox task failed: {e}")))?
+            .map_err(|source| PodError::Task {
+                what: "RemovePodSandbox task",
+                source,
+            })?
     }
 
     async fn remove_inner(&self, id: &str) -> Result<(), PodError> {
@@ -681,9 +847,8 @@ impl Pods {
                 self.cleanup(&record.dir).await?;
                 let dir = record.dir.clone();
                 blocking(move || {
-                    std::fs::remove_dir_all(&dir).map_err(|e| {
-                        PodError::Internal(format!("cannot remove {}: {e}", dir.display()))
-                    })
+                    std::fs::remove_dir_all(&dir)
+                        .map_err(|source| PodError::Remove { path: dir, source })
                 })
                 .await
             }
@@ -714,9 +879,10 @@ impl Pods {
         } else {
             let log = std::fs::read_to_string(dir.join(layout::LOG)).unwrap_or_default();
             let last = log.lines().last().unwrap_or("").to_owned();
-            Err(PodError::Internal(format!(
-                "the pod cleanup failed ({status}): {last}"
-            )))
+            Err(PodError::CleanupFailed {
+                status,
+                last_line: last,
+            })
         }
     }
 
@@ -724,10 +890,7 @@ impl Pods {
     pub async fn update_resources(&self, id: &str, resources: Resources) -> Result<(), PodError> {
         let pod = self.get(id)?;
         if !monitor_alive(&pod.record) {
-            return Err(PodError::Precondition(format!(
-                "pod sandbox {} is not running",
-                pod.record.id
-            )));
+            return Err(PodError::PodNotRunning { id: pod.record.id });
         }
         client::request(&pod.record.dir, RequestBody::UpdateResources { resources }).await?;
         Ok(())
@@ -796,6 +959,26 @@ mod tests {
         spec
     }
 
+    #[test]
+    fn messages_name_what_was_asked() {
+        let ambiguous = PodError::NotFound {
+            id: validate::shown("ab"),
+            ambiguous: Some(2),
+        };
+        assert_eq!(
+            ambiguous.to_string(),
+            "pod sandbox \"ab\" (ambiguous: 2 pods match) not found"
+        );
+        let exists = PodError::AlreadyExists {
+            metadata: spec(false).metadata,
+            existing: "f00".into(),
+        };
+        assert_eq!(
+            exists.to_string(),
+            "pod sandbox ns/n (uid u, attempt 0) already exists as f00"
+        );
+    }
+
     #[tokio::test]
     async fn userns_without_idmapped_mounts_is_a_precondition() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -805,7 +988,10 @@ mod tests {
             CgroupDriver::Cgroupfs,
         );
         match p.run(spec(true), None).await {
-            Err(PodError::Precondition(m)) => assert!(m.contains("tmpfs"), "{m}"),
+            Err(e @ PodError::NoUserns { .. }) => {
+                let m = e.to_string();
+                assert!(m.contains("tmpfs"), "{m}");
+            }
             other => panic!("expected a precondition failure, got {other:?}"),
         }
         assert!(p.list().expect("list").is_empty());
@@ -839,7 +1025,7 @@ mod tests {
         let p = pods(dir.path(), IdmapSupport::Supported, CgroupDriver::Cgroupfs);
         assert!(matches!(
             p.run(spec(false), None).await,
-            Err(PodError::Internal(_))
+            Err(PodError::MonitorNoReport { .. })
         ));
         assert!(p.list().expect("list").is_empty());
         let leftovers = std::fs::read_dir(dir.path().join("state/pods"))
@@ -848,6 +1034,6 @@ mod tests {
         assert_eq!(leftovers, 0);
         p.stop("nope").await.expect("stop of an unknown pod");
         p.remove("nope").await.expect("remove of an unknown pod");
-        assert!(matches!(p.get("nope"), Err(PodError::NotFound(_))));
+        assert!(matches!(p.get("nope"), Err(PodError::NotFound { .. })));
     }
 }

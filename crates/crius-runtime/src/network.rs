@@ -223,7 +223,7 @@ impl Pods {
     /// Records that the pod's network is torn down (a pod already gone is fine).
     fn mark_detached(&self, id: &str) -> Result<(), PodError> {
         match self.set_network(id, NetworkPhase::Detached) {
-            Ok(()) | Err(PodError::NotFound(_)) => Ok(()),
+            Ok(()) | Err(PodError::NotFound { .. }) => Ok(()),
             Err(e) => Err(e),
         }
     }
@@ -233,7 +233,10 @@ impl Pods {
         let record = self
             .store
             .update(id, |r| r.ips = ips.clone())?
-            .ok_or_else(|| PodError::NotFound(validate::shown(id)))?;
+            .ok_or_else(|| PodError::NotFound {
+                id: validate::shown(id),
+                ambiguous: None,
+            })?;
         files::update_hosts(&record.dir, &record.spec.hostname, &ips)?;
         Ok(())
     }
@@ -242,7 +245,10 @@ impl Pods {
     fn set_network(&self, id: &str, phase: NetworkPhase) -> Result<(), PodError> {
         self.store
             .update(id, |r| r.network = phase)?
-            .ok_or_else(|| PodError::NotFound(validate::shown(id)))?;
+            .ok_or_else(|| PodError::NotFound {
+                id: validate::shown(id),
+                ambiguous: None,
+            })?;
         Ok(())
     }
 

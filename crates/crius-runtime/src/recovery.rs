@@ -90,9 +90,12 @@ impl Pods {
             }
             tracing::warn!(dir = %path.display(), "releasing a pod directory no record owns");
             self.cleanup(&path).await?;
-            tokio::fs::remove_dir_all(&path).await.map_err(|e| {
-                PodError::Internal(format!("cannot remove {}: {e}", path.display()))
-            })?;
+            tokio::fs::remove_dir_all(&path)
+                .await
+                .map_err(|source| PodError::Remove {
+                    path: path.clone(),
+                    source,
+                })?;
             out.orphan_dirs.push(path);
             orphan_ids.insert(name);
         }
@@ -105,9 +108,12 @@ impl Pods {
                     continue;
                 }
                 tracing::warn!(dir = %entry.path().display(), "removing writable layers no pod owns");
-                tokio::fs::remove_dir_all(entry.path()).await.map_err(|e| {
-                    PodError::Internal(format!("cannot remove {}: {e}", entry.path().display()))
-                })?;
+                tokio::fs::remove_dir_all(entry.path())
+                    .await
+                    .map_err(|source| PodError::Remove {
+                        path: entry.path(),
+                        source,
+                    })?;
                 out.orphan_dirs.push(entry.path());
             }
         }
@@ -126,7 +132,10 @@ impl Pods {
         let parent = DEFAULT_CGROUP_PARENT.trim_start_matches('/').to_owned();
         let orphans = tokio::task::spawn_blocking(move || orphan_cgroups(&parent, &orphan_ids))
             .await
-            .map_err(|e| PodError::Internal(format!("cgroup sweep failed: {e}")))?;
+            .map_err(|source| PodError::Task {
+                what: "cgroup sweep",
+                source,
+            })?;
         out.orphan_cgroups = orphans;
         if *out != Recovery::default() {
             tracing::info!(?out, "start-up sweep");

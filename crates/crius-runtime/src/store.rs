@@ -91,18 +91,27 @@ impl PodRecord {
 
 /// A metadata database failure.
 #[derive(Debug, thiserror::Error)]
-#[error("metadata database: {0}")]
-pub struct StoreError(String);
-
-impl StoreError {
-    /// A failure described by `message`.
-    pub fn new(message: String) -> StoreError {
-        StoreError(message)
-    }
+pub enum StoreError {
+    /// The database failed.
+    #[error("metadata database: {source}")]
+    Database {
+        /// What redb said.
+        source: Box<redb::Error>,
+    },
+    /// A record could not be encoded.
+    #[error("metadata database: {source}")]
+    Encode {
+        /// What serde said.
+        #[from]
+        source: serde_json::Error,
+    },
 }
 
-fn err(e: impl Into<redb::Error>) -> StoreError {
-    StoreError(e.into().to_string())
+/// A redb failure as a [`StoreError`].
+pub(crate) fn err(e: impl Into<redb::Error>) -> StoreError {
+    StoreError::Database {
+        source: Box::new(e.into()),
+    }
 }
 
 /// The pod table of the metadata database, with every record also kept in memory: reads
@@ -159,7 +168,7 @@ impl Store {
 
     /// Inserts or replaces a record.
     pub fn put(&self, record: &PodRecord) -> Result<(), StoreError> {
-        let data = serde_json::to_vec(record).map_err(|e| StoreError(e.to_string()))?;
+        let data = serde_json::to_vec(record)?;
         let mut records = self.write_lock();
         let txn = self.db.begin_write().map_err(err)?;
         {
@@ -175,7 +184,7 @@ impl Store {
 
     /// Inserts `record` unless a pod with the same metadata exists; returns that pod's id then.
     pub fn insert_unique(&self, record: &PodRecord) -> Result<Option<String>, StoreError> {
-        let data = serde_json::to_vec(record).map_err(|e| StoreError(e.to_string()))?;
+        let data = serde_json::to_vec(record)?;
         let mut records = self.write_lock();
         if let Some(other) = records
             .values()
@@ -206,7 +215,7 @@ impl Store {
             return Ok(None);
         };
         change(&mut record);
-        let data = serde_json::to_vec(&record).map_err(|e| StoreError(e.to_string()))?;
+        let data = serde_json::to_vec(&record)?;
         let txn = self.db.begin_write().map_err(err)?;
         {
             let mut table = txn.open_table(PODS).map_err(err)?;

@@ -928,7 +928,7 @@ impl Cri {
         let timeout = Duration::from_secs(u64::try_from(timeout).unwrap_or(0));
         match self.pods.stop_container(id, timeout).await {
             // CRI: stopping a container that is already gone is not an error.
-            Ok(()) | Err(crius_runtime::PodError::ContainerNotFound(_)) => Ok(()),
+            Ok(()) | Err(crius_runtime::PodError::ContainerNotFound { .. }) => Ok(()),
             Err(e) => Err(pod_error(e)),
         }
     }

@@ -577,14 +577,42 @@ const STREAM_CHUNK: usize = 100;
 
 /// Maps a pod error onto its gRPC code.
 pub(crate) fn pod_error(e: crius_runtime::PodError) -> tonic::Status {
+    use crius_proto::FailureKind;
     use crius_runtime::{NetworkError, PodError};
     let message = e.to_string();
     match e {
         PodError::Invalid(_) => tonic::Status::invalid_argument(message),
-        PodError::NotFound(_) | PodError::ContainerNotFound(_) => tonic::Status::not_found(message),
-        PodError::AlreadyExists(_) => tonic::Status::already_exists(message),
-        PodError::Precondition(_) => tonic::Status::failed_precondition(message),
-        PodError::Internal(_) => tonic::Status::internal(message),
+        PodError::NotFound { .. } | PodError::ContainerNotFound { .. } => {
+            tonic::Status::not_found(message)
+        }
+        PodError::AlreadyExists { .. } | PodError::ContainerExists { .. } => {
+            tonic::Status::already_exists(message)
+        }
+        PodError::NoUserns { .. }
+        | PodError::SandboxRefused { .. }
+        | PodError::PodNotReady { .. }
+        | PodError::PodNotRunning { .. }
+        | PodError::MonitorGone { .. }
+        | PodError::ContainerNotCreated { .. }
+        | PodError::ContainerNotRunning { .. } => tonic::Status::failed_precondition(message),
+        PodError::MonitorRefused { source } => match source.kind {
+            FailureKind::Precondition => tonic::Status::failed_precondition(message),
+            FailureKind::Invalid | FailureKind::NotFound | FailureKind::Internal => {
+                tonic::Status::internal(message)
+            }
+        },
+        PodError::Monitor { .. }
+        | PodError::MonitorSilent { .. }
+        | PodError::MonitorNoReport { .. }
+        | PodError::SandboxFailed { .. }
+        | PodError::CleanupFailed { .. }
+        | PodError::Unkillable { .. }
+        | PodError::Io { .. }
+        | PodError::Remove { .. }
+        | PodError::Write { .. }
+        | PodError::EncodeSpec { .. }
+        | PodError::Store { .. }
+        | PodError::Task { .. } => tonic::Status::internal(message),
         PodError::Network(n) => match n {
             NetworkError::NotReady { .. } => tonic::Status::failed_precondition(message),
             NetworkError::Invalid { .. }

@@ -328,11 +328,10 @@ impl Cri {
         let id = id.to_owned();
         self.blocking(move |pods| {
             let view = pods.get_container(&id)?;
-            collect(pods, &[view], Duration::ZERO)
-                .pop()
-                .ok_or_else(|| PodError::Internal("no stats collected".into()))
+            Ok(collect(pods, &[view], Duration::ZERO).pop())
         })
-        .await
+        .await?
+        .ok_or_else(|| Status::internal("no stats collected"))
     }
 
     /// ListContainerStats with its filter (id prefix, pod id prefix, labels).
