@@ -237,6 +237,16 @@ pub struct Criusd {
 }
 
 impl Criusd {
+    /// ListPodSandbox without a filter.
+    pub async fn pods(&mut self) -> Vec<cri_api::v1::PodSandbox> {
+        self.runtime
+            .list_pod_sandbox(cri_api::v1::ListPodSandboxRequest::default())
+            .await
+            .expect("ListPodSandbox")
+            .into_inner()
+            .items
+    }
+
     /// Starts a daemon with defaults on a fresh temporary directory.
     pub async fn start() -> anyhow::Result<Criusd> {
         Criusd::start_with(Options::default()).await

@@ -221,14 +221,7 @@ async fn load(
         started.elapsed()
     );
     // Every pod is still there and ready.
-    let pods = env
-        .daemon
-        .runtime
-        .list_pod_sandbox(ListPodSandboxRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .items;
+    let pods = env.daemon.pods().await;
     assert!(
         pods.iter()
             .all(|p| p.state == PodSandboxState::SandboxReady as i32)

@@ -171,13 +171,7 @@ async fn remove_without_stop_releases_the_ip() {
         })
         .await
         .unwrap();
-    let left = daemon
-        .runtime
-        .list_pod_sandbox(ListPodSandboxRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .items;
+    let left = daemon.pods().await;
     assert!(
         left.is_empty(),
         "the pod is removed by its prefix: {left:?}"
@@ -232,13 +226,7 @@ async fn network_failure_leaves_no_pod() {
         "{}",
         err.message()
     );
-    let pods = daemon
-        .runtime
-        .list_pod_sandbox(ListPodSandboxRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .items;
+    let pods = daemon.pods().await;
     assert!(
         pods.is_empty(),
         "a pod survived its network failure: {pods:?}"

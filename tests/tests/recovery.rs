@@ -155,12 +155,7 @@ fn pod_cgroups(id: &str) -> Vec<PathBuf> {
 }
 
 async fn pods(d: &mut Criusd) -> Vec<PodSandbox> {
-    d.runtime
-        .list_pod_sandbox(ListPodSandboxRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .items
+    d.pods().await
 }
 
 async fn stop_pod(d: &mut Criusd, id: &str) -> Result<(), tonic::Status> {
