@@ -310,13 +310,9 @@ impl Pods {
         }
         match found.len() {
             1 => Ok(self.container_view(found.swap_remove(0))),
-            0 => Err(PodError::ContainerNotFound {
-                id: crate::validate::shown(id),
-                ambiguous: None,
-            }),
             n => Err(PodError::ContainerNotFound {
                 id: crate::validate::shown(id),
-                ambiguous: Some(n),
+                ambiguous: (n > 1).then_some(n),
             }),
         }
     }

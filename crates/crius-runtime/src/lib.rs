@@ -367,13 +367,9 @@ fn find(store: &Store, id: &str) -> Result<PodView, PodError> {
     }
     match found.len() {
         1 => Ok(view(found.swap_remove(0))),
-        0 => Err(PodError::NotFound {
-            id: validate::shown(id),
-            ambiguous: None,
-        }),
         n => Err(PodError::NotFound {
             id: validate::shown(id),
-            ambiguous: Some(n),
+            ambiguous: (n > 1).then_some(n),
         }),
     }
 }
@@ -778,6 +774,7 @@ impl Pods {
     /// and cgroup, removes its directory and record. Idempotent; an unknown id is not an error.
     pub async fn remove(self: &Arc<Self>, id: &str) -> Result<(), PodError> {
         if let Ok(pod) = self.get(id)
+            && network::may_be_attached(&pod.record)
             && self.network_attached(&pod.record.id).await
         {
             self.detach_network(&pod.record).await?;

@@ -105,6 +105,12 @@ impl NetworkError {
     }
 }
 
+/// Whether a CNI attachment of the pod may still exist: it has a network namespace of its own
+/// and no DEL is recorded.
+pub(crate) fn may_be_attached(record: &PodRecord) -> bool {
+    has_own_network(record) && record.network != NetworkPhase::Detached
+}
+
 /// Whether the pod has a network namespace of its own (CNI runs only for those).
 fn has_own_network(record: &PodRecord) -> bool {
     record.spec.namespaces.network != NamespaceMode::Node

@@ -47,6 +47,9 @@ impl Pods {
         let mut out = Recovery::default();
         let swept = self.sweep(&mut out).await;
         self.recover_network(&mut out).await;
+        if out != Recovery::default() {
+            tracing::info!(?out, "start-up sweep");
+        }
         swept.map(|()| out)
     }
 
@@ -137,9 +140,6 @@ impl Pods {
                 source,
             })?;
         out.orphan_cgroups = orphans;
-        if *out != Recovery::default() {
-            tracing::info!(?out, "start-up sweep");
-        }
         Ok(())
     }
 
