@@ -1,15 +1,34 @@
 # Sourced by run.sh and vagrant-box.sh: one throw-away boot of the guest image under QEMU TCG
 # (this machine's /dev/kvm cannot start a stock kernel), a qcow2 overlay so the image stays as
 # built, direct kernel boot, user-mode networking with restrict=on and only ssh forwarded on a free
-# 127.0.0.1 port. Needs $image (the image directory, with its ssh key).
+# 127.0.0.1 port. Needs $here (this directory) and a `log` function.
 
 vm_pid= vm_port=
 vm_ssh_opts=(-o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null
-  -o LogLevel=ERROR -o ConnectTimeout=5 -o ServerAliveInterval=15 -o ServerAliveCountMax=8
-  -i "$image/id_ed25519")
+  -o LogLevel=ERROR -o ConnectTimeout=5 -o ServerAliveInterval=15 -o ServerAliveCountMax=8)
+
+# vm_image CACHE: sets $image to the guest image of this build-image.sh below CACHE (keyed by the
+# script's hash), building it under a lock when missing; images of older scripts are removed.
+vm_image() {
+  local cache=$1 old
+  mkdir -p "$cache"
+  image=$cache/image-$(sha256sum "$here/build-image.sh" | cut -c1-16)
+  exec 9> "$cache/.lock"
+  flock 9
+  if [ ! -s "$image/rootfs.img" ]; then
+    log "building the guest image $image (build-image.sh changed or no image yet)"
+    rm -rf "$image.tmp"
+    nice -n 10 "$here/build-image.sh" "$image.tmp"
+    mv "$image.tmp" "$image"
+    for old in "$cache"/image-*; do [ "$old" = "$image" ] || rm -rf "$old"; done
+  else
+    log "guest image: $image (cached; $(tr '\n' ' ' < "$image/versions.txt"))"
+  fi
+  flock -u 9
+}
 
 # guest COMMAND...: runs it as root in the guest over ssh.
-guest() { ssh "${vm_ssh_opts[@]}" -p "$vm_port" root@127.0.0.1 "$@"; }
+guest() { ssh "${vm_ssh_opts[@]}" -i "$image/id_ed25519" -p "$vm_port" root@127.0.0.1 "$@"; }
 
 # vm_boot DIR CPUS MEM: boots an overlay made in DIR (DIR/qemu.log, DIR/serial.log: the console)
 # and waits for ssh and `systemctl is-system-running`; exits the script if it does not come up.

@@ -91,30 +91,16 @@ host_packages() {
 }
 host_packages
 
+# shellcheck source=integration/vm/qemu.sh
+. "$here/qemu.sh"
+
 # ---- 1. the image, cached by the hash of its build script -------------------------------------
-mkdir -p "$cache"
-hash=$(sha256sum "$here/build-image.sh" | cut -c1-16)
-image=$cache/image-$hash
 s=$(now)
-exec 9> "$cache/.lock"
-flock 9
-if [ ! -s "$image/rootfs.img" ]; then
-  log "building the guest image $image (build-image.sh changed or no image yet)"
-  rm -rf "$image.tmp"
-  nice -n 10 "$here/build-image.sh" "$image.tmp"
-  mv "$image.tmp" "$image"
-  # Older images of older build scripts are of no use any more.
-  for old in "$cache"/image-*; do [ "$old" = "$image" ] || rm -rf "$old"; done
-else
-  log "guest image: $image (cached; $(tr '\n' ' ' < "$image/versions.txt"))"
-fi
-flock -u 9
+vm_image "$cache"
 took[image]=$(( $(now) - s ))
 
 # ---- 2. what goes into the guest -----------------------------------------------------------------
 run=$(mktemp -d "$cache/run.XXXXXX")
-# shellcheck source=integration/vm/qemu.sh
-. "$here/qemu.sh"
 cleanup() {
   local rc=$?
   set +e

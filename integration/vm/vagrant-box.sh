@@ -49,19 +49,9 @@ log() { printf '[vagrant-box %(%H:%M:%S)T] %s\n' -1 "$*"; }
 t0=$(date +%s)
 
 # ---- 1. the image -----------------------------------------------------------------------------
-if [ -z "$image" ]; then
-  mkdir -p "$cache"
-  image=$cache/image-$(sha256sum "$here/build-image.sh" | cut -c1-16)
-  exec 9> "$cache/.lock"
-  flock 9
-  if [ ! -s "$image/rootfs.img" ]; then
-    log "building the guest image $image"
-    rm -rf "$image.tmp"
-    nice -n 10 "$here/build-image.sh" "$image.tmp"
-    mv "$image.tmp" "$image"
-  fi
-  flock -u 9
-fi
+# shellcheck source=integration/vm/qemu.sh
+. "$here/qemu.sh"
+[ -n "$image" ] || vm_image "$cache"
 for f in rootfs.img vmlinuz initrd.img id_ed25519; do
   [ -s "$image/$f" ] || { echo "vagrant-box.sh: $image/$f is missing" >&2; exit 1; }
 done
@@ -74,8 +64,6 @@ work=$(mktemp -d "$cache/vagrant-box.XXXXXX")
 mkdir "$work/debs"
 chmod 0755 "$work"
 chown _apt "$work/debs" 2>/dev/null || true # apt-get download fetches as _apt
-# shellcheck source=integration/vm/qemu.sh
-. "$here/qemu.sh"
 cleanup() {
   local rc=$?
   set +e

@@ -92,7 +92,7 @@ fn parse_mountinfo(text: &str) -> Vec<Hierarchy> {
 /// parent skipped. A `..` anywhere, or a name that is not one plain component, is refused
 /// rather than dropped: it would name another cgroup than the one asked for (crius-runtime's
 /// validation keeps such specs out; this is the monitor's own guard).
-fn relative_dir(spec: &CgroupSpec) -> Result<PathBuf, Error> {
+pub(crate) fn relative_dir(spec: &CgroupSpec) -> Result<PathBuf, Error> {
     let refused = |reason: &str| Error::Io {
         what: format!(
             "cgroup parent {:?} with name {:?}",
@@ -248,13 +248,15 @@ fn v2_mounts() -> Vec<PathBuf> {
 }
 
 /// Enables the controllers of each v2 pod cgroup for its children (the sandbox leaf and the
-/// containers). The kernel refuses while a process sits in the pod cgroup itself, so this
-/// follows the move into the leaf.
-pub(crate) fn delegate(pod_dirs: &[PathBuf]) {
-    let v2_mounts = v2_mounts();
-    for dir in pod_dirs {
-        if v2_mounts.iter().any(|m| dir.starts_with(m)) {
-            enable_controllers(dir);
+/// containers), given the directories [`sandbox_dirs`] returned: the parent of each v2 leaf. The
+/// kernel refuses while a process sits in the pod cgroup itself, so this follows the move into
+/// the leaf.
+pub(crate) fn delegate(sandbox_dirs: &[PathBuf]) {
+    for leaf in sandbox_dirs {
+        if leaf.file_name().is_some_and(|n| n == SANDBOX_LEAF)
+            && let Some(pod) = leaf.parent()
+        {
+            enable_controllers(pod);
         }
     }
 }

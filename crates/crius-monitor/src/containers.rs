@@ -194,23 +194,16 @@ pub(crate) fn pty_peer(master: &OwnedFd) -> Result<OwnedFd, nix::errno::Errno> {
 
 /// The container's cgroup: a child of the pod cgroup (with the systemd driver, in the pod
 /// scope's delegated subtree, which crius writes itself).
-fn container_cgroup(sandbox: &SandboxSpec, id: &str) -> Option<CgroupSpec> {
-    let pod = sandbox.cgroup.as_ref()?;
-    let parent = if pod.systemd {
-        format!(
-            "{}/{}",
-            crius_proto::systemd_slice_path(&pod.parent)?.trim_end_matches('/'),
-            pod.name
-        )
-    } else {
-        format!("{}/{}", pod.parent.trim_end_matches('/'), pod.name)
+fn container_cgroup(sandbox: &SandboxSpec, id: &str) -> Result<Option<CgroupSpec>, Error> {
+    let Some(pod) = sandbox.cgroup.as_ref() else {
+        return Ok(None);
     };
-    Some(CgroupSpec {
-        parent,
+    Ok(Some(CgroupSpec {
+        parent: format!("/{}", cgroup::relative_dir(pod)?.display()),
         name: format!("crius-{id}"),
         resources: Default::default(),
         systemd: false,
-    })
+    }))
 }
 
 /// Creates container `spec.id` in the pod (sandbox process `sandbox_pid`) without starting
@@ -227,6 +220,7 @@ pub(crate) fn create(
             id: spec.id.clone(),
         });
     }
+    let cgroup = container_cgroup(sandbox, &spec.id)?;
     let dir = container_dir(pod_dir, &spec.id);
     let traverse_gid = sandbox.userns.as_ref().and_then(|u| u.root_gid());
     crius_proto::make_private_dir(&pod_dir.join(CONTAINERS_DIR), traverse_gid)
@@ -235,7 +229,6 @@ pub(crate) fn create(
     crius_proto::make_private_dir(&dir, traverse_gid)
         .and_then(|()| crius_proto::make_private_dir(&dir.join(rootfs::MOUNTS), traverse_gid))
         .map_err(|e| Error::io(format!("cannot restrict {}", e.path.display()))(e.source))?;
-    let cgroup = container_cgroup(sandbox, &spec.id);
     let result = create_in(
         pod_dir,
         &dir,

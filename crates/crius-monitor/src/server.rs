@@ -69,12 +69,11 @@ impl Monitor {
         // inside the pod cgroup (its v2 leaf), then step out so the monitor is not limited with
         // the pod, into crius' monitors cgroup (systemd driver: the monitor's own scope) rather
         // than criusd's (stopping criusd's service must not take the monitors along).
-        let created = cgroup::sandbox_dirs(&cgroup_dirs)
-            .and_then(|dirs| cgroup::enter(&dirs, me))
-            .and_then(|()| {
-                cgroup::delegate(&cgroup_dirs);
-                sandbox::create(spec)
-            });
+        let created = cgroup::sandbox_dirs(&cgroup_dirs).and_then(|dirs| {
+            cgroup::enter(&dirs, me)?;
+            cgroup::delegate(&dirs);
+            sandbox::create(spec)
+        });
         let left = match systemd_scope {
             Some(_) => systemd::enter_monitor_scope(&spec.id, me),
             None => cgroup::monitor_dirs().and_then(|dirs| cgroup::enter(&dirs, me)),
@@ -83,6 +82,9 @@ impl Monitor {
             log(format_args!("cannot enter the monitors cgroup: {e}"));
             if let Err(e) = cgroup::enter(&own, me) {
                 log(format_args!("cannot leave the pod cgroup: {e}"));
+                // Still in the pod's scope: stopping it would kill this monitor; once the
+                // monitor exits, systemd drops the emptied scope itself.
+                undo.scope = None;
             }
         }
         let pid = created?;
@@ -314,10 +316,10 @@ impl Monitor {
             }
             RequestBody::StopSandbox => (self.stop().map_err(failed), Next::Serve),
             RequestBody::UpdateResources { resources } => {
-                let scope = self.spec.cgroup.as_ref().filter(|cg| cg.systemd);
-                let result = scope
-                    .map_or(Ok(()), |cg| systemd::set_limits(cg, &resources))
-                    .and_then(|()| cgroup::apply(&self.state.cgroup_dirs, &resources));
+                let result = match self.spec.cgroup.as_ref().filter(|cg| cg.systemd) {
+                    Some(cg) => systemd::set_limits(cg, &self.state.cgroup_dirs, &resources),
+                    None => cgroup::apply(&self.state.cgroup_dirs, &resources),
+                };
                 (result.map_err(failed), Next::Serve)
             }
             RequestBody::CreateContainer { spec } => {

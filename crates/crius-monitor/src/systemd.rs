@@ -72,17 +72,12 @@ fn pod_manager(spec: &CgroupSpec) -> Result<Manager, Error> {
 
 /// The cgroup directory of the pod scope `spec` names.
 pub(crate) fn pod_dir(spec: &CgroupSpec) -> Option<PathBuf> {
-    let slice = crius_proto::systemd_slice_path(&spec.parent)?;
-    Some(
-        PathBuf::from(CGROUP_ROOT)
-            .join(slice.trim_start_matches('/'))
-            .join(&spec.name),
-    )
+    Some(PathBuf::from(CGROUP_ROOT).join(crate::cgroup::relative_dir(spec).ok()?))
 }
 
 /// Starts the pod's scope with process `pid` in it (systemd moves it there) and the pod's
-/// limits as its properties. Returns the scope's cgroup directory. On failure no scope is left;
-/// `pid` is moved back to `home` first, so stopping the scope does not kill it.
+/// limits. Returns the scope's cgroup directory. When the limits fail, `pid` is moved back to
+/// `home` and the scope stopped (left to systemd if the move fails: stopping it would kill `pid`).
 pub(crate) fn start_pod(spec: &CgroupSpec, pid: i32, home: &[PathBuf]) -> Result<PathBuf, Error> {
     let dir = pod_dir(spec).ok_or_else(|| Error::NotASlice {
         parent: spec.parent.clone(),
@@ -91,25 +86,35 @@ pub(crate) fn start_pod(spec: &CgroupSpec, pid: i32, home: &[PathBuf]) -> Result
     manager
         .add_task(Pid::from_raw(pid))
         .map_err(failed(format!("cannot start the pod scope {}", spec.name)))?;
-    // What has no unit property (hugepages, `unified` files) is written to the scope's files.
-    let limited = set_limits_with(&manager, &spec.name, &spec.resources)
-        .and_then(|()| crate::cgroup::apply(std::slice::from_ref(&dir), &spec.resources));
-    if let Err(e) = limited {
-        let _ = crate::cgroup::enter(home, pid);
-        let _ = manager.remove();
+    if let Err(e) = set_limits_with(
+        &manager,
+        &spec.name,
+        std::slice::from_ref(&dir),
+        &spec.resources,
+    ) {
+        // Out of the scope first: stopping it with this process inside would kill it. If the
+        // move fails the scope stays; systemd drops it once its processes are gone.
+        if crate::cgroup::enter(home, pid).is_ok() {
+            let _ = manager.remove();
+        }
         return Err(e);
     }
     Ok(dir)
 }
 
-/// Sets `r` as the properties of the pod's scope (systemd writes the files and keeps the values
-/// across its reloads).
-pub(crate) fn set_limits(spec: &CgroupSpec, r: &Resources) -> Result<(), Error> {
-    set_limits_with(&pod_manager(spec)?, &spec.name, r)
+/// Sets `r` on the pod's scope: as unit properties where systemd has one (it writes the files
+/// and keeps the values across its reloads), in the scope's files `dirs` for the rest.
+pub(crate) fn set_limits(spec: &CgroupSpec, dirs: &[PathBuf], r: &Resources) -> Result<(), Error> {
+    set_limits_with(&pod_manager(spec)?, &spec.name, dirs, r)
 }
 
-fn set_limits_with(manager: &Manager, unit: &str, r: &Resources) -> Result<(), Error> {
-    let resources = oci_resources(r)?;
+fn set_limits_with(
+    manager: &Manager,
+    unit: &str,
+    dirs: &[PathBuf],
+    r: &Resources,
+) -> Result<(), Error> {
+    let (resources, rest) = split_limits(r)?;
     manager
         .apply(&ControllerOpt {
             resources: &resources,
@@ -117,7 +122,31 @@ fn set_limits_with(manager: &Manager, unit: &str, r: &Resources) -> Result<(), E
             oom_score_adj: None,
             freezer_state: None,
         })
-        .map_err(failed(format!("cannot set the limits of {unit}")))
+        .map_err(failed(format!("cannot set the limits of {unit}")))?;
+    crate::cgroup::apply(dirs, &rest)
+}
+
+/// `r` split into what systemd takes as unit properties and the rest, which crius writes to the
+/// scope's files (writing both would leave the files at crius' values until systemd rewrites
+/// its own).
+fn split_limits(r: &Resources) -> Result<(LinuxResources, Resources), Error> {
+    let properties = oci_resources(r)?;
+    let swap_is_property = properties
+        .memory()
+        .as_ref()
+        .is_some_and(|m| m.swap().is_some());
+    let rest = Resources {
+        cpu_period: None,
+        cpu_quota: None,
+        cpu_shares: None,
+        memory_limit: None,
+        memory_swap: r.memory_swap.filter(|_| !swap_is_property),
+        cpuset_cpus: None,
+        cpuset_mems: None,
+        hugepage_limits: r.hugepage_limits.clone(),
+        unified: r.unified.clone(),
+    };
+    Ok((properties, rest))
 }
 
 /// Stops the pod's scope: systemd kills what is left in it and removes its cgroup. A scope
@@ -212,6 +241,40 @@ mod tests {
             ..spec
         };
         assert_eq!(pod_dir(&path_like), None);
+    }
+
+    #[test]
+    fn only_what_has_no_property_is_left_for_the_files() {
+        let r = Resources {
+            cpu_shares: Some(512),
+            memory_limit: Some(64 << 20),
+            memory_swap: Some(96 << 20),
+            hugepage_limits: [("2MB".to_owned(), 4 << 20)].into(),
+            unified: [("pids.max".to_owned(), "12".to_owned())].into(),
+            ..Resources::default()
+        };
+        let (properties, rest) = split_limits(&r).expect("split");
+        assert_eq!(
+            properties.memory().as_ref().and_then(|m| m.swap()),
+            Some(96 << 20)
+        );
+        assert_eq!(
+            rest,
+            Resources {
+                hugepage_limits: r.hugepage_limits.clone(),
+                unified: r.unified.clone(),
+                ..Resources::default()
+            }
+        );
+        // A total systemd cannot take stays for the files.
+        let odd = Resources {
+            memory_swap: Some(1 << 20),
+            ..Resources::default()
+        };
+        assert_eq!(
+            split_limits(&odd).expect("split").1.memory_swap,
+            Some(1 << 20)
+        );
     }
 
     #[test]
