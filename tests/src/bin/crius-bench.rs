@@ -1628,6 +1628,9 @@ impl Bench {
                         image: Some(spec.clone()),
                     })
                     .await;
+                // Not timed either: what earlier pulls of any runtime left unwritten goes to
+                // disk now, so that no pull waits on another's writeback.
+                settle_writeback();
                 let start = Instant::now();
                 images
                     .pull_image(PullImageRequest {
@@ -2053,13 +2056,14 @@ impl Bench {
                 let mut rt = self.targets[t].runtime.clone();
                 for k in 0..10 {
                     let n = b * 10 + k;
-                    let mut timed: Vec<(&str, Instant, Result<(), tonic::Status>)> = Vec::new();
+                    // Each call's time is taken as it returns, before the next call starts.
+                    let mut timed: Vec<(&str, f64, Result<(), tonic::Status>)> = Vec::new();
                     let start = Instant::now();
                     let r = rt
                         .list_pod_sandbox(ListPodSandboxRequest { filter: None })
                         .await
                         .map(drop);
-                    timed.push((&figs.list_pods, start, r));
+                    timed.push((&figs.list_pods, ms(start.elapsed()), r));
                     let start = Instant::now();
                     let r = rt
                         .pod_sandbox_status(PodSandboxStatusRequest {
@@ -2068,13 +2072,13 @@ impl Bench {
                         })
                         .await
                         .map(drop);
-                    timed.push((&figs.pod_status, start, r));
+                    timed.push((&figs.pod_status, ms(start.elapsed()), r));
                     let start = Instant::now();
                     let r = rt
                         .list_containers(ListContainersRequest { filter: None })
                         .await
                         .map(drop);
-                    timed.push((&figs.list, start, r));
+                    timed.push((&figs.list, ms(start.elapsed()), r));
                     let start = Instant::now();
                     let r = rt
                         .container_status(ContainerStatusRequest {
@@ -2083,7 +2087,7 @@ impl Bench {
                         })
                         .await
                         .map(drop);
-                    timed.push((&figs.status, start, r));
+                    timed.push((&figs.status, ms(start.elapsed()), r));
                     // Stats are slower by nature: one call in ten.
                     if k == 0 {
                         let start = Instant::now();
@@ -2091,11 +2095,10 @@ impl Bench {
                             .list_container_stats(ListContainerStatsRequest { filter: None })
                             .await
                             .map(drop);
-                        timed.push((&figs.stats, start, r));
+                        timed.push((&figs.stats, ms(start.elapsed()), r));
                     }
                     let name = self.targets[t].name();
-                    for (figure, start, r) in timed {
-                        let elapsed = ms(start.elapsed());
+                    for (figure, elapsed, r) in timed {
                         match r {
                             Ok(()) => self.results.record(figure, Unit::Millis, t, elapsed),
                             Err(e) => {
@@ -2479,6 +2482,7 @@ impl Bench {
             if std::fs::create_dir_all(&dest).is_err() {
                 return;
             }
+            settle_writeback();
             let start = Instant::now();
             for url in &self.images.multi_urls {
                 let ok = Command::new("sh")
@@ -2510,6 +2514,7 @@ impl Bench {
             if std::fs::create_dir_all(&dest).is_err() {
                 return;
             }
+            settle_writeback();
             let start = Instant::now();
             for layer in &self.large_layers {
                 let ok = Command::new("tar")
@@ -2618,6 +2623,11 @@ fn proc_kib(pid: i32, file: &str, field: &str) -> Option<u64> {
         .find_map(|l| l.strip_prefix(field))
         .and_then(|rest| rest.split_whitespace().next())
         .and_then(|n| n.parse().ok())
+}
+
+/// Writes every file system's dirty pages to disk (`sync`), outside any timed span.
+fn settle_writeback() {
+    let _ = Command::new("sync").status();
 }
 
 fn rss_kib(pid: i32) -> Option<u64> {
