@@ -85,8 +85,8 @@ pub enum ContainerStateKind {
 /// A container and what its monitor recorded.
 #[derive(Debug, Clone)]
 pub struct ContainerView {
-    /// The record.
-    pub record: ContainerRecord,
+    /// The record (shared with the in-memory copy).
+    pub record: std::sync::Arc<ContainerRecord>,
     /// The state.
     pub state: ContainerStateKind,
     /// What the monitor recorded, if it knows the container.
@@ -103,7 +103,7 @@ pub const MONITOR_DIED_EXIT_CODE: i32 = 128 + 9;
 /// A container's view from its pod monitor's state (`None` when unreadable), whether the
 /// monitor runs and, when it does not, when it last wrote its state.
 fn container_view_of(
-    record: ContainerRecord,
+    record: std::sync::Arc<ContainerRecord>,
     pod_state: Option<&crius_proto::MonitorState>,
     alive: bool,
     last_written_ns: Option<i64>,
@@ -153,7 +153,8 @@ impl Pods {
     /// logged and skipped): reads are served from memory, writes reach memory once committed.
     pub(crate) fn open_containers(
         db: &redb::Database,
-    ) -> Result<std::collections::BTreeMap<String, ContainerRecord>, StoreError> {
+    ) -> Result<std::collections::BTreeMap<String, std::sync::Arc<ContainerRecord>>, StoreError>
+    {
         let txn = db.begin_write().map_err(err)?;
         txn.open_table(CONTAINERS).map_err(err)?;
         txn.commit().map_err(err)?;
@@ -164,7 +165,7 @@ impl Pods {
             let (key, value) = entry.map_err(err)?;
             match serde_json::from_slice::<ContainerRecord>(value.value()) {
                 Ok(r) => {
-                    out.insert(r.id.clone(), r);
+                    out.insert(r.id.clone(), std::sync::Arc::new(r));
                 }
                 Err(e) => {
                     tracing::error!(id = key.value(), error = %e, "undecodable container record")
@@ -176,7 +177,10 @@ impl Pods {
 
     fn container_table(
         &self,
-    ) -> std::sync::RwLockWriteGuard<'_, std::collections::BTreeMap<String, ContainerRecord>> {
+    ) -> std::sync::RwLockWriteGuard<
+        '_,
+        std::collections::BTreeMap<String, std::sync::Arc<ContainerRecord>>,
+    > {
         self.containers
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -194,7 +198,7 @@ impl Pods {
                 .map_err(err)?;
         }
         txn.commit().map_err(err)?;
-        records.insert(record.id.clone(), record.clone());
+        records.insert(record.id.clone(), std::sync::Arc::new(record.clone()));
         Ok(())
     }
 
@@ -210,7 +214,7 @@ impl Pods {
         Ok(())
     }
 
-    fn container_records(&self) -> Result<Vec<ContainerRecord>, StoreError> {
+    fn container_records(&self) -> Result<Vec<std::sync::Arc<ContainerRecord>>, StoreError> {
         Ok(self
             .containers
             .read()
@@ -227,7 +231,9 @@ impl Pods {
         let mut out: std::collections::HashMap<String, Vec<(String, bool)>> =
             std::collections::HashMap::new();
         for r in self.container_records()? {
-            out.entry(r.pod_id).or_default().push((r.id, r.creating));
+            out.entry(r.pod_id.clone())
+                .or_default()
+                .push((r.id.clone(), r.creating));
         }
         Ok(out)
     }
@@ -242,7 +248,7 @@ impl Pods {
         Ok(())
     }
 
-    fn container_view(&self, record: ContainerRecord) -> ContainerView {
+    fn container_view(&self, record: std::sync::Arc<ContainerRecord>) -> ContainerView {
         let pod = self.get(&record.pod_id).ok();
         let state = pod.as_ref().and_then(|p| self.monitor_state(&p.record));
         let alive = pod.as_ref().is_some_and(|p| monitor_alive(&p.record));
@@ -291,7 +297,7 @@ impl Pods {
                 ambiguous: None,
             });
         }
-        let mut found: Vec<ContainerRecord> = {
+        let mut found: Vec<std::sync::Arc<ContainerRecord>> = {
             let records = self
                 .containers
                 .read()
@@ -336,7 +342,7 @@ impl Pods {
             });
         };
         if !crate::view(pod.clone()).ready {
-            return Err(PodError::PodNotReady { id: pod.id });
+            return Err(PodError::PodNotReady { id: pod.id.clone() });
         }
         if let Some(other) = self.container_records()?.into_iter().find(|r| {
             r.pod_id == record.pod_id && r.name == record.name && r.attempt == record.attempt
@@ -345,7 +351,7 @@ impl Pods {
                 name: record.name,
                 attempt: record.attempt,
                 pod_id: record.pod_id,
-                existing: other.id,
+                existing: other.id.clone(),
             });
         }
         let mut record = record;
@@ -381,10 +387,10 @@ impl Pods {
         let pod = self.get(&view.record.pod_id)?;
         if !monitor_alive(&pod.record) {
             return Err(PodError::MonitorGone {
-                pod_id: pod.record.id,
+                pod_id: pod.record.id.clone(),
             });
         }
-        Ok(pod.record.dir)
+        Ok(pod.record.dir.clone())
     }
 
     /// StartContainer.
@@ -392,7 +398,7 @@ impl Pods {
         let view = self.get_container(id)?;
         if view.state != ContainerStateKind::Created {
             return Err(PodError::ContainerNotCreated {
-                id: view.record.id,
+                id: view.record.id.clone(),
                 state: view.state,
             });
         }
@@ -454,7 +460,10 @@ impl Pods {
 
     /// RemoveContainer: kills it if needed, releases its rootfs and forgets it. Idempotent;
     /// returns the removed record (None when there was none).
-    pub async fn remove_container(&self, id: &str) -> Result<Option<ContainerRecord>, PodError> {
+    pub async fn remove_container(
+        &self,
+        id: &str,
+    ) -> Result<Option<std::sync::Arc<ContainerRecord>>, PodError> {
         let view = match self.get_container(id) {
             Ok(v) => v,
             Err(PodError::ContainerNotFound { .. }) => return Ok(None),
@@ -487,7 +496,9 @@ impl Pods {
             view.state,
             ContainerStateKind::Running | ContainerStateKind::Created
         ) {
-            return Err(PodError::ContainerNotRunning { id: view.record.id });
+            return Err(PodError::ContainerNotRunning {
+                id: view.record.id.clone(),
+            });
         }
         let dir = self.pod_dir_of(&view)?;
         crate::client::request(
@@ -498,7 +509,7 @@ impl Pods {
             },
         )
         .await?;
-        let mut record = view.record;
+        let mut record = ContainerRecord::clone(&view.record);
         merge_resources(&mut record.resources, resources);
         self.put_container(&record)?;
         Ok(())
@@ -508,7 +519,9 @@ impl Pods {
     pub async fn reopen_container_log(&self, id: &str) -> Result<(), PodError> {
         let view = self.get_container(id)?;
         if view.state != ContainerStateKind::Running {
-            return Err(PodError::ContainerNotRunning { id: view.record.id });
+            return Err(PodError::ContainerNotRunning {
+                id: view.record.id.clone(),
+            });
         }
         let dir = self.pod_dir_of(&view)?;
         crate::client::request(
@@ -680,7 +693,9 @@ impl Pods {
     pub fn running_container(&self, id: &str) -> Result<ContainerView, PodError> {
         let view = self.get_container(id)?;
         if view.state != ContainerStateKind::Running {
-            return Err(PodError::ContainerNotRunning { id: view.record.id });
+            return Err(PodError::ContainerNotRunning {
+                id: view.record.id.clone(),
+            });
         }
         Ok(view)
     }

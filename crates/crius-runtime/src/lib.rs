@@ -318,8 +318,8 @@ pub struct PodsConfig {
 /// A pod and whether it is ready now.
 #[derive(Debug, Clone)]
 pub struct PodView {
-    /// The record.
-    pub record: PodRecord,
+    /// The record (shared with the in-memory copy).
+    pub record: Arc<PodRecord>,
     /// Recorded ready and its monitor and sandbox both run.
     pub ready: bool,
 }
@@ -335,7 +335,7 @@ pub struct Pods {
     /// Parsed monitor states, reused while a `state.json` is unchanged.
     states: statecache::StateCache,
     /// Every container record, as committed to the metadata database.
-    containers: std::sync::RwLock<std::collections::BTreeMap<String, ContainerRecord>>,
+    containers: std::sync::RwLock<std::collections::BTreeMap<String, Arc<ContainerRecord>>>,
 }
 
 /// An I/O failure of `what`.
@@ -466,10 +466,10 @@ impl Pods {
     async fn locked(
         &self,
         id: &str,
-    ) -> Result<Option<(PodRecord, tokio::sync::OwnedMutexGuard<()>)>, PodError> {
+    ) -> Result<Option<(Arc<PodRecord>, tokio::sync::OwnedMutexGuard<()>)>, PodError> {
         let (store, key) = (self.store.clone(), id.to_owned());
         let full = match blocking(move || find(&store, &key)).await {
-            Ok(v) => v.record.id,
+            Ok(v) => v.record.id.clone(),
             Err(PodError::NotFound { .. }) => return Ok(None),
             Err(e) => return Err(e),
         };
@@ -499,7 +499,7 @@ impl Pods {
 
     /// The pinned network namespace of a pod (CNI `netns_path`), while it has one.
     pub fn netns_path(&self, id: &str) -> Result<Option<PathBuf>, PodError> {
-        Ok(self.get(id)?.record.netns)
+        Ok(self.get(id)?.record.netns.clone())
     }
 
     /// RunPodSandbox: validates, records, starts the monitor, waits for the sandbox, then
@@ -887,14 +887,16 @@ impl Pods {
     pub async fn update_resources(&self, id: &str, resources: Resources) -> Result<(), PodError> {
         let pod = self.get(id)?;
         if !monitor_alive(&pod.record) {
-            return Err(PodError::PodNotRunning { id: pod.record.id });
+            return Err(PodError::PodNotRunning {
+                id: pod.record.id.clone(),
+            });
         }
         client::request(&pod.record.dir, RequestBody::UpdateResources { resources }).await?;
         Ok(())
     }
 }
 
-fn view(record: PodRecord) -> PodView {
+fn view(record: Arc<PodRecord>) -> PodView {
     let ready = record.state == PodState::Ready
         && monitor_alive(&record)
         && LIVENESS.is_running(record.sandbox_pid, record.sandbox_start_time);

@@ -67,11 +67,15 @@ impl Pods {
             self.release(&record).await?;
             self.forget_containers(&record.id)?;
             self.store.delete(&record.id)?;
-            out.rolled_back.push(record.id);
+            out.rolled_back.push(record.id.clone());
         }
         self.recover_containers(out).await?;
-        let known: std::collections::HashSet<String> =
-            self.store.all()?.into_iter().map(|r| r.id).collect();
+        let known: std::collections::HashSet<String> = self
+            .store
+            .all()?
+            .into_iter()
+            .map(|r| r.id.clone())
+            .collect();
         let mut orphan_ids = std::collections::HashSet::new();
         let mut entries = tokio::fs::read_dir(&self.pods_dir)
             .await
@@ -149,7 +153,7 @@ impl Pods {
     /// container a running monitor holds that no record owns is removed from the monitor. The
     /// image leases of what is forgotten are left to the caller (they have no record now).
     async fn recover_containers(&self, out: &mut Recovery) -> Result<(), PodError> {
-        let pods: HashMap<String, PodRecord> = self
+        let pods: HashMap<String, Arc<PodRecord>> = self
             .store
             .all()?
             .into_iter()
@@ -158,7 +162,7 @@ impl Pods {
         let mut records = self.container_ids_by_pod()?;
         for (pod_id, ids) in &mut records {
             let pod = pods.get(pod_id);
-            let alive = pod.is_some_and(monitor_alive);
+            let alive = pod.is_some_and(|p| monitor_alive(p));
             let state = pod.and_then(|p| self.monitor_state(p));
             let mut kept = Vec::new();
             for (id, creating) in ids.drain(..) {

@@ -122,7 +122,7 @@ pub struct Store {
     db: std::sync::Arc<redb::Database>,
     /// The committed records by id. Writers hold the write lock across their transaction, so
     /// the copy changes in commit order.
-    records: std::sync::Arc<std::sync::RwLock<BTreeMap<String, PodRecord>>>,
+    records: std::sync::Arc<std::sync::RwLock<BTreeMap<String, std::sync::Arc<PodRecord>>>>,
 }
 
 impl Store {
@@ -140,7 +140,7 @@ impl Store {
                 let (key, value) = entry.map_err(err)?;
                 match serde_json::from_slice::<PodRecord>(value.value()) {
                     Ok(r) => {
-                        records.insert(r.id.clone(), r);
+                        records.insert(r.id.clone(), std::sync::Arc::new(r));
                     }
                     Err(e) => {
                         tracing::error!(id = key.value(), error = %e, "undecodable pod record")
@@ -154,13 +154,17 @@ impl Store {
         })
     }
 
-    fn write_lock(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, PodRecord>> {
+    fn write_lock(
+        &self,
+    ) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, std::sync::Arc<PodRecord>>> {
         self.records
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn read_lock(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, PodRecord>> {
+    fn read_lock(
+        &self,
+    ) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, std::sync::Arc<PodRecord>>> {
         self.records
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -178,7 +182,7 @@ impl Store {
                 .map_err(err)?;
         }
         txn.commit().map_err(err)?;
-        records.insert(record.id.clone(), record.clone());
+        records.insert(record.id.clone(), std::sync::Arc::new(record.clone()));
         Ok(())
     }
 
@@ -200,7 +204,7 @@ impl Store {
                 .map_err(err)?;
         }
         txn.commit().map_err(err)?;
-        records.insert(record.id.clone(), record.clone());
+        records.insert(record.id.clone(), std::sync::Arc::new(record.clone()));
         Ok(None)
     }
 
@@ -209,9 +213,9 @@ impl Store {
         &self,
         id: &str,
         change: impl FnOnce(&mut PodRecord),
-    ) -> Result<Option<PodRecord>, StoreError> {
+    ) -> Result<Option<std::sync::Arc<PodRecord>>, StoreError> {
         let mut records = self.write_lock();
-        let Some(mut record) = records.get(id).cloned() else {
+        let Some(mut record) = records.get(id).map(|r| PodRecord::clone(r)) else {
             return Ok(None);
         };
         change(&mut record);
@@ -222,6 +226,7 @@ impl Store {
             table.insert(id, data.as_slice()).map_err(err)?;
         }
         txn.commit().map_err(err)?;
+        let record = std::sync::Arc::new(record);
         records.insert(id.to_owned(), record.clone());
         Ok(Some(record))
     }
@@ -239,13 +244,13 @@ impl Store {
         Ok(())
     }
 
-    /// Every record.
-    pub fn all(&self) -> Result<Vec<PodRecord>, StoreError> {
+    /// Every record (shared: a listing copies no record).
+    pub fn all(&self) -> Result<Vec<std::sync::Arc<PodRecord>>, StoreError> {
         Ok(self.read_lock().values().cloned().collect())
     }
 
     /// The record of `id` exactly, else the records whose id starts with `id`.
-    pub fn find(&self, id: &str) -> Vec<PodRecord> {
+    pub fn find(&self, id: &str) -> Vec<std::sync::Arc<PodRecord>> {
         let records = self.read_lock();
         if let Some(exact) = records.get(id) {
             return vec![exact.clone()];

@@ -670,7 +670,7 @@ impl Cri {
                     "the target container is in another pod",
                 ));
             }
-            Some(target.record.id)
+            Some(target.record.id.clone())
         } else {
             None
         };
@@ -871,7 +871,7 @@ impl Cri {
     /// is released, and with it the layers nothing else owns. Failures are logged.
     pub(crate) async fn release_orphan_leases(&self) {
         let known: std::collections::HashSet<String> = match self.pods.list_containers() {
-            Ok(list) => list.into_iter().map(|v| v.record.id).collect(),
+            Ok(list) => list.into_iter().map(|v| v.record.id.clone()).collect(),
             Err(e) => {
                 tracing::error!(error = %e, "cannot list containers to sweep image leases");
                 return;
@@ -909,7 +909,7 @@ impl Cri {
     /// The ids of a pod's containers.
     pub(crate) fn pod_containers(&self, pod_id: &str) -> Vec<String> {
         let full = match self.pods.get(pod_id) {
-            Ok(p) => p.record.id,
+            Ok(p) => p.record.id.clone(),
             Err(_) => return Vec::new(),
         };
         self.pods
@@ -917,7 +917,7 @@ impl Cri {
             .map(|l| {
                 l.into_iter()
                     .filter(|v| v.record.pod_id == full)
-                    .map(|v| v.record.id)
+                    .map(|v| v.record.id.clone())
                     .collect()
             })
             .unwrap_or_default()

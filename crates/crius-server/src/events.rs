@@ -139,7 +139,7 @@ impl Events {
                     T::ContainerStoppedEvent
                 };
                 let pod = p.record.id.clone();
-                last.insert(p.record.id, Last { kind, pod });
+                last.insert(p.record.id.clone(), Last { kind, pod });
             }
         }
         if let Ok(list) = pods.list_containers() {
@@ -151,8 +151,8 @@ impl Events {
                         T::ContainerStoppedEvent
                     }
                 };
-                let pod = c.record.pod_id;
-                last.insert(c.record.id, Last { kind, pod });
+                let pod = c.record.pod_id.clone();
+                last.insert(c.record.id.clone(), Last { kind, pod });
             }
         }
         Events {
@@ -274,7 +274,7 @@ impl Events {
         };
         Pending {
             events: event.into_iter().collect(),
-            container: Some(c.record.id),
+            container: Some(c.record.id.clone()),
             pod: None,
         }
     }

@@ -1633,7 +1633,7 @@ pub(crate) fn refuse_unhandled_container(
     let pod = pods
         .get(&req.pod_sandbox_id)
         .ok()
-        .map(|p| p.record.spec.namespaces);
+        .map(|p| p.record.spec.namespaces.clone());
     check_container(config, pod.as_ref())
 }
 

@@ -129,7 +129,8 @@ impl Cri {
             .running_container(id)
             .map_err(pod_error)?
             .record
-            .id)
+            .id
+            .clone())
     }
 
     /// CRI Exec: checks the request and the container, returns the URL.
@@ -203,7 +204,7 @@ impl Cri {
             )));
         }
         let req = crius_stream::PortForwardRequest {
-            pod_id: pod.record.id,
+            pod_id: pod.record.id.clone(),
             ..req
         };
         let url = self
