@@ -73,6 +73,22 @@ fn serve_once_in(netns: PathBuf, port: u16) -> std::thread::JoinHandle<std::io::
     handle
 }
 
+/// Connects to a listener on 127.0.0.1 inside the network namespace at `netns`: works only
+/// once the namespace's `lo` is up (a new namespace's `lo` is down and has no address).
+fn loopback_connects_in(netns: &Path) -> std::io::Result<()> {
+    let netns = netns.to_owned();
+    std::thread::spawn(move || {
+        let ns = std::fs::File::open(&netns)?;
+        // This thread alone enters the pod's network namespace.
+        nix::sched::setns(ns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)?;
+        let listener = TcpListener::bind(("127.0.0.1", 0))?;
+        let _client = TcpStream::connect_timeout(&listener.local_addr()?, Duration::from_secs(5))?;
+        listener.accept().map(drop)
+    })
+    .join()
+    .unwrap()
+}
+
 #[tokio::test]
 async fn pod_ip_is_reachable_from_the_host_and_released_on_stop() {
     let mut daemon = Criusd::start().await.unwrap();
@@ -109,6 +125,8 @@ async fn pod_ip_is_reachable_from_the_host_and_released_on_stop() {
         );
 
         let netns = PathBuf::from(info["netns"].as_str().unwrap());
+        // The sandbox brought lo up: 127.0.0.1 answers inside the pod.
+        loopback_connects_in(&netns).unwrap_or_else(|e| panic!("{name}: lo in the pod: {e}"));
         let server = serve_once_in(netns, 8080);
         let mut conn = TcpStream::connect_timeout(
             &format!("{ip}:8080").parse().unwrap(),

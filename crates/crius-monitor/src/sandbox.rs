@@ -212,6 +212,9 @@ fn child_setup(spec: &SandboxSpec) -> Result<(), SetupError> {
         nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
             .map_err(sys("cannot set the parent-death signal"))?;
     }
+    if spec.new_net {
+        loopback_up()?;
+    }
     for (key, value) in &spec.sysctls {
         let path = crius_proto::sysctl_path(key)
             .ok_or_else(|| SetupError::BadSysctl { key: key.clone() })?;
@@ -234,6 +237,37 @@ fn child_setup(spec: &SandboxSpec) -> Result<(), SetupError> {
         hostname: spec.hostname.clone(),
         source,
     })?;
+    Ok(())
+}
+
+/// Brings up `lo` of the pod's new network namespace (which gives it 127.0.0.1 and ::1), the
+/// job of CNI's `loopback` plugin, without running a plugin per pod.
+fn loopback_up() -> Result<(), SetupError> {
+    use std::os::fd::AsRawFd;
+    let socket = nix::sys::socket::socket(
+        nix::sys::socket::AddressFamily::Inet,
+        nix::sys::socket::SockType::Datagram,
+        nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .map_err(sys("cannot open a socket to set up lo"))?;
+    // SAFETY: ifreq is plain data, for which all zeroes is a valid value.
+    let mut request: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (to, from) in request.ifr_name.iter_mut().zip(b"lo\0") {
+        *to = libc::c_char::from_ne_bytes([*from]);
+    }
+    // SAFETY: SIOCGIFFLAGS reads the name from `request` and writes its flags into it.
+    if unsafe { libc::ioctl(socket.as_raw_fd(), libc::SIOCGIFFLAGS, &mut request) } < 0 {
+        return Err(sys("cannot read the flags of lo")(nix::Error::last()));
+    }
+    // SAFETY: SIOCGIFFLAGS filled in the flags member of the union.
+    unsafe {
+        request.ifr_ifru.ifru_flags |= libc::c_short::try_from(libc::IFF_UP).unwrap_or(1);
+    }
+    // SAFETY: SIOCSIFFLAGS only reads `request`.
+    if unsafe { libc::ioctl(socket.as_raw_fd(), libc::SIOCSIFFLAGS, &request) } < 0 {
+        return Err(sys("cannot bring lo up")(nix::Error::last()));
+    }
     Ok(())
 }
 

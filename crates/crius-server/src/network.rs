@@ -12,13 +12,15 @@ pub const NETWORK_READY: &str = "NetworkReady";
 /// Directory under `--root` where CNI results are cached, so DEL works after a restart or reboot.
 pub const CNI_CACHE_DIR: &str = "cni";
 
-/// The CNI client for a configuration.
+/// The CNI client for a configuration. Without the `loopback` plugin: each pod's sandbox
+/// brings its `lo` up itself as it creates the network namespace.
 pub(crate) fn cni(config: &crate::Config) -> crius_net::Cni {
     crius_net::Cni::new(
         &config.cni_conf_dir,
         &config.cni_bin_dirs,
         config.root.join(CNI_CACHE_DIR),
     )
+    .with_loopback(false)
 }
 
 impl Cri {
