@@ -235,6 +235,10 @@ impl<R: Read> Read for CappedReader<R> {
     }
 }
 
+/// Files from this size on start their writeback as soon as they are written; smaller ones
+/// are left to the one `syncfs` (a call per small file cost more than it saved).
+const WRITEBACK_MIN_BYTES: u64 = 256 * 1024;
+
 /// Starts writing `file`'s data to disk without waiting for it, so that the one `syncfs`
 /// before the image record finds little left to write. Best effort: an error only means the
 /// sync will do the work.
@@ -523,13 +527,16 @@ impl Layer {
                     )
                 })?;
                 let mut file = File::from(fd);
-                std::io::copy(entry, &mut file).map_err(|source| UnpackError::Io {
-                    op: "write",
-                    path: lossy(&raw_path),
-                    source,
-                })?;
+                let written =
+                    std::io::copy(entry, &mut file).map_err(|source| UnpackError::Io {
+                        op: "write",
+                        path: lossy(&raw_path),
+                        source,
+                    })?;
                 apply_fd_meta(file.as_fd(), &meta, &raw_path)?;
-                start_writeback(&file);
+                if written >= WRITEBACK_MIN_BYTES {
+                    start_writeback(&file);
+                }
             }
             tar::EntryType::Symlink => {
                 let target = entry
