@@ -632,6 +632,11 @@ impl ManyFigures {
 const F_RSS_IDLE: &str = "daemon RSS, idle (after setup)";
 /// Daemon RSS with no pods, at the end.
 const F_RSS_END: &str = "daemon RSS, idle (end of run)";
+/// The daemon's anonymous memory (RssAnon: heap, stacks) with no pods, after setup; VmRSS also
+/// counts the pages of its executable it has run, which the page cache shares.
+const F_ANON_IDLE: &str = "daemon anonymous memory (RssAnon), idle (after setup)";
+/// The daemon's anonymous memory with no pods, at the end.
+const F_ANON_END: &str = "daemon anonymous memory (RssAnon), idle (end of run)";
 
 // ---------------------------------------------------------------------------------------------
 // Daemons
@@ -1785,8 +1790,14 @@ impl Bench {
 
     /// Daemon RSS (VmRSS) in MiB, recorded under `figure`.
     fn record_rss(&mut self, figure: &str) {
+        self.record_memory(figure, "VmRSS:");
+    }
+
+    /// The daemon's `field` of `/proc/PID/status` in MiB, recorded under `figure`.
+    fn record_memory(&mut self, figure: &str, field: &str) {
         for t in 0..self.targets.len() {
-            match self.targets[t].daemon.pid().and_then(|p| rss_kib(p as i32)) {
+            let pid = self.targets[t].daemon.pid();
+            match pid.and_then(|p| proc_kib(p as i32, "status", field)) {
                 Some(kib) => self
                     .results
                     .record(figure, Unit::Mebibytes, t, kib as f64 / 1024.0),
@@ -2391,10 +2402,12 @@ impl Bench {
         let dense = ManyFigures::new(plan.density, true, true);
         let bare = ManyFigures::new(plan.pods, false, false);
         self.results.figure(F_RSS_IDLE, Unit::Mebibytes);
+        self.results.figure(F_ANON_IDLE, Unit::Mebibytes);
         for (f, u) in full.all().into_iter().chain(dense.all()).chain(bare.all()) {
             self.results.figure(&f, u);
         }
         self.results.figure(F_RSS_END, Unit::Mebibytes);
+        self.results.figure(F_ANON_END, Unit::Mebibytes);
 
         eprintln!("crius-bench: pre-pulling the test images (untimed)");
         let (small, pause) = (self.images.small.clone(), self.images.pause.clone());
@@ -2402,6 +2415,7 @@ impl Bench {
         self.prepull(&pause).await;
         tokio::time::sleep(Duration::from_secs(1)).await;
         self.record_rss(F_RSS_IDLE);
+        self.record_memory(F_ANON_IDLE, "RssAnon:");
 
         self.ab(Step::PullMulti, plan.pulls).await;
         self.pull_floor(plan.pulls);
@@ -2440,6 +2454,7 @@ impl Bench {
         // every two seconds).
         tokio::time::sleep(Duration::from_secs(3)).await;
         self.record_rss(F_RSS_END);
+        self.record_memory(F_ANON_END, "RssAnon:");
         // Last, so the other figures (the idle RSS at the end too) run as they did before
         // these images existed.
         self.layers(&layer_steps, plan.iterations).await
