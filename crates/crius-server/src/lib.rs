@@ -87,6 +87,10 @@ pub struct Cri {
     pod_cidrs: podcidr::PodCidrs,
 }
 
+/// Memory the metadata database may keep of its pages (redb's default is 1 GiB). Reads are
+/// served from crius' own records; a pod's record is a few KiB.
+const METADATA_CACHE_BYTES: usize = 16 << 20;
+
 /// Opens (creating) `<root>/metadata.redb`, mode 0600: it holds pod annotations, labels and
 /// container configuration, which no host user but root may read.
 pub fn open_metadata(root: &std::path::Path) -> Result<redb::Database, StartError> {
@@ -104,10 +108,13 @@ pub fn open_metadata(root: &std::path::Path) -> Result<redb::Database, StartErro
         .open(&path)
         .map_err(mode)?;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map_err(mode)?;
-    redb::Database::create(&path).map_err(|e| StartError::Metadata {
-        path: path.clone(),
-        source: Box::new(e),
-    })
+    redb::Builder::new()
+        .set_cache_size(METADATA_CACHE_BYTES)
+        .create(&path)
+        .map_err(|e| StartError::Metadata {
+            path: path.clone(),
+            source: Box::new(e),
+        })
 }
 
 impl Cri {

@@ -169,6 +169,8 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .max_blocking_threads(BLOCKING_THREADS)
+        .thread_keep_alive(BLOCKING_THREAD_IDLE)
         .build()
         .context("cannot start the async runtime")?;
     let result = runtime.block_on(async {
@@ -216,6 +218,15 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     }
     result
 }
+
+/// Most threads for blocking work (file system, metadata transactions, unpacks) at once: a
+/// flood of calls queues behind them instead of starting a thread each (250 concurrent
+/// RemovePodSandbox calls held ~170 threads and ~8 MiB of their stacks).
+const BLOCKING_THREADS: usize = 64;
+
+/// How long an idle blocking thread waits for more work before it exits (tokio's default is
+/// ten seconds), so that the stacks of a burst are gone soon after it.
+const BLOCKING_THREAD_IDLE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// How often memory freed by finished work goes back to the system.
 const TRIM_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
