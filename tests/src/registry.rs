@@ -653,7 +653,12 @@ impl GatedRegistry {
         tag: &str,
         gated: &str,
     ) -> Result<GatedRegistry> {
-        GatedRegistry::start_inner(image, repo, tag, gated, None)
+        GatedRegistry::start_inner(&[(image, repo, tag)], Some(gated), None)
+    }
+
+    /// Serves each `(image, repo, tag)`, holding back every layer blob of every image.
+    pub fn start_all_gated(images: &[(&crate::image::Image, &str, &str)]) -> Result<GatedRegistry> {
+        GatedRegistry::start_inner(images, None, None)
     }
 
     /// Serves `image` as `repo:tag` (nothing held back) to clients with a bearer token only:
@@ -666,45 +671,39 @@ impl GatedRegistry {
         tag: &str,
         refresh_token: &str,
     ) -> Result<GatedRegistry> {
-        GatedRegistry::start_inner(image, repo, tag, "", Some(refresh_token.to_owned()))
+        GatedRegistry::start_inner(
+            &[(image, repo, tag)],
+            Some(""),
+            Some(refresh_token.to_owned()),
+        )
     }
 
+    /// Serves `images`; holds back the blob `gated` (a digest) of each, or every layer blob
+    /// when `gated` is `None`.
     fn start_inner(
-        image: &crate::image::Image,
-        repo: &str,
-        tag: &str,
-        gated: &str,
+        images: &[(&crate::image::Image, &str, &str)],
+        gated: Option<&str>,
         refresh_token: Option<String>,
     ) -> Result<GatedRegistry> {
         let listener = TcpListener::bind("127.0.0.1:0").context("binding the gated registry")?;
         let addr = listener.local_addr()?;
-        let manifest = image.manifest_json();
         let mut routes: std::collections::HashMap<String, (String, Vec<u8>)> =
             std::collections::HashMap::new();
-        let manifest_type = crate::image::MEDIA_TYPE_MANIFEST.to_owned();
-        routes.insert(
-            format!("/v2/{repo}/manifests/{tag}"),
-            (manifest_type.clone(), manifest.clone()),
-        );
-        routes.insert(
-            format!(
-                "/v2/{repo}/manifests/{}",
-                crate::image::sha256_digest(&manifest)
-            ),
-            (manifest_type, manifest),
-        );
-        let config = image.config_json();
-        routes.insert(
-            format!("/v2/{repo}/blobs/{}", crate::image::sha256_digest(&config)),
-            ("application/octet-stream".into(), config),
-        );
-        for layer in &image.layers {
-            routes.insert(
-                format!("/v2/{repo}/blobs/{}", layer.digest()),
-                ("application/octet-stream".into(), layer.blob().to_vec()),
-            );
+        let mut gated_paths = std::collections::HashSet::new();
+        for (image, repo, tag) in images {
+            add_routes(&mut routes, image, repo, tag);
+            match gated {
+                Some(digest) => {
+                    gated_paths.insert(format!("/v2/{repo}/blobs/{digest}"));
+                }
+                None => gated_paths.extend(
+                    image
+                        .layers
+                        .iter()
+                        .map(|l| format!("/v2/{repo}/blobs/{}", l.digest())),
+                ),
+            }
         }
-        let gated_path = format!("/v2/{repo}/blobs/{gated}");
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let gate = std::sync::Arc::new((
             std::sync::Mutex::new(GateState::default()),
@@ -718,14 +717,14 @@ impl GatedRegistry {
                 }
                 let Ok(conn) = conn else { continue };
                 let routes = routes.clone();
-                let gated_path = gated_path.clone();
+                let gated_paths = gated_paths.clone();
                 let gating = gating.clone();
                 let refresh_token = refresh_token.clone();
                 std::thread::spawn(move || {
                     let _ = serve_route(
                         conn,
                         &routes,
-                        &gated_path,
+                        &gated_paths,
                         &gating,
                         refresh_token.as_deref(),
                     );
@@ -788,6 +787,39 @@ impl GatedRegistry {
     }
 }
 
+/// Adds the manifest (by tag and digest), config and layer blobs of `image` as `repo:tag`.
+fn add_routes(
+    routes: &mut std::collections::HashMap<String, (String, Vec<u8>)>,
+    image: &crate::image::Image,
+    repo: &str,
+    tag: &str,
+) {
+    let manifest = image.manifest_json();
+    let manifest_type = crate::image::MEDIA_TYPE_MANIFEST.to_owned();
+    routes.insert(
+        format!("/v2/{repo}/manifests/{tag}"),
+        (manifest_type.clone(), manifest.clone()),
+    );
+    routes.insert(
+        format!(
+            "/v2/{repo}/manifests/{}",
+            crate::image::sha256_digest(&manifest)
+        ),
+        (manifest_type, manifest),
+    );
+    let config = image.config_json();
+    routes.insert(
+        format!("/v2/{repo}/blobs/{}", crate::image::sha256_digest(&config)),
+        ("application/octet-stream".into(), config),
+    );
+    for layer in &image.layers {
+        routes.insert(
+            format!("/v2/{repo}/blobs/{}", layer.digest()),
+            ("application/octet-stream".into(), layer.blob().to_vec()),
+        );
+    }
+}
+
 impl Drop for GatedRegistry {
     fn drop(&mut self) {
         self.open_gate();
@@ -802,7 +834,7 @@ impl Drop for GatedRegistry {
 fn serve_route(
     mut conn: TcpStream,
     routes: &std::collections::HashMap<String, (String, Vec<u8>)>,
-    gated_path: &str,
+    gated_paths: &std::collections::HashSet<String>,
     gate: &(std::sync::Mutex<GateState>, std::sync::Condvar),
     refresh_token: Option<&str>,
 ) -> std::io::Result<()> {
@@ -895,7 +927,7 @@ fn serve_route(
         })
         .unwrap_or_default();
     let (gate_lock, changed) = gate;
-    if path == gated_path && method == "GET" {
+    if gated_paths.contains(path) && method == "GET" {
         gate_lock
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -929,7 +961,7 @@ fn serve_route(
     if method == "HEAD" {
         return Ok(());
     }
-    if path != gated_path {
+    if !gated_paths.contains(path) {
         return conn.write_all(body);
     }
     let half = body.len() / 2;

@@ -185,3 +185,74 @@ async fn a_layer_is_unpacked_while_it_downloads() {
         .expect("join")
         .expect("the pull ends once the rest arrives");
 }
+
+/// A flood of pulls that all stall: more layer downloads wait halfway than criusd has threads
+/// for blocking work (64). Every unpack holds such a thread while it waits for its download,
+/// and a download needs one to write its blob, so unbounded unpacks would take them all and
+/// no pull could ever finish. Once the registry lets the rest go, every pull completes and
+/// the daemon answers.
+#[tokio::test]
+async fn a_flood_of_stalled_pulls_finishes_once_the_registry_answers() {
+    use crius_tests::image::{Compression, Entry, Image, Layer};
+    const PULLS: usize = 96;
+    let images: Vec<Image> = (0..PULLS)
+        .map(|i| {
+            // Distinct content: every image has its own layer (no download is shared).
+            let data = format!("image {i}\n").repeat(4096);
+            let layer =
+                Layer::new(&[Entry::file("data", data, 0o644)], Compression::Gzip).expect("layer");
+            Image::new(vec![layer])
+        })
+        .collect();
+    let repos: Vec<String> = (0..PULLS).map(|i| format!("crius/flood{i}")).collect();
+    let served: Vec<(&Image, &str, &str)> = images
+        .iter()
+        .zip(&repos)
+        .map(|(image, repo)| (image, repo.as_str(), "1"))
+        .collect();
+    let registry = GatedRegistry::start_all_gated(&served).expect("registry");
+    let daemon = Criusd::start_with(Options {
+        config: format!("insecure_registries = [\"{}\"]\n", registry.host()),
+        ..Options::default()
+    })
+    .await
+    .expect("criusd");
+    let mut pulls = tokio::task::JoinSet::new();
+    for repo in &repos {
+        let mut client = daemon.images.clone();
+        let reference = format!("{}/{repo}:1", registry.host());
+        pulls.spawn(async move { client.pull_image(request(&reference)).await });
+    }
+    // Downloads have started and are held halfway.
+    assert!(
+        wait_until(Duration::from_secs(60), || !registry
+            .gated_requests()
+            .is_empty())
+        .await,
+        "no download reached the registry"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let held = registry.gated_requests().len();
+    registry.open_gate();
+    let all = async {
+        let mut done = 0;
+        while let Some(joined) = pulls.join_next().await {
+            joined.expect("join").expect("every pull succeeds");
+            done += 1;
+        }
+        done
+    };
+    let done = tokio::time::timeout(Duration::from_secs(120), all)
+        .await
+        .expect("every pull ends once the registry answers (none hangs)");
+    assert_eq!(done, PULLS);
+    let mut client = daemon.images.clone();
+    let listed = client
+        .list_images(cri_api::v1::ListImagesRequest::default())
+        .await
+        .expect("ListImages")
+        .into_inner()
+        .images;
+    assert_eq!(listed.len(), PULLS, "every image is recorded");
+    eprintln!("{held} downloads were held at once before the registry answered");
+}

@@ -28,6 +28,12 @@ const LEASES: TableDefinition<&str, &[u8]> = TableDefinition::new("image_leases"
 /// Layers downloaded and unpacked at once per pull.
 const LAYER_PARALLELISM: usize = 3;
 
+/// Layers unpacked at once across all pulls and imports. Each unpack holds a blocking thread
+/// for its whole length, and a streaming one waits there for its download, whose blob writes
+/// need blocking threads too: unbounded, a flood of pulls could take every blocking thread
+/// with unpacks waiting for downloads that can no longer write.
+const UNPACK_SLOTS: usize = 8;
+
 /// What a container needs from its image.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RootfsSpec {
@@ -107,6 +113,8 @@ pub struct ImageStore {
     limits: Mutex<Limits>,
     /// Pulls in flight.
     transfers: Arc<crate::transfers::Transfers>,
+    /// One permit per layer being unpacked ([`UNPACK_SLOTS`]).
+    unpacks: tokio::sync::Semaphore,
 }
 
 /// How long a usage walk is reused (kubelet asks every few seconds; a walk visits every file).
@@ -157,6 +165,7 @@ impl ImageStore {
             usage_cache: Mutex::new(None),
             limits: Mutex::new(Limits::default()),
             transfers: Arc::default(),
+            unpacks: tokio::sync::Semaphore::new(UNPACK_SLOTS),
         };
         store.sweep()?;
         Ok(store)
@@ -710,6 +719,11 @@ impl ImageStore {
         if dest.is_dir() {
             return Ok(());
         }
+        // Held until the layer is in place (the semaphore is never closed).
+        let _slot = self.unpacks.acquire().await.map_err(|e| ImageError::Io {
+            context: "unpack slot".into(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
         if let Origin::Registry(source) = origin {
             let _blob_lock = self.locks.lock(format!("blob:{}", desc.digest)).await;
             if !self.blobs.contains(&desc.digest)?

@@ -221,7 +221,9 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
 
 /// Most threads for blocking work (file system, metadata transactions, unpacks) at once: a
 /// flood of calls queues behind them instead of starting a thread each (250 concurrent
-/// RemovePodSandbox calls held ~170 threads and ~8 MiB of their stacks).
+/// RemovePodSandbox calls held ~170 threads and ~8 MiB of their stacks). Work that waits on
+/// other blocking work (a layer unpack waits on its download's writes) is capped well below
+/// this by its own owner (crius-image unpacks eight layers at once).
 const BLOCKING_THREADS: usize = 64;
 
 /// How long an idle blocking thread waits for more work before it exits (tokio's default is
