@@ -160,14 +160,25 @@ fn layer_usage(upper: &Path, max_age: Duration) -> Option<DiskUsage> {
     Some(usage)
 }
 
-/// Reads the stats of `views`, with writable layer walks at most `max_age` old; blocks.
-fn collect(pods: &Pods, views: &[ContainerView], max_age: Duration) -> Vec<ContainerStats> {
-    let fs_id = FilesystemIdentifier {
+/// The file system of the writable layers, as container stats name it. Reads
+/// `/proc/self/mountinfo` (long on a node with many pods): once per call, not per container.
+fn container_fs(pods: &Pods) -> FilesystemIdentifier {
+    FilesystemIdentifier {
         mountpoint: mountpoint_of(pods.container_root()).display().to_string(),
-    };
+    }
+}
+
+/// Reads the stats of `views` on the file system `fs_id`, with writable layer walks at most
+/// `max_age` old; blocks.
+fn collect<'a>(
+    pods: &Pods,
+    views: impl IntoIterator<Item = &'a ContainerView>,
+    max_age: Duration,
+    fs_id: &FilesystemIdentifier,
+) -> Vec<ContainerStats> {
     views
-        .iter()
-        .map(|v| container_stats_of(pods, v, &fs_id, max_age))
+        .into_iter()
+        .map(|v| container_stats_of(pods, v, fs_id, max_age))
         .collect()
 }
 
@@ -264,6 +275,7 @@ fn pod_stats_of(
     pods: &Pods,
     pod: &crius_runtime::PodView,
     containers: &[ContainerView],
+    fs_id: &FilesystemIdentifier,
 ) -> PodSandboxStats {
     let r = &pod.record;
     let at_ns = crius_proto::now_ns();
@@ -275,11 +287,7 @@ fn pod_stats_of(
         ),
         _ => (CgroupStats::default(), None),
     };
-    let mine: Vec<ContainerView> = containers
-        .iter()
-        .filter(|c| c.record.pod_id == r.id)
-        .cloned()
-        .collect();
+    let mine = containers.iter().filter(|c| c.record.pod_id == r.id);
     let key = format!("pod:{}", r.id);
     PodSandboxStats {
         attributes: Some(PodSandboxAttributes {
@@ -303,7 +311,7 @@ fn pod_stats_of(
                 timestamp: at_ns,
                 process_count: value(n),
             }),
-            containers: collect(pods, &mine, LAYER_CACHE_TTL),
+            containers: collect(pods, mine, LAYER_CACHE_TTL, fs_id),
             io: io_usage(&cgroup, at_ns),
         }),
         windows: None,
@@ -328,7 +336,7 @@ impl Cri {
         let id = id.to_owned();
         self.blocking(move |pods| {
             let view = pods.get_container(&id)?;
-            Ok(collect(pods, &[view], Duration::ZERO).pop())
+            Ok(collect(pods, [&view], Duration::ZERO, &container_fs(pods)).pop())
         })
         .await?
         .ok_or_else(|| Status::internal("no stats collected"))
@@ -363,7 +371,7 @@ impl Cri {
                         .all(|(k, val)| v.record.labels.get(k) == Some(val))
                 })
                 .collect();
-            Ok(collect(pods, &views, LAYER_CACHE_TTL))
+            Ok(collect(pods, &views, LAYER_CACHE_TTL, &container_fs(pods)))
         })
         .await
     }
@@ -374,7 +382,7 @@ impl Cri {
         self.blocking(move |pods| {
             let pod = pods.get(&id)?;
             let containers = pods.list_containers()?;
-            Ok(pod_stats_of(pods, &pod, &containers))
+            Ok(pod_stats_of(pods, &pod, &containers, &container_fs(pods)))
         })
         .await
     }
@@ -403,9 +411,10 @@ impl Cri {
                 })
                 .collect();
             let containers = pods.list_containers()?;
+            let fs_id = container_fs(pods);
             Ok(chosen
                 .iter()
-                .map(|p| pod_stats_of(pods, p, &containers))
+                .map(|p| pod_stats_of(pods, p, &containers, &fs_id))
                 .collect())
         })
         .await
@@ -711,10 +720,11 @@ impl Cri {
                 .iter()
                 .map(|c| (c.record.id.clone(), c.record.image.clone()))
                 .collect();
+            let fs_id = container_fs(pods);
             Ok(all
                 .iter()
                 .filter(|p| p.ready)
-                .map(|p| pod_metrics(&pod_stats_of(pods, p, &containers), &images))
+                .map(|p| pod_metrics(&pod_stats_of(pods, p, &containers, &fs_id), &images))
                 .collect())
         })
         .await
