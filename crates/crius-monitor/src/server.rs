@@ -236,6 +236,7 @@ impl Monitor {
             .iter_mut()
             .find(|(_, c)| c.pid == pid.as_raw() && c.exit.is_none())
         {
+            let c = std::sync::Arc::make_mut(c);
             if let Some(live) = self.live.get_mut(id) {
                 live.exited();
             }
@@ -447,14 +448,21 @@ impl Monitor {
             "container {} created, pid {}",
             spec.id, state.pid
         ));
-        self.state.containers.insert(spec.id.clone(), state);
+        self.state
+            .containers
+            .insert(spec.id.clone(), std::sync::Arc::new(state));
         self.live.insert(spec.id.clone(), live);
         self.save();
         Ok(())
     }
 
     fn start_container(&mut self, id: &str) -> Result<(), Error> {
-        let Some(state) = self.state.containers.get_mut(id) else {
+        let Some(state) = self
+            .state
+            .containers
+            .get_mut(id)
+            .map(std::sync::Arc::make_mut)
+        else {
             return Err(Error::UnknownContainer { id: id.to_owned() });
         };
         if state.started_at_ns.is_some() || state.exit.is_some() {
@@ -502,7 +510,11 @@ impl Monitor {
             Ok(status) => self.record(status),
             Err(e) => log(format_args!("waiting for container {id}: {e}")),
         }
-        if let Some(state) = self.state.containers.get_mut(id)
+        if let Some(state) = self
+            .state
+            .containers
+            .get_mut(id)
+            .map(std::sync::Arc::make_mut)
             && state.exit.is_none()
         {
             state.exit = Some(Exit {
@@ -516,7 +528,7 @@ impl Monitor {
     fn remove_container(&mut self, id: &str) -> Result<(), Error> {
         self.kill_container(id);
         let state = self.state.containers.get(id).cloned();
-        containers::release(&self.dir, id, state.as_ref())?;
+        containers::release(&self.dir, id, state.as_deref())?;
         self.live.remove(id);
         if self.state.containers.remove(id).is_some() {
             self.save();
@@ -585,7 +597,10 @@ pub(crate) fn cleanup(dir: &Path) -> Result<(), Error> {
         }
     }
     for id in containers::dirs(dir) {
-        let container = state.as_ref().and_then(|s| s.containers.get(&id));
+        let container = state
+            .as_ref()
+            .and_then(|s| s.containers.get(&id))
+            .map(|c| &**c);
         if let Some(c) = container
             && c.exit.is_none()
             && process_is(c.pid, c.start_time)

@@ -294,9 +294,10 @@ pub struct MonitorState {
     pub cgroup_dirs: Vec<PathBuf>,
     /// Set once the sandbox process has been reaped.
     pub exit: Option<Exit>,
-    /// The pod's containers by id, as the monitor created, started and reaped them.
+    /// The pod's containers by id, as the monitor created, started and reaped them (shared:
+    /// criusd's views of a container point at the state it read instead of copying it).
     #[serde(default)]
-    pub containers: std::collections::BTreeMap<String, ContainerState>,
+    pub containers: std::collections::BTreeMap<String, std::sync::Arc<ContainerState>>,
 }
 
 /// The first line a new monitor writes to its stdout, then closes it.

@@ -89,8 +89,8 @@ pub struct ContainerView {
     pub record: std::sync::Arc<ContainerRecord>,
     /// The state.
     pub state: ContainerStateKind,
-    /// What the monitor recorded, if it knows the container.
-    pub monitor: Option<crius_proto::ContainerState>,
+    /// What the monitor recorded, if it knows the container (shared with the cached state).
+    pub monitor: Option<std::sync::Arc<crius_proto::ContainerState>>,
     /// The container's process died with its pod monitor, which never recorded the end: the
     /// exit in `monitor` is crius' (code 137, the time the monitor last wrote its state).
     pub monitor_died: bool,
@@ -111,11 +111,13 @@ fn container_view_of(
     let mut monitor = pod_state.and_then(|s| s.containers.get(&record.id).cloned());
     let mut monitor_died = false;
     if !alive
-        && let Some(m) = monitor.as_mut()
-        && m.exit.is_none()
-        && !crius_proto::process_is(m.pid, m.start_time)
+        && let Some(shared) = monitor.as_mut()
+        && shared.exit.is_none()
+        && !crius_proto::process_is(shared.pid, shared.start_time)
     {
         monitor_died = true;
+        // The view's own copy: the monitor never recorded this exit.
+        let m = std::sync::Arc::make_mut(shared);
         m.exit = Some(crius_proto::Exit {
             code: MONITOR_DIED_EXIT_CODE,
             at_ns: last_written_ns
@@ -267,14 +269,13 @@ impl Pods {
             bool,
             Option<i64>,
         );
-        let pods: std::collections::HashMap<String, PodView> = self
-            .store
-            .all()?
-            .into_iter()
+        let records = self.store.all()?;
+        let pods: std::collections::HashMap<&str, PodView> = records
+            .iter()
             .map(|r| {
-                let alive = monitor_alive(&r);
-                let written = if alive { None } else { state_written_ns(&r) };
-                (r.id.clone(), (self.monitor_state(&r), alive, written))
+                let alive = monitor_alive(r);
+                let written = if alive { None } else { state_written_ns(r) };
+                (r.id.as_str(), (self.monitor_state(r), alive, written))
             })
             .collect();
         Ok(self
@@ -282,7 +283,7 @@ impl Pods {
             .into_iter()
             .map(|r| {
                 let (state, alive, written) = pods
-                    .get(&r.pod_id)
+                    .get(r.pod_id.as_str())
                     .map_or((None, false, None), |(s, a, w)| (s.as_deref(), *a, *w));
                 container_view_of(r, state, alive, written)
             })

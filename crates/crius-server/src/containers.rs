@@ -586,7 +586,7 @@ pub(crate) fn status_of(v: &ContainerView) -> ContainerStatus {
             windows: None,
         }),
         image_id: r.image_id.clone(),
-        user: m.user.map(|u| ContainerUser {
+        user: m.user.clone().map(|u| ContainerUser {
             linux: Some(LinuxContainerUser {
                 uid: i64::from(u.uid),
                 gid: i64::from(u.gid),
