@@ -628,6 +628,43 @@ impl ManyFigures {
     }
 }
 
+/// Clients that start the user-namespaced pods of [`UsernsFigures`] together.
+const USERNS_CLIENTS: usize = 10;
+
+/// The figures of many user-namespaced pods started by a few clients at once.
+struct UsernsFigures {
+    pods: usize,
+    wall: String,
+    run: String,
+    slowest: String,
+    rss: String,
+}
+
+impl UsernsFigures {
+    fn new(pods: usize) -> UsernsFigures {
+        UsernsFigures {
+            pods,
+            wall: format!(
+                "{pods} user-namespaced pods started by {USERNS_CLIENTS} clients (wall, until all running)"
+            ),
+            run: format!(
+                "RunPodSandbox, userns, among {pods} pods started by {USERNS_CLIENTS} clients"
+            ),
+            slowest: format!("slowest of those {pods} RunPodSandbox calls"),
+            rss: format!("daemon RSS, {pods} user-namespaced pods running"),
+        }
+    }
+
+    fn all(&self) -> Vec<(String, Unit)> {
+        vec![
+            (self.wall.clone(), Unit::Seconds),
+            (self.run.clone(), Unit::Millis),
+            (self.slowest.clone(), Unit::Millis),
+            (self.rss.clone(), Unit::Mebibytes),
+        ]
+    }
+}
+
 /// Daemon RSS with no pods, after setup.
 const F_RSS_IDLE: &str = "daemon RSS, idle (after setup)";
 /// Daemon RSS with no pods, at the end.
@@ -1932,6 +1969,89 @@ impl Bench {
         }
     }
 
+    /// Starts `figs.pods` user-namespaced pods (sandbox + one container each) on each runtime
+    /// in turn from [`USERNS_CLIENTS`] clients working through them together; records the wall
+    /// time until all run, every RunPodSandbox, the slowest one and the daemon's RSS, then
+    /// removes them (untimed).
+    async fn userns_pods(&mut self, figs: &UsernsFigures) {
+        for t in 0..self.targets.len() {
+            let target = &self.targets[t];
+            if target.daemon.kind != Kind::Crius && !target.userns {
+                let why = format!("{}: no user namespace support in Status", target.name());
+                for (f, u) in figs.all() {
+                    self.results.fail(&f, u, t, why.clone(), why.clone());
+                }
+                continue;
+            }
+            let mut configs = Vec::new();
+            for _ in 0..figs.pods {
+                match pod_config(&self.targets[t], self.counter.next(), true) {
+                    Ok(c) => configs.push(c),
+                    Err(e) => eprintln!("crius-bench: pod config: {e:#}"),
+                }
+            }
+            let queue = std::sync::Arc::new(std::sync::Mutex::new(configs));
+            let image = self.images.small.clone();
+            let start = Instant::now();
+            let mut set = tokio::task::JoinSet::new();
+            for _ in 0..USERNS_CLIENTS {
+                let (queue, image, mut c) = (queue.clone(), image.clone(), self.clients(t));
+                set.spawn(async move {
+                    let mut made: Vec<(Pod, f64)> = Vec::new();
+                    loop {
+                        let next = queue.lock().map(|mut q| q.pop()).unwrap_or(None);
+                        let Some(config) = next else {
+                            return Ok::<_, anyhow::Error>(made);
+                        };
+                        let started = Instant::now();
+                        let mut pod = c.run_pod(config).await?;
+                        let run = ms(started.elapsed());
+                        let started = c.start_container(&mut pod, &image, "app").await;
+                        made.push((pod, run));
+                        started?;
+                    }
+                });
+            }
+            let (mut made, mut first_error) = (Vec::new(), None);
+            while let Some(joined) = set.join_next().await {
+                match joined {
+                    Ok(Ok(pods)) => made.extend(pods),
+                    Ok(Err(e)) => {
+                        first_error.get_or_insert(e);
+                    }
+                    Err(e) => {
+                        first_error.get_or_insert(anyhow::anyhow!("task: {e}"));
+                    }
+                }
+            }
+            let wall = start.elapsed().as_secs_f64();
+            let name = self.targets[t].name();
+            match first_error {
+                None => {
+                    self.results.record(&figs.wall, Unit::Seconds, t, wall);
+                    for (_, run) in &made {
+                        self.results.record(&figs.run, Unit::Millis, t, *run);
+                    }
+                    let slowest = made.iter().map(|(_, r)| *r).fold(0.0, f64::max);
+                    self.results.record(&figs.slowest, Unit::Millis, t, slowest);
+                    self.record_rss_one(t, &figs.rss);
+                }
+                Some(e) => {
+                    for (f, u) in figs.all() {
+                        self.results
+                            .fail(&f, u, t, reason(name, &e), detail(name, &e));
+                    }
+                }
+            }
+            let mut set = tokio::task::JoinSet::new();
+            for (pod, _) in made {
+                let mut c = self.clients(t);
+                set.spawn(async move { c.stop_remove_pod(&pod.id).await });
+            }
+            while set.join_next().await.is_some() {}
+        }
+    }
+
     /// Daemon RSS with the pods running, and per-pod PSS of the runtime's per-pod processes.
     async fn memory(&mut self, f_rss: &str, f_pss: &str, f_pss_all: &str) {
         let procs = processes();
@@ -2371,9 +2491,14 @@ impl Bench {
                 self.results.figure(&f, u);
             }
             let (small, pause) = (self.images.small.clone(), self.images.pause.clone());
+            let userns = UsernsFigures::new(plan.density);
+            for (f, u) in userns.all() {
+                self.results.figure(&f, u);
+            }
             self.prepull(&small).await;
             self.prepull(&pause).await;
             self.many(&dense, 1).await;
+            self.userns_pods(&userns).await;
             return Ok(());
         }
         // Table order first, so the rows read the same however the run goes.
@@ -2400,10 +2525,17 @@ impl Bench {
         self.results.figure(F_EXEC_CPU, Unit::Millis);
         let full = ManyFigures::new(plan.pods, true, false);
         let dense = ManyFigures::new(plan.density, true, true);
+        let userns = UsernsFigures::new(plan.density);
         let bare = ManyFigures::new(plan.pods, false, false);
         self.results.figure(F_RSS_IDLE, Unit::Mebibytes);
         self.results.figure(F_ANON_IDLE, Unit::Mebibytes);
-        for (f, u) in full.all().into_iter().chain(dense.all()).chain(bare.all()) {
+        for (f, u) in full
+            .all()
+            .into_iter()
+            .chain(dense.all())
+            .chain(bare.all())
+            .chain(userns.all())
+        {
             self.results.figure(&f, u);
         }
         self.results.figure(F_RSS_END, Unit::Mebibytes);
@@ -2450,6 +2582,7 @@ impl Bench {
         // Bare sandboxes: the per-pod cost of the runtime's own processes, which crius can
         // show before it runs containers.
         self.many(&bare, 1).await;
+        self.userns_pods(&userns).await;
         // A few seconds for what the daemons free in the background (crius trims its heap
         // every two seconds).
         tokio::time::sleep(Duration::from_secs(3)).await;
