@@ -1904,18 +1904,8 @@ impl Bench {
                             }
                         });
                     }
-                    let mut first_error = None;
-                    while let Some(joined) = set.join_next().await {
-                        match joined {
-                            Ok(Ok(pod)) => self.targets[t].many.push(pod),
-                            Ok(Err(e)) => {
-                                first_error.get_or_insert(e);
-                            }
-                            Err(e) => {
-                                first_error.get_or_insert(anyhow::anyhow!("task: {e}"));
-                            }
-                        }
-                    }
+                    let (pods, first_error) = join_all(set).await;
+                    self.targets[t].many.extend(pods);
                     let wall = start.elapsed().as_secs_f64();
                     let name = self.targets[t].name();
                     match first_error {
@@ -2012,18 +2002,8 @@ impl Bench {
                     }
                 });
             }
-            let (mut made, mut first_error) = (Vec::new(), None);
-            while let Some(joined) = set.join_next().await {
-                match joined {
-                    Ok(Ok(pods)) => made.extend(pods),
-                    Ok(Err(e)) => {
-                        first_error.get_or_insert(e);
-                    }
-                    Err(e) => {
-                        first_error.get_or_insert(anyhow::anyhow!("task: {e}"));
-                    }
-                }
-            }
+            let (batches, first_error) = join_all(set).await;
+            let made: Vec<(Pod, f64)> = batches.into_iter().flatten().collect();
             let wall = start.elapsed().as_secs_f64();
             let name = self.targets[t].name();
             match first_error {
@@ -2771,6 +2751,25 @@ fn proc_kib(pid: i32, file: &str, field: &str) -> Option<u64> {
         .find_map(|l| l.strip_prefix(field))
         .and_then(|rest| rest.split_whitespace().next())
         .and_then(|n| n.parse().ok())
+}
+
+/// Waits for every task of `set`: what the successful ones returned, and the first failure.
+async fn join_all<T: 'static>(
+    mut set: tokio::task::JoinSet<Result<T>>,
+) -> (Vec<T>, Option<anyhow::Error>) {
+    let (mut done, mut first_error) = (Vec::new(), None);
+    while let Some(joined) = set.join_next().await {
+        match joined {
+            Ok(Ok(value)) => done.push(value),
+            Ok(Err(e)) => {
+                first_error.get_or_insert(e);
+            }
+            Err(e) => {
+                first_error.get_or_insert(anyhow::anyhow!("task: {e}"));
+            }
+        }
+    }
+    (done, first_error)
 }
 
 /// Writes every file system's dirty pages to disk (`sync`), outside any timed span.
