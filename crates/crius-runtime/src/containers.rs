@@ -216,7 +216,9 @@ impl Pods {
         Ok(())
     }
 
-    fn container_records(&self) -> Result<Vec<std::sync::Arc<ContainerRecord>>, StoreError> {
+    pub(crate) fn container_records(
+        &self,
+    ) -> Result<Vec<std::sync::Arc<ContainerRecord>>, StoreError> {
         Ok(self
             .containers
             .read()
@@ -329,9 +331,8 @@ impl Pods {
         crate::new_id()
     }
 
-    /// CreateContainer: records the container and has the pod's monitor create it. On failure
-    /// nothing is left.
-    pub async fn create_container(
+    /// Records the container and has the pod's monitor create it. On failure nothing is left.
+    pub(crate) async fn commit_container(
         &self,
         record: ContainerRecord,
         spec: ContainerSpec,
@@ -459,15 +460,12 @@ impl Pods {
         }
     }
 
-    /// RemoveContainer: kills it if needed, releases its rootfs and forgets it. Idempotent;
-    /// returns the removed record (None when there was none).
-    pub async fn remove_container(
-        &self,
-        id: &str,
-    ) -> Result<Option<std::sync::Arc<ContainerRecord>>, PodError> {
+    /// RemoveContainer: kills it if needed, releases its rootfs, forgets it and releases its
+    /// image leases. Idempotent.
+    pub async fn remove_container(&self, id: &str) -> Result<(), PodError> {
         let view = match self.get_container(id) {
             Ok(v) => v,
-            Err(PodError::ContainerNotFound { .. }) => return Ok(None),
+            Err(PodError::ContainerNotFound { .. }) => return Ok(()),
             Err(e) => return Err(e),
         };
         if let Ok(pod) = self.get(&view.record.pod_id)
@@ -483,7 +481,36 @@ impl Pods {
         }
         crate::failpoint("remove-container:monitor-removed");
         self.delete_container(&view.record.id)?;
-        Ok(Some(view.record))
+        crate::failpoint("remove-container:forgotten");
+        self.release_leases(std::slice::from_ref(&view.record.id))
+            .await;
+        Ok(())
+    }
+
+    /// Releases the image leases of containers that are gone (their own and their image
+    /// volumes'). Failures are logged: the start-up sweep releases what is left.
+    pub(crate) async fn release_leases(&self, ids: &[String]) {
+        for id in ids {
+            if let Err(e) = self.images.release(id).await {
+                tracing::warn!(%id, error = %e, "cannot release the image lease");
+            }
+        }
+    }
+
+    /// The ids of a pod's containers (none for an unknown pod).
+    pub(crate) fn pod_container_ids(&self, pod_id: &str) -> Vec<String> {
+        let Ok(pod) = self.get(pod_id) else {
+            return Vec::new();
+        };
+        self.container_records()
+            .map(|records| {
+                records
+                    .into_iter()
+                    .filter(|r| r.pod_id == pod.record.id)
+                    .map(|r| r.id.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// UpdateContainerResources: applies limits to the container's cgroup, live.

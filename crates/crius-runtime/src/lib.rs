@@ -7,12 +7,16 @@
 //! `state.json`, `monitor.sock`, `monitor.log`, `netns` (the pinned network namespace, CNI's
 //! `netns_path`), `shm` (tmpfs), `hostname`, `hosts`, `resolv.conf`.
 
+pub mod attach;
+pub mod cdi;
 pub mod client;
 pub mod containers;
+pub mod create;
 pub mod files;
 mod liveness;
 mod network;
 mod recovery;
+pub mod signal;
 pub mod spec;
 mod statecache;
 pub mod stats;
@@ -25,8 +29,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crius_proto::{
-    CgroupSpec, IdmapSupport, MonitorState, PROTOCOL_VERSION, RequestBody, Resources, SandboxSpec,
-    Startup, blocking, layout, write_whole,
+    CgroupSpec, MonitorState, PROTOCOL_VERSION, RequestBody, Resources, SandboxSpec, Startup,
+    layout,
 };
 use tokio::io::AsyncBufReadExt;
 
@@ -34,12 +38,21 @@ use crate::client::ClientError;
 pub use crate::containers::{
     ContainerRecord, ContainerStateKind, ContainerView, ExecError, ExecOutput,
 };
+pub use crate::create::{
+    ContainerRequest, DeviceRequest, ImageVolumeRequest, MountRequest, Propagation, Seccomp,
+    SecurityRequest,
+};
 pub use crate::network::{NetworkError, NetworkStep};
 pub use crate::recovery::Recovery;
 use crate::spec::{NamespaceMode, PodSpec};
 pub use crate::store::{NetworkPhase, PodRecord, PodState};
 use crate::store::{Store, StoreError};
 pub use crate::validate::Invalid;
+pub use crius_proto::{Failure, FailureKind, IdmapSupport, blocking, now_ns, write_whole};
+
+/// The file of a pod directory that the pod monitor rewrites whenever a container of the pod
+/// changes state.
+pub const MONITOR_STATE_FILE: &str = layout::STATE;
 
 /// The cgroup parent used when the pod names none.
 pub const DEFAULT_CGROUP_PARENT: &str = "/crius";
@@ -249,6 +262,36 @@ pub enum PodError {
     /// The pod's network could not be set up or torn down.
     #[error(transparent)]
     Network(#[from] NetworkError),
+    /// A CDI device could not be resolved or applied.
+    #[error(transparent)]
+    Cdi(#[from] cdi::CdiError),
+    /// A CreateContainer field breaks the contract.
+    #[error("{0}")]
+    InvalidContainer(Invalid),
+    /// The request asks for something crius does not do.
+    #[error("{field}: {what} is not implemented by crius yet")]
+    Unsupported {
+        /// The CRI field.
+        field: String,
+        /// What it asks for.
+        what: &'static str,
+    },
+    /// An image could not be leased (unknown, or the store failed).
+    #[error("{}{source}", .field.as_ref().map(|f| format!("{f}: ")).unwrap_or_default())]
+    Image {
+        /// The request field naming the image, when it is not the container's own image.
+        field: Option<String>,
+        /// The image store's error.
+        source: crius_image::ImageError,
+    },
+    /// The image's `STOPSIGNAL` names no signal.
+    #[error("image {image}: {source}")]
+    ImageStopSignal {
+        /// The image.
+        image: String,
+        /// What is wrong with it.
+        source: signal::SignalError,
+    },
 }
 
 /// `" (ambiguous: N WHAT match)"` when an id prefix matches `N` records, else nothing.
@@ -313,6 +356,8 @@ pub struct PodsConfig {
     pub container_root: PathBuf,
     /// The CNI driver that networks pods with a network namespace of their own.
     pub cni: crius_net::Cni,
+    /// The directories of CDI spec files, in priority order (a later one wins).
+    pub cdi_spec_dirs: Vec<PathBuf>,
 }
 
 /// A pod and whether it is ready now.
@@ -336,6 +381,8 @@ pub struct Pods {
     states: statecache::StateCache,
     /// Every container record, as committed to the metadata database.
     containers: std::sync::RwLock<std::collections::BTreeMap<String, Arc<ContainerRecord>>>,
+    /// The image store: containers lease their images from it.
+    images: Arc<crius_image::ImageStore>,
 }
 
 /// An I/O failure of `what`.
@@ -392,7 +439,11 @@ fn forget_processes(r: &PodRecord) {
 impl Pods {
     /// Opens the pod table in `db`, creates `<state>/pods`, and re-attaches to the pods of a
     /// previous run: pods whose monitor is gone are marked not ready, never forgotten.
-    pub fn open(db: Arc<redb::Database>, config: PodsConfig) -> Result<Pods, PodError> {
+    pub fn open(
+        db: Arc<redb::Database>,
+        images: Arc<crius_image::ImageStore>,
+        config: PodsConfig,
+    ) -> Result<Pods, PodError> {
         use std::os::unix::fs::PermissionsExt;
         let pods_dir = config.state_dir.join("pods");
         std::fs::create_dir_all(&pods_dir).map_err(internal("cannot create the pods directory"))?;
@@ -430,6 +481,7 @@ impl Pods {
             locks: std::sync::Mutex::new(HashMap::new()),
             states: statecache::StateCache::default(),
             containers: std::sync::RwLock::new(containers),
+            images,
         })
     }
 
@@ -773,13 +825,16 @@ impl Pods {
     /// removal without a stop first), stops the pod, ends its monitor, releases every mount
     /// and cgroup, removes its directory and record. Idempotent; an unknown id is not an error.
     pub async fn remove(self: &Arc<Self>, id: &str) -> Result<(), PodError> {
+        let containers = self.pod_container_ids(id);
         if let Ok(pod) = self.get(id)
             && network::may_be_attached(&pod.record)
             && self.network_attached(&pod.record.id).await
         {
             self.detach_network(&pod.record).await?;
         }
-        self.remove_pod(id).await
+        self.remove_pod(id).await?;
+        self.release_leases(&containers).await;
+        Ok(())
     }
 
     /// Removes the pod as [`Pods::remove`] does, leaving its network alone.
@@ -929,8 +984,16 @@ mod tests {
                 [dir.join("cni/bin")],
                 dir.join("cni/cache"),
             ),
+            cdi_spec_dirs: Vec::new(),
         };
-        Arc::new(Pods::open(Arc::new(db), config).expect("open"))
+        let db = Arc::new(db);
+        let images = crius_image::ImageStore::open(
+            &dir.join("root"),
+            db.clone(),
+            crius_image::RegistryOptions::default(),
+        )
+        .expect("image store");
+        Arc::new(Pods::open(db, Arc::new(images), config).expect("open"))
     }
 
     fn spec(userns: bool) -> PodSpec {

@@ -1,7 +1,7 @@
 //! The start-up recovery: what a criusd that died mid-operation left behind is finished or
 //! rolled back before the new one serves. Pod and container records, pod directories,
-//! cgroups, temporary files, and the pod network (pending ADDs and cached attachments no
-//! pod owns). Image leases are crius-server's (this crate does not know images).
+//! cgroups, temporary files, the pod network (pending ADDs and cached attachments no pod
+//! owns) and image leases no container owns.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -36,6 +36,9 @@ pub struct Recovery {
     pub networks_rolled_back: Vec<String>,
     /// Pod ids with a cached CNI attachment but no pod, torn down (DEL).
     pub orphan_attachments: Vec<String>,
+    /// Image leases no container owns (a CreateContainer or RemoveContainer cut short, or
+    /// rolled back by the sweep), released.
+    pub orphan_leases: Vec<String>,
 }
 
 impl Pods {
@@ -47,6 +50,7 @@ impl Pods {
         let mut out = Recovery::default();
         let swept = self.sweep(&mut out).await;
         self.recover_network(&mut out).await;
+        self.release_orphan_leases(&mut out).await;
         if out != Recovery::default() {
             tracing::info!(?out, "start-up sweep");
         }
@@ -320,4 +324,39 @@ fn remove_cgroup_tree(dir: &Path) -> bool {
         }
     }
     std::fs::remove_dir(dir).is_ok()
+}
+
+impl Pods {
+    /// Releases every image lease whose container has no record, and with it the layers
+    /// nothing else owns. Failures are logged.
+    async fn release_orphan_leases(&self, out: &mut Recovery) {
+        let known: std::collections::HashSet<String> = match self.container_records() {
+            Ok(records) => records.iter().map(|r| r.id.clone()).collect(),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot list containers to sweep image leases");
+                return;
+            }
+        };
+        let leases = match self.images.leases() {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot list image leases");
+                return;
+            }
+        };
+        for (lease, _image) in leases {
+            // A container's image volumes are leased under `<container id>/image-<n>`.
+            let owner = lease.split('/').next().unwrap_or_default();
+            if known.contains(owner) {
+                continue;
+            }
+            tracing::warn!(%lease, "releasing an image lease no container owns");
+            match self.images.release(&lease).await {
+                Ok(()) => out.orphan_leases.push(lease),
+                Err(e) => {
+                    tracing::error!(%lease, error = %e, "cannot release an orphaned image lease");
+                }
+            }
+        }
+    }
 }

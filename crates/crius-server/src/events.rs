@@ -202,7 +202,7 @@ impl Events {
         Some(ContainerEventResponse {
             container_id: id.to_owned(),
             container_event_type: kind.into(),
-            created_at: crius_proto::now_ns(),
+            created_at: crius_runtime::now_ns(),
             pod_sandbox_status: Some(sandbox),
             containers_statuses: statuses,
         })
@@ -313,7 +313,7 @@ impl Events {
         let Some((sandbox, statuses)) = self.pod_statuses(&pod.record.id, None) else {
             return forget;
         };
-        let at = crius_proto::now_ns();
+        let at = crius_runtime::now_ns();
         let deleted = |container_id: &str, statuses: Vec<ContainerStatus>| ContainerEventResponse {
             container_id: container_id.to_owned(),
             container_event_type: ContainerEventType::ContainerDeletedEvent.into(),
@@ -441,7 +441,7 @@ impl Events {
                     if event.mask.contains(AddWatchFlags::IN_ISDIR) {
                         add(&mut watched, &name);
                     }
-                } else if name == crius_proto::layout::STATE
+                } else if name == crius_runtime::MONITOR_STATE_FILE
                     && let Some(id) = watched.get(&event.wd)
                 {
                     dirty.insert(id.clone());

@@ -309,11 +309,11 @@ const HONOURED: &[Honoured] = &[
     },
     Honoured {
         path: "CreateContainerRequest.config.command",
-        proof: "crates/crius-server/src/containers.rs::args_merge_like_kubelet",
+        proof: "crates/crius-runtime/src/create.rs::args_merge_like_kubelet",
     },
     Honoured {
         path: "CreateContainerRequest.config.args",
-        proof: "crates/crius-server/src/containers.rs::args_merge_like_kubelet",
+        proof: "crates/crius-runtime/src/create.rs::args_merge_like_kubelet",
     },
     Honoured {
         path: "CreateContainerRequest.config.working_dir",
@@ -321,11 +321,11 @@ const HONOURED: &[Honoured] = &[
     },
     Honoured {
         path: "CreateContainerRequest.config.envs.key",
-        proof: "crates/crius-server/src/containers.rs::env_overrides_and_bytes",
+        proof: "crates/crius-runtime/src/create.rs::env_overrides_and_bytes",
     },
     Honoured {
         path: "CreateContainerRequest.config.envs.value",
-        proof: "crates/crius-server/src/containers.rs::env_overrides_and_bytes",
+        proof: "crates/crius-runtime/src/create.rs::env_overrides_and_bytes",
     },
     Honoured {
         path: "CreateContainerRequest.config.mounts.container_path",
@@ -1059,7 +1059,7 @@ const REFUSED: &[Refused] = &[
         path: "CreateContainerRequest.config.mounts.image.runtime_handler",
         code: Code::InvalidArgument,
         when: "anything but the default handler \"\"",
-        place: "crates/crius-server/src/containers.rs::image_volume",
+        place: "crates/crius-runtime/src/create.rs::image_volume",
         proof: "tests/tests/storage.rs::image_volumes_mount_an_images_layers_read_only",
     },
     Refused {
@@ -1150,42 +1150,42 @@ const REFUSED: &[Refused] = &[
         path: "CreateContainerRequest.config.linux.security_context.selinux_options.user",
         code: Code::FailedPrecondition,
         when: "non-empty: SELinux is not supported by crius",
-        place: "crates/crius-server/src/containers.rs::check_security",
+        place: "crates/crius-server/src/containers.rs::security_request",
         proof: "tests/tests/security.rs::apparmor_and_selinux_are_accepted_unconfined_and_refused_otherwise",
     },
     Refused {
         path: "CreateContainerRequest.config.linux.security_context.selinux_options.role",
         code: Code::FailedPrecondition,
         when: "non-empty: SELinux is not supported by crius",
-        place: "crates/crius-server/src/containers.rs::check_security",
+        place: "crates/crius-server/src/containers.rs::security_request",
         proof: "tests/tests/security.rs::apparmor_and_selinux_are_accepted_unconfined_and_refused_otherwise",
     },
     Refused {
         path: "CreateContainerRequest.config.linux.security_context.selinux_options.type",
         code: Code::FailedPrecondition,
         when: "non-empty: SELinux is not supported by crius",
-        place: "crates/crius-server/src/containers.rs::check_security",
+        place: "crates/crius-server/src/containers.rs::security_request",
         proof: "tests/tests/security.rs::apparmor_and_selinux_are_accepted_unconfined_and_refused_otherwise",
     },
     Refused {
         path: "CreateContainerRequest.config.linux.security_context.selinux_options.level",
         code: Code::FailedPrecondition,
         when: "non-empty: SELinux is not supported by crius",
-        place: "crates/crius-server/src/containers.rs::check_security",
+        place: "crates/crius-server/src/containers.rs::security_request",
         proof: "tests/tests/security.rs::apparmor_and_selinux_are_accepted_unconfined_and_refused_otherwise",
     },
     Refused {
         path: "CreateContainerRequest.config.linux.security_context.apparmor_profile",
         code: Code::FailedPrecondition,
         when: "anything but empty or `unconfined`",
-        place: "crates/crius-server/src/containers.rs::check_security",
+        place: "crates/crius-server/src/containers.rs::security_request",
         proof: "tests/tests/security.rs::apparmor_and_selinux_are_accepted_unconfined_and_refused_otherwise",
     },
     Refused {
         path: "CreateContainerRequest.config.linux.security_context.seccomp.profile_type",
         code: Code::InvalidArgument,
         when: "an unknown type; Localhost naming a missing, unreadable, oversized or malformed profile",
-        place: "crates/crius-server/src/containers.rs::check_security",
+        place: "crates/crius-server/src/containers.rs::security_request",
         proof: "tests/tests/security.rs::bad_localhost_profiles_are_invalid_argument_naming_the_file",
     },
     Refused {
@@ -1199,7 +1199,7 @@ const REFUSED: &[Refused] = &[
         path: "CreateContainerRequest.config.linux.security_context.apparmor.profile_type",
         code: Code::FailedPrecondition,
         when: "anything but Unconfined: this node has no AppArmor support in crius",
-        place: "crates/crius-server/src/containers.rs::check_security",
+        place: "crates/crius-server/src/containers.rs::security_request",
         proof: "tests/tests/security.rs::apparmor_and_selinux_are_accepted_unconfined_and_refused_otherwise",
     },
     Refused {

@@ -121,7 +121,7 @@ async fn filtered(
         .and_then(|f| f.image)
         .map(|spec| spec.image)
         .filter(|image| !image.is_empty());
-    let records = crius_proto::blocking(move || store.list())
+    let records = crius_runtime::blocking(move || store.list())
         .await
         .map_err(status_of)?;
     Ok(match wanted {
@@ -192,7 +192,7 @@ impl ImageService for Images {
         let store = self.store();
         let found = {
             let store = store.clone();
-            crius_proto::blocking(move || store.get(&reference))
+            crius_runtime::blocking(move || store.get(&reference))
                 .await
                 .map_err(status_of)?
         };
@@ -284,10 +284,10 @@ impl ImageService for Images {
         _request: Request<ImageFsInfoRequest>,
     ) -> Result<Response<ImageFsInfoResponse>, Status> {
         let store = self.store();
-        let usage = crius_proto::blocking(move || Ok(store.usage()))
+        let usage = crius_runtime::blocking(move || Ok(store.usage()))
             .await
             .map_err(status_of)?;
-        let timestamp = crius_proto::now_ns();
+        let timestamp = crius_runtime::now_ns();
         let fs = FilesystemUsage {
             timestamp,
             fs_id: Some(FilesystemIdentifier {

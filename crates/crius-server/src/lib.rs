@@ -2,7 +2,6 @@
 //! domain crates, and holds the daemon's configuration.
 
 pub mod calllog;
-mod cdi;
 pub mod config;
 mod containers;
 mod events;
@@ -120,7 +119,10 @@ pub fn open_metadata(root: &std::path::Path) -> Result<redb::Database, StartErro
 impl Cri {
     /// Opens the stores under the configuration's root (already validated) and builds the
     /// services. `idmap` is the result of the idmapped-mount probe criusd ran at start.
-    pub fn open(config: Config, idmap: crius_proto::IdmapSupport) -> Result<Arc<Cri>, StartError> {
+    pub fn open(
+        config: Config,
+        idmap: crius_runtime::IdmapSupport,
+    ) -> Result<Arc<Cri>, StartError> {
         let db = Arc::new(open_metadata(&config.root)?);
         let registry = crius_image::RegistryOptions {
             insecure: config.insecure_registries.clone(),
@@ -130,8 +132,10 @@ impl Cri {
         };
         let images = crius_image::ImageStore::open(&config.root, db.clone(), registry)
             .map_err(StartError::Images)?;
+        let images = Arc::new(images);
         let pods = crius_runtime::Pods::open(
             db.clone(),
+            images.clone(),
             crius_runtime::PodsConfig {
                 state_dir: config.state.clone(),
                 monitor_exe: std::env::current_exe().map_err(StartError::Exe)?,
@@ -142,6 +146,7 @@ impl Cri {
                 },
                 container_root: config.container_root(),
                 cni: network::cni(&config),
+                cdi_spec_dirs: config.cdi_spec_dirs.clone(),
             },
         )
         .map_err(StartError::Pods)?;
@@ -154,7 +159,7 @@ impl Cri {
             stream: stream::Streaming::new(config.stream_addr(), pods.clone()),
             config,
             db,
-            images: Arc::new(images),
+            images,
             pods,
         });
         // Inside a tokio runtime the streaming server starts now; otherwise at first use.
@@ -163,8 +168,8 @@ impl Cri {
     }
 
     /// The start-up recovery: the pod store's (records, directories, cgroups, temporary
-    /// files, pod networks), then image leases no container owns. Failures are logged;
-    /// criusd serves anyway.
+    /// files, pod networks, image leases no container owns). Failures are logged; criusd
+    /// serves anyway.
     pub async fn recover(self: &Arc<Self>) {
         match self.pods.recover().await {
             Ok(r) => tracing::info!(
@@ -176,7 +181,6 @@ impl Cri {
             ),
             Err(e) => tracing::error!(error = %e, "pod store recovery failed"),
         }
-        self.release_orphan_leases().await;
     }
 
     /// The configuration in force.

@@ -129,7 +129,7 @@ impl PodCidrs {
             return Ok(());
         }
         let text: String = cidrs.iter().map(|c| format!("{c}\n")).collect();
-        crius_proto::write_whole(&self.file, text.as_bytes(), 0o644)
+        crius_runtime::write_whole(&self.file, text.as_bytes(), 0o644)
             .map_err(|e| tonic::Status::internal(format!("cannot record the pod CIDRs: {e}")))?;
         tracing::info!(pod_cidr = %pod_cidr, "pod CIDRs updated");
         *current = cidrs;

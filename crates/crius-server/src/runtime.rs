@@ -86,11 +86,9 @@ impl RuntimeService for Runtime {
     ) -> Result<tonic::Response<RemovePodSandboxResponse>, tonic::Status> {
         let id = request.into_inner().pod_sandbox_id;
         tracing::Span::current().record("id", id.as_str());
-        let containers = self.0.pod_containers(&id);
         let deleted = self.0.events.before_sandbox_removal(&id);
         self.0.pods.remove(&id).await.map_err(pod_error)?;
         self.0.events.removed(deleted);
-        self.0.release_leases(&containers).await;
         Ok(tonic::Response::new(RemovePodSandboxResponse {}))
     }
 
@@ -129,7 +127,7 @@ impl RuntimeService for Runtime {
             status: Some(sandbox_status(&pod)),
             info,
             containers_statuses: Vec::new(),
-            timestamp: crius_proto::now_ns(),
+            timestamp: crius_runtime::now_ns(),
         }))
     }
 
@@ -530,13 +528,13 @@ impl Cri {
             message: String::new(),
         };
         let idmap_support = self.pods.idmap_support();
-        let idmap = *idmap_support == crius_proto::IdmapSupport::Supported;
+        let idmap = *idmap_support == crius_runtime::IdmapSupport::Supported;
         let mut info = HashMap::new();
         if verbose {
             let idmap_text = match idmap_support {
-                crius_proto::IdmapSupport::Supported => "supported".to_owned(),
-                crius_proto::IdmapSupport::Unsupported(reason) => reason.clone(),
-                crius_proto::IdmapSupport::Unknown => "not probed".to_owned(),
+                crius_runtime::IdmapSupport::Supported => "supported".to_owned(),
+                crius_runtime::IdmapSupport::Unsupported(reason) => reason.clone(),
+                crius_runtime::IdmapSupport::Unknown => "not probed".to_owned(),
             };
             let config = serde_json::json!({
                 "cgroupDriver": format!("{:?}", self.pods.cgroup_driver()).to_lowercase(),
@@ -577,7 +575,8 @@ const STREAM_CHUNK: usize = 100;
 
 /// Maps a pod error onto its gRPC code.
 pub(crate) fn pod_error(e: crius_runtime::PodError) -> tonic::Status {
-    use crius_proto::FailureKind;
+    use crius_runtime::FailureKind;
+    use crius_runtime::cdi::CdiErrorKind;
     use crius_runtime::{NetworkError, PodError};
     let message = e.to_string();
     match e {
@@ -623,6 +622,17 @@ pub(crate) fn pod_error(e: crius_runtime::PodError) -> tonic::Status {
                 tonic::Status::internal(message)
             }
         },
+        PodError::Cdi(e) => match e.kind() {
+            CdiErrorKind::Invalid => tonic::Status::invalid_argument(message),
+            CdiErrorKind::Refused => tonic::Status::failed_precondition(message),
+            CdiErrorKind::Unsupported => tonic::Status::unimplemented(message),
+        },
+        PodError::InvalidContainer(_) => tonic::Status::invalid_argument(message),
+        PodError::Unsupported { .. } => tonic::Status::unimplemented(message),
+        PodError::ImageStopSignal { .. } => tonic::Status::failed_precondition(message),
+        PodError::Image { source, .. } => {
+            tonic::Status::new(crate::image::status_of(source).code(), message)
+        }
     }
 }
 
@@ -659,7 +669,7 @@ pub(crate) fn check_resources(
 }
 
 /// A CRI namespace mode; `field` names it in the error.
-fn namespace_mode(
+pub(crate) fn namespace_mode(
     value: i32,
     field: &str,
 ) -> Result<crius_runtime::spec::NamespaceMode, tonic::Status> {
@@ -686,7 +696,7 @@ fn cri_mode(mode: crius_runtime::spec::NamespaceMode) -> i32 {
     .into()
 }
 
-fn id_ranges(maps: &[IdMapping]) -> Vec<crius_runtime::spec::IdRange> {
+pub(crate) fn id_ranges(maps: &[IdMapping]) -> Vec<crius_runtime::spec::IdRange> {
     maps.iter()
         .map(|m| crius_runtime::spec::IdRange {
             container_id: m.container_id,

@@ -196,7 +196,7 @@ fn container_stats_of(
         Some(m) if m.exit.is_none() => read_cgroup(&m.cgroup_dirs),
         _ => CgroupStats::default(),
     };
-    let at_ns = crius_proto::now_ns();
+    let at_ns = crius_runtime::now_ns();
     let started = monitor.and_then(|m| m.started_at_ns);
     let upper = pods.container_upper_dir(v);
     let writable_layer = layer_usage(&upper, max_age).map(|u| FilesystemUsage {
@@ -278,7 +278,7 @@ fn pod_stats_of(
     fs_id: &FilesystemIdentifier,
 ) -> PodSandboxStats {
     let r = &pod.record;
-    let at_ns = crius_proto::now_ns();
+    let at_ns = crius_runtime::now_ns();
     let state = pods.monitor_state(r);
     let (cgroup, net) = match &state {
         Some(s) if pod.ready => (
@@ -326,7 +326,7 @@ impl Cri {
         f: impl FnOnce(&Pods) -> Result<T, PodError> + Send + 'static,
     ) -> Result<T, Status> {
         let pods: Arc<Pods> = self.pods.clone();
-        crius_proto::blocking(move || f(&pods))
+        crius_runtime::blocking(move || f(&pods))
             .await
             .map_err(pod_error)
     }
@@ -450,7 +450,7 @@ impl Cri {
                 }
             };
             Ok(FilesystemUsage {
-                timestamp: crius_proto::now_ns(),
+                timestamp: crius_runtime::now_ns(),
                 fs_id: Some(fs_id),
                 used_bytes: value(bytes),
                 inodes_used: value(inodes),

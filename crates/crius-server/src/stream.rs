@@ -16,7 +16,7 @@
 //! - **Attach** connects to the container's attach socket, which its pod monitor serves (the
 //!   monitor holds the container's stdio, so attaching works across criusd restarts):
 //!   the client's stdin and resizes go in as frames, the container's output comes back as
-//!   frames until the container exits (see `crius_proto::attach`).
+//!   frames until the container exits (see crius-runtime's `attach`).
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -255,16 +255,32 @@ impl Backend for StreamBackend {
         _tty: bool,
         io: StreamIo,
     ) -> Result<(), BackendError> {
-        let (id, path) = self
-            .pods
-            .attach_socket(container_id)
-            .map_err(backend_error)?;
-        let conn = connect_attach(&path)
+        // Terminal sizes as the runtime takes them; the forwarder ends with either side.
+        let resize = io.resize.map(|mut sizes| {
+            let (tx, rx) = tokio::sync::mpsc::channel(4);
+            tokio::spawn(async move {
+                while let Some(size) = sizes.recv().await {
+                    let size = crius_runtime::attach::TerminalSize {
+                        width: size.width,
+                        height: size.height,
+                    };
+                    if tx.send(size).await.is_err() {
+                        break;
+                    }
+                }
+            });
+            rx
+        });
+        let io = crius_runtime::attach::AttachIo {
+            stdin: io.stdin,
+            stdout: io.stdout,
+            stderr: io.stderr,
+            resize,
+        };
+        self.pods
+            .attach(container_id, io)
             .await
-            .map_err(|e| BackendError::new(format!("cannot attach to container {id}: {e}")))?;
-        run_attach(conn, io)
-            .await
-            .map_err(|e| BackendError::new(format!("attach to container {id}: {e}")))
+            .map_err(|e| BackendError::new(e.to_string()))
     }
 
     async fn port_forward(
@@ -297,112 +313,6 @@ impl Backend for StreamBackend {
             tracing::debug!(pod = pod_id, port, error = %e, "forwarded connection ended");
         }
         Ok(())
-    }
-}
-
-/// Connects to a container's attach socket (its path may be longer than a socket address).
-async fn connect_attach(path: &std::path::Path) -> io::Result<tokio::net::UnixStream> {
-    let (dir, name) = match (path.parent(), path.file_name().and_then(|n| n.to_str())) {
-        (Some(dir), Some(name)) => (dir.to_owned(), name.to_owned()),
-        _ => {
-            return Err(io::Error::other(format!(
-                "bad socket path {}",
-                path.display()
-            )));
-        }
-    };
-    let (handle, short) =
-        tokio::task::spawn_blocking(move || crius_proto::socket_path(&dir, &name))
-            .await
-            .map_err(io::Error::other)??;
-    let conn = tokio::net::UnixStream::connect(&short).await;
-    drop(handle);
-    conn
-}
-
-/// Runs one attach session on a connected attach socket until the container exits (the
-/// monitor closes the socket) or the future is dropped (the client went away: the monitor
-/// sees the connection close).
-async fn run_attach(conn: tokio::net::UnixStream, io: StreamIo) -> io::Result<()> {
-    use crius_proto::attach::{self, Frame};
-    let (mut rd, mut wr) = conn.into_split();
-    let mut hello = Vec::new();
-    Frame::Hello {
-        stdin: io.stdin.is_some(),
-    }
-    .encode(&mut hello);
-    wr.write_all(&hello).await?;
-
-    let mut stdin = io.stdin;
-    let mut resize = io.resize;
-    let input = async move {
-        let mut buf = vec![0u8; 32 << 10];
-        loop {
-            let mut frames = Vec::new();
-            tokio::select! {
-                read = async { stdin.as_mut().expect("guarded").read(&mut buf).await },
-                    if stdin.is_some() => match read {
-                    Ok(0) | Err(_) => {
-                        stdin = None;
-                        Frame::StdinEof.encode(&mut frames);
-                    }
-                    Ok(n) => attach::encode_stdin(&mut frames, &buf[..n]),
-                },
-                size = async { resize.as_mut().expect("guarded").recv().await },
-                    if resize.is_some() => match size {
-                    Some(size) => Frame::Resize {
-                        width: size.width,
-                        height: size.height,
-                    }
-                    .encode(&mut frames),
-                    None => resize = None,
-                },
-                else => break,
-            }
-            if wr.write_all(&frames).await.is_err() {
-                break;
-            }
-        }
-        // Keep the write half open: closing it would read as a detach.
-        std::future::pending::<()>().await;
-        drop(wr);
-    };
-
-    let mut stdout = io.stdout;
-    let mut stderr = io.stderr;
-    let output = async {
-        let mut buf = Vec::with_capacity(64 << 10);
-        let mut chunk = vec![0u8; 64 << 10];
-        let result = loop {
-            let n = match rd.read(&mut chunk).await {
-                Ok(0) => break Ok(()),
-                Ok(n) => n,
-                Err(e) => break Err(e),
-            };
-            buf.extend_from_slice(&chunk[..n]);
-            loop {
-                let (to, data) = match Frame::decode(&mut buf) {
-                    Ok(Some(Frame::Stdout(d))) => (&mut stdout, d),
-                    Ok(Some(Frame::Stderr(d))) => (&mut stderr, d),
-                    Ok(Some(_)) => continue,
-                    Ok(None) => break,
-                    Err(e) => return Err(io::Error::other(e)),
-                };
-                if let Some(w) = to
-                    && w.write_all(&data).await.is_err()
-                {
-                    *to = None;
-                }
-            }
-        };
-        for w in [&mut stdout, &mut stderr].into_iter().flatten() {
-            let _ = w.shutdown().await;
-        }
-        result
-    };
-    tokio::select! {
-        result = output => result,
-        () = input => Ok(()),
     }
 }
 

@@ -16,31 +16,29 @@
 //! a device (DRA drivers write them just before), parsed again only when they changed.
 //!
 //! Edits are applied as the reference implementation applies them: the spec-wide edits of a
-//! spec once, before the edits of its first requested device; env entries replace a variable
-//! of the same name or are appended; a device node or mount replaces one at the same
-//! container path; mounts are then ordered by depth. What crius cannot honour (intelRdt,
-//! netDevices, FIFO nodes, mounts other than binds, unknown mount options) is refused with
-//! FailedPrecondition naming the device, never dropped. In a user-namespaced pod the device
-//! rules of CRI devices hold (no block devices, a node keeps its host path and is bound from
-//! it) and CDI bind mounts are idmapped with the pod's mapping, as the reference
-//! implementation asks.
+//! spec once, before the edits of its first requested device; env entries replace a variable of
+//! the same name or are appended; a device node or mount replaces one at the same container
+//! path; mounts are then ordered by depth. What crius cannot honour (intelRdt, netDevices, FIFO
+//! nodes, mounts other than binds, unknown mount options) is refused
+//! ([`CdiErrorKind::Refused`], FailedPrecondition at the CRI) naming the device, never dropped.
+//! In a user-namespaced pod the device rules of CRI devices hold (no block devices, a node
+//! keeps its host path and is bound from it) and CDI bind mounts are idmapped with the pod's
+//! mapping, as the reference implementation asks.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use cri_api::v1::ContainerConfig;
 use crius_proto::{BindMount, ContainerSpec, DeviceSpec, Hook as ProtoHook, Hooks};
 use serde::{Deserialize, Deserializer};
-use tonic::Status;
 
 /// Largest spec file read.
-pub(crate) const MAX_SPEC_BYTES: u64 = 4 << 20;
+pub const MAX_SPEC_BYTES: u64 = 4 << 20;
 /// Most spec files read from one directory (in name order).
 const MAX_SPECS_PER_DIR: usize = 4096;
 /// Prefix of the annotations that name CDI devices (the flow before the CRI field).
-pub(crate) const ANNOTATION_PREFIX: &str = "cdi.k8s.io/";
+pub const ANNOTATION_PREFIX: &str = "cdi.k8s.io/";
 /// Released spec versions, oldest first.
 const VERSIONS: [&str; 10] = [
     "0.1.0", "0.2.0", "0.3.0", "0.4.0", "0.5.0", "0.6.0", "0.7.0", "0.8.0", "1.0.0", "1.1.0",
@@ -269,22 +267,236 @@ enum EditsError {
 
 /// Why a CDI name is invalid.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum NameError {
+pub enum NameError {
     /// Not `vendor/class=name`.
     #[error("{device:?} is not a qualified CDI device name vendor/class=name")]
-    NotQualified { device: String },
+    NotQualified {
+        /// The name as given.
+        device: String,
+    },
     /// A vendor or class of characters CDI does not allow.
     #[error(
         "invalid {what} {name:?}: a letter first, a letter or digit last, letters, digits, \
          '-', '_' and '.' between"
     )]
-    VendorOrClass { what: &'static str, name: String },
+    VendorOrClass {
+        /// `vendor` or `class`.
+        what: &'static str,
+        /// The vendor or class as given.
+        name: String,
+    },
     /// A device name of characters CDI does not allow.
     #[error(
         "invalid device name {name:?}: a letter or digit first and last, letters, digits, \
          '-', '_', '.' and ':' between"
     )]
-    DeviceName { name: String },
+    DeviceName {
+        /// The device name as given.
+        name: String,
+    },
+}
+
+/// Why a container's CDI devices cannot be resolved or applied. Its text is the whole message
+/// the client gets; [`CdiError::kind`] says which kind of refusal it is.
+#[derive(Debug, thiserror::Error)]
+pub enum CdiError {
+    /// A requested name is not `vendor/class=name`.
+    #[error("{field}: {source}")]
+    Name {
+        /// The request field that names the device.
+        field: String,
+        /// What is wrong with the name.
+        source: NameError,
+    },
+    /// Two spec files of the directory of highest precedence that has the device define it.
+    #[error(
+        "{field}: CDI device {name:?} is defined in more than one spec file: {}",
+        join_paths(.files)
+    )]
+    Conflict {
+        /// The request field that names the device.
+        field: String,
+        /// The device's qualified name.
+        name: String,
+        /// The spec files that define it.
+        files: Vec<PathBuf>,
+    },
+    /// No usable spec file defines the device.
+    #[error(
+        "{field}: unknown CDI device {name:?}: no usable spec file in {} defines it \
+         (criusd logs the spec files it skipped)",
+        searched(.dirs)
+    )]
+    Unknown {
+        /// The request field that names the device.
+        field: String,
+        /// The device's qualified name.
+        name: String,
+        /// The spec directories searched.
+        dirs: Vec<PathBuf>,
+    },
+    /// The edits ask for intelRdt.
+    #[error("CDI device {device}: intelRdt (resctrl classes) is not supported by crius")]
+    IntelRdt {
+        /// The device and the spec file of the edits.
+        device: String,
+    },
+    /// The edits ask for netDevices.
+    #[error(
+        "CDI device {device}: netDevices (moving host network interfaces into the pod) is not \
+         supported by crius"
+    )]
+    NetDevices {
+        /// The device and the spec file of the edits.
+        device: String,
+    },
+    /// A hook's path is not absolute.
+    #[error("CDI device {device}: hook {hook}: path {path:?} is not absolute")]
+    HookNotAbsolute {
+        /// The device and the spec file of the edits.
+        device: String,
+        /// The hook's name (`prestart`, `createRuntime`…).
+        hook: String,
+        /// The hook's path.
+        path: String,
+    },
+    /// A hook's path is not a regular file.
+    #[error("CDI device {device}: hook {hook}: {path} is not a regular file")]
+    HookNotFile {
+        /// The device and the spec file of the edits.
+        device: String,
+        /// The hook's name.
+        hook: String,
+        /// The hook's path.
+        path: String,
+    },
+    /// A hook's path cannot be looked up.
+    #[error("CDI device {device}: hook {hook}: {path}: {source}")]
+    HookMissing {
+        /// The device and the spec file of the edits.
+        device: String,
+        /// The hook's name.
+        hook: String,
+        /// The hook's path.
+        path: String,
+        /// What stat said.
+        source: std::io::Error,
+    },
+    /// A hook of a name crius does not know.
+    #[error("CDI device {device}: unknown hook {hook:?}")]
+    UnknownHook {
+        /// The device and the spec file of the edits.
+        device: String,
+        /// The hook's name.
+        hook: String,
+    },
+    /// A device node crius cannot make as the spec asks.
+    #[error("CDI device {device}: device node {path}: {what}")]
+    DeviceNode {
+        /// The device and the spec file of the edits.
+        device: String,
+        /// The node's path in the container.
+        path: String,
+        /// Why it cannot be made.
+        what: String,
+    },
+    /// A block device node in a user-namespaced pod.
+    #[error(
+        "CDI device {device}: device node {path}: block devices cannot be used in a pod with \
+         a user namespace"
+    )]
+    BlockDeviceInUserns {
+        /// The device and the spec file of the edits.
+        device: String,
+        /// The node's path in the container.
+        path: String,
+    },
+    /// A device node at another path than its host node, in a user-namespaced pod.
+    #[error(
+        "CDI device {device}: device node {path}: a device at another path than on the host \
+         (hostPath {host_path}) in a user-namespaced pod is not implemented by crius yet"
+    )]
+    NodeMovedInUserns {
+        /// The device and the spec file of the edits.
+        device: String,
+        /// The node's path in the container.
+        path: String,
+        /// The host node's path.
+        host_path: String,
+    },
+    /// A mount crius cannot make as the spec asks.
+    #[error("CDI device {device}: mount at {container_path}: {what}")]
+    Mount {
+        /// The device and the spec file of the edits.
+        device: String,
+        /// The mount's path in the container.
+        container_path: String,
+        /// Why it cannot be made.
+        what: String,
+    },
+    /// An idmapped mount (user-namespaced pod) with a propagation other than private.
+    #[error(
+        "CDI device {device}: mount at {container_path}: idmapped mounts (a user-namespaced pod) \
+         with propagation other than private are not implemented by crius yet"
+    )]
+    IdmapPropagation {
+        /// The device and the spec file of the edits.
+        device: String,
+        /// The mount's path in the container.
+        container_path: String,
+    },
+}
+
+/// Which kind of refusal a [`CdiError`] is (the CRI status code it maps onto).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CdiErrorKind {
+    /// The request names a device wrongly or one that cannot be used (InvalidArgument).
+    Invalid,
+    /// The device's spec asks for what crius cannot do (FailedPrecondition).
+    Refused,
+    /// What crius does not implement yet (Unimplemented).
+    Unsupported,
+}
+
+impl CdiError {
+    /// The kind of refusal.
+    pub fn kind(&self) -> CdiErrorKind {
+        match self {
+            CdiError::Name { .. }
+            | CdiError::Conflict { .. }
+            | CdiError::Unknown { .. }
+            | CdiError::BlockDeviceInUserns { .. } => CdiErrorKind::Invalid,
+            CdiError::IntelRdt { .. }
+            | CdiError::NetDevices { .. }
+            | CdiError::HookNotAbsolute { .. }
+            | CdiError::HookNotFile { .. }
+            | CdiError::HookMissing { .. }
+            | CdiError::UnknownHook { .. }
+            | CdiError::DeviceNode { .. }
+            | CdiError::Mount { .. } => CdiErrorKind::Refused,
+            CdiError::NodeMovedInUserns { .. } | CdiError::IdmapPropagation { .. } => {
+                CdiErrorKind::Unsupported
+            }
+        }
+    }
+}
+
+/// Paths joined by `, `.
+fn join_paths(paths: &[PathBuf]) -> String {
+    paths
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The spec directories searched, as an unknown device's message names them.
+fn searched(dirs: &[PathBuf]) -> String {
+    if dirs.is_empty() {
+        "the configured cdi_spec_dirs (none)".to_owned()
+    } else {
+        join_paths(dirs)
+    }
 }
 
 fn validate_env(env: &[String]) -> Result<(), InvalidEnv> {
@@ -689,27 +901,33 @@ fn registry(dirs: &[PathBuf]) -> HashMap<String, Entry> {
 
 /// The CDI devices a container asks for, in order and without repeats: `CDI_devices`, then
 /// the `cdi.k8s.io/*` annotations (by key; each a comma-separated list), each with the
-/// request field it came from. A name that is not `vendor/class=name` is InvalidArgument.
-pub(crate) fn requested(config: &ContainerConfig) -> Result<Vec<(String, String)>, Status> {
+/// request field it came from. `cdi_devices` are the `CDI_devices[i].name` of the request in
+/// order, `annotations` all of the container's annotations. A name that is not
+/// `vendor/class=name` is [`CdiError::Name`].
+pub fn requested(
+    cdi_devices: &[String],
+    annotations: &BTreeMap<String, String>,
+) -> Result<Vec<(String, String)>, CdiError> {
     let mut out: Vec<(String, String)> = Vec::new();
-    let mut push = |name: &str, field: String| -> Result<(), Status> {
-        parse_qualified(name).map_err(|e| Status::invalid_argument(format!("{field}: {e}")))?;
+    let mut push = |name: &str, field: String| -> Result<(), CdiError> {
+        if let Err(source) = parse_qualified(name) {
+            return Err(CdiError::Name { field, source });
+        }
         if !out.iter().any(|(n, _)| n == name) {
             out.push((name.to_owned(), field));
         }
         Ok(())
     };
-    for (i, d) in config.cdi_devices.iter().enumerate() {
-        push(&d.name, format!("config.CDI_devices[{i}].name"))?;
+    for (i, name) in cdi_devices.iter().enumerate() {
+        push(name, format!("config.CDI_devices[{i}].name"))?;
     }
-    let mut keys: Vec<&String> = config
-        .annotations
+    let mut keys: Vec<&String> = annotations
         .keys()
         .filter(|k| k.starts_with(ANNOTATION_PREFIX))
         .collect();
     keys.sort();
     for key in keys {
-        for name in config.annotations[key].split(',') {
+        for name in annotations[key].split(',') {
             push(name, format!("config.annotations[{key:?}]"))?;
         }
     }
@@ -718,7 +936,7 @@ pub(crate) fn requested(config: &ContainerConfig) -> Result<Vec<(String, String)
 
 /// The edits of a container's CDI devices, translated into crius' container spec terms.
 #[derive(Debug, Default)]
-pub(crate) struct CdiEdits {
+pub struct CdiEdits {
     env: Vec<String>,
     devices: Vec<DeviceSpec>,
     mounts: Vec<BindMount>,
@@ -726,17 +944,13 @@ pub(crate) struct CdiEdits {
     additional_gids: Vec<u32>,
 }
 
-fn refused(device: &str, what: impl std::fmt::Display) -> Status {
-    Status::failed_precondition(format!("CDI device {device}: {what}"))
-}
-
 /// Resolves `devices` (name, request field) from the spec files in `dirs`; `userns` when the
-/// pod has a user namespace. An unknown device is InvalidArgument naming it.
-pub(crate) fn resolve(
+/// pod has a user namespace. An unknown device is [`CdiError::Unknown`] naming it.
+pub fn resolve(
     dirs: &[PathBuf],
     devices: &[(String, String)],
     userns: bool,
-) -> Result<CdiEdits, Status> {
+) -> Result<CdiEdits, CdiError> {
     let mut out = CdiEdits::default();
     if devices.is_empty() {
         return Ok(out);
@@ -747,28 +961,18 @@ pub(crate) fn resolve(
         let (spec, device) = match registry.get(name) {
             Some(Entry::Device(spec, device)) => (spec, device),
             Some(Entry::Conflict(files)) => {
-                return Err(Status::invalid_argument(format!(
-                    "{field}: CDI device {name:?} is defined in more than one spec file: {}",
-                    files
-                        .iter()
-                        .map(|f| f.display().to_string())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )));
+                return Err(CdiError::Conflict {
+                    field: field.clone(),
+                    name: name.clone(),
+                    files: files.clone(),
+                });
             }
             None => {
-                return Err(Status::invalid_argument(format!(
-                    "{field}: unknown CDI device {name:?}: no usable spec file in {} defines it \
-                     (criusd logs the spec files it skipped)",
-                    if dirs.is_empty() {
-                        "the configured cdi_spec_dirs (none)".to_owned()
-                    } else {
-                        dirs.iter()
-                            .map(|d| d.display().to_string())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    }
-                )));
+                return Err(CdiError::Unknown {
+                    field: field.clone(),
+                    name: name.clone(),
+                    dirs: dirs.to_vec(),
+                });
             }
         };
         if !applied.contains(&Arc::as_ptr(spec)) {
@@ -825,18 +1029,16 @@ fn host_node(path: &str) -> Result<(&'static str, i64, i64, u32), HostNodeError>
 }
 
 impl CdiEdits {
-    fn add(&mut self, label: &str, e: &Edits, userns: bool) -> Result<(), Status> {
+    fn add(&mut self, label: &str, e: &Edits, userns: bool) -> Result<(), CdiError> {
         if e.intel_rdt.is_some() {
-            return Err(refused(
-                label,
-                "intelRdt (resctrl classes) is not supported by crius",
-            ));
+            return Err(CdiError::IntelRdt {
+                device: label.to_owned(),
+            });
         }
         if !e.net_devices.is_empty() {
-            return Err(refused(
-                label,
-                "netDevices (moving host network interfaces into the pod) is not supported by crius",
-            ));
+            return Err(CdiError::NetDevices {
+                device: label.to_owned(),
+            });
         }
         self.env.extend(e.env.iter().cloned());
         for n in &e.device_nodes {
@@ -852,24 +1054,28 @@ impl CdiEdits {
         }
         for h in &e.hooks {
             if !h.path.starts_with('/') {
-                return Err(refused(
-                    label,
-                    format!("hook {}: path {:?} is not absolute", h.hook_name, h.path),
-                ));
+                return Err(CdiError::HookNotAbsolute {
+                    device: label.to_owned(),
+                    hook: h.hook_name.clone(),
+                    path: h.path.clone(),
+                });
             }
             match std::fs::metadata(&h.path) {
                 Ok(m) if m.is_file() => {}
                 Ok(_) => {
-                    return Err(refused(
-                        label,
-                        format!("hook {}: {} is not a regular file", h.hook_name, h.path),
-                    ));
+                    return Err(CdiError::HookNotFile {
+                        device: label.to_owned(),
+                        hook: h.hook_name.clone(),
+                        path: h.path.clone(),
+                    });
                 }
-                Err(err) => {
-                    return Err(refused(
-                        label,
-                        format!("hook {}: {}: {err}", h.hook_name, h.path),
-                    ));
+                Err(source) => {
+                    return Err(CdiError::HookMissing {
+                        device: label.to_owned(),
+                        hook: h.hook_name.clone(),
+                        path: h.path.clone(),
+                        source,
+                    });
                 }
             }
             let hook = ProtoHook {
@@ -885,7 +1091,12 @@ impl CdiEdits {
                 "startContainer" => self.hooks.start_container.push(hook),
                 "poststart" => self.hooks.poststart.push(hook),
                 "poststop" => self.hooks.poststop.push(hook),
-                other => return Err(refused(label, format!("unknown hook {other:?}"))),
+                other => {
+                    return Err(CdiError::UnknownHook {
+                        device: label.to_owned(),
+                        hook: other.to_owned(),
+                    });
+                }
             }
         }
         self.additional_gids
@@ -896,7 +1107,7 @@ impl CdiEdits {
     /// Applies the edits to a container's spec: env entries replace a variable of the same
     /// name or are appended, a node or mount replaces one at the same container path, mounts
     /// are ordered by depth, gids join the supplemental groups, hooks are appended.
-    pub(crate) fn apply(self, spec: &mut ContainerSpec) {
+    pub fn apply(self, spec: &mut ContainerSpec) {
         for e in self.env {
             let name_len = e.find('=').map_or(e.len(), |i| i + 1);
             let prefix = &e.as_bytes()[..name_len];
@@ -931,8 +1142,12 @@ impl CdiEdits {
 
 /// A spec's device node as crius' device spec: what the spec leaves out is looked up on the
 /// host node (`hostPath`, else `path`), as the reference implementation does.
-fn device_node(label: &str, n: &DeviceNode, userns: bool) -> Result<DeviceSpec, Status> {
-    let node = |what: String| refused(label, format!("device node {}: {what}", n.path));
+fn device_node(label: &str, n: &DeviceNode, userns: bool) -> Result<DeviceSpec, CdiError> {
+    let node = |what: String| CdiError::DeviceNode {
+        device: label.to_owned(),
+        path: n.path.clone(),
+        what,
+    };
     if !n.path.starts_with("/dev/") {
         return Err(node(
             "crius (libcontainer) makes device nodes under /dev only".into(),
@@ -974,18 +1189,17 @@ fn device_node(label: &str, n: &DeviceNode, userns: bool) -> Result<DeviceSpec, 
     }
     if userns {
         if kind == "b" {
-            return Err(Status::invalid_argument(format!(
-                "CDI device {label}: device node {}: block devices cannot be used in a pod with \
-                 a user namespace",
-                n.path
-            )));
+            return Err(CdiError::BlockDeviceInUserns {
+                device: label.to_owned(),
+                path: n.path.clone(),
+            });
         }
         if host_path != n.path {
-            return Err(Status::unimplemented(format!(
-                "CDI device {label}: device node {}: a device at another path than on the host \
-                 (hostPath {host_path}) in a user-namespaced pod is not implemented by crius yet",
-                n.path
-            )));
+            return Err(CdiError::NodeMovedInUserns {
+                device: label.to_owned(),
+                path: n.path.clone(),
+                host_path: host_path.to_owned(),
+            });
         }
         // In a user namespace the node is bound from the host's node at the same path: it
         // must be the device the spec names.
@@ -1022,8 +1236,12 @@ fn device_node(label: &str, n: &DeviceNode, userns: bool) -> Result<DeviceSpec, 
 }
 
 /// A spec's mount as a bind mount; only binds, with options crius can honour.
-fn bind_mount(label: &str, m: &Mount, userns: bool) -> Result<BindMount, Status> {
-    let mount = |what: String| refused(label, format!("mount at {}: {what}", m.container_path));
+fn bind_mount(label: &str, m: &Mount, userns: bool) -> Result<BindMount, CdiError> {
+    let mount = |what: String| CdiError::Mount {
+        device: label.to_owned(),
+        container_path: m.container_path.clone(),
+        what,
+    };
     if !m.container_path.starts_with('/') {
         return Err(mount("the container path is not absolute".into()));
     }
@@ -1057,11 +1275,10 @@ fn bind_mount(label: &str, m: &Mount, userns: bool) -> Result<BindMount, Status>
     let host_path = std::fs::canonicalize(&m.host_path)
         .map_err(|e| mount(format!("host path {}: {e}", m.host_path)))?;
     if userns && propagation != "rprivate" {
-        return Err(Status::unimplemented(format!(
-            "CDI device {label}: mount at {}: idmapped mounts (a user-namespaced pod) with \
-             propagation other than private are not implemented by crius yet",
-            m.container_path
-        )));
+        return Err(CdiError::IdmapPropagation {
+            device: label.to_owned(),
+            container_path: m.container_path.clone(),
+        });
     }
     Ok(BindMount {
         host_path,
@@ -1255,16 +1472,33 @@ devices:
 
         let edits = resolve(&dirs, &names(&["v.io/c=d", "v.io/c=ok"]), false).expect("resolve");
         assert_eq!(edits.env, ["FROM=b", "OK=1"]);
-        for (name, code) in [
-            ("v.io/c=twice", tonic::Code::InvalidArgument),
-            ("v.io/c=open", tonic::Code::InvalidArgument),
-            ("v.io/c=txt", tonic::Code::InvalidArgument),
-            ("v.io/c=missing", tonic::Code::InvalidArgument),
+        for (name, kind) in [
+            ("v.io/c=twice", CdiErrorKind::Invalid),
+            ("v.io/c=open", CdiErrorKind::Invalid),
+            ("v.io/c=txt", CdiErrorKind::Invalid),
+            ("v.io/c=missing", CdiErrorKind::Invalid),
         ] {
             let e = resolve(&dirs, &names(&[name]), false).expect_err(name);
-            assert_eq!(e.code(), code, "{name}: {}", e.message());
-            assert!(e.message().contains(name), "{}", e.message());
+            assert_eq!(e.kind(), kind, "{name}: {e}");
+            assert!(e.to_string().contains(name), "{e}");
         }
+        let e = resolve(&dirs, &names(&["v.io/c=twice"]), false).expect_err("twice");
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "config.CDI_devices[0].name: CDI device \"v.io/c=twice\" is defined in more than \
+                 one spec file: {}, {}",
+                a.path().join("dup1.yaml").display(),
+                a.path().join("dup2.yaml").display()
+            )
+        );
+        let e = resolve(&[], &names(&["v.io/c=missing"]), false).expect_err("no dirs");
+        assert_eq!(
+            e.to_string(),
+            "config.CDI_devices[0].name: unknown CDI device \"v.io/c=missing\": no usable spec \
+             file in the configured cdi_spec_dirs (none) defines it (criusd logs the spec files \
+             it skipped)"
+        );
         // A fixed file is read again.
         write(a.path(), "broken.yaml", &spec("v.io/c", "fixed", "F=1"));
         assert!(resolve(&dirs, &names(&["v.io/c=fixed"]), false).is_ok());
@@ -1346,14 +1580,19 @@ devices:
         // mounts are idmapped.
         let e =
             resolve(&dirs, &names(&["vendor.example/gpu=null-twin"]), true).expect_err("userns");
-        assert_eq!(e.code(), tonic::Code::Unimplemented, "{}", e.message());
-        let e = resolve(&dirs, &names(&["vendor.example/gpu=0"]), true).expect_err("no host node");
-        assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{}", e.message());
-        assert!(
-            e.message().contains("vendor.example/gpu=0"),
-            "{}",
-            e.message()
+        assert_eq!(e.kind(), CdiErrorKind::Unsupported, "{e}");
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "CDI device vendor.example/gpu=null-twin (from {}): device node /dev/crius-twin: \
+                 a device at another path than on the host (hostPath /dev/null) in a \
+                 user-namespaced pod is not implemented by crius yet",
+                dir.path().join("gpu.yaml").display()
+            )
         );
+        let e = resolve(&dirs, &names(&["vendor.example/gpu=0"]), true).expect_err("no host node");
+        assert_eq!(e.kind(), CdiErrorKind::Refused, "{e}");
+        assert!(e.to_string().contains("vendor.example/gpu=0"), "{e}");
     }
 
     #[test]
@@ -1400,38 +1639,58 @@ devices:
         let dirs = [dir.path().to_owned()];
         for name in &cases {
             let e = resolve(&dirs, &names(&[name]), false).expect_err(name);
-            assert_eq!(
-                e.code(),
-                tonic::Code::FailedPrecondition,
-                "{name}: {}",
-                e.message()
-            );
-            assert!(e.message().contains(name.as_str()), "{}", e.message());
+            assert_eq!(e.kind(), CdiErrorKind::Refused, "{name}: {e}");
+            assert!(e.to_string().contains(name.as_str()), "{e}");
         }
+        let e = resolve(&dirs, &names(&[cases[0].as_str()]), false).expect_err("rdt");
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "CDI device v.io/rdt=d (from {}): intelRdt (resctrl classes) is not supported by \
+                 crius",
+                dir.path().join("rdt.json").display()
+            )
+        );
     }
 
     #[test]
     fn annotations_are_read_after_the_field() {
-        let mut config = ContainerConfig {
-            cdi_devices: vec![cri_api::v1::CdiDevice {
-                name: "v.io/c=a".into(),
-            }],
-            ..ContainerConfig::default()
-        };
-        config
-            .annotations
-            .insert("cdi.k8s.io/plugin_x".into(), "v.io/c=b,v.io/c=a".into());
-        config.annotations.insert("other".into(), "v.io/c=z".into());
-        let got = requested(&config).expect("requested");
+        let cdi_devices = ["v.io/c=a".to_owned()];
+        let mut annotations = BTreeMap::new();
+        annotations.insert("cdi.k8s.io/plugin_x".into(), "v.io/c=b,v.io/c=a".into());
+        annotations.insert("other".into(), "v.io/c=z".into());
+        let got = requested(&cdi_devices, &annotations).expect("requested");
         assert_eq!(
-            got.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(),
-            ["v.io/c=a", "v.io/c=b"]
+            got,
+            [
+                (
+                    "v.io/c=a".to_owned(),
+                    "config.CDI_devices[0].name".to_owned()
+                ),
+                (
+                    "v.io/c=b".to_owned(),
+                    "config.annotations[\"cdi.k8s.io/plugin_x\"]".to_owned()
+                )
+            ]
         );
-        config
-            .annotations
-            .insert("cdi.k8s.io/bad".into(), "gpu0".into());
-        let e = requested(&config).expect_err("unqualified");
-        assert_eq!(e.code(), tonic::Code::InvalidArgument);
-        assert!(e.message().contains("cdi.k8s.io/bad"), "{}", e.message());
+        annotations.insert("cdi.k8s.io/bad".into(), "gpu0".into());
+        let e = requested(&cdi_devices, &annotations).expect_err("unqualified");
+        assert_eq!(e.kind(), CdiErrorKind::Invalid);
+        assert_eq!(
+            e.to_string(),
+            "config.annotations[\"cdi.k8s.io/bad\"]: \"gpu0\" is not a qualified CDI device name \
+             vendor/class=name"
+        );
+        let e = requested(
+            &["v.io/c=a".to_owned(), "1v/c=x".to_owned()],
+            &BTreeMap::new(),
+        )
+        .expect_err("bad vendor");
+        assert_eq!(e.kind(), CdiErrorKind::Invalid);
+        assert!(
+            e.to_string()
+                .starts_with("config.CDI_devices[1].name: invalid vendor \"1v\""),
+            "{e}"
+        );
     }
 }
