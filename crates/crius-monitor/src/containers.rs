@@ -11,6 +11,7 @@ use nix::poll::PollFlags;
 
 use crate::attach::{Attach, Source};
 use crate::logs::{LogWriter, Stream};
+use crate::mountapi::MountAttrFlags;
 use crate::{Error, cgroup, identity, ocispec, rootfs};
 
 /// Where libcontainer keeps its container state, in the pod directory.
@@ -329,7 +330,7 @@ fn create_in(
             rootfs::propagation_bind(dir, &name, &m.host_path, &m.propagation)?
         };
         if m.recursive_read_only {
-            rootfs::make_recursive_read_only(&m.host_path, 0)?;
+            rootfs::make_recursive_read_only(&m.host_path, MountAttrFlags::empty())?;
         }
     }
     // On the host network the container binds the host's /sys: crius' copy is read-only in every

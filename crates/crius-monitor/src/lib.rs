@@ -15,6 +15,7 @@ mod exec;
 mod executor;
 mod identity;
 mod logs;
+mod mountapi;
 mod mounts;
 mod ocispec;
 mod probe;
@@ -217,7 +218,7 @@ pub enum Error {
         /// Its path.
         path: PathBuf,
         /// What failed.
-        source: probe::ProbeError,
+        source: mountapi::CallError,
     },
     /// A layer cannot be idmapped.
     #[error("cannot idmap the layer {layer}: {source}")]
@@ -225,7 +226,7 @@ pub enum Error {
         /// The layer.
         layer: PathBuf,
         /// What failed.
-        source: probe::ProbeError,
+        source: mountapi::CallError,
     },
     /// A mount cannot be idmapped.
     #[error(
@@ -235,7 +236,7 @@ pub enum Error {
         /// The mount's source.
         path: PathBuf,
         /// What failed.
-        source: probe::ProbeError,
+        source: mountapi::CallError,
     },
     /// A path holds a NUL byte.
     #[error("{source}")]

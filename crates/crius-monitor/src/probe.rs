@@ -1,28 +1,14 @@
 //! The start-up probe: do idmapped mounts work on the filesystems crius uses?
 
-use std::ffi::CString;
 use std::io::Write;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::OwnedFd;
 use std::path::Path;
 
 use crius_proto::IdmapSupport;
 use nix::sys::wait::waitpid;
 use nix::unistd::Pid;
 
-const OPEN_TREE_CLONE: libc::c_uint = 1;
-const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
-const FSOPEN_CLOEXEC: libc::c_uint = 1;
-const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
-const FSMOUNT_CLOEXEC: libc::c_uint = 1;
-
-/// `struct mount_attr` of mount_setattr(2).
-#[repr(C)]
-pub(crate) struct MountAttr {
-    pub(crate) attr_set: u64,
-    pub(crate) attr_clr: u64,
-    pub(crate) propagation: u64,
-    pub(crate) userns_fd: u64,
-}
+use crate::mountapi::{self, MountAttrFlags};
 
 /// Probes idmapped mounts on the filesystem of each path and on a fresh tmpfs. Must be called
 /// while the process is single-threaded (it clones a short-lived user namespace holder).
@@ -40,12 +26,15 @@ pub fn probe_idmap(paths: &[&Path]) -> IdmapSupport {
     };
     let mut failures = Vec::new();
     for path in paths {
-        let result = open_tree(path).and_then(|fd| idmap(&fd, ns));
+        let result = mountapi::clone_tree(path)
+            .and_then(|fd| mountapi::idmap(&fd, ns, MountAttrFlags::empty()));
         if let Err(e) = result {
             failures.push(format!("the filesystem of {}: {e}", path.display()));
         }
     }
-    if let Err(e) = fresh_tmpfs().and_then(|fd| idmap(&fd, ns)) {
+    if let Err(e) =
+        mountapi::fresh_tmpfs().and_then(|fd| mountapi::idmap(&fd, ns, MountAttrFlags::empty()))
+    {
         failures.push(format!("tmpfs: {e}"));
     }
     drop(holder);
@@ -59,7 +48,7 @@ pub fn probe_idmap(paths: &[&Path]) -> IdmapSupport {
     }
 }
 
-/// Why a detached mount or the probe's user namespace could not be made.
+/// Why the probe's user namespace could not be made.
 #[derive(Debug, thiserror::Error)]
 pub enum ProbeError {
     /// A system call failed.
@@ -69,20 +58,6 @@ pub enum ProbeError {
         call: &'static str,
         /// The errno.
         source: nix::Error,
-    },
-    /// A system call returned a descriptor out of range.
-    #[error("{call}: bad descriptor")]
-    BadDescriptor {
-        /// The call.
-        call: &'static str,
-    },
-    /// The path holds a NUL byte.
-    #[error("{source}")]
-    Path {
-        /// The path.
-        path: std::path::PathBuf,
-        /// Where the NUL is.
-        source: std::ffi::NulError,
     },
     /// The pipe to the namespace holder could not be made.
     #[error("{source}")]
@@ -112,106 +87,6 @@ fn last_error(call: &'static str) -> ProbeError {
         call,
         source: nix::errno::Errno::last(),
     }
-}
-
-fn owned(ret: libc::c_long, call: &'static str) -> Result<OwnedFd, ProbeError> {
-    if ret < 0 {
-        return Err(last_error(call));
-    }
-    let fd = RawFd::try_from(ret).map_err(|_| ProbeError::BadDescriptor { call })?;
-    // SAFETY: the kernel just returned this descriptor to us; nothing else owns it.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
-/// A detached clone of the mount tree at `path` (`open_tree(OPEN_TREE_CLONE)`).
-pub(crate) fn open_tree(path: &Path) -> Result<OwnedFd, ProbeError> {
-    let c =
-        CString::new(path.as_os_str().as_encoded_bytes()).map_err(|source| ProbeError::Path {
-            path: path.to_owned(),
-            source,
-        })?;
-    // SAFETY: open_tree with a valid NUL-terminated path; returns a new descriptor or -1.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_open_tree,
-            libc::AT_FDCWD,
-            c.as_ptr(),
-            OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint,
-        )
-    };
-    owned(ret, "open_tree")
-}
-
-fn fresh_tmpfs() -> Result<OwnedFd, ProbeError> {
-    let name = c"tmpfs";
-    // SAFETY: fsopen with a valid NUL-terminated filesystem name.
-    let fs = owned(
-        unsafe { libc::syscall(libc::SYS_fsopen, name.as_ptr(), FSOPEN_CLOEXEC) },
-        "fsopen(tmpfs)",
-    )?;
-    // SAFETY: FSCONFIG_CMD_CREATE takes no key or value.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_fsconfig,
-            fs.as_raw_fd(),
-            FSCONFIG_CMD_CREATE,
-            std::ptr::null::<libc::c_char>(),
-            std::ptr::null::<libc::c_void>(),
-            0,
-        )
-    };
-    if ret < 0 {
-        return Err(last_error("fsconfig(create)"));
-    }
-    // SAFETY: fsmount on the configured context; returns a detached mount descriptor.
-    owned(
-        unsafe { libc::syscall(libc::SYS_fsmount, fs.as_raw_fd(), FSMOUNT_CLOEXEC, 0) },
-        "fsmount",
-    )
-}
-
-/// Idmaps the detached `mount` with `userns`.
-pub(crate) fn idmap(mount: &OwnedFd, userns: &OwnedFd) -> Result<(), ProbeError> {
-    idmap_with(mount, userns, 0)
-}
-
-/// Idmaps the detached `mount` with `userns` and makes it read-only, nosuid and nodev: the view
-/// of image layers a pod gets, which nothing may change or gain privileges through.
-pub(crate) fn idmap_read_only(mount: &OwnedFd, userns: &OwnedFd) -> Result<(), ProbeError> {
-    const MOUNT_ATTR_RDONLY: u64 = 0x0000_0001;
-    const MOUNT_ATTR_NOSUID: u64 = 0x0000_0002;
-    const MOUNT_ATTR_NODEV: u64 = 0x0000_0004;
-    idmap_with(
-        mount,
-        userns,
-        MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
-    )
-}
-
-fn idmap_with(mount: &OwnedFd, userns: &OwnedFd, extra: u64) -> Result<(), ProbeError> {
-    let attr = MountAttr {
-        attr_set: MOUNT_ATTR_IDMAP | extra,
-        attr_clr: 0,
-        propagation: 0,
-        // A descriptor is never negative; u64::MAX would be refused as no descriptor.
-        userns_fd: u64::try_from(userns.as_raw_fd()).unwrap_or(u64::MAX),
-    };
-    let empty = c"";
-    // SAFETY: mount_setattr on a detached mount descriptor with a properly sized attr struct.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_mount_setattr,
-            mount.as_raw_fd(),
-            empty.as_ptr(),
-            libc::AT_EMPTY_PATH,
-            &attr as *const MountAttr,
-            std::mem::size_of::<MountAttr>(),
-        )
-    };
-    if ret < 0 {
-        return Err(last_error("mount_setattr(MOUNT_ATTR_IDMAP)"));
-    }
-    Ok(())
 }
 
 /// A child parked in a new user namespace with a map, and that namespace's descriptor.

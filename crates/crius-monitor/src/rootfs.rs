@@ -1,7 +1,6 @@
 //! Container root filesystems without chown: the pod's idmapped view of the layer store and an
 //! overlay per container whose upper and work dirs sit on the (not idmapped) pod directory.
 
-use std::ffi::CString;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
@@ -10,12 +9,11 @@ use crius_proto::mountinfo;
 use nix::mount::MsFlags;
 
 use crate::Error;
+use crate::mountapi::MountAttrFlags;
 
 /// Where a user-namespaced pod's idmapped views of its image layers are attached, in the pod
 /// directory (one per layer, `layers/<layer dir name>`).
 pub(crate) const LAYERS: &str = "layers";
-
-const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x0000_0004;
 
 /// Whether `path` is the root of a mount (statx's STATX_ATTR_MOUNT_ROOT: a bind or idmapped
 /// view of a directory on the same filesystem counts too, which a device comparison misses).
@@ -86,12 +84,17 @@ pub(crate) fn idmapped_layers(
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
                 Err(e) => return Err(Error::io(format!("cannot create {}", target.display()))(e)),
             }
-            let tree = crate::probe::open_tree(layer).map_err(|source| Error::CloneTree {
+            let tree = crate::mountapi::clone_tree(layer).map_err(|source| Error::CloneTree {
                 what: "layer",
                 path: layer.clone(),
                 source,
             })?;
-            crate::probe::idmap_read_only(&tree, &ns).map_err(|source| Error::IdmapLayer {
+            crate::mountapi::idmap(
+                &tree,
+                &ns,
+                MountAttrFlags::MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID_NODEV,
+            )
+            .map_err(|source| Error::IdmapLayer {
                 layer: layer.clone(),
                 source,
             })?;
@@ -117,30 +120,10 @@ pub(crate) fn release_layers(pod_dir: &Path) -> Result<(), Error> {
 
 /// Attaches a detached mount (from open_tree) at `target`.
 fn attach(tree: &std::os::fd::OwnedFd, target: &Path) -> Result<(), Error> {
-    let c_target =
-        CString::new(target.as_os_str().as_encoded_bytes()).map_err(|source| Error::NulInPath {
-            path: target.to_owned(),
-            source,
-        })?;
-    let empty = c"";
-    // SAFETY: move_mount of a detached mount descriptor onto a NUL-terminated path.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_move_mount,
-            tree.as_raw_fd(),
-            empty.as_ptr(),
-            libc::AT_FDCWD,
-            c_target.as_ptr(),
-            MOVE_MOUNT_F_EMPTY_PATH,
-        )
-    };
-    if ret < 0 {
-        return Err(Error::Sys {
-            what: format!("cannot attach a mount at {}", target.display()),
-            source: nix::errno::Errno::last(),
-        });
-    }
-    Ok(())
+    crate::mountapi::attach(tree, target).map_err(|e| Error::Sys {
+        what: format!("cannot attach a mount at {}", target.display()),
+        source: e.source,
+    })
 }
 
 /// Makes an idmapped clone of `source` (a file or directory) with the user namespace of
@@ -153,14 +136,19 @@ pub(crate) fn idmapped_bind(
     sandbox_pid: i32,
 ) -> Result<PathBuf, Error> {
     let target = mount_point(dir, name, source)?;
-    let tree = crate::probe::open_tree(source).map_err(|e| Error::CloneTree {
+    let tree = crate::mountapi::clone_tree(source).map_err(|e| Error::CloneTree {
         what: "mount",
         path: source.to_owned(),
         source: e,
     })?;
     let ns_path = format!("/proc/{sandbox_pid}/ns/user");
     let ns = std::fs::File::open(&ns_path).map_err(Error::io(format!("cannot open {ns_path}")))?;
-    crate::probe::idmap(&tree, &std::os::fd::OwnedFd::from(ns)).map_err(|e| Error::IdmapMount {
+    crate::mountapi::idmap(
+        &tree,
+        &std::os::fd::OwnedFd::from(ns),
+        MountAttrFlags::empty(),
+    )
+    .map_err(|e| Error::IdmapMount {
         path: source.to_owned(),
         source: e,
     })?;
@@ -206,50 +194,27 @@ pub(crate) fn propagation_bind(
     Ok(target)
 }
 
-/// `MOUNT_ATTR_RDONLY`.
-pub(crate) const MOUNT_ATTR_RDONLY: u64 = 0x0000_0001;
 /// `MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV`.
-pub(crate) const MOUNT_ATTR_NOSUID_NODEV: u64 = 0x0000_0002 | 0x0000_0004;
+pub(crate) const MOUNT_ATTR_NOSUID_NODEV: MountAttrFlags =
+    MountAttrFlags::MOUNT_ATTR_NOSUID.union(MountAttrFlags::MOUNT_ATTR_NODEV);
 /// `MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC`.
-pub(crate) const MOUNT_ATTR_NOSUID_NODEV_NOEXEC: u64 = 0x0000_0002 | 0x0000_0004 | 0x0000_0008;
+pub(crate) const MOUNT_ATTR_NOSUID_NODEV_NOEXEC: MountAttrFlags =
+    MOUNT_ATTR_NOSUID_NODEV.union(MountAttrFlags::MOUNT_ATTR_NOEXEC);
 
 /// Sets `attrs` (at least read-only) on the mount tree at `target`, every submount included.
-pub(crate) fn make_recursive_read_only(target: &Path, attrs: u64) -> Result<(), Error> {
-    let attr = crate::probe::MountAttr {
-        attr_set: MOUNT_ATTR_RDONLY | attrs,
-        attr_clr: 0,
-        propagation: 0,
-        userns_fd: 0,
-    };
-    let c =
-        CString::new(target.as_os_str().as_encoded_bytes()).map_err(|source| Error::NulInPath {
-            path: target.to_owned(),
-            source,
-        })?;
-    // SAFETY: mount_setattr on a NUL-terminated path with a properly sized attr struct.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_mount_setattr,
-            libc::AT_FDCWD,
-            c.as_ptr(),
-            libc::AT_RECURSIVE as libc::c_uint,
-            &attr as *const crate::probe::MountAttr,
-            std::mem::size_of::<crate::probe::MountAttr>(),
-        )
-    };
-    if ret < 0 {
-        return Err(Error::Sys {
+pub(crate) fn make_recursive_read_only(target: &Path, attrs: MountAttrFlags) -> Result<(), Error> {
+    crate::mountapi::set_recursive(target, MountAttrFlags::MOUNT_ATTR_RDONLY | attrs).map_err(|e| {
+        Error::Sys {
             what: format!("cannot make {} recursively read-only", target.display()),
-            source: nix::errno::Errno::last(),
-        });
-    }
-    Ok(())
+            source: e.source,
+        }
+    })
 }
 
 /// Makes the mount tree at `path` in the mount namespace of process `pid` read-only (plus
 /// `attrs`), every submount included: the monitor enters that namespace for the call and
 /// returns to its own (it is single-threaded, as setns of a mount namespace requires).
-pub(crate) fn read_only_in(pid: i32, path: &Path, attrs: u64) -> Result<(), Error> {
+pub(crate) fn read_only_in(pid: i32, path: &Path, attrs: MountAttrFlags) -> Result<(), Error> {
     use nix::sched::{CloneFlags, setns};
     let own = std::fs::File::open("/proc/self/ns/mnt")
         .map_err(Error::io("cannot open the monitor's mount namespace"))?;
