@@ -31,7 +31,7 @@ command -v cargo >/dev/null || { echo "cargo is required (rustup)" >&2; exit 1; 
 # its own on a private root and socket, so a system one is left alone (it is merely idle load).
 
 cargo build --release -p criusd
-cargo build --release -p crius-tests --bin crius-bench
+cargo build --release -p crius-bench
 
 target_dir=$(cargo metadata --format-version 1 --no-deps 2>/dev/null \
   | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')

@@ -30,8 +30,8 @@ fn documented(doc: &str) -> Graph {
         .collect()
 }
 
-/// Each workspace crate but the tests crate, with the workspace crates it depends on (normal
-/// dependencies).
+/// Each workspace crate but the test and benchmark crates, with the workspace crates it
+/// depends on (normal dependencies).
 fn from_cargo(repo: &Path) -> Graph {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let out = std::process::Command::new(cargo)
@@ -56,7 +56,7 @@ fn from_cargo(repo: &Path) -> Graph {
     let names: BTreeSet<&str> = packages.iter().filter_map(|p| p["name"].as_str()).collect();
     packages
         .iter()
-        .filter(|p| p["name"] != "crius-tests")
+        .filter(|p| p["name"] != "crius-tests" && p["name"] != "crius-bench")
         .map(|p| {
             let deps = p["dependencies"]
                 .as_array()
