@@ -12,21 +12,21 @@ use crius_runtime::{
 use tonic::Status;
 
 use crate::Cri;
-use crate::runtime::pod_error;
+use crate::status::pod_error;
 
 fn invalid(field: &str, reason: impl std::fmt::Display) -> Status {
     Status::invalid_argument(format!("{field}: {reason}"))
 }
 
 /// The cgroup limits of a container, after the same checks as a pod's: the raw values
-/// ([`crate::runtime::check_resources`]) and then the kernel's limits. `prefix` names the
+/// ([`crate::pods::check_resources`]) and then the kernel's limits. `prefix` names the
 /// request field (`config.linux.resources` for CreateContainer, `linux` for
 /// UpdateContainerResources).
 pub(crate) fn container_resources(
     prefix: &str,
     res: &LinuxContainerResources,
 ) -> Result<crius_runtime::spec::Resources, Status> {
-    crate::runtime::check_resources(prefix, res).map_err(crate::runtime::invalid_status)?;
+    crate::pods::check_resources(prefix, res).map_err(crate::status::invalid_status)?;
     let resources = crius_runtime::spec::Resources {
         cpu_period: u64::try_from(res.cpu_period).ok().filter(|v| *v > 0),
         cpu_quota: (res.cpu_quota > 0).then_some(res.cpu_quota),
@@ -44,7 +44,7 @@ pub(crate) fn container_resources(
         unified: res.unified.clone().into_iter().collect(),
     };
     crius_runtime::validate::validate_resources(prefix, &resources)
-        .map_err(crate::runtime::invalid_status)?;
+        .map_err(crate::status::invalid_status)?;
     Ok(resources)
 }
 
@@ -125,7 +125,7 @@ fn security_request(sc: &LinuxContainerSecurityContext) -> Result<SecurityReques
         drop_capabilities: capabilities.drop_capabilities,
         masked_paths: sc.masked_paths.clone(),
         readonly_paths: sc.readonly_paths.clone(),
-        pid: crate::runtime::namespace_mode(ns.pid, &format!("{F}.namespace_options.pid"))?,
+        pid: crate::pods::namespace_mode(ns.pid, &format!("{F}.namespace_options.pid"))?,
         target_id: ns.target_id,
     })
 }
@@ -149,8 +149,8 @@ fn mount_request(i: usize, m: &Mount) -> Result<MountRequest, Status> {
         readonly: m.readonly,
         recursive_read_only: m.recursive_read_only,
         propagation,
-        uid_mappings: crate::runtime::id_ranges(&m.uid_mappings),
-        gid_mappings: crate::runtime::id_ranges(&m.gid_mappings),
+        uid_mappings: crate::pods::id_ranges(&m.uid_mappings),
+        gid_mappings: crate::pods::id_ranges(&m.gid_mappings),
         image: m.image.as_ref().map(|image| ImageVolumeRequest {
             image: image.image.clone(),
             runtime_handler: image.runtime_handler.clone(),

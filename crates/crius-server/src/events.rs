@@ -188,7 +188,7 @@ impl Events {
             .filter(|c| c.record.pod_id == pod.record.id && Some(c.record.id.as_str()) != without)
             .map(crate::containers::status_of)
             .collect();
-        Some((crate::runtime::sandbox_status(&pod), containers))
+        Some((crate::pods::sandbox_status(&pod), containers))
     }
 
     fn event(

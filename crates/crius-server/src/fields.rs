@@ -1543,7 +1543,7 @@ pub(crate) fn refuse_unhandled_pod(config: Option<&PodSandboxConfig>) -> Result<
     let checked = |field: &str, path: &str| {
         crius_runtime::validate::read_seccomp_profile(field, path)
             .map(drop)
-            .map_err(crate::runtime::invalid_status)
+            .map_err(crate::status::invalid_status)
     };
     if let Some(p) = &sc.seccomp {
         match security_profile::ProfileType::try_from(p.profile_type) {

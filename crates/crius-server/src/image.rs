@@ -4,9 +4,10 @@ use std::sync::Arc;
 
 use cri_api::v1::image_service_server::ImageService;
 use cri_api::v1::*;
-use crius_image::{Credentials, ImageError, ImageRecord, ImageStore};
+use crius_image::{Credentials, ImageRecord, ImageStore};
 use tonic::{Request, Response, Status};
 
+use crate::status::image_error;
 use crate::{BoxStream, Cri};
 
 /// The `ImageService` implementation.
@@ -55,44 +56,6 @@ impl Cri {
     }
 }
 
-/// The gRPC status of an image store error.
-pub(crate) fn status_of(e: ImageError) -> Status {
-    status_of_ref(&e)
-}
-
-/// The gRPC status of an image store error.
-fn status_of_ref(e: &ImageError) -> Status {
-    let message = e.to_string();
-    match e {
-        ImageError::Shared(inner) => status_of_ref(inner),
-        ImageError::InvalidReference(_)
-        | ImageError::InvalidDigest(_)
-        | ImageError::InvalidRequest(_) => Status::invalid_argument(message),
-        ImageError::NotFound { .. }
-        | ImageError::RegistryNotFound { .. }
-        | ImageError::NoMatchingPlatform { .. } => Status::not_found(message),
-        ImageError::Unauthenticated { .. } => Status::unauthenticated(message),
-        ImageError::PermissionDenied { .. } => Status::permission_denied(message),
-        ImageError::Registry { .. } | ImageError::Transfer { .. } => Status::unavailable(message),
-        ImageError::TooLarge { .. }
-        | ImageError::Layer {
-            source:
-                crius_image::unpack::UnpackError::TooLarge { .. }
-                | crius_image::unpack::UnpackError::TooManyEntries { .. },
-            ..
-        } => Status::resource_exhausted(message),
-        ImageError::BadImage { .. } | ImageError::Layer { .. } | ImageError::HostConfig { .. } => {
-            Status::failed_precondition(message)
-        }
-        ImageError::DigestMismatch { .. } | ImageError::SizeMismatch { .. } => {
-            Status::data_loss(message)
-        }
-        ImageError::Io { .. } | ImageError::Metadata { .. } | ImageError::Record { .. } => {
-            Status::internal(message)
-        }
-    }
-}
-
 /// The CRI form of an image record.
 fn cri_image(record: &ImageRecord) -> Image {
     let (uid, username) = record.config.uid_or_name();
@@ -123,7 +86,7 @@ async fn filtered(
         .filter(|image| !image.is_empty());
     let records = crius_runtime::blocking(move || store.list())
         .await
-        .map_err(status_of)?;
+        .map_err(image_error)?;
     Ok(match wanted {
         None => records.iter().map(cri_image).collect(),
         Some(reference) => crius_image::store::find(&records, &reference)
@@ -194,7 +157,7 @@ impl ImageService for Images {
             let store = store.clone();
             crius_runtime::blocking(move || store.get(&reference))
                 .await
-                .map_err(status_of)?
+                .map_err(image_error)?
         };
         let Some(record) = found else {
             // CRI: a missing image is an empty answer, not an error.
@@ -255,7 +218,7 @@ impl ImageService for Images {
             .store()
             .pull(&reference, &credentials)
             .await
-            .map_err(status_of)?;
+            .map_err(image_error)?;
         crate::metrics::metrics().record_pull(record.size);
         Ok(Response::new(PullImageResponse {
             image_ref: record.id,
@@ -275,7 +238,7 @@ impl ImageService for Images {
         tokio::spawn(async move { store.remove(&reference).await })
             .await
             .map_err(|e| Status::internal(format!("remove task failed: {e}")))?
-            .map_err(status_of)?;
+            .map_err(image_error)?;
         Ok(Response::new(RemoveImageResponse {}))
     }
 
@@ -286,7 +249,7 @@ impl ImageService for Images {
         let store = self.store();
         let usage = crius_runtime::blocking(move || Ok(store.usage()))
             .await
-            .map_err(status_of)?;
+            .map_err(image_error)?;
         let timestamp = crius_runtime::now_ns();
         let fs = FilesystemUsage {
             timestamp,

@@ -10,9 +10,11 @@ mod image;
 pub mod metrics;
 mod network;
 mod podcidr;
+mod pods;
 mod runtime;
 mod signal;
 mod stats;
+mod status;
 mod stream;
 
 use std::pin::Pin;

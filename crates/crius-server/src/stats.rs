@@ -16,7 +16,7 @@ use crius_runtime::{ContainerView, PodError, Pods};
 use tonic::Status;
 
 use crate::Cri;
-use crate::runtime::pod_error;
+use crate::status::pod_error;
 
 /// Stats per message of `StreamContainerStats` / `StreamPodSandboxStats`.
 pub(crate) const STREAM_CHUNK: usize = 100;

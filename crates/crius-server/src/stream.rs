@@ -38,7 +38,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::OnceCell;
 
 use crate::Cri;
-use crate::runtime::pod_error;
+use crate::status::pod_error;
 
 /// How long output may still arrive after the exec'd process ended (a background process
 /// holding the stream open is not waited for longer).
