@@ -7,14 +7,10 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use crius_proto::{BindMount, ContainerSpec, RequestBody};
-use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
-use crate::store::{StoreError, err};
+use crate::store::{Record, StoreError};
 use crate::{PodError, Pods, monitor_alive};
-
-/// The `containers` table: container id → JSON [`ContainerRecord`].
-const CONTAINERS: TableDefinition<&str, &[u8]> = TableDefinition::new("containers");
 
 /// How long to wait for a container to die after SIGKILL.
 const KILL_WAIT: Duration = Duration::from_secs(10);
@@ -67,6 +63,14 @@ pub struct ContainerRecord {
     /// namespace); reported in ContainerStatus.
     #[serde(default)]
     pub warning: String,
+}
+
+impl Record for ContainerRecord {
+    const TABLE: &'static str = "containers";
+    const KIND: &'static str = "container";
+    fn key(&self) -> &str {
+        &self.id
+    }
 }
 
 /// Where a container is in its life.
@@ -151,81 +155,17 @@ fn state_written_ns(record: &crate::PodRecord) -> Option<i64> {
 }
 
 impl Pods {
-    /// Opens (creating) the container table and loads every record (an undecodable one is
-    /// logged and skipped): reads are served from memory, writes reach memory once committed.
-    pub(crate) fn open_containers(
-        db: &redb::Database,
-    ) -> Result<std::collections::BTreeMap<String, std::sync::Arc<ContainerRecord>>, StoreError>
-    {
-        let txn = db.begin_write().map_err(err)?;
-        txn.open_table(CONTAINERS).map_err(err)?;
-        txn.commit().map_err(err)?;
-        let txn = db.begin_read().map_err(err)?;
-        let table = txn.open_table(CONTAINERS).map_err(err)?;
-        let mut out = std::collections::BTreeMap::new();
-        for entry in table.iter().map_err(err)? {
-            let (key, value) = entry.map_err(err)?;
-            match serde_json::from_slice::<ContainerRecord>(value.value()) {
-                Ok(r) => {
-                    out.insert(r.id.clone(), std::sync::Arc::new(r));
-                }
-                Err(e) => {
-                    tracing::error!(id = key.value(), error = %e, "undecodable container record")
-                }
-            }
-        }
-        Ok(out)
-    }
-
-    fn container_table(
-        &self,
-    ) -> std::sync::RwLockWriteGuard<
-        '_,
-        std::collections::BTreeMap<String, std::sync::Arc<ContainerRecord>>,
-    > {
-        self.containers
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
     fn put_container(&self, record: &ContainerRecord) -> Result<(), StoreError> {
-        let data = serde_json::to_vec(record)?;
-        // Held across the transaction: the memory copy changes in commit order.
-        let mut records = self.container_table();
-        let txn = self.db.begin_write().map_err(err)?;
-        {
-            let mut table = txn.open_table(CONTAINERS).map_err(err)?;
-            table
-                .insert(record.id.as_str(), data.as_slice())
-                .map_err(err)?;
-        }
-        txn.commit().map_err(err)?;
-        records.insert(record.id.clone(), std::sync::Arc::new(record.clone()));
-        Ok(())
+        self.containers.put(record)
     }
 
     pub(crate) fn delete_container(&self, id: &str) -> Result<(), StoreError> {
-        let mut records = self.container_table();
-        let txn = self.db.begin_write().map_err(err)?;
-        {
-            let mut table = txn.open_table(CONTAINERS).map_err(err)?;
-            table.remove(id).map_err(err)?;
-        }
-        txn.commit().map_err(err)?;
-        records.remove(id);
-        Ok(())
+        self.containers.delete(id)
     }
 
-    pub(crate) fn container_records(
-        &self,
-    ) -> Result<Vec<std::sync::Arc<ContainerRecord>>, StoreError> {
-        Ok(self
-            .containers
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .values()
-            .cloned()
-            .collect())
+    /// Every container record (shared: a listing copies no record).
+    pub(crate) fn container_records(&self) -> Vec<std::sync::Arc<ContainerRecord>> {
+        self.containers.all()
     }
 
     /// Every container record's id and whether its CreateContainer is unfinished, by pod id.
@@ -234,7 +174,7 @@ impl Pods {
     ) -> Result<std::collections::HashMap<String, Vec<(String, bool)>>, StoreError> {
         let mut out: std::collections::HashMap<String, Vec<(String, bool)>> =
             std::collections::HashMap::new();
-        for r in self.container_records()? {
+        for r in self.container_records() {
             out.entry(r.pod_id.clone())
                 .or_default()
                 .push((r.id.clone(), r.creating));
@@ -244,7 +184,7 @@ impl Pods {
 
     /// Drops the records of a pod's containers (the pod is being removed).
     pub(crate) fn forget_containers(&self, pod_id: &str) -> Result<(), StoreError> {
-        for r in self.container_records()? {
+        for r in self.container_records() {
             if r.pod_id == pod_id {
                 self.delete_container(&r.id)?;
             }
@@ -271,7 +211,7 @@ impl Pods {
             bool,
             Option<i64>,
         );
-        let records = self.store.all()?;
+        let records = self.store.all();
         let pods: std::collections::HashMap<&str, PodView> = records
             .iter()
             .map(|r| {
@@ -281,7 +221,7 @@ impl Pods {
             })
             .collect();
         Ok(self
-            .container_records()?
+            .container_records()
             .into_iter()
             .map(|r| {
                 let (state, alive, written) = pods
@@ -300,20 +240,7 @@ impl Pods {
                 ambiguous: None,
             });
         }
-        let mut found: Vec<std::sync::Arc<ContainerRecord>> = {
-            let records = self
-                .containers
-                .read()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            match records.get(id) {
-                Some(exact) => vec![exact.clone()],
-                None => records
-                    .range::<str, _>((std::ops::Bound::Included(id), std::ops::Bound::Unbounded))
-                    .take_while(|(k, _)| k.starts_with(id))
-                    .map(|(_, r)| r.clone())
-                    .collect(),
-            }
-        };
+        let mut found = self.containers.find(id);
         if let Some(exact) = found.iter().position(|r| r.id == id) {
             return Ok(self.container_view(found.swap_remove(exact)));
         }
@@ -346,7 +273,7 @@ impl Pods {
         if !crate::view(pod.clone()).ready {
             return Err(PodError::PodNotReady { id: pod.id.clone() });
         }
-        if let Some(other) = self.container_records()?.into_iter().find(|r| {
+        if let Some(other) = self.container_records().into_iter().find(|r| {
             r.pod_id == record.pod_id && r.name == record.name && r.attempt == record.attempt
         }) {
             return Err(PodError::ContainerExists {
@@ -503,14 +430,10 @@ impl Pods {
             return Vec::new();
         };
         self.container_records()
-            .map(|records| {
-                records
-                    .into_iter()
-                    .filter(|r| r.pod_id == pod.record.id)
-                    .map(|r| r.id.clone())
-                    .collect()
-            })
-            .unwrap_or_default()
+            .into_iter()
+            .filter(|r| r.pod_id == pod.record.id)
+            .map(|r| r.id.clone())
+            .collect()
     }
 
     /// UpdateContainerResources: applies limits to the container's cgroup, live.

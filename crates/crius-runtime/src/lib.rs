@@ -372,15 +372,14 @@ pub struct PodView {
 /// The pods of this node.
 #[derive(Debug)]
 pub struct Pods {
-    store: Store,
-    db: Arc<redb::Database>,
+    store: Arc<Store<PodRecord>>,
     pods_dir: PathBuf,
     config: PodsConfig,
     locks: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Parsed monitor states, reused while a `state.json` is unchanged.
     states: statecache::StateCache,
     /// Every container record, as committed to the metadata database.
-    containers: std::sync::RwLock<std::collections::BTreeMap<String, Arc<ContainerRecord>>>,
+    containers: Store<ContainerRecord>,
     /// The image store: containers lease their images from it.
     images: Arc<crius_image::ImageStore>,
 }
@@ -401,7 +400,7 @@ fn new_id() -> Result<String, PodError> {
 }
 
 /// Finds a pod in `store` by id or unique id prefix.
-fn find(store: &Store, id: &str) -> Result<PodView, PodError> {
+fn find(store: &Store<PodRecord>, id: &str) -> Result<PodView, PodError> {
     if id.is_empty() {
         return Err(PodError::NotFound {
             id: validate::shown(id),
@@ -458,10 +457,10 @@ impl Pods {
             std::fs::Permissions::from_mode(0o700),
         )
         .map_err(internal("cannot set the mode of the container root"))?;
-        let store = Store::open(db.clone())?;
-        let containers = Pods::open_containers(&db)?;
+        let store = Arc::new(Store::open(db.clone())?);
+        let containers = Store::open(db.clone())?;
         let mut live = 0;
-        for record in store.all()? {
+        for record in store.all() {
             let alive = monitor_alive(&record);
             if alive {
                 live += 1;
@@ -475,12 +474,11 @@ impl Pods {
         tracing::info!(live, "re-attached to running pod monitors");
         Ok(Pods {
             store,
-            db,
             pods_dir,
             config,
             locks: std::sync::Mutex::new(HashMap::new()),
             states: statecache::StateCache::default(),
-            containers: std::sync::RwLock::new(containers),
+            containers,
             images,
         })
     }
@@ -541,7 +539,7 @@ impl Pods {
 
     /// Every pod.
     pub fn list(&self) -> Result<Vec<PodView>, PodError> {
-        Ok(self.store.all()?.into_iter().map(view).collect())
+        Ok(self.store.all().into_iter().map(view).collect())
     }
 
     /// The state the pod's monitor last recorded (`state.json`), if any: pids, the sandbox's exit.
@@ -642,7 +640,10 @@ impl Pods {
         let lock = self.lock(&id);
         let _guard = lock.lock().await;
         let (store, new) = (self.store.clone(), record.clone());
-        let existing = blocking::<_, PodError>(move || Ok(store.insert_unique(&new)?)).await?;
+        let existing = blocking::<_, PodError>(move || {
+            Ok(store.insert_unless(&new, |other| other.spec.metadata == new.spec.metadata)?)
+        })
+        .await?;
         if let Some(existing) = existing {
             self.forget_lock(&id);
             return Err(PodError::AlreadyExists {

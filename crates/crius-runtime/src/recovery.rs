@@ -63,7 +63,7 @@ impl Pods {
     /// processes), `crius-<id>` cgroups under the default parent, and temporary files of
     /// interrupted writes.
     async fn sweep(&self, out: &mut Recovery) -> Result<(), PodError> {
-        for record in self.store.all()? {
+        for record in self.store.all() {
             if record.state != PodState::Creating {
                 continue;
             }
@@ -74,12 +74,8 @@ impl Pods {
             out.rolled_back.push(record.id.clone());
         }
         self.recover_containers(out).await?;
-        let known: std::collections::HashSet<String> = self
-            .store
-            .all()?
-            .into_iter()
-            .map(|r| r.id.clone())
-            .collect();
+        let known: std::collections::HashSet<String> =
+            self.store.all().into_iter().map(|r| r.id.clone()).collect();
         let mut orphan_ids = std::collections::HashSet::new();
         let mut entries = tokio::fs::read_dir(&self.pods_dir)
             .await
@@ -128,7 +124,7 @@ impl Pods {
                 out.orphan_dirs.push(entry.path());
             }
         }
-        for record in self.store.all()? {
+        for record in self.store.all() {
             let Ok(mut files) = tokio::fs::read_dir(&record.dir).await else {
                 continue;
             };
@@ -159,7 +155,7 @@ impl Pods {
     async fn recover_containers(&self, out: &mut Recovery) -> Result<(), PodError> {
         let pods: HashMap<String, Arc<PodRecord>> = self
             .store
-            .all()?
+            .all()
             .into_iter()
             .map(|r| (r.id.clone(), r))
             .collect();
@@ -330,13 +326,11 @@ impl Pods {
     /// Releases every image lease whose container has no record, and with it the layers
     /// nothing else owns. Failures are logged.
     async fn release_orphan_leases(&self, out: &mut Recovery) {
-        let known: std::collections::HashSet<String> = match self.container_records() {
-            Ok(records) => records.iter().map(|r| r.id.clone()).collect(),
-            Err(e) => {
-                tracing::error!(error = %e, "cannot list containers to sweep image leases");
-                return;
-            }
-        };
+        let known: std::collections::HashSet<String> = self
+            .container_records()
+            .iter()
+            .map(|r| r.id.clone())
+            .collect();
         let leases = match self.images.leases() {
             Ok(l) => l,
             Err(e) => {

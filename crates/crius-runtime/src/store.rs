@@ -1,15 +1,15 @@
-//! Pod records in the metadata database (redb), written transactionally.
+//! Records in the metadata database (redb): pod records, and the table every kind of record
+//! is kept in (JSON by key, written transactionally, mirrored in memory).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::spec::PodSpec;
-
-/// The `pods` table: sandbox id → JSON [`PodRecord`].
-const PODS: TableDefinition<&str, &[u8]> = TableDefinition::new("pods");
 
 /// Where a pod is in its life, as recorded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -114,151 +114,231 @@ pub(crate) fn err(e: impl Into<redb::Error>) -> StoreError {
     }
 }
 
-/// The pod table of the metadata database, with every record also kept in memory: reads
-/// (kubelet lists and asks for status every second) never touch the database, writes go to the
-/// database first and reach the memory copy once committed.
-#[derive(Debug, Clone)]
-pub struct Store {
-    db: std::sync::Arc<redb::Database>,
-    /// The committed records by id. Writers hold the write lock across their transaction, so
-    /// the copy changes in commit order.
-    records: std::sync::Arc<std::sync::RwLock<BTreeMap<String, std::sync::Arc<PodRecord>>>>,
+/// A record kept in a table of the metadata database.
+pub trait Record: Serialize + DeserializeOwned + Clone {
+    /// The table's name.
+    const TABLE: &'static str;
+    /// What a record is called in a log line.
+    const KIND: &'static str;
+    /// The record's key.
+    fn key(&self) -> &str;
 }
 
-impl Store {
-    /// Opens (creating) the pod table and loads every record. A record that cannot be decoded
-    /// is logged and skipped.
-    pub fn open(db: std::sync::Arc<redb::Database>) -> Result<Store, StoreError> {
+impl Record for PodRecord {
+    const TABLE: &'static str = "pods";
+    const KIND: &'static str = "pod";
+    fn key(&self) -> &str {
+        &self.id
+    }
+}
+
+/// A table of the metadata database (key → JSON record), with every record also kept in
+/// memory: reads (kubelet lists and asks for status every second) never touch the database,
+/// writes go to the database first and reach the memory copy once committed.
+#[derive(Debug)]
+pub struct Store<T> {
+    db: Arc<redb::Database>,
+    /// The committed records by key. Writers hold the write lock across their transaction,
+    /// so the copy changes in commit order.
+    records: RwLock<BTreeMap<String, Arc<T>>>,
+}
+
+impl<T: Record> Store<T> {
+    fn table() -> TableDefinition<'static, &'static str, &'static [u8]> {
+        TableDefinition::new(T::TABLE)
+    }
+
+    /// Opens (creating) the table and loads every record. A record that cannot be decoded is
+    /// logged and skipped.
+    pub fn open(db: Arc<redb::Database>) -> Result<Store<T>, StoreError> {
         let txn = db.begin_write().map_err(err)?;
-        txn.open_table(PODS).map_err(err)?;
+        txn.open_table(Self::table()).map_err(err)?;
         txn.commit().map_err(err)?;
         let mut records = BTreeMap::new();
         {
             let txn = db.begin_read().map_err(err)?;
-            let table = txn.open_table(PODS).map_err(err)?;
+            let table = txn.open_table(Self::table()).map_err(err)?;
             for entry in table.iter().map_err(err)? {
                 let (key, value) = entry.map_err(err)?;
-                match serde_json::from_slice::<PodRecord>(value.value()) {
+                match serde_json::from_slice::<T>(value.value()) {
                     Ok(r) => {
-                        records.insert(r.id.clone(), std::sync::Arc::new(r));
+                        records.insert(r.key().to_owned(), Arc::new(r));
                     }
                     Err(e) => {
-                        tracing::error!(id = key.value(), error = %e, "undecodable pod record")
+                        tracing::error!(
+                            key = key.value(),
+                            error = %e,
+                            "undecodable {} record",
+                            T::KIND
+                        )
                     }
                 }
             }
         }
         Ok(Store {
             db,
-            records: std::sync::Arc::new(std::sync::RwLock::new(records)),
+            records: RwLock::new(records),
         })
     }
 
-    fn write_lock(
-        &self,
-    ) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, std::sync::Arc<PodRecord>>> {
-        self.records
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    fn write_lock(&self) -> RwLockWriteGuard<'_, BTreeMap<String, Arc<T>>> {
+        self.records.write().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn read_lock(
+    fn read_lock(&self) -> RwLockReadGuard<'_, BTreeMap<String, Arc<T>>> {
+        self.records.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Writes `record` in one transaction while the memory copy is locked, then puts it there.
+    fn commit(
         &self,
-    ) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, std::sync::Arc<PodRecord>>> {
-        self.records
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        records: &mut BTreeMap<String, Arc<T>>,
+        record: T,
+    ) -> Result<Arc<T>, StoreError> {
+        let data = serde_json::to_vec(&record)?;
+        let txn = self.db.begin_write().map_err(err)?;
+        {
+            let mut table = txn.open_table(Self::table()).map_err(err)?;
+            table.insert(record.key(), data.as_slice()).map_err(err)?;
+        }
+        txn.commit().map_err(err)?;
+        let record = Arc::new(record);
+        records.insert(record.key().to_owned(), record.clone());
+        Ok(record)
     }
 
     /// Inserts or replaces a record.
-    pub fn put(&self, record: &PodRecord) -> Result<(), StoreError> {
-        let data = serde_json::to_vec(record)?;
+    pub fn put(&self, record: &T) -> Result<(), StoreError> {
         let mut records = self.write_lock();
-        let txn = self.db.begin_write().map_err(err)?;
-        {
-            let mut table = txn.open_table(PODS).map_err(err)?;
-            table
-                .insert(record.id.as_str(), data.as_slice())
-                .map_err(err)?;
-        }
-        txn.commit().map_err(err)?;
-        records.insert(record.id.clone(), std::sync::Arc::new(record.clone()));
-        Ok(())
+        self.commit(&mut records, record.clone()).map(drop)
     }
 
-    /// Inserts `record` unless a pod with the same metadata exists; returns that pod's id then.
-    pub fn insert_unique(&self, record: &PodRecord) -> Result<Option<String>, StoreError> {
-        let data = serde_json::to_vec(record)?;
+    /// Inserts `record` unless a record `conflicts` with it; returns that record's key then.
+    pub fn insert_unless(
+        &self,
+        record: &T,
+        conflicts: impl Fn(&T) -> bool,
+    ) -> Result<Option<String>, StoreError> {
         let mut records = self.write_lock();
-        if let Some(other) = records
-            .values()
-            .find(|other| other.spec.metadata == record.spec.metadata)
-        {
-            return Ok(Some(other.id.clone()));
+        if let Some(other) = records.values().find(|other| conflicts(other)) {
+            return Ok(Some(other.key().to_owned()));
         }
-        let txn = self.db.begin_write().map_err(err)?;
-        {
-            let mut table = txn.open_table(PODS).map_err(err)?;
-            table
-                .insert(record.id.as_str(), data.as_slice())
-                .map_err(err)?;
-        }
-        txn.commit().map_err(err)?;
-        records.insert(record.id.clone(), std::sync::Arc::new(record.clone()));
+        self.commit(&mut records, record.clone())?;
         Ok(None)
     }
 
     /// Changes a record in one transaction; `None` when it does not exist.
     pub fn update(
         &self,
-        id: &str,
-        change: impl FnOnce(&mut PodRecord),
-    ) -> Result<Option<std::sync::Arc<PodRecord>>, StoreError> {
+        key: &str,
+        change: impl FnOnce(&mut T),
+    ) -> Result<Option<Arc<T>>, StoreError> {
         let mut records = self.write_lock();
-        let Some(mut record) = records.get(id).map(|r| PodRecord::clone(r)) else {
+        let Some(mut record) = records.get(key).map(|r| T::clone(r)) else {
             return Ok(None);
         };
         change(&mut record);
-        let data = serde_json::to_vec(&record)?;
-        let txn = self.db.begin_write().map_err(err)?;
-        {
-            let mut table = txn.open_table(PODS).map_err(err)?;
-            table.insert(id, data.as_slice()).map_err(err)?;
-        }
-        txn.commit().map_err(err)?;
-        let record = std::sync::Arc::new(record);
-        records.insert(id.to_owned(), record.clone());
-        Ok(Some(record))
+        self.commit(&mut records, record).map(Some)
     }
 
     /// Deletes a record (absent is fine).
-    pub fn delete(&self, id: &str) -> Result<(), StoreError> {
+    pub fn delete(&self, key: &str) -> Result<(), StoreError> {
         let mut records = self.write_lock();
         let txn = self.db.begin_write().map_err(err)?;
         {
-            let mut table = txn.open_table(PODS).map_err(err)?;
-            table.remove(id).map_err(err)?;
+            let mut table = txn.open_table(Self::table()).map_err(err)?;
+            table.remove(key).map_err(err)?;
         }
         txn.commit().map_err(err)?;
-        records.remove(id);
+        records.remove(key);
         Ok(())
     }
 
     /// Every record (shared: a listing copies no record).
-    pub fn all(&self) -> Result<Vec<std::sync::Arc<PodRecord>>, StoreError> {
-        Ok(self.read_lock().values().cloned().collect())
+    pub fn all(&self) -> Vec<Arc<T>> {
+        self.read_lock().values().cloned().collect()
     }
 
-    /// The record of `id` exactly, else the records whose id starts with `id`.
-    pub fn find(&self, id: &str) -> Vec<std::sync::Arc<PodRecord>> {
+    /// The record of `key` exactly, else the records whose key starts with `key`.
+    pub fn find(&self, key: &str) -> Vec<Arc<T>> {
         let records = self.read_lock();
-        if let Some(exact) = records.get(id) {
+        if let Some(exact) = records.get(key) {
             return vec![exact.clone()];
         }
         records
-            .range::<str, _>((std::ops::Bound::Included(id), std::ops::Bound::Unbounded))
-            .take_while(|(k, _)| k.starts_with(id))
+            .range::<str, _>((std::ops::Bound::Included(key), std::ops::Bound::Unbounded))
+            .take_while(|(k, _)| k.starts_with(key))
             .map(|(_, r)| r.clone())
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    struct Thing {
+        id: String,
+        name: String,
+    }
+
+    impl Record for Thing {
+        const TABLE: &'static str = "things";
+        const KIND: &'static str = "thing";
+        fn key(&self) -> &str {
+            &self.id
+        }
+    }
+
+    fn thing(id: &str, name: &str) -> Thing {
+        Thing {
+            id: id.into(),
+            name: name.into(),
+        }
+    }
+
+    #[test]
+    fn records_survive_a_reopen_and_a_bad_one_is_skipped() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = Arc::new(redb::Database::create(dir.path().join("m.redb")).expect("db"));
+        let store = Store::<Thing>::open(db.clone()).expect("open");
+        store.put(&thing("a1", "x")).expect("put");
+        assert_eq!(
+            store
+                .insert_unless(&thing("b1", "x"), |o| o.name == "x")
+                .expect("insert"),
+            Some("a1".to_owned())
+        );
+        assert_eq!(
+            store
+                .insert_unless(&thing("a2", "y"), |o| o.name == "y")
+                .expect("insert"),
+            None
+        );
+        let changed = store.update("a2", |t| t.name = "z".into()).expect("update");
+        assert_eq!(changed.map(|t| t.name.clone()), Some("z".to_owned()));
+        assert!(store.update("nope", |_| ()).expect("update").is_none());
+        assert_eq!(store.find("a").len(), 2);
+        assert_eq!(store.find("a1")[0].name, "x");
+        store.delete("a1").expect("delete");
+        store.delete("a1").expect("deleting twice is fine");
+        // A record written by something else that does not decode is skipped on open.
+        let txn = db.begin_write().expect("txn");
+        {
+            let mut table = txn.open_table(Store::<Thing>::table()).expect("table");
+            table.insert("bad", b"{".as_slice()).expect("insert");
+        }
+        txn.commit().expect("commit");
+        drop(store);
+        let store = Store::<Thing>::open(db).expect("reopen");
+        assert_eq!(
+            store
+                .all()
+                .iter()
+                .map(|t| Thing::clone(t))
+                .collect::<Vec<_>>(),
+            vec![thing("a2", "z")]
+        );
     }
 }
