@@ -5,6 +5,7 @@
 //! one (read back from the container's `config.json`) for every exec.
 
 use crius_proto::SeccompProfile;
+use crius_proto::seccomp::{ArchMap, Arg, Filter, Profile, Rule};
 use oci_spec::runtime::LinuxSeccomp;
 use serde_json::{Map, Value, json};
 
@@ -456,59 +457,87 @@ const WITH_CAPABILITY: &[(&str, &[&str])] = &[
 /// both, and the query 0xffffffff.
 const PERSONALITIES: &[u64] = &[0x0, 0x8, 0x2_0000, 0x2_0008, 0xffff_ffff];
 
+/// A rule of `action` for `names`.
+fn rule(names: &[&str], action: &str) -> Rule {
+    Rule {
+        names: names.iter().map(|n| (*n).to_owned()).collect(),
+        action: action.to_owned(),
+        ..Rule::default()
+    }
+}
+
+/// A condition on argument `index`.
+fn arg(index: u32, value: u64, op: &str) -> Arg {
+    Arg {
+        index,
+        value,
+        value_two: 0,
+        op: op.to_owned(),
+    }
+}
+
+/// `includes` or `excludes` of capabilities.
+fn caps_filter(caps: &[&str]) -> Option<Filter> {
+    Some(Filter {
+        caps: caps.iter().map(|c| (*c).to_owned()).collect(),
+        ..Filter::default()
+    })
+}
+
 /// crius' default profile (`RuntimeDefault`) in Docker's profile format: everything not
 /// listed fails with EPERM; namespace creation, mounting, module loading, clock setting,
 /// keyrings, `io_uring`, `userfaultfd`, `open_by_handle_at` and the like are left out unless the
 /// container holds the capability that governs them.
-pub(crate) fn default_profile() -> Value {
-    let mut syscalls = vec![json!({"names": ALLOWED, "action": "SCMP_ACT_ALLOW"})];
+pub(crate) fn default_profile() -> Profile {
+    const ALLOW: &str = "SCMP_ACT_ALLOW";
+    let mut syscalls = vec![rule(ALLOWED, ALLOW)];
     for value in PERSONALITIES {
-        syscalls.push(json!({
-            "names": ["personality"],
-            "action": "SCMP_ACT_ALLOW",
-            "args": [{"index": 0, "value": value, "op": "SCMP_CMP_EQ"}],
-        }));
+        syscalls.push(Rule {
+            args: vec![arg(0, *value, "SCMP_CMP_EQ")],
+            ..rule(&["personality"], ALLOW)
+        });
     }
-    syscalls.push(json!({
-        "names": ["socket"],
-        "action": "SCMP_ACT_ALLOW",
-        "args": [{"index": 0, "value": AF_VSOCK, "op": "SCMP_CMP_NE"}],
-    }));
-    syscalls.push(json!({
-        "names": ["arch_prctl", "modify_ldt"],
-        "action": "SCMP_ACT_ALLOW",
-        "includes": {"arches": ["amd64", "x32", "x86"]},
-    }));
-    syscalls.push(json!({
-        "names": ["clone"],
-        "action": "SCMP_ACT_ALLOW",
-        "args": [{"index": 0, "value": CLONE_NAMESPACES, "valueTwo": 0,
-                  "op": "SCMP_CMP_MASKED_EQ"}],
-        "excludes": {"caps": ["CAP_SYS_ADMIN"]},
-    }));
-    syscalls.push(json!({
-        "names": ["clone3"],
-        "action": "SCMP_ACT_ERRNO",
-        "errnoRet": ENOSYS,
-        "excludes": {"caps": ["CAP_SYS_ADMIN"]},
-    }));
+    syscalls.push(Rule {
+        args: vec![arg(0, AF_VSOCK, "SCMP_CMP_NE")],
+        ..rule(&["socket"], ALLOW)
+    });
+    syscalls.push(Rule {
+        includes: Some(Filter {
+            arches: vec!["amd64".into(), "x32".into(), "x86".into()],
+            ..Filter::default()
+        }),
+        ..rule(&["arch_prctl", "modify_ldt"], ALLOW)
+    });
+    syscalls.push(Rule {
+        args: vec![arg(0, CLONE_NAMESPACES, "SCMP_CMP_MASKED_EQ")],
+        excludes: caps_filter(&["CAP_SYS_ADMIN"]),
+        ..rule(&["clone"], ALLOW)
+    });
+    syscalls.push(Rule {
+        errno_ret: Some(ENOSYS),
+        excludes: caps_filter(&["CAP_SYS_ADMIN"]),
+        ..rule(&["clone3"], "SCMP_ACT_ERRNO")
+    });
     for (cap, names) in WITH_CAPABILITY {
-        syscalls.push(json!({
-            "names": names,
-            "action": "SCMP_ACT_ALLOW",
-            "includes": {"caps": [cap]},
-        }));
+        syscalls.push(Rule {
+            includes: caps_filter(&[cap]),
+            ..rule(names, ALLOW)
+        });
     }
-    json!({
-        "defaultAction": "SCMP_ACT_ERRNO",
-        "defaultErrnoRet": EPERM,
-        "archMap": [
-            {"architecture": "SCMP_ARCH_X86_64",
-             "subArchitectures": ["SCMP_ARCH_X86", "SCMP_ARCH_X32"]},
-            {"architecture": "SCMP_ARCH_AARCH64", "subArchitectures": ["SCMP_ARCH_ARM"]},
+    let arch_map = |architecture: &str, sub: &[&str]| ArchMap {
+        architecture: architecture.to_owned(),
+        sub_architectures: sub.iter().map(|a| (*a).to_owned()).collect(),
+    };
+    Profile {
+        default_action: "SCMP_ACT_ERRNO".into(),
+        default_errno_ret: Some(EPERM),
+        arch_map: vec![
+            arch_map("SCMP_ARCH_X86_64", &["SCMP_ARCH_X86", "SCMP_ARCH_X32"]),
+            arch_map("SCMP_ARCH_AARCH64", &["SCMP_ARCH_ARM"]),
         ],
-        "syscalls": syscalls,
-    })
+        syscalls,
+        ..Profile::default()
+    }
 }
 
 /// The machine's architecture: the seccomp name and the Go-style name Docker profiles use in
@@ -547,39 +576,28 @@ struct Conditions<'a> {
     kernel: Option<(u32, u32)>,
 }
 
-fn strings(v: Option<&Value>) -> Vec<&str> {
-    v.and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(Value::as_str).collect())
-        .unwrap_or_default()
-}
-
 impl Conditions<'_> {
     /// Whether a rule with these `includes` and `excludes` applies to the container.
-    fn applies(&self, includes: Option<&Value>, excludes: Option<&Value>) -> bool {
+    fn applies(&self, includes: Option<&Filter>, excludes: Option<&Filter>) -> bool {
+        let held = |c: &String| self.caps.contains(c);
         if let Some(inc) = includes {
-            let caps = strings(inc.get("caps"));
-            if !caps.iter().all(|c| self.caps.iter().any(|have| have == c)) {
+            if !inc.caps.iter().all(held) {
                 return false;
             }
-            let arches = strings(inc.get("arches"));
-            if !arches.is_empty() && !arches.contains(&self.arch) {
+            if !inc.arches.is_empty() && !inc.arches.iter().any(|a| a == self.arch) {
                 return false;
             }
-            if let Some(min) = inc.get("minKernel").and_then(Value::as_str)
+            if let Some(min) = inc.min_kernel.as_deref()
                 && let (Some(min), Some(have)) = (parse_version(min), self.kernel)
                 && have < min
             {
                 return false;
             }
         }
-        if let Some(exc) = excludes {
-            let caps = strings(exc.get("caps"));
-            if caps.iter().any(|c| self.caps.iter().any(|have| have == c)) {
-                return false;
-            }
-            if strings(exc.get("arches")).contains(&self.arch) {
-                return false;
-            }
+        if let Some(exc) = excludes
+            && (exc.caps.iter().any(held) || exc.arches.iter().any(|a| a == self.arch))
+        {
+            return false;
         }
         true
     }
@@ -598,12 +616,13 @@ pub(crate) fn linux_seccomp(
     profile: &SeccompProfile,
     caps: &[String],
 ) -> Result<Option<LinuxSeccomp>, SeccompError> {
-    let (path, value) = match profile {
+    let (path, profile) = match profile {
         SeccompProfile::Unconfined => return Ok(None),
         SeccompProfile::RuntimeDefault => ("runtime/default".to_owned(), default_profile()),
         SeccompProfile::Localhost { path, profile } => (
             path.clone(),
-            serde_json::from_str(profile).map_err(|e| bad(path, format!("not JSON: {e}")))?,
+            serde_json::from_str(profile)
+                .map_err(|e| bad(path, format!("not a seccomp profile: {e}")))?,
         ),
     };
     let (arch, go_arch) = native_arch();
@@ -612,98 +631,70 @@ pub(crate) fn linux_seccomp(
         arch: go_arch,
         kernel: kernel_version(),
     };
-    translate(&path, &value, arch, &conditions).map(Some)
+    translate(&path, &profile, arch, &conditions).map(Some)
 }
 
 /// Turns a Docker or OCI profile into the OCI object for this container.
 fn translate(
     path: &str,
-    profile: &Value,
+    profile: &Profile,
     arch: &str,
     conditions: &Conditions<'_>,
 ) -> Result<LinuxSeccomp, SeccompError> {
-    let obj = profile
-        .as_object()
-        .ok_or_else(|| bad(path, "not a JSON object"))?;
     let mut out = Map::new();
-    let default_action = obj
-        .get("defaultAction")
-        .and_then(Value::as_str)
-        .ok_or_else(|| bad(path, "defaultAction is missing"))?;
-    out.insert("defaultAction".into(), json!(default_action));
-    if let Some(errno) = obj.get("defaultErrnoRet").filter(|v| !v.is_null()) {
-        out.insert("defaultErrnoRet".into(), errno.clone());
+    if profile.default_action.is_empty() {
+        return Err(bad(path, "defaultAction is missing"));
     }
-    let mut arches: Vec<String> = strings(obj.get("architectures"))
-        .into_iter()
-        .map(str::to_owned)
-        .collect();
-    for entry in obj
-        .get("archMap")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        if entry.get("architecture").and_then(Value::as_str) == Some(arch) {
-            arches.push(arch.to_owned());
-            arches.extend(
-                strings(entry.get("subArchitectures"))
-                    .into_iter()
-                    .map(str::to_owned),
-            );
-        }
+    out.insert("defaultAction".into(), json!(profile.default_action));
+    if let Some(errno) = profile.default_errno_ret {
+        out.insert("defaultErrnoRet".into(), json!(errno));
+    }
+    let mut arches = profile.architectures.clone();
+    for entry in profile.arch_map.iter().filter(|e| e.architecture == arch) {
+        arches.push(arch.to_owned());
+        arches.extend(entry.sub_architectures.iter().cloned());
     }
     arches.dedup();
     if !arches.is_empty() {
         out.insert("architectures".into(), json!(arches));
     }
-    if let Some(flags) = obj.get("flags").filter(|v| !v.is_null()) {
-        out.insert("flags".into(), flags.clone());
+    if !profile.flags.is_empty() {
+        out.insert("flags".into(), json!(profile.flags));
     }
     let mut rules = Vec::new();
-    for (i, rule) in obj
-        .get("syscalls")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .enumerate()
-    {
-        if !conditions.applies(rule.get("includes"), rule.get("excludes")) {
+    for (i, rule) in profile.syscalls.iter().enumerate() {
+        if !conditions.applies(rule.includes.as_ref(), rule.excludes.as_ref()) {
             continue;
         }
-        let mut names: Vec<&str> = strings(rule.get("names"));
-        if let Some(name) = rule.get("name").and_then(Value::as_str) {
-            names.push(name);
-        }
+        let names: Vec<&str> = rule.all_names().collect();
         if names.is_empty() {
             return Err(bad(path, format!("syscalls[{i}] names no system call")));
         }
-        let action = rule
-            .get("action")
-            .and_then(Value::as_str)
-            .ok_or_else(|| bad(path, format!("syscalls[{i}].action is missing")))?;
-        let mut out_rule = json!({"names": names, "action": action});
-        if let Some(errno) = rule.get("errnoRet").filter(|v| !v.is_null()) {
-            out_rule["errnoRet"] = errno.clone();
+        if rule.action.is_empty() {
+            return Err(bad(path, format!("syscalls[{i}].action is missing")));
         }
-        let mut args = Vec::new();
-        for arg in rule
-            .get("args")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            let mut arg = arg.clone();
-            // libcontainer reads a masked comparison as (mask = valueTwo, datum = value); the
-            // profile formats say (mask = value, datum = valueTwo).
-            if arg.get("op").and_then(Value::as_str) == Some("SCMP_CMP_MASKED_EQ") {
-                let value = arg.get("value").cloned().unwrap_or(json!(0));
-                let two = arg.get("valueTwo").cloned().unwrap_or(json!(0));
-                arg["value"] = two;
-                arg["valueTwo"] = value;
-            }
-            args.push(arg);
+        let mut out_rule = json!({"names": names, "action": rule.action});
+        if let Some(errno) = rule.errno_ret {
+            out_rule["errnoRet"] = json!(errno);
         }
+        let args: Vec<Value> = rule
+            .args
+            .iter()
+            .map(|a| {
+                // libcontainer reads a masked comparison as (mask = valueTwo, datum = value);
+                // the profile formats say (mask = value, datum = valueTwo).
+                let (value, two) = if a.op == "SCMP_CMP_MASKED_EQ" {
+                    (a.value_two, a.value)
+                } else {
+                    (a.value, a.value_two)
+                };
+                let mut arg = json!({"index": a.index, "value": value, "op": a.op});
+                if two != 0 || a.op == "SCMP_CMP_MASKED_EQ" {
+                    arg["valueTwo"] = json!(two);
+                }
+                arg
+            })
+            .collect();
         if !args.is_empty() {
             out_rule["args"] = Value::Array(args);
         }
@@ -791,7 +782,7 @@ mod tests {
             arch: "amd64",
             kernel: Some((6, 1)),
         };
-        let profile = json!({
+        let profile: Profile = serde_json::from_value(json!({
             "defaultAction": "SCMP_ACT_ALLOW",
             "syscalls": [
                 {"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 28},
@@ -799,7 +790,8 @@ mod tests {
                 {"names": ["future"], "action": "SCMP_ACT_ERRNO",
                  "includes": {"minKernel": "9.0"}},
             ],
-        });
+        }))
+        .expect("profile");
         let s = translate("p", &profile, "SCMP_ARCH_X86_64", &conditions).expect("profile");
         let rules = s.syscalls().clone().expect("rules");
         assert_eq!(rules.len(), 2);
@@ -807,7 +799,10 @@ mod tests {
         assert_eq!(rules[1].names(), &["chmod".to_owned()]);
         let err = translate(
             "/p.json",
-            &json!({"defaultAction": "SCMP_ACT_NOPE"}),
+            &Profile {
+                default_action: "SCMP_ACT_NOPE".into(),
+                ..Profile::default()
+            },
             "SCMP_ARCH_X86_64",
             &conditions,
         )

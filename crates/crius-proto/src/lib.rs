@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 pub mod attach;
 pub mod mountinfo;
+pub mod seccomp;
 
 /// Version of the monitor socket protocol and of the files below.
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -544,11 +545,12 @@ pub enum SeccompProfile {
     Unconfined,
     /// crius' own default profile.
     RuntimeDefault,
-    /// A profile file of the node (OCI or Docker JSON), read by criusd at CreateContainer.
+    /// A profile file of the node (OCI or Docker JSON), read and checked by criusd at
+    /// CreateContainer.
     Localhost {
         /// The file it was read from.
         path: String,
-        /// Its JSON text.
+        /// The profile as [`seccomp::Profile`] writes it.
         profile: String,
     },
 }

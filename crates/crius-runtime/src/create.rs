@@ -259,11 +259,19 @@ fn seccomp_profile(seccomp: &Seccomp) -> Result<SeccompProfile, PodError> {
     Ok(match seccomp {
         Seccomp::Unconfined => SeccompProfile::Unconfined,
         Seccomp::RuntimeDefault => SeccompProfile::RuntimeDefault,
-        Seccomp::Localhost { field, path } => SeccompProfile::Localhost {
-            path: path.clone(),
-            profile: crate::validate::read_seccomp_profile(field, path)
-                .map_err(PodError::InvalidContainer)?,
-        },
+        Seccomp::Localhost { field, path } => {
+            let profile = crate::validate::read_seccomp_profile(field, path)
+                .map_err(PodError::InvalidContainer)?;
+            SeccompProfile::Localhost {
+                path: path.clone(),
+                profile: serde_json::to_string(&profile).map_err(|source| {
+                    PodError::EncodeProfile {
+                        path: path.clone(),
+                        source,
+                    }
+                })?,
+            }
+        }
     })
 }
 

@@ -244,6 +244,14 @@ pub enum PodError {
         /// What serde said.
         source: serde_json::Error,
     },
+    /// A seccomp profile could not be encoded for the monitor.
+    #[error("cannot encode the seccomp profile {path}: {source}")]
+    EncodeProfile {
+        /// The profile's file.
+        path: String,
+        /// What serde said.
+        source: serde_json::Error,
+    },
     /// The metadata database failed.
     #[error("{source}")]
     Store {

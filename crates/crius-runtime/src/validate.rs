@@ -2,6 +2,8 @@
 
 use std::path::Path;
 
+use crius_proto::seccomp;
+
 use crate::spec::{IdRange, NamespaceMode, PodSpec};
 
 /// A request field that breaks the contract.
@@ -757,9 +759,9 @@ const SECCOMP_FLAGS: &[&str] = &[
 
 /// Reads a node's seccomp profile file (kubelet's `Localhost` profile: OCI or Docker JSON) and
 /// checks its shape: a `defaultAction` and `syscalls` rules with names and a known action,
-/// errno values, arguments 0 to 5 with known operators, known architectures and flags. Returns
-/// the file's text. Every failure names `field` and the path.
-pub fn read_seccomp_profile(field: &str, path: &str) -> Result<String, Invalid> {
+/// errno values, arguments 0 to 5 with known operators, known architectures and flags. Every
+/// failure names `field` and the path.
+pub fn read_seccomp_profile(field: &str, path: &str) -> Result<seccomp::Profile, Invalid> {
     use std::io::Read;
     if !path.starts_with('/') {
         return Err(invalid(
@@ -779,7 +781,7 @@ pub fn read_seccomp_profile(field: &str, path: &str) -> Result<String, Invalid> 
     let value: serde_json::Value =
         serde_json::from_str(&text).map_err(|e| bad(format!("not valid JSON: {e}")))?;
     check_seccomp_profile(&value).map_err(|e| bad(e.to_string()))?;
-    Ok(text)
+    serde_json::from_value(value).map_err(|e| bad(format!("not a seccomp profile: {e}")))
 }
 
 /// What is wrong with the shape of a seccomp profile; `field` is the profile's key, dotted

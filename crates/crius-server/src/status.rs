@@ -41,6 +41,7 @@ pub(crate) fn pod_error(e: crius_runtime::PodError) -> tonic::Status {
         | PodError::Remove { .. }
         | PodError::Write { .. }
         | PodError::EncodeSpec { .. }
+        | PodError::EncodeProfile { .. }
         | PodError::Store { .. }
         | PodError::Task { .. } => tonic::Status::internal(message),
         PodError::Network(n) => match n {
