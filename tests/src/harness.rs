@@ -206,7 +206,8 @@ fn spawn_command(
 ) -> anyhow::Result<Child> {
     if !binary.exists() {
         bail!(
-            "{} does not exist: build it first (cargo build --bins) or set CRIUSD_BIN",
+            "{} does not exist: build it first (cargo build --bins --features criusd/failpoints) or set \
+             CRIUSD_BIN",
             binary.display()
         );
     }
@@ -431,27 +432,32 @@ fn remove_all_pods(socket: &Path) {
     let _ = cleanup.join();
 }
 
+/// Stops a daemon: SIGTERM, then SIGKILL if it has not exited within `grace`; reaps it.
+pub fn terminate(child: &mut std::process::Child, grace: Duration) {
+    if let Ok(pid) = i32::try_from(child.id()) {
+        let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+    }
+    let deadline = Instant::now() + grace;
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) | Err(_) => break,
+            Ok(None) if Instant::now() > deadline => {
+                let _ = child.kill();
+                let _ = child.wait();
+                break;
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+}
+
 impl Drop for Criusd {
     fn drop(&mut self) {
         if self.child.is_some() {
             remove_all_pods(&self.paths.socket);
         }
         if let Some(mut child) = self.child.take() {
-            if let Ok(pid) = i32::try_from(child.id()) {
-                let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
-            }
-            let deadline = Instant::now() + Duration::from_secs(10);
-            loop {
-                match child.try_wait() {
-                    Ok(Some(_)) | Err(_) => break,
-                    Ok(None) if Instant::now() > deadline => {
-                        let _ = child.kill();
-                        let _ = child.wait();
-                        break;
-                    }
-                    Ok(None) => std::thread::sleep(Duration::from_millis(20)),
-                }
-            }
+            terminate(&mut child, Duration::from_secs(10));
         }
         if std::thread::panicking() {
             eprintln!(

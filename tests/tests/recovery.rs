@@ -1,7 +1,7 @@
 //! Crash recovery: criusd killed with SIGKILL while pods run and containers start, stop and
 //! exit; criusd killed at failpoints between the steps of RunPodSandbox, StopPodSandbox,
 //! RemovePodSandbox, CreateContainer, StartContainer and RemoveContainer (`CRIUS_FAILPOINT`,
-//! debug builds); a pod monitor killed; and the start-up sweep of what no record owns. CNI plugins are wrapped so every ADD and DEL is counted.
+//! builds with the `failpoints` feature); a pod monitor killed; and the start-up sweep of what no record owns. CNI plugins are wrapped so every ADD and DEL is counted.
 
 #![allow(clippy::unwrap_used, reason = "test code")]
 
@@ -187,7 +187,11 @@ async fn arm(d: &mut Criusd, failpoint: &str) {
 async fn crashed(d: &mut Criusd, failpoint: &str) {
     use std::os::unix::process::ExitStatusExt;
     let status = d.wait_exit().unwrap();
-    assert_eq!(status.signal(), Some(9), "criusd at {failpoint}: {status}");
+    assert_eq!(
+        status.signal(),
+        Some(9),
+        "criusd at {failpoint}: {status} (is it built with --features criusd/failpoints?)"
+    );
     assert!(d.log().contains(failpoint), "the log names {failpoint}");
     d.restart().await.unwrap();
 }

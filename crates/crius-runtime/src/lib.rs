@@ -66,13 +66,17 @@ pub const SANDBOX_OOM_SCORE_ADJ: i32 = -998;
 /// How long a new monitor may take to report its sandbox.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// The environment variable naming a failpoint (debug builds only).
+/// The environment variable naming a failpoint (builds with the `failpoints` feature only).
 pub const FAILPOINT_ENV: &str = "CRIUS_FAILPOINT";
 
-/// In debug builds, kills criusd with SIGKILL at the step `name` when `CRIUS_FAILPOINT` names it,
-/// so tests can crash it between any two steps of an operation. Release builds ignore it.
+/// Whether this build has failpoints (cargo feature `failpoints`).
+pub const FAILPOINTS: bool = cfg!(feature = "failpoints");
+
+/// With the `failpoints` feature, kills criusd with SIGKILL at the step `name` when
+/// `CRIUS_FAILPOINT` names it, so tests can crash it between any two steps of an operation.
+/// Other builds ignore it.
 pub fn failpoint(name: &str) {
-    if cfg!(debug_assertions) && std::env::var_os(FAILPOINT_ENV).is_some_and(|v| v == name) {
+    if FAILPOINTS && std::env::var_os(FAILPOINT_ENV).is_some_and(|v| v == name) {
         tracing::error!(failpoint = name, "failpoint reached: killing criusd");
         let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
     }
@@ -465,6 +469,12 @@ impl Pods {
             std::fs::Permissions::from_mode(0o700),
         )
         .map_err(internal("cannot set the mode of the container root"))?;
+        if !FAILPOINTS && std::env::var_os(FAILPOINT_ENV).is_some() {
+            tracing::warn!(
+                "{FAILPOINT_ENV} is set, but this criusd has no failpoints (cargo feature \
+                 criusd/failpoints)"
+            );
+        }
         let store = Arc::new(Store::open(db.clone())?);
         let containers = Store::open(db.clone())?;
         let mut live = 0;
