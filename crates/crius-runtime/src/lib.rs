@@ -22,6 +22,7 @@ mod statecache;
 pub mod stats;
 pub mod store;
 pub mod validate;
+mod watch;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -49,10 +50,6 @@ pub use crate::store::{NetworkPhase, PodRecord, PodState};
 use crate::store::{Store, StoreError};
 pub use crate::validate::Invalid;
 pub use crius_proto::{Failure, FailureKind, IdmapSupport, blocking, now_ns, write_whole};
-
-/// The file of a pod directory that the pod monitor rewrites whenever a container of the pod
-/// changes state.
-pub const MONITOR_STATE_FILE: &str = layout::STATE;
 
 /// The cgroup parent used when the pod names none.
 pub const DEFAULT_CGROUP_PARENT: &str = "/crius";

@@ -3,16 +3,13 @@
 //! (what kubelet's Evented PLEG puts in its pod cache).
 //!
 //! RPC handlers report what they did; exits nobody asked for (a container whose process ends by
-//! itself, a sandbox that dies) are noticed by watching the pods directory with inotify: the pod
-//! monitor records every exit by renaming a new `state.json` into the pod directory, and each
-//! such rename makes crius look at that pod's containers again.
+//! itself, a sandbox that dies) come from crius-runtime's watch of the monitors' state files
+//! (`Pods::watch_states`): each new `state.json` makes crius look at that pod's containers again.
 //!
 //! Events go to subscribers through a bounded broadcast ring: a subscriber that does not keep up
 //! loses its oldest events (counted and logged), and nothing that emits ever waits for it.
 
-use std::collections::{HashMap, HashSet};
-use std::ffi::OsStr;
-use std::path::{Path, PathBuf};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -378,79 +375,12 @@ impl Events {
         }
     }
 
-    /// Starts the thread that watches `pods_dir` for new `state.json` files and reports exits.
-    pub(crate) fn watch(self: &Arc<Self>, pods_dir: &Path) {
+    /// Looks at a pod's containers again whenever its monitor records a change (exits nobody
+    /// asked for: a container whose process ends by itself, a sandbox that dies).
+    pub(crate) fn watch(self: &Arc<Self>) {
         let events = self.clone();
-        let dir = pods_dir.to_owned();
-        let spawned = std::thread::Builder::new()
-            .name("crius-events".into())
-            .spawn(move || {
-                if let Err(e) = events.watch_loop(&dir) {
-                    tracing::error!(
-                        dir = %dir.display(),
-                        error = %e,
-                        "cannot watch the pods directory: containers that exit by themselves \
-                         produce no STOPPED event"
-                    );
-                }
-            });
-        if let Err(e) = spawned {
-            tracing::error!(error = %e, "cannot start the event watcher thread");
-        }
-    }
-
-    fn watch_loop(&self, pods_dir: &Path) -> nix::Result<()> {
-        use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
-        let inotify = Inotify::init(InitFlags::IN_CLOEXEC)?;
-        let top = inotify.add_watch(
-            pods_dir,
-            AddWatchFlags::IN_CREATE | AddWatchFlags::IN_ONLYDIR,
-        )?;
-        let pod_flags = AddWatchFlags::IN_MOVED_TO | AddWatchFlags::IN_CLOSE_WRITE;
-        let mut watched: HashMap<nix::sys::inotify::WatchDescriptor, String> = HashMap::new();
-        let add = |watched: &mut HashMap<_, _>, name: &OsStr| {
-            let path: PathBuf = pods_dir.join(name);
-            if let (Ok(wd), Some(id)) = (inotify.add_watch(&path, pod_flags), name.to_str()) {
-                watched.insert(wd, id.to_owned());
-            }
-        };
-        if let Ok(entries) = std::fs::read_dir(pods_dir) {
-            for entry in entries.flatten() {
-                add(&mut watched, &entry.file_name());
-            }
-        }
-        loop {
-            let batch = match inotify.read_events() {
-                Ok(batch) => batch,
-                Err(nix::errno::Errno::EINTR) => continue,
-                Err(e) => return Err(e),
-            };
-            let mut dirty = HashSet::new();
-            for event in batch {
-                if event.mask.contains(AddWatchFlags::IN_Q_OVERFLOW) {
-                    // Some changes were lost: look at every pod.
-                    dirty.extend(watched.values().cloned());
-                    continue;
-                }
-                if event.mask.contains(AddWatchFlags::IN_IGNORED) {
-                    watched.remove(&event.wd);
-                    continue;
-                }
-                let Some(name) = event.name else { continue };
-                if event.wd == top {
-                    if event.mask.contains(AddWatchFlags::IN_ISDIR) {
-                        add(&mut watched, &name);
-                    }
-                } else if name == crius_runtime::MONITOR_STATE_FILE
-                    && let Some(id) = watched.get(&event.wd)
-                {
-                    dirty.insert(id.clone());
-                }
-            }
-            for id in dirty {
-                self.check_pod(&id);
-            }
-        }
+        self.pods
+            .watch_states(move |pod_id| events.check_pod(pod_id));
     }
 }
 

@@ -154,7 +154,7 @@ impl Cri {
         .map_err(StartError::Pods)?;
         let pods = Arc::new(pods);
         let events = Arc::new(events::Events::new(pods.clone(), config.events_buffer));
-        events.watch(pods.pods_dir());
+        events.watch();
         let cri = Arc::new(Cri {
             events,
             pod_cidrs: podcidr::PodCidrs::load(&config.root),
