@@ -133,15 +133,6 @@ impl Propagation {
             Propagation::Bidirectional => "rshared",
         }
     }
-
-    /// The propagation of a mount option (private for anything else).
-    pub fn of_option(option: &str) -> Propagation {
-        match option {
-            "rslave" => Propagation::HostToContainer,
-            "rshared" => Propagation::Bidirectional,
-            _ => Propagation::Private,
-        }
-    }
 }
 
 /// A mount as asked for: a host path bound in, or an image volume.
