@@ -37,6 +37,17 @@ pub(crate) struct SetError {
     source: caps::errors::CapsError,
 }
 
+#[cfg(test)]
+impl SetError {
+    /// A refusal of the effective set, saying `why`.
+    pub(crate) fn fake(why: &str) -> SetError {
+        SetError {
+            set: "effective",
+            source: why.into(),
+        }
+    }
+}
+
 /// Sets the effective and permitted sets to `mask` and empties the inheritable set. The
 /// effective set goes first: it may never hold more than the permitted set.
 pub(crate) fn set(mask: u64) -> Result<(), SetError> {

@@ -123,11 +123,15 @@ pub(crate) fn relative_dir(spec: &CgroupSpec) -> Result<PathBuf, Error> {
 /// The directories (one per hierarchy) of `spec`'s pod cgroup; none for a spec
 /// [`relative_dir`] refuses ([`create`] refuses it, so no such cgroup exists).
 pub(crate) fn pod_dirs(spec: &CgroupSpec) -> Vec<(Hierarchy, PathBuf)> {
+    pod_dirs_in(hierarchies(), spec)
+}
+
+/// [`pod_dirs`] in the hierarchies `all`.
+pub(crate) fn pod_dirs_in(all: Vec<Hierarchy>, spec: &CgroupSpec) -> Vec<(Hierarchy, PathBuf)> {
     let Ok(relative) = relative_dir(spec) else {
         return Vec::new();
     };
-    hierarchies()
-        .into_iter()
+    all.into_iter()
         .map(|h| {
             let dir = h.mount.join(&relative);
             (h, dir)
@@ -294,20 +298,22 @@ pub(crate) fn attach_container(
     Ok(dirs)
 }
 
-/// Creates the container's cgroup in every hierarchy (kept if it exists); the directories by
-/// hierarchy.
-pub(crate) fn create_container_dirs(spec: &CgroupSpec) -> Result<Vec<(Hierarchy, PathBuf)>, Error> {
+/// Creates the container's cgroup in every hierarchy of `all` (kept if it exists); the
+/// directories by hierarchy.
+pub(crate) fn create_container_dirs(
+    all: Vec<Hierarchy>,
+    spec: &CgroupSpec,
+) -> Result<Vec<(Hierarchy, PathBuf)>, Error> {
     relative_dir(spec)?;
-    let dirs = pod_dirs(spec);
+    let dirs = pod_dirs_in(all, spec);
     for (h, dir) in &dirs {
         make_dirs(h, dir)?;
     }
     Ok(dirs)
 }
 
-/// Whether every mounted hierarchy is cgroup v2 (a unified-only node).
-pub(crate) fn v2_only() -> bool {
-    let all = hierarchies();
+/// Whether every hierarchy of `all` is cgroup v2 (a unified-only node).
+pub(crate) fn v2_only_in(all: &[Hierarchy]) -> bool {
     !all.is_empty() && all.iter().all(|h| h.v2)
 }
 

@@ -12,6 +12,7 @@ use nix::poll::PollFlags;
 use crate::attach::{Attach, Source};
 use crate::logs::{LogWriter, Stream};
 use crate::mountapi::MountAttrFlags;
+use crate::sys::Sys;
 use crate::{Error, cgroup, identity, ocispec, rootfs};
 
 /// Where libcontainer keeps its container state, in the pod directory.
@@ -210,81 +211,174 @@ fn container_cgroup(sandbox: &SandboxSpec, id: &str) -> Result<Option<CgroupSpec
 /// Creates container `spec.id` in the pod (sandbox process `sandbox_pid`) without starting
 /// it. On failure nothing of it is left.
 pub(crate) fn create(
+    sys: &dyn Sys,
     pod_dir: &Path,
     sandbox: &SandboxSpec,
     sandbox_pid: i32,
     spec: &ContainerSpec,
     pid_target: Option<i32>,
 ) -> Result<(ContainerState, Live), Error> {
-    if spec.id.is_empty() || spec.id.contains('/') || spec.id.starts_with('.') {
-        return Err(Error::BadContainerId {
-            id: spec.id.clone(),
-        });
-    }
-    let cgroup = container_cgroup(sandbox, &spec.id)?;
-    let dir = container_dir(pod_dir, &spec.id);
-    let traverse_gid = sandbox.userns.as_ref().and_then(|u| u.root_gid());
-    crius_proto::make_private_dir(&pod_dir.join(CONTAINERS_DIR), traverse_gid)
-        .map_err(|e| Error::io("cannot create the containers directory")(e.source))?;
-    std::fs::create_dir(&dir).map_err(Error::io(format!("cannot create {}", dir.display())))?;
-    crius_proto::make_private_dir(&dir, traverse_gid)
-        .and_then(|()| crius_proto::make_private_dir(&dir.join(rootfs::MOUNTS), traverse_gid))
-        .map_err(|e| Error::io(format!("cannot restrict {}", e.path.display()))(e.source))?;
-    let result = create_in(
-        pod_dir,
-        &dir,
-        sandbox,
-        (sandbox_pid, pid_target),
-        spec,
-        cgroup.as_ref(),
-    );
+    let staged = stage(sys, pod_dir, sandbox, sandbox_pid, spec)?;
+    let result = launch(sys, pod_dir, sandbox, (sandbox_pid, pid_target), &staged);
     if result.is_err() {
         delete_libcontainer(pod_dir, &spec.id);
-        let _ = rootfs::remove(&dir);
-        if let Some(w) = writable_dir(sandbox, &spec.id) {
-            let _ = rootfs::remove_writable(&w);
-        }
-        if let Some(cg) = &cgroup {
-            let dirs: Vec<PathBuf> = cgroup::pod_dirs(cg).into_iter().map(|(_, d)| d).collect();
-            cgroup::remove(&dirs);
-        }
+        unstage(sys, sandbox, &staged.dir, &spec.id, staged.cgroup.as_ref());
     }
     // libcontainer changes the working directory of the whole process.
     let _ = std::env::set_current_dir("/");
     result
 }
 
-fn create_in(
+/// What [`stage`] made ready on the host for libcontainer.
+#[derive(Debug)]
+struct Staged {
+    /// The container's directory.
+    dir: PathBuf,
+    /// The container's cgroup.
+    cgroup: Option<CgroupSpec>,
+    /// The user and groups of the container's process.
+    id: identity::Identity,
+    /// The spec with each mount's source replaced by its staged mount.
+    spec: ContainerSpec,
+    /// The pod's files (hostname, hosts, resolv.conf, shm) bound idmapped, by name.
+    pod_files: std::collections::BTreeMap<String, PathBuf>,
+    /// The read-only copy of the host's `/sys` (host network).
+    host_sys: Option<PathBuf>,
+    /// The container's view of its cgroups (cgroup v1 or hybrid nodes).
+    cgroup_view: Option<PathBuf>,
+}
+
+/// Makes the container's directory and everything libcontainer is given on the host: the
+/// rootfs overlay (on the pod's idmapped layer views with a user namespace), the pod's files
+/// and the volumes bound (idmapped, with their propagation, read-only as asked), the host's
+/// `/sys` read-only, the cgroup view. On failure, nothing of the container is left (the pod's
+/// layer views stay: they belong to the pod).
+fn stage(
+    sys: &dyn Sys,
+    pod_dir: &Path,
+    sandbox: &SandboxSpec,
+    sandbox_pid: i32,
+    spec: &ContainerSpec,
+) -> Result<Staged, Error> {
+    if spec.id.is_empty() || spec.id.contains('/') || spec.id.starts_with('.') {
+        return Err(Error::BadContainerId {
+            id: spec.id.clone(),
+        });
+    }
+    let hierarchies = match sandbox.cgroup {
+        Some(_) => sys.cgroup_hierarchies(),
+        None => Vec::new(),
+    };
+    let cgroup = container_cgroup(sandbox, &spec.id)?;
+    let dir = container_dir(pod_dir, &spec.id);
+    let traverse_gid = sandbox.userns.as_ref().and_then(|u| u.root_gid());
+    private_dir(sys, &pod_dir.join(CONTAINERS_DIR), traverse_gid)?;
+    std::fs::create_dir(&dir).map_err(Error::io(format!("cannot create {}", dir.display())))?;
+    let result = private_dir(sys, &dir, traverse_gid)
+        .and_then(|()| private_dir(sys, &dir.join(rootfs::MOUNTS), traverse_gid))
+        .and_then(|()| {
+            stage_in(
+                sys,
+                pod_dir,
+                &dir,
+                sandbox,
+                sandbox_pid,
+                spec,
+                cgroup.as_ref().map(|c| (c, hierarchies)),
+            )
+        });
+    match result {
+        Ok(staged) => Ok(Staged {
+            dir,
+            cgroup,
+            ..staged
+        }),
+        Err(e) => {
+            unstage(sys, sandbox, &dir, &spec.id, cgroup.as_ref());
+            Err(e)
+        }
+    }
+}
+
+/// Removes what [`stage`] made: the container's mounts and directory, its writable layer and
+/// its cgroup directories.
+fn unstage(
+    sys: &dyn Sys,
+    sandbox: &SandboxSpec,
+    dir: &Path,
+    id: &str,
+    cgroup: Option<&CgroupSpec>,
+) {
+    if let Err(e) = rootfs::remove(sys, dir) {
+        crate::log(format_args!("container {id}: {e}"));
+    }
+    if let Some(w) = writable_dir(sandbox, id)
+        && let Err(e) = rootfs::remove_writable(&w)
+    {
+        crate::log(format_args!("container {id}: {e}"));
+    }
+    if let Some(cg) = cgroup {
+        let dirs: Vec<PathBuf> = cgroup::pod_dirs_in(sys.cgroup_hierarchies(), cg)
+            .into_iter()
+            .map(|(_, d)| d)
+            .collect();
+        cgroup::remove(&dirs);
+    }
+}
+
+/// A root-only directory (made when missing) that the pod's mapped root group may traverse
+/// (`traverse_gid`: owner root, that group, mode 0710).
+fn private_dir(sys: &dyn Sys, path: &Path, traverse_gid: Option<u32>) -> Result<(), Error> {
+    use std::os::unix::fs::PermissionsExt;
+    crius_proto::make_private_dir(path, None)
+        .map_err(|e| Error::io(format!("cannot create {}", e.path.display()))(e.source))?;
+    if let Some(gid) = traverse_gid {
+        sys.chown(path, Some(0), Some(gid))
+            .and_then(|()| std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o710)))
+            .map_err(Error::io(format!("cannot restrict {}", path.display())))?;
+    }
+    Ok(())
+}
+
+/// [`stage`]'s steps once the container's directory exists (`cgroup`: the container's cgroup
+/// and the hierarchies it is in).
+fn stage_in(
+    sys: &dyn Sys,
     pod_dir: &Path,
     dir: &Path,
     sandbox: &SandboxSpec,
-    (sandbox_pid, pid_target): (i32, Option<i32>),
+    sandbox_pid: i32,
     spec: &ContainerSpec,
-    cgroup: Option<&CgroupSpec>,
-) -> Result<(ContainerState, Live), Error> {
+    cgroup: Option<(&CgroupSpec, Vec<cgroup::Hierarchy>)>,
+) -> Result<Staged, Error> {
     let lowers: Vec<PathBuf> = if let Some(userns) = &sandbox.userns {
         check_traversable(dir, pod_root(sandbox), userns.root_gid())?;
-        rootfs::idmapped_layers(pod_dir, &spec.layers_root, &spec.layer_dirs, sandbox_pid)?
+        rootfs::idmapped_layers(
+            sys,
+            pod_dir,
+            &spec.layers_root,
+            &spec.layer_dirs,
+            sandbox_pid,
+        )?
     } else {
         spec.layer_dirs.clone()
     };
     let writable = writable_dir(sandbox, &spec.id);
-    let root = rootfs::mount_overlay(
+    let merged = rootfs::mount_overlay(
+        sys,
         dir,
         writable.as_deref().unwrap_or(dir),
         &lowers,
         pod_root(sandbox),
-    )?;
-    let passwd = identity::read_in_root(&root.merged, "/etc/passwd")?.unwrap_or_default();
-    let group = identity::read_in_root(&root.merged, "/etc/group")?.unwrap_or_default();
+    )?
+    .merged;
+    let passwd = identity::read_in_root(&merged, "/etc/passwd")?.unwrap_or_default();
+    let group = identity::read_in_root(&merged, "/etc/group")?.unwrap_or_default();
     let id = identity::resolve(
         &spec.user,
         &identity::parse_passwd(&passwd),
         &identity::parse_group(&group),
     )?;
-    let cgroups_path = cgroup
-        .map(|c| format!("{}/{}", c.parent, c.name))
-        .unwrap_or_else(|| format!("/crius/crius-{}", spec.id));
     // In a user-namespaced pod, the pod's files and the volumes that carry the pod's mapping
     // are bound idmapped, so host root's files are root's in the pod.
     let mut spec = spec.clone();
@@ -299,7 +393,7 @@ fn create_in(
             names.push(crius_proto::layout::SHM);
         }
         for name in names {
-            let mapped = rootfs::idmapped_bind(dir, name, &pod_dir.join(name), sandbox_pid)?;
+            let mapped = rootfs::idmapped_bind(sys, dir, name, &pod_dir.join(name), sandbox_pid)?;
             pod_files.insert(name.to_owned(), mapped);
         }
     } else if spec.mounts.iter().any(|m| m.idmap) {
@@ -312,6 +406,7 @@ fn create_in(
             // the rootfs: files root owns on the host are root's inside, nothing is chowned.
             let layers = if sandbox.userns.is_some() {
                 rootfs::idmapped_layers(
+                    sys,
                     pod_dir,
                     &spec.layers_root,
                     &volume.layer_dirs,
@@ -320,35 +415,36 @@ fn create_in(
             } else {
                 volume.layer_dirs.clone()
             };
-            m.host_path = rootfs::image_volume(dir, &name, &layers, &volume.sub_path)?;
+            m.host_path = rootfs::image_volume(sys, dir, &name, &layers, &volume.sub_path)?;
             continue;
         }
         m.host_path = if m.idmap {
             // A detached clone attached here is private.
-            rootfs::idmapped_bind(dir, &name, &m.host_path, sandbox_pid)?
+            rootfs::idmapped_bind(sys, dir, &name, &m.host_path, sandbox_pid)?
         } else {
-            rootfs::propagation_bind(dir, &name, &m.host_path, &m.propagation)?
+            rootfs::propagation_bind(sys, dir, &name, &m.host_path, &m.propagation)?
         };
         if m.recursive_read_only {
-            rootfs::make_recursive_read_only(&m.host_path, MountAttrFlags::empty())?;
+            rootfs::make_recursive_read_only(sys, &m.host_path, MountAttrFlags::empty())?;
         }
     }
     // On the host network the container binds the host's /sys: crius' copy is read-only in every
     // submount (a recursive bind's "ro" covers only the top), so no cgroup or sysfs file of the
     // host can be written through it.
     let host_sys = if !sandbox.new_net && !spec.privileged {
-        let sys = rootfs::propagation_bind(dir, rootfs::HOST_SYS, Path::new("/sys"), "rprivate")?;
-        rootfs::make_recursive_read_only(&sys, rootfs::MOUNT_ATTR_NOSUID_NODEV_NOEXEC)?;
-        Some(sys)
+        let copy =
+            rootfs::propagation_bind(sys, dir, rootfs::HOST_SYS, Path::new("/sys"), "rprivate")?;
+        rootfs::make_recursive_read_only(sys, &copy, rootfs::MOUNT_ATTR_NOSUID_NODEV_NOEXEC)?;
+        Some(copy)
     } else {
         None
     };
     // The container's view of its own cgroups: on a v1 or hybrid node crius builds it from the
     // container's cgroup directories, made now (libcontainer and the later attach reuse them).
     let cgroup_view = match cgroup {
-        Some(cg) if !cgroup::v2_only() => {
-            let dirs = cgroup::create_container_dirs(cg)?;
-            Some(rootfs::cgroup_v1_view(dir, &dirs, spec.privileged)?)
+        Some((cg, all)) if !cgroup::v2_only_in(&all) => {
+            let dirs = cgroup::create_container_dirs(all, cg)?;
+            Some(rootfs::cgroup_v1_view(sys, dir, &dirs, spec.privileged)?)
         }
         _ => None,
     };
@@ -356,7 +452,39 @@ fn create_in(
     if !spec.env.iter().any(|e| e.starts_with(b"HOME=")) {
         spec.env.push(format!("HOME={}", id.home).into_bytes());
     }
-    let spec = &spec;
+    Ok(Staged {
+        dir: dir.to_owned(),
+        cgroup: None,
+        id,
+        spec,
+        pod_files,
+        host_sys,
+        cgroup_view,
+    })
+}
+
+/// Builds the runtime spec of the staged container and has libcontainer create it; moves its
+/// process into its cgroups and opens its stdio, log and attach socket.
+fn launch(
+    sys: &dyn Sys,
+    pod_dir: &Path,
+    sandbox: &SandboxSpec,
+    (sandbox_pid, pid_target): (i32, Option<i32>),
+    staged: &Staged,
+) -> Result<(ContainerState, Live), Error> {
+    let Staged {
+        dir,
+        cgroup,
+        id,
+        spec,
+        pod_files,
+        host_sys,
+        cgroup_view,
+    } = staged;
+    let (dir, cgroup) = (dir.as_path(), cgroup.as_ref());
+    let cgroups_path = cgroup
+        .map(|c| format!("{}/{}", c.parent, c.name))
+        .unwrap_or_else(|| format!("/crius/crius-{}", spec.id));
     let ns = ocispec::Namespaces {
         sandbox_pid,
         userns: sandbox.userns.is_some(),
@@ -365,12 +493,12 @@ fn create_in(
         pid: sandbox.new_pid,
         pid_target,
         pod_dir,
-        pod_files: &pod_files,
+        pod_files,
         shm: sandbox.new_ipc && sandbox.shm_size > 0,
         host_sys: host_sys.as_deref(),
         cgroup_view: cgroup_view.as_deref(),
     };
-    let oci = ocispec::build(spec, &ns, &id, &cgroups_path)?;
+    let oci = ocispec::build(spec, &ns, id, &cgroups_path)?;
     // The spec holds the environment (Secrets passed as env): root only.
     let config_json = serde_json::to_vec(&oci).map_err(|source| Error::EncodeSpec { source })?;
     crius_proto::write_whole(&dir.join("config.json"), &config_json, 0o600)
@@ -432,7 +560,7 @@ fn create_in(
     let container = container?;
     restore_dumpable();
     // Not fatal: the container exists now; RemoveContainer releases what is left.
-    if let Err(e) = rootfs::release_volume_staging(dir) {
+    if let Err(e) = rootfs::release_volume_staging(sys, dir) {
         crate::log(format_args!("container {}: {e}", spec.id));
     }
     let pid = container
@@ -448,6 +576,7 @@ fn create_in(
     // libcontainer mounts a cgroup filesystem writable whatever the options say.
     if !spec.privileged && cgroup_view.is_none() {
         rootfs::read_only_in(
+            sys,
             pid,
             Path::new("/sys/fs/cgroup"),
             rootfs::MOUNT_ATTR_NOSUID_NODEV_NOEXEC,
@@ -705,6 +834,7 @@ pub(crate) fn delete_libcontainer(pod_dir: &Path, id: &str) {
 
 /// Releases a container whose process is gone: libcontainer state, cgroups, rootfs.
 pub(crate) fn release(
+    sys: &dyn Sys,
     pod_dir: &Path,
     id: &str,
     state: Option<&ContainerState>,
@@ -713,7 +843,7 @@ pub(crate) fn release(
     if let Some(s) = state {
         cgroup::remove(&s.cgroup_dirs);
     }
-    rootfs::remove(&container_dir(pod_dir, id))?;
+    rootfs::remove(sys, &container_dir(pod_dir, id))?;
     match state.and_then(|s| s.writable_dir.as_deref()) {
         Some(w) => rootfs::remove_writable(w),
         None => Ok(()),
@@ -750,4 +880,206 @@ pub(crate) fn dirs(pod_dir: &Path) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sys::fake::Fake;
+    use crius_proto::{BindMount, IdRange, ImageVolume, UserNamespace};
+
+    /// A user-namespaced, host-network pod with a v1 pod cgroup and a writable root, all in
+    /// `tmp`, and a container with two layers, an idmapped volume, a recursively read-only
+    /// volume and an image volume; the fake's two v1 hierarchies sit in `tmp` too.
+    fn fixture(tmp: &Path) -> (Fake, PathBuf, SandboxSpec, ContainerSpec) {
+        let map = |id: u32| {
+            vec![IdRange {
+                container_id: 0,
+                host_id: id,
+                length: 65536,
+            }]
+        };
+        let mut sandbox = crate::sandbox::tests::spec();
+        sandbox.userns = Some(UserNamespace {
+            uids: map(nix::unistd::geteuid().as_raw()),
+            gids: map(nix::unistd::getegid().as_raw()),
+        });
+        sandbox.new_net = false;
+        sandbox.shm_size = 65536;
+        sandbox.writable_root = Some(tmp.join("writable"));
+        sandbox.cgroup = Some(CgroupSpec {
+            parent: "/kubepods".into(),
+            name: "crius-pod".into(),
+            resources: Default::default(),
+            systemd: false,
+        });
+        let pod_dir = tmp.join("pod");
+        std::fs::create_dir(&pod_dir).unwrap();
+        for name in [
+            crius_proto::layout::HOSTNAME,
+            crius_proto::layout::HOSTS,
+            crius_proto::layout::RESOLV_CONF,
+        ] {
+            std::fs::write(pod_dir.join(name), "").unwrap();
+        }
+        std::fs::create_dir(pod_dir.join(crius_proto::layout::SHM)).unwrap();
+        let mut hierarchies = Vec::new();
+        for controller in ["memory", "pids"] {
+            let mount = tmp.join("cgroup").join(controller);
+            std::fs::create_dir_all(mount.join("kubepods/crius-pod")).unwrap();
+            hierarchies.push(cgroup::Hierarchy {
+                mount,
+                v2: false,
+                controllers: vec![controller.into()],
+            });
+        }
+        let volume = tmp.join("volume");
+        std::fs::create_dir(&volume).unwrap();
+        let layers = tmp.join("layers");
+        let mut spec = crate::ocispec::tests::spec();
+        spec.layers_root = layers.clone();
+        spec.layer_dirs = vec![layers.join("a"), layers.join("b")];
+        let bind = |idmap, recursive_read_only| BindMount {
+            host_path: volume.clone(),
+            container_path: "/v".into(),
+            readonly: true,
+            idmap,
+            propagation: "rprivate".into(),
+            recursive_read_only,
+            flags: Vec::new(),
+            image: None,
+        };
+        spec.mounts = vec![
+            bind(true, false),
+            bind(false, true),
+            BindMount {
+                image: Some(ImageVolume {
+                    layer_dirs: vec![layers.join("c"), layers.join("a")],
+                    ..Default::default()
+                }),
+                ..bind(false, false)
+            },
+        ];
+        let fake = Fake {
+            hierarchies,
+            ..Default::default()
+        };
+        (fake, pod_dir, sandbox, spec)
+    }
+
+    /// The index of the first call that starts with `call`.
+    fn position(calls: &[String], call: &str) -> usize {
+        calls
+            .iter()
+            .position(|c| c.starts_with(call))
+            .unwrap_or_else(|| panic!("no call {call} in {calls:#?}"))
+    }
+
+    #[test]
+    fn staging_mounts_in_order_and_read_only_where_asked() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (fake, pod_dir, sandbox, spec) = fixture(tmp.path());
+        let staged = stage(&fake, &pod_dir, &sandbox, 1, &spec).unwrap();
+        let dir = pod_dir.join("containers/c");
+        let mounts = dir.join("mounts");
+        assert_eq!(staged.dir, dir);
+        let calls = fake.calls.borrow().clone();
+        let at = |path: &Path, call: &str| position(&calls, &format!("{call} {}", path.display()));
+        // The pod's layer views exist before the overlay is mounted on them; the overlay's
+        // upper and work dirs are the pod root's before it is mounted, and it is checked
+        // writable right after.
+        let overlay = at(&dir.join("rootfs"), "overlay");
+        assert!(at(&pod_dir.join("layers/a"), "attach") < overlay);
+        assert!(at(&pod_dir.join("layers/b"), "attach") < overlay);
+        assert!(at(&tmp.path().join("writable/c/upper"), "chown") < overlay);
+        assert!(at(&tmp.path().join("writable/c/work"), "chown") < overlay);
+        assert_eq!(calls[overlay + 1], "mountinfo /proc/self/mountinfo");
+        // The host's /sys: bound, made private, then read-only in every submount.
+        let sys = mounts.join(rootfs::HOST_SYS);
+        assert!(at(&sys, "bind") < at(&sys, "propagation"));
+        assert!(at(&sys, "propagation") < at(&sys, "setattr"));
+        // The cgroup view: a tmpfs, the container's cgroups bound in, then read-only.
+        let view = mounts.join(rootfs::CGROUP_VIEW);
+        assert!(at(&view, "tmpfs") < at(&view.join("memory"), "bind"));
+        assert!(at(&view.join("pids"), "bind") < at(&view, "setattr"));
+        // The image volume's new layer has a view too; its shared one is reused.
+        assert!(at(&pod_dir.join("layers/c"), "attach") < at(&mounts.join("volume-2"), "overlay"));
+        assert_eq!(
+            calls
+                .iter()
+                .filter(|c| *c == &format!("attach {}", pod_dir.join("layers/a").display()))
+                .count(),
+            1
+        );
+        let read_only = |path: &Path| {
+            fake.mounts
+                .borrow()
+                .iter()
+                .rev()
+                .find(|m| m.target == path)
+                .unwrap_or_else(|| panic!("{} is not mounted", path.display()))
+                .read_only
+        };
+        assert!(!read_only(&dir.join("rootfs")));
+        assert!(read_only(&pod_dir.join("layers/a")));
+        assert!(!read_only(&mounts.join("volume-0")));
+        assert!(read_only(&mounts.join("volume-1")));
+        assert!(read_only(&mounts.join("volume-2")));
+        assert!(read_only(&sys));
+        assert!(read_only(&view.join("memory")));
+        for name in ["hostname", "hosts", "resolv.conf", "shm"] {
+            assert_eq!(staged.pod_files.get(name), Some(&mounts.join(name)));
+        }
+        assert_eq!(staged.spec.mounts[0].host_path, mounts.join("volume-0"));
+        assert_eq!(staged.host_sys.as_deref(), Some(sys.as_path()));
+        assert_eq!(staged.cgroup_view.as_deref(), Some(view.as_path()));
+        assert!(
+            tmp.path()
+                .join("cgroup/memory/kubepods/crius-pod/crius-c")
+                .is_dir()
+        );
+    }
+
+    #[test]
+    fn a_failed_staging_step_leaves_nothing_of_the_container() {
+        let steps = {
+            let tmp = tempfile::tempdir().unwrap();
+            let (fake, pod_dir, sandbox, spec) = fixture(tmp.path());
+            stage(&fake, &pod_dir, &sandbox, 1, &spec).unwrap();
+            fake.calls.borrow().len()
+        };
+        assert!(steps > 30, "only {steps} calls");
+        for step in 0..steps {
+            let tmp = tempfile::tempdir().unwrap();
+            let (fake, pod_dir, sandbox, spec) = fixture(tmp.path());
+            fake.fail_at.set(Some(step));
+            let failed = stage(&fake, &pod_dir, &sandbox, 1, &spec);
+            let call = &fake.calls.borrow()[step];
+            assert!(
+                failed.is_err(),
+                "step {step} ({call}) failed but staging went on"
+            );
+            let dir = pod_dir.join("containers/c");
+            assert_eq!(fake.mounts_below(&dir), [], "step {step} ({call})");
+            assert!(!dir.exists(), "step {step} ({call}) left {}", dir.display());
+            assert!(
+                !tmp.path().join("writable/c").exists(),
+                "step {step} ({call})"
+            );
+            for controller in ["memory", "pids"] {
+                let cgroup = tmp.path().join("cgroup").join(controller);
+                assert!(!cgroup.join("kubepods/crius-pod/crius-c").exists());
+                assert!(cgroup.join("kubepods/crius-pod").is_dir());
+            }
+            // Only the pod's layer views (the pod's, released with it) may stay mounted.
+            let left: Vec<_> = fake
+                .mounts
+                .borrow()
+                .iter()
+                .filter(|m| !m.target.starts_with(pod_dir.join(rootfs::LAYERS)))
+                .cloned()
+                .collect();
+            assert_eq!(left, [], "step {step} ({call})");
+        }
+    }
 }

@@ -24,6 +24,7 @@ mod rootfs;
 mod sandbox;
 mod seccomp;
 mod server;
+mod sys;
 mod systemd;
 
 use std::ffi::OsString;

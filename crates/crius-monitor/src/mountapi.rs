@@ -2,6 +2,7 @@
 //! `move_mount` through rustix; `mount_setattr`, which rustix does not offer, by hand.
 
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use rustix::fs::CWD;
@@ -133,4 +134,31 @@ pub(crate) fn set_recursive(target: &Path, set: MountAttrFlags) -> Result<(), Ca
         return Err(failed(nix::Error::last()));
     }
     Ok(())
+}
+
+/// Whether `path` is the root of a mount (statx's STATX_ATTR_MOUNT_ROOT: a bind or idmapped
+/// view of a directory on the same filesystem counts too, which a device comparison misses).
+pub(crate) fn is_mount_point(path: &Path) -> bool {
+    use rustix::fs::{AtFlags, CWD, StatxAttributes, StatxFlags, statx};
+    match statx(
+        CWD,
+        path,
+        AtFlags::NO_AUTOMOUNT | AtFlags::SYMLINK_NOFOLLOW,
+        StatxFlags::empty(),
+    ) {
+        Ok(st) if st.stx_attributes_mask.contains(StatxAttributes::MOUNT_ROOT) => {
+            st.stx_attributes.contains(StatxAttributes::MOUNT_ROOT)
+        }
+        // Kernels before 5.8: compare devices with the parent.
+        Ok(_) => {
+            let (Ok(me), Some(Ok(parent))) = (
+                std::fs::symlink_metadata(path),
+                path.parent().map(std::fs::symlink_metadata),
+            ) else {
+                return path.parent().is_none();
+            };
+            me.dev() != parent.dev() || me.ino() == parent.ino()
+        }
+        Err(_) => false,
+    }
 }

@@ -3,35 +3,30 @@
 use std::path::{Path, PathBuf};
 
 use crius_proto::layout;
-use nix::mount::{MntFlags, MsFlags};
+use nix::mount::MsFlags;
 
 use crate::Error;
+use crate::sys::Sys;
 
 /// Bind mounts `/proc/PID/ns/net` onto `DIR/netns`, so the namespace outlives lookups by pid
 /// and CNI has a stable path.
-pub(crate) fn pin_netns(dir: &Path, pid: i32) -> Result<PathBuf, Error> {
+pub(crate) fn pin_netns(sys: &dyn Sys, dir: &Path, pid: i32) -> Result<PathBuf, Error> {
     let target = dir.join(layout::NETNS);
     std::fs::File::create(&target)
         .map_err(Error::io(format!("cannot create {}", target.display())))?;
     let source = format!("/proc/{pid}/ns/net");
-    nix::mount::mount(
-        Some(source.as_str()),
-        &target,
-        None::<&str>,
-        MsFlags::MS_BIND,
-        None::<&str>,
-    )
-    .map_err(Error::sys(format!(
-        "cannot bind {source} to {}",
-        target.display()
-    )))?;
+    sys.bind(Path::new(&source), &target, false)
+        .map_err(Error::sys(format!(
+            "cannot bind {source} to {}",
+            target.display()
+        )))?;
     Ok(target)
 }
 
 /// Mounts the pod's `/dev/shm` tmpfs at `DIR/shm`, owned by host root, mode 1777. A
 /// user-namespaced pod's containers get it through a bind idmapped with the pod's mapping, which
 /// shows host root as the pod's root (owning it by the mapped root would shift the ids twice).
-pub(crate) fn mount_shm(dir: &Path, size: u64) -> Result<PathBuf, Error> {
+pub(crate) fn mount_shm(sys: &dyn Sys, dir: &Path, size: u64) -> Result<PathBuf, Error> {
     let target = dir.join(layout::SHM);
     match std::fs::create_dir(&target) {
         Ok(()) => {}
@@ -44,12 +39,11 @@ pub(crate) fn mount_shm(dir: &Path, size: u64) -> Result<PathBuf, Error> {
         }
     }
     let options = format!("mode=1777,size={size},uid=0,gid=0");
-    nix::mount::mount(
-        Some("shm"),
+    sys.mount_tmpfs(
+        "shm",
         &target,
-        Some("tmpfs"),
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-        Some(options.as_str()),
+        &options,
     )
     .map_err(Error::sys(format!(
         "cannot mount the pod's shm tmpfs on {}",
@@ -60,9 +54,9 @@ pub(crate) fn mount_shm(dir: &Path, size: u64) -> Result<PathBuf, Error> {
 
 /// Unmounts `path` (lazily: a mount namespace elsewhere may still see it) and removes it.
 /// Missing paths and paths that are not mount points are fine.
-pub(crate) fn release(path: &Path) -> Result<(), Error> {
+pub(crate) fn release(sys: &dyn Sys, path: &Path) -> Result<(), Error> {
     loop {
-        match nix::mount::umount2(path, MntFlags::MNT_DETACH) {
+        match sys.unmount(path) {
             Ok(()) => continue,
             Err(nix::errno::Errno::EINVAL | nix::errno::Errno::ENOENT) => break,
             Err(e) => {

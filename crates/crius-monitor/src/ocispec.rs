@@ -469,10 +469,11 @@ pub(crate) fn build(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn spec() -> ContainerSpec {
+    /// A container spec for unit tests.
+    pub(crate) fn spec() -> ContainerSpec {
         ContainerSpec {
             id: "c".into(),
             layers_root: "/l".into(),

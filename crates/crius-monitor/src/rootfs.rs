@@ -2,7 +2,7 @@
 //! overlay per container whose upper and work dirs sit on the (not idmapped) pod directory.
 
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use crius_proto::mountinfo;
@@ -10,37 +10,11 @@ use nix::mount::MsFlags;
 
 use crate::Error;
 use crate::mountapi::MountAttrFlags;
+use crate::sys::{IdmapError, Sys};
 
 /// Where a user-namespaced pod's idmapped views of its image layers are attached, in the pod
 /// directory (one per layer, `layers/<layer dir name>`).
 pub(crate) const LAYERS: &str = "layers";
-
-/// Whether `path` is the root of a mount (statx's STATX_ATTR_MOUNT_ROOT: a bind or idmapped
-/// view of a directory on the same filesystem counts too, which a device comparison misses).
-fn is_mount_point(path: &Path) -> bool {
-    use rustix::fs::{AtFlags, CWD, StatxAttributes, StatxFlags, statx};
-    match statx(
-        CWD,
-        path,
-        AtFlags::NO_AUTOMOUNT | AtFlags::SYMLINK_NOFOLLOW,
-        StatxFlags::empty(),
-    ) {
-        Ok(st) if st.stx_attributes_mask.contains(StatxAttributes::MOUNT_ROOT) => {
-            st.stx_attributes.contains(StatxAttributes::MOUNT_ROOT)
-        }
-        // Kernels before 5.8: compare devices with the parent.
-        Ok(_) => {
-            let (Ok(me), Some(Ok(parent))) = (
-                std::fs::symlink_metadata(path),
-                path.parent().map(std::fs::symlink_metadata),
-            ) else {
-                return path.parent().is_none();
-            };
-            me.dev() != parent.dev() || me.ino() == parent.ino()
-        }
-        Err(_) => false,
-    }
-}
 
 /// Mounts an idmapped, read-only, nosuid, nodev view of each of `layer_dirs` (directories
 /// directly beneath `layers_root`) at `<pod dir>/layers/<name>`, mapped into the user namespace
@@ -48,6 +22,7 @@ fn is_mount_point(path: &Path) -> bool {
 /// order given. Only the layers of the pod's own images are ever visible there, and nothing
 /// can change them or gain privileges through them.
 pub(crate) fn idmapped_layers(
+    sys: &dyn Sys,
     pod_dir: &Path,
     layers_root: &Path,
     layer_dirs: &[PathBuf],
@@ -59,10 +34,7 @@ pub(crate) fn idmapped_layers(
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
         Err(e) => return Err(Error::io(format!("cannot create {}", views.display()))(e)),
     }
-    let ns_path = format!("/proc/{sandbox_pid}/ns/user");
-    let ns: std::os::fd::OwnedFd = std::fs::File::open(&ns_path)
-        .map_err(Error::io(format!("cannot open {ns_path}")))?
-        .into();
+    let ns = open_userns(sys, sandbox_pid)?;
     let mut out = Vec::with_capacity(layer_dirs.len());
     for layer in layer_dirs {
         let name = match layer
@@ -78,27 +50,19 @@ pub(crate) fn idmapped_layers(
             }
         };
         let target = views.join(name);
-        if !is_mount_point(&target) {
+        if !sys.is_mount_point(&target) {
             match std::fs::DirBuilder::new().mode(0o700).create(&target) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
                 Err(e) => return Err(Error::io(format!("cannot create {}", target.display()))(e)),
             }
-            let tree = crate::mountapi::clone_tree(layer).map_err(|source| Error::CloneTree {
-                what: "layer",
-                path: layer.clone(),
-                source,
-            })?;
-            crate::mountapi::idmap(
-                &tree,
+            sys.idmapped_clone(
+                layer,
                 &ns,
                 MountAttrFlags::MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID_NODEV,
+                &target,
             )
-            .map_err(|source| Error::IdmapLayer {
-                layer: layer.clone(),
-                source,
-            })?;
-            attach(&tree, &target)?;
+            .map_err(|e| idmap_error(e, "layer", layer, &target))?;
         }
         out.push(target);
     }
@@ -106,53 +70,62 @@ pub(crate) fn idmapped_layers(
 }
 
 /// Unmounts every layer view of the pod and removes `<pod dir>/layers`.
-pub(crate) fn release_layers(pod_dir: &Path) -> Result<(), Error> {
+pub(crate) fn release_layers(sys: &dyn Sys, pod_dir: &Path) -> Result<(), Error> {
     let views = pod_dir.join(LAYERS);
     // A pod made before views were per layer has one view of the whole store here.
-    while nix::mount::umount2(&views, nix::mount::MntFlags::MNT_DETACH).is_ok() {}
+    while sys.unmount(&views).is_ok() {}
     if let Ok(entries) = std::fs::read_dir(&views) {
         for entry in entries.flatten() {
-            crate::mounts::release(&entry.path())?;
+            crate::mounts::release(sys, &entry.path())?;
         }
     }
-    crate::mounts::release(&views)
+    crate::mounts::release(sys, &views)
 }
 
-/// Attaches a detached mount (from open_tree) at `target`.
-fn attach(tree: &std::os::fd::OwnedFd, target: &Path) -> Result<(), Error> {
-    crate::mountapi::attach(tree, target).map_err(|e| Error::Sys {
-        what: format!("cannot attach a mount at {}", target.display()),
-        source: e.source,
-    })
+/// The user namespace of the sandbox process `sandbox_pid`.
+fn open_userns(sys: &dyn Sys, sandbox_pid: i32) -> Result<std::os::fd::OwnedFd, Error> {
+    sys.open_userns(sandbox_pid).map_err(Error::io(format!(
+        "cannot open /proc/{sandbox_pid}/ns/user"
+    )))
+}
+
+/// The error of an idmapped clone of `source` (a `layer` or a `mount`) attached at `target`.
+fn idmap_error(e: IdmapError, what: &'static str, source: &Path, target: &Path) -> Error {
+    match e {
+        IdmapError::Clone(e) => Error::CloneTree {
+            what,
+            path: source.to_owned(),
+            source: e,
+        },
+        IdmapError::Idmap(e) if what == "layer" => Error::IdmapLayer {
+            layer: source.to_owned(),
+            source: e,
+        },
+        IdmapError::Idmap(e) => Error::IdmapMount {
+            path: source.to_owned(),
+            source: e,
+        },
+        IdmapError::Attach(e) => Error::Sys {
+            what: format!("cannot attach a mount at {}", target.display()),
+            source: e.source,
+        },
+    }
 }
 
 /// Makes an idmapped clone of `source` (a file or directory) with the user namespace of
 /// `sandbox_pid`, attached at `<dir>/mounts/<name>`; returns that path. A bind of it keeps the
 /// mapping, so libcontainer gets it as a plain bind source.
 pub(crate) fn idmapped_bind(
+    sys: &dyn Sys,
     dir: &Path,
     name: &str,
     source: &Path,
     sandbox_pid: i32,
 ) -> Result<PathBuf, Error> {
     let target = mount_point(dir, name, source)?;
-    let tree = crate::mountapi::clone_tree(source).map_err(|e| Error::CloneTree {
-        what: "mount",
-        path: source.to_owned(),
-        source: e,
-    })?;
-    let ns_path = format!("/proc/{sandbox_pid}/ns/user");
-    let ns = std::fs::File::open(&ns_path).map_err(Error::io(format!("cannot open {ns_path}")))?;
-    crate::mountapi::idmap(
-        &tree,
-        &std::os::fd::OwnedFd::from(ns),
-        MountAttrFlags::empty(),
-    )
-    .map_err(|e| Error::IdmapMount {
-        path: source.to_owned(),
-        source: e,
-    })?;
-    attach(&tree, &target)?;
+    let ns = open_userns(sys, sandbox_pid)?;
+    sys.idmapped_clone(source, &ns, MountAttrFlags::empty(), &target)
+        .map_err(|e| idmap_error(e, "mount", source, &target))?;
     Ok(target)
 }
 
@@ -161,36 +134,25 @@ pub(crate) fn idmapped_bind(
 /// container, and a bind takes the propagation of its source (libcontainer does not apply
 /// propagation options to binds itself).
 pub(crate) fn propagation_bind(
+    sys: &dyn Sys,
     dir: &Path,
     name: &str,
     source: &Path,
     propagation: &str,
 ) -> Result<PathBuf, Error> {
     let target = mount_point(dir, name, source)?;
-    nix::mount::mount(
-        Some(source),
-        &target,
-        None::<&str>,
-        MsFlags::MS_BIND | MsFlags::MS_REC,
-        None::<&str>,
-    )
-    .map_err(Error::sys(format!("cannot bind {}", source.display())))?;
+    sys.bind(source, &target, true)
+        .map_err(Error::sys(format!("cannot bind {}", source.display())))?;
     let flag = match propagation {
         "rslave" => MsFlags::MS_SLAVE,
         "rshared" => MsFlags::MS_SHARED,
         _ => MsFlags::MS_PRIVATE,
     };
-    nix::mount::mount(
-        None::<&str>,
-        &target,
-        None::<&str>,
-        flag | MsFlags::MS_REC,
-        None::<&str>,
-    )
-    .map_err(Error::sys(format!(
-        "cannot set the propagation {propagation} of {}",
-        source.display()
-    )))?;
+    sys.set_propagation(&target, flag)
+        .map_err(Error::sys(format!(
+            "cannot set the propagation {propagation} of {}",
+            source.display()
+        )))?;
     Ok(target)
 }
 
@@ -202,19 +164,27 @@ pub(crate) const MOUNT_ATTR_NOSUID_NODEV_NOEXEC: MountAttrFlags =
     MOUNT_ATTR_NOSUID_NODEV.union(MountAttrFlags::MOUNT_ATTR_NOEXEC);
 
 /// Sets `attrs` (at least read-only) on the mount tree at `target`, every submount included.
-pub(crate) fn make_recursive_read_only(target: &Path, attrs: MountAttrFlags) -> Result<(), Error> {
-    crate::mountapi::set_recursive(target, MountAttrFlags::MOUNT_ATTR_RDONLY | attrs).map_err(|e| {
-        Error::Sys {
+pub(crate) fn make_recursive_read_only(
+    sys: &dyn Sys,
+    target: &Path,
+    attrs: MountAttrFlags,
+) -> Result<(), Error> {
+    sys.set_recursive(target, MountAttrFlags::MOUNT_ATTR_RDONLY | attrs)
+        .map_err(|e| Error::Sys {
             what: format!("cannot make {} recursively read-only", target.display()),
             source: e.source,
-        }
-    })
+        })
 }
 
 /// Makes the mount tree at `path` in the mount namespace of process `pid` read-only (plus
 /// `attrs`), every submount included: the monitor enters that namespace for the call and
 /// returns to its own (it is single-threaded, as setns of a mount namespace requires).
-pub(crate) fn read_only_in(pid: i32, path: &Path, attrs: MountAttrFlags) -> Result<(), Error> {
+pub(crate) fn read_only_in(
+    sys: &dyn Sys,
+    pid: i32,
+    path: &Path,
+    attrs: MountAttrFlags,
+) -> Result<(), Error> {
     use nix::sched::{CloneFlags, setns};
     let own = std::fs::File::open("/proc/self/ns/mnt")
         .map_err(Error::io("cannot open the monitor's mount namespace"))?;
@@ -223,7 +193,7 @@ pub(crate) fn read_only_in(pid: i32, path: &Path, attrs: MountAttrFlags) -> Resu
         std::fs::File::open(&ns_path).map_err(Error::io(format!("cannot open {ns_path}")))?;
     setns(&theirs, CloneFlags::CLONE_NEWNS)
         .map_err(Error::sys(format!("cannot enter {ns_path}")))?;
-    let result = make_recursive_read_only(path, attrs);
+    let result = make_recursive_read_only(sys, path, attrs);
     if let Err(e) = setns(&own, CloneFlags::CLONE_NEWNS) {
         // Every later path would resolve in the container: nothing may go on from here.
         crate::log(format_args!(
@@ -262,6 +232,7 @@ fn mount_point(dir: &Path, name: &str, source: &Path) -> Result<PathBuf, Error> 
 /// a bind of a single layer, read-only, nosuid and nodev. Returns the path the container binds:
 /// the mount's root, or `sub_path` resolved beneath it (symlinks may not leave the image).
 pub(crate) fn image_volume(
+    sys: &dyn Sys,
     dir: &Path,
     name: &str,
     layers: &[PathBuf],
@@ -279,24 +250,18 @@ pub(crate) fn image_volume(
             });
         }
         [only] => {
-            nix::mount::mount(
-                Some(only.as_path()),
-                &target,
-                None::<&str>,
-                MsFlags::MS_BIND,
-                None::<&str>,
-            )
-            .map_err(Error::sys(format!("cannot bind {}", only.display())))?;
+            sys.bind(only, &target, false)
+                .map_err(Error::sys(format!("cannot bind {}", only.display())))?;
         }
         // A read-only overlay: lower layers only (two at least without an upper dir).
         _ => {
-            if !fs_overlay(layers, &[], &target, "the image volume")? {
+            if !fs_overlay(sys, layers, &[], &target, "the image volume")? {
                 return Err(Error::NoLowerdirPlus { target });
             }
         }
     }
     let result = (|| {
-        make_recursive_read_only(&target, MOUNT_ATTR_NOSUID_NODEV)?;
+        make_recursive_read_only(sys, &target, MOUNT_ATTR_NOSUID_NODEV)?;
         if sub_path.is_empty() {
             return Ok(target.clone());
         }
@@ -318,7 +283,7 @@ pub(crate) fn image_volume(
             .map_err(Error::io(format!("cannot resolve {sub_path}")))
     })();
     if result.is_err() {
-        let _ = crate::mounts::release(&target);
+        let _ = crate::mounts::release(sys, &target);
     }
     result
 }
@@ -332,6 +297,7 @@ pub(crate) const CGROUP_VIEW: &str = "volume-cgroup";
 /// Builds [`CGROUP_VIEW`] in `dir/mounts` from the container's cgroup directories (`dirs`, one per
 /// hierarchy, already made), read-only in every submount unless `writable`. Returns its path.
 pub(crate) fn cgroup_v1_view(
+    sys: &dyn Sys,
     dir: &Path,
     dirs: &[(crate::cgroup::Hierarchy, PathBuf)],
     writable: bool,
@@ -341,12 +307,11 @@ pub(crate) fn cgroup_v1_view(
         .mode(0o755)
         .create(&target)
         .map_err(Error::io(format!("cannot create {}", target.display())))?;
-    nix::mount::mount(
-        Some("tmpfs"),
+    sys.mount_tmpfs(
+        "tmpfs",
         &target,
-        Some("tmpfs"),
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-        Some("mode=0755,size=64k"),
+        "mode=0755,size=64k",
     )
     .map_err(Error::sys(format!(
         "cannot mount a tmpfs at {}",
@@ -362,14 +327,8 @@ pub(crate) fn cgroup_v1_view(
                 .mode(0o755)
                 .create(&point)
                 .map_err(Error::io(format!("cannot create {}", point.display())))?;
-            nix::mount::mount(
-                Some(cgroup.as_path()),
-                &point,
-                None::<&str>,
-                MsFlags::MS_BIND,
-                None::<&str>,
-            )
-            .map_err(Error::sys(format!("cannot bind {}", cgroup.display())))?;
+            sys.bind(cgroup, &point, false)
+                .map_err(Error::sys(format!("cannot bind {}", cgroup.display())))?;
         }
         // The host's aliases (`cpu -> cpu,cpuacct`) for the hierarchies bound above.
         if let Some(root) = dirs.first().and_then(|(h, _)| h.mount.parent())
@@ -385,12 +344,12 @@ pub(crate) fn cgroup_v1_view(
             }
         }
         if !writable {
-            make_recursive_read_only(&target, MOUNT_ATTR_NOSUID_NODEV_NOEXEC)?;
+            make_recursive_read_only(sys, &target, MOUNT_ATTR_NOSUID_NODEV_NOEXEC)?;
         }
         Ok(target.clone())
     })();
     if result.is_err() {
-        let _ = crate::mounts::release(&target);
+        let _ = crate::mounts::release(sys, &target);
     }
     result
 }
@@ -413,6 +372,7 @@ pub(crate) struct Rootfs {
 /// missing, with its parents) and mounts the overlay of `lowers` (bottom to top) at
 /// `dir/rootfs`; checks in mountinfo that it is writable.
 pub(crate) fn mount_overlay(
+    sys: &dyn Sys,
     dir: &Path,
     writable: &Path,
     lowers: &[PathBuf],
@@ -437,12 +397,12 @@ pub(crate) fn mount_overlay(
     }
     // Only these directories, made by crius for this container, get the pod root as owner.
     for path in [&upper, &work] {
-        std::os::unix::fs::chown(path, Some(owner.0), Some(owner.1))
+        sys.chown(path, Some(owner.0), Some(owner.1))
             .map_err(Error::io(format!("cannot chown {}", path.display())))?;
     }
-    mount_overlay_fs(lowers, &upper, &work, &merged)?;
-    if let Err(e) = check_writable(&merged) {
-        let _ = nix::mount::umount2(&merged, nix::mount::MntFlags::MNT_DETACH);
+    mount_overlay_fs(sys, lowers, &upper, &work, &merged)?;
+    if let Err(e) = check_writable(sys, &merged) {
+        let _ = sys.unmount(&merged);
         return Err(e);
     }
     Ok(Rootfs { merged })
@@ -452,6 +412,7 @@ pub(crate) fn mount_overlay(
 /// first): no limit on the number of layers or the length of their paths (Linux 6.8+). An older
 /// kernel gets the classic option string, limited to a page.
 fn mount_overlay_fs(
+    sys: &dyn Sys,
     lowers: &[PathBuf],
     upper: &Path,
     work: &Path,
@@ -464,9 +425,9 @@ fn mount_overlay_fs(
         ("redirect_dir", "off".as_ref()),
         ("metacopy", "off".as_ref()),
     ];
-    match fs_overlay(lowers, &options, merged, "the overlay rootfs")? {
+    match fs_overlay(sys, lowers, &options, merged, "the overlay rootfs")? {
         true => Ok(()),
-        false => mount_overlay_classic(lowers, upper, work, merged),
+        false => mount_overlay_classic(sys, lowers, upper, work, merged),
     }
 }
 
@@ -474,47 +435,22 @@ fn mount_overlay_fs(
 /// API, one `lowerdir+` per layer. `Ok(false)` when the kernel does not know `lowerdir+`
 /// (nothing is mounted then); `what` names the mount in errors.
 fn fs_overlay(
+    sys: &dyn Sys,
     lowers: &[PathBuf],
     options: &[(&str, &std::ffi::OsStr)],
     target: &Path,
     what: &str,
 ) -> Result<bool, Error> {
-    use rustix::mount::{
-        FsMountFlags, FsOpenFlags, MountAttrFlags, MoveMountFlags, fsconfig_create,
-        fsconfig_set_string, fsmount, fsopen, move_mount,
-    };
-    let failed = |step: &str, e: rustix::io::Errno| Error::Sys {
-        what: format!("cannot mount {what} at {} ({step})", target.display()),
-        source: nix::errno::Errno::from_raw(e.raw_os_error()),
-    };
-    let fs = fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC).map_err(|e| failed("fsopen", e))?;
-    for lower in lowers.iter().rev() {
-        match fsconfig_set_string(&fs, "lowerdir+", lower) {
-            Ok(()) => {}
-            // The first layer given: a kernel without `lowerdir+` refuses the key.
-            Err(rustix::io::Errno::INVAL) if Some(lower) == lowers.last() => return Ok(false),
-            Err(e) => return Err(failed(&format!("lowerdir+ {}", lower.display()), e)),
-        }
-    }
-    for (key, value) in options {
-        fsconfig_set_string(&fs, *key, *value).map_err(|e| failed(key, e))?;
-    }
-    fsconfig_create(&fs).map_err(|e| failed("create", e))?;
-    let mount = fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, MountAttrFlags::empty())
-        .map_err(|e| failed("fsmount", e))?;
-    move_mount(
-        &mount,
-        "",
-        rustix::fs::CWD,
-        target,
-        MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
-    )
-    .map_err(|e| failed("move_mount", e))?;
-    Ok(true)
+    sys.mount_overlay(lowers, options, target)
+        .map_err(|e| Error::Sys {
+            what: format!("cannot mount {what} at {} ({})", target.display(), e.step),
+            source: e.source,
+        })
 }
 
 /// The overlay as one mount(2) option string (kernels without `lowerdir+`).
 fn mount_overlay_classic(
+    sys: &dyn Sys,
     lowers: &[PathBuf],
     upper: &Path,
     work: &Path,
@@ -531,19 +467,13 @@ fn mount_overlay_classic(
         escape(&upper.to_string_lossy()),
         escape(&work.to_string_lossy()),
     );
-    nix::mount::mount(
-        Some("overlay"),
-        merged,
-        Some("overlay"),
-        MsFlags::empty(),
-        Some(options.as_str()),
-    )
-    .map_err(Error::sys(format!(
-        "cannot mount the overlay rootfs at {} ({} layers; this kernel takes them in one \
+    sys.mount_overlay_classic(merged, &options)
+        .map_err(Error::sys(format!(
+            "cannot mount the overlay rootfs at {} ({} layers; this kernel takes them in one \
          page of options only)",
-        merged.display(),
-        lowers.len()
-    )))
+            merged.display(),
+            lowers.len()
+        )))
 }
 
 /// Escapes the characters overlayfs treats specially in its options.
@@ -555,8 +485,10 @@ fn escape(path: &str) -> String {
 
 /// Fails when the mount at `path` came out read-only (overlayfs falls back to read-only
 /// when its upper dir cannot be used, e.g. on an idmapped mount).
-pub(crate) fn check_writable(path: &Path) -> Result<(), Error> {
-    let text = mountinfo::read_self().map_err(Error::io("cannot read /proc/self/mountinfo"))?;
+pub(crate) fn check_writable(sys: &dyn Sys, path: &Path) -> Result<(), Error> {
+    let text = sys
+        .mountinfo()
+        .map_err(Error::io("cannot read /proc/self/mountinfo"))?;
     let mount = mountinfo::parse(&text)
         .filter(|m| m.mount_point == path)
         .last()
@@ -577,11 +509,11 @@ pub(crate) fn check_writable(path: &Path) -> Result<(), Error> {
 /// (`mounts/volume-N`) once its mount namespace holds its own copies. Left in place they pin
 /// the volumes' submounts on the host: a directory the host unmounted a tmpfs from could not
 /// be removed (EBUSY) while the container lives.
-pub(crate) fn release_volume_staging(dir: &Path) -> Result<(), Error> {
+pub(crate) fn release_volume_staging(sys: &dyn Sys, dir: &Path) -> Result<(), Error> {
     if let Ok(entries) = std::fs::read_dir(dir.join(MOUNTS)) {
         for entry in entries.flatten() {
             if entry.file_name().to_string_lossy().starts_with("volume-") {
-                crate::mounts::release(&entry.path())?;
+                crate::mounts::release(sys, &entry.path())?;
             }
         }
     }
@@ -604,13 +536,16 @@ pub(crate) fn remove_writable_root(root: Option<&Path>) -> Result<(), Error> {
 
 /// Unmounts a container's rootfs and idmapped mount sources (absent or unmounted is fine) and
 /// removes its directory. Nothing is removed while anything in it is still mounted.
-pub(crate) fn remove(dir: &Path) -> Result<(), Error> {
-    crate::mounts::release(&dir.join("rootfs"))?;
+pub(crate) fn remove(sys: &dyn Sys, dir: &Path) -> Result<(), Error> {
+    // Every mount is released even when one cannot be; the first error is reported.
+    let mut result = crate::mounts::release(sys, &dir.join("rootfs"));
     if let Ok(entries) = std::fs::read_dir(dir.join(MOUNTS)) {
         for entry in entries.flatten() {
-            crate::mounts::release(&entry.path())?;
+            let released = crate::mounts::release(sys, &entry.path());
+            result = result.and(released);
         }
     }
+    result?;
     match std::fs::remove_dir_all(dir) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
@@ -629,6 +564,7 @@ mod tests {
 
     #[test]
     fn root_is_a_mount_point() {
+        use crate::mountapi::is_mount_point;
         assert!(is_mount_point(Path::new("/")));
         assert!(is_mount_point(Path::new("/proc")));
     }

@@ -10,6 +10,7 @@ use nix::sys::signal::{SigSet, Signal};
 use nix::sys::wait::{WaitPidFlag, waitpid};
 use nix::unistd::Pid;
 
+use crate::sys::{Linux, Sys};
 use crate::{Error, capabilities};
 
 /// The namespaces the sandbox clone creates for `spec`.
@@ -146,7 +147,8 @@ fn child(spec: &SandboxSpec, go: OwnedFd, status: OwnedFd) -> ! {
         unsafe { libc::_exit(1) }
     }
     use std::os::fd::AsRawFd;
-    match child_setup(spec).and_then(|()| harden(status.as_raw_fd(), spec.userns.is_some())) {
+    match child_setup(&Linux, spec).and_then(|()| harden(status.as_raw_fd(), spec.userns.is_some()))
+    {
         Ok(()) => {
             let _ = status.write_all(b"ok");
             drop(status);
@@ -187,96 +189,57 @@ enum SetupError {
 }
 
 /// Maps a failed system call of step `what` to a [`SetupError`].
-fn sys(what: &'static str) -> impl FnOnce(nix::Error) -> SetupError {
+fn sys_error(what: &'static str) -> impl FnOnce(nix::Error) -> SetupError {
     move |source| SetupError::Sys { what, source }
 }
 
-fn child_setup(spec: &SandboxSpec) -> Result<(), SetupError> {
+fn child_setup(sys: &dyn Sys, spec: &SandboxSpec) -> Result<(), SetupError> {
     // Die with the monitor: a sandbox nobody monitors is not ready and must not linger.
-    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
-        .map_err(sys("cannot set the parent-death signal"))?;
+    sys.kill_with_parent()
+        .map_err(sys_error("cannot set the parent-death signal"))?;
     if spec.userns.is_some() {
         // Become the pod's root (the mapping's host id), with full capabilities in the new user
         // namespace. setgroups stays allowed so that containers can set their groups.
-        let root_gid = nix::unistd::Gid::from_raw(0);
-        let root_uid = nix::unistd::Uid::from_raw(0);
-        nix::unistd::setresgid(root_gid, root_gid, root_gid)
-            .map_err(sys("setresgid(0) in the user namespace"))?;
-        nix::unistd::setgroups(&[]).map_err(sys("setgroups([])"))?;
-        nix::unistd::setresuid(root_uid, root_uid, root_uid)
-            .map_err(sys("setresuid(0) in the user namespace"))?;
+        sys.setresgid(0)
+            .map_err(sys_error("setresgid(0) in the user namespace"))?;
+        sys.clear_groups().map_err(sys_error("setgroups([])"))?;
+        sys.setresuid(0)
+            .map_err(sys_error("setresuid(0) in the user namespace"))?;
         // Changing ids made the process non-dumpable, which would hide /proc/PID/ns/* from
         // the pod's own root: containers join the pod's namespaces through those paths.
-        nix::sys::prctl::set_dumpable(true).map_err(sys("cannot make the sandbox dumpable"))?;
+        sys.set_dumpable(true)
+            .map_err(sys_error("cannot make the sandbox dumpable"))?;
         // The kernel clears the parent-death signal when the credentials change: arm it again.
-        nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
-            .map_err(sys("cannot set the parent-death signal"))?;
+        sys.kill_with_parent()
+            .map_err(sys_error("cannot set the parent-death signal"))?;
     }
     if spec.new_net {
-        loopback_up()?;
+        sys.loopback_up().map_err(sys_error("cannot bring lo up"))?;
     }
     for (key, value) in &spec.sysctls {
         let path = crius_proto::sysctl_path(key)
             .ok_or_else(|| SetupError::BadSysctl { key: key.clone() })?;
-        std::fs::write(&path, value).map_err(|source| SetupError::Sysctl {
-            key: key.clone(),
-            value: value.clone(),
-            source,
-        })?;
+        sys.write(&path, value)
+            .map_err(|source| SetupError::Sysctl {
+                key: key.clone(),
+                value: value.clone(),
+                source,
+            })?;
     }
     // Mounts made in the pod's mount namespace never propagate back to the host.
-    nix::mount::mount(
-        None::<&str>,
-        "/",
-        None::<&str>,
-        nix::mount::MsFlags::MS_REC | nix::mount::MsFlags::MS_SLAVE,
-        None::<&str>,
-    )
-    .map_err(sys("cannot make / a slave mount"))?;
-    nix::unistd::sethostname(&spec.hostname).map_err(|source| SetupError::Hostname {
-        hostname: spec.hostname.clone(),
-        source,
-    })?;
-    Ok(())
-}
-
-/// Brings up `lo` of the pod's new network namespace (which gives it 127.0.0.1 and ::1), the
-/// job of CNI's `loopback` plugin, without running a plugin per pod.
-fn loopback_up() -> Result<(), SetupError> {
-    use std::os::fd::AsRawFd;
-    let socket = nix::sys::socket::socket(
-        nix::sys::socket::AddressFamily::Inet,
-        nix::sys::socket::SockType::Datagram,
-        nix::sys::socket::SockFlag::SOCK_CLOEXEC,
-        None,
-    )
-    .map_err(sys("cannot open a socket to set up lo"))?;
-    // SAFETY: ifreq is plain data, for which all zeroes is a valid value.
-    let mut request: libc::ifreq = unsafe { std::mem::zeroed() };
-    for (to, from) in request.ifr_name.iter_mut().zip(b"lo\0") {
-        *to = libc::c_char::from_ne_bytes([*from]);
-    }
-    // SAFETY: SIOCGIFFLAGS reads the name from `request` and writes its flags into it.
-    if unsafe { libc::ioctl(socket.as_raw_fd(), libc::SIOCGIFFLAGS, &mut request) } < 0 {
-        return Err(sys("cannot read the flags of lo")(nix::Error::last()));
-    }
-    // SAFETY: SIOCGIFFLAGS filled in the flags member of the union.
-    unsafe {
-        request.ifr_ifru.ifru_flags |= libc::c_short::try_from(libc::IFF_UP).unwrap_or(1);
-    }
-    // SAFETY: SIOCSIFFLAGS only reads `request`.
-    if unsafe { libc::ioctl(socket.as_raw_fd(), libc::SIOCSIFFLAGS, &request) } < 0 {
-        return Err(sys("cannot bring lo up")(nix::Error::last()));
-    }
+    sys.make_mounts_slaves()
+        .map_err(sys_error("cannot make / a slave mount"))?;
+    sys.sethostname(&spec.hostname)
+        .map_err(|source| SetupError::Hostname {
+            hostname: spec.hostname.clone(),
+            source,
+        })?;
     Ok(())
 }
 
 /// Leaves the parked process nothing to misuse: its standard descriptors on `/dev/null`, every
-/// other inherited descriptor closed (but `keep`, the status pipe), an empty read-only tmpfs
-/// as its root (the host's filesystem is unmounted from its mount namespace), no capabilities
-/// in any set, no_new_privs, neither the monitor's arguments nor its environment, and (unless
-/// `dumpable`: a user-namespaced pod's containers join its namespaces through
-/// `/proc/PID/ns/*`) not dumpable, so that a container cannot read or trace it.
+/// other inherited descriptor closed (but `keep`, the status pipe), neither the monitor's
+/// arguments nor its environment, then [`lock_down`].
 fn harden(keep: i32, dumpable: bool) -> Result<(), SetupError> {
     // The standard output is criusd's startup pipe and stderr the monitor's log.
     for fd in 0..=2 {
@@ -294,16 +257,24 @@ fn harden(keep: i32, dumpable: bool) -> Result<(), SetupError> {
     close(3, keep - 1);
     close(keep + 1, i32::MAX);
     scrub_arguments_and_environment();
-    empty_root()?;
-    // No capability left: bounding, ambient, then the effective, permitted and inheritable
-    // sets.
-    capabilities::drop_bounding_except(0);
-    capabilities::clear_ambient();
-    capabilities::set(0).map_err(|source| SetupError::Capabilities { source })?;
-    nix::sys::prctl::set_no_new_privs().map_err(sys("cannot set no_new_privs"))?;
+    lock_down(&Linux, dumpable)
+}
+
+/// An empty read-only tmpfs as the process's root (the host's filesystem is unmounted from its
+/// mount namespace), no capabilities in any set, no_new_privs, and (unless `dumpable`: a
+/// user-namespaced pod's containers join its namespaces through `/proc/PID/ns/*`) not
+/// dumpable, so that a container cannot read or trace it. The root goes first: changing it
+/// needs the capabilities dropped after it.
+fn lock_down(sys: &dyn Sys, dumpable: bool) -> Result<(), SetupError> {
+    sys.pivot_to_empty_root()
+        .map_err(sys_error("cannot make an empty tmpfs the sandbox's root"))?;
+    sys.drop_capabilities()
+        .map_err(|source| SetupError::Capabilities { source })?;
+    sys.set_no_new_privs()
+        .map_err(sys_error("cannot set no_new_privs"))?;
     if !dumpable {
-        nix::sys::prctl::set_dumpable(false)
-            .map_err(sys("cannot make the sandbox non-dumpable"))?;
+        sys.set_dumpable(false)
+            .map_err(sys_error("cannot make the sandbox non-dumpable"))?;
     }
     Ok(())
 }
@@ -347,36 +318,6 @@ fn scrub_arguments_and_environment() {
     }
 }
 
-/// Makes an empty read-only tmpfs the root of this process's (private) mount namespace and
-/// detaches the host's tree beneath it.
-fn empty_root() -> Result<(), SetupError> {
-    use nix::mount::{MntFlags, MsFlags};
-    let base = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
-    // Any existing directory serves as the mount point; /tmp exists on every host.
-    let point = "/tmp";
-    nix::mount::mount(
-        Some("tmpfs"),
-        point,
-        Some("tmpfs"),
-        base,
-        Some("size=4k,mode=0555"),
-    )
-    .map_err(sys("cannot mount the sandbox's empty root"))?;
-    nix::unistd::chdir(point).map_err(sys("cannot enter the empty root"))?;
-    // pivot_root(".", "."): the old root ends up stacked on the new one, then is detached.
-    nix::unistd::pivot_root(".", ".").map_err(sys("pivot_root"))?;
-    nix::mount::umount2(".", MntFlags::MNT_DETACH).map_err(sys("cannot detach the host's root"))?;
-    nix::unistd::chdir("/").map_err(sys("chdir /"))?;
-    nix::mount::mount(
-        None::<&str>,
-        "/",
-        None::<&str>,
-        base | MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY,
-        None::<&str>,
-    )
-    .map_err(sys("cannot make the sandbox's root read-only"))
-}
-
 /// The pause loop: reaps every child (as PID 1 of the pod's PID namespace it inherits orphans)
 /// and exits on SIGTERM or SIGINT.
 fn pause() -> ! {
@@ -409,11 +350,12 @@ fn pause() -> ! {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crius_proto::{IdRange, UserNamespace};
 
-    fn spec() -> SandboxSpec {
+    /// A sandbox spec for unit tests (new network, IPC and PID namespaces, no user namespace).
+    pub(crate) fn spec() -> SandboxSpec {
         SandboxSpec {
             version: crius_proto::PROTOCOL_VERSION,
             id: "x".into(),
@@ -428,6 +370,99 @@ mod tests {
             oom_score_adj: None,
             writable_root: None,
         }
+    }
+
+    /// The calls `steps` made on a fake that fails call `fail_at`, and their result.
+    fn record(
+        fail_at: Option<usize>,
+        steps: impl FnOnce(&dyn Sys) -> Result<(), SetupError>,
+    ) -> (Vec<String>, Result<(), SetupError>) {
+        let fake = crate::sys::fake::Fake::default();
+        fake.fail_at.set(fail_at);
+        let result = steps(&fake);
+        (fake.calls.take(), result)
+    }
+
+    fn userns_spec() -> SandboxSpec {
+        let mut s = spec();
+        s.userns = Some(UserNamespace {
+            uids: vec![IdRange {
+                container_id: 0,
+                host_id: 100000,
+                length: 65536,
+            }],
+            gids: vec![],
+        });
+        s.sysctls
+            .insert("net.ipv4.ip_unprivileged_port_start".into(), "0".into());
+        s
+    }
+
+    #[test]
+    fn the_sandbox_becomes_the_pods_root_in_order() {
+        let (calls, result) = record(None, |sys| child_setup(sys, &userns_spec()));
+        result.unwrap();
+        assert_eq!(
+            calls,
+            [
+                "pdeathsig KILL",
+                // The group and the supplementary groups go before the uid: afterwards the
+                // process may no longer change them.
+                "setresgid 0",
+                "setgroups []",
+                "setresuid 0",
+                "dumpable true",
+                // Changing the credentials cleared the parent-death signal.
+                "pdeathsig KILL",
+                "link-up lo",
+                "write /proc/sys/net/ipv4/ip_unprivileged_port_start/0",
+                "slave /",
+                "hostname h",
+            ]
+        );
+        let (calls, result) = record(None, |sys| child_setup(sys, &spec()));
+        result.unwrap();
+        assert_eq!(
+            calls,
+            ["pdeathsig KILL", "link-up lo", "slave /", "hostname h"]
+        );
+    }
+
+    #[test]
+    fn a_failed_sandbox_step_stops_the_set_up_and_names_itself() {
+        let (all, _) = record(None, |sys| child_setup(sys, &userns_spec()));
+        for (step, call) in all.iter().enumerate() {
+            let (calls, result) = record(Some(step), |sys| child_setup(sys, &userns_spec()));
+            let message = result.expect_err(call).to_string();
+            assert_eq!(calls.len(), step + 1, "{call} did not stop the set-up");
+            assert!(message.contains("Operation not permitted"), "{message}");
+        }
+        let (_, result) = record(Some(3), |sys| child_setup(sys, &userns_spec()));
+        assert_eq!(
+            result.unwrap_err().to_string(),
+            "setresuid(0) in the user namespace: EPERM: Operation not permitted"
+        );
+    }
+
+    #[test]
+    fn the_sandbox_drops_its_capabilities_after_its_root() {
+        let (calls, result) = record(None, |sys| lock_down(sys, false));
+        result.unwrap();
+        assert_eq!(
+            calls,
+            [
+                "pivot /tmp",
+                "capabilities 0",
+                "no_new_privs 1",
+                "dumpable false"
+            ]
+        );
+        let (calls, result) = record(None, |sys| lock_down(sys, true));
+        result.unwrap();
+        assert_eq!(calls, ["pivot /tmp", "capabilities 0", "no_new_privs 1"]);
+        let (calls, result) = record(Some(0), |sys| lock_down(sys, true));
+        assert_eq!(calls, ["pivot /tmp"]);
+        assert!(result.is_err());
     }
 
     #[test]

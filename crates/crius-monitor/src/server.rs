@@ -17,6 +17,7 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
 use crate::attach::Source;
+use crate::sys::Linux;
 use crate::{Error, cgroup, containers, log, mounts, rootfs, sandbox, systemd, write_state};
 
 /// How long one client may take to send its request.
@@ -101,10 +102,10 @@ impl Monitor {
         };
         let result = (|| {
             if spec.new_net {
-                state.netns = Some(mounts::pin_netns(dir, pid.as_raw())?);
+                state.netns = Some(mounts::pin_netns(&Linux, dir, pid.as_raw())?);
             }
             if spec.new_ipc && spec.shm_size > 0 {
-                mounts::mount_shm(dir, spec.shm_size)?;
+                mounts::mount_shm(&Linux, dir, spec.shm_size)?;
             }
             write_state(dir, &state)?;
             let socket = dir.join(layout::SOCKET);
@@ -367,8 +368,8 @@ impl Monitor {
                     for id in ids {
                         self.remove_container(&id)?;
                     }
-                    rootfs::release_layers(&self.dir)?;
-                    mounts::release(&self.dir.join(layout::SHM))?;
+                    rootfs::release_layers(&Linux, &self.dir)?;
+                    mounts::release(&Linux, &self.dir.join(layout::SHM))?;
                     rootfs::remove_writable_root(self.spec.writable_root.as_deref())?;
                     remove_pod_cgroup(self.spec.cgroup.as_ref(), &self.state.cgroup_dirs);
                     let _ = std::fs::remove_file(self.dir.join(layout::SOCKET));
@@ -409,7 +410,7 @@ impl Monitor {
             }
         }
         if let Some(netns) = self.state.netns.take() {
-            mounts::release(&netns)?;
+            mounts::release(&Linux, &netns)?;
             self.save();
         }
         Ok(())
@@ -438,6 +439,7 @@ impl Monitor {
             },
         };
         let (state, live) = containers::create(
+            &Linux,
             &self.dir,
             &self.spec,
             self.state.sandbox_pid,
@@ -528,7 +530,7 @@ impl Monitor {
     fn remove_container(&mut self, id: &str) -> Result<(), Error> {
         self.kill_container(id);
         let state = self.state.containers.get(id).cloned();
-        containers::release(&self.dir, id, state.as_deref())?;
+        containers::release(&Linux, &self.dir, id, state.as_deref())?;
         self.live.remove(id);
         if self.state.containers.remove(id).is_some() {
             self.save();
@@ -549,8 +551,8 @@ struct Undo {
 impl Drop for Undo {
     fn drop(&mut self) {
         if self.armed {
-            let _ = mounts::release(&self.dir.join(layout::NETNS));
-            let _ = mounts::release(&self.dir.join(layout::SHM));
+            let _ = mounts::release(&Linux, &self.dir.join(layout::NETNS));
+            let _ = mounts::release(&Linux, &self.dir.join(layout::SHM));
             remove_pod_cgroup(self.scope.as_ref(), &self.cgroups);
         }
     }
@@ -607,12 +609,12 @@ pub(crate) fn cleanup(dir: &Path) -> Result<(), Error> {
         {
             let _ = nix::sys::signal::kill(Pid::from_raw(c.pid), Signal::SIGKILL);
         }
-        containers::release(dir, &id, container)?;
+        containers::release(&Linux, dir, &id, container)?;
     }
-    rootfs::release_layers(dir)?;
+    rootfs::release_layers(&Linux, dir)?;
     rootfs::remove_writable_root(spec.as_ref().and_then(|s| s.writable_root.as_deref()))?;
-    mounts::release(&dir.join(layout::NETNS))?;
-    mounts::release(&dir.join(layout::SHM))?;
+    mounts::release(&Linux, &dir.join(layout::NETNS))?;
+    mounts::release(&Linux, &dir.join(layout::SHM))?;
     remove_pod_cgroup(spec.as_ref().and_then(|s| s.cgroup.as_ref()), &cgroups);
     let _ = std::fs::remove_file(dir.join(layout::SOCKET));
     Ok(())
