@@ -26,15 +26,7 @@ pub const REFERENCE_MAX: usize = 4096;
 /// A reference as shown in an error: quoted and escaped, cut after 128 bytes so a huge request
 /// does not make a huge message (gRPC carries it in a header).
 pub fn shown(value: &str) -> String {
-    const SHOWN_MAX: usize = 128;
-    if value.len() <= SHOWN_MAX {
-        return format!("{value:?}");
-    }
-    let mut end = SHOWN_MAX;
-    while !value.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{:?}... ({} bytes)", &value[..end], value.len())
+    crius_proto::shown_cut(value, 128)
 }
 
 /// A normalised image reference: registry, repository, and a tag and/or a digest.

@@ -129,7 +129,8 @@ pub(crate) fn run(pod_dir: &Path, id: &str, cmd: &[std::ffi::OsString]) -> u8 {
         eprintln!("crius exec: {e}");
         return SETUP_FAILED;
     }
-    hide_command_line();
+    // `/proc/PID/cmdline` names the host's pod directory; the arguments were copied before.
+    crate::proctitle::overwrite(b"crius-exec", false);
     match setup_and_run(pod_dir, id, cmd) {
         Ok(code) => code,
         Err(e) => {
@@ -160,41 +161,6 @@ pub(crate) fn run(pod_dir: &Path, id: &str, cmd: &[std::ffi::OsString]) -> u8 {
 /// and kubelet runs an exec probe every few seconds per container.
 fn forbid_dumping() -> Result<(), ExecError> {
     nix::sys::prctl::set_dumpable(false).map_err(sys("cannot become non-dumpable"))
-}
-
-/// Overwrites this process's argument area (`/proc/PID/cmdline` stays readable to every
-/// process that can see it, dumpable or not): it names the host's pod directory. The
-/// arguments were copied before; the command line becomes `crius-exec`.
-fn hide_command_line() {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
-        return;
-    };
-    // Fields after the parenthesised command name start at field 3; arg_start and arg_end
-    // are fields 48 and 49.
-    let Some((_, rest)) = stat.rsplit_once(')') else {
-        return;
-    };
-    let fields: Vec<usize> = rest
-        .split_whitespace()
-        .skip(45)
-        .take(2)
-        .filter_map(|f| f.parse().ok())
-        .collect();
-    let [start, end] = fields[..] else {
-        return;
-    };
-    let Some(len) = end.checked_sub(start).filter(|l| *l > 0 && *l < (1 << 20)) else {
-        return;
-    };
-    let name = b"crius-exec";
-    // SAFETY: [start, end) is this process's own argument area, mapped writable in its
-    // stack; the arguments were copied into owned strings before, and nothing reads the
-    // area afterwards.
-    unsafe {
-        let area = start as *mut u8;
-        std::ptr::write_bytes(area, 0, len);
-        std::ptr::copy_nonoverlapping(name.as_ptr(), area, name.len().min(len - 1));
-    }
 }
 
 struct Target {

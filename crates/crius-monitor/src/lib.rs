@@ -19,6 +19,7 @@ mod mountapi;
 mod mounts;
 mod ocispec;
 mod probe;
+mod proctitle;
 mod resolve;
 mod rootfs;
 mod sandbox;

@@ -29,11 +29,7 @@ pub(crate) fn idmapped_layers(
     sandbox_pid: i32,
 ) -> Result<Vec<PathBuf>, Error> {
     let views = pod_dir.join(LAYERS);
-    match std::fs::DirBuilder::new().mode(0o700).create(&views) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-        Err(e) => return Err(Error::io(format!("cannot create {}", views.display()))(e)),
-    }
+    make_dir(&views, 0o700, true)?;
     let ns = open_userns(sys, sandbox_pid)?;
     let mut out = Vec::with_capacity(layer_dirs.len());
     for layer in layer_dirs {
@@ -51,11 +47,7 @@ pub(crate) fn idmapped_layers(
         };
         let target = views.join(name);
         if !sys.is_mount_point(&target) {
-            match std::fs::DirBuilder::new().mode(0o700).create(&target) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-                Err(e) => return Err(Error::io(format!("cannot create {}", target.display()))(e)),
-            }
+            make_dir(&target, 0o700, true)?;
             sys.idmapped_clone(
                 layer,
                 &ns,
@@ -80,6 +72,15 @@ pub(crate) fn release_layers(sys: &dyn Sys, pod_dir: &Path) -> Result<(), Error>
         }
     }
     crate::mounts::release(sys, &views)
+}
+
+/// Creates the directory `path` with `mode` (an existing one is fine when `existing_ok`).
+fn make_dir(path: &Path, mode: u32, existing_ok: bool) -> Result<(), Error> {
+    match std::fs::DirBuilder::new().mode(mode).create(path) {
+        Ok(()) => Ok(()),
+        Err(e) if existing_ok && e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(Error::io(format!("cannot create {}", path.display()))(e)),
+    }
 }
 
 /// The user namespace of the sandbox process `sandbox_pid`.
@@ -208,19 +209,12 @@ pub(crate) fn read_only_in(
 /// Creates the mount point `<dir>/mounts/<name>`, a directory or a file like `source`.
 fn mount_point(dir: &Path, name: &str, source: &Path) -> Result<PathBuf, Error> {
     let mounts = dir.join(MOUNTS);
-    match std::fs::DirBuilder::new().mode(0o700).create(&mounts) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-        Err(e) => return Err(Error::io(format!("cannot create {}", mounts.display()))(e)),
-    }
+    make_dir(&mounts, 0o700, true)?;
     let target = mounts.join(name);
     let meta = std::fs::metadata(source)
         .map_err(Error::io(format!("cannot stat {}", source.display())))?;
     if meta.is_dir() {
-        std::fs::DirBuilder::new()
-            .mode(0o755)
-            .create(&target)
-            .map_err(Error::io(format!("cannot create {}", target.display())))?;
+        make_dir(&target, 0o755, false)?;
     } else {
         std::fs::File::create(&target)
             .map_err(Error::io(format!("cannot create {}", target.display())))?;
@@ -239,10 +233,7 @@ pub(crate) fn image_volume(
     sub_path: &str,
 ) -> Result<PathBuf, Error> {
     let target = dir.join(MOUNTS).join(name);
-    std::fs::DirBuilder::new()
-        .mode(0o755)
-        .create(&target)
-        .map_err(Error::io(format!("cannot create {}", target.display())))?;
+    make_dir(&target, 0o755, false)?;
     match layers {
         [] => {
             return Err(Error::NoLayers {
@@ -303,10 +294,7 @@ pub(crate) fn cgroup_v1_view(
     writable: bool,
 ) -> Result<PathBuf, Error> {
     let target = dir.join(MOUNTS).join(CGROUP_VIEW);
-    std::fs::DirBuilder::new()
-        .mode(0o755)
-        .create(&target)
-        .map_err(Error::io(format!("cannot create {}", target.display())))?;
+    make_dir(&target, 0o755, false)?;
     sys.mount_tmpfs(
         "tmpfs",
         &target,
@@ -323,10 +311,7 @@ pub(crate) fn cgroup_v1_view(
                 continue;
             };
             let point = target.join(name);
-            std::fs::DirBuilder::new()
-                .mode(0o755)
-                .create(&point)
-                .map_err(Error::io(format!("cannot create {}", point.display())))?;
+            make_dir(&point, 0o755, false)?;
             sys.bind(cgroup, &point, false)
                 .map_err(Error::sys(format!("cannot bind {}", cgroup.display())))?;
         }
@@ -390,10 +375,7 @@ pub(crate) fn mount_overlay(
     let work = writable.join("work");
     let merged = dir.join("rootfs");
     for (path, mode) in [(&upper, 0o755), (&work, 0o700), (&merged, 0o755)] {
-        std::fs::DirBuilder::new()
-            .mode(mode)
-            .create(path)
-            .map_err(Error::io(format!("cannot create {}", path.display())))?;
+        make_dir(path, mode, false)?;
     }
     // Only these directories, made by crius for this container, get the pod root as owner.
     for path in [&upper, &work] {

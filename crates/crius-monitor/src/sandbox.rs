@@ -256,7 +256,9 @@ fn harden(keep: i32, dumpable: bool) -> Result<(), SetupError> {
     };
     close(3, keep - 1);
     close(keep + 1, i32::MAX);
-    scrub_arguments_and_environment();
+    // The monitor's arguments and environment name the host's state directory, the pod id
+    // and criusd's environment; every process of the pod reads them as `/proc/1/*`.
+    crate::proctitle::overwrite(b"pause", true);
     lock_down(&Linux, dumpable)
 }
 
@@ -277,45 +279,6 @@ fn lock_down(sys: &dyn Sys, dumpable: bool) -> Result<(), SetupError> {
             .map_err(sys_error("cannot make the sandbox non-dumpable"))?;
     }
     Ok(())
-}
-
-/// Overwrites this process's argument and environment areas (the monitor's: they name the
-/// host's state directory, the pod id and criusd's environment, and every process of the pod
-/// can read them as `/proc/1/cmdline` and `/proc/1/environ`): the command line becomes `pause`,
-/// the environment empty.
-fn scrub_arguments_and_environment() {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
-        return;
-    };
-    // Fields after the parenthesised command name start at field 3; arg_start, arg_end,
-    // env_start and env_end are fields 48 to 51.
-    let Some((_, rest)) = stat.rsplit_once(')') else {
-        return;
-    };
-    let fields: Vec<usize> = rest
-        .split_whitespace()
-        .skip(45)
-        .take(4)
-        .filter_map(|f| f.parse().ok())
-        .collect();
-    let [arg_start, arg_end, env_start, env_end] = fields[..] else {
-        return;
-    };
-    for (start, end, text) in [
-        (arg_start, arg_end, &b"pause"[..]),
-        (env_start, env_end, &b""[..]),
-    ] {
-        let Some(len) = end.checked_sub(start).filter(|l| *l > 0 && *l < (1 << 20)) else {
-            continue;
-        };
-        // SAFETY: [start, end) is this process's own argument or environment area, mapped
-        // writable in its stack; nothing reads it once the sandbox is parked.
-        unsafe {
-            let area = start as *mut u8;
-            std::ptr::write_bytes(area, 0, len);
-            std::ptr::copy_nonoverlapping(text.as_ptr(), area, text.len().min(len - 1));
-        }
-    }
 }
 
 /// The pause loop: reaps every child (as PID 1 of the pod's PID namespace it inherits orphans)

@@ -747,6 +747,19 @@ pub enum IdmapSupport {
     Unknown,
 }
 
+/// A client-supplied string as an error shows it: quoted and escaped, cut after `max` bytes, so
+/// a huge value does not make a huge message (gRPC carries it in a header).
+pub fn shown_cut(value: &str, max: usize) -> String {
+    if value.len() <= max {
+        return format!("{value:?}");
+    }
+    let mut end = max;
+    while !value.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{:?}... ({} bytes)", &value[..end], value.len())
+}
+
 /// A path naming `dir/name` that fits a unix socket address (108 bytes) however long `dir` is:
 /// `/proc/self/fd/N/name` through the returned open descriptor of `dir`, which must be kept
 /// open while the path is used.

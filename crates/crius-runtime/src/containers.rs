@@ -100,6 +100,23 @@ pub struct ContainerView {
     pub monitor_died: bool,
 }
 
+impl ContainerView {
+    /// Whether the container's id starts with `id`, its pod's with `pod_id` (empty: any) and
+    /// its labels hold every pair of `labels`: a list filter.
+    pub fn selected_by(
+        &self,
+        id: &str,
+        pod_id: &str,
+        labels: &std::collections::HashMap<String, String>,
+    ) -> bool {
+        self.record.id.starts_with(id)
+            && self.record.pod_id.starts_with(pod_id)
+            && labels
+                .iter()
+                .all(|(k, v)| self.record.labels.get(k) == Some(v))
+    }
+}
+
 /// The exit code given to a container whose process died with its pod monitor: the kernel
 /// kills every process of a pid namespace with SIGKILL when its init (the sandbox) dies.
 pub const MONITOR_DIED_EXIT_CODE: i32 = 128 + 9;

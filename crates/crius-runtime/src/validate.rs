@@ -143,15 +143,7 @@ const DNS_ENTRIES_MAX: usize = 32;
 /// How a client-supplied string is shown in an error: quoted, escaped, cut after 64 bytes, so a
 /// 64 KiB value does not make a 64 KiB message (gRPC carries it in a header).
 pub fn shown(value: &str) -> String {
-    const SHOWN_MAX: usize = 64;
-    if value.len() <= SHOWN_MAX {
-        return format!("{value:?}");
-    }
-    let mut end = SHOWN_MAX;
-    while !value.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{:?}... ({} bytes)", &value[..end], value.len())
+    crius_proto::shown_cut(value, 64)
 }
 
 /// A metadata string: names files and cgroups nowhere, but is logged, listed and matched; it

@@ -442,22 +442,12 @@ impl Cri {
         let all = self.pods.list_containers().map_err(pod_error)?;
         Ok(all
             .iter()
-            .filter(|v| filter.id.is_empty() || v.record.id.starts_with(&filter.id))
             .filter(|v| {
-                filter.pod_sandbox_id.is_empty()
-                    || v.record.pod_id.starts_with(&filter.pod_sandbox_id)
-            })
-            .filter(|v| {
-                filter
-                    .state
-                    .as_ref()
-                    .is_none_or(|s| s.state == cri_state(v.state))
-            })
-            .filter(|v| {
-                filter
-                    .label_selector
-                    .iter()
-                    .all(|(k, val)| v.record.labels.get(k) == Some(val))
+                v.selected_by(&filter.id, &filter.pod_sandbox_id, &filter.label_selector)
+                    && filter
+                        .state
+                        .as_ref()
+                        .is_none_or(|s| s.state == cri_state(v.state))
             })
             .map(container_of)
             .collect())

@@ -359,16 +359,8 @@ impl Cri {
             }
             let views: Vec<ContainerView> = all
                 .into_iter()
-                .filter(|v| filter.id.is_empty() || v.record.id.starts_with(&filter.id))
                 .filter(|v| {
-                    filter.pod_sandbox_id.is_empty()
-                        || v.record.pod_id.starts_with(&filter.pod_sandbox_id)
-                })
-                .filter(|v| {
-                    filter
-                        .label_selector
-                        .iter()
-                        .all(|(k, val)| v.record.labels.get(k) == Some(val))
+                    v.selected_by(&filter.id, &filter.pod_sandbox_id, &filter.label_selector)
                 })
                 .collect();
             Ok(collect(pods, &views, LAYER_CACHE_TTL, &container_fs(pods)))
