@@ -288,12 +288,21 @@ pub(crate) fn attach_container(
     r: &Resources,
 ) -> Result<Vec<PathBuf>, Error> {
     relative_dir(spec)?;
+    let all = hierarchies();
     let mut dirs = Vec::new();
-    for (h, dir) in pod_dirs(spec) {
+    for (h, dir) in pod_dirs_in(all.clone(), spec) {
         make_dirs(&h, &dir)?;
         dirs.push(dir);
     }
-    enter(&dirs, pid)?;
+    // Every move into a cgroup waits for an RCU grace period (milliseconds): the
+    // hierarchies libcontainer already put the process in are left alone.
+    let already = of_process(&pid.to_string(), &all);
+    let missing: Vec<PathBuf> = dirs
+        .iter()
+        .filter(|d| !already.contains(d))
+        .cloned()
+        .collect();
+    enter(&missing, pid)?;
     apply(&dirs, r)?;
     Ok(dirs)
 }
@@ -348,9 +357,14 @@ pub(crate) fn enter(dirs: &[PathBuf], pid: i32) -> Result<(), Error> {
 
 /// The cgroup directories this process is in now, one per hierarchy.
 pub(crate) fn current() -> Vec<PathBuf> {
-    let text = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+    of_process("self", &hierarchies())
+}
+
+/// The cgroup directories process `pid` (or `self`) is in, one per hierarchy of `all`.
+fn of_process(pid: &str, all: &[Hierarchy]) -> Vec<PathBuf> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
     let mut out = Vec::new();
-    for h in hierarchies() {
+    for h in all {
         for line in text.lines() {
             let mut parts = line.splitn(3, ':');
             let (Some(_), Some(ctrls), Some(path)) = (parts.next(), parts.next(), parts.next())

@@ -501,8 +501,10 @@ fn launch(
     let oci = ocispec::build(spec, &ns, id, &cgroups_path)?;
     // The spec holds the environment (Secrets passed as env): root only.
     let config_json = serde_json::to_vec(&oci).map_err(|source| Error::EncodeSpec { source })?;
-    crius_proto::write_whole(&dir.join("config.json"), &config_json, 0o600)
-        .map_err(|e| Error::io("cannot write the runtime spec")(e.source))?;
+    // Read by libcontainer at once, never after a crash (the start-up sweep removes a container
+    // left half-made): no fsync.
+    write_new(&dir.join("config.json"), &config_json, 0o600)
+        .map_err(Error::io("cannot write the runtime spec"))?;
 
     let log = LogWriter::new(spec.log.as_ref().map(|l| crate::logs::LogTarget {
         directory: l.directory.clone(),
@@ -620,6 +622,18 @@ fn launch(
     };
     let attach = Attach::bind(dir, stdin_writer, spec.stdin_once, pty)?;
     Ok((state, Live { pipes, log, attach }))
+}
+
+/// Writes `data` to the new file `path` (created with `mode`).
+fn write_new(path: &Path, data: &[u8], mode: u32) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)?
+        .write_all(data)
 }
 
 /// The container's stdio before libcontainer creates it: the container's ends (none with a
@@ -993,7 +1007,10 @@ mod tests {
         assert!(at(&pod_dir.join("layers/b"), "attach") < overlay);
         assert!(at(&tmp.path().join("writable/c/upper"), "chown") < overlay);
         assert!(at(&tmp.path().join("writable/c/work"), "chown") < overlay);
-        assert_eq!(calls[overlay + 1], "mountinfo /proc/self/mountinfo");
+        assert_eq!(
+            calls[overlay + 1],
+            format!("statfs {}", dir.join("rootfs").display())
+        );
         // The host's /sys: bound, made private, then read-only in every submount.
         let sys = mounts.join(rootfs::HOST_SYS);
         assert!(at(&sys, "bind") < at(&sys, "propagation"));

@@ -468,6 +468,14 @@ fn escape(path: &str) -> String {
 /// Fails when the mount at `path` came out read-only (overlayfs falls back to read-only
 /// when its upper dir cannot be used, e.g. on an idmapped mount).
 pub(crate) fn check_writable(sys: &dyn Sys, path: &Path) -> Result<(), Error> {
+    // statfs answers from the mount and its superblock alone; mountinfo, which lists every
+    // mount of the node, is read only to explain a refusal.
+    let read_only = sys
+        .is_read_only(path)
+        .map_err(Error::io(format!("cannot statfs {}", path.display())))?;
+    if !read_only {
+        return Ok(());
+    }
     let text = sys
         .mountinfo()
         .map_err(Error::io("cannot read /proc/self/mountinfo"))?;
@@ -477,14 +485,11 @@ pub(crate) fn check_writable(sys: &dyn Sys, path: &Path) -> Result<(), Error> {
         .ok_or_else(|| Error::NotInMountinfo {
             path: path.to_owned(),
         })?;
-    if mount.read_only() {
-        return Err(Error::ReadOnlyRootfs {
-            path: path.to_owned(),
-            mount_options: mount.mount_options.to_owned(),
-            super_options: mount.super_options.to_owned(),
-        });
-    }
-    Ok(())
+    Err(Error::ReadOnlyRootfs {
+        path: path.to_owned(),
+        mount_options: mount.mount_options.to_owned(),
+        super_options: mount.super_options.to_owned(),
+    })
 }
 
 /// Detaches and removes the host-side staging mounts of a container's volumes
@@ -538,6 +543,35 @@ pub(crate) fn remove(sys: &dyn Sys, dir: &Path) -> Result<(), Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_read_only_overlay_is_refused_and_unmounted() {
+        let tmp = tempfile::tempdir().unwrap();
+        let fake = crate::sys::fake::Fake {
+            read_only_overlays: true,
+            ..Default::default()
+        };
+        let lowers = [tmp.path().join("a")];
+        let refused = mount_overlay(&fake, tmp.path(), &tmp.path().join("w"), &lowers, (1, 1));
+        match refused {
+            Err(Error::ReadOnlyRootfs {
+                path,
+                mount_options,
+                ..
+            }) => {
+                assert_eq!(path, tmp.path().join("rootfs"));
+                assert!(mount_options.starts_with("ro"), "{mount_options}");
+            }
+            other => panic!("not refused: {other:?}"),
+        }
+        assert_eq!(fake.mounts_below(tmp.path()), []);
+        let fake = crate::sys::fake::Fake::default();
+        let tmp = tempfile::tempdir().unwrap();
+        let root = mount_overlay(&fake, tmp.path(), &tmp.path().join("w"), &lowers, (1, 1));
+        assert_eq!(root.unwrap().merged, tmp.path().join("rootfs"));
+        // Checked by statfs alone: the node's mount table is not read.
+        assert!(!fake.calls.borrow().iter().any(|c| c.starts_with("mountinfo")));
+    }
 
     #[test]
     fn escapes_overlay_separators() {

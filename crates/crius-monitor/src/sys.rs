@@ -80,6 +80,8 @@ pub(crate) trait Sys {
     fn chown(&self, path: &Path, uid: Option<u32>, gid: Option<u32>) -> std::io::Result<()>;
     /// The text of this process's mountinfo.
     fn mountinfo(&self) -> std::io::Result<String>;
+    /// Whether the mount at `path` or its filesystem is read-only (statfs's `ST_RDONLY`).
+    fn is_read_only(&self, path: &Path) -> std::io::Result<bool>;
     /// The cgroup hierarchies mounted in this mount namespace.
     fn cgroup_hierarchies(&self) -> Vec<Hierarchy>;
 
@@ -231,6 +233,11 @@ impl Sys for Linux {
         crius_proto::mountinfo::read_self()
     }
 
+    fn is_read_only(&self, path: &Path) -> std::io::Result<bool> {
+        let st = nix::sys::statvfs::statvfs(path)?;
+        Ok(st.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY))
+    }
+
     fn cgroup_hierarchies(&self) -> Vec<Hierarchy> {
         crate::cgroup::hierarchies()
     }
@@ -372,6 +379,8 @@ pub(crate) mod fake {
         pub(crate) fail_at: Cell<Option<usize>>,
         /// What [`Sys::cgroup_hierarchies`] answers.
         pub(crate) hierarchies: Vec<Hierarchy>,
+        /// Overlays come out read-only (as when their upper dir is unusable).
+        pub(crate) read_only_overlays: bool,
     }
 
     impl Fake {
@@ -450,6 +459,9 @@ pub(crate) mod fake {
             };
             self.call("overlay", target).map_err(failed)?;
             self.mount(target, "overlay").map_err(failed)?;
+            if let Some(m) = self.mounts.borrow_mut().last_mut() {
+                m.read_only = self.read_only_overlays;
+            }
             Ok(true)
         }
 
@@ -549,6 +561,17 @@ pub(crate) mod fake {
                 ));
             }
             Ok(text)
+        }
+
+        fn is_read_only(&self, path: &Path) -> std::io::Result<bool> {
+            self.call("statfs", path)?;
+            Ok(self
+                .mounts
+                .borrow()
+                .iter()
+                .rev()
+                .find(|m| path.starts_with(&m.target))
+                .is_some_and(|m| m.read_only))
         }
 
         fn cgroup_hierarchies(&self) -> Vec<Hierarchy> {
