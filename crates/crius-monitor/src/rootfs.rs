@@ -570,7 +570,13 @@ mod tests {
         let root = mount_overlay(&fake, tmp.path(), &tmp.path().join("w"), &lowers, (1, 1));
         assert_eq!(root.unwrap().merged, tmp.path().join("rootfs"));
         // Checked by statfs alone: the node's mount table is not read.
-        assert!(!fake.calls.borrow().iter().any(|c| c.starts_with("mountinfo")));
+        assert!(
+            !fake
+                .calls
+                .borrow()
+                .iter()
+                .any(|c| c.starts_with("mountinfo"))
+        );
     }
 
     #[test]

@@ -61,6 +61,7 @@ impl Monitor {
             None => Vec::new(),
         };
         let mut undo = Undo {
+            sys: &Linux,
             dir: dir.to_owned(),
             cgroups: cgroup_dirs.clone(),
             scope: systemd_scope.cloned(),
@@ -100,30 +101,7 @@ impl Monitor {
             exit: None,
             containers: Default::default(),
         };
-        let result = (|| {
-            if spec.new_net {
-                state.netns = Some(mounts::pin_netns(&Linux, dir, pid.as_raw())?);
-            }
-            if spec.new_ipc && spec.shm_size > 0 {
-                mounts::mount_shm(&Linux, dir, spec.shm_size)?;
-            }
-            write_state(dir, &state)?;
-            let socket = dir.join(layout::SOCKET);
-            let _ = std::fs::remove_file(&socket);
-            let listener = crius_proto::socket_path(dir, layout::SOCKET)
-                .and_then(|(_dir, short)| UnixListener::bind(short))
-                .map_err(Error::io(format!("cannot listen on {}", socket.display())))?;
-            // Root's alone: the pod's mapped root may traverse the pod directory.
-            std::fs::set_permissions(
-                &socket,
-                <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o600),
-            )
-            .map_err(Error::io(format!("cannot restrict {}", socket.display())))?;
-            listener
-                .set_nonblocking(true)
-                .map_err(Error::io("cannot make the socket non-blocking"))?;
-            Ok(listener)
-        })();
+        let result = settle(&Linux, dir, spec, &mut state);
         match result {
             Ok(listener) => {
                 undo.armed = false;
@@ -539,8 +517,41 @@ impl Monitor {
     }
 }
 
+/// The pod's host side once its sandbox runs: the pinned network namespace, the shm tmpfs, the
+/// state file, the socket. [`Undo`] releases the mounts when a step fails.
+fn settle(
+    sys: &dyn crate::sys::Sys,
+    dir: &Path,
+    spec: &SandboxSpec,
+    state: &mut MonitorState,
+) -> Result<UnixListener, Error> {
+    if spec.new_net {
+        state.netns = Some(mounts::pin_netns(sys, dir, state.sandbox_pid)?);
+    }
+    if spec.new_ipc && spec.shm_size > 0 {
+        mounts::mount_shm(sys, dir, spec.shm_size)?;
+    }
+    write_state(dir, state)?;
+    let socket = dir.join(layout::SOCKET);
+    let _ = std::fs::remove_file(&socket);
+    let listener = crius_proto::socket_path(dir, layout::SOCKET)
+        .and_then(|(_dir, short)| UnixListener::bind(short))
+        .map_err(Error::io(format!("cannot listen on {}", socket.display())))?;
+    // Root's alone: the pod's mapped root may traverse the pod directory.
+    std::fs::set_permissions(
+        &socket,
+        <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o600),
+    )
+    .map_err(Error::io(format!("cannot restrict {}", socket.display())))?;
+    listener
+        .set_nonblocking(true)
+        .map_err(Error::io("cannot make the socket non-blocking"))?;
+    Ok(listener)
+}
+
 /// Removes what a partly started monitor made, unless disarmed.
-struct Undo {
+struct Undo<'a> {
+    sys: &'a dyn crate::sys::Sys,
     dir: PathBuf,
     cgroups: Vec<PathBuf>,
     /// The pod's systemd scope (systemd driver).
@@ -548,11 +559,11 @@ struct Undo {
     armed: bool,
 }
 
-impl Drop for Undo {
+impl Drop for Undo<'_> {
     fn drop(&mut self) {
         if self.armed {
-            let _ = mounts::release(&Linux, &self.dir.join(layout::NETNS));
-            let _ = mounts::release(&Linux, &self.dir.join(layout::SHM));
+            let _ = mounts::release(self.sys, &self.dir.join(layout::NETNS));
+            let _ = mounts::release(self.sys, &self.dir.join(layout::SHM));
             remove_pod_cgroup(self.scope.as_ref(), &self.cgroups);
         }
     }
@@ -627,5 +638,62 @@ fn return_freed_memory() {
     // SAFETY: malloc_trim only hands free heap pages back to the kernel; it takes no pointers.
     unsafe {
         libc::malloc_trim(0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sys::fake::Fake;
+
+    fn state() -> MonitorState {
+        MonitorState {
+            version: PROTOCOL_VERSION,
+            monitor_pid: 1,
+            monitor_start_time: 0,
+            sandbox_pid: 1,
+            sandbox_start_time: 0,
+            netns: None,
+            cgroup_dirs: Vec::new(),
+            exit: None,
+            containers: Default::default(),
+        }
+    }
+
+    #[test]
+    fn a_failed_pod_step_leaves_no_mount() {
+        let mut spec = crate::sandbox::tests::spec();
+        spec.shm_size = 65536;
+        let steps = {
+            let tmp = tempfile::tempdir().unwrap();
+            let fake = Fake::default();
+            let mut state = state();
+            settle(&fake, tmp.path(), &spec, &mut state).unwrap();
+            assert_eq!(state.netns, Some(tmp.path().join(layout::NETNS)));
+            assert_eq!(fake.mounts_below(tmp.path()).len(), 2);
+            assert!(crate::read_state(tmp.path()).is_ok());
+            fake.calls.take()
+        };
+        assert_eq!(steps.len(), 2, "{steps:?}");
+        for (step, call) in steps.iter().enumerate() {
+            let tmp = tempfile::tempdir().unwrap();
+            let fake = Fake::default();
+            fake.fail_at.set(Some(step));
+            let undo = Undo {
+                sys: &fake,
+                dir: tmp.path().to_owned(),
+                cgroups: Vec::new(),
+                scope: None,
+                armed: true,
+            };
+            assert!(
+                settle(&fake, tmp.path(), &spec, &mut state()).is_err(),
+                "{call}"
+            );
+            drop(undo);
+            assert_eq!(fake.mounts_below(tmp.path()), [], "{call}");
+            assert!(!tmp.path().join(layout::NETNS).exists(), "{call}");
+            assert!(!tmp.path().join(layout::SHM).exists(), "{call}");
+        }
     }
 }
