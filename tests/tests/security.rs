@@ -585,7 +585,8 @@ async fn apparmor_and_selinux_are_accepted_unconfined_and_refused_otherwise() {
 }
 
 /// The pod monitor lives in crius' own `crius-monitors` cgroup in every hierarchy (not in
-/// criusd's, so stopping criusd's service leaves it alone, and not in the pod's); in the v2
+/// criusd's, so stopping criusd's service leaves it alone, and not in the pod's; its v2 move
+/// comes right after its reply); in the v2
 /// hierarchy the sandbox sits in the pod cgroup's `sandbox` leaf, so the pod cgroup itself
 /// holds no process and can delegate controllers to its containers.
 #[tokio::test]
@@ -618,6 +619,14 @@ async fn monitor_and_sandbox_cgroups() {
             .collect()
     };
     let criusd = cgroups(i64::from(env.daemon.pid().expect("criusd pid")));
+    // The monitor's v2 move follows its reply (it waits for the cgroup migration lock): give
+    // it a moment.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while cgroups(monitor).iter().any(|(_, p)| p != "/crius-monitors")
+        && std::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     for (ctrls, path) in cgroups(monitor) {
         assert_eq!(path, "/crius-monitors", "monitor in {ctrls}:{path}");
     }

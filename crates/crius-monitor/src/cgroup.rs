@@ -355,6 +355,119 @@ pub(crate) fn enter(dirs: &[PathBuf], pid: i32) -> Result<(), Error> {
     Ok(())
 }
 
+/// Moves this process into every directory. A v1 hierarchy's move of a single-threaded
+/// process goes through its `tasks` file as the calling thread (`0`): the kernel then skips the
+/// node-wide lock a `cgroup.procs` move takes, whose first taking after a quiet spell waits for
+/// an RCU grace period (milliseconds). Elsewhere, and for a process with several threads, the
+/// process moves through `cgroup.procs`.
+pub(crate) fn enter_self(dirs: &[PathBuf]) -> Result<(), Error> {
+    let single = std::fs::read_dir("/proc/self/task").is_ok_and(|d| d.count() == 1);
+    let me = std::process::id().to_string();
+    for dir in dirs {
+        let by_thread = single
+            && match std::fs::OpenOptions::new()
+                .write(true)
+                .open(dir.join("tasks"))
+            {
+                Ok(mut tasks) => {
+                    use std::io::Write;
+                    tasks.write_all(b"0").map_err(Error::io(format!(
+                        "cannot move this process into cgroup {}",
+                        dir.display()
+                    )))?;
+                    true
+                }
+                Err(_) => false,
+            };
+        if !by_thread {
+            std::fs::write(dir.join("cgroup.procs"), &me).map_err(Error::io(format!(
+                "cannot move this process into cgroup {}",
+                dir.display()
+            )))?;
+        }
+    }
+    Ok(())
+}
+
+/// `dirs` split into the one on the cgroup v2 hierarchy (if any) and the others.
+pub(crate) fn split_v2(dirs: &[PathBuf]) -> (Option<PathBuf>, Vec<PathBuf>) {
+    let v2_mounts = v2_mounts();
+    let (v2, v1): (Vec<PathBuf>, Vec<PathBuf>) = dirs
+        .iter()
+        .cloned()
+        .partition(|d| v2_mounts.iter().any(|m| d.starts_with(m)));
+    (v2.into_iter().next(), v1)
+}
+
+/// Keeps the kernel's cgroup migration lock quick to take while it lives. The first move into a
+/// cgroup after a quiet spell waits for an RCU grace period (~8–15 ms on a 250 Hz kernel); moves
+/// within about one grace period of the previous one do not. A thread repeats a move that
+/// changes nothing (this process into the cgroup it is in) every few milliseconds, so the wait
+/// runs beside the caller's work instead of inside the moves that follow (libcontainer's, of a
+/// container's first process). The thread allocates nothing while it loops: the process may be
+/// cloned meanwhile. The process has two threads while it runs: it cannot `setns` into a mount
+/// namespace then.
+pub(crate) struct Warm {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Warm {
+    /// The period of the repeated move: well inside one grace period.
+    const PERIOD: Duration = Duration::from_millis(4);
+    /// How long a warm-up started with a pod waits for its first container.
+    pub(crate) const POD_START: Duration = Duration::from_millis(500);
+    /// The longest a warm-up for one container runs.
+    pub(crate) const CREATE: Duration = Duration::from_secs(5);
+
+    /// Starts keeping the lock warm through `dir`, a cgroup this process is in, for at most
+    /// `limit`; a guard that does nothing without `dir` or when its file cannot be opened or
+    /// the thread cannot start.
+    pub(crate) fn start(dir: Option<&Path>, limit: Duration) -> Warm {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let file = dir.and_then(|d| {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(d.join("cgroup.procs"))
+                .ok()
+        });
+        let thread = file.and_then(|mut file| {
+            let stop = stop.clone();
+            let me = std::process::id().to_string().into_bytes();
+            std::thread::Builder::new()
+                .name("cgroup-warm".into())
+                .spawn(move || {
+                    use std::io::Write;
+                    let until = Instant::now() + limit;
+                    while !stop.load(Ordering::Relaxed) && Instant::now() < until {
+                        if file.write_all(&me).is_err() {
+                            return;
+                        }
+                        std::thread::park_timeout(Self::PERIOD);
+                    }
+                })
+                .ok()
+        });
+        Warm { stop, thread }
+    }
+
+    /// Whether its thread still keeps the lock warm.
+    pub(crate) fn is_running(&self) -> bool {
+        self.thread.as_ref().is_some_and(|t| !t.is_finished())
+    }
+}
+
+impl Drop for Warm {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            thread.thread().unpark();
+            let _ = thread.join();
+        }
+    }
+}
+
 /// The cgroup directories this process is in now, one per hierarchy.
 pub(crate) fn current() -> Vec<PathBuf> {
     of_process("self", &hierarchies())
@@ -565,6 +678,46 @@ pub(crate) fn remove(dirs: &[PathBuf]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn procs(dir: &Path) -> String {
+        std::fs::read_to_string(dir.join("cgroup.procs")).expect("cgroup.procs")
+    }
+
+    #[test]
+    fn a_warm_up_repeats_its_move_until_dropped() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("cgroup.procs"), "").expect("cgroup.procs");
+        let pid = std::process::id().to_string();
+        let warm = Warm::start(Some(dir.path()), Duration::from_secs(30));
+        assert!(warm.is_running());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while procs(dir.path()).len() < 3 * pid.len() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        drop(warm);
+        let written = procs(dir.path());
+        assert!(written.len() >= 3 * pid.len(), "{written:?}");
+        assert_eq!(written, pid.repeat(written.len() / pid.len()));
+        // Joined on drop: nothing more is written.
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(procs(dir.path()), written);
+    }
+
+    #[test]
+    fn a_warm_up_ends_at_its_limit_and_without_a_cgroup_never_starts() {
+        assert!(!Warm::start(None, Duration::from_secs(30)).is_running());
+        let missing = tempfile::tempdir().expect("tempdir");
+        assert!(!Warm::start(Some(missing.path()), Duration::from_secs(30)).is_running());
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("cgroup.procs"), "").expect("cgroup.procs");
+        let warm = Warm::start(Some(dir.path()), Duration::from_millis(20));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while warm.is_running() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(!warm.is_running());
+        assert!(!procs(dir.path()).is_empty());
+    }
 
     #[test]
     fn refuses_dot_dot_instead_of_dropping_it() {

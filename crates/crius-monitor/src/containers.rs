@@ -209,17 +209,25 @@ fn container_cgroup(sandbox: &SandboxSpec, id: &str) -> Result<Option<CgroupSpec
 }
 
 /// Creates container `spec.id` in the pod (sandbox process `sandbox_pid`) without starting
-/// it. On failure nothing of it is left.
+/// it. On failure nothing of it is left. `warm` is held until libcontainer has made the
+/// process (it must be gone before the monitor enters the container's mount namespace).
 pub(crate) fn create(
     sys: &dyn Sys,
     pod_dir: &Path,
     sandbox: &SandboxSpec,
-    sandbox_pid: i32,
+    (sandbox_pid, pid_target): (i32, Option<i32>),
     spec: &ContainerSpec,
-    pid_target: Option<i32>,
+    warm: cgroup::Warm,
 ) -> Result<(ContainerState, Live), Error> {
     let staged = stage(sys, pod_dir, sandbox, sandbox_pid, spec)?;
-    let result = launch(sys, pod_dir, sandbox, (sandbox_pid, pid_target), &staged);
+    let result = launch(
+        sys,
+        pod_dir,
+        sandbox,
+        (sandbox_pid, pid_target),
+        &staged,
+        warm,
+    );
     if result.is_err() {
         delete_libcontainer(pod_dir, &spec.id);
         unstage(sys, sandbox, &staged.dir, &spec.id, staged.cgroup.as_ref());
@@ -471,6 +479,7 @@ fn launch(
     sandbox: &SandboxSpec,
     (sandbox_pid, pid_target): (i32, Option<i32>),
     staged: &Staged,
+    warm: cgroup::Warm,
 ) -> Result<(ContainerState, Live), Error> {
     let Staged {
         dir,
@@ -558,6 +567,9 @@ fn launch(
         .map_err(Error::libcontainer(
             "libcontainer cannot create the container",
         ));
+    // libcontainer's moves are done; the monitor may enter the container's mount namespace
+    // below, which a process with a second thread cannot.
+    drop(warm);
     // The builder has dropped the container's ends of the pipes by now.
     let container = container?;
     restore_dumpable();

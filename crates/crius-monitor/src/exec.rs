@@ -270,10 +270,9 @@ fn setup_and_run(pod_dir: &Path, id: &str, cmd: &[std::ffi::OsString]) -> Result
     if let (Some(uid), Some(gid)) = (host_uid, host_gid) {
         crate::containers::give_pipes([0, 1, 2], uid, gid)?;
     }
-    let me = std::process::id().to_string();
     for dir in &t.cgroup_dirs {
         // Best effort: a hierarchy the container has no directory in is skipped.
-        let _ = std::fs::write(dir.join("cgroup.procs"), &me);
+        let _ = crate::cgroup::enter_self(std::slice::from_ref(dir));
     }
     if let Some(user) = &userns {
         nix::sched::setns(user.as_fd(), CloneFlags::CLONE_NEWUSER)

@@ -576,6 +576,7 @@ fn run(dir: &Path) -> ExitCode {
     match server::Monitor::start(dir, &spec) {
         Ok(mut monitor) => {
             report(&Startup::Ready(monitor.state().clone()));
+            monitor.finish_start();
             monitor.serve();
             ExitCode::SUCCESS
         }

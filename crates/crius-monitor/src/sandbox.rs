@@ -2,7 +2,8 @@
 //! written from the monitor, then a pause loop that reaps zombies.
 
 use std::io::{Read, Write};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::Path;
 
 use crius_proto::{SandboxSpec, render_id_map};
 use nix::sched::CloneFlags;
@@ -33,37 +34,58 @@ pub(crate) fn clone_flags(spec: &SandboxSpec) -> CloneFlags {
 }
 
 /// Creates the sandbox process and returns its pid once it has set itself up and parked. The
-/// child waits until the monitor has written its user namespace maps and oom_score_adj.
-pub(crate) fn create(spec: &SandboxSpec) -> Result<Pid, Error> {
+/// child waits until the monitor has written its user namespace maps and oom_score_adj. With
+/// `into` (the pod's cgroup v2 leaf), the sandbox is born in that cgroup; where the kernel
+/// cannot do that (before 5.7), this process moves into it first ([`Created::entered`]).
+pub(crate) fn create(spec: &SandboxSpec, into: Option<&Path>) -> Result<Created, Error> {
     let (go_r, go_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .map_err(Error::sys("cannot create a pipe"))?;
     let (status_r, status_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .map_err(Error::sys("cannot create a pipe"))?;
     let flags = clone_flags(spec);
-    // SAFETY: a fork-like clone (no new stack: the child continues on a copy of this one). The
-    // monitor is single-threaded, so no lock is held by another thread in the child.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_clone,
-            libc::c_ulong::from((flags.bits() | libc::SIGCHLD).cast_unsigned()),
-            0usize,
-            0usize,
-            0usize,
-            0usize,
-        )
-    };
-    if ret < 0 {
-        let errno = nix::errno::Errno::last();
-        return Err(match errno {
-            nix::errno::Errno::ENOSPC | nix::errno::Errno::EUSERS => {
-                Error::NamespaceLimit { source: errno }
+    let mut entered = false;
+    let ret = match into {
+        Some(dir) => {
+            let cgroup = nix::fcntl::open(
+                dir,
+                nix::fcntl::OFlag::O_PATH
+                    | nix::fcntl::OFlag::O_DIRECTORY
+                    | nix::fcntl::OFlag::O_CLOEXEC,
+                nix::sys::stat::Mode::empty(),
+            )
+            .map_err(|source| Error::Sys {
+                what: format!("cannot open cgroup {}", dir.display()),
+                source,
+            })?;
+            match clone_into(flags, &cgroup) {
+                Err(
+                    nix::errno::Errno::ENOSYS
+                    | nix::errno::Errno::E2BIG
+                    | nix::errno::Errno::EINVAL,
+                ) => {
+                    crate::cgroup::enter_self(&[dir.to_owned()])?;
+                    entered = true;
+                    clone_here(flags)
+                }
+                other => other,
             }
-            _ => Error::Sys {
-                what: "cannot clone the sandbox".into(),
-                source: errno,
-            },
-        });
-    }
+        }
+        None => clone_here(flags),
+    };
+    let ret = match ret {
+        Ok(ret) => ret,
+        Err(errno) => {
+            return Err(match errno {
+                nix::errno::Errno::ENOSPC | nix::errno::Errno::EUSERS => {
+                    Error::NamespaceLimit { source: errno }
+                }
+                _ => Error::Sys {
+                    what: "cannot clone the sandbox".into(),
+                    source: errno,
+                },
+            });
+        }
+    };
     if ret == 0 {
         drop(go_w);
         drop(status_r);
@@ -101,7 +123,90 @@ pub(crate) fn create(spec: &SandboxSpec) -> Result<Pid, Error> {
         let _ = waitpid(pid, None);
         return Err(e);
     }
-    Ok(pid)
+    Ok(Created { pid, entered })
+}
+
+/// The sandbox process [`create`] made.
+#[derive(Debug)]
+pub(crate) struct Created {
+    /// Its pid.
+    pub pid: Pid,
+    /// This process moved into the cgroup v2 leaf to clone it there (a kernel without
+    /// `CLONE_INTO_CGROUP`): it must step out again.
+    pub entered: bool,
+}
+
+/// clone3's flag for a child born in the cgroup `clone_args.cgroup` names.
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+/// The kernel's `struct clone_args` up to `cgroup` (clone3, Linux 5.7).
+#[repr(C)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+/// clone3 with `flags`, the child born in the cgroup v2 directory `cgroup` (no move, so no
+/// wait for the cgroup migration lock). Fork-like: returns 0 in the child.
+fn clone_into(flags: CloneFlags, cgroup: &OwnedFd) -> Result<libc::c_long, nix::errno::Errno> {
+    let mut args = CloneArgs {
+        flags: u64::from(flags.bits().cast_unsigned()) | CLONE_INTO_CGROUP,
+        pidfd: 0,
+        child_tid: 0,
+        parent_tid: 0,
+        exit_signal: libc::SIGCHLD.cast_unsigned().into(),
+        stack: 0,
+        stack_size: 0,
+        tls: 0,
+        set_tid: 0,
+        set_tid_size: 0,
+        cgroup: u64::from(cgroup.as_raw_fd().cast_unsigned()),
+    };
+    // SAFETY: a fork-like clone3 (no new stack: the child continues on a copy of this one);
+    // `args` outlives the call. The monitor is single-threaded, so no lock is held by another
+    // thread in the child.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &raw mut args,
+            std::mem::size_of::<CloneArgs>(),
+        )
+    };
+    if ret < 0 {
+        Err(nix::errno::Errno::last())
+    } else {
+        Ok(ret)
+    }
+}
+
+/// clone with `flags`, the child in this process's cgroups. Fork-like: returns 0 in the child.
+fn clone_here(flags: CloneFlags) -> Result<libc::c_long, nix::errno::Errno> {
+    // SAFETY: a fork-like clone (no new stack: the child continues on a copy of this one). The
+    // monitor is single-threaded, so no lock is held by another thread in the child.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            libc::c_ulong::from((flags.bits() | libc::SIGCHLD).cast_unsigned()),
+            0usize,
+            0usize,
+            0usize,
+            0usize,
+        )
+    };
+    if ret < 0 {
+        Err(nix::errno::Errno::last())
+    } else {
+        Ok(ret)
+    }
 }
 
 /// Sets the sandbox's `oom_score_adj`. Lowering it below the monitor's own needs

@@ -31,6 +31,13 @@ pub(crate) struct Monitor {
     signals: SignalFd,
     spec: SandboxSpec,
     live: std::collections::BTreeMap<String, containers::Live>,
+    /// The cgroup v2 directory this monitor still has to move into ([`Monitor::finish_start`]).
+    later: Option<PathBuf>,
+    /// A cgroup this monitor is in (once [`Monitor::finish_start`] ran), through which
+    /// [`cgroup::Warm`] keeps the migration lock warm while a container is made.
+    home: Option<PathBuf>,
+    /// The warm-up started with the pod, for its first container.
+    warm: Option<cgroup::Warm>,
 }
 
 /// What the serve loop does after a request.
@@ -67,29 +74,56 @@ impl Monitor {
             scope: systemd_scope.cloned(),
             armed: true,
         };
-        // The sandbox's cgroup namespace is rooted at the cgroup it is cloned in: clone it from
+        // The sandbox's cgroup namespace is rooted at the cgroup it is cloned in: clone it
         // inside the pod cgroup (its v2 leaf), then step out so the monitor is not limited with
         // the pod, into crius' monitors cgroup (systemd driver: the monitor's own scope) rather
-        // than criusd's (stopping criusd's service must not take the monitors along).
+        // than criusd's (stopping criusd's service must not take the monitors along). With the
+        // cgroupfs driver the sandbox is born in the v2 leaf and the monitor enters only the v1
+        // directories, as a thread: no move waits for the cgroup migration lock on the way.
+        // Its own v2 move waits, so it comes after the reply ([`Monitor::finish_start`]).
         let created = cgroup::sandbox_dirs(&cgroup_dirs).and_then(|dirs| {
-            cgroup::enter(&dirs, me)?;
-            cgroup::delegate(&dirs);
-            sandbox::create(spec)
-        });
-        let left = match systemd_scope {
-            Some(_) => systemd::enter_monitor_scope(&spec.id, me),
-            None => cgroup::monitor_dirs().and_then(|dirs| cgroup::enter(&dirs, me)),
-        };
-        if let Err(e) = left {
-            log(format_args!("cannot enter the monitors cgroup: {e}"));
-            if let Err(e) = cgroup::enter(&own, me) {
-                log(format_args!("cannot leave the pod cgroup: {e}"));
-                // Still in the pod's scope: stopping it would kill this monitor; once the
-                // monitor exits, systemd drops the emptied scope itself.
-                undo.scope = None;
+            if systemd_scope.is_some() {
+                cgroup::enter(&dirs, me)?;
+                cgroup::delegate(&dirs);
+                return sandbox::create(spec, None);
             }
-        }
-        let pid = created?;
+            let (v2, v1) = cgroup::split_v2(&dirs);
+            cgroup::enter_self(&v1)?;
+            cgroup::delegate(&dirs);
+            sandbox::create(spec, v2.as_deref())
+        });
+        // Where the monitor lives from now on (`home`) and the v2 directory it still has to
+        // enter (`later`).
+        let left = match systemd_scope {
+            Some(_) => systemd::enter_monitor_scope(&spec.id, me)
+                .map(|()| (cgroup::current().into_iter().next(), None)),
+            None => cgroup::monitor_dirs().and_then(|dirs| {
+                let (v2, v1) = cgroup::split_v2(&dirs);
+                cgroup::enter_self(&v1)?;
+                let home = v2.clone().or_else(|| v1.first().cloned());
+                match v2 {
+                    Some(v2) if created.as_ref().is_ok_and(|c| c.entered) => {
+                        cgroup::enter_self(&[v2])?;
+                        Ok((home, None))
+                    }
+                    later => Ok((home, later)),
+                }
+            }),
+        };
+        let (home, later) = match left {
+            Ok(placed) => placed,
+            Err(e) => {
+                log(format_args!("cannot enter the monitors cgroup: {e}"));
+                if let Err(e) = cgroup::enter(&own, me) {
+                    log(format_args!("cannot leave the pod cgroup: {e}"));
+                    // Still in the pod's scope: stopping it would kill this monitor; once the
+                    // monitor exits, systemd drops the emptied scope itself.
+                    undo.scope = None;
+                }
+                (None, None)
+            }
+        };
+        let pid = created?.pid;
         let mut state = MonitorState {
             version: PROTOCOL_VERSION,
             monitor_pid: me,
@@ -116,6 +150,9 @@ impl Monitor {
                     signals,
                     spec: spec.clone(),
                     live: Default::default(),
+                    later,
+                    home,
+                    warm: None,
                 })
             }
             Err(e) => {
@@ -124,6 +161,21 @@ impl Monitor {
                 Err(e)
             }
         }
+    }
+
+    /// The start-up steps that may follow the reply: the monitor's own move into its cgroup v2
+    /// directory (the one move of the start that waits for the cgroup migration lock), then a
+    /// warm-up of that lock for the pod's first container, which kubelet asks for next.
+    pub(crate) fn finish_start(&mut self) {
+        if let Some(dir) = self.later.take()
+            && let Err(e) = cgroup::enter_self(&[dir])
+        {
+            log(format_args!("cannot enter the monitors cgroup: {e}"));
+        }
+        self.warm = Some(cgroup::Warm::start(
+            self.home.as_deref(),
+            cgroup::Warm::POD_START,
+        ));
     }
 
     /// The current state.
@@ -416,13 +468,20 @@ impl Monitor {
                 }
             },
         };
+        // The pod start's warm-up when it still runs (the pod's first container), else one
+        // that overlaps the staging.
+        let warm = self
+            .warm
+            .take()
+            .filter(cgroup::Warm::is_running)
+            .unwrap_or_else(|| cgroup::Warm::start(self.home.as_deref(), cgroup::Warm::CREATE));
         let (state, live) = containers::create(
             &Linux,
             &self.dir,
             &self.spec,
-            self.state.sandbox_pid,
+            (self.state.sandbox_pid, pid_target),
             spec,
-            pid_target,
+            warm,
         )?;
         log(format_args!(
             "container {} created, pid {}",
