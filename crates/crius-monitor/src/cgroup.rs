@@ -405,8 +405,8 @@ pub(crate) fn split_v2(dirs: &[PathBuf]) -> (Option<PathBuf>, Vec<PathBuf>) {
 /// changes nothing (this process into the cgroup it is in) every few milliseconds, so the wait
 /// runs beside the caller's work instead of inside the moves that follow (libcontainer's, of a
 /// container's first process). The thread allocates nothing while it loops: the process may be
-/// cloned meanwhile. The process has two threads while it runs: it cannot `setns` into a mount
-/// namespace then.
+/// cloned meanwhile. The process has a second thread while it runs (and for a moment after the
+/// join, until the kernel has finished the thread's exit).
 pub(crate) struct Warm {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,

@@ -567,8 +567,7 @@ fn launch(
         .map_err(Error::libcontainer(
             "libcontainer cannot create the container",
         ));
-    // libcontainer's moves are done; the monitor may enter the container's mount namespace
-    // below, which a process with a second thread cannot.
+    // libcontainer's moves are done.
     drop(warm);
     // The builder has dropped the container's ends of the pipes by now.
     let container = container?;

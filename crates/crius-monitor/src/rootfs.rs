@@ -179,14 +179,19 @@ pub(crate) fn make_recursive_read_only(
 
 /// Makes the mount tree at `path` in the mount namespace of process `pid` read-only (plus
 /// `attrs`), every submount included: the monitor enters that namespace for the call and
-/// returns to its own (it is single-threaded, as setns of a mount namespace requires).
+/// returns to its own.
 pub(crate) fn read_only_in(
     sys: &dyn Sys,
     pid: i32,
     path: &Path,
     attrs: MountAttrFlags,
 ) -> Result<(), Error> {
-    use nix::sched::{CloneFlags, setns};
+    use nix::sched::{CloneFlags, setns, unshare};
+    // The kernel lets a thread enter a mount namespace only while no other thread shares its
+    // filesystem attributes (a `cgroup::Warm` thread that has just been joined may still, for
+    // a moment): give this one its own.
+    unshare(CloneFlags::CLONE_FS)
+        .map_err(Error::sys("cannot unshare the monitor's fs attributes"))?;
     let own = std::fs::File::open("/proc/self/ns/mnt")
         .map_err(Error::io("cannot open the monitor's mount namespace"))?;
     let ns_path = format!("/proc/{pid}/ns/mnt");
@@ -543,6 +548,36 @@ pub(crate) fn remove(sys: &dyn Sys, dir: &Path) -> Result<(), Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_container_mount_namespace_is_entered_beside_another_thread() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: entering a mount namespace needs root");
+            return;
+        }
+        // Another thread of this process, alive across the call, as a `cgroup::Warm` thread
+        // being joined is.
+        let (stop, parked) = std::sync::mpsc::channel::<()>();
+        let other = std::thread::spawn(move || {
+            let _ = parked.recv();
+        });
+        let fake = crate::sys::fake::Fake::default();
+        let tmp = tempfile::tempdir().unwrap();
+        fake.bind(tmp.path(), tmp.path(), false).unwrap();
+        let me = i32::try_from(std::process::id()).unwrap();
+        let done = read_only_in(&fake, me, tmp.path(), MountAttrFlags::empty());
+        let _ = stop.send(());
+        other.join().unwrap();
+        done.unwrap();
+        assert!(
+            fake.calls
+                .borrow()
+                .iter()
+                .any(|c| c.starts_with("setattr") && c.contains(&*tmp.path().to_string_lossy())),
+            "{:?}",
+            fake.calls.borrow()
+        );
+    }
 
     #[test]
     fn a_read_only_overlay_is_refused_and_unmounted() {
