@@ -123,9 +123,9 @@ if [ "$build" = 1 ]; then
   deb=$("$here/build-deb.sh" --out "$run")
   (cd "$repo" && nice -n 19 cargo build --release -q -p crius-tests --bin crius-demo)
   demo=$repo/target/release/crius-demo
-  # The recovery tests need failpoints, which only a debug criusd has.
+  # The recovery tests need failpoints, a cargo feature of criusd (debug build).
   if [ "$smoke" = 0 ] && [[ " $tests " == *" recovery "* ]]; then
-    (cd "$repo" && nice -n 19 cargo build -q -p criusd)
+    (cd "$repo" && nice -n 19 cargo build -q -p criusd --features criusd/failpoints)
   fi
   declare -A test_bin
   if [ "$smoke" = 0 ] && [ -n "$tests" ]; then

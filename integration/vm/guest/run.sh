@@ -151,8 +151,8 @@ run_test() {
   local bin=$1 skip=() criusd=/usr/bin/criusd
   # Its precondition (no systemd running) cannot hold on this node.
   [ "$(basename "$bin")" = sandbox ] && skip=(--skip systemd_cgroup_driver_without_systemd_is_refused)
-  # The recovery tests kill criusd at failpoints (CRIUS_FAILPOINT), which only debug builds
-  # have: they run against the debug criusd of the same tree.
+  # The recovery tests kill criusd at failpoints (CRIUS_FAILPOINT), which only a criusd built
+  # with the `failpoints` feature has: they run against that debug build of the same tree.
   [ "$(basename "$bin")" = recovery ] && [ -x "$base/bin/criusd-debug" ] && criusd=$base/bin/criusd-debug
   echo "CRIUSD_BIN=$criusd"
   (cd /var/tmp && CRIUSD_BIN=$criusd RUST_BACKTRACE=1 "$bin" --test-threads="${CRIUS_VM_TEST_THREADS:-2}" "${skip[@]}")
