@@ -421,24 +421,40 @@ impl Warm {
     pub(crate) const CREATE: Duration = Duration::from_secs(5);
 
     /// Starts keeping the lock warm through `dir`, a cgroup this process is in, for at most
-    /// `limit`; a guard that does nothing without `dir` or when its file cannot be opened or
-    /// the thread cannot start.
+    /// `limit`; a guard that does nothing without `dir`, while another warm-up runs through
+    /// `dir`, or when its file cannot be opened or the thread cannot start.
     pub(crate) fn start(dir: Option<&Path>, limit: Duration) -> Warm {
         use std::sync::atomic::{AtomicBool, Ordering};
         let stop = std::sync::Arc::new(AtomicBool::new(false));
+        // One warm-up at a time per cgroup (every monitor shares `crius-monitors`): an flock
+        // on the directory, held by the thread, so concurrent pod starts do not multiply the
+        // moves (they keep the lock warm for each other anyway).
         let file = dir.and_then(|d| {
-            std::fs::OpenOptions::new()
+            let holder = std::fs::File::open(d).ok()?;
+            // SAFETY: flock on a descriptor `holder` owns.
+            let locked = unsafe {
+                libc::flock(
+                    std::os::fd::AsRawFd::as_raw_fd(&holder),
+                    libc::LOCK_EX | libc::LOCK_NB,
+                )
+            } == 0;
+            if !locked {
+                return None;
+            }
+            let procs = std::fs::OpenOptions::new()
                 .write(true)
                 .open(d.join("cgroup.procs"))
-                .ok()
+                .ok()?;
+            Some((holder, procs))
         });
-        let thread = file.and_then(|mut file| {
+        let thread = file.and_then(|(holder, mut file)| {
             let stop = stop.clone();
             let me = std::process::id().to_string().into_bytes();
             std::thread::Builder::new()
                 .name("cgroup-warm".into())
                 .spawn(move || {
                     use std::io::Write;
+                    let _held = holder;
                     let until = Instant::now() + limit;
                     while !stop.load(Ordering::Relaxed) && Instant::now() < until {
                         if file.write_all(&me).is_err() {
@@ -701,6 +717,17 @@ mod tests {
         // Joined on drop: nothing more is written.
         std::thread::sleep(Duration::from_millis(50));
         assert_eq!(procs(dir.path()), written);
+    }
+
+    #[test]
+    fn one_warm_up_at_a_time_runs_through_a_cgroup() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("cgroup.procs"), "").expect("cgroup.procs");
+        let first = Warm::start(Some(dir.path()), Duration::from_secs(30));
+        assert!(first.is_running());
+        assert!(!Warm::start(Some(dir.path()), Duration::from_secs(30)).is_running());
+        drop(first);
+        assert!(Warm::start(Some(dir.path()), Duration::from_secs(30)).is_running());
     }
 
     #[test]
