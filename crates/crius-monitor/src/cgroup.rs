@@ -243,7 +243,8 @@ pub(crate) fn sandbox_dirs(pod_dirs: &[PathBuf]) -> Result<Vec<PathBuf>, Error> 
         .collect()
 }
 
-fn v2_mounts() -> Vec<PathBuf> {
+/// Where the cgroup v2 hierarchy is mounted.
+pub(crate) fn v2_mounts() -> Vec<PathBuf> {
     hierarchies()
         .into_iter()
         .filter(|h| h.v2)
@@ -389,9 +390,8 @@ pub(crate) fn enter_self(dirs: &[PathBuf]) -> Result<(), Error> {
     Ok(())
 }
 
-/// `dirs` split into the one on the cgroup v2 hierarchy (if any) and the others.
-pub(crate) fn split_v2(dirs: &[PathBuf]) -> (Option<PathBuf>, Vec<PathBuf>) {
-    let v2_mounts = v2_mounts();
+/// `dirs` split into the one below a cgroup v2 mount of `v2_mounts` (if any) and the others.
+pub(crate) fn split_v2(dirs: &[PathBuf], v2_mounts: &[PathBuf]) -> (Option<PathBuf>, Vec<PathBuf>) {
     let (v2, v1): (Vec<PathBuf>, Vec<PathBuf>) = dirs
         .iter()
         .cloned()

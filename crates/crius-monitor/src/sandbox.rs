@@ -72,20 +72,15 @@ pub(crate) fn create(spec: &SandboxSpec, into: Option<&Path>) -> Result<Created,
         }
         None => clone_here(flags),
     };
-    let ret = match ret {
-        Ok(ret) => ret,
-        Err(errno) => {
-            return Err(match errno {
-                nix::errno::Errno::ENOSPC | nix::errno::Errno::EUSERS => {
-                    Error::NamespaceLimit { source: errno }
-                }
-                _ => Error::Sys {
-                    what: "cannot clone the sandbox".into(),
-                    source: errno,
-                },
-            });
+    let ret = ret.map_err(|errno| match errno {
+        nix::errno::Errno::ENOSPC | nix::errno::Errno::EUSERS => {
+            Error::NamespaceLimit { source: errno }
         }
-    };
+        _ => Error::Sys {
+            what: "cannot clone the sandbox".into(),
+            source: errno,
+        },
+    })?;
     if ret == 0 {
         drop(go_w);
         drop(status_r);
@@ -181,11 +176,7 @@ fn clone_into(flags: CloneFlags, cgroup: &OwnedFd) -> Result<libc::c_long, nix::
             std::mem::size_of::<CloneArgs>(),
         )
     };
-    if ret < 0 {
-        Err(nix::errno::Errno::last())
-    } else {
-        Ok(ret)
-    }
+    nix::errno::Errno::result(ret)
 }
 
 /// clone with `flags`, the child in this process's cgroups. Fork-like: returns 0 in the child.
@@ -202,11 +193,7 @@ fn clone_here(flags: CloneFlags) -> Result<libc::c_long, nix::errno::Errno> {
             0usize,
         )
     };
-    if ret < 0 {
-        Err(nix::errno::Errno::last())
-    } else {
-        Ok(ret)
-    }
+    nix::errno::Errno::result(ret)
 }
 
 /// Sets the sandbox's `oom_score_adj`. Lowering it below the monitor's own needs

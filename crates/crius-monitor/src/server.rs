@@ -81,13 +81,14 @@ impl Monitor {
         // cgroupfs driver the sandbox is born in the v2 leaf and the monitor enters only the v1
         // directories, as a thread: no move waits for the cgroup migration lock on the way.
         // Its own v2 move waits, so it comes after the reply ([`Monitor::finish_start`]).
+        let v2_mounts = cgroup::v2_mounts();
         let created = cgroup::sandbox_dirs(&cgroup_dirs).and_then(|dirs| {
             if systemd_scope.is_some() {
                 cgroup::enter(&dirs, me)?;
                 cgroup::delegate(&dirs);
                 return sandbox::create(spec, None);
             }
-            let (v2, v1) = cgroup::split_v2(&dirs);
+            let (v2, v1) = cgroup::split_v2(&dirs, &v2_mounts);
             cgroup::enter_self(&v1)?;
             cgroup::delegate(&dirs);
             sandbox::create(spec, v2.as_deref())
@@ -95,10 +96,10 @@ impl Monitor {
         // Where the monitor lives from now on (`home`) and the v2 directory it still has to
         // enter (`later`).
         let left = match systemd_scope {
-            Some(_) => systemd::enter_monitor_scope(&spec.id, me)
-                .map(|()| (cgroup::current().into_iter().next(), None)),
+            // The scope's directory is looked up after the reply.
+            Some(_) => systemd::enter_monitor_scope(&spec.id, me).map(|()| (None, None)),
             None => cgroup::monitor_dirs().and_then(|dirs| {
-                let (v2, v1) = cgroup::split_v2(&dirs);
+                let (v2, v1) = cgroup::split_v2(&dirs, &v2_mounts);
                 cgroup::enter_self(&v1)?;
                 let home = v2.clone().or_else(|| v1.first().cloned());
                 match v2 {
@@ -171,6 +172,9 @@ impl Monitor {
             && let Err(e) = cgroup::enter_self(&[dir])
         {
             log(format_args!("cannot enter the monitors cgroup: {e}"));
+        }
+        if self.spec.cgroup.as_ref().is_some_and(|c| c.systemd) {
+            self.home = cgroup::current().into_iter().next();
         }
         self.warm = Some(cgroup::Warm::start(
             self.home.as_deref(),
