@@ -390,6 +390,75 @@ pub(crate) fn enter_self(dirs: &[PathBuf]) -> Result<(), Error> {
     Ok(())
 }
 
+/// clone3's flag for a child born in the cgroup `clone_args.cgroup` names.
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+/// The kernel's `struct clone_args` up to `cgroup` (clone3, Linux 5.7).
+#[repr(C)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+/// clone3 with `flags`, the child born in the cgroup v2 directory `cgroup` (no move, so no
+/// wait for the cgroup migration lock). Fork-like: returns 0 in the child.
+pub(crate) fn clone_into(
+    flags: nix::sched::CloneFlags,
+    cgroup: &std::os::fd::OwnedFd,
+) -> Result<libc::c_long, nix::errno::Errno> {
+    let mut args = CloneArgs {
+        flags: u64::from(flags.bits().cast_unsigned()) | CLONE_INTO_CGROUP,
+        pidfd: 0,
+        child_tid: 0,
+        parent_tid: 0,
+        exit_signal: libc::SIGCHLD.cast_unsigned().into(),
+        stack: 0,
+        stack_size: 0,
+        tls: 0,
+        set_tid: 0,
+        set_tid_size: 0,
+        cgroup: u64::from(std::os::fd::AsRawFd::as_raw_fd(cgroup).cast_unsigned()),
+    };
+    // SAFETY: a fork-like clone3 (no new stack: the child continues on a copy of this one);
+    // `args` outlives the call. Callers are single-threaded (the monitor, the exec helper), so
+    // no lock is held by another thread in the child.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &raw mut args,
+            std::mem::size_of::<CloneArgs>(),
+        )
+    };
+    nix::errno::Errno::result(ret)
+}
+
+/// Moves this process into the cgroup v2 directory open as `dir` (an `O_PATH` descriptor, usable
+/// after this process left the host's mount namespace).
+pub(crate) fn enter_self_at(dir: &std::os::fd::OwnedFd) -> Result<(), Error> {
+    use std::io::Write;
+    let fd = nix::fcntl::openat(
+        dir,
+        "cgroup.procs",
+        nix::fcntl::OFlag::O_WRONLY | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(Error::sys("cannot open cgroup.procs"))?;
+    std::fs::File::from(fd)
+        .write_all(std::process::id().to_string().as_bytes())
+        .map_err(Error::io(
+            "cannot move this process into its cgroup v2 directory",
+        ))
+}
+
 /// `dirs` split into the one below a cgroup v2 mount of `v2_mounts` (if any) and the others.
 pub(crate) fn split_v2(dirs: &[PathBuf], v2_mounts: &[PathBuf]) -> (Option<PathBuf>, Vec<PathBuf>) {
     let (v2, v1): (Vec<PathBuf>, Vec<PathBuf>) = dirs

@@ -1,8 +1,8 @@
 //! `criusd monitor --pod-dir DIR --exec ID -- CMD...`: runs a command inside a running
 //! container, as a fresh single-threaded process criusd starts for each ExecSync. It joins the
-//! container's cgroups, then the pod's user namespace FIRST (so that every later step, and the
-//! command, has only the powers of the pod's root, never the host's), then the container's
-//! mount, network, IPC, UTS and PID namespaces; takes the first process's identity (uid, gid,
+//! container's cgroup v1 directories (the command is born in its v2 one), then the pod's user
+//! namespace FIRST (so that every later step, and the command, has only the powers of the
+//! pod's root, never the host's), then the container's mount, network, IPC, UTS and PID namespaces; takes the first process's identity (uid, gid,
 //! groups), bounding and effective capabilities and no_new_privs; forks into the PID namespace
 //! and execs with the environment, working directory and seccomp filter of the container's
 //! runtime spec (`config.json`, as runc and containerd do; never the first process's live
@@ -270,10 +270,22 @@ fn setup_and_run(pod_dir: &Path, id: &str, cmd: &[std::ffi::OsString]) -> Result
     if let (Some(uid), Some(gid)) = (host_uid, host_gid) {
         crate::containers::give_pipes([0, 1, 2], uid, gid)?;
     }
-    for dir in &t.cgroup_dirs {
-        // Best effort: a hierarchy the container has no directory in is skipped.
+    // The v1 directories are joined now, as a thread; the command is born in the v2 one
+    // ([`fork_command`]). Best effort: a hierarchy the container has no directory in is skipped.
+    let (v2, v1) = crate::cgroup::split_v2(&t.cgroup_dirs, &crate::cgroup::v2_mounts());
+    for dir in &v1 {
         let _ = crate::cgroup::enter_self(std::slice::from_ref(dir));
     }
+    let v2 = v2.and_then(|dir| {
+        nix::fcntl::open(
+            &dir,
+            nix::fcntl::OFlag::O_PATH
+                | nix::fcntl::OFlag::O_DIRECTORY
+                | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .ok()
+    });
     if let Some(user) = &userns {
         nix::sched::setns(user.as_fd(), CloneFlags::CLONE_NEWUSER)
             .map_err(|source| ExecError::JoinUserNamespace { source })?;
@@ -319,8 +331,7 @@ fn setup_and_run(pod_dir: &Path, id: &str, cmd: &[std::ffi::OsString]) -> Result
             source,
         },
     )?;
-    // SAFETY: this helper process is single-threaded.
-    match unsafe { nix::unistd::fork() } {
+    match fork_command(v2.as_ref()) {
         Err(e) => Err(sys("cannot fork")(e)),
         Ok(nix::unistd::ForkResult::Child) => {
             drop(alive_w);
@@ -375,6 +386,27 @@ fn setup_and_run(pod_dir: &Path, id: &str, cmd: &[std::ffi::OsString]) -> Result
             }
         }
     }
+}
+
+/// Forks the command's process, born in the container's cgroup v2 directory open as `v2`
+/// (clone3 `CLONE_INTO_CGROUP`: no move, so no wait for the cgroup migration lock). On a kernel
+/// without it this helper moves there first (best effort, like the v1 joins).
+fn fork_command(v2: Option<&OwnedFd>) -> Result<nix::unistd::ForkResult, nix::errno::Errno> {
+    if let Some(dir) = v2 {
+        match crate::cgroup::clone_into(CloneFlags::empty(), dir) {
+            Ok(0) => return Ok(nix::unistd::ForkResult::Child),
+            Ok(ret) => {
+                return Ok(nix::unistd::ForkResult::Parent {
+                    child: crate::cloned_pid(ret),
+                });
+            }
+            Err(_) => {
+                let _ = crate::cgroup::enter_self_at(dir);
+            }
+        }
+    }
+    // SAFETY: this helper process is single-threaded.
+    unsafe { nix::unistd::fork() }
 }
 
 /// Set by SIGTERM: kill the command, reap it, then exit.

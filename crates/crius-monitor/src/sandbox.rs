@@ -2,7 +2,7 @@
 //! written from the monitor, then a pause loop that reaps zombies.
 
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::path::Path;
 
 use crius_proto::{SandboxSpec, render_id_map};
@@ -57,7 +57,7 @@ pub(crate) fn create(spec: &SandboxSpec, into: Option<&Path>) -> Result<Created,
                 what: format!("cannot open cgroup {}", dir.display()),
                 source,
             })?;
-            match clone_into(flags, &cgroup) {
+            match crate::cgroup::clone_into(flags, &cgroup) {
                 Err(
                     nix::errno::Errno::ENOSYS
                     | nix::errno::Errno::E2BIG
@@ -129,54 +129,6 @@ pub(crate) struct Created {
     /// This process moved into the cgroup v2 leaf to clone it there (a kernel without
     /// `CLONE_INTO_CGROUP`): it must step out again.
     pub entered: bool,
-}
-
-/// clone3's flag for a child born in the cgroup `clone_args.cgroup` names.
-const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
-
-/// The kernel's `struct clone_args` up to `cgroup` (clone3, Linux 5.7).
-#[repr(C)]
-struct CloneArgs {
-    flags: u64,
-    pidfd: u64,
-    child_tid: u64,
-    parent_tid: u64,
-    exit_signal: u64,
-    stack: u64,
-    stack_size: u64,
-    tls: u64,
-    set_tid: u64,
-    set_tid_size: u64,
-    cgroup: u64,
-}
-
-/// clone3 with `flags`, the child born in the cgroup v2 directory `cgroup` (no move, so no
-/// wait for the cgroup migration lock). Fork-like: returns 0 in the child.
-fn clone_into(flags: CloneFlags, cgroup: &OwnedFd) -> Result<libc::c_long, nix::errno::Errno> {
-    let mut args = CloneArgs {
-        flags: u64::from(flags.bits().cast_unsigned()) | CLONE_INTO_CGROUP,
-        pidfd: 0,
-        child_tid: 0,
-        parent_tid: 0,
-        exit_signal: libc::SIGCHLD.cast_unsigned().into(),
-        stack: 0,
-        stack_size: 0,
-        tls: 0,
-        set_tid: 0,
-        set_tid_size: 0,
-        cgroup: u64::from(cgroup.as_raw_fd().cast_unsigned()),
-    };
-    // SAFETY: a fork-like clone3 (no new stack: the child continues on a copy of this one);
-    // `args` outlives the call. The monitor is single-threaded, so no lock is held by another
-    // thread in the child.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_clone3,
-            &raw mut args,
-            std::mem::size_of::<CloneArgs>(),
-        )
-    };
-    nix::errno::Errno::result(ret)
 }
 
 /// clone with `flags`, the child in this process's cgroups. Fork-like: returns 0 in the child.
