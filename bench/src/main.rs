@@ -521,6 +521,7 @@ const F_POD_DEEP: &str = "full pod start, 128-layer image";
 const F_POD_USERNS_SHALLOW: &str = "full pod start, userns, 20-layer image";
 const F_POD_USERNS_DEEP: &str = "full pod start, userns, 128-layer image";
 const F_EXEC: &str = "ExecSync `/bin/true` (each call)";
+const F_EXEC_PACED: &str = "ExecSync `/bin/true`, one every 0.5 s (an exec probe's pace)";
 const F_EXEC_CPU: &str =
     "ExecSync CPU per call (daemon + the pod's monitor or shim, children included)";
 
@@ -2321,8 +2322,9 @@ impl Bench {
         }
     }
 
-    /// ExecSync latency (each call) and its CPU (daemon and the pod's own processes, children
-    /// included, per call) on a running busybox container of each runtime, alternating.
+    /// ExecSync latency (each call, back to back and at a probe's pace) and its CPU (daemon and
+    /// the pod's own processes, children included, per call) on a running busybox container of
+    /// each runtime, alternating.
     async fn exec_sync(&mut self) {
         let plan = self.opts.plan.clone();
         eprintln!(
@@ -2353,7 +2355,11 @@ impl Bench {
                 }
                 Err(e) => {
                     let name = self.targets[t].name();
-                    for (f, u) in [(F_EXEC, Unit::Millis), (F_EXEC_CPU, Unit::Millis)] {
+                    for (f, u) in [
+                        (F_EXEC, Unit::Millis),
+                        (F_EXEC_PACED, Unit::Millis),
+                        (F_EXEC_CPU, Unit::Millis),
+                    ] {
                         self.results
                             .fail(f, u, t, reason(name, &e), detail(name, &e));
                     }
@@ -2419,6 +2425,56 @@ impl Bench {
                         t,
                         ticks_ms(used) / latencies.len() as f64,
                     );
+                }
+            }
+        }
+        // At a probe's pace: kubelet runs each exec probe every few seconds, so the node is
+        // quiet between two calls and nothing a previous call left warm helps the next.
+        eprintln!(
+            "crius-bench: {F_EXEC_PACED} ({} iterations)",
+            plan.iterations
+        );
+        for i in 0..plan.iterations {
+            let order: Vec<usize> = if i % 2 == 0 {
+                (0..self.targets.len()).collect()
+            } else {
+                (0..self.targets.len()).rev().collect()
+            };
+            for t in order {
+                let Some((pod, _)) = &pods[t] else {
+                    continue;
+                };
+                if self.results.is_na(F_EXEC_PACED, t) {
+                    continue;
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                let mut rt = self.targets[t].runtime.clone();
+                let start = Instant::now();
+                let r = rt
+                    .exec_sync(ExecSyncRequest {
+                        container_id: pod.containers[0].clone(),
+                        cmd: vec!["/bin/true".into()],
+                        timeout: 10,
+                    })
+                    .await;
+                let elapsed = ms(start.elapsed());
+                let failed = match r {
+                    Ok(r) if r.get_ref().exit_code == 0 => None,
+                    Ok(r) => Some(anyhow::anyhow!("exit code {}", r.get_ref().exit_code)),
+                    Err(e) => Some(anyhow::Error::from(e)),
+                };
+                match failed {
+                    None => self.results.record(F_EXEC_PACED, Unit::Millis, t, elapsed),
+                    Some(e) => {
+                        let name = self.targets[t].name();
+                        self.results.fail(
+                            F_EXEC_PACED,
+                            Unit::Millis,
+                            t,
+                            reason(name, &e),
+                            detail(name, &e),
+                        );
+                    }
                 }
             }
         }
@@ -2488,6 +2544,7 @@ impl Bench {
             }
         }
         self.results.figure(F_EXEC, Unit::Millis);
+        self.results.figure(F_EXEC_PACED, Unit::Millis);
         self.results.figure(F_EXEC_CPU, Unit::Millis);
         let full = ManyFigures::new(plan.pods, true, false);
         let dense = ManyFigures::new(plan.density, true, true);

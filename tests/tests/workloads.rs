@@ -349,7 +349,11 @@ async fn containers_see_their_own_cgroup() {
             // And it is in the container's cgroup v2 directory (on a hybrid node too, where
             // the v2 line is not the namespace's root).
             let v2 = |l: &[String]| l.iter().find(|l| l.starts_with("0::")).cloned();
-            assert_eq!(v2(&exec_lines), v2(&lines), "{name}: exec sees {exec_lines:?}");
+            assert_eq!(
+                v2(&exec_lines),
+                v2(&lines),
+                "{name}: exec sees {exec_lines:?}"
+            );
             let written: Vec<&String> = lines
                 .iter()
                 .filter(|l| l.starts_with("WROTE") || l.starts_with("RW"))
