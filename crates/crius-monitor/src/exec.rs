@@ -1,12 +1,13 @@
-//! `criusd monitor --pod-dir DIR --exec ID -- CMD...`: runs a command inside a running
-//! container, as a fresh single-threaded process criusd starts for each ExecSync. It joins the
-//! container's cgroup v1 directories (the command is born in its v2 one), then the pod's user
-//! namespace FIRST (so that every later step, and the command, has only the powers of the
-//! pod's root, never the host's), then the container's mount, network, IPC, UTS and PID namespaces; takes the first process's identity (uid, gid,
-//! groups), bounding and effective capabilities and no_new_privs; forks into the PID namespace
-//! and execs with the environment, working directory and seccomp filter of the container's
-//! runtime spec (`config.json`, as runc and containerd do; never the first process's live
-//! `/proc/PID/environ`, which the container can rewrite). Its exit code is the command's
+//! `criusd monitor --pod-dir DIR --exec ID -- CMD...`: runs a command inside a running container,
+//! as a fresh single-threaded process criusd starts for each ExecSync. It joins the container's
+//! cgroup v1 directories (the command is born in its v2 one), then the pod's user namespace FIRST
+//! (so that every later step, and the command, has only the powers of the pod's root, never the
+//! host's), then the container's mount, network, IPC, UTS and PID namespaces; takes the first
+//! process's identity (uid, gid, groups), bounding and effective capabilities and no_new_privs;
+//! forks into the PID namespace (the child, born in the container's cgroups, joins its cgroup
+//! namespace) and execs with the environment, working directory and seccomp filter of the
+//! container's runtime spec (`config.json`, as runc and containerd do; never the first process's
+//! live `/proc/PID/environ`, which the container can rewrite). Its exit code is the command's
 //! (128 + signal when killed).
 //! With a terminal on stdin (the streaming Exec with tty) the command runs instead on a new
 //! pty of the container's own devpts, as its controlling terminal, and this helper copies
@@ -249,9 +250,10 @@ fn setup_and_run(pod_dir: &Path, id: &str, cmd: &[std::ffi::OsString]) -> Result
     }
 
     // Open everything while still the host's root.
-    // The cgroup namespace last, once this process is in the container's cgroups: its view
-    // is then the container's own, rooted at the container's cgroup.
-    let kinds = ["mnt", "net", "ipc", "uts", "pid", "cgroup"];
+    // The cgroup namespace is the command's to join, once born in the container's cgroups: a
+    // process in that namespace cannot create a child in a cgroup while itself outside the
+    // namespace's root, and this helper stays outside.
+    let kinds = ["mnt", "net", "ipc", "uts", "pid"];
     let userns = if same_ns(t.pid, "user") {
         None
     } else {
@@ -263,6 +265,11 @@ fn setup_and_run(pod_dir: &Path, id: &str, cmd: &[std::ffi::OsString]) -> Result
             others.push((kind, open_ns(t.pid, kind)?));
         }
     }
+    let cgroup_ns = if same_ns(t.pid, "cgroup") {
+        None
+    } else {
+        Some(open_ns(t.pid, "cgroup")?)
+    };
     // The command may reopen its own stdio (`echo x > /dev/stderr`): pipes criusd made belong
     // to host root; give them to the container process's host ids while still host root.
     let host_uid = status_id(&status, "Uid:");
@@ -335,6 +342,19 @@ fn setup_and_run(pod_dir: &Path, id: &str, cmd: &[std::ffi::OsString]) -> Result
         Err(e) => Err(sys("cannot fork")(e)),
         Ok(nix::unistd::ForkResult::Child) => {
             drop(alive_w);
+            if let Some(ns) = &cgroup_ns
+                && let Err(source) = nix::sched::setns(ns.as_fd(), CloneFlags::CLONE_NEWCGROUP)
+            {
+                eprintln!(
+                    "crius exec: {}",
+                    ExecError::JoinNamespace {
+                        kind: "cgroup",
+                        source
+                    }
+                );
+                // SAFETY: leaving the forked child without running destructors.
+                unsafe { libc::_exit(127) }
+            }
             if let Some(console) = &console
                 && let Err(e) = console.take_stdio()
             {
