@@ -2386,24 +2386,11 @@ impl Bench {
                 let mut failed = None;
                 for _ in 0..plan.execs.max(1) {
                     let start = Instant::now();
-                    let r = rt
-                        .exec_sync(ExecSyncRequest {
-                            container_id: pod.containers[0].clone(),
-                            cmd: vec!["/bin/true".into()],
-                            timeout: 10,
-                        })
-                        .await;
+                    let r = exec_true(&mut rt, &pod.containers[0]).await;
                     latencies.push(ms(start.elapsed()));
-                    match r {
-                        Ok(r) if r.get_ref().exit_code == 0 => {}
-                        Ok(r) => {
-                            failed = Some(anyhow::anyhow!("exit code {}", r.get_ref().exit_code));
-                            break;
-                        }
-                        Err(e) => {
-                            failed = Some(anyhow::Error::from(e));
-                            break;
-                        }
+                    if let Err(e) = r {
+                        failed = Some(e);
+                        break;
                     }
                 }
                 let used = cpu_ticks(&pids).saturating_sub(before);
@@ -2450,22 +2437,11 @@ impl Bench {
                 tokio::time::sleep(Duration::from_millis(500)).await;
                 let mut rt = self.targets[t].runtime.clone();
                 let start = Instant::now();
-                let r = rt
-                    .exec_sync(ExecSyncRequest {
-                        container_id: pod.containers[0].clone(),
-                        cmd: vec!["/bin/true".into()],
-                        timeout: 10,
-                    })
-                    .await;
+                let r = exec_true(&mut rt, &pod.containers[0]).await;
                 let elapsed = ms(start.elapsed());
-                let failed = match r {
-                    Ok(r) if r.get_ref().exit_code == 0 => None,
-                    Ok(r) => Some(anyhow::anyhow!("exit code {}", r.get_ref().exit_code)),
-                    Err(e) => Some(anyhow::Error::from(e)),
-                };
-                match failed {
-                    None => self.results.record(F_EXEC_PACED, Unit::Millis, t, elapsed),
-                    Some(e) => {
+                match r {
+                    Ok(()) => self.results.record(F_EXEC_PACED, Unit::Millis, t, elapsed),
+                    Err(e) => {
                         let name = self.targets[t].name();
                         self.results.fail(
                             F_EXEC_PACED,
@@ -2746,6 +2722,21 @@ impl Bench {
 }
 
 /// A pid from a verbose status `info` map: any JSON value holding `key` at its top level.
+/// ExecSync `/bin/true` in `container`: an error for a refused call or a non-zero exit.
+async fn exec_true(rt: &mut RuntimeServiceClient<Channel>, container: &str) -> Result<()> {
+    let r = rt
+        .exec_sync(ExecSyncRequest {
+            container_id: container.to_owned(),
+            cmd: vec!["/bin/true".into()],
+            timeout: 10,
+        })
+        .await?;
+    match r.get_ref().exit_code {
+        0 => Ok(()),
+        code => bail!("exit code {code}"),
+    }
+}
+
 fn info_pid(info: &HashMap<String, String>, key: &str) -> Option<i32> {
     info.values().find_map(|v| {
         let json: serde_json::Value = serde_json::from_str(v).ok()?;

@@ -430,7 +430,8 @@ pub(crate) fn clone_into(
     };
     // SAFETY: a fork-like clone3 (no new stack: the child continues on a copy of this one);
     // `args` outlives the call. Callers are single-threaded (the monitor, the exec helper), so
-    // no lock is held by another thread in the child.
+    // no lock is held by another thread in the child; glibc's fork handlers do not run and its
+    // copy of the thread id is stale, which nothing the children do relies on.
     let ret = unsafe {
         libc::syscall(
             libc::SYS_clone3,
@@ -439,6 +440,20 @@ pub(crate) fn clone_into(
         )
     };
     nix::errno::Errno::result(ret)
+}
+
+/// `dir` open as an `O_PATH` descriptor if it is a cgroup v2 directory (told by its filesystem,
+/// without reading the node's mount table); `None` for a v1 directory or one that cannot be
+/// opened.
+pub(crate) fn open_v2(dir: &Path) -> Option<std::os::fd::OwnedFd> {
+    let fd = nix::fcntl::open(
+        dir,
+        nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .ok()?;
+    let fs = nix::sys::statfs::fstatfs(&fd).ok()?;
+    (fs.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC).then_some(fd)
 }
 
 /// Moves this process into the cgroup v2 directory open as `dir` (an `O_PATH` descriptor, usable
@@ -786,6 +801,44 @@ mod tests {
         // Joined on drop: nothing more is written.
         std::thread::sleep(Duration::from_millis(50));
         assert_eq!(procs(dir.path()), written);
+    }
+
+    #[test]
+    fn a_process_is_born_in_the_v2_cgroup_it_is_cloned_into() {
+        let Some(mount) = v2_mounts().into_iter().next() else {
+            eprintln!("no cgroup v2 mount: skipped");
+            return;
+        };
+        let dir = mount.join(format!("crius-unit-clone-{}", std::process::id()));
+        if let Err(e) = std::fs::create_dir(&dir) {
+            eprintln!("cannot make {} ({e}): skipped", dir.display());
+            return;
+        }
+        let fd = open_v2(&dir).expect("a cgroup v2 directory");
+        assert!(open_v2(Path::new("/proc")).is_none());
+        let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).expect("pipe");
+        let ret = clone_into(nix::sched::CloneFlags::empty(), &fd).expect("clone3");
+        if ret == 0 {
+            // The child waits for the parent to look, then leaves (async-signal-safe calls only:
+            // the test harness has other threads).
+            use std::os::fd::AsRawFd;
+            let mut byte = [0u8; 1];
+            // SAFETY: plain close, read and _exit on descriptors this child owns.
+            unsafe {
+                libc::close(w.as_raw_fd());
+                libc::read(r.as_raw_fd(), byte.as_mut_ptr().cast(), 1);
+                libc::_exit(0);
+            }
+        }
+        let pid = crate::cloned_pid(ret);
+        let seen = std::fs::read_to_string(format!("/proc/{pid}/cgroup"));
+        drop(w);
+        let _ = nix::sys::wait::waitpid(pid, None);
+        let _ = std::fs::remove_dir(&dir);
+        let name = dir.file_name().map(|n| n.to_string_lossy().into_owned());
+        let want = format!("0::/{}", name.unwrap_or_default());
+        let seen = seen.expect("the child's cgroup");
+        assert!(seen.lines().any(|l| l == want), "{seen}");
     }
 
     #[test]

@@ -279,20 +279,15 @@ fn setup_and_run(pod_dir: &Path, id: &str, cmd: &[std::ffi::OsString]) -> Result
     }
     // The v1 directories are joined now, as a thread; the command is born in the v2 one
     // ([`fork_command`]). Best effort: a hierarchy the container has no directory in is skipped.
-    let (v2, v1) = crate::cgroup::split_v2(&t.cgroup_dirs, &crate::cgroup::v2_mounts());
-    for dir in &v1 {
-        let _ = crate::cgroup::enter_self(std::slice::from_ref(dir));
+    let mut v2 = None;
+    for dir in &t.cgroup_dirs {
+        match crate::cgroup::open_v2(dir) {
+            Some(fd) => v2 = Some(fd),
+            None => {
+                let _ = crate::cgroup::enter_self(std::slice::from_ref(dir));
+            }
+        }
     }
-    let v2 = v2.and_then(|dir| {
-        nix::fcntl::open(
-            &dir,
-            nix::fcntl::OFlag::O_PATH
-                | nix::fcntl::OFlag::O_DIRECTORY
-                | nix::fcntl::OFlag::O_CLOEXEC,
-            nix::sys::stat::Mode::empty(),
-        )
-        .ok()
-    });
     if let Some(user) = &userns {
         nix::sched::setns(user.as_fd(), CloneFlags::CLONE_NEWUSER)
             .map_err(|source| ExecError::JoinUserNamespace { source })?;
@@ -353,7 +348,7 @@ fn setup_and_run(pod_dir: &Path, id: &str, cmd: &[std::ffi::OsString]) -> Result
                     }
                 );
                 // SAFETY: leaving the forked child without running destructors.
-                unsafe { libc::_exit(127) }
+                unsafe { libc::_exit(i32::from(SETUP_FAILED)) }
             }
             if let Some(console) = &console
                 && let Err(e) = console.take_stdio()
@@ -409,8 +404,10 @@ fn setup_and_run(pod_dir: &Path, id: &str, cmd: &[std::ffi::OsString]) -> Result
 }
 
 /// Forks the command's process, born in the container's cgroup v2 directory open as `v2`
-/// (clone3 `CLONE_INTO_CGROUP`: no move, so no wait for the cgroup migration lock). On a kernel
-/// without it this helper moves there first (best effort, like the v1 joins).
+/// (clone3 `CLONE_INTO_CGROUP`: no move, so no wait for the cgroup migration lock). Where the
+/// kernel or a seccomp filter has no clone3 with it, this helper moves there first (best effort,
+/// like the v1 joins); any other refusal (the container at its `pids.max`, its cgroup gone) is
+/// the answer.
 fn fork_command(v2: Option<&OwnedFd>) -> Result<nix::unistd::ForkResult, nix::errno::Errno> {
     if let Some(dir) = v2 {
         match crate::cgroup::clone_into(CloneFlags::empty(), dir) {
@@ -420,9 +417,15 @@ fn fork_command(v2: Option<&OwnedFd>) -> Result<nix::unistd::ForkResult, nix::er
                     child: crate::cloned_pid(ret),
                 });
             }
-            Err(_) => {
+            Err(
+                nix::errno::Errno::ENOSYS
+                | nix::errno::Errno::E2BIG
+                | nix::errno::Errno::EINVAL
+                | nix::errno::Errno::EPERM,
+            ) => {
                 let _ = crate::cgroup::enter_self_at(dir);
             }
+            Err(e) => return Err(e),
         }
     }
     // SAFETY: this helper process is single-threaded.
