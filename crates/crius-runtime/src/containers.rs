@@ -229,12 +229,17 @@ impl Pods {
             Option<i64>,
         );
         let records = self.store.all();
+        // The states' change queue is read once for the listing, not once per pod.
+        self.states.take_changes();
         let pods: std::collections::HashMap<&str, PodView> = records
             .iter()
             .map(|r| {
                 let alive = monitor_alive(r);
                 let written = if alive { None } else { state_written_ns(r) };
-                (r.id.as_str(), (self.monitor_state(r), alive, written))
+                let state = self
+                    .states
+                    .read_taken(&r.dir.join(crius_proto::layout::STATE));
+                (r.id.as_str(), (state, alive, written))
             })
             .collect();
         Ok(self

@@ -85,9 +85,23 @@ impl StateCache {
     /// The state in `path`, parsed again only when the file changed; `None` when it is missing
     /// or unreadable (its entry is then dropped).
     pub(crate) fn read(&self, path: &Path) -> Option<Arc<MonitorState>> {
+        self.take_changes();
+        self.read_taken(path)
+    }
+
+    /// Takes in the change events queued so far, so that the [`StateCache::read_taken`] calls
+    /// of one listing that follow see every state written before it, for one `read` of the
+    /// queue instead of one per pod.
+    pub(crate) fn take_changes(&self) {
+        let mut inner = self.lock();
+        self.drain(&mut inner);
+    }
+
+    /// [`StateCache::read`] without taking in the queued events first (a listing did, once,
+    /// with [`StateCache::take_changes`]).
+    pub(crate) fn read_taken(&self, path: &Path) -> Option<Arc<MonitorState>> {
         {
-            let mut inner = self.lock();
-            self.drain(&mut inner);
+            let inner = self.lock();
             if let Some(entry) = inner.entries.get(path)
                 && entry.fresh
                 && entry.watch.is_some()
@@ -236,5 +250,31 @@ mod tests {
         std::fs::remove_file(&path).expect("remove");
         assert!(cache.read(&path).is_none());
         assert!(cache.lock().entries.is_empty() && cache.lock().watched.is_empty());
+    }
+
+    #[test]
+    fn a_listing_sees_what_was_written_before_it_took_the_changes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("state.json");
+        let cache = StateCache::default();
+        let mut state = MonitorState {
+            version: crius_proto::PROTOCOL_VERSION,
+            monitor_pid: 21,
+            monitor_start_time: 1,
+            sandbox_pid: 22,
+            sandbox_start_time: 2,
+            netns: None,
+            cgroup_dirs: Vec::new(),
+            exit: None,
+            containers: Default::default(),
+        };
+        write(&path, &state);
+        assert_eq!(cache.read(&path).expect("state").monitor_pid, 21);
+        state.monitor_pid = 23;
+        write(&path, &state);
+        // Not yet taken in: a listing that started before the write may still see the old one.
+        assert_eq!(cache.read_taken(&path).expect("state").monitor_pid, 21);
+        cache.take_changes();
+        assert_eq!(cache.read_taken(&path).expect("state").monitor_pid, 23);
     }
 }
