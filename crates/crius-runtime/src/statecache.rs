@@ -214,23 +214,28 @@ mod tests {
         std::fs::rename(&tmp, path).expect("rename");
     }
 
+    /// A state whose monitor is `pid` (the sandbox `pid + 1`).
+    fn state_of(pid: i32) -> MonitorState {
+        MonitorState {
+            version: crius_proto::PROTOCOL_VERSION,
+            monitor_pid: pid,
+            monitor_start_time: 1,
+            sandbox_pid: pid + 1,
+            sandbox_start_time: 2,
+            netns: None,
+            cgroup_dirs: Vec::new(),
+            exit: None,
+            containers: Default::default(),
+        }
+    }
+
     #[test]
     fn a_replaced_file_is_read_again_and_a_missing_one_forgotten() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("state.json");
         let cache = StateCache::default();
         assert!(cache.read(&path).is_none());
-        let mut state = MonitorState {
-            version: crius_proto::PROTOCOL_VERSION,
-            monitor_pid: 11,
-            monitor_start_time: 1,
-            sandbox_pid: 12,
-            sandbox_start_time: 2,
-            netns: None,
-            cgroup_dirs: Vec::new(),
-            exit: None,
-            containers: Default::default(),
-        };
+        let mut state = state_of(11);
         write(&path, &state);
         let first = cache.read(&path).expect("state");
         assert_eq!(first.monitor_pid, 11);
@@ -257,17 +262,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("state.json");
         let cache = StateCache::default();
-        let mut state = MonitorState {
-            version: crius_proto::PROTOCOL_VERSION,
-            monitor_pid: 21,
-            monitor_start_time: 1,
-            sandbox_pid: 22,
-            sandbox_start_time: 2,
-            netns: None,
-            cgroup_dirs: Vec::new(),
-            exit: None,
-            containers: Default::default(),
-        };
+        let mut state = state_of(21);
         write(&path, &state);
         assert_eq!(cache.read(&path).expect("state").monitor_pid, 21);
         state.monitor_pid = 23;
