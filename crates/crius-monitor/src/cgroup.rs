@@ -442,6 +442,15 @@ pub(crate) fn clone_into(
     nix::errno::Errno::result(ret)
 }
 
+/// Whether [`clone_into`] failed because this kernel has no clone3 with `CLONE_INTO_CGROUP`
+/// (before 5.7), so the caller should move into the cgroup and clone there instead.
+pub(crate) fn clone_into_missing(errno: nix::errno::Errno) -> bool {
+    matches!(
+        errno,
+        nix::errno::Errno::ENOSYS | nix::errno::Errno::E2BIG | nix::errno::Errno::EINVAL
+    )
+}
+
 /// `dir` open as an `O_PATH` descriptor if it is a cgroup v2 directory (told by its filesystem,
 /// without reading the node's mount table); `None` for a v1 directory or one that cannot be
 /// opened.
@@ -809,11 +818,19 @@ mod tests {
             eprintln!("no cgroup v2 mount: skipped");
             return;
         };
+        /// The test's cgroup, removed however the test ends.
+        struct Made(std::path::PathBuf);
+        impl Drop for Made {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_dir(&self.0);
+            }
+        }
         let dir = mount.join(format!("crius-unit-clone-{}", std::process::id()));
         if let Err(e) = std::fs::create_dir(&dir) {
             eprintln!("cannot make {} ({e}): skipped", dir.display());
             return;
         }
+        let made = Made(dir.clone());
         let fd = open_v2(&dir).expect("a cgroup v2 directory");
         assert!(open_v2(Path::new("/proc")).is_none());
         let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).expect("pipe");
@@ -834,7 +851,7 @@ mod tests {
         let seen = std::fs::read_to_string(format!("/proc/{pid}/cgroup"));
         drop(w);
         let _ = nix::sys::wait::waitpid(pid, None);
-        let _ = std::fs::remove_dir(&dir);
+        drop(made);
         let name = dir.file_name().map(|n| n.to_string_lossy().into_owned());
         let want = format!("0::/{}", name.unwrap_or_default());
         let seen = seen.expect("the child's cgroup");

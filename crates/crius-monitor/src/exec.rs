@@ -417,12 +417,8 @@ fn fork_command(v2: Option<&OwnedFd>) -> Result<nix::unistd::ForkResult, nix::er
                     child: crate::cloned_pid(ret),
                 });
             }
-            Err(
-                nix::errno::Errno::ENOSYS
-                | nix::errno::Errno::E2BIG
-                | nix::errno::Errno::EINVAL
-                | nix::errno::Errno::EPERM,
-            ) => {
+            // EPERM: a seccomp filter around criusd that refuses clone3.
+            Err(e) if crate::cgroup::clone_into_missing(e) || e == nix::errno::Errno::EPERM => {
                 let _ = crate::cgroup::enter_self_at(dir);
             }
             Err(e) => return Err(e),

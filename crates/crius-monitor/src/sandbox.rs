@@ -58,11 +58,7 @@ pub(crate) fn create(spec: &SandboxSpec, into: Option<&Path>) -> Result<Created,
                 source,
             })?;
             match crate::cgroup::clone_into(flags, &cgroup) {
-                Err(
-                    nix::errno::Errno::ENOSYS
-                    | nix::errno::Errno::E2BIG
-                    | nix::errno::Errno::EINVAL,
-                ) => {
+                Err(e) if crate::cgroup::clone_into_missing(e) => {
                     crate::cgroup::enter_self(&[dir.to_owned()])?;
                     entered = true;
                     clone_here(flags)
