@@ -50,10 +50,21 @@ pub(crate) const SANDBOX_LEAF: &str = "sandbox";
 /// pods', so the pods' limits do not apply to them.
 pub(crate) const MONITORS: &str = "crius-monitors";
 
-/// The cgroup hierarchies mounted in this mount namespace, one per distinct superblock.
+/// The cgroup hierarchies mounted in this mount namespace, one per distinct superblock. Read
+/// from mountinfo once per process: a node's cgroup mounts do not change while a monitor lives,
+/// and mountinfo, which lists every pod's mounts, is read under the kernel's namespace lock
+/// that every mount on the node takes.
 pub(crate) fn hierarchies() -> Vec<Hierarchy> {
-    let text = mountinfo::read_self().unwrap_or_default();
-    parse_mountinfo(&text)
+    static FOUND: std::sync::OnceLock<Vec<Hierarchy>> = std::sync::OnceLock::new();
+    if let Some(found) = FOUND.get() {
+        return found.clone();
+    }
+    let found = parse_mountinfo(&mountinfo::read_self().unwrap_or_default());
+    // An unreadable mountinfo is not remembered: the next call reads it again.
+    if !found.is_empty() {
+        let _ = FOUND.set(found.clone());
+    }
+    found
 }
 
 fn parse_mountinfo(text: &str) -> Vec<Hierarchy> {
