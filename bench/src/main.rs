@@ -2721,7 +2721,6 @@ impl Bench {
     }
 }
 
-/// A pid from a verbose status `info` map: any JSON value holding `key` at its top level.
 /// ExecSync `/bin/true` in `container`: an error for a refused call or a non-zero exit.
 async fn exec_true(rt: &mut RuntimeServiceClient<Channel>, container: &str) -> Result<()> {
     let r = rt
@@ -2737,6 +2736,7 @@ async fn exec_true(rt: &mut RuntimeServiceClient<Channel>, container: &str) -> R
     }
 }
 
+/// A pid from a verbose status `info` map: any JSON value holding `key` at its top level.
 fn info_pid(info: &HashMap<String, String>, key: &str) -> Option<i32> {
     info.values().find_map(|v| {
         let json: serde_json::Value = serde_json::from_str(v).ok()?;
