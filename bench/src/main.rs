@@ -4,7 +4,6 @@
 //! `Unimplemented`, a missing feature) reads `n/a (reason)`; nothing here needs changing as crius
 //! grows. See `integration/bench/README.md`.
 
-use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -2737,7 +2736,7 @@ async fn exec_true(rt: &mut RuntimeServiceClient<Channel>, container: &str) -> R
 }
 
 /// A pid from a verbose status `info` map: any JSON value holding `key` at its top level.
-fn info_pid(info: &HashMap<String, String>, key: &str) -> Option<i32> {
+fn info_pid(info: &std::collections::BTreeMap<String, String>, key: &str) -> Option<i32> {
     info.values().find_map(|v| {
         let json: serde_json::Value = serde_json::from_str(v).ok()?;
         let pid = json.get(key)?.as_i64()?;

@@ -1,7 +1,7 @@
 //! The setup most container tests share: a registry with busybox, a criusd that pulled it,
 //! pods with or without a user namespace, and containers running shell scripts.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -315,8 +315,8 @@ impl Env {
             }),
             command: vec!["/bin/sh".into(), "-c".into(), script.into()],
             log_path: format!("{name}.log"),
-            labels: HashMap::from([("app".into(), name.into())]),
-            annotations: HashMap::from([("note".into(), "n".into())]),
+            labels: BTreeMap::from([("app".into(), name.into())]),
+            annotations: BTreeMap::from([("note".into(), "n".into())]),
             linux: Some(LinuxContainerConfig::default()),
             ..ContainerConfig::default()
         }

@@ -8,7 +8,7 @@
 //! resource and port conversion, crius-runtime's NotFound messages); the fixes have landed and
 //! they run with the rest.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -125,7 +125,7 @@ fn base_config(name: &str, parent: &str) -> PodSandboxConfig {
         }),
         hostname: "hostile".into(),
         log_directory: format!("/var/log/pods/hostile_{name}"),
-        labels: HashMap::from([("app".into(), name.into())]),
+        labels: BTreeMap::from([("app".into(), name.into())]),
         dns_config: Some(DnsConfig {
             servers: vec!["10.96.0.10".into()],
             searches: vec!["svc.cluster.local".into()],
@@ -202,7 +202,7 @@ fn ok_map() -> Vec<IdMapping> {
 }
 
 fn sysctl(c: &mut PodSandboxConfig, key: &str, value: &str) {
-    linux(c).sysctls = HashMap::from([(key.to_owned(), value.to_owned())]);
+    linux(c).sysctls = BTreeMap::from([(key.to_owned(), value.to_owned())]);
 }
 
 /// Whether a live (not zombie) process has this pid.
@@ -1236,13 +1236,13 @@ fn pod_cases_pending_server_fix() -> Vec<PodCase> {
         ),
         (
             "unified key with /",
-            |c| resources(c).unified = HashMap::from([("../../cgroup.procs".into(), "1".into())]),
+            |c| resources(c).unified = BTreeMap::from([("../../cgroup.procs".into(), "1".into())]),
             INVALID,
             "config.linux.resources.unified",
         ),
         (
             "unified key ..",
-            |c| resources(c).unified = HashMap::from([("..".into(), "1".into())]),
+            |c| resources(c).unified = BTreeMap::from([("..".into(), "1".into())]),
             INVALID,
             "config.linux.resources.unified",
         ),
@@ -1498,28 +1498,28 @@ async fn hostile_pod_ids_and_filters() {
         (
             "filter selector NUL",
             PodSandboxFilter {
-                label_selector: HashMap::from([("app\0".into(), "canary".into())]),
+                label_selector: BTreeMap::from([("app\0".into(), "canary".into())]),
                 ..Default::default()
             },
         ),
         (
             "filter selector glob",
             PodSandboxFilter {
-                label_selector: HashMap::from([("app".into(), "*".into())]),
+                label_selector: BTreeMap::from([("app".into(), "*".into())]),
                 ..Default::default()
             },
         ),
         (
             "filter selector expression",
             PodSandboxFilter {
-                label_selector: HashMap::from([("app in (canary)".into(), String::new())]),
+                label_selector: BTreeMap::from([("app in (canary)".into(), String::new())]),
                 ..Default::default()
             },
         ),
         (
             "filter selector 64 KiB",
             PodSandboxFilter {
-                label_selector: HashMap::from([(big('k'), big('v'))]),
+                label_selector: BTreeMap::from([(big('k'), big('v'))]),
                 ..Default::default()
             },
         ),
@@ -1535,7 +1535,7 @@ async fn hostile_pod_ids_and_filters() {
         (
             "filter selector canary and more",
             PodSandboxFilter {
-                label_selector: HashMap::from([
+                label_selector: BTreeMap::from([
                     ("app".into(), "canary".into()),
                     ("x".into(), String::new()),
                 ]),
@@ -1564,7 +1564,7 @@ async fn hostile_pod_ids_and_filters() {
     let r = runtime
         .list_pod_sandbox(ListPodSandboxRequest {
             filter: Some(PodSandboxFilter {
-                label_selector: HashMap::from([("app".into(), "canary".into())]),
+                label_selector: BTreeMap::from([("app".into(), "canary".into())]),
                 ..Default::default()
             }),
         })
@@ -1657,7 +1657,7 @@ async fn hostile_pod_resource_updates_pending_server_fix() {
         (
             "unified ../x",
             LinuxContainerResources {
-                unified: HashMap::from([("../x".into(), "1".into())]),
+                unified: BTreeMap::from([("../x".into(), "1".into())]),
                 ..Default::default()
             },
             "unified",

@@ -3,7 +3,7 @@
 
 #![allow(clippy::unwrap_used, reason = "test code: a panic is a failed test")]
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::fd::AsFd;
@@ -18,7 +18,7 @@ use crius_tests::harness::{Criusd, Options};
 /// `suite=pod-network`, with a user namespace from host id 30 × 65536 when `userns`.
 fn pod_config(name: &str, userns: bool) -> PodSandboxConfig {
     let mut config = PodSandboxConfig {
-        labels: HashMap::from([("suite".into(), "pod-network".into())]),
+        labels: BTreeMap::from([("suite".into(), "pod-network".into())]),
         ..env::pod_config(name, false, Path::new(""))
     };
     config.metadata.get_or_insert_default().namespace = "crius-net-test".into();

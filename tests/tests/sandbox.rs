@@ -1,7 +1,7 @@
 //! Pod sandboxes end to end: a real criusd, real pod monitors, real namespaces, checked from the
 //! host through /proc.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -18,11 +18,11 @@ use nix::unistd::Pid;
 /// The shared pod config (no log directory) with labels, an annotation and DNS settings.
 fn config(name: &str) -> PodSandboxConfig {
     PodSandboxConfig {
-        labels: HashMap::from([
+        labels: BTreeMap::from([
             ("app".into(), name.into()),
             ("suite".into(), "sandbox".into()),
         ]),
-        annotations: HashMap::from([("note".into(), "x".into())]),
+        annotations: BTreeMap::from([("note".into(), "x".into())]),
         dns_config: Some(DnsConfig {
             servers: vec!["10.96.0.10".into()],
             searches: vec!["svc.cluster.local".into()],
@@ -178,7 +178,7 @@ async fn userns_pod_owns_its_namespaces() -> anyhow::Result<()> {
     // critest's mapping: host 1000, length 100000 (not 65536-aligned).
     let started = Instant::now();
     let mut pod = with_userns(config("userns"), 1000, 100_000);
-    pod.linux.get_or_insert_default().sysctls = HashMap::from([
+    pod.linux.get_or_insert_default().sysctls = BTreeMap::from([
         ("net.ipv4.ip_unprivileged_port_start".into(), "80".into()),
         ("kernel.shmmni".into(), "1234".into()),
     ]);
@@ -411,7 +411,7 @@ async fn plain_and_host_network_pods() -> anyhow::Result<()> {
     let by_label = daemon
         .runtime
         .list_pod_sandbox(list(PodSandboxFilter {
-            label_selector: HashMap::from([("app".into(), "hostnet".into())]),
+            label_selector: BTreeMap::from([("app".into(), "hostnet".into())]),
             ..Default::default()
         }))
         .await?
@@ -584,7 +584,7 @@ async fn invalid_requests_are_refused() -> anyhow::Result<()> {
     cases.push(("hostname too long", long_name));
     let mut node_sysctl = config("x");
     node_sysctl.linux.get_or_insert_default().sysctls =
-        HashMap::from([("vm.swappiness".into(), "1".into())]);
+        BTreeMap::from([("vm.swappiness".into(), "1".into())]);
     cases.push(("a sysctl of the whole node", node_sysctl));
 
     for (what, config) in cases {
@@ -818,7 +818,7 @@ async fn failed_sandbox_rolls_back_and_host_namespaces_work() -> anyhow::Result<
     let mut daemon = Criusd::start().await?;
     // The sandbox process fails while setting itself up: nothing may be left.
     let mut broken = with_userns(config("broken"), 1000, 100_000);
-    broken.linux.get_or_insert_default().sysctls = HashMap::from([(
+    broken.linux.get_or_insert_default().sysctls = BTreeMap::from([(
         "net.ipv4.ip_unprivileged_port_start".into(),
         "nonsense".into(),
     )]);

@@ -2,7 +2,7 @@
 //! memory and write to their rootfs; checked through ContainerStats, ListContainerStats,
 //! StreamContainerStats, PodSandboxStats and ImageFsInfo.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -34,7 +34,7 @@ async fn setup() -> Env {
 /// The shared pod config, labelled `pod=<name>`.
 fn pod_config(name: &str, log_dir: &Path, userns: bool) -> PodSandboxConfig {
     PodSandboxConfig {
-        labels: HashMap::from([("pod".into(), name.into())]),
+        labels: BTreeMap::from([("pod".into(), name.into())]),
         ..crius_tests::env::pod_config(name, userns, log_dir)
     }
 }
@@ -73,8 +73,8 @@ impl Env {
             }),
             command: vec!["/bin/sh".into(), "-c".into(), script.into()],
             log_path: format!("{name}.log"),
-            labels: HashMap::from([("app".into(), name.into())]),
-            annotations: HashMap::from([("note".into(), name.into())]),
+            labels: BTreeMap::from([("app".into(), name.into())]),
+            annotations: BTreeMap::from([("note".into(), name.into())]),
             linux: Some(linux),
             ..ContainerConfig::default()
         };
@@ -395,7 +395,7 @@ async fn list_container_stats_filters_by_id_pod_and_label() {
 
     let by_label = env
         .list(ContainerStatsFilter {
-            label_selector: HashMap::from([("app".into(), "a2".into())]),
+            label_selector: BTreeMap::from([("app".into(), "a2".into())]),
             ..ContainerStatsFilter::default()
         })
         .await;
@@ -412,7 +412,7 @@ async fn list_container_stats_filters_by_id_pod_and_label() {
     let none = env
         .list(ContainerStatsFilter {
             pod_sandbox_id: pod_b.0.clone(),
-            label_selector: HashMap::from([("app".into(), "a1".into())]),
+            label_selector: BTreeMap::from([("app".into(), "a1".into())]),
             ..ContainerStatsFilter::default()
         })
         .await;
@@ -443,7 +443,7 @@ async fn list_container_stats_filters_by_id_pod_and_label() {
         .runtime
         .list_pod_sandbox_stats(ListPodSandboxStatsRequest {
             filter: Some(PodSandboxStatsFilter {
-                label_selector: HashMap::from([("pod".into(), "list-b".into())]),
+                label_selector: BTreeMap::from([("pod".into(), "list-b".into())]),
                 ..PodSandboxStatsFilter::default()
             }),
         })

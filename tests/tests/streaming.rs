@@ -2,7 +2,7 @@
 //! streaming server spoken to over WebSocket (`v5.channel.k8s.io` for exec,
 //! `v4.channel.k8s.io` for port forwarding) by a small client written here.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use cri_api::v1::*;
@@ -63,7 +63,7 @@ impl Env {
             }),
             command: vec!["/bin/sh".into(), "-c".into(), script.into()],
             log_path: format!("{name}.log"),
-            labels: HashMap::from([("app".into(), name.into())]),
+            labels: BTreeMap::from([("app".into(), name.into())]),
             linux: Some(LinuxContainerConfig::default()),
             ..ContainerConfig::default()
         };

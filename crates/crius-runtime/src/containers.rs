@@ -107,7 +107,7 @@ impl ContainerView {
         &self,
         id: &str,
         pod_id: &str,
-        labels: &std::collections::HashMap<String, String>,
+        labels: &std::collections::BTreeMap<String, String>,
     ) -> bool {
         self.record.id.starts_with(id)
             && self.record.pod_id.starts_with(pod_id)
@@ -231,10 +231,11 @@ impl Pods {
         let records = self.store.all();
         // The states' change queue is read once for the listing, not once per pod.
         self.states.take_changes();
+        let alive = Pods::monitors_alive(&records);
         let pods: std::collections::HashMap<&str, PodView> = records
             .iter()
-            .map(|r| {
-                let alive = monitor_alive(r);
+            .zip(alive)
+            .map(|(r, alive)| {
                 let written = if alive { None } else { state_written_ns(r) };
                 let state = self
                     .states

@@ -554,7 +554,34 @@ impl Pods {
 
     /// Every pod.
     pub fn list(&self) -> Result<Vec<PodView>, PodError> {
-        Ok(self.store.all().into_iter().map(view).collect())
+        let records = self.store.all();
+        let procs: Vec<(i32, u64)> = records
+            .iter()
+            .flat_map(|r| {
+                [
+                    (r.monitor_pid, r.monitor_start_time),
+                    (r.sandbox_pid, r.sandbox_start_time),
+                ]
+            })
+            .collect();
+        let running = LIVENESS.running_all(&procs);
+        Ok(records
+            .into_iter()
+            .zip(running.chunks(2))
+            .map(|(record, running)| {
+                let ready = record.state == PodState::Ready && running.iter().all(|r| *r);
+                PodView { record, ready }
+            })
+            .collect())
+    }
+
+    /// Whether each pod's monitor runs, in one pass over their pidfds.
+    fn monitors_alive(records: &[Arc<PodRecord>]) -> Vec<bool> {
+        let procs: Vec<(i32, u64)> = records
+            .iter()
+            .map(|r| (r.monitor_pid, r.monitor_start_time))
+            .collect();
+        LIVENESS.running_all(&procs)
     }
 
     /// The state the pod's monitor last recorded (`state.json`), if any: pids, the sandbox's exit.

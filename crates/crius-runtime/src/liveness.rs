@@ -67,6 +67,58 @@ impl Liveness {
         running
     }
 
+    /// [`Liveness::is_running`] of each of `procs` (pid, start time), with one `poll` over
+    /// every pidfd already kept instead of one per process.
+    pub(crate) fn running_all(&self, procs: &[(i32, u64)]) -> Vec<bool> {
+        use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+        let mut out = vec![false; procs.len()];
+        let mut unknown = Vec::new();
+        {
+            let mut known = self.lock();
+            let mut watched = Vec::new();
+            let mut exited = Vec::new();
+            {
+                let mut fds = Vec::new();
+                for (i, &(pid, start)) in procs.iter().enumerate() {
+                    if pid <= 0 {
+                        continue;
+                    }
+                    match known.get(&(pid, start)) {
+                        Some(Known::Gone) => {}
+                        Some(Known::Watched(fd)) => {
+                            fds.push(PollFd::new(fd.as_fd(), PollFlags::POLLIN));
+                            watched.push(i);
+                        }
+                        None => unknown.push(i),
+                    }
+                }
+                let polled = !fds.is_empty() && poll(&mut fds, PollTimeout::ZERO).is_ok();
+                for (fd, &i) in fds.iter().zip(&watched) {
+                    let gone = if polled {
+                        fd.revents().is_some_and(|r| !r.is_empty())
+                    } else {
+                        // No answer for the set (e.g. more descriptors than `poll` takes):
+                        // each on its own.
+                        has_exited_fd(fd.as_fd())
+                    };
+                    if gone {
+                        exited.push(i);
+                    } else {
+                        out[i] = true;
+                    }
+                }
+            }
+            for i in exited {
+                known.insert(procs[i], Known::Gone);
+            }
+        }
+        for i in unknown {
+            let (pid, start) = procs[i];
+            out[i] = self.is_running(pid, start);
+        }
+        out
+    }
+
     /// Forgets `pid` (its pod is gone), closing its pidfd.
     pub(crate) fn forget(&self, pid: i32, start_time: u64) {
         self.lock().remove(&(pid, start_time));
@@ -89,8 +141,13 @@ fn pidfd_open(pid: i32) -> Option<OwnedFd> {
 
 /// Whether the process of `pidfd` has exited (its pidfd polls readable).
 fn has_exited(pidfd: &OwnedFd) -> bool {
+    has_exited_fd(pidfd.as_fd())
+}
+
+/// [`has_exited`] of a borrowed pidfd.
+fn has_exited_fd(pidfd: std::os::fd::BorrowedFd<'_>) -> bool {
     use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-    let mut fds = [PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
+    let mut fds = [PollFd::new(pidfd, PollFlags::POLLIN)];
     match poll(&mut fds, PollTimeout::ZERO) {
         Ok(n) => n > 0,
         Err(_) => false,
@@ -108,6 +165,38 @@ mod tests {
             .nth(19)
             .and_then(|t| t.parse().ok())
             .expect("start time")
+    }
+
+    #[test]
+    fn running_all_answers_each_process_as_is_running_does() {
+        let liveness = Liveness::default();
+        let spawn = || {
+            std::process::Command::new("sleep")
+                .arg("30")
+                .spawn()
+                .expect("sleep")
+        };
+        let (mut a, mut b) = (spawn(), spawn());
+        let pid = |c: &std::process::Child| i32::try_from(c.id()).expect("pid");
+        let procs = [
+            (pid(&a), start_time(pid(&a))),
+            (pid(&b), start_time(pid(&b))),
+            (pid(&a), start_time(pid(&a)) + 1),
+            (0, 0),
+        ];
+        // First unknown (pidfds opened), then from the pidfds in one poll.
+        assert_eq!(liveness.running_all(&procs), [true, true, false, false]);
+        assert_eq!(liveness.running_all(&procs), [true, true, false, false]);
+        b.kill().expect("kill");
+        b.wait().expect("reap");
+        assert_eq!(liveness.running_all(&procs), [true, false, false, false]);
+        assert!(
+            !liveness.is_running(procs[1].0, procs[1].1),
+            "remembered as gone"
+        );
+        a.kill().expect("kill");
+        a.wait().expect("reap");
+        assert_eq!(liveness.running_all(&procs), [false; 4]);
     }
 
     #[test]
@@ -131,6 +220,7 @@ mod tests {
         }
         child.wait().expect("reap");
         assert!(!liveness.is_running(pid, start));
+        assert_eq!(liveness.running_all(&[(pid, start)]), [false]);
         liveness.forget(pid, start);
         assert!(!liveness.is_running(pid, start));
         assert!(!liveness.is_running(0, 0) && !liveness.is_running(-1, 0));

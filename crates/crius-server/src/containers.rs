@@ -1,7 +1,7 @@
 //! The container RPCs of the CRI `RuntimeService`: CRI requests converted to crius-runtime's
 //! container requests, its records and views converted back.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use cri_api::v1::*;
@@ -196,8 +196,8 @@ fn container_request(req: CreateContainerRequest) -> Result<ContainerRequest, St
             .into_iter()
             .map(|kv| (kv.key, kv.value))
             .collect(),
-        labels: config.labels.into_iter().collect(),
-        annotations: config.annotations.into_iter().collect(),
+        labels: config.labels,
+        annotations: config.annotations,
         log_path: config.log_path,
         stdin: config.stdin,
         stdin_once: config.stdin_once,
@@ -292,8 +292,8 @@ fn container_of(v: &ContainerView) -> Container {
         image_ref: image_ref_of(r),
         state: cri_state(v.state),
         created_at: r.created_at_ns,
-        labels: r.labels.clone().into_iter().collect(),
-        annotations: r.annotations.clone().into_iter().collect(),
+        labels: r.labels.clone(),
+        annotations: r.annotations.clone(),
         image_id: r.image_id.clone(),
     }
 }
@@ -361,8 +361,8 @@ pub(crate) fn status_of(v: &ContainerView) -> ContainerStatus {
         image_ref: image_ref_of(r),
         reason: reason.into(),
         message: message.into(),
-        labels: r.labels.clone().into_iter().collect(),
-        annotations: r.annotations.clone().into_iter().collect(),
+        labels: r.labels.clone(),
+        annotations: r.annotations.clone(),
         mounts: cri_mounts(r),
         log_path: r.log_path.clone(),
         resources: Some(ContainerResources {
@@ -414,7 +414,7 @@ impl Cri {
         verbose: bool,
     ) -> Result<ContainerStatusResponse, Status> {
         let view = self.pods.get_container(id).map_err(pod_error)?;
-        let mut info = HashMap::new();
+        let mut info = BTreeMap::new();
         if verbose {
             let m = view.monitor.clone().unwrap_or_default();
             let value = serde_json::json!({

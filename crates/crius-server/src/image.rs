@@ -163,7 +163,7 @@ impl ImageService for Images {
             // CRI: a missing image is an empty answer, not an error.
             return Ok(Response::new(ImageStatusResponse::default()));
         };
-        let mut info = std::collections::HashMap::new();
+        let mut info = std::collections::BTreeMap::new();
         if request.verbose {
             let config: serde_json::Value = store
                 .config_json(&record.id)

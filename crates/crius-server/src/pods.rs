@@ -188,8 +188,8 @@ pub(crate) fn pod_spec(
                 host_ip: p.host_ip,
             })
             .collect(),
-        labels: config.labels.into_iter().collect(),
-        annotations: config.annotations.into_iter().collect(),
+        labels: config.labels,
+        annotations: config.annotations,
         cgroup_parent: linux.cgroup_parent,
         namespaces: NamespaceOptions {
             network: namespace_mode(ns.network, &format!("{NS}.network"))?,
@@ -263,8 +263,8 @@ pub(crate) fn sandbox_status(pod: &crius_runtime::PodView) -> PodSandboxStatus {
                 options: Some(options),
             }),
         }),
-        labels: r.spec.labels.clone().into_iter().collect(),
-        annotations: r.spec.annotations.clone().into_iter().collect(),
+        labels: r.spec.labels.clone(),
+        annotations: r.spec.annotations.clone(),
         runtime_handler: r.spec.runtime_handler.clone(),
     }
 }
@@ -297,8 +297,8 @@ impl Cri {
                 metadata: cri_metadata(&p.record.spec),
                 state: cri_state(p.ready),
                 created_at: p.record.created_at_ns,
-                labels: p.record.spec.labels.clone().into_iter().collect(),
-                annotations: p.record.spec.annotations.clone().into_iter().collect(),
+                labels: p.record.spec.labels.clone(),
+                annotations: p.record.spec.annotations.clone(),
                 runtime_handler: p.record.spec.runtime_handler.clone(),
             })
             .collect())

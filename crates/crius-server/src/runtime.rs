@@ -1,6 +1,6 @@
 //! The CRI `RuntimeService`.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use cri_api::v1::runtime_service_server::RuntimeService;
@@ -105,7 +105,7 @@ impl RuntimeService for Runtime {
             .pods
             .get(&request.pod_sandbox_id)
             .map_err(pod_error)?;
-        let mut info = HashMap::new();
+        let mut info = BTreeMap::new();
         if request.verbose {
             let r = &pod.record;
             let verbose = serde_json::json!({
@@ -531,7 +531,7 @@ impl Cri {
         };
         let idmap_support = self.pods.idmap_support();
         let idmap = *idmap_support == crius_runtime::IdmapSupport::Supported;
-        let mut info = HashMap::new();
+        let mut info = BTreeMap::new();
         if verbose {
             let idmap_text = match idmap_support {
                 crius_runtime::IdmapSupport::Supported => "supported".to_owned(),

@@ -212,8 +212,8 @@ fn container_stats_of(
                 name: r.name.clone(),
                 attempt: r.attempt,
             }),
-            labels: r.labels.clone().into_iter().collect(),
-            annotations: r.annotations.clone().into_iter().collect(),
+            labels: r.labels.clone(),
+            annotations: r.annotations.clone(),
         }),
         cpu: cpu_usage(&r.id, &cgroup, at_ns, started),
         memory: cgroup
@@ -298,8 +298,8 @@ fn pod_stats_of(
                 namespace: m.namespace.clone(),
                 attempt: m.attempt,
             }),
-            labels: r.spec.labels.clone().into_iter().collect(),
-            annotations: r.spec.annotations.clone().into_iter().collect(),
+            labels: r.spec.labels.clone(),
+            annotations: r.spec.annotations.clone(),
         }),
         linux: Some(LinuxPodSandboxStats {
             cpu: cpu_usage(&key, &cgroup, at_ns, Some(r.created_at_ns)),

@@ -4,7 +4,7 @@
 //!
 //! Usage: `crius-demo [--criusd PATH]` (run by `integration/demo.sh`, as root).
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::time::{Duration, Instant};
@@ -178,7 +178,7 @@ async fn demo(criusd: &Path) -> anyhow::Result<()> {
             attempt: 0,
         }),
         hostname: "userns-demo".into(),
-        labels: HashMap::from([("app".into(), "crius-demo".into())]),
+        labels: BTreeMap::from([("app".into(), "crius-demo".into())]),
         linux: Some(LinuxPodSandboxConfig {
             security_context: Some(LinuxSandboxSecurityContext {
                 namespace_options: Some(NamespaceOption {
