@@ -93,48 +93,67 @@ async fn layer_views_are_read_only_and_hold_only_the_pods_layers() {
     env.wait_stdout("views", 1).await;
     let dir = pod_dir(&env, &pod.0);
     let views = dir.join("layers");
-    let names: Vec<String> = std::fs::read_dir(&views)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    assert_eq!(
-        names.len(),
-        1,
-        "the pod's layer views {names:?} (store {store:?})"
-    );
-    assert!(store.contains(&names[0]), "{names:?} not in {store:?}");
-    let mounts = mounts_below(&views);
-    assert_eq!(mounts.len(), 1, "{mounts:?}");
-    for (point, opts) in &mounts {
-        let opts: Vec<&str> = opts.split(',').collect();
-        for want in ["ro", "nosuid", "nodev"] {
-            assert!(opts.contains(&want), "{point}: {opts:?} lacks {want}");
+    // Every idmapped mount the host sees below the pod: the pod's files and volumes staged
+    // for its containers, and its layer views where the kernel needs them.
+    for (point, _) in mounts_below(&dir)
+        .into_iter()
+        .filter(|(_, opts)| opts.split(',').any(|o| o == "idmapped"))
+    {
+        assert!(
+            point.contains("/mounts/") || point.starts_with(&views.display().to_string()),
+            "an idmapped mount {point} on the host"
+        );
+    }
+    let used: Vec<String> = if views.exists() {
+        // Attached views (kernels before 6.15): only the pod's layers, read-only, nosuid,
+        // nodev, and not writable even by root.
+        let names: Vec<String> = std::fs::read_dir(&views)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            names.len(),
+            1,
+            "the pod's layer views {names:?} (store {store:?})"
+        );
+        assert!(store.contains(&names[0]), "{names:?} not in {store:?}");
+        let mounts = mounts_below(&views);
+        assert_eq!(mounts.len(), 1, "{mounts:?}");
+        for (point, opts) in &mounts {
+            let opts: Vec<&str> = opts.split(',').collect();
+            for want in ["ro", "nosuid", "nodev"] {
+                assert!(opts.contains(&want), "{point}: {opts:?} lacks {want}");
+            }
+        }
+        let layer = views.join(&names[0]);
+        let (ok, out) = host_sh_as(
+            HOST_ID,
+            &format!("echo hacked >> {}/etc/passwd", layer.display()),
+        );
+        assert!(!ok, "the pod's uid wrote an image layer: {out}");
+        let err = std::fs::OpenOptions::new()
+            .append(true)
+            .open(layer.join("etc/passwd"))
+            .expect_err("the layer view is writable");
+        assert_eq!(err.raw_os_error(), Some(libc::EROFS), "{err}");
+        names
+    } else {
+        // The rootfs stacks the layers of a detached idmapped clone of the store: no view of
+        // any layer is attached on the host (the check above).
+        store.clone()
+    };
+    // The pod's host uid cannot write an image file in the store either.
+    for name in &used {
+        let layer = env.daemon.paths.root.join("layers").join(name);
+        let (ok, out) = host_sh_as(
+            HOST_ID,
+            &format!("echo hacked >> {}/etc/passwd", layer.display()),
+        );
+        assert!(!ok, "the pod's uid wrote an image layer: {out}");
+        if let Ok(passwd) = std::fs::read_to_string(layer.join("etc/passwd")) {
+            assert!(!passwd.contains("hacked"), "{passwd}");
         }
     }
-
-    // The pod's host uid writes an image file through the view: refused.
-    let layer = views.join(&names[0]);
-    let (ok, out) = host_sh_as(
-        HOST_ID,
-        &format!("echo hacked >> {}/etc/passwd", layer.display()),
-    );
-    assert!(!ok, "the pod's uid wrote an image layer: {out}");
-    // Even root on the host cannot write through the view.
-    let err = std::fs::OpenOptions::new()
-        .append(true)
-        .open(layer.join("etc/passwd"))
-        .expect_err("the layer view is writable");
-    assert_eq!(err.raw_os_error(), Some(libc::EROFS), "{err}");
-    let passwd = std::fs::read_to_string(
-        env.daemon
-            .paths
-            .root
-            .join("layers")
-            .join(&names[0])
-            .join("etc/passwd"),
-    )
-    .unwrap();
-    assert!(!passwd.contains("hacked"), "{passwd}");
 
     // The setuid copy in the container's writable layer is out of reach of host users.
     let rootfs = std::fs::read_dir(dir.join("containers"))

@@ -359,26 +359,23 @@ fn stage_in(
     spec: &ContainerSpec,
     cgroup: Option<(&CgroupSpec, Vec<cgroup::Hierarchy>)>,
 ) -> Result<Staged, Error> {
-    let lowers: Vec<PathBuf> = if let Some(userns) = &sandbox.userns {
+    let writable = writable_dir(sandbox, &spec.id);
+    let writable = writable.as_deref().unwrap_or(dir);
+    let merged = if let Some(userns) = &sandbox.userns {
         check_traversable(dir, pod_root(sandbox), userns.root_gid())?;
-        rootfs::idmapped_layers(
+        rootfs::mount_idmapped_overlay(
             sys,
             pod_dir,
+            dir,
+            writable,
             &spec.layers_root,
             &spec.layer_dirs,
             sandbox_pid,
+            pod_root(sandbox),
         )?
     } else {
-        spec.layer_dirs.clone()
-    };
-    let writable = writable_dir(sandbox, &spec.id);
-    let merged = rootfs::mount_overlay(
-        sys,
-        dir,
-        writable.as_deref().unwrap_or(dir),
-        &lowers,
-        pod_root(sandbox),
-    )?
+        rootfs::mount_overlay(sys, dir, writable, &spec.layer_dirs, pod_root(sandbox))?
+    }
     .merged;
     let passwd = identity::read_in_root(&merged, "/etc/passwd")?.unwrap_or_default();
     let group = identity::read_in_root(&merged, "/etc/group")?.unwrap_or_default();
@@ -412,8 +409,8 @@ fn stage_in(
         if let Some(volume) = &m.image {
             // In a user-namespaced pod the image's layers are the pod's idmapped views, as for
             // the rootfs: files root owns on the host are root's inside, nothing is chowned.
-            let layers = if sandbox.userns.is_some() {
-                rootfs::idmapped_layers(
+            let (layers, _store) = if sandbox.userns.is_some() {
+                rootfs::idmapped_lowers(
                     sys,
                     pod_dir,
                     &spec.layers_root,
@@ -421,7 +418,7 @@ fn stage_in(
                     sandbox_pid,
                 )?
             } else {
-                volume.layer_dirs.clone()
+                (volume.layer_dirs.clone(), None)
             };
             m.host_path = rootfs::image_volume(sys, dir, &name, &layers, &volume.sub_path)?;
             continue;
@@ -985,8 +982,10 @@ mod tests {
                 ..bind(false, false)
             },
         ];
+        // The pod's attached layer views unless a test says otherwise.
         let fake = Fake {
             hierarchies,
+            detached: std::cell::Cell::new(Some(false)),
             ..Default::default()
         };
         (fake, pod_dir, sandbox, spec)
@@ -1069,17 +1068,96 @@ mod tests {
     }
 
     #[test]
+    fn layers_come_from_one_detached_store_where_overlayfs_stacks_them() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (fake, pod_dir, sandbox, spec) = fixture(tmp.path());
+        fake.detached.set(None);
+        stage(&fake, &pod_dir, &sandbox, 1, &spec).unwrap();
+        let calls = fake.calls.borrow().clone();
+        let layers = tmp.path().join("layers");
+        // The store is cloned and idmapped for the rootfs, then for the image volume; no
+        // layer view is attached anywhere.
+        let idmaps = calls
+            .iter()
+            .filter(|c| **c == format!("idmap {}", layers.display()))
+            .count();
+        assert_eq!(idmaps, 2, "{calls:#?}");
+        assert!(
+            !calls.iter().any(|c| c.contains("/pod/layers")),
+            "{calls:#?}"
+        );
+        assert_eq!(fake.mounts_below(&pod_dir.join(rootfs::LAYERS)), []);
+        assert_eq!(fake.detached.get(), Some(true));
+        let rootfs = pod_dir.join("containers/c/rootfs");
+        assert_eq!(fake.mounts_below(&rootfs).len(), 1);
+    }
+
+    #[test]
+    fn a_kernel_refusing_detached_layers_gets_the_pods_layer_views() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (mut fake, pod_dir, sandbox, mut spec) = fixture(tmp.path());
+        fake.detached.set(None);
+        fake.refuse_detached = true;
+        stage(&fake, &pod_dir, &sandbox, 1, &spec).unwrap();
+        assert_eq!(fake.detached.get(), Some(false));
+        let rootfs = pod_dir.join("containers/c/rootfs");
+        let calls = fake.calls.borrow().clone();
+        let overlays = |calls: &[String]| {
+            calls
+                .iter()
+                .filter(|c| **c == format!("overlay {}", rootfs.display()))
+                .count()
+        };
+        assert_eq!(
+            overlays(&calls),
+            2,
+            "refused, then on the views: {calls:#?}"
+        );
+        let attach = position(
+            &calls,
+            &format!("attach {}", pod_dir.join("layers/a").display()),
+        );
+        assert!(
+            attach
+                < calls
+                    .iter()
+                    .rposition(|c| c.starts_with("overlay"))
+                    .unwrap()
+        );
+        assert_eq!(fake.mounts_below(&rootfs).len(), 1);
+        // The next container goes to the views at once.
+        spec.id = "d".into();
+        let before = fake.calls.borrow().len();
+        stage(&fake, &pod_dir, &sandbox, 1, &spec).unwrap();
+        let layers = tmp.path().join("layers");
+        assert!(
+            !fake.calls.borrow()[before..]
+                .iter()
+                .any(|c| *c == format!("idmap {}", layers.display()))
+        );
+    }
+
+    #[test]
     fn a_failed_staging_step_leaves_nothing_of_the_container() {
+        for detached in [false, true] {
+            a_failed_staging_step_leaves_nothing(detached);
+        }
+    }
+
+    /// Fails each step of a staging in turn (with layer views, or with the detached store).
+    fn a_failed_staging_step_leaves_nothing(detached: bool) {
         let steps = {
             let tmp = tempfile::tempdir().unwrap();
             let (fake, pod_dir, sandbox, spec) = fixture(tmp.path());
+            fake.detached.set(Some(detached));
             stage(&fake, &pod_dir, &sandbox, 1, &spec).unwrap();
             fake.calls.borrow().len()
         };
-        assert!(steps > 30, "only {steps} calls");
+        assert!(steps > 25, "only {steps} calls");
         for step in 0..steps {
             let tmp = tempfile::tempdir().unwrap();
             let (fake, pod_dir, sandbox, spec) = fixture(tmp.path());
+            fake.detached.set(Some(detached));
             fake.fail_at.set(Some(step));
             let failed = stage(&fake, &pod_dir, &sandbox, 1, &spec);
             let call = &fake.calls.borrow()[step];

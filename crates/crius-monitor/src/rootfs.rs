@@ -33,19 +33,7 @@ pub(crate) fn idmapped_layers(
     let ns = open_userns(sys, sandbox_pid)?;
     let mut out = Vec::with_capacity(layer_dirs.len());
     for layer in layer_dirs {
-        let name = match layer
-            .strip_prefix(layers_root)
-            .map(|rel| rel.components().count())
-        {
-            Ok(1) => layer.file_name().unwrap_or_default(),
-            _ => {
-                return Err(Error::LayerOutsideStore {
-                    layer: layer.clone(),
-                    root: layers_root.to_owned(),
-                });
-            }
-        };
-        let target = views.join(name);
+        let target = views.join(layer_name(layer, layers_root)?);
         if !sys.is_mount_point(&target) {
             make_dir(&target, 0o700, true)?;
             sys.idmapped_clone(
@@ -59,6 +47,115 @@ pub(crate) fn idmapped_layers(
         out.push(target);
     }
     Ok(out)
+}
+
+/// The name of `layer`, which must be a directory directly beneath `layers_root`.
+fn layer_name<'a>(layer: &'a Path, layers_root: &Path) -> Result<&'a std::ffi::OsStr, Error> {
+    match (
+        layer
+            .strip_prefix(layers_root)
+            .map(|rel| rel.components().count()),
+        layer.file_name(),
+    ) {
+        (Ok(1), Some(name)) => Ok(name),
+        _ => Err(Error::LayerOutsideStore {
+            layer: layer.to_owned(),
+            root: layers_root.to_owned(),
+        }),
+    }
+}
+
+/// A detached clone of the layer store, idmapped into the pod's user namespace, read-only,
+/// nosuid and nodev. It is attached nowhere: only this process reaches it, through its
+/// descriptor, and an overlay stacked on it keeps private clones of its layers, so nothing of
+/// it is left on the host once it is dropped.
+struct MappedStore {
+    fd: std::os::fd::OwnedFd,
+    root: PathBuf,
+}
+
+impl MappedStore {
+    fn open(sys: &dyn Sys, layers_root: &Path, sandbox_pid: i32) -> Result<Self, Error> {
+        let ns = open_userns(sys, sandbox_pid)?;
+        let fd = sys
+            .idmapped_detached(
+                layers_root,
+                &ns,
+                MountAttrFlags::MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID_NODEV,
+            )
+            .map_err(|e| idmap_error(e, "layer", layers_root, layers_root))?;
+        Ok(MappedStore {
+            fd,
+            root: layers_root.to_owned(),
+        })
+    }
+
+    /// Each of `layer_dirs` (directories directly beneath the store's root) through the
+    /// store's descriptor.
+    fn lowers(&self, layer_dirs: &[PathBuf]) -> Result<Vec<PathBuf>, Error> {
+        let base = PathBuf::from(format!("/proc/self/fd/{}", self.fd.as_raw_fd()));
+        layer_dirs
+            .iter()
+            .map(|layer| Ok(base.join(layer_name(layer, &self.root)?)))
+            .collect()
+    }
+}
+
+/// Mounts a container's rootfs as [`mount_overlay`] does, over `layer_dirs` (beneath
+/// `layers_root`) mapped into the user namespace of `sandbox_pid`: stacked from one detached
+/// idmapped clone of the layer store where overlayfs takes layers from a detached mount
+/// (Linux 6.15+; nothing is attached on the host for them), else from the pod's attached
+/// views of each layer ([`idmapped_layers`]). The first rootfs a monitor mounts tells which.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn mount_idmapped_overlay(
+    sys: &dyn Sys,
+    pod_dir: &Path,
+    dir: &Path,
+    writable: &Path,
+    layers_root: &Path,
+    layer_dirs: &[PathBuf],
+    sandbox_pid: i32,
+    owner: (u32, u32),
+) -> Result<Rootfs, Error> {
+    let dirs = overlay_dirs(sys, dir, writable, layer_dirs, owner)?;
+    if sys.detached_layers() != Some(false) {
+        let store = MappedStore::open(sys, layers_root, sandbox_pid)?;
+        match mount_overlay_on(sys, &store.lowers(layer_dirs)?, &dirs) {
+            Ok(rootfs) => {
+                sys.set_detached_layers(true);
+                return Ok(rootfs);
+            }
+            Err(e) if sys.detached_layers().is_none() => {
+                crate::log(format_args!(
+                    "overlayfs does not stack layers of a detached mount here ({e}); the pod's \
+                     layers are mounted as views"
+                ));
+                sys.set_detached_layers(false);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    let lowers = idmapped_layers(sys, pod_dir, layers_root, layer_dirs, sandbox_pid)?;
+    mount_overlay_on(sys, &lowers, &dirs)
+}
+
+/// The lower layers of an image volume mapped into the user namespace of `sandbox_pid`, and
+/// what must stay open until its overlay is mounted: through the detached store where a
+/// rootfs has shown that overlayfs stacks them, else the pod's attached views.
+pub(crate) fn idmapped_lowers(
+    sys: &dyn Sys,
+    pod_dir: &Path,
+    layers_root: &Path,
+    layer_dirs: &[PathBuf],
+    sandbox_pid: i32,
+) -> Result<(Vec<PathBuf>, Option<impl Sized>), Error> {
+    if sys.detached_layers() == Some(true) {
+        let store = MappedStore::open(sys, layers_root, sandbox_pid)?;
+        let lowers = store.lowers(layer_dirs)?;
+        return Ok((lowers, Some(store)));
+    }
+    let lowers = idmapped_layers(sys, pod_dir, layers_root, layer_dirs, sandbox_pid)?;
+    Ok((lowers, None))
 }
 
 /// Unmounts every layer view of the pod and removes `<pod dir>/layers`.
@@ -368,6 +465,25 @@ pub(crate) fn mount_overlay(
     lowers: &[PathBuf],
     owner: (u32, u32),
 ) -> Result<Rootfs, Error> {
+    let dirs = overlay_dirs(sys, dir, writable, lowers, owner)?;
+    mount_overlay_on(sys, lowers, &dirs)
+}
+
+/// The upper, work and mount point directories of a container's overlay.
+struct OverlayDirs {
+    upper: PathBuf,
+    work: PathBuf,
+    merged: PathBuf,
+}
+
+/// Makes the directories of [`mount_overlay`] (refusing an image without `lowers`).
+fn overlay_dirs(
+    sys: &dyn Sys,
+    dir: &Path,
+    writable: &Path,
+    lowers: &[PathBuf],
+    owner: (u32, u32),
+) -> Result<OverlayDirs, Error> {
     if lowers.is_empty() {
         return Err(Error::NoLayers { what: "the image" });
     }
@@ -387,12 +503,32 @@ pub(crate) fn mount_overlay(
         sys.chown(path, Some(owner.0), Some(owner.1))
             .map_err(Error::io(format!("cannot chown {}", path.display())))?;
     }
-    mount_overlay_fs(sys, lowers, &upper, &work, &merged)?;
-    if let Err(e) = check_writable(sys, &merged) {
-        let _ = sys.unmount(&merged);
+    Ok(OverlayDirs {
+        upper,
+        work,
+        merged,
+    })
+}
+
+/// Mounts the overlay of `lowers` on `dirs` and checks in mountinfo that it is writable.
+fn mount_overlay_on(
+    sys: &dyn Sys,
+    lowers: &[PathBuf],
+    dirs: &OverlayDirs,
+) -> Result<Rootfs, Error> {
+    let OverlayDirs {
+        upper,
+        work,
+        merged,
+    } = dirs;
+    mount_overlay_fs(sys, lowers, upper, work, merged)?;
+    if let Err(e) = check_writable(sys, merged) {
+        let _ = sys.unmount(merged);
         return Err(e);
     }
-    Ok(Rootfs { merged })
+    Ok(Rootfs {
+        merged: merged.clone(),
+    })
 }
 
 /// Mounts overlayfs at `merged` through the new mount API, one `lowerdir+` per layer (top

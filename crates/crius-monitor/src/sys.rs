@@ -70,6 +70,19 @@ pub(crate) trait Sys {
         attrs: MountAttrFlags,
         target: &Path,
     ) -> Result<(), IdmapError>;
+    /// A detached clone of the mount at `source` (without its submounts), idmapped with
+    /// `userns` and carrying `attrs`, attached nowhere.
+    fn idmapped_detached(
+        &self,
+        source: &Path,
+        userns: &OwnedFd,
+        attrs: MountAttrFlags,
+    ) -> Result<OwnedFd, IdmapError>;
+    /// Whether overlayfs stacks layers reached through a detached mount here (Linux 6.15+);
+    /// `None` until a mount has told.
+    fn detached_layers(&self) -> Option<bool>;
+    /// Records whether overlayfs stacked layers reached through a detached mount.
+    fn set_detached_layers(&self, works: bool);
     /// Sets `attrs` on the mount tree at `target`, every submount included.
     fn set_recursive(&self, target: &Path, attrs: MountAttrFlags) -> Result<(), CallError>;
     /// Detaches the top mount at `target` (EINVAL: nothing is mounted there).
@@ -115,6 +128,12 @@ pub(crate) trait Sys {
 /// The calls made on this host.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct Linux;
+
+/// What this monitor has learnt of overlayfs and detached layers: unknown, or one of the two
+/// answers below.
+static DETACHED_LAYERS: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+const DETACHED_WORKS: u8 = 1;
+const DETACHED_REFUSED: u8 = 2;
 
 impl Sys for Linux {
     fn bind(&self, source: &Path, target: &Path, recursive: bool) -> nix::Result<()> {
@@ -208,9 +227,36 @@ impl Sys for Linux {
         attrs: MountAttrFlags,
         target: &Path,
     ) -> Result<(), IdmapError> {
+        let tree = self.idmapped_detached(source, userns, attrs)?;
+        mountapi::attach(&tree, target).map_err(IdmapError::Attach)
+    }
+
+    fn idmapped_detached(
+        &self,
+        source: &Path,
+        userns: &OwnedFd,
+        attrs: MountAttrFlags,
+    ) -> Result<OwnedFd, IdmapError> {
         let tree = mountapi::clone_tree(source).map_err(IdmapError::Clone)?;
         mountapi::idmap(&tree, userns, attrs).map_err(IdmapError::Idmap)?;
-        mountapi::attach(&tree, target).map_err(IdmapError::Attach)
+        Ok(tree)
+    }
+
+    fn detached_layers(&self) -> Option<bool> {
+        match DETACHED_LAYERS.load(std::sync::atomic::Ordering::Relaxed) {
+            DETACHED_WORKS => Some(true),
+            DETACHED_REFUSED => Some(false),
+            _ => None,
+        }
+    }
+
+    fn set_detached_layers(&self, works: bool) {
+        let value = if works {
+            DETACHED_WORKS
+        } else {
+            DETACHED_REFUSED
+        };
+        DETACHED_LAYERS.store(value, std::sync::atomic::Ordering::Relaxed);
     }
 
     fn set_recursive(&self, target: &Path, attrs: MountAttrFlags) -> Result<(), CallError> {
@@ -381,6 +427,10 @@ pub(crate) mod fake {
         pub(crate) hierarchies: Vec<Hierarchy>,
         /// Overlays come out read-only (as when their upper dir is unusable).
         pub(crate) read_only_overlays: bool,
+        /// What [`Sys::detached_layers`] answers (`None`: not known yet).
+        pub(crate) detached: Cell<Option<bool>>,
+        /// Overlays of layers reached through a detached mount fail (as before Linux 6.15).
+        pub(crate) refuse_detached: bool,
     }
 
     impl Fake {
@@ -449,7 +499,7 @@ pub(crate) mod fake {
 
         fn mount_overlay(
             &self,
-            _lowers: &[PathBuf],
+            lowers: &[PathBuf],
             _options: &[(&str, &std::ffi::OsStr)],
             target: &Path,
         ) -> Result<bool, OverlayError> {
@@ -458,6 +508,9 @@ pub(crate) mod fake {
                 source,
             };
             self.call("overlay", target).map_err(failed)?;
+            if self.refuse_detached && lowers.iter().any(|l| l.starts_with("/proc/self/fd")) {
+                return Err(failed(nix::Error::EINVAL));
+            }
             self.mount(target, "overlay").map_err(failed)?;
             if let Some(m) = self.mounts.borrow_mut().last_mut() {
                 m.read_only = self.read_only_overlays;
@@ -495,6 +548,33 @@ pub(crate) mod fake {
                 m.read_only = true;
             }
             Ok(())
+        }
+
+        fn idmapped_detached(
+            &self,
+            source: &Path,
+            _userns: &OwnedFd,
+            _attrs: MountAttrFlags,
+        ) -> Result<OwnedFd, IdmapError> {
+            self.call("open_tree", source)
+                .map_err(|e| IdmapError::Clone(call_error("open_tree")(e)))?;
+            self.call("idmap", source)
+                .map_err(|e| IdmapError::Idmap(call_error("mount_setattr")(e)))?;
+            std::fs::File::open("/dev/null")
+                .map(OwnedFd::from)
+                .map_err(|e| {
+                    IdmapError::Clone(call_error("open_tree")(nix::Error::from_raw(
+                        e.raw_os_error().unwrap_or(0),
+                    )))
+                })
+        }
+
+        fn detached_layers(&self) -> Option<bool> {
+            self.detached.get()
+        }
+
+        fn set_detached_layers(&self, works: bool) {
+            self.detached.set(Some(works));
         }
 
         fn set_recursive(&self, target: &Path, attrs: MountAttrFlags) -> Result<(), CallError> {
