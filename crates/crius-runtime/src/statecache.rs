@@ -50,7 +50,9 @@ struct Entry {
 /// The cache and the watches behind it.
 #[derive(Debug, Default)]
 struct Inner {
-    entries: HashMap<PathBuf, Entry>,
+    /// By the state file's path, as bytes (hashed whole, not component by component: a
+    /// listing looks up every pod).
+    entries: HashMap<std::ffi::OsString, Entry>,
     /// Watched directory → the state file in it.
     watched: HashMap<WatchDescriptor, PathBuf>,
 }
@@ -102,7 +104,7 @@ impl StateCache {
     pub(crate) fn read_taken(&self, path: &Path) -> Option<Arc<MonitorState>> {
         {
             let inner = self.lock();
-            if let Some(entry) = inner.entries.get(path)
+            if let Some(entry) = inner.entries.get(path.as_os_str())
                 && entry.fresh
                 && entry.watch.is_some()
             {
@@ -116,7 +118,7 @@ impl StateCache {
         let version = Version::of(&meta);
         {
             let mut inner = self.lock();
-            if let Some(entry) = inner.entries.get_mut(path)
+            if let Some(entry) = inner.entries.get_mut(path.as_os_str())
                 && entry.version == version
             {
                 entry.fresh = true;
@@ -135,7 +137,7 @@ impl StateCache {
                 inner.watched.insert(wd, path.to_path_buf());
             }
             inner.entries.insert(
-                path.to_path_buf(),
+                path.as_os_str().to_owned(),
                 Entry {
                     version,
                     state: state.clone(),
@@ -150,7 +152,7 @@ impl StateCache {
     /// Drops the entry of `path` (its pod is gone) and its watch.
     pub(crate) fn forget(&self, path: &Path) {
         let mut inner = self.lock();
-        if let Some(entry) = inner.entries.remove(path)
+        if let Some(entry) = inner.entries.remove(path.as_os_str())
             && let Some(wd) = entry.watch
         {
             inner.watched.remove(&wd);
@@ -191,7 +193,7 @@ impl StateCache {
                     continue;
                 }
                 if let Some(path) = inner.watched.get(&event.wd).cloned()
-                    && let Some(entry) = inner.entries.get_mut(&path)
+                    && let Some(entry) = inner.entries.get_mut(path.as_os_str())
                 {
                     entry.fresh = false;
                 }
