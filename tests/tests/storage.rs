@@ -75,7 +75,10 @@ async fn layers_are_mounted_at_most_once_per_pod() {
         info.lines()
             .filter_map(|l| {
                 let f: Vec<&str> = l.split(' ').collect();
-                let fs = f.iter().position(|x| *x == "-").and_then(|i| f.get(i + 1))?;
+                let fs = f
+                    .iter()
+                    .position(|x| *x == "-")
+                    .and_then(|i| f.get(i + 1))?;
                 Some(((*f.get(4)?).to_owned(), (*fs).to_owned()))
             })
             .filter(|(p, _)| p.starts_with(&prefix))

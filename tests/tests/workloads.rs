@@ -35,9 +35,14 @@ async fn processes_reopen_their_own_stdio() {
             run_as(&mut config, uid);
             let id = env.run(&pod, config).await;
             let deadline = Instant::now() + Duration::from_secs(20);
+            // stdout and stderr are separate pipes, logged as each is read: "done" (stdout)
+            // may be logged before "err" (stderr).
             let lines = loop {
                 let lines = env.log_lines(&name);
-                if lines.iter().any(|(_, _, t)| t == "done") {
+                let seen = |stream: &str, text: &str| {
+                    lines.iter().any(|(s, _, t)| s == stream && t == text)
+                };
+                if seen("stdout", "done") && seen("stderr", "err") {
                     break lines;
                 }
                 assert!(Instant::now() < deadline, "{name}: {lines:?}");
