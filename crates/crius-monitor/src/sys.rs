@@ -531,14 +531,11 @@ pub(crate) mod fake {
         fn idmapped_clone(
             &self,
             source: &Path,
-            _userns: &OwnedFd,
+            userns: &OwnedFd,
             attrs: MountAttrFlags,
             target: &Path,
         ) -> Result<(), IdmapError> {
-            self.call("open_tree", source)
-                .map_err(|e| IdmapError::Clone(call_error("open_tree")(e)))?;
-            self.call("idmap", source)
-                .map_err(|e| IdmapError::Idmap(call_error("mount_setattr")(e)))?;
+            let _tree = self.idmapped_detached(source, userns, attrs)?;
             self.call("attach", target)
                 .and_then(|()| self.mount(target, "idmapped"))
                 .map_err(|e| IdmapError::Attach(call_error("move_mount")(e)))?;
