@@ -28,23 +28,33 @@ impl CniSpy {
             .unwrap();
         let log = dir.path().join("calls.log");
         for plugin in ["bridge", "host-local", "loopback", "portmap"] {
-            let record = if plugin == "bridge" {
+            // The bridge wrapper logs each call as it begins and ends.
+            let script = if plugin == "bridge" {
                 format!(
-                    "echo \"$CNI_COMMAND $CNI_IFNAME $CNI_CONTAINERID\" >> {}\n",
-                    log.display()
+                    "#!/bin/sh\n\
+                     echo \"$CNI_COMMAND $CNI_IFNAME $CNI_CONTAINERID\" >> {log}\n\
+                     [ \"$CNI_COMMAND\" = ADD ] && [ -e {slow} ] && sleep 1\n\
+                     /usr/lib/cni/{plugin} \"$@\"\n\
+                     rc=$?\n\
+                     echo \"END $CNI_COMMAND $CNI_IFNAME $CNI_CONTAINERID\" >> {log}\n\
+                     exit $rc\n",
+                    log = log.display(),
+                    slow = dir.path().join("slow-add").display()
                 )
             } else {
-                String::new()
+                format!("#!/bin/sh\nexec /usr/lib/cni/{plugin} \"$@\"\n")
             };
             let path = dir.path().join(plugin);
-            std::fs::write(
-                &path,
-                format!("#!/bin/sh\n{record}exec /usr/lib/cni/{plugin} \"$@\"\n"),
-            )
-            .unwrap();
+            std::fs::write(&path, script).unwrap();
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
         }
         CniSpy { dir }
+    }
+
+    /// Makes every ADD on the pod interface take a second longer: long enough for a daemon
+    /// killed during it to be back before it ends.
+    fn slow_adds(&self) {
+        std::fs::write(self.dir.path().join("slow-add"), "").unwrap();
     }
 
     /// The config line pointing criusd at the wrappers.
@@ -60,6 +70,24 @@ impl CniSpy {
             let parts: Vec<&str> = line.split(' ').collect();
             if parts.len() == 3 && parts[1] == "eth0" {
                 *out.entry(format!("{} {}", parts[0], parts[2])).or_default() += 1;
+            }
+        }
+        out
+    }
+
+    /// The pods whose DEL on the pod interface began while an ADD of theirs still ran.
+    fn del_during_add(&self) -> Vec<String> {
+        let text = std::fs::read_to_string(self.dir.path().join("calls.log")).unwrap_or_default();
+        let mut running: HashMap<String, usize> = HashMap::new();
+        let mut out = Vec::new();
+        for line in text.lines() {
+            match line.split(' ').collect::<Vec<_>>()[..] {
+                ["ADD", "eth0", id] => *running.entry(id.to_owned()).or_default() += 1,
+                ["END", "ADD", "eth0", id] => *running.entry(id.to_owned()).or_default() -= 1,
+                ["DEL", "eth0", id] if running.get(id).is_some_and(|n| *n > 0) => {
+                    out.push(id.to_owned());
+                }
+                _ => {}
             }
         }
         out
@@ -246,9 +274,13 @@ async fn run_pod_in(
 async fn run_pod_sandbox_cut_at_any_step_is_rolled_back_at_restart() {
     let parent = CgroupParent::new("recovery-run");
     let spy = CniSpy::new();
+    // The cut at monitor-started comes while ADD runs (it starts once the namespace is
+    // pinned): the restarted daemon must wait for the dead one's plugins before its DEL.
+    spy.slow_adds();
     let mut d = spied_daemon(&spy).await;
     for failpoint in [
         "run-pod:recorded",
+        "run-pod:netns-pinned",
         "run-pod:monitor-started",
         "run-pod:cni-added",
     ] {
@@ -262,6 +294,11 @@ async fn run_pod_sandbox_cut_at_any_step_is_rolled_back_at_restart() {
             parent.children().is_empty(),
             "{failpoint}: {:?}",
             parent.children()
+        );
+        assert_eq!(
+            spy.del_during_add(),
+            Vec::<String>::new(),
+            "{failpoint}: DEL waits for the dead daemon's ADD"
         );
         // Every ADD that ran was undone by exactly one DEL.
         for (call, n) in spy.calls() {
@@ -280,8 +317,8 @@ async fn run_pod_sandbox_cut_at_any_step_is_rolled_back_at_restart() {
     let adds = spy.calls().keys().filter(|k| k.starts_with("ADD")).count();
     assert_eq!(
         adds,
-        4,
-        "one ADD in the cut at cni-added and one per retry: {:?}",
+        6,
+        "one ADD in the cuts at monitor-started and cni-added, and one per retry: {:?}",
         spy.calls()
     );
 }

@@ -480,8 +480,14 @@ pub(crate) fn write_state(dir: &Path, state: &MonitorState) -> Result<(), Error>
     Ok(())
 }
 
-/// Writes the startup line to stdout (criusd's pipe) and detaches stdout from it.
+/// Writes the final startup line to stdout (criusd's pipe) and detaches stdout from it.
 fn report(startup: &Startup) {
+    announce(startup);
+    redirect_to_null(1);
+}
+
+/// Writes one startup line to stdout (criusd's pipe).
+fn announce(startup: &Startup) {
     use std::io::Write;
     let mut line = serde_json::to_string(startup).unwrap_or_else(|e| {
         format!(r#"{{"failed":{{"message":"cannot encode the startup report: {e}","precondition":false}}}}"#)
@@ -490,8 +496,6 @@ fn report(startup: &Startup) {
     let mut out = std::io::stdout().lock();
     let _ = out.write_all(line.as_bytes());
     let _ = out.flush();
-    drop(out);
-    redirect_to_null(1);
 }
 
 /// The child's pid, from the parent's side of a successful clone syscall (a `pid_t` widened to
@@ -573,7 +577,12 @@ fn run(dir: &Path) -> ExitCode {
     let _ = nix::unistd::setsid();
     let _ = std::env::set_current_dir("/");
     log(format_args!("monitoring pod {}", spec.id));
-    match server::Monitor::start(dir, &spec) {
+    let network = |netns: &Path| {
+        announce(&Startup::Network {
+            netns: netns.to_owned(),
+        });
+    };
+    match server::Monitor::start(dir, &spec, &network) {
         Ok(mut monitor) => {
             report(&Startup::Ready(monitor.state().clone()));
             monitor.finish_start();

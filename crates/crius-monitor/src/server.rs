@@ -48,7 +48,11 @@ enum Next {
 
 impl Monitor {
     /// Creates the sandbox for `spec`, records the state and binds the socket.
-    pub(crate) fn start(dir: &Path, spec: &SandboxSpec) -> Result<Monitor, Error> {
+    pub(crate) fn start(
+        dir: &Path,
+        spec: &SandboxSpec,
+        network: &dyn Fn(&Path),
+    ) -> Result<Monitor, Error> {
         nix::sys::prctl::set_child_subreaper(true)
             .map_err(Error::sys("cannot become the child subreaper"))?;
         let mut mask = SigSet::empty();
@@ -93,6 +97,16 @@ impl Monitor {
             cgroup::delegate(&dirs);
             sandbox::create(spec, v2.as_deref())
         });
+        // The sandbox has set itself up: criusd may attach the pod's network while the monitor
+        // finishes its own start.
+        let netns = match &created {
+            Ok(c) => pin_network(&Linux, dir, spec, c.pid.as_raw()).inspect(|pinned| {
+                if let Some(netns) = pinned {
+                    network(netns);
+                }
+            }),
+            Err(_) => Ok(None),
+        };
         // Where the monitor lives from now on (`home`) and the v2 directory it still has to
         // enter (`later`).
         let left = match systemd_scope {
@@ -125,13 +139,21 @@ impl Monitor {
             }
         };
         let pid = created?.pid;
+        let netns = match netns {
+            Ok(netns) => netns,
+            Err(e) => {
+                let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+                let _ = waitpid(pid, None);
+                return Err(e);
+            }
+        };
         let mut state = MonitorState {
             version: PROTOCOL_VERSION,
             monitor_pid: me,
             monitor_start_time: process_start_time(me).unwrap_or(0),
             sandbox_pid: pid.as_raw(),
             sandbox_start_time: process_start_time(pid.as_raw()).unwrap_or(0),
-            netns: None,
+            netns,
             cgroup_dirs,
             exit: None,
             containers: Default::default(),
@@ -580,17 +602,27 @@ impl Monitor {
     }
 }
 
-/// The pod's host side once its sandbox runs: the pinned network namespace, the shm tmpfs, the
-/// state file, the socket. [`Undo`] releases the mounts when a step fails.
+/// Pins the sandbox's network namespace when it has one of its own.
+fn pin_network(
+    sys: &dyn crate::sys::Sys,
+    dir: &Path,
+    spec: &SandboxSpec,
+    sandbox_pid: i32,
+) -> Result<Option<PathBuf>, Error> {
+    if !spec.new_net {
+        return Ok(None);
+    }
+    mounts::pin_netns(sys, dir, sandbox_pid).map(Some)
+}
+
+/// The rest of the pod's host side once its sandbox runs and its network namespace is pinned:
+/// the shm tmpfs, the state file, the socket. [`Undo`] releases the mounts when a step fails.
 fn settle(
     sys: &dyn crate::sys::Sys,
     dir: &Path,
     spec: &SandboxSpec,
     state: &mut MonitorState,
 ) -> Result<UnixListener, Error> {
-    if spec.new_net {
-        state.netns = Some(mounts::pin_netns(sys, dir, state.sandbox_pid)?);
-    }
     if spec.new_ipc && spec.shm_size > 0 {
         mounts::mount_shm(sys, dir, spec.shm_size)?;
     }
@@ -725,12 +757,14 @@ mod tests {
 
     #[test]
     fn a_failed_pod_step_leaves_no_mount() {
+        // The network namespace is pinned first (criusd is told of it then), the rest after.
         let mut spec = crate::sandbox::tests::spec();
         spec.shm_size = 65536;
         let steps = {
             let tmp = tempfile::tempdir().unwrap();
             let fake = Fake::default();
             let mut state = state();
+            state.netns = pin_network(&fake, tmp.path(), &spec, 1).unwrap();
             settle(&fake, tmp.path(), &spec, &mut state).unwrap();
             assert_eq!(state.netns, Some(tmp.path().join(layout::NETNS)));
             assert_eq!(fake.mounts_below(tmp.path()).len(), 2);
@@ -749,10 +783,12 @@ mod tests {
                 scope: None,
                 armed: true,
             };
-            assert!(
-                settle(&fake, tmp.path(), &spec, &mut state()).is_err(),
-                "{call}"
-            );
+            let started = pin_network(&fake, tmp.path(), &spec, 1).and_then(|netns| {
+                let mut state = state();
+                state.netns = netns;
+                settle(&fake, tmp.path(), &spec, &mut state)
+            });
+            assert!(started.is_err(), "{call}");
             drop(undo);
             assert_eq!(fake.mounts_below(tmp.path()), [], "{call}");
             assert!(!tmp.path().join(layout::NETNS).exists(), "{call}");

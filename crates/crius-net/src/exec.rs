@@ -66,6 +66,23 @@ struct PluginError {
     details: String,
 }
 
+/// The processes working for container `id`: plugins and what they run, whose environment names
+/// it as `CNI_CONTAINERID`.
+pub(crate) fn working_for(id: &str) -> Vec<i32> {
+    let Ok(all) = procfs::process::all_processes() else {
+        return Vec::new();
+    };
+    all.flatten()
+        .filter(|p| {
+            p.environ().is_ok_and(|env| {
+                env.get(std::ffi::OsStr::new("CNI_CONTAINERID"))
+                    .is_some_and(|v| v.as_encoded_bytes() == id.as_bytes())
+            })
+        })
+        .map(|p| p.pid)
+        .collect()
+}
+
 /// Runs `plugin` with `stdin_conf` and returns what it printed on success (`None` when it
 /// printed nothing, as DEL and CHECK do).
 pub(crate) async fn invoke(
@@ -181,4 +198,32 @@ fn truncate(mut text: String, max: usize) -> String {
         text.push_str("...");
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn processes_are_found_by_the_container_id_in_their_environment() {
+        let id = format!("working-for-{}", std::process::id());
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .env("CNI_CONTAINERID", &id)
+            .spawn()
+            .expect("sleep");
+        let pid = i32::try_from(child.id()).expect("pid");
+        let mut other = std::process::Command::new("sleep")
+            .arg("30")
+            .env("CNI_CONTAINERID", format!("{id}-other"))
+            .spawn()
+            .expect("sleep");
+        let found = working_for(&id);
+        let _ = child.kill();
+        let _ = child.wait();
+        let _ = other.kill();
+        let _ = other.wait();
+        assert_eq!(found, [pid], "only the process working for {id}");
+        assert_eq!(working_for(&id), Vec::<i32>::new(), "gone once it exits");
+    }
 }

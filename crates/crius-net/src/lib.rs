@@ -291,6 +291,25 @@ impl Cni {
         cache::remove(&self.cache_dir, &pod.id).await
     }
 
+    /// Waits until no plugin is left working for pod `id` (those a daemon that died during ADD
+    /// or DEL started run on), at most the plugin timeout; whether none is left.
+    pub async fn wait_for_plugins(&self, id: &str) -> bool {
+        let deadline = std::time::Instant::now() + self.timeout;
+        loop {
+            let owned = id.to_owned();
+            let busy = tokio::task::spawn_blocking(move || !exec::working_for(&owned).is_empty())
+                .await
+                .unwrap_or(false);
+            if !busy {
+                return true;
+            }
+            if std::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// The cached ADD result of a pod, if it is attached (e.g. to report pod IPs after a
     /// restart).
     pub async fn cached_result(&self, id: &str) -> Result<Option<PodNetworkResult>> {

@@ -301,10 +301,17 @@ pub struct MonitorState {
     pub containers: std::collections::BTreeMap<String, std::sync::Arc<ContainerState>>,
 }
 
-/// The first line a new monitor writes to its stdout, then closes it.
+/// A line a new monitor writes to its stdout: [`Startup::Network`] first when the sandbox has a
+/// network namespace of its own, then `Ready` or `Failed`, after which it closes it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Startup {
+    /// The sandbox has set itself up and its network namespace is pinned at `netns`: the pod's
+    /// network can be attached while the monitor finishes its own start.
+    Network {
+        /// The pinned namespace.
+        netns: PathBuf,
+    },
     /// The sandbox runs.
     Ready(MonitorState),
     /// The sandbox could not be created; the monitor has cleaned up and exited.

@@ -393,6 +393,13 @@ pub struct Pods {
     images: Arc<crius_image::ImageStore>,
 }
 
+/// A new pod's CNI ADD: started when the monitor announced the pinned namespace, or still due
+/// (with the `ipRanges` capability to give it).
+enum Attach {
+    Running(tokio::task::JoinHandle<Result<(), PodError>>),
+    Due(Option<serde_json::Value>),
+}
+
 /// An I/O failure of `what`.
 fn internal(what: &'static str) -> impl FnOnce(std::io::Error) -> PodError {
     move |source| PodError::Io { what, source }
@@ -594,9 +601,10 @@ impl Pods {
         Ok(self.get(id)?.record.netns.clone())
     }
 
-    /// RunPodSandbox: validates, records, starts the monitor, waits for the sandbox, then
-    /// attaches the pod's network (CNI ADD with `ip_ranges` as the `ipRanges` capability).
-    /// A failure leaves nothing behind. Runs to completion even if the caller goes away.
+    /// RunPodSandbox: validates, records, starts the monitor and waits for the sandbox; attaches
+    /// the pod's network (CNI ADD with `ip_ranges` as the `ipRanges` capability) as soon as its
+    /// namespace is pinned, while the monitor finishes its start. A failure leaves nothing
+    /// behind. Runs to completion even if the caller goes away.
     pub async fn run(
         self: &Arc<Self>,
         spec: PodSpec,
@@ -604,8 +612,15 @@ impl Pods {
     ) -> Result<String, PodError> {
         let pods = self.clone();
         tokio::spawn(async move {
-            let id = pods.run_inner(spec).await?;
-            if let Err(e) = pods.attach_network(&id, ip_ranges).await {
+            let (id, attach) = pods.run_inner(spec, ip_ranges).await?;
+            let attached = match attach {
+                Attach::Running(task) => task.await.map_err(|source| PodError::Task {
+                    what: "CNI ADD task",
+                    source,
+                })?,
+                Attach::Due(ip_ranges) => pods.attach_network(&id, ip_ranges).await,
+            };
+            if let Err(e) = attached {
                 // No half pod: whatever the plugins set up is gone, and so is the sandbox.
                 if let Err(e) = pods.remove_pod(&id).await {
                     tracing::warn!(%id, error = %e, "cannot roll back the pod after a network failure");
@@ -621,7 +636,12 @@ impl Pods {
             })?
     }
 
-    async fn run_inner(&self, mut spec: PodSpec) -> Result<String, PodError> {
+    /// RunPodSandbox up to a running sandbox; returns its id and its CNI ADD, running or due.
+    async fn run_inner(
+        self: &Arc<Self>,
+        mut spec: PodSpec,
+        ip_ranges: Option<serde_json::Value>,
+    ) -> Result<(String, Attach), PodError> {
         validate::validate(&spec)?;
         if !spec.runtime_handler.is_empty() {
             return Err(PodError::Invalid(Invalid {
@@ -678,7 +698,13 @@ impl Pods {
             oom_score_adj: Some(SANDBOX_OOM_SCORE_ADJ),
             writable_root: Some(self.config.container_root.join(&id)),
         };
-        let record = PodRecord::creating(id.clone(), spec, dir.clone(), crius_proto::now_ns());
+        let mut record = PodRecord::creating(id.clone(), spec, dir.clone(), crius_proto::now_ns());
+        if !host_network {
+            // ADD may start before the sandbox is recorded ready: the namespace it is given and
+            // a DEL due on rollback are durable before.
+            record.netns = Some(dir.join(layout::NETNS));
+            record.network = NetworkPhase::Pending;
+        }
         let lock = self.lock(&id);
         let _guard = lock.lock().await;
         let (store, new) = (self.store.clone(), record.clone());
@@ -694,7 +720,19 @@ impl Pods {
             });
         }
         failpoint("run-pod:recorded");
-        match self.start(&record, &sandbox).await {
+        let mut attach = Attach::Due(ip_ranges);
+        let started = self
+            .start(&record, &sandbox, || {
+                failpoint("run-pod:netns-pinned");
+                if let Attach::Due(ip_ranges) = &mut attach {
+                    let (pods, id, ip_ranges) = (self.clone(), id.clone(), ip_ranges.take());
+                    attach = Attach::Running(tokio::spawn(async move {
+                        pods.attach_network(&id, ip_ranges).await
+                    }));
+                }
+            })
+            .await;
+        match started {
             Ok(state) => {
                 failpoint("run-pod:monitor-started");
                 let (store, key) = (self.store.clone(), id.clone());
@@ -706,19 +744,30 @@ impl Pods {
                         r.sandbox_pid = state.sandbox_pid;
                         r.sandbox_start_time = state.sandbox_start_time;
                         r.netns = state.netns.clone();
-                        r.network = if host_network {
-                            NetworkPhase::None
-                        } else {
-                            NetworkPhase::Pending
-                        };
                     })?)
                 })
                 .await?;
                 tracing::info!(%id, monitor = state.monitor_pid, sandbox = state.sandbox_pid, "pod sandbox ready");
-                Ok(id)
+                Ok((id, attach))
             }
             Err(e) => {
+                let mut del_due = false;
+                if let Attach::Running(task) = attach {
+                    // Whatever ADD did is undone before the namespace goes.
+                    let _ = task.await;
+                    if let Ok(pod) = self.get(&id)
+                        && let Err(del) = self.detach_network(&pod.record).await
+                    {
+                        tracing::error!(%id, error = %del, "cannot tear down the network of a failed pod");
+                        del_due = true;
+                    }
+                }
                 match self.release(&record).await {
+                    Ok(()) if del_due => {
+                        // Kept, not ready, with its DEL due: StopPodSandbox or the next start
+                        // runs it.
+                        self.store.update(&id, |r| r.state = PodState::NotReady)?;
+                    }
                     Ok(()) => {
                         self.store.delete(&id)?;
                         self.forget_lock(&id);
@@ -734,11 +783,13 @@ impl Pods {
         }
     }
 
-    /// Writes the pod directory and starts the monitor; returns the state it reports.
+    /// Writes the pod directory and starts the monitor; calls `network` when the monitor says the
+    /// sandbox's network namespace is pinned; returns the state it reports at last.
     async fn start(
         &self,
         record: &PodRecord,
         sandbox: &SandboxSpec,
+        network: impl FnOnce(),
     ) -> Result<MonitorState, PodError> {
         use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
         let dir = &record.dir;
@@ -779,9 +830,18 @@ impl Pods {
             .map_err(internal("cannot start the pod monitor"))?;
         let stdout = child.stdout.take();
         let mut line = String::new();
+        let mut network = Some(network);
         let read = async {
             if let Some(out) = stdout {
-                tokio::io::BufReader::new(out).read_line(&mut line).await?;
+                let mut out = tokio::io::BufReader::new(out);
+                out.read_line(&mut line).await?;
+                if let Ok(Startup::Network { .. }) = serde_json::from_str::<Startup>(&line) {
+                    if let Some(network) = network.take() {
+                        network();
+                    }
+                    line.clear();
+                    out.read_line(&mut line).await?;
+                }
             }
             Ok::<_, std::io::Error>(())
         };
@@ -810,6 +870,10 @@ impl Pods {
                 precondition: true,
             }) => Err(PodError::SandboxRefused { message }),
             Ok(Startup::Failed { message, .. }) => Err(PodError::SandboxFailed { message }),
+            // A second announcement is not a report.
+            Ok(Startup::Network { .. }) => Err(PodError::MonitorNoReport {
+                log: dir.join(layout::LOG),
+            }),
             Err(_) => Err(PodError::MonitorNoReport {
                 log: dir.join(layout::LOG),
             }),

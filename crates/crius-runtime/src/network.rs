@@ -197,8 +197,22 @@ impl Pods {
             .map_err(|e| NetworkError::cni(NetworkStep::SetUp, id, e))?;
         failpoint("run-pod:cni-added");
         let ips = result.ips.iter().map(ToString::to_string).collect();
-        self.set_ips(id, ips)?;
-        self.set_network(id, NetworkPhase::Attached)?;
+        self.set_attached(&record, ips)
+    }
+
+    /// Writes the pod's IPs into its `/etc/hosts`, then records them with the attachment in
+    /// one commit.
+    fn set_attached(&self, record: &PodRecord, ips: Vec<String>) -> Result<(), PodError> {
+        files::update_hosts(&record.dir, &record.spec.hostname, &ips)?;
+        self.store
+            .update(&record.id, |r| {
+                r.ips = ips.clone();
+                r.network = NetworkPhase::Attached;
+            })?
+            .ok_or_else(|| PodError::NotFound {
+                id: validate::shown(&record.id),
+                ambiguous: None,
+            })?;
         Ok(())
     }
 
@@ -226,25 +240,22 @@ impl Pods {
         self.mark_detached(&record.id)
     }
 
+    /// DEL for a pod whose RunPodSandbox was cut short by a crash, once no plugin is left working
+    /// for it: the plugins the dead daemon started run on, and an ADD finishing after the DEL
+    /// would leave its address and rules behind.
+    pub(crate) async fn detach_interrupted(&self, record: &PodRecord) -> Result<(), PodError> {
+        if has_own_network(record) && !self.config.cni.wait_for_plugins(&record.id).await {
+            tracing::warn!(id = %record.id, "CNI plugins still run for the pod after the plugin timeout; running DEL anyway");
+        }
+        self.detach_network(record).await
+    }
+
     /// Records that the pod's network is torn down (a pod already gone is fine).
     fn mark_detached(&self, id: &str) -> Result<(), PodError> {
         match self.set_network(id, NetworkPhase::Detached) {
             Ok(()) | Err(PodError::NotFound { .. }) => Ok(()),
             Err(e) => Err(e),
         }
-    }
-
-    /// Records the pod's IPs (from CNI) and rewrites its `/etc/hosts` with them.
-    fn set_ips(&self, id: &str, ips: Vec<String>) -> Result<(), PodError> {
-        let record = self
-            .store
-            .update(id, |r| r.ips = ips.clone())?
-            .ok_or_else(|| PodError::NotFound {
-                id: validate::shown(id),
-                ambiguous: None,
-            })?;
-        files::update_hosts(&record.dir, &record.spec.hostname, &ips)?;
-        Ok(())
     }
 
     /// Records the phase of the pod's CNI attachment.

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crius_net::PodNetwork;
-use crius_proto::RequestBody;
+use crius_proto::{RequestBody, layout};
 
 use crate::store::{NetworkPhase, PodRecord, PodState};
 use crate::{DEFAULT_CGROUP_PARENT, PodError, Pods, client, internal, monitor_alive};
@@ -68,6 +68,15 @@ impl Pods {
                 continue;
             }
             tracing::warn!(id = %record.id, "rolling back an interrupted RunPodSandbox");
+            // ADD starts once the monitor has pinned the namespace, before the pod is recorded
+            // ready: undone before the namespace goes.
+            if record.network == NetworkPhase::Pending
+                && record.dir.join(layout::NETNS).exists()
+                && let Err(e) = self.detach_interrupted(&record).await
+            {
+                tracing::error!(id = %record.id, error = %e, "cannot tear down the network of an interrupted RunPodSandbox; the next start retries");
+                continue;
+            }
             self.release(&record).await?;
             self.forget_containers(&record.id)?;
             self.store.delete(&record.id)?;
@@ -240,7 +249,7 @@ impl Pods {
                 continue;
             }
             tracing::warn!(id = %r.id, "rolling back a RunPodSandbox interrupted before its network was set up");
-            if let Err(e) = self.detach_network(r).await {
+            if let Err(e) = self.detach_interrupted(r).await {
                 tracing::error!(id = %r.id, error = %e, "cannot tear down the network of an interrupted pod");
                 continue;
             }

@@ -30,7 +30,8 @@ pub enum NetworkPhase {
     /// No CNI: a host-network pod, or a record from before phases were kept.
     #[default]
     None,
-    /// The sandbox runs and ADD is due or running: RunPodSandbox has not finished.
+    /// ADD is due or running: RunPodSandbox has not finished (recorded from its start for a pod
+    /// with a network namespace of its own).
     Pending,
     /// ADD succeeded and its result is cached.
     Attached,
