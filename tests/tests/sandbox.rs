@@ -627,6 +627,15 @@ async fn invalid_requests_are_refused() -> anyhow::Result<()> {
         matches!(again, Err(ref s) if s.code() == tonic::Code::AlreadyExists),
         "{again:?}"
     );
+    // The refused pod's monitor started while its record was being committed: it is gone.
+    let dirs: Vec<_> = std::fs::read_dir(&pods_dir)?
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    ensure!(
+        dirs == [std::ffi::OsString::from(&id)],
+        "pod dirs: {dirs:?}"
+    );
     stop_and_remove(&mut daemon, &id).await
 }
 

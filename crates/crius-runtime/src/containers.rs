@@ -308,16 +308,28 @@ impl Pods {
         }
         let mut record = record;
         record.creating = true;
-        self.put_container(&record)?;
-        crate::failpoint("create-container:recorded");
-        let result = crate::client::request(
-            &pod.dir,
-            RequestBody::CreateContainer {
-                spec: Box::new(spec),
-            },
-        )
-        .await;
-        if let Err(e) = result {
+        // The "creating" record is committed while the monitor makes the container: after a
+        // crash the start-up sweep rolls back a creating record through the monitor, and
+        // removes a container the monitor holds that no record owns.
+        let (result, put) = tokio::join!(
+            crate::client::request(
+                &pod.dir,
+                RequestBody::CreateContainer {
+                    spec: Box::new(spec),
+                },
+            ),
+            async {
+                let put = self.put_container(&record);
+                crate::failpoint("create-container:recorded");
+                put
+            }
+        );
+        let failed = match (put, result) {
+            (Ok(()), Ok(_)) => None,
+            (Err(e), _) => Some(PodError::from(e)),
+            (Ok(()), Err(e)) => Some(e.into()),
+        };
+        if let Some(e) = failed {
             let _ = crate::client::request(
                 &pod.dir,
                 RequestBody::RemoveContainer {
@@ -326,7 +338,7 @@ impl Pods {
             )
             .await;
             self.delete_container(&record.id)?;
-            return Err(e.into());
+            return Err(e);
         }
         crate::failpoint("create-container:monitor-created");
         record.creating = false;

@@ -708,30 +708,50 @@ impl Pods {
         let lock = self.lock(&id);
         let _guard = lock.lock().await;
         let (store, new) = (self.store.clone(), record.clone());
-        let existing = blocking::<_, PodError>(move || {
-            Ok(store.insert_unless(&new, |other| other.spec.metadata == new.spec.metadata)?)
-        })
-        .await?;
-        if let Some(existing) = existing {
-            self.forget_lock(&id);
-            return Err(PodError::AlreadyExists {
+        // The record is committed while the monitor starts: a crash before the commit leaves a
+        // pod directory no record owns, which the start-up sweep releases.
+        let (inserted, spawned) = tokio::join!(
+            blocking::<_, PodError>(move || {
+                Ok(store.insert_unless(&new, |other| other.spec.metadata == new.spec.metadata)?)
+            }),
+            self.spawn_monitor(&record, &sandbox)
+        );
+        let refused = match inserted {
+            Ok(None) => None,
+            Ok(Some(existing)) => Some(PodError::AlreadyExists {
                 metadata: record.spec.metadata.clone(),
                 existing,
-            });
+            }),
+            Err(e) => Some(e),
+        };
+        if let Some(refused) = refused {
+            // Not this pod's to run: its monitor, once it has reported, and directory go.
+            if let Ok(child) = spawned {
+                let _ = Self::report(child, &record.dir, || {}).await;
+            }
+            if let Err(e) = self.release(&record).await {
+                tracing::error!(%id, error = %e, "cannot clean up a refused pod");
+            }
+            self.forget_lock(&id);
+            return Err(refused);
         }
         failpoint("run-pod:recorded");
         let mut attach = Attach::Due(ip_ranges);
-        let started = self
-            .start(&record, &sandbox, || {
-                failpoint("run-pod:netns-pinned");
-                if let Attach::Due(ip_ranges) = &mut attach {
-                    let (pods, id, ip_ranges) = (self.clone(), id.clone(), ip_ranges.take());
-                    attach = Attach::Running(tokio::spawn(async move {
-                        pods.attach_network(&id, ip_ranges).await
-                    }));
-                }
-            })
-            .await;
+        let started = match spawned {
+            Err(e) => Err(e),
+            Ok(child) => {
+                Self::report(child, &record.dir, || {
+                    failpoint("run-pod:netns-pinned");
+                    if let Attach::Due(ip_ranges) = &mut attach {
+                        let (pods, id, ip_ranges) = (self.clone(), id.clone(), ip_ranges.take());
+                        attach = Attach::Running(tokio::spawn(async move {
+                            pods.attach_network(&id, ip_ranges).await
+                        }));
+                    }
+                })
+                .await
+            }
+        };
         match started {
             Ok(state) => {
                 failpoint("run-pod:monitor-started");
@@ -783,14 +803,12 @@ impl Pods {
         }
     }
 
-    /// Writes the pod directory and starts the monitor; calls `network` when the monitor says the
-    /// sandbox's network namespace is pinned; returns the state it reports at last.
-    async fn start(
+    /// Writes the pod directory and starts the monitor.
+    async fn spawn_monitor(
         &self,
         record: &PodRecord,
         sandbox: &SandboxSpec,
-        network: impl FnOnce(),
-    ) -> Result<MonitorState, PodError> {
+    ) -> Result<tokio::process::Child, PodError> {
         use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
         let dir = &record.dir;
         let data =
@@ -819,7 +837,7 @@ impl Pods {
                 .map_err(internal("cannot open the monitor log"))
         })
         .await?;
-        let mut child = tokio::process::Command::new(&self.config.monitor_exe)
+        tokio::process::Command::new(&self.config.monitor_exe)
             .arg("monitor")
             .arg("--pod-dir")
             .arg(dir)
@@ -827,7 +845,16 @@ impl Pods {
             .stdout(std::process::Stdio::piped())
             .stderr(log)
             .spawn()
-            .map_err(internal("cannot start the pod monitor"))?;
+            .map_err(internal("cannot start the pod monitor"))
+    }
+
+    /// Reads what the monitor started in `dir` reports: calls `network` when it says the
+    /// sandbox's network namespace is pinned; returns the state it reports at last.
+    async fn report(
+        mut child: tokio::process::Child,
+        dir: &Path,
+        network: impl FnOnce(),
+    ) -> Result<MonitorState, PodError> {
         let stdout = child.stdout.take();
         let mut line = String::new();
         let mut network = Some(network);
