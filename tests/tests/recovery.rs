@@ -206,9 +206,17 @@ async fn remove_pod(d: &mut Criusd, id: &str) -> Result<(), tonic::Status> {
 
 /// Restarts criusd so that it kills itself (SIGKILL) at `failpoint`.
 async fn arm(d: &mut Criusd, failpoint: &str) {
-    d.restart_with_env(&[("CRIUS_FAILPOINT", failpoint)])
-        .await
-        .unwrap();
+    arm_after(d, failpoint, 0).await;
+}
+
+/// Arms `failpoint` to kill criusd `delay_ms` after it is reached.
+async fn arm_after(d: &mut Criusd, failpoint: &str, delay_ms: u64) {
+    d.restart_with_env(&[
+        ("CRIUS_FAILPOINT", failpoint),
+        ("CRIUS_FAILPOINT_DELAY_MS", &delay_ms.to_string()),
+    ])
+    .await
+    .unwrap();
 }
 
 /// Checks that criusd died of SIGKILL at its failpoint, and starts it again normally.
@@ -275,7 +283,8 @@ async fn run_pod_sandbox_cut_at_any_step_is_rolled_back_at_restart() {
     let parent = CgroupParent::new("recovery-run");
     let spy = CniSpy::new();
     // The cut at monitor-started comes while ADD runs (it starts once the namespace is
-    // pinned): the restarted daemon must wait for the dead one's plugins before its DEL.
+    // pinned; the kill waits 300 ms, well inside the slow ADD's second): the restarted daemon
+    // must wait for the dead one's plugins before its DEL.
     spy.slow_adds();
     let mut d = spied_daemon(&spy).await;
     for failpoint in [
@@ -284,7 +293,12 @@ async fn run_pod_sandbox_cut_at_any_step_is_rolled_back_at_restart() {
         "run-pod:monitor-started",
         "run-pod:cni-added",
     ] {
-        arm(&mut d, failpoint).await;
+        let delay = if failpoint == "run-pod:monitor-started" {
+            300
+        } else {
+            0
+        };
+        arm_after(&mut d, failpoint, delay).await;
         let err = run_pod_in(&mut d, "cut", &parent).await.unwrap_err();
         eprintln!("{failpoint}: {err}");
         crashed(&mut d, failpoint).await;

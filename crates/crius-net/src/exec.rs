@@ -67,7 +67,9 @@ struct PluginError {
 }
 
 /// The processes working for container `id`: plugins and what they run, whose environment names
-/// it as `CNI_CONTAINERID`.
+/// it as `CNI_CONTAINERID` and whose standard output is a pipe (to the daemon or the plugin that
+/// ran them; a daemon a plugin started, such as a DNS server, has its output elsewhere and is
+/// not waited for).
 pub(crate) fn working_for(id: &str) -> Vec<i32> {
     let Ok(all) = procfs::process::all_processes() else {
         return Vec::new();
@@ -77,7 +79,8 @@ pub(crate) fn working_for(id: &str) -> Vec<i32> {
             p.environ().is_ok_and(|env| {
                 env.get(std::ffi::OsStr::new("CNI_CONTAINERID"))
                     .is_some_and(|v| v.as_encoded_bytes() == id.as_bytes())
-            })
+            }) && std::fs::read_link(format!("/proc/{}/fd/1", p.pid))
+                .is_ok_and(|target| target.as_os_str().as_encoded_bytes().starts_with(b"pipe:"))
         })
         .map(|p| p.pid)
         .collect()
@@ -207,23 +210,25 @@ mod tests {
     #[test]
     fn processes_are_found_by_the_container_id_in_their_environment() {
         let id = format!("working-for-{}", std::process::id());
-        let mut child = std::process::Command::new("sleep")
-            .arg("30")
-            .env("CNI_CONTAINERID", &id)
-            .spawn()
-            .expect("sleep");
-        let pid = i32::try_from(child.id()).expect("pid");
-        let mut other = std::process::Command::new("sleep")
-            .arg("30")
-            .env("CNI_CONTAINERID", format!("{id}-other"))
-            .spawn()
-            .expect("sleep");
+        let sleep = |id: &str, output: std::process::Stdio| {
+            std::process::Command::new("sleep")
+                .arg("30")
+                .env("CNI_CONTAINERID", id)
+                .stdout(output)
+                .spawn()
+                .expect("sleep")
+        };
+        let mut plugin = sleep(&id, std::process::Stdio::piped());
+        let pid = i32::try_from(plugin.id()).expect("pid");
+        let mut other = sleep(&format!("{id}-other"), std::process::Stdio::piped());
+        // A daemon a plugin left running for the pod.
+        let mut daemon = sleep(&id, std::process::Stdio::null());
         let found = working_for(&id);
-        let _ = child.kill();
-        let _ = child.wait();
-        let _ = other.kill();
-        let _ = other.wait();
-        assert_eq!(found, [pid], "only the process working for {id}");
+        for child in [&mut plugin, &mut other, &mut daemon] {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        assert_eq!(found, [pid], "only the plugin working for {id}");
         assert_eq!(working_for(&id), Vec::<i32>::new(), "gone once it exits");
     }
 }

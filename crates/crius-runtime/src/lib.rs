@@ -66,14 +66,25 @@ const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
 /// The environment variable naming a failpoint (builds with the `failpoints` feature only).
 pub const FAILPOINT_ENV: &str = "CRIUS_FAILPOINT";
 
+/// The environment variable giving milliseconds to wait at the failpoint before the kill.
+pub const FAILPOINT_DELAY_ENV: &str = "CRIUS_FAILPOINT_DELAY_MS";
+
 /// Whether this build has failpoints (cargo feature `failpoints`).
 pub const FAILPOINTS: bool = cfg!(feature = "failpoints");
 
 /// With the `failpoints` feature, kills criusd with SIGKILL at the step `name` when
-/// `CRIUS_FAILPOINT` names it, so tests can crash it between any two steps of an operation.
+/// `CRIUS_FAILPOINT` names it (after `CRIUS_FAILPOINT_DELAY_MS`, when set), so tests can crash
+/// it between any two steps of an operation.
 /// Other builds ignore it.
 pub fn failpoint(name: &str) {
     if FAILPOINTS && std::env::var_os(FAILPOINT_ENV).is_some_and(|v| v == name) {
+        // A test may let work started before the failpoint run on for a while first.
+        if let Some(ms) = std::env::var(FAILPOINT_DELAY_ENV)
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+        {
+            std::thread::sleep(Duration::from_millis(ms));
+        }
         tracing::error!(failpoint = name, "failpoint reached: killing criusd");
         let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
     }
@@ -614,10 +625,12 @@ impl Pods {
         tokio::spawn(async move {
             let (id, attach) = pods.run_inner(spec, ip_ranges).await?;
             let attached = match attach {
-                Attach::Running(task) => task.await.map_err(|source| PodError::Task {
-                    what: "CNI ADD task",
-                    source,
-                })?,
+                Attach::Running(task) => task.await.unwrap_or_else(|source| {
+                    Err(PodError::Task {
+                        what: "CNI ADD task",
+                        source,
+                    })
+                }),
                 Attach::Due(ip_ranges) => pods.attach_network(&id, ip_ranges).await,
             };
             if let Err(e) = attached {
@@ -752,21 +765,27 @@ impl Pods {
                 .await
             }
         };
-        match started {
+        let started = match started {
             Ok(state) => {
                 failpoint("run-pod:monitor-started");
-                let (store, key) = (self.store.clone(), id.clone());
+                let (store, key, ready) = (self.store.clone(), id.clone(), state.clone());
                 blocking::<_, PodError>(move || {
                     Ok(store.update(&key, |r| {
                         r.state = PodState::Ready;
-                        r.monitor_pid = state.monitor_pid;
-                        r.monitor_start_time = state.monitor_start_time;
-                        r.sandbox_pid = state.sandbox_pid;
-                        r.sandbox_start_time = state.sandbox_start_time;
-                        r.netns = state.netns.clone();
+                        r.monitor_pid = ready.monitor_pid;
+                        r.monitor_start_time = ready.monitor_start_time;
+                        r.sandbox_pid = ready.sandbox_pid;
+                        r.sandbox_start_time = ready.sandbox_start_time;
+                        r.netns = ready.netns.clone();
                     })?)
                 })
-                .await?;
+                .await
+                .map(|_| state)
+            }
+            Err(e) => Err(e),
+        };
+        match started {
+            Ok(state) => {
                 tracing::info!(%id, monitor = state.monitor_pid, sandbox = state.sandbox_pid, "pod sandbox ready");
                 Ok((id, attach))
             }
@@ -865,6 +884,8 @@ impl Pods {
                 if let Ok(Startup::Network { .. }) = serde_json::from_str::<Startup>(&line) {
                     if let Some(network) = network.take() {
                         network();
+                        // Lets what `network` spawned begin before the next line is read.
+                        tokio::task::yield_now().await;
                     }
                     line.clear();
                     out.read_line(&mut line).await?;
