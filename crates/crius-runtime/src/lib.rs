@@ -876,17 +876,14 @@ impl Pods {
     ) -> Result<MonitorState, PodError> {
         let stdout = child.stdout.take();
         let mut line = String::new();
-        let mut network = Some(network);
         let read = async {
             if let Some(out) = stdout {
                 let mut out = tokio::io::BufReader::new(out);
                 out.read_line(&mut line).await?;
                 if let Ok(Startup::Network { .. }) = serde_json::from_str::<Startup>(&line) {
-                    if let Some(network) = network.take() {
-                        network();
-                        // Lets what `network` spawned begin before the next line is read.
-                        tokio::task::yield_now().await;
-                    }
+                    network();
+                    // Lets what `network` spawned begin before the next line is read.
+                    tokio::task::yield_now().await;
                     line.clear();
                     out.read_line(&mut line).await?;
                 }
