@@ -1050,3 +1050,129 @@ async fn pod_processes_keep_the_binary_shared() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// The spare monitors of the criusd `daemon` (pid): processes `… monitor --spare` whose stdin is
+/// a pipe the daemon holds the other end of.
+fn spares_of(daemon: u32) -> Vec<i32> {
+    let held: std::collections::BTreeSet<String> = std::fs::read_dir(format!("/proc/{daemon}/fd"))
+        .map(|fds| {
+            fds.flatten()
+                .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+                .map(|target| target.display().to_string())
+                .filter(|target| target.starts_with("pipe:"))
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|p| p.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let words: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+        if words.get(1..3) != Some(&[b"monitor".as_slice(), b"--spare".as_slice()][..]) {
+            continue;
+        }
+        let stdin = std::fs::read_link(entry.path().join("fd/0"))
+            .map(|t| t.display().to_string())
+            .unwrap_or_default();
+        if held.contains(&stdin) && alive(pid) {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+/// Waits up to 10 s for the daemon's one spare monitor other than `not`.
+async fn spare_other_than(daemon: u32, not: Option<i32>) -> anyhow::Result<i32> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let spares = spares_of(daemon);
+        ensure!(spares.len() <= 1, "more than one spare monitor: {spares:?}");
+        if let Some(&pid) = spares.first()
+            && Some(pid) != not
+        {
+            return Ok(pid);
+        }
+        ensure!(Instant::now() < deadline, "no spare monitor was started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn pods_start_on_the_spare_monitor_which_ends_with_its_daemon() -> anyhow::Result<()> {
+    let mut daemon = Criusd::start().await?;
+    let pid = daemon.pid().context("criusd pid")?;
+    let spare = spare_other_than(pid, None).await?;
+    // The spare runs detached, in a session of its own, before any pod exists.
+    let stat = std::fs::read_to_string(format!("/proc/{spare}/stat"))?;
+    let fields: Vec<&str> = stat[stat.rfind(')').context("stat")? + 2..]
+        .split(' ')
+        .collect();
+    ensure!(
+        fields[3] == spare.to_string(),
+        "the spare leads its session: {stat}"
+    );
+    ensure!(
+        fields[1] != pid.to_string(),
+        "the spare is not criusd's child: {stat}"
+    );
+
+    let id = run(
+        &mut daemon,
+        with_userns(config("on-spare"), 65536 * 5, 65536),
+    )
+    .await?;
+    let (pod, info) = status(&mut daemon, &id).await?;
+    ensure!(pod.state == PodSandboxState::SandboxReady as i32);
+    let monitor = pid_of(&info, "monitorPid")?;
+    let sandbox = pid_of(&info, "sandboxPid")?;
+    ensure!(
+        monitor == spare,
+        "the pod's monitor {monitor} is not the spare {spare}"
+    );
+    // Its stdin no longer leads to criusd, its stderr is the pod's monitor log.
+    ensure!(std::fs::read_link(format!("/proc/{monitor}/fd/0"))? == Path::new("/dev/null"));
+    let log = daemon
+        .paths
+        .state
+        .join("pods")
+        .join(&id)
+        .join("monitor.log");
+    ensure!(std::fs::read_link(format!("/proc/{monitor}/fd/2"))? == log);
+    ensure!(
+        std::fs::read_to_string(&log)?.contains(&format!("monitoring pod {id}")),
+        "the monitor logs to the pod's log"
+    );
+    // The next pod's spare is started, and a second pod runs on it.
+    let next = spare_other_than(pid, Some(spare)).await?;
+    let second = run(&mut daemon, config("second-spare")).await?;
+    let (_, info) = status(&mut daemon, &second).await?;
+    ensure!(pid_of(&info, "monitorPid")? == next);
+    let second_sandbox = pid_of(&info, "sandboxPid")?;
+    let third = spare_other_than(pid, Some(next)).await?;
+
+    // criusd dies: its spare ends (no pod to serve), the pods' monitors go on.
+    daemon.signal_and_wait(Signal::SIGKILL)?;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while alive(third) {
+        ensure!(Instant::now() < deadline, "the spare outlived its daemon");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    ensure!(alive(monitor) && alive(sandbox) && alive(next) && alive(second_sandbox));
+    daemon.restart().await?;
+    let pid = daemon.pid().context("criusd pid")?;
+    spare_other_than(pid, None).await?;
+    stop_and_remove(&mut daemon, &id).await?;
+    stop_and_remove(&mut daemon, &second).await?;
+    assert_gone(
+        &daemon,
+        &[(id, monitor, sandbox), (second, next, second_sandbox)],
+    )
+}

@@ -64,8 +64,8 @@ pub mod fuzzing {
 /// Why a monitor could not do its work.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The command line is not `monitor --pod-dir DIR [--cleanup]`.
-    #[error("usage: criusd monitor --pod-dir DIR [--cleanup | --exec ID -- CMD...]")]
+    /// The command line is not `monitor --pod-dir DIR [--cleanup]` or `monitor --spare`.
+    #[error("usage: criusd monitor --pod-dir DIR [--cleanup | --exec ID -- CMD...] | --spare")]
     Usage,
     /// A file of the pod directory could not be read or parsed.
     #[error("cannot read {path}: {reason}")]
@@ -404,6 +404,7 @@ impl Error {
 pub fn main(args: &[OsString]) -> ExitCode {
     let mut pod_dir = None;
     let mut cleanup = false;
+    let mut spare = false;
     let mut exec = None;
     let mut command = Vec::new();
     let mut words = args.iter();
@@ -411,12 +412,16 @@ pub fn main(args: &[OsString]) -> ExitCode {
         match word.to_str() {
             Some("--pod-dir") => pod_dir = words.next().map(PathBuf::from),
             Some("--cleanup") => cleanup = true,
+            Some("--spare") => spare = true,
             Some("--exec") => exec = words.next().and_then(|w| w.to_str()).map(str::to_owned),
             Some("--") => {
                 command = words.by_ref().cloned().collect();
             }
             _ => pod_dir = None,
         }
+    }
+    if spare && pod_dir.is_none() && exec.is_none() && !cleanup {
+        return run_spare();
     }
     let Some(dir) = pod_dir.filter(|d| d.is_absolute()) else {
         eprintln!("criusd monitor: {}", Error::Usage);
@@ -545,44 +550,85 @@ pub(crate) fn log(message: std::fmt::Arguments<'_>) {
 
 /// Runs a monitor for the pod in `dir`: detaches, creates the sandbox, reports, serves.
 fn run(dir: &Path) -> ExitCode {
+    let Some(spec) = open_pod(dir) else {
+        return ExitCode::FAILURE;
+    };
+    if let Err(e) = detach() {
+        report(&Startup::Failed {
+            message: format!("cannot fork the monitor: {e}"),
+            precondition: false,
+        });
+        return ExitCode::FAILURE;
+    }
+    monitor(dir, &spec)
+}
+
+/// `criusd monitor --spare`: a monitor started ahead of its pod. It detaches at once, then
+/// waits for one line on stdin, the pod directory, and monitors that pod as `--pod-dir` would.
+/// End of input (criusd gone, or stopping) ends it quietly.
+fn run_spare() -> ExitCode {
+    if detach().is_err() {
+        return ExitCode::FAILURE;
+    }
+    let mut line = String::new();
+    match std::io::stdin().read_line(&mut line) {
+        Ok(n) if n > 0 && line.ends_with('\n') => {}
+        _ => return ExitCode::SUCCESS,
+    }
+    let dir = PathBuf::from(line.trim_end_matches('\n'));
+    if !dir.is_absolute() {
+        report(&Startup::Failed {
+            message: Error::Usage.to_string(),
+            precondition: false,
+        });
+        return ExitCode::FAILURE;
+    }
+    let Some(spec) = open_pod(&dir) else {
+        return ExitCode::FAILURE;
+    };
+    monitor(&dir, &spec)
+}
+
+/// Sends stderr to the pod's log, stdin to /dev/null, and reads the pod's spec (reported as
+/// failed when it cannot be read).
+fn open_pod(dir: &Path) -> Option<SandboxSpec> {
     log_to_file(dir);
     redirect_to_null(0);
-    let spec = match read_spec(dir) {
-        Ok(spec) => spec,
-        Err(e) => {
+    read_spec(dir)
+        .inspect_err(|e| {
             report(&Startup::Failed {
                 message: e.to_string(),
                 precondition: false,
             });
-            return ExitCode::FAILURE;
-        }
-    };
-    // Detach: the process criusd started exits at once (criusd reaps it); its child carries on
-    // in a session of its own, reparented away from criusd.
+        })
+        .ok()
+}
+
+/// Detaches: the process criusd started exits at once (criusd reaps it); its child carries on
+/// in a session of its own, reparented away from criusd, with `/` as its working directory.
+fn detach() -> nix::Result<()> {
     // SAFETY: the process is single-threaded (criusd branches here before starting threads).
-    match unsafe { nix::unistd::fork() } {
-        Ok(nix::unistd::ForkResult::Parent { .. }) => {
+    match unsafe { nix::unistd::fork() }? {
+        nix::unistd::ForkResult::Parent { .. } => {
             // SAFETY: _exit skips destructors and atexit handlers the child still owns.
             unsafe { libc::_exit(0) }
         }
-        Ok(nix::unistd::ForkResult::Child) => {}
-        Err(e) => {
-            report(&Startup::Failed {
-                message: format!("cannot fork the monitor: {e}"),
-                precondition: false,
-            });
-            return ExitCode::FAILURE;
-        }
+        nix::unistd::ForkResult::Child => {}
     }
     let _ = nix::unistd::setsid();
     let _ = std::env::set_current_dir("/");
+    Ok(())
+}
+
+/// Starts pod `spec`'s sandbox, reports to criusd and serves the pod until it is removed.
+fn monitor(dir: &Path, spec: &SandboxSpec) -> ExitCode {
     log(format_args!("monitoring pod {}", spec.id));
     let network = |netns: &Path| {
         announce(&Startup::Network {
             netns: netns.to_owned(),
         });
     };
-    match server::Monitor::start(dir, &spec, &network) {
+    match server::Monitor::start(dir, spec, &network) {
         Ok(mut monitor) => {
             report(&Startup::Ready(monitor.state().clone()));
             monitor.finish_start();

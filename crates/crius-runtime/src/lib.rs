@@ -17,6 +17,7 @@ mod liveness;
 mod network;
 mod recovery;
 pub mod signal;
+mod spare;
 pub mod spec;
 mod statecache;
 pub mod stats;
@@ -399,9 +400,18 @@ pub struct Pods {
     /// Parsed monitor states, reused while a `state.json` is unchanged.
     states: statecache::StateCache,
     /// Every container record, as committed to the metadata database.
-    containers: Store<ContainerRecord>,
+    containers: Arc<Store<ContainerRecord>>,
     /// The image store: containers lease their images from it.
     images: Arc<crius_image::ImageStore>,
+    /// The monitor started ahead of the next pod.
+    spares: spare::Spares,
+}
+
+/// A pod's monitor as started: a process spawned for it, which exits once it has forked the
+/// monitor, or the spare monitor, detached already, with the pipe it reports on.
+enum Started {
+    Spawned(tokio::process::Child),
+    Spare(tokio::process::ChildStdout),
 }
 
 /// A new pod's CNI ADD: started when the monitor announced the pinned namespace, or still due
@@ -511,7 +521,8 @@ impl Pods {
             config,
             locks: std::sync::Mutex::new(HashMap::new()),
             states: statecache::StateCache::default(),
-            containers,
+            spares: spare::Spares::default(),
+            containers: Arc::new(containers),
             images,
         })
     }
@@ -623,7 +634,11 @@ impl Pods {
     ) -> Result<String, PodError> {
         let pods = self.clone();
         tokio::spawn(async move {
-            let (id, attach) = pods.run_inner(spec, ip_ranges).await?;
+            let ran = pods.run_inner(spec, ip_ranges).await;
+            // The next pod's monitor starts once this one's start no longer needs the CPU.
+            let refill = pods.clone();
+            tokio::spawn(async move { refill.fill_spare().await });
+            let (id, attach) = ran?;
             let attached = match attach {
                 Attach::Running(task) => task.await.unwrap_or_else(|source| {
                     Err(PodError::Task {
@@ -822,12 +837,12 @@ impl Pods {
         }
     }
 
-    /// Writes the pod directory and starts the monitor.
+    /// Writes the pod directory and starts its monitor: the spare one when it is ready.
     async fn spawn_monitor(
         &self,
         record: &PodRecord,
         sandbox: &SandboxSpec,
-    ) -> Result<tokio::process::Child, PodError> {
+    ) -> Result<Started, PodError> {
         use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
         let dir = &record.dir;
         let data =
@@ -856,6 +871,9 @@ impl Pods {
                 .map_err(internal("cannot open the monitor log"))
         })
         .await?;
+        if let Some(stdout) = self.spares.take(dir).await {
+            return Ok(Started::Spare(stdout));
+        }
         tokio::process::Command::new(&self.config.monitor_exe)
             .arg("monitor")
             .arg("--pod-dir")
@@ -864,17 +882,29 @@ impl Pods {
             .stdout(std::process::Stdio::piped())
             .stderr(log)
             .spawn()
+            .map(Started::Spawned)
             .map_err(internal("cannot start the pod monitor"))
+    }
+
+    /// Starts a spare monitor for the next pod, unless one is ready or starting.
+    pub async fn fill_spare(&self) {
+        self.spares.fill(&self.config.monitor_exe).await;
     }
 
     /// Reads what the monitor started in `dir` reports: calls `network` when it says the
     /// sandbox's network namespace is pinned; returns the state it reports at last.
     async fn report(
-        mut child: tokio::process::Child,
+        started: Started,
         dir: &Path,
         network: impl FnOnce(),
     ) -> Result<MonitorState, PodError> {
-        let stdout = child.stdout.take();
+        let (mut child, stdout) = match started {
+            Started::Spawned(mut child) => {
+                let stdout = child.stdout.take();
+                (Some(child), stdout)
+            }
+            Started::Spare(stdout) => (None, Some(stdout)),
+        };
         let mut line = String::new();
         let read = async {
             if let Some(out) = stdout {
@@ -892,7 +922,9 @@ impl Pods {
         };
         let outcome = tokio::time::timeout(STARTUP_TIMEOUT, read).await;
         // The process started exits as soon as it has forked the monitor: reap it.
-        let _ = child.wait().await;
+        if let Some(child) = child.as_mut() {
+            let _ = child.wait().await;
+        }
         match outcome {
             Err(_) => {
                 return Err(PodError::MonitorSilent {

@@ -51,6 +51,7 @@ impl Pods {
         let swept = self.sweep(&mut out).await;
         self.recover_network(&mut out).await;
         self.release_orphan_leases(&mut out).await;
+        self.fill_spare().await;
         if out != Recovery::default() {
             tracing::info!(?out, "start-up sweep");
         }
