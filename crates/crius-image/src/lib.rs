@@ -40,4 +40,4 @@ pub use limits::Limits;
 pub use pull::{Credentials, RegistryOptions};
 pub use record::{ImageConfig, ImageRecord, LayerRecord};
 pub use reference::ImageName;
-pub use store::{FsUsage, ImageStore, RootfsSpec};
+pub use store::{FsUsage, ImageStore, LeaseCommit, RootfsSpec};

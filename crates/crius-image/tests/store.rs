@@ -183,3 +183,49 @@ async fn a_leased_image_keeps_its_layers_after_removal() {
         .expect_err("expected an error");
     assert!(matches!(err, ImageError::NotFound { .. }), "{err}");
 }
+
+#[tokio::test]
+async fn an_early_lease_holds_the_layers_from_the_moment_it_answers() {
+    let tmp = tempfile::tempdir().expect("test step");
+    let layout = tmp.path().join("layout");
+    let (config_digest, _) = write_layout(&layout, "example.com/app:1");
+    let store = open_store(&tmp.path().join("root"));
+    store
+        .import_oci_layout(&layout, None)
+        .await
+        .expect("test step");
+    let (rootfs, commit) = store
+        .lease_early("container-1", "example.com/app:1")
+        .await
+        .expect("test step");
+    assert_eq!(rootfs.image_id, config_digest);
+    // A removal started before the commit has ended waits for it, and then keeps the layers
+    // for the lease.
+    let removing = {
+        let store = store.clone();
+        let id = config_digest.clone();
+        tokio::spawn(async move { store.remove(&id).await })
+    };
+    commit.done().await.expect("test step");
+    assert!(
+        removing
+            .await
+            .expect("test step")
+            .expect("test step")
+            .is_some()
+    );
+    assert!(rootfs.layer_dirs[0].join("hello").exists());
+    assert_eq!(
+        store.leases().expect("test step"),
+        [("container-1".to_owned(), config_digest.clone())]
+    );
+    store.release("container-1").await.expect("test step");
+    assert!(!rootfs.layer_dirs[0].exists());
+    // An unknown image: refused before anything is recorded.
+    let err = store
+        .lease_early("c2", "example.com/app:1")
+        .await
+        .expect_err("expected an error");
+    assert!(matches!(err, ImageError::NotFound { .. }), "{err}");
+    assert_eq!(store.leases().expect("test step"), Vec::new());
+}

@@ -286,6 +286,7 @@ impl Pods {
         &self,
         record: ContainerRecord,
         spec: ContainerSpec,
+        lease: crius_image::LeaseCommit,
     ) -> Result<String, PodError> {
         let Some((pod, _guard)) = self.locked(&record.pod_id).await? else {
             return Err(PodError::NotFound {
@@ -308,10 +309,11 @@ impl Pods {
         }
         let mut record = record;
         record.creating = true;
-        // The "creating" record is committed while the monitor makes the container: after a
-        // crash the start-up sweep rolls back a creating record through the monitor, and
-        // removes a container the monitor holds that no record owns.
-        let (result, put) = tokio::join!(
+        // The "creating" record and the image lease are committed while the monitor makes the
+        // container: after a crash the start-up sweep rolls back a creating record through the
+        // monitor, removes a container the monitor holds that no record owns, and releases a
+        // lease no container owns.
+        let (result, put, leased) = tokio::join!(
             crate::client::request(
                 &pod.dir,
                 RequestBody::CreateContainer {
@@ -319,15 +321,22 @@ impl Pods {
                 },
             ),
             async {
-                let put = self.put_container(&record);
+                // On a blocking thread: the request is on its way meanwhile.
+                let (store, creating) = (self.containers.clone(), record.clone());
+                let put = crius_proto::blocking(move || store.put(&creating)).await;
                 crate::failpoint("create-container:recorded");
                 put
-            }
+            },
+            lease.done()
         );
-        let failed = match (put, result) {
-            (Ok(()), Ok(_)) => None,
-            (Err(e), _) => Some(PodError::from(e)),
-            (Ok(()), Err(e)) => Some(e.into()),
+        let failed = match (put, leased, result) {
+            (Ok(()), Ok(()), Ok(_)) => None,
+            (Err(e), _, _) => Some(PodError::from(e)),
+            (Ok(()), Err(source), _) => Some(PodError::Image {
+                field: None,
+                source,
+            }),
+            (Ok(()), Ok(()), Err(e)) => Some(e.into()),
         };
         if let Some(e) = failed {
             let _ = crate::client::request(

@@ -523,16 +523,18 @@ impl Pods {
         }
         let checked = self.check_container(&req)?;
         let id = self.new_container_id()?;
-        let rootfs =
-            self.images
-                .lease(&id, &req.image)
-                .await
-                .map_err(|source| PodError::Image {
-                    field: None,
-                    source,
-                })?;
+        // The lease commits while the container is made; a failure releases it after the
+        // commit has ended.
+        let (rootfs, lease) = self
+            .images
+            .lease_early(&id, &req.image)
+            .await
+            .map_err(|source| PodError::Image {
+                field: None,
+                source,
+            })?;
         crate::failpoint("create-container:leased");
-        let result = self.create_leased(&id, req, checked, rootfs).await;
+        let result = self.create_leased(&id, req, checked, (rootfs, lease)).await;
         if result.is_err()
             && let Err(e) = self.images.release(&id).await
         {
@@ -627,7 +629,7 @@ impl Pods {
         id: &str,
         req: ContainerRequest,
         checked: Checked,
-        rootfs: crius_image::RootfsSpec,
+        (rootfs, lease): (crius_image::RootfsSpec, crius_image::LeaseCommit),
     ) -> Result<String, PodError> {
         let Checked {
             pod,
@@ -754,7 +756,7 @@ impl Pods {
             resources: spec.resources.clone(),
             oom_score_adj: spec.oom_score_adj,
         };
-        self.commit_container(record, spec).await
+        self.commit_container(record, spec, lease).await
     }
 }
 

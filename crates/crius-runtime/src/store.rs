@@ -106,6 +106,13 @@ pub enum StoreError {
         #[from]
         source: serde_json::Error,
     },
+    /// The thread that wrote the record ended without an answer.
+    #[error("metadata database: the writing task failed: {source}")]
+    Task {
+        /// What tokio said.
+        #[from]
+        source: tokio::task::JoinError,
+    },
 }
 
 /// A redb failure as a [`StoreError`].

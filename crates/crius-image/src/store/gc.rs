@@ -21,7 +21,53 @@ impl ImageStore {
         let record = self.get(reference)?.ok_or_else(|| ImageError::NotFound {
             reference: reference.to_owned(),
         })?;
-        let json = encode(&record)?;
+        self.commit_lease(lease_id, &record)?;
+        self.rootfs(&record.id)
+    }
+
+    /// Leases image `reference` to `lease_id` as [`ImageStore::lease`] does, but hands the
+    /// image's rootfs over while the lease is still being committed: its layers are safe from
+    /// then on, as no removal or garbage collection runs until that commit has ended. The
+    /// returned [`LeaseCommit`] gives the commit's outcome; a lease whose commit failed does
+    /// not hold the image.
+    pub async fn lease_early(
+        self: &Arc<Self>,
+        lease_id: &str,
+        reference: &str,
+    ) -> Result<(RootfsSpec, LeaseCommit), ImageError> {
+        let this = self.clone();
+        let (lease_id, reference) = (lease_id.to_owned(), reference.to_owned());
+        let (found, rootfs) = tokio::sync::oneshot::channel();
+        let commit = tokio::task::spawn_blocking(move || {
+            let _gc = this.gc.lock().unwrap_or_else(PoisonError::into_inner);
+            let resolved = this.get(&reference).and_then(|record| {
+                let record = record.ok_or_else(|| ImageError::NotFound {
+                    reference: reference.clone(),
+                })?;
+                let rootfs = this.rootfs(&record.id)?;
+                Ok((record, rootfs))
+            });
+            match resolved {
+                Ok((record, rootfs)) => {
+                    let _ = found.send(Ok(rootfs));
+                    this.commit_lease(&lease_id, &record)
+                }
+                Err(e) => {
+                    let _ = found.send(Err(e));
+                    Ok(())
+                }
+            }
+        });
+        let rootfs = rootfs.await.map_err(|_| ImageError::Io {
+            context: "image lease task".into(),
+            source: std::io::Error::other("it ended without resolving the image"),
+        })??;
+        Ok((rootfs, LeaseCommit(commit)))
+    }
+
+    /// Records lease `lease_id` on image `record` (the gc lock held).
+    fn commit_lease(&self, lease_id: &str, record: &ImageRecord) -> Result<(), ImageError> {
+        let json = encode(record)?;
         let txn = self.db.begin_write().map_err(ImageError::db("begin"))?;
         {
             let mut table = txn
@@ -31,8 +77,7 @@ impl ImageStore {
                 .insert(lease_id, json.as_slice())
                 .map_err(ImageError::db("insert image lease"))?;
         }
-        txn.commit().map_err(ImageError::db("commit"))?;
-        self.rootfs(&record.id)
+        txn.commit().map_err(ImageError::db("commit"))
     }
 
     /// Ends lease `lease_id`, and every lease `<lease_id>/…` (a container's image volumes), and
@@ -251,5 +296,16 @@ impl ImageStore {
             }
         }
         Ok(())
+    }
+}
+
+/// The commit of a lease taken with [`ImageStore::lease_early`], still running.
+#[derive(Debug)]
+pub struct LeaseCommit(tokio::task::JoinHandle<Result<(), ImageError>>);
+
+impl LeaseCommit {
+    /// Waits for the commit to end.
+    pub async fn done(self) -> Result<(), ImageError> {
+        self.0.await?
     }
 }

@@ -22,6 +22,7 @@ use crate::unpack;
 
 mod fetch;
 mod gc;
+pub use gc::LeaseCommit;
 
 /// The image records: id → JSON of [`ImageRecord`].
 const IMAGES: TableDefinition<&str, &[u8]> = TableDefinition::new("images");
