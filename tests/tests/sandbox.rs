@@ -1051,8 +1051,9 @@ async fn pod_processes_keep_the_binary_shared() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The spare monitors of the criusd `daemon` (pid): processes `… monitor --spare` whose stdin is
-/// a pipe the daemon holds the other end of.
+/// The spare monitors of the criusd `daemon` (pid): processes `… monitor --spare` that lead a
+/// session of their own (not the short-lived process criusd started, which forks the spare)
+/// and whose stdin is a pipe the daemon holds the other end of.
 fn spares_of(daemon: u32) -> Vec<i32> {
     let held: std::collections::BTreeSet<String> = std::fs::read_dir(format!("/proc/{daemon}/fd"))
         .map(|fds| {
@@ -1082,7 +1083,17 @@ fn spares_of(daemon: u32) -> Vec<i32> {
         let stdin = std::fs::read_link(entry.path().join("fd/0"))
             .map(|t| t.display().to_string())
             .unwrap_or_default();
-        if held.contains(&stdin) && alive(pid) {
+        let leads_session = std::fs::read_to_string(entry.path().join("stat"))
+            .ok()
+            .and_then(|stat| {
+                let fields: Vec<String> = stat[stat.rfind(')')? + 2..]
+                    .split(' ')
+                    .map(str::to_owned)
+                    .collect();
+                fields.get(3).map(|sid| *sid == pid.to_string())
+            })
+            .unwrap_or(false);
+        if held.contains(&stdin) && leads_session && alive(pid) {
             found.push(pid);
         }
     }
@@ -1168,11 +1179,37 @@ async fn pods_start_on_the_spare_monitor_which_ends_with_its_daemon() -> anyhow:
     ensure!(alive(monitor) && alive(sandbox) && alive(next) && alive(second_sandbox));
     daemon.restart().await?;
     let pid = daemon.pid().context("criusd pid")?;
-    spare_other_than(pid, None).await?;
-    stop_and_remove(&mut daemon, &id).await?;
-    stop_and_remove(&mut daemon, &second).await?;
+    // A spare that died while idle: the pod starts on a monitor of its own.
+    let dead = spare_other_than(pid, None).await?;
+    kill(Pid::from_raw(dead), Signal::SIGKILL)?;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while alive(dead) {
+        ensure!(Instant::now() < deadline, "the spare did not die");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let fresh = run(&mut daemon, config("no-spare")).await?;
+    let (pod, info) = status(&mut daemon, &fresh).await?;
+    ensure!(pod.state == PodSandboxState::SandboxReady as i32);
+    let fresh_monitor = pid_of(&info, "monitorPid")?;
+    let fresh_sandbox = pid_of(&info, "sandboxPid")?;
+    ensure!(fresh_monitor != dead);
+    for (monitor, pod) in [(monitor, &id), (fresh_monitor, &fresh)] {
+        ensure!(std::fs::read_link(format!("/proc/{monitor}/cwd"))? == Path::new("/"));
+        ensure!(
+            std::fs::read_link(format!("/proc/{monitor}/fd/1"))? == Path::new("/dev/null"),
+            "the monitor of {pod} still writes to criusd"
+        );
+    }
+    spare_other_than(pid, Some(dead)).await?;
+    for pod in [&id, &second, &fresh] {
+        stop_and_remove(&mut daemon, pod).await?;
+    }
     assert_gone(
         &daemon,
-        &[(id, monitor, sandbox), (second, next, second_sandbox)],
+        &[
+            (id, monitor, sandbox),
+            (second, next, second_sandbox),
+            (fresh, fresh_monitor, fresh_sandbox),
+        ],
     )
 }

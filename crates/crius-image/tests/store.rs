@@ -185,27 +185,35 @@ async fn a_leased_image_keeps_its_layers_after_removal() {
 }
 
 #[tokio::test]
-async fn an_early_lease_holds_the_layers_from_the_moment_it_answers() {
+async fn an_early_lease_keeps_the_layers_from_a_removal_issued_while_it_commits() {
     let tmp = tempfile::tempdir().expect("test step");
     let layout = tmp.path().join("layout");
     let (config_digest, _) = write_layout(&layout, "example.com/app:1");
-    let store = open_store(&tmp.path().join("root"));
+    let root = tmp.path().join("root");
+    std::fs::create_dir_all(&root).expect("test step");
+    let db = Arc::new(redb::Database::create(root.join("metadata.redb")).expect("test step"));
+    let store = Arc::new(
+        ImageStore::open(&root, db.clone(), RegistryOptions::default()).expect("test step"),
+    );
     store
         .import_oci_layout(&layout, None)
         .await
         .expect("test step");
+    // A removal issued while the lease's commit waits for the database keeps the layers.
+    let writer = db.begin_write().expect("test step");
     let (rootfs, commit) = store
         .lease_early("container-1", "example.com/app:1")
         .await
         .expect("test step");
     assert_eq!(rootfs.image_id, config_digest);
-    // A removal started before the commit has ended waits for it, and then keeps the layers
-    // for the lease.
+    assert!(rootfs.layer_dirs[0].join("hello").exists());
     let removing = {
         let store = store.clone();
         let id = config_digest.clone();
         tokio::spawn(async move { store.remove(&id).await })
     };
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    drop(writer);
     commit.done().await.expect("test step");
     assert!(
         removing
@@ -214,6 +222,7 @@ async fn an_early_lease_holds_the_layers_from_the_moment_it_answers() {
             .expect("test step")
             .is_some()
     );
+    assert!(store.get(&config_digest).expect("test step").is_none());
     assert!(rootfs.layer_dirs[0].join("hello").exists());
     assert_eq!(
         store.leases().expect("test step"),

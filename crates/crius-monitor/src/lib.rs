@@ -1,5 +1,6 @@
 //! The crius pod monitor: one single-threaded process per pod, started by criusd as
-//! `criusd monitor --pod-dir DIR` and detached from it. It creates the pod sandbox with one
+//! `criusd monitor --pod-dir DIR`, or ahead of its pod as `criusd monitor --spare` (given `DIR`
+//! on its stdin), and detached from it. It creates the pod sandbox with one
 //! clone (user, network, IPC, UTS, PID, mount and cgroup namespaces), writes the user namespace
 //! maps, pins the network namespace, places the sandbox in the pod cgroup, is the child subreaper
 //! of the pod, and serves the monitor protocol of `crius-proto` on `DIR/monitor.sock`.
@@ -570,12 +571,15 @@ fn run_spare() -> ExitCode {
     if detach().is_err() {
         return ExitCode::FAILURE;
     }
-    let mut line = String::new();
-    match std::io::stdin().read_line(&mut line) {
-        Ok(n) if n > 0 && line.ends_with('\n') => {}
+    use std::io::BufRead;
+    use std::os::unix::ffi::OsStringExt;
+    let mut line = Vec::new();
+    match std::io::stdin().lock().read_until(b'\n', &mut line) {
+        Ok(n) if n > 0 && line.last() == Some(&b'\n') => {}
         _ => return ExitCode::SUCCESS,
     }
-    let dir = PathBuf::from(line.trim_end_matches('\n'));
+    line.pop();
+    let dir = PathBuf::from(OsString::from_vec(line));
     if !dir.is_absolute() {
         report(&Startup::Failed {
             message: Error::Usage.to_string(),

@@ -327,7 +327,11 @@ impl Pods {
                 crate::failpoint("create-container:recorded");
                 put
             },
-            lease.done()
+            async {
+                let leased = lease.done().await;
+                crate::failpoint("create-container:leased");
+                leased
+            }
         );
         let failed = match (put, leased, result) {
             (Ok(()), Ok(()), Ok(_)) => None,
@@ -346,12 +350,14 @@ impl Pods {
                 },
             )
             .await;
-            self.delete_container(&record.id)?;
+            let (store, id) = (self.containers.clone(), record.id.clone());
+            crius_proto::blocking(move || store.delete(&id)).await?;
             return Err(e);
         }
         crate::failpoint("create-container:monitor-created");
         record.creating = false;
-        self.put_container(&record)?;
+        let (store, created) = (self.containers.clone(), record.clone());
+        crius_proto::blocking(move || store.put(&created)).await?;
         crate::failpoint("create-container:committed");
         Ok(record.id)
     }

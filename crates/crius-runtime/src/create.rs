@@ -533,7 +533,6 @@ impl Pods {
                 field: None,
                 source,
             })?;
-        crate::failpoint("create-container:leased");
         let result = self.create_leased(&id, req, checked, (rootfs, lease)).await;
         if result.is_err()
             && let Err(e) = self.images.release(&id).await

@@ -160,7 +160,8 @@ impl Pods {
     /// The container part of the start-up sweep: a record left `creating` is rolled back (the
     /// monitor removes whatever it made of it), a record whose pod is gone or whose pod's
     /// monitor state no longer holds it is forgotten (its removal was cut short), and a
-    /// container a running monitor holds that no record owns is removed from the monitor. The
+    /// container a running monitor holds that no record owns (asked once the monitor has
+    /// finished what it was doing) is removed from the monitor. The
     /// image leases of what is forgotten are left to the caller (they have no record now).
     async fn recover_containers(&self, out: &mut Recovery) -> Result<(), PodError> {
         let pods: HashMap<String, Arc<PodRecord>> = self
@@ -211,8 +212,15 @@ impl Pods {
             if !monitor_alive(pod) {
                 continue;
             }
-            let Some(state) = self.monitor_state(pod) else {
-                continue;
+            // Asked, not read from `state.json`: the monitor answers after any request it is
+            // still working on, so a container the dead daemon's CreateContainer is making is
+            // in the answer.
+            let state = match client::request(&pod.dir, RequestBody::Status).await {
+                Ok(state) => state,
+                Err(e) => {
+                    tracing::error!(pod = %pod_id, error = %e, "cannot ask the monitor for its containers");
+                    continue;
+                }
             };
             let owned = records.get(pod_id);
             for id in state.containers.keys() {

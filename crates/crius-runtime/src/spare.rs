@@ -80,7 +80,8 @@ async fn start(exe: PathBuf) -> std::io::Result<Spare> {
         .arg("--spare")
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
+        // criusd's own log until it has a pod: a spare that cannot start says why there.
+        .stderr(std::process::Stdio::inherit())
         .spawn()?;
     let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
         return Err(std::io::Error::other("the spare monitor has no pipes"));

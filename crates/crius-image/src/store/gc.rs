@@ -26,10 +26,10 @@ impl ImageStore {
     }
 
     /// Leases image `reference` to `lease_id` as [`ImageStore::lease`] does, but hands the
-    /// image's rootfs over while the lease is still being committed: its layers are safe from
-    /// then on, as no removal or garbage collection runs until that commit has ended. The
-    /// returned [`LeaseCommit`] gives the commit's outcome; a lease whose commit failed does
-    /// not hold the image.
+    /// image's rootfs over while the lease is still being committed: no removal or garbage
+    /// collection runs until that commit has ended. The returned [`LeaseCommit`] gives the
+    /// commit's outcome; a lease whose commit failed does not hold the image, and the caller
+    /// must stop using its layers.
     pub async fn lease_early(
         self: &Arc<Self>,
         lease_id: &str,
