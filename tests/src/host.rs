@@ -45,3 +45,24 @@ pub fn status_ids(pid: i32, key: &str) -> anyhow::Result<Vec<u32>> {
         .filter_map(|v| v.parse().ok())
         .collect())
 }
+
+/// Pod monitors of the daemon whose directory is `dir`: processes whose command line names
+/// `criusd monitor` and a path under `dir`, or whose stderr is a pod's log in `pods` (a monitor
+/// started as the spare names no path). An idle spare, which has no pod yet, is not one.
+pub fn pod_monitors(dir: &std::path::Path, pods: &std::path::Path) -> usize {
+    let dir = dir.display().to_string();
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| {
+            let Ok(cmdline) = std::fs::read(e.path().join("cmdline")) else {
+                return false;
+            };
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            let logs_to_a_pod =
+                std::fs::read_link(e.path().join("fd/2")).is_ok_and(|log| log.starts_with(pods));
+            cmdline.contains(" monitor ") && (cmdline.contains(&dir) || logs_to_a_pod)
+        })
+        .count()
+}

@@ -78,32 +78,6 @@ fn status_value(pid: u32, key: &str) -> u64 {
         .unwrap_or_else(|| panic!("{key} in /proc/{pid}/status"))
 }
 
-/// Pod monitors of the daemon in `dir`: processes whose command line names `criusd monitor` and
-/// a path under `dir`, or whose stderr is a pod's log in `pods` (a monitor started as the spare
-/// names no path). An idle spare, which has no pod yet, is not one.
-fn monitors_under(dir: &Path, pods: &Path) -> usize {
-    let dir = dir.display().to_string();
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter(|e| {
-            e.file_name()
-                .to_string_lossy()
-                .bytes()
-                .all(|b| b.is_ascii_digit())
-        })
-        .filter(|e| {
-            let Ok(cmdline) = std::fs::read(e.path().join("cmdline")) else {
-                return false;
-            };
-            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-            let logs_to_a_pod =
-                std::fs::read_link(e.path().join("fd/2")).is_ok_and(|log| log.starts_with(pods));
-            cmdline.contains(" monitor ") && (cmdline.contains(&dir) || logs_to_a_pod)
-        })
-        .count()
-}
-
 /// Takes a sample of `env`'s daemon; `cgroup_parent` is the pods' parent cgroup.
 fn sample(env: &Env, cgroup_parent: &str, cycles: usize) -> Sample {
     let d = &env.daemon;
@@ -131,7 +105,7 @@ fn sample(env: &Env, cgroup_parent: &str, cycles: usize) -> Sample {
         cni_cache: count_entries(&d.paths.root.join("cni")),
         ips: net.allocated_ips().len(),
         veths: net.attached_links().len(),
-        monitors: monitors_under(d.dir(), &d.paths.state.join("pods")),
+        monitors: crius_tests::host::pod_monitors(d.dir(), &d.paths.state.join("pods")),
         fds: count_entries(Path::new(&format!("/proc/{pid}/fd"))),
         threads: usize::try_from(status_value(pid, "Threads:")).unwrap(),
         rss_kib: status_value(pid, "VmRSS:"),

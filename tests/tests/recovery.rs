@@ -141,21 +141,7 @@ fn names(dir: &Path) -> Vec<String> {
 fn leftovers(d: &Criusd) -> Leftovers {
     let dir = d.dir().display().to_string();
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    // A monitor started as the spare names no path: it logs to its pod's log.
-    let pods = d.paths.state.join("pods");
-    let monitors = std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter(|e| {
-            let Ok(cmdline) = std::fs::read(e.path().join("cmdline")) else {
-                return false;
-            };
-            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-            let logs_to_a_pod =
-                std::fs::read_link(e.path().join("fd/2")).is_ok_and(|log| log.starts_with(&pods));
-            cmdline.contains(" monitor ") && (cmdline.contains(&dir) || logs_to_a_pod)
-        })
-        .count();
+    let monitors = crius_tests::host::pod_monitors(d.dir(), &d.paths.state.join("pods"));
     let net = d.network.as_ref().unwrap();
     Leftovers {
         pod_dirs: names(&d.paths.state.join("pods")),

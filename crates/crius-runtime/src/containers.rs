@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use crius_proto::{BindMount, ContainerSpec, RequestBody};
 use serde::{Deserialize, Serialize};
 
-use crate::store::{Record, StoreError};
+use crate::store::{Record, Store, StoreError};
 use crate::{PodError, Pods, monitor_alive};
 
 /// How long to wait for a container to die after SIGKILL.
@@ -180,6 +180,16 @@ impl Pods {
         self.containers.delete(id)
     }
 
+    /// Runs `write` on the container records from a blocking thread: a commit waits for its
+    /// fsync, which must not hold up the async task's other work.
+    async fn write_containers<T: Send + 'static>(
+        &self,
+        write: impl FnOnce(&Store<ContainerRecord>) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let store = self.containers.clone();
+        crius_proto::blocking(move || write(&store)).await
+    }
+
     /// Every container record (shared: a listing copies no record).
     pub(crate) fn container_records(&self) -> Vec<std::sync::Arc<ContainerRecord>> {
         self.containers.all()
@@ -321,9 +331,9 @@ impl Pods {
                 },
             ),
             async {
-                // On a blocking thread: the request is on its way meanwhile.
-                let (store, creating) = (self.containers.clone(), record.clone());
-                let put = crius_proto::blocking(move || store.put(&creating)).await;
+                // Off the task: the request is on its way meanwhile.
+                let creating = record.clone();
+                let put = self.write_containers(move |s| s.put(&creating)).await;
                 crate::failpoint("create-container:recorded");
                 put
             },
@@ -350,14 +360,14 @@ impl Pods {
                 },
             )
             .await;
-            let (store, id) = (self.containers.clone(), record.id.clone());
-            crius_proto::blocking(move || store.delete(&id)).await?;
+            let id = record.id.clone();
+            self.write_containers(move |s| s.delete(&id)).await?;
             return Err(e);
         }
         crate::failpoint("create-container:monitor-created");
         record.creating = false;
-        let (store, created) = (self.containers.clone(), record.clone());
-        crius_proto::blocking(move || store.put(&created)).await?;
+        let created = record.clone();
+        self.write_containers(move |s| s.put(&created)).await?;
         crate::failpoint("create-container:committed");
         Ok(record.id)
     }

@@ -635,7 +635,8 @@ impl Pods {
         let pods = self.clone();
         tokio::spawn(async move {
             let ran = pods.run_inner(spec, ip_ranges).await;
-            // The next pod's monitor starts once this one's start no longer needs the CPU.
+            // The next pod's monitor starts once this one's sandbox is up (or failed): during its
+            // CNI ADD, criusd only waits.
             let refill = pods.clone();
             tokio::spawn(async move { refill.fill_spare().await });
             let (id, attach) = ran?;
@@ -849,7 +850,7 @@ impl Pods {
             serde_json::to_vec_pretty(sandbox).map_err(|source| PodError::EncodeSpec { source })?;
         let prepared = record.clone();
         let traverse_gid = sandbox.userns.as_ref().and_then(|u| u.root_gid());
-        let log = blocking(move || {
+        blocking(move || {
             let dir = &prepared.dir;
             std::fs::DirBuilder::new()
                 .mode(0o700)
@@ -862,18 +863,23 @@ impl Pods {
                 prepared.spec.namespaces.network == NamespaceMode::Node,
                 prepared.spec.dns.as_ref(),
             )?;
-            write_whole(&dir.join(layout::SPEC), &data, 0o600)?;
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .mode(0o600)
-                .open(dir.join(layout::LOG))
-                .map_err(internal("cannot open the monitor log"))
+            Ok::<_, PodError>(write_whole(&dir.join(layout::SPEC), &data, 0o600)?)
         })
         .await?;
         if let Some(stdout) = self.spares.take(dir).await {
             return Ok(Started::Spare(stdout));
         }
+        // A monitor of its own logs to the pod's log from its exec on (the spare opens it).
+        let path = dir.join(layout::LOG);
+        let log = blocking(move || {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .mode(0o600)
+                .open(path)
+                .map_err(internal("cannot open the monitor log"))
+        })
+        .await?;
         tokio::process::Command::new(&self.config.monitor_exe)
             .arg("monitor")
             .arg("--pod-dir")

@@ -11,18 +11,9 @@ impl ImageStore {
         lease_id: &str,
         reference: &str,
     ) -> Result<RootfsSpec, ImageError> {
-        let this = self.clone();
-        let (lease_id, reference) = (lease_id.to_owned(), reference.to_owned());
-        blocking(move || this.lease_now(&lease_id, &reference)).await
-    }
-
-    fn lease_now(&self, lease_id: &str, reference: &str) -> Result<RootfsSpec, ImageError> {
-        let _gc = self.gc.lock().unwrap_or_else(PoisonError::into_inner);
-        let record = self.get(reference)?.ok_or_else(|| ImageError::NotFound {
-            reference: reference.to_owned(),
-        })?;
-        self.commit_lease(lease_id, &record)?;
-        self.rootfs(&record.id)
+        let (rootfs, commit) = self.lease_early(lease_id, reference).await?;
+        commit.done().await?;
+        Ok(rootfs)
     }
 
     /// Leases image `reference` to `lease_id` as [`ImageStore::lease`] does, but hands the
