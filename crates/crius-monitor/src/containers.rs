@@ -349,7 +349,8 @@ fn private_dir(sys: &dyn Sys, path: &Path, traverse_gid: Option<u32>) -> Result<
 }
 
 /// [`stage`]'s steps once the container's directory exists (`cgroup`: the container's cgroup
-/// and the hierarchies it is in).
+/// and the hierarchies it is in). The cgroup view shares nothing with the rest: it is built on
+/// a thread of its own meanwhile.
 fn stage_in(
     sys: &dyn Sys,
     pod_dir: &Path,
@@ -358,6 +359,63 @@ fn stage_in(
     sandbox_pid: i32,
     spec: &ContainerSpec,
     cgroup: Option<(&CgroupSpec, Vec<cgroup::Hierarchy>)>,
+) -> Result<Staged, Error> {
+    let cgroup = &cgroup;
+    let view = || {
+        let cgroup = cgroup.as_ref().map(|(c, all)| (*c, all.clone()));
+        cgroup_view(sys, dir, cgroup, spec.privileged)
+    };
+    let (staged, cgroup_view) = std::thread::scope(|s| {
+        match std::thread::Builder::new()
+            .name("cgroup-view".into())
+            .spawn_scoped(s, view)
+        {
+            Ok(thread) => {
+                let staged = stage_files(sys, pod_dir, dir, sandbox, sandbox_pid, spec);
+                let view = thread
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+                (staged, view)
+            }
+            // No thread to be had: one after the other.
+            Err(_) => (
+                stage_files(sys, pod_dir, dir, sandbox, sandbox_pid, spec),
+                view(),
+            ),
+        }
+    });
+    Ok(Staged {
+        cgroup_view: cgroup_view?,
+        ..staged?
+    })
+}
+
+/// The container's view of its own cgroups: on a v1 or hybrid node crius builds it from the
+/// container's cgroup directories, made now (libcontainer and the later attach reuse them).
+fn cgroup_view(
+    sys: &dyn Sys,
+    dir: &Path,
+    cgroup: Option<(&CgroupSpec, Vec<cgroup::Hierarchy>)>,
+    writable: bool,
+) -> Result<Option<PathBuf>, Error> {
+    match cgroup {
+        Some((cg, all)) if !cgroup::v2_only_in(&all) => {
+            let dirs = cgroup::create_container_dirs(all, cg)?;
+            Ok(Some(rootfs::cgroup_v1_view(sys, dir, &dirs, writable)?))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// [`stage_in`]'s steps but the cgroup view: the rootfs, the pod's files, the volumes, the
+/// host's `/sys`, the identity and the environment.
+fn stage_files(
+    sys: &dyn Sys,
+    pod_dir: &Path,
+    dir: &Path,
+    sandbox: &SandboxSpec,
+    sandbox_pid: i32,
+    spec: &ContainerSpec,
 ) -> Result<Staged, Error> {
     let writable = writable_dir(sandbox, &spec.id);
     let writable = writable.as_deref().unwrap_or(dir);
@@ -444,15 +502,6 @@ fn stage_in(
     } else {
         None
     };
-    // The container's view of its own cgroups: on a v1 or hybrid node crius builds it from the
-    // container's cgroup directories, made now (libcontainer and the later attach reuse them).
-    let cgroup_view = match cgroup {
-        Some((cg, all)) if !cgroup::v2_only_in(&all) => {
-            let dirs = cgroup::create_container_dirs(all, cg)?;
-            Some(rootfs::cgroup_v1_view(sys, dir, &dirs, spec.privileged)?)
-        }
-        _ => None,
-    };
     // Like other runtimes, HOME comes from the image's passwd when the environment has none.
     if !spec.env.iter().any(|e| e.starts_with(b"HOME=")) {
         spec.env.push(format!("HOME={}", id.home).into_bytes());
@@ -464,7 +513,7 @@ fn stage_in(
         spec,
         pod_files,
         host_sys,
-        cgroup_view,
+        cgroup_view: None,
     })
 }
 
@@ -985,7 +1034,7 @@ mod tests {
         // The pod's attached layer views unless a test says otherwise.
         let fake = Fake {
             hierarchies,
-            detached: std::cell::Cell::new(Some(false)),
+            detached: crate::sys::fake::Shared::new(Some(false)),
             ..Default::default()
         };
         (fake, pod_dir, sandbox, spec)

@@ -34,8 +34,8 @@ pub(crate) struct OverlayError {
     pub(crate) source: nix::Error,
 }
 
-/// The privileged calls of the host-side steps.
-pub(crate) trait Sys {
+/// The privileged calls of the host-side steps. Shared by the threads of one staging.
+pub(crate) trait Sys: Sync {
     /// Bind mounts `source` at `target`, its submounts too when `recursive`.
     fn bind(&self, source: &Path, target: &Path, recursive: bool) -> nix::Result<()>;
     /// Sets the propagation (`MS_PRIVATE`, `MS_SLAVE` or `MS_SHARED`) of the mount tree at
@@ -398,10 +398,53 @@ pub(crate) mod fake {
     //! A recording [`Sys`]: mounts are entries of a table (the directories they sit on are
     //! real, in a temporary directory), every call is logged, and one call can be made to fail.
 
-    use std::cell::{Cell, RefCell};
     use std::path::{Path, PathBuf};
+    use std::sync::{Mutex, MutexGuard};
 
     use super::*;
+
+    /// A value behind a lock, read and written like a `Cell` or `RefCell` (the fake is shared by
+    /// the threads of a staging).
+    #[derive(Debug, Default)]
+    pub(crate) struct Shared<T>(Mutex<T>);
+
+    impl<T> Shared<T> {
+        /// `value`, shared.
+        pub(crate) fn new(value: T) -> Self {
+            Self(Mutex::new(value))
+        }
+
+        /// The value, locked.
+        pub(crate) fn borrow(&self) -> MutexGuard<'_, T> {
+            self.0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+        }
+
+        /// The value, locked for writing.
+        pub(crate) fn borrow_mut(&self) -> MutexGuard<'_, T> {
+            self.borrow()
+        }
+
+        /// Replaces the value.
+        pub(crate) fn set(&self, value: T) {
+            *self.borrow() = value;
+        }
+    }
+
+    impl<T: Default> Shared<T> {
+        /// The value, leaving the default in its place.
+        pub(crate) fn take(&self) -> T {
+            std::mem::take(&mut *self.borrow())
+        }
+    }
+
+    impl<T: Copy> Shared<T> {
+        /// A copy of the value.
+        pub(crate) fn get(&self) -> T {
+            *self.borrow()
+        }
+    }
 
     /// One mount of the fake table.
     #[derive(Debug, Clone, PartialEq, Eq)]
@@ -418,17 +461,17 @@ pub(crate) mod fake {
     #[derive(Debug, Default)]
     pub(crate) struct Fake {
         /// Every call, in order (`call target`).
-        pub(crate) calls: RefCell<Vec<String>>,
+        pub(crate) calls: Shared<Vec<String>>,
         /// The mount table, oldest first.
-        pub(crate) mounts: RefCell<Vec<FakeMount>>,
+        pub(crate) mounts: Shared<Vec<FakeMount>>,
         /// The index (in `calls`) of the call that fails with EPERM.
-        pub(crate) fail_at: Cell<Option<usize>>,
+        pub(crate) fail_at: Shared<Option<usize>>,
         /// What [`Sys::cgroup_hierarchies`] answers.
         pub(crate) hierarchies: Vec<Hierarchy>,
         /// Overlays come out read-only (as when their upper dir is unusable).
         pub(crate) read_only_overlays: bool,
         /// What [`Sys::detached_layers`] answers (`None`: not known yet).
-        pub(crate) detached: Cell<Option<bool>>,
+        pub(crate) detached: Shared<Option<bool>>,
         /// Overlays of layers reached through a detached mount fail (as before Linux 6.15).
         pub(crate) refuse_detached: bool,
     }

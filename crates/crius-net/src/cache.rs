@@ -5,7 +5,6 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use tokio::io::AsyncWriteExt;
 
 use crate::error::{Error, Result};
 
@@ -82,36 +81,45 @@ pub(crate) async fn read(dir: &Path, id: &str) -> Result<Option<CacheEntry>> {
 /// Writes the entry whole: a temporary file in the same directory, synced, then renamed.
 pub(crate) async fn write(dir: &Path, entry: &CacheEntry) -> Result<()> {
     let path = path(dir, &entry.container_id);
-    let err = |source| Error::Cache {
-        path: path.clone(),
-        source,
-    };
-    tokio::fs::create_dir_all(dir).await.map_err(err)?;
     let bytes = serde_json::to_vec_pretty(entry).map_err(|source| Error::Encode {
         what: "result cache entry",
         source,
     })?;
     let tmp = dir.join(format!(".{}.json.tmp", entry.container_id));
-    let mut file = tokio::fs::OpenOptions::new()
+    let (dir, target) = (dir.to_owned(), path.clone());
+    // One trip to a blocking thread for the whole write.
+    let written = tokio::task::spawn_blocking(move || write_file(&dir, &tmp, &target, &bytes))
+        .await
+        .map_err(|source| Error::Task {
+            task: "result cache writer",
+            source,
+        })?;
+    written.map_err(|source| Error::Cache { path, source })
+}
+
+/// Writes `bytes` to `tmp` in `dir` (made when missing), syncs it and renames it to `target`;
+/// removes `tmp` on failure.
+fn write_file(dir: &Path, tmp: &Path, target: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::create_dir_all(dir)?;
+    let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
         .mode(0o600)
-        .open(&tmp)
-        .await
-        .map_err(err)?;
-    let written = async {
-        file.write_all(&bytes).await?;
-        file.sync_all().await?;
-        drop(file);
-        tokio::fs::rename(&tmp, &path).await
+        .open(tmp)?;
+    let written = file
+        .write_all(bytes)
+        .and_then(|()| file.sync_all())
+        .and_then(|()| {
+            drop(file);
+            std::fs::rename(tmp, target)
+        });
+    if written.is_err() {
+        let _ = std::fs::remove_file(tmp);
     }
-    .await;
-    if let Err(source) = written {
-        let _ = tokio::fs::remove_file(&tmp).await;
-        return Err(err(source));
-    }
-    Ok(())
+    written
 }
 
 /// Removes the entry of `id`; a missing entry is fine.
