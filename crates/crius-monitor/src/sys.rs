@@ -466,6 +466,9 @@ pub(crate) mod fake {
         pub(crate) mounts: Shared<Vec<FakeMount>>,
         /// The index (in `calls`) of the call that fails with EPERM.
         pub(crate) fail_at: Shared<Option<usize>>,
+        /// The call that fails with EPERM, by its text and how many equal calls came before it
+        /// (for steps that run on several threads, whose calls interleave).
+        pub(crate) fail_on: Shared<Option<(String, usize)>>,
         /// What [`Sys::cgroup_hierarchies`] answers.
         pub(crate) hierarchies: Vec<Hierarchy>,
         /// Overlays come out read-only (as when their upper dir is unusable).
@@ -481,8 +484,16 @@ pub(crate) mod fake {
         fn call(&self, name: &str, path: &Path) -> nix::Result<()> {
             let mut calls = self.calls.borrow_mut();
             let index = calls.len();
-            calls.push(format!("{name} {}", path.display()));
-            if self.fail_at.get() == Some(index) {
+            let call = format!("{name} {}", path.display());
+            let before = calls.iter().filter(|c| **c == call).count();
+            let fails = self.fail_at.get() == Some(index)
+                || self
+                    .fail_on
+                    .borrow()
+                    .as_ref()
+                    .is_some_and(|(text, n)| *text == call && *n == before);
+            calls.push(call);
+            if fails {
                 return Err(nix::Error::EPERM);
             }
             Ok(())
