@@ -349,8 +349,10 @@ fn private_dir(sys: &dyn Sys, path: &Path, traverse_gid: Option<u32>) -> Result<
 }
 
 /// [`stage`]'s steps once the container's directory exists (`cgroup`: the container's cgroup
-/// and the hierarchies it is in). The cgroup view shares nothing with the rest: it is built on
-/// a thread of its own meanwhile.
+/// and the hierarchies it is in). On a v1 or hybrid node crius builds the container's view of its
+/// own cgroups from the container's cgroup directories, made now (libcontainer and the later
+/// attach reuse them); the view shares nothing with the other steps and is built on a thread of
+/// its own meanwhile.
 fn stage_in(
     sys: &dyn Sys,
     pod_dir: &Path,
@@ -360,51 +362,34 @@ fn stage_in(
     spec: &ContainerSpec,
     cgroup: Option<(&CgroupSpec, Vec<cgroup::Hierarchy>)>,
 ) -> Result<Staged, Error> {
-    let cgroup = &cgroup;
-    let view = || {
-        let cgroup = cgroup.as_ref().map(|(c, all)| (*c, all.clone()));
-        cgroup_view(sys, dir, cgroup, spec.privileged)
+    let rest = || stage_files(sys, pod_dir, dir, sandbox, sandbox_pid, spec);
+    let Some((cg, all)) = cgroup.filter(|(_, all)| !cgroup::v2_only_in(all)) else {
+        return rest();
     };
-    let (staged, cgroup_view) = std::thread::scope(|s| {
+    let view = || {
+        let dirs = cgroup::create_container_dirs(all.clone(), cg)?;
+        rootfs::cgroup_v1_view(sys, dir, &dirs, spec.privileged)
+    };
+    let (staged, view) = std::thread::scope(|s| {
         match std::thread::Builder::new()
             .name("cgroup-view".into())
             .spawn_scoped(s, view)
         {
             Ok(thread) => {
-                let staged = stage_files(sys, pod_dir, dir, sandbox, sandbox_pid, spec);
+                let staged = rest();
                 let view = thread
                     .join()
                     .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
                 (staged, view)
             }
             // No thread to be had: one after the other.
-            Err(_) => (
-                stage_files(sys, pod_dir, dir, sandbox, sandbox_pid, spec),
-                view(),
-            ),
+            Err(_) => (rest(), view()),
         }
     });
     Ok(Staged {
-        cgroup_view: cgroup_view?,
+        cgroup_view: Some(view?),
         ..staged?
     })
-}
-
-/// The container's view of its own cgroups: on a v1 or hybrid node crius builds it from the
-/// container's cgroup directories, made now (libcontainer and the later attach reuse them).
-fn cgroup_view(
-    sys: &dyn Sys,
-    dir: &Path,
-    cgroup: Option<(&CgroupSpec, Vec<cgroup::Hierarchy>)>,
-    writable: bool,
-) -> Result<Option<PathBuf>, Error> {
-    match cgroup {
-        Some((cg, all)) if !cgroup::v2_only_in(&all) => {
-            let dirs = cgroup::create_container_dirs(all, cg)?;
-            Ok(Some(rootfs::cgroup_v1_view(sys, dir, &dirs, writable)?))
-        }
-        _ => Ok(None),
-    }
 }
 
 /// [`stage_in`]'s steps but the cgroup view: the rootfs, the pod's files, the volumes, the
