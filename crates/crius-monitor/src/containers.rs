@@ -285,15 +285,24 @@ fn stage(
     let result = private_dir(sys, &dir, traverse_gid)
         .and_then(|()| private_dir(sys, &dir.join(rootfs::MOUNTS), traverse_gid))
         .and_then(|()| {
-            stage_in(
-                sys,
-                pod_dir,
-                &dir,
-                sandbox,
-                sandbox_pid,
-                spec,
-                cgroup.as_ref().map(|c| (c, hierarchies)),
-            )
+            let files = || stage_in(sys, pod_dir, &dir, sandbox, sandbox_pid, spec);
+            // On a v1 or hybrid node crius builds the container's view of its own cgroups from
+            // the container's cgroup directories, made now (libcontainer and the later attach
+            // reuse them). It shares nothing with the other steps: it is built beside them.
+            let Some(cg) = cgroup
+                .as_ref()
+                .filter(|_| !cgroup::v2_only_in(&hierarchies))
+            else {
+                return files();
+            };
+            let (staged, view) = beside(files, || {
+                let dirs = cgroup::create_container_dirs(hierarchies.clone(), cg)?;
+                rootfs::cgroup_v1_view(sys, &dir, &dirs, spec.privileged)
+            });
+            Ok(Staged {
+                cgroup_view: Some(view?),
+                ..staged?
+            })
         });
     match result {
         Ok(staged) => Ok(Staged {
@@ -348,53 +357,26 @@ fn private_dir(sys: &dyn Sys, path: &Path, traverse_gid: Option<u32>) -> Result<
     Ok(())
 }
 
-/// [`stage`]'s steps once the container's directory exists (`cgroup`: the container's cgroup
-/// and the hierarchies it is in). On a v1 or hybrid node crius builds the container's view of its
-/// own cgroups from the container's cgroup directories, made now (libcontainer and the later
-/// attach reuse them); the view shares nothing with the other steps and is built on a thread of
-/// its own meanwhile.
-fn stage_in(
-    sys: &dyn Sys,
-    pod_dir: &Path,
-    dir: &Path,
-    sandbox: &SandboxSpec,
-    sandbox_pid: i32,
-    spec: &ContainerSpec,
-    cgroup: Option<(&CgroupSpec, Vec<cgroup::Hierarchy>)>,
-) -> Result<Staged, Error> {
-    let rest = || stage_files(sys, pod_dir, dir, sandbox, sandbox_pid, spec);
-    let Some((cg, all)) = cgroup.filter(|(_, all)| !cgroup::v2_only_in(all)) else {
-        return rest();
-    };
-    let view = || {
-        let dirs = cgroup::create_container_dirs(all.clone(), cg)?;
-        rootfs::cgroup_v1_view(sys, dir, &dirs, spec.privileged)
-    };
-    let (staged, view) = std::thread::scope(|s| {
-        match std::thread::Builder::new()
-            .name("cgroup-view".into())
-            .spawn_scoped(s, view)
-        {
+/// Runs `side` on a thread of its own while `main` runs on this one (one after the other when no
+/// thread can be had), and gives both results.
+fn beside<A, B: Send>(main: impl FnOnce() -> A, side: impl Fn() -> B + Sync) -> (A, B) {
+    std::thread::scope(
+        |s| match std::thread::Builder::new().spawn_scoped(s, &side) {
             Ok(thread) => {
-                let staged = rest();
-                let view = thread
+                let a = main();
+                let b = thread
                     .join()
                     .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-                (staged, view)
+                (a, b)
             }
-            // No thread to be had: one after the other.
-            Err(_) => (rest(), view()),
-        }
-    });
-    Ok(Staged {
-        cgroup_view: Some(view?),
-        ..staged?
-    })
+            Err(_) => (main(), side()),
+        },
+    )
 }
 
-/// [`stage_in`]'s steps but the cgroup view: the rootfs, the pod's files, the volumes, the
-/// host's `/sys`, the identity and the environment.
-fn stage_files(
+/// [`stage`]'s steps once the container's directory exists, but the cgroup view: the rootfs,
+/// the pod's files, the volumes, the host's `/sys`, the identity and the environment.
+fn stage_in(
     sys: &dyn Sys,
     pod_dir: &Path,
     dir: &Path,
