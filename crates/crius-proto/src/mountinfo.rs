@@ -9,6 +9,8 @@ use std::path::PathBuf;
 /// One mount of a mountinfo file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Mount<'a> {
+    /// The mount's id (field 1), as statx's `STATX_MNT_ID` reports it.
+    pub id: u64,
     /// The filesystem's device, `major:minor` (field 3).
     pub dev: &'a str,
     /// The directory of the filesystem mounted here (field 4).
@@ -49,6 +51,7 @@ fn parse_line(line: &str) -> Option<Mount<'_>> {
         return None;
     };
     Some(Mount {
+        id: fields[0].parse().ok()?,
         dev: fields[2],
         root: unescape(fields[3]),
         mount_point: unescape(fields[4]),
@@ -99,6 +102,8 @@ not a mountinfo line
     fn fields_parse_and_paths_unescape() {
         let mounts: Vec<Mount<'_>> = parse(TEXT).collect();
         assert_eq!(mounts.len(), 5);
+        assert_eq!(mounts[0].id, 22);
+        assert_eq!(mounts[3].id, 50);
         assert_eq!(mounts[0].dev, "8:1");
         assert_eq!(mounts[0].root, PathBuf::from("/"));
         assert_eq!(mounts[0].mount_point, PathBuf::from("/"));

@@ -309,11 +309,67 @@ pub fn disk_usage(dir: &Path) -> std::io::Result<DiskUsage> {
     Ok(usage)
 }
 
-/// The mount point of the filesystem holding `path` (the longest mount point of
-/// `/proc/self/mountinfo` that is a prefix of it); `/` when none matches.
+/// The mount point of the filesystem holding `path`: the mount statx names for it, looked up in
+/// `/proc/self/mountinfo` once and remembered while `path` stays on that mount (mountinfo lists
+/// every mount of the node: on a node with many pods, reading it costs milliseconds). Where
+/// statx cannot tell, the longest mount point of mountinfo that is a prefix of `path`; `/` when
+/// none matches.
 pub fn mountpoint_of(path: &Path) -> PathBuf {
-    let text = mountinfo::read_self().unwrap_or_default();
+    use std::sync::{Mutex, OnceLock};
+    /// Paths asked about, with their mount's id and mount point (a handful: the container root,
+    /// a pod's directory).
+    static KNOWN: OnceLock<Mutex<std::collections::HashMap<PathBuf, (u64, PathBuf)>>> =
+        OnceLock::new();
+    const KNOWN_MAX: usize = 64;
     let path = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
+    let Some(id) = mount_id(&path) else {
+        return longest_prefix_mount(&path);
+    };
+    let known = KNOWN.get_or_init(Mutex::default);
+    let lock = || known.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((known_id, point)) = lock().get(&path)
+        && *known_id == id
+    {
+        return point.clone();
+    }
+    let text = mountinfo::read_self().unwrap_or_default();
+    let Some(point) = mountinfo::parse(&text)
+        .find(|m| m.id == id)
+        .map(|m| m.mount_point)
+    else {
+        return longest_prefix_mount(&path);
+    };
+    let mut known = lock();
+    if known.len() >= KNOWN_MAX {
+        known.clear();
+    }
+    known.insert(path, (id, point.clone()));
+    point
+}
+
+/// The id of the mount `path` is on (statx `STATX_MNT_ID`); `None` where the kernel does not
+/// report it.
+fn mount_id(path: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    // SAFETY: an all-zero statx is a valid value of the plain C struct.
+    let mut stx: libc::statx = unsafe { std::mem::zeroed() };
+    // SAFETY: a NUL-terminated path and a statx buffer this function owns.
+    let rc = unsafe {
+        libc::statx(
+            libc::AT_FDCWD,
+            c_path.as_ptr(),
+            libc::AT_STATX_SYNC_AS_STAT,
+            libc::STATX_MNT_ID,
+            &mut stx,
+        )
+    };
+    (rc == 0 && stx.stx_mask & libc::STATX_MNT_ID != 0).then_some(stx.stx_mnt_id)
+}
+
+/// The longest mount point of `/proc/self/mountinfo` that is a prefix of `path`; `/` when none.
+fn longest_prefix_mount(path: &Path) -> PathBuf {
+    let text = mountinfo::read_self().unwrap_or_default();
     mountinfo::parse(&text)
         .map(|m| m.mount_point)
         .filter(|m| path.starts_with(m))
@@ -476,5 +532,50 @@ mod tests {
             mountpoint_of(Path::new("/proc/self")),
             PathBuf::from("/proc")
         );
+        // Asked again: the remembered answer, the same as mountinfo's longest prefix.
+        for _ in 0..2 {
+            assert_eq!(
+                mountpoint_of(Path::new("/proc/self")),
+                PathBuf::from("/proc")
+            );
+        }
+        assert_eq!(
+            longest_prefix_mount(Path::new("/proc/1")),
+            PathBuf::from("/proc")
+        );
+        assert_eq!(mountpoint_of(Path::new("/")), PathBuf::from("/"));
+    }
+
+    /// A mount made on the path after it was asked about is seen at once: the path's mount id
+    /// changed.
+    #[test]
+    fn a_new_mount_on_the_path_is_seen() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: mounting needs root");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let before = mountpoint_of(dir.path());
+        assert_ne!(before, dir.path());
+        /// Unmounts the tmpfs, also when the test fails.
+        struct Mounted<'a>(&'a Path);
+        impl Drop for Mounted<'_> {
+            fn drop(&mut self) {
+                let _ = nix::mount::umount2(self.0, nix::mount::MntFlags::MNT_DETACH);
+            }
+        }
+        nix::mount::mount(
+            Some("tmpfs"),
+            dir.path(),
+            Some("tmpfs"),
+            nix::mount::MsFlags::empty(),
+            None::<&str>,
+        )
+        .unwrap();
+        let mounted = Mounted(dir.path());
+        let after = mountpoint_of(dir.path());
+        drop(mounted);
+        assert_eq!(after, dir.path().canonicalize().unwrap());
+        assert_eq!(mountpoint_of(dir.path()), before);
     }
 }
