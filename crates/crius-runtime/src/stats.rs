@@ -311,24 +311,26 @@ pub fn disk_usage(dir: &Path) -> std::io::Result<DiskUsage> {
 
 /// The mount point of the filesystem holding `path`: the mount statx names for it, looked up in
 /// `/proc/self/mountinfo` once and remembered while `path` stays on that mount (mountinfo lists
-/// every mount of the node: on a node with many pods, reading it costs milliseconds). Where
-/// statx cannot tell, the longest mount point of mountinfo that is a prefix of `path`; `/` when
-/// none matches.
+/// every mount of the node: on a node with many pods, reading it costs milliseconds). The mount
+/// is told by its unique id where the kernel has one (Linux 6.8+; the ids mountinfo shows are
+/// reused after an unmount). Where statx cannot tell, the longest mount point of mountinfo that
+/// is a prefix of `path`; `/` when none matches.
 pub fn mountpoint_of(path: &Path) -> PathBuf {
     use std::sync::{Mutex, OnceLock};
-    /// Paths asked about, with their mount's id and mount point (a handful: the container root,
-    /// a pod's directory).
+    /// Paths asked about (a handful: the container root, a pod's directory), with their mount's
+    /// unique id (its plain id where the kernel has none) and mount point.
     static KNOWN: OnceLock<Mutex<std::collections::HashMap<PathBuf, (u64, PathBuf)>>> =
         OnceLock::new();
     const KNOWN_MAX: usize = 64;
     let path = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
-    let Some(id) = mount_id(&path) else {
+    let Some(id) = mount_id(&path, libc::STATX_MNT_ID) else {
         return longest_prefix_mount(&path);
     };
+    let unique = mount_id(&path, libc::STATX_MNT_ID_UNIQUE).unwrap_or(id);
     let known = KNOWN.get_or_init(Mutex::default);
     let lock = || known.lock().unwrap_or_else(|e| e.into_inner());
     if let Some((known_id, point)) = lock().get(&path)
-        && *known_id == id
+        && *known_id == unique
     {
         return point.clone();
     }
@@ -343,13 +345,13 @@ pub fn mountpoint_of(path: &Path) -> PathBuf {
     if known.len() >= KNOWN_MAX {
         known.clear();
     }
-    known.insert(path, (id, point.clone()));
+    known.insert(path, (unique, point.clone()));
     point
 }
 
-/// The id of the mount `path` is on (statx `STATX_MNT_ID`); `None` where the kernel does not
-/// report it.
-fn mount_id(path: &Path) -> Option<u64> {
+/// The id of the mount `path` is on, of the kind `mask` asks for (statx `STATX_MNT_ID` or
+/// `STATX_MNT_ID_UNIQUE`); `None` where the kernel does not report it.
+fn mount_id(path: &Path, mask: libc::c_uint) -> Option<u64> {
     use std::os::unix::ffi::OsStrExt;
     let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
     // SAFETY: an all-zero statx is a valid value of the plain C struct.
@@ -360,11 +362,11 @@ fn mount_id(path: &Path) -> Option<u64> {
             libc::AT_FDCWD,
             c_path.as_ptr(),
             libc::AT_STATX_SYNC_AS_STAT,
-            libc::STATX_MNT_ID,
+            mask,
             &mut stx,
         )
     };
-    (rc == 0 && stx.stx_mask & libc::STATX_MNT_ID != 0).then_some(stx.stx_mnt_id)
+    (rc == 0 && stx.stx_mask & mask != 0).then_some(stx.stx_mnt_id)
 }
 
 /// The longest mount point of `/proc/self/mountinfo` that is a prefix of `path`; `/` when none.
@@ -544,6 +546,54 @@ mod tests {
             PathBuf::from("/proc")
         );
         assert_eq!(mountpoint_of(Path::new("/")), PathBuf::from("/"));
+    }
+
+    /// A path whose mount went away and whose new mount got the old one's (reused) id is not
+    /// answered from memory: the unique mount id tells them apart.
+    #[test]
+    fn a_reused_mount_id_is_not_taken_for_the_old_mount() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: mounting needs root");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let dir = dir.path().canonicalize().unwrap();
+        let path = dir.join("s");
+        std::fs::create_dir(&path).unwrap();
+        if mount_id(&path, libc::STATX_MNT_ID_UNIQUE).is_none() {
+            eprintln!("skipped: this kernel has no unique mount ids");
+            return;
+        }
+        /// Unmounts what the test mounted, also when it fails.
+        struct Mounted(Vec<PathBuf>);
+        impl Drop for Mounted {
+            fn drop(&mut self) {
+                for p in self.0.iter().rev() {
+                    let _ = nix::mount::umount2(p, nix::mount::MntFlags::MNT_DETACH);
+                }
+            }
+        }
+        let tmpfs = |at: &Path| {
+            nix::mount::mount(
+                Some("tmpfs"),
+                at,
+                Some("tmpfs"),
+                nix::mount::MsFlags::empty(),
+                None::<&str>,
+            )
+            .unwrap()
+        };
+        let mut mounted = Mounted(Vec::new());
+        tmpfs(&dir);
+        mounted.0.push(dir.clone());
+        std::fs::create_dir(&path).unwrap();
+        assert_eq!(mountpoint_of(&path), dir);
+        nix::mount::umount2(&dir, nix::mount::MntFlags::MNT_DETACH).unwrap();
+        mounted.0.clear();
+        // The next mount most likely takes the freed id.
+        tmpfs(&path);
+        mounted.0.push(path.clone());
+        assert_eq!(mountpoint_of(&path), path);
     }
 
     /// A mount made on the path after it was asked about is seen at once: the path's mount id
