@@ -548,32 +548,13 @@ mod tests {
         assert_eq!(mountpoint_of(Path::new("/")), PathBuf::from("/"));
     }
 
-    /// A path whose mount went away and whose new mount got the old one's (reused) id is not
-    /// answered from memory: the unique mount id tells them apart.
-    #[test]
-    fn a_reused_mount_id_is_not_taken_for_the_old_mount() {
-        if !nix::unistd::geteuid().is_root() {
-            eprintln!("skipped: mounting needs root");
-            return;
-        }
-        let dir = tempfile::tempdir().unwrap();
-        let dir = dir.path().canonicalize().unwrap();
-        let path = dir.join("s");
-        std::fs::create_dir(&path).unwrap();
-        if mount_id(&path, libc::STATX_MNT_ID_UNIQUE).is_none() {
-            eprintln!("skipped: this kernel has no unique mount ids");
-            return;
-        }
-        /// Unmounts what the test mounted, also when it fails.
-        struct Mounted(Vec<PathBuf>);
-        impl Drop for Mounted {
-            fn drop(&mut self) {
-                for p in self.0.iter().rev() {
-                    let _ = nix::mount::umount2(p, nix::mount::MntFlags::MNT_DETACH);
-                }
-            }
-        }
-        let tmpfs = |at: &Path| {
+    /// Tmpfs mounts a test made: unmounted, the last first, when dropped (also when the test
+    /// fails).
+    #[derive(Default)]
+    struct Tmpfs(Vec<PathBuf>);
+
+    impl Tmpfs {
+        fn mount(&mut self, at: &Path) {
             nix::mount::mount(
                 Some("tmpfs"),
                 at,
@@ -581,18 +562,54 @@ mod tests {
                 nix::mount::MsFlags::empty(),
                 None::<&str>,
             )
-            .unwrap()
+            .unwrap();
+            self.0.push(at.to_owned());
+        }
+
+        fn unmount_all(&mut self) {
+            for at in self.0.drain(..).rev() {
+                let _ = nix::mount::umount2(&at, nix::mount::MntFlags::MNT_DETACH);
+            }
+        }
+    }
+
+    impl Drop for Tmpfs {
+        fn drop(&mut self) {
+            self.unmount_all();
+        }
+    }
+
+    /// A temporary directory (and its canonical path) to mount on; `None` without root.
+    fn mountable_dir() -> Option<(tempfile::TempDir, PathBuf)> {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: mounting needs root");
+            return None;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().canonicalize().unwrap();
+        Some((tmp, dir))
+    }
+
+    /// A path whose mount went away and whose new mount got the old one's (reused) id is not
+    /// answered from memory: the unique mount id tells them apart.
+    #[test]
+    fn a_reused_mount_id_is_not_taken_for_the_old_mount() {
+        let Some((_tmp, dir)) = mountable_dir() else {
+            return;
         };
-        let mut mounted = Mounted(Vec::new());
-        tmpfs(&dir);
-        mounted.0.push(dir.clone());
+        let path = dir.join("s");
+        std::fs::create_dir(&path).unwrap();
+        if mount_id(&path, libc::STATX_MNT_ID_UNIQUE).is_none() {
+            eprintln!("skipped: this kernel has no unique mount ids");
+            return;
+        }
+        let mut mounts = Tmpfs::default();
+        mounts.mount(&dir);
         std::fs::create_dir(&path).unwrap();
         assert_eq!(mountpoint_of(&path), dir);
-        nix::mount::umount2(&dir, nix::mount::MntFlags::MNT_DETACH).unwrap();
-        mounted.0.clear();
+        mounts.unmount_all();
         // The next mount most likely takes the freed id.
-        tmpfs(&path);
-        mounted.0.push(path.clone());
+        mounts.mount(&path);
         assert_eq!(mountpoint_of(&path), path);
     }
 
@@ -600,32 +617,16 @@ mod tests {
     /// changed.
     #[test]
     fn a_new_mount_on_the_path_is_seen() {
-        if !nix::unistd::geteuid().is_root() {
-            eprintln!("skipped: mounting needs root");
+        let Some((_tmp, dir)) = mountable_dir() else {
             return;
-        }
-        let dir = tempfile::tempdir().unwrap();
-        let before = mountpoint_of(dir.path());
-        assert_ne!(before, dir.path());
-        /// Unmounts the tmpfs, also when the test fails.
-        struct Mounted<'a>(&'a Path);
-        impl Drop for Mounted<'_> {
-            fn drop(&mut self) {
-                let _ = nix::mount::umount2(self.0, nix::mount::MntFlags::MNT_DETACH);
-            }
-        }
-        nix::mount::mount(
-            Some("tmpfs"),
-            dir.path(),
-            Some("tmpfs"),
-            nix::mount::MsFlags::empty(),
-            None::<&str>,
-        )
-        .unwrap();
-        let mounted = Mounted(dir.path());
-        let after = mountpoint_of(dir.path());
-        drop(mounted);
-        assert_eq!(after, dir.path().canonicalize().unwrap());
-        assert_eq!(mountpoint_of(dir.path()), before);
+        };
+        let before = mountpoint_of(&dir);
+        assert_ne!(before, dir);
+        let mut mounts = Tmpfs::default();
+        mounts.mount(&dir);
+        let after = mountpoint_of(&dir);
+        mounts.unmount_all();
+        assert_eq!(after, dir);
+        assert_eq!(mountpoint_of(&dir), before);
     }
 }
