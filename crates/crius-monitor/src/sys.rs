@@ -414,16 +414,11 @@ pub(crate) mod fake {
             Self(Mutex::new(value))
         }
 
-        /// The value, locked.
+        /// The value, locked (for reading and writing).
         pub(crate) fn borrow(&self) -> MutexGuard<'_, T> {
             self.0
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
-        }
-
-        /// The value, locked for writing.
-        pub(crate) fn borrow_mut(&self) -> MutexGuard<'_, T> {
-            self.borrow()
         }
 
         /// Replaces the value.
@@ -482,7 +477,7 @@ pub(crate) mod fake {
     impl Fake {
         /// Logs a call; Err when it is the one to fail.
         fn call(&self, name: &str, path: &Path) -> nix::Result<()> {
-            let mut calls = self.calls.borrow_mut();
+            let mut calls = self.calls.borrow();
             let index = calls.len();
             let call = format!("{name} {}", path.display());
             let before = calls.iter().filter(|c| **c == call).count();
@@ -503,7 +498,7 @@ pub(crate) mod fake {
             if !target.exists() {
                 return Err(nix::Error::ENOENT);
             }
-            self.mounts.borrow_mut().push(FakeMount {
+            self.mounts.borrow().push(FakeMount {
                 target: target.to_owned(),
                 kind,
                 read_only: false,
@@ -566,7 +561,7 @@ pub(crate) mod fake {
                 return Err(failed(nix::Error::EINVAL));
             }
             self.mount(target, "overlay").map_err(failed)?;
-            if let Some(m) = self.mounts.borrow_mut().last_mut() {
+            if let Some(m) = self.mounts.borrow().last_mut() {
                 m.read_only = self.read_only_overlays;
             }
             Ok(true)
@@ -594,7 +589,7 @@ pub(crate) mod fake {
                 .and_then(|()| self.mount(target, "idmapped"))
                 .map_err(|e| IdmapError::Attach(call_error("move_mount")(e)))?;
             if attrs.contains(MountAttrFlags::MOUNT_ATTR_RDONLY)
-                && let Some(m) = self.mounts.borrow_mut().last_mut()
+                && let Some(m) = self.mounts.borrow().last_mut()
             {
                 m.read_only = true;
             }
@@ -635,7 +630,7 @@ pub(crate) mod fake {
                 return Err(call_error("mount_setattr")(nix::Error::EINVAL));
             }
             if attrs.contains(MountAttrFlags::MOUNT_ATTR_RDONLY) {
-                for m in self.mounts.borrow_mut().iter_mut() {
+                for m in self.mounts.borrow().iter_mut() {
                     if m.target.starts_with(target) {
                         m.read_only = true;
                     }
@@ -648,7 +643,7 @@ pub(crate) mod fake {
         /// tmpfs goes with it.
         fn unmount(&self, target: &Path) -> nix::Result<()> {
             self.call("unmount", target)?;
-            let mut mounts = self.mounts.borrow_mut();
+            let mut mounts = self.mounts.borrow();
             let Some(i) = mounts.iter().rposition(|m| m.target == target) else {
                 return Err(nix::Error::EINVAL);
             };

@@ -323,10 +323,12 @@ pub fn mountpoint_of(path: &Path) -> PathBuf {
         OnceLock::new();
     const KNOWN_MAX: usize = 64;
     let path = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
-    let Some(id) = mount_id(&path, libc::STATX_MNT_ID) else {
+    // A remembered answer costs one statx.
+    let Some(unique) =
+        mount_id(&path, libc::STATX_MNT_ID_UNIQUE).or_else(|| mount_id(&path, libc::STATX_MNT_ID))
+    else {
         return longest_prefix_mount(&path);
     };
-    let unique = mount_id(&path, libc::STATX_MNT_ID_UNIQUE).unwrap_or(id);
     let known = KNOWN.get_or_init(Mutex::default);
     let lock = || known.lock().unwrap_or_else(|e| e.into_inner());
     if let Some((known_id, point)) = lock().get(&path)
@@ -334,6 +336,10 @@ pub fn mountpoint_of(path: &Path) -> PathBuf {
     {
         return point.clone();
     }
+    // mountinfo shows the plain id.
+    let Some(id) = mount_id(&path, libc::STATX_MNT_ID) else {
+        return longest_prefix_mount(&path);
+    };
     let text = mountinfo::read_self().unwrap_or_default();
     let Some(point) = mountinfo::parse(&text)
         .find(|m| m.id == id)
