@@ -740,6 +740,9 @@ async fn attach_reads_output_and_writes_stdin_across_detach_and_restart() {
     let script = r#"echo ready; while read -r line; do echo "got $line"; echo "err $line" >&2; done; echo stdin-closed"#;
     let config = stdin_config(&env, "echo", script, false);
     let (_pod, id) = env.run_in_new_pod("echo", config).await;
+    // "ready" is in the log, so written before the attach (a running container may not have
+    // reached its first line yet).
+    env.wait_stdout("echo", 1).await;
 
     let mut ws = env.attach(&id, false, true).await;
     send(&mut ws, 0, b"one\n").await;
