@@ -223,6 +223,17 @@ mod tests {
         let mut other = sleep(&format!("{id}-other"), std::process::Stdio::piped());
         // A daemon a plugin left running for the pod.
         let mut daemon = sleep(&id, std::process::Stdio::null());
+        // The parent may return from spawn before the kernel has laid out the new program's
+        // environment (it is empty until then); wait for all three to have theirs.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        for child in [&plugin, &other, &daemon] {
+            let environ = format!("/proc/{}/environ", child.id());
+            while std::fs::read(&environ).is_ok_and(|env| env.is_empty())
+                && std::time::Instant::now() < deadline
+            {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+        }
         let found = working_for(&id);
         for child in [&mut plugin, &mut other, &mut daemon] {
             let _ = child.kill();
