@@ -403,6 +403,7 @@ impl Error {
 /// The entry point of `criusd monitor …`. `args` are the words after `monitor`. Must be called
 /// while the process is single-threaded.
 pub fn main(args: &[OsString]) -> ExitCode {
+    restore_nofile();
     let mut pod_dir = None;
     let mut cleanup = false;
     let mut spare = false;
@@ -621,7 +622,25 @@ fn detach() -> nix::Result<()> {
     }
     let _ = nix::unistd::setsid();
     let _ = std::env::set_current_dir("/");
+    crius_proto::limits::reserve_descriptors(DESCRIPTOR_SLOTS);
     Ok(())
+}
+
+/// The descriptor table a monitor starts with (at most its open-files limit): room for the
+/// pod's pipes, sockets, pidfds and exec sessions.
+const DESCRIPTOR_SLOTS: u32 = 1024;
+
+/// Sets the open-files limit criusd was started with (criusd runs with a raised one), which
+/// the sandbox, containers and exec'd processes inherit, and drops it from the environment.
+fn restore_nofile() {
+    let Some(started) = std::env::var_os(crius_proto::limits::NOFILE_ENV) else {
+        return;
+    };
+    if let Err(e) = crius_proto::limits::restore_nofile(&started.to_string_lossy()) {
+        eprintln!("criusd monitor: cannot set the open-files limit: {e}");
+    }
+    // SAFETY: the monitor is single-threaded here (criusd branches before starting threads).
+    unsafe { std::env::remove_var(crius_proto::limits::NOFILE_ENV) };
 }
 
 /// Starts pod `spec`'s sandbox, reports to criusd and serves the pod until it is removed.

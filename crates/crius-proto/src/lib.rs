@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub mod attach;
+pub mod limits;
 pub mod mountinfo;
 pub mod seccomp;
 

@@ -683,6 +683,11 @@ impl Pods {
             .args(cmd)
             .env_clear()
             .kill_on_drop(true);
+        // The exec'd process gets the open-files limit criusd was started with, as the
+        // container's own processes do.
+        if let Some(started) = std::env::var_os(crius_proto::limits::NOFILE_ENV) {
+            command.env(crius_proto::limits::NOFILE_ENV, started);
+        }
         Ok(command)
     }
 
