@@ -519,6 +519,7 @@ fn launch(
         shm: sandbox.new_ipc && sandbox.shm_size > 0,
         host_sys: host_sys.as_deref(),
         cgroup_view: cgroup_view.as_deref(),
+        open_files: crate::pod_open_files(),
     };
     let oci = ocispec::build(spec, &ns, id, &cgroups_path)?;
     // The spec holds the environment (Secrets passed as env): root only.

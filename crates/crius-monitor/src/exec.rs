@@ -17,7 +17,8 @@
 //! [`forbid_dumping`]): between its fork and its exec the child is a process of the
 //! container's PID namespace that runs the host's criusd binary, as host root in a pod without
 //! a user namespace, before its seccomp filter is installed. It starts with an empty
-//! environment and overwrites its command line, which names the host's pod directory.
+//! environment (but for the pod's open-files limit, which it takes out first) and overwrites
+//! its command line, which names the host's pod directory.
 
 use std::ffi::CString;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};

@@ -403,7 +403,7 @@ impl Error {
 /// The entry point of `criusd monitor …`. `args` are the words after `monitor`. Must be called
 /// while the process is single-threaded.
 pub fn main(args: &[OsString]) -> ExitCode {
-    restore_nofile();
+    take_started_nofile();
     let mut pod_dir = None;
     let mut cleanup = false;
     let mut spare = false;
@@ -430,6 +430,8 @@ pub fn main(args: &[OsString]) -> ExitCode {
         return ExitCode::from(2);
     };
     if let Some(id) = exec {
+        // The exec'd process inherits this helper's limit.
+        use_pod_open_files();
         return ExitCode::from(exec::run(&dir, &id, &command));
     }
     if cleanup {
@@ -626,21 +628,44 @@ fn detach() -> nix::Result<()> {
     Ok(())
 }
 
-/// The descriptor table a monitor starts with (at most its open-files limit): room for the
-/// pod's pipes, sockets, pidfds and exec sessions.
+/// The descriptor table a monitor starts with: room for the pod's pipes, sockets, pidfds and
+/// attach clients.
 const DESCRIPTOR_SLOTS: u32 = 1024;
 
-/// Sets the open-files limit criusd was started with (criusd runs with a raised one), which
-/// the sandbox, containers and exec'd processes inherit, and drops it from the environment.
-fn restore_nofile() {
+/// The open-files limit (soft, hard) criusd was started with, which the pod's processes get
+/// (criusd and its monitors run with a raised one); none when criusd passed none.
+static STARTED_NOFILE: std::sync::OnceLock<(u64, u64)> = std::sync::OnceLock::new();
+
+/// The open-files limit the sandbox, containers and exec'd processes get, when criusd named
+/// one; else they inherit the monitor's.
+pub(crate) fn pod_open_files() -> Option<(u64, u64)> {
+    STARTED_NOFILE.get().copied()
+}
+
+/// Takes the open-files limit criusd was started with from the environment
+/// ([`pod_open_files`]).
+fn take_started_nofile() {
     let Some(started) = std::env::var_os(crius_proto::limits::NOFILE_ENV) else {
         return;
     };
-    if let Err(e) = crius_proto::limits::restore_nofile(&started.to_string_lossy()) {
-        eprintln!("criusd monitor: cannot set the open-files limit: {e}");
-    }
     // SAFETY: the monitor is single-threaded here (criusd branches before starting threads).
     unsafe { std::env::remove_var(crius_proto::limits::NOFILE_ENV) };
+    match crius_proto::limits::started_nofile(&started.to_string_lossy()) {
+        Ok(limit) => {
+            let _ = STARTED_NOFILE.set(limit);
+        }
+        Err(e) => eprintln!("criusd monitor: the pod's open-files limit: {e}"),
+    }
+}
+
+/// Gives this process the pod's open-files limit ([`pod_open_files`]); a failure is logged,
+/// never fatal.
+pub(crate) fn use_pod_open_files() {
+    if let Some((soft, hard)) = pod_open_files()
+        && let Err(e) = crius_proto::limits::set_open_files(soft, hard)
+    {
+        eprintln!("criusd monitor: cannot set the open-files limit {soft}:{hard}: {e}");
+    }
 }
 
 /// Starts pod `spec`'s sandbox, reports to criusd and serves the pod until it is removed.

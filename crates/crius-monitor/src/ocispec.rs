@@ -207,6 +207,9 @@ pub(crate) struct Namespaces<'a> {
     /// On a cgroup v1 or hybrid node: crius' view of the container's cgroups, bound at
     /// `/sys/fs/cgroup` (none: a cgroup mount in the container's cgroup namespace).
     pub(crate) cgroup_view: Option<&'a Path>,
+    /// The pod's open-files limit (soft, hard), set on the container's process (none: it
+    /// inherits the monitor's).
+    pub(crate) open_files: Option<(u64, u64)>,
 }
 
 /// The OCI `hooks` object; libcontainer runs each at its point.
@@ -452,6 +455,9 @@ pub(crate) fn build(
                 "bounding": caps, "effective": caps, "permitted": caps,
                 "inheritable": [], "ambient": [],
             },
+            "rlimits": ns.open_files.map(|(soft, hard)| {
+                json!([{"type": "RLIMIT_NOFILE", "soft": soft, "hard": hard}])
+            }),
         },
         "mounts": mounts,
         "linux": {
@@ -527,6 +533,7 @@ pub(crate) mod tests {
             shm: true,
             host_sys: None,
             cgroup_view: None,
+            open_files: Some((1024, 524_288)),
         };
         let id = Identity {
             uid: 0,
@@ -536,6 +543,10 @@ pub(crate) mod tests {
         };
         let oci = build(&spec(), &ns, &id, "/crius/crius-p/crius-c").expect("spec");
         let v = serde_json::to_value(&oci).expect("json");
+        assert_eq!(
+            v["process"]["rlimits"],
+            serde_json::json!([{"type": "RLIMIT_NOFILE", "soft": 1024, "hard": 524_288}])
+        );
         let namespaces = v["linux"]["namespaces"].as_array().expect("namespaces");
         for kind in ["user", "network", "ipc", "uts", "pid"] {
             assert!(
@@ -576,6 +587,7 @@ pub(crate) mod tests {
             shm: true,
             host_sys: None,
             cgroup_view: None,
+            open_files: None,
         };
         let id = Identity {
             uid: 0,

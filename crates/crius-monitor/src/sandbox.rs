@@ -237,6 +237,7 @@ fn child_setup(sys: &dyn Sys, spec: &SandboxSpec) -> Result<(), SetupError> {
     // Die with the monitor: a sandbox nobody monitors is not ready and must not linger.
     sys.kill_with_parent()
         .map_err(sys_error("cannot set the parent-death signal"))?;
+    crate::use_pod_open_files();
     if spec.userns.is_some() {
         // Become the pod's root (the mapping's host id), with full capabilities in the new user
         // namespace. setgroups stays allowed so that containers can set their groups.

@@ -3,7 +3,7 @@
 //! criusd holds a few descriptors per pod (about six at 250 pods), more than the 1024 a
 //! service gets by default, so it raises its own soft limit to the hard one. The processes of
 //! pods keep the limit criusd was started with: criusd passes it in [`NOFILE_ENV`] to every
-//! monitor, which sets it back before it starts anything.
+//! monitor, which gives it to the sandbox, the containers and exec'd processes.
 
 use std::io;
 
@@ -51,9 +51,9 @@ pub fn parse_nofile(text: &str) -> Option<u64> {
     (soft <= hard).then_some(soft)
 }
 
-/// Sets this process's soft open-files limit to the one `text` carries, at most the hard
-/// limit, which stays as it is (lowering it could not be undone).
-pub fn restore_nofile(text: &str) -> io::Result<()> {
+/// The open-files limit (soft, hard) that `text` carries, as this process can set it: the
+/// soft limit at most the hard one, which stays as it is (lowering it could not be undone).
+pub fn started_nofile(text: &str) -> io::Result<(u64, u64)> {
     let soft = parse_nofile(text).ok_or_else(|| {
         io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -61,9 +61,14 @@ pub fn restore_nofile(text: &str) -> io::Result<()> {
         )
     })?;
     let now = get_nofile()?;
+    Ok((soft.min(now.rlim_max), now.rlim_max))
+}
+
+/// Sets this process's open-files limit to `(soft, hard)`.
+pub fn set_open_files(soft: u64, hard: u64) -> io::Result<()> {
     set_nofile(libc::rlimit {
-        rlim_cur: soft.min(now.rlim_max),
-        rlim_max: now.rlim_max,
+        rlim_cur: soft,
+        rlim_max: hard,
     })
 }
 
@@ -80,16 +85,20 @@ pub fn reserve_descriptors(slots: u32) {
         return;
     };
     // F_DUPFD takes the lowest free descriptor at or above the one asked, growing the table
-    // to hold it; the table keeps its size once that descriptor is closed. Any of the standard
-    // descriptors that is open will do.
-    for source in 0..=2 {
-        // SAFETY: fcntl duplicates a descriptor (or fails); close takes only that copy.
-        unsafe {
-            let fd = libc::fcntl(source, libc::F_DUPFD_CLOEXEC, highest);
-            if fd >= 0 {
-                libc::close(fd);
-                return;
-            }
+    // to hold it; the table keeps its size once that descriptor is closed.
+    let Ok(root) = std::fs::File::open("/") else {
+        return;
+    };
+    // SAFETY: fcntl duplicates a descriptor this function holds (or fails); close takes only
+    // that copy.
+    unsafe {
+        let fd = libc::fcntl(
+            std::os::fd::AsRawFd::as_raw_fd(&root),
+            libc::F_DUPFD_CLOEXEC,
+            highest,
+        );
+        if fd >= 0 {
+            libc::close(fd);
         }
     }
 }

@@ -260,7 +260,12 @@ fn raise_nofile() {
     match crius_proto::limits::raise_nofile() {
         // SAFETY: no thread has started yet, so nothing reads the environment meanwhile.
         Ok(started) => unsafe { std::env::set_var(crius_proto::limits::NOFILE_ENV, started) },
-        Err(e) => eprintln!("criusd: cannot raise the open-files limit: {e}"),
+        Err(e) => {
+            eprintln!("criusd: cannot raise the open-files limit: {e}");
+            // Pods then inherit criusd's limit; not one some earlier process named.
+            // SAFETY: as above.
+            unsafe { std::env::remove_var(crius_proto::limits::NOFILE_ENV) };
+        }
     }
     crius_proto::limits::reserve_descriptors(DESCRIPTOR_SLOTS);
 }
