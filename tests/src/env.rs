@@ -251,6 +251,18 @@ impl Env {
         (id, config)
     }
 
+    /// The state pod `id`'s monitor wrote (`state.json`: monitor and sandbox pids, …).
+    pub fn monitor_state(&self, id: &str) -> serde_json::Value {
+        let path = self
+            .daemon
+            .paths
+            .state
+            .join("pods")
+            .join(id)
+            .join("state.json");
+        serde_json::from_slice(&std::fs::read(&path).expect("monitor state")).expect("state json")
+    }
+
     /// The JSON of a container's verbose ContainerStatus `info` (pid, cgroup dirs, …).
     pub async fn verbose_info(&mut self, id: &str) -> serde_json::Value {
         let info = self

@@ -37,6 +37,13 @@ fn fd_table_of(pid: i64) -> u64 {
         .expect("FDSize")
 }
 
+/// Asserts that process `pid` (`who`) has a descriptor table of `slots` at least: grown
+/// before its threads started, not one by one as it opened descriptors.
+fn assert_table_grown(who: &str, pid: i64, slots: u64) {
+    let table = fd_table_of(pid);
+    assert!(table >= slots, "{who}'s descriptor table has {table} slots");
+}
+
 #[tokio::test]
 async fn criusd_raises_its_own_limit_and_pods_keep_the_one_it_was_started_with() {
     // Lower this process's soft limit, as a service's default of 1024 would be; criusd
@@ -62,11 +69,7 @@ async fn criusd_raises_its_own_limit_and_pods_keep_the_one_it_was_started_with()
         (hard, hard),
         "criusd runs with its soft limit raised to the hard one"
     );
-    assert!(
-        fd_table_of(criusd) >= hard.min(4096),
-        "criusd's descriptor table is grown before its threads start: {}",
-        fd_table_of(criusd)
-    );
+    assert_table_grown("criusd", criusd, hard.min(4096));
 
     let pod = env.pod("limits", true).await;
     let id = env
@@ -80,29 +83,14 @@ async fn criusd_raises_its_own_limit_and_pods_keep_the_one_it_was_started_with()
         (started_soft, hard),
         "the container's first process has the limit criusd was started with"
     );
-    let state: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(
-            env.daemon
-                .paths
-                .state
-                .join("pods")
-                .join(&pod.0)
-                .join("state.json"),
-        )
-        .expect("monitor state"),
-    )
-    .expect("state json");
+    let state = env.monitor_state(&pod.0);
     let monitor = state["monitor_pid"].as_i64().expect("monitor pid");
     assert_eq!(
         nofile_of(monitor),
         (hard, hard),
         "the pod monitor keeps criusd's raised limit for itself"
     );
-    assert!(
-        fd_table_of(monitor) >= hard.min(1024),
-        "the monitor's descriptor table is grown before its threads start: {}",
-        fd_table_of(monitor)
-    );
+    assert_table_grown("the pod monitor", monitor, hard.min(1024));
     let sandbox = state["sandbox_pid"].as_i64().expect("sandbox pid");
     assert_eq!(
         nofile_of(sandbox),

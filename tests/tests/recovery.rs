@@ -441,18 +441,7 @@ async fn killed_monitor_leaves_a_not_ready_pod_that_stop_and_remove_clean_up() {
     let c = env
         .run(&pod, env.container_config("victim", "exec sleep 1000"))
         .await;
-    let state: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(
-            env.daemon
-                .paths
-                .state
-                .join("pods")
-                .join(&pod.0)
-                .join("state.json"),
-        )
-        .unwrap(),
-    )
-    .unwrap();
+    let state = env.monitor_state(&pod.0);
     let monitor = i32::try_from(state["monitor_pid"].as_i64().unwrap()).unwrap();
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(monitor),
