@@ -807,9 +807,7 @@ async fn monitor_death_is_reported_and_cleaned_up() {
         .collect();
     assert!(!cgroups.is_empty());
     let pod_dir = env.daemon.paths.state.join("pods").join(&pod.0);
-    let state: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(pod_dir.join("state.json")).expect("state"))
-            .expect("state json");
+    let state = env.monitor_state(&pod.0);
     let monitor = i32::try_from(state["monitor_pid"].as_i64().expect("monitor pid")).expect("pid");
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(monitor),

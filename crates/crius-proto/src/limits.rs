@@ -45,7 +45,7 @@ pub fn raise_nofile() -> io::Result<String> {
 }
 
 /// The soft limit `text` (`SOFT:HARD`, as [`raise_nofile`] gives) asks for.
-pub fn parse_nofile(text: &str) -> Option<u64> {
+fn parse_nofile(text: &str) -> Option<u64> {
     let (soft, hard) = text.split_once(':')?;
     let (soft, hard) = (soft.parse::<u64>().ok()?, hard.parse::<u64>().ok()?);
     (soft <= hard).then_some(soft)
