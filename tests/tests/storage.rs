@@ -49,7 +49,42 @@ async fn a_128_layer_image_starts_in_both_kinds_of_pod() {
         env.start(&id).await;
         let lines = env.wait_end(&name).await;
         assert_eq!(lines, ["127", "1", "127", "top layer", "end"], "{name}");
+        assert_short_rootfs_line(&env, &pod.0, &id, 128);
     }
+}
+
+/// The rootfs of container `id` (in pod `pod`) is listed in its monitor's mountinfo with each of
+/// its `layers` named by a 12-character id, in one line shorter than a page, and the directory
+/// of those names is gone.
+fn assert_short_rootfs_line(env: &crius_tests::env::Env, pod: &str, id: &str, layers: usize) {
+    let monitor = env.monitor_state(pod)["monitor_pid"].as_i64().unwrap();
+    let info = std::fs::read_to_string(format!("/proc/{monitor}/mountinfo")).unwrap();
+    let ctr_dir = env
+        .daemon
+        .paths
+        .state
+        .join("pods")
+        .join(pod)
+        .join("containers")
+        .join(id);
+    let rootfs = format!(" {} ", ctr_dir.join("rootfs").display());
+    let line = info
+        .lines()
+        .find(|l| l.contains(&rootfs) && l.contains(" - overlay "))
+        .unwrap_or_else(|| panic!("no overlay at {rootfs} in {info}"));
+    assert!(line.len() < 4096, "{} bytes: {line}", line.len());
+    let names: Vec<&str> = line
+        .split(',')
+        .filter_map(|o| o.strip_prefix("lowerdir+="))
+        .collect();
+    assert_eq!(names.len(), layers, "{line}");
+    assert!(
+        names
+            .iter()
+            .all(|n| n.len() == 12 && n.bytes().all(|b| b.is_ascii_hexdigit())),
+        "{line}"
+    );
+    assert!(!ctr_dir.join(".rootfs.lowers").exists());
 }
 
 /// Several containers of one user-namespaced pod share its layers' mapping: a layer is mounted

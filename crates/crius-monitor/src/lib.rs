@@ -16,6 +16,7 @@ mod exec;
 mod executor;
 mod identity;
 mod logs;
+mod lowers;
 mod mountapi;
 mod mounts;
 mod ocispec;

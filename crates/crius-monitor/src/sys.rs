@@ -171,39 +171,19 @@ impl Sys for Linux {
         options: &[(&str, &std::ffi::OsStr)],
         target: &Path,
     ) -> Result<bool, OverlayError> {
-        use rustix::mount::{
-            FsMountFlags, FsOpenFlags, MoveMountFlags, fsconfig_create, fsconfig_set_string,
-            fsmount, fsopen, move_mount,
+        let Some(names) = crate::lowers::short_names(lowers) else {
+            return overlay_fs(lowers, lowers, options, target);
         };
-        let failed = |step: String, e: rustix::io::Errno| OverlayError {
-            step,
-            source: nix::errno::Errno::from_raw(e.raw_os_error()),
+        let dir = crate::lowers::dir_for(target);
+        let failed = |e: std::io::Error| OverlayError {
+            step: format!("layer aliases in {}", dir.display()),
+            source: nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
         };
-        let fs = fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC)
-            .map_err(|e| failed("fsopen".into(), e))?;
-        for lower in lowers.iter().rev() {
-            match fsconfig_set_string(&fs, "lowerdir+", lower) {
-                Ok(()) => {}
-                // The first layer given: a kernel without `lowerdir+` refuses the key.
-                Err(rustix::io::Errno::INVAL) if Some(lower) == lowers.last() => return Ok(false),
-                Err(e) => return Err(failed(format!("lowerdir+ {}", lower.display()), e)),
-            }
-        }
-        for (key, value) in options {
-            fsconfig_set_string(&fs, *key, *value).map_err(|e| failed((*key).to_owned(), e))?;
-        }
-        fsconfig_create(&fs).map_err(|e| failed("create".into(), e))?;
-        let mount = fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, MountAttrFlags::empty())
-            .map_err(|e| failed("fsmount".into(), e))?;
-        move_mount(
-            &mount,
-            "",
-            rustix::fs::CWD,
-            target,
-            MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
-        )
-        .map_err(|e| failed("move_mount".into(), e))?;
-        Ok(true)
+        let aliases = crate::lowers::Aliases::make(dir.clone(), lowers, &names).map_err(failed)?;
+        crate::lowers::in_dir(aliases.dir(), || {
+            overlay_fs(&names, lowers, options, target)
+        })
+        .map_err(failed)?
     }
 
     fn mount_overlay_classic(&self, target: &Path, options: &str) -> nix::Result<()> {
@@ -391,6 +371,50 @@ impl Sys for Linux {
     fn set_no_new_privs(&self) -> nix::Result<()> {
         nix::sys::prctl::set_no_new_privs()
     }
+}
+
+/// Mounts overlayfs with `given[i]` as the name of layer `lowers[i]` (bottom to top; the same
+/// paths, or names relative to the working directory) and `options` at `target`. `Ok(false)`
+/// when the kernel lacks `lowerdir+` (nothing is mounted then).
+fn overlay_fs<N: AsRef<std::ffi::OsStr>>(
+    given: &[N],
+    lowers: &[std::path::PathBuf],
+    options: &[(&str, &std::ffi::OsStr)],
+    target: &Path,
+) -> Result<bool, OverlayError> {
+    use rustix::mount::{
+        FsMountFlags, FsOpenFlags, MoveMountFlags, fsconfig_create, fsconfig_set_string, fsmount,
+        fsopen, move_mount,
+    };
+    let failed = |step: String, e: rustix::io::Errno| OverlayError {
+        step,
+        source: nix::errno::Errno::from_raw(e.raw_os_error()),
+    };
+    let fs =
+        fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC).map_err(|e| failed("fsopen".into(), e))?;
+    for (i, (name, lower)) in given.iter().zip(lowers).enumerate().rev() {
+        match fsconfig_set_string(&fs, "lowerdir+", name.as_ref()) {
+            Ok(()) => {}
+            // The first layer given: a kernel without `lowerdir+` refuses the key.
+            Err(rustix::io::Errno::INVAL) if i + 1 == lowers.len() => return Ok(false),
+            Err(e) => return Err(failed(format!("lowerdir+ {}", lower.display()), e)),
+        }
+    }
+    for (key, value) in options {
+        fsconfig_set_string(&fs, *key, *value).map_err(|e| failed((*key).to_owned(), e))?;
+    }
+    fsconfig_create(&fs).map_err(|e| failed("create".into(), e))?;
+    let mount = fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, MountAttrFlags::empty())
+        .map_err(|e| failed("fsmount".into(), e))?;
+    move_mount(
+        &mount,
+        "",
+        rustix::fs::CWD,
+        target,
+        MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
+    )
+    .map_err(|e| failed("move_mount".into(), e))?;
+    Ok(true)
 }
 
 #[cfg(test)]
