@@ -1516,7 +1516,7 @@ struct Bench {
     images: Images,
     counter: Counter,
     results: Results,
-    /// Peers that do not run, and why.
+    /// Peers that do not run, and why; and what the run found on the node before it began.
     skipped: Vec<String>,
     /// The large image's layer blobs on disk, for the `tar -x` baseline.
     large_layers: Vec<PathBuf>,
@@ -2806,6 +2806,129 @@ async fn join_all<T: 'static>(
 }
 
 /// Writes every file system's dirty pages to disk (`sync`), outside any timed span.
+/// The CNI network of this run: its name tells its iptables chains from other networks'.
+fn network_name() -> String {
+    format!("crius-bench-{}", std::process::id())
+}
+
+/// `conflist` with the network named `name` and every host-local IPAM keeping its state in
+/// `ipam_dir`, so that nothing of the run outlives it unnoticed.
+fn own_network(conflist: &str, name: &str, ipam_dir: &Path) -> Result<String> {
+    let mut conf: serde_json::Value = serde_json::from_str(conflist)?;
+    let top = conf.as_object_mut().context("not a JSON object")?;
+    top.insert("name".into(), name.into());
+    let plugins = top
+        .get_mut("plugins")
+        .and_then(serde_json::Value::as_array_mut)
+        .context("no plugins")?;
+    for plugin in plugins {
+        if let Some(ipam) = plugin
+            .get_mut("ipam")
+            .and_then(serde_json::Value::as_object_mut)
+            && ipam.get("type").and_then(serde_json::Value::as_str) == Some("host-local")
+        {
+            ipam.insert("dataDir".into(), ipam_dir.display().to_string().into());
+        }
+    }
+    Ok(serde_json::to_string_pretty(&conf)?)
+}
+
+/// The `CNI-` chains of the nat table made for a pod of network `network`; with `None`, of any
+/// network.
+fn nat_chains(network: Option<&str>) -> Vec<String> {
+    let rules = Command::new("iptables")
+        .args(["-w", "-t", "nat", "-S"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    let mut chains: Vec<String> = Vec::new();
+    for rule in rules.lines() {
+        let mut words = rule.split(' ');
+        let (Some("-A"), Some(chain)) = (words.next(), words.next()) else {
+            continue;
+        };
+        if !chain.starts_with("CNI-") || chains.iter().any(|c| c == chain) {
+            continue;
+        }
+        // A pod's chains name its network in their comments; portmap's shared ones do not.
+        let named = match network {
+            Some(n) => rule.contains(&format!("name: \\\"{n}\\\"")),
+            None => rule.contains("name: \\\""),
+        };
+        if named {
+            chains.push(chain.to_owned());
+        }
+    }
+    chains
+}
+
+/// Removes the nat chains of network `network` and the rules jumping to them; how many.
+fn remove_chains(network: &str) -> usize {
+    let chains = nat_chains(Some(network));
+    if chains.is_empty() {
+        return 0;
+    }
+    let rules = Command::new("iptables")
+        .args(["-w", "-t", "nat", "-S"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    for rule in rules.lines() {
+        let words: Vec<&str> = rule.split(' ').collect();
+        let jumps = words
+            .windows(2)
+            .any(|w| w[0] == "-j" && chains.iter().any(|c| c == w[1]));
+        if words.first() == Some(&"-A") && jumps {
+            // The rule as iptables printed it, deleted by the same words (quotes stripped: the
+            // comment is one argument).
+            let mut args = vec!["-w".to_owned(), "-t".into(), "nat".into(), "-D".into()];
+            args.extend(shell_words(rule).into_iter().skip(1));
+            let _ = Command::new("iptables").args(&args).status();
+        }
+    }
+    for chain in &chains {
+        let _ = Command::new("iptables")
+            .args(["-w", "-t", "nat", "-F", chain])
+            .status();
+        let _ = Command::new("iptables")
+            .args(["-w", "-t", "nat", "-X", chain])
+            .status();
+    }
+    chains.len()
+}
+
+/// Splits a rule as `iptables -S` prints it into its arguments: words, or double-quoted
+/// strings with `\"` inside.
+fn shell_words(line: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut word = String::new();
+    let (mut quoted, mut escaped, mut any) = (false, false, false);
+    for c in line.chars() {
+        match c {
+            _ if escaped => {
+                word.push(c);
+                escaped = false;
+            }
+            '\\' if quoted => escaped = true,
+            '"' => {
+                quoted = !quoted;
+                any = true;
+            }
+            ' ' if !quoted => {
+                if any || !word.is_empty() {
+                    out.push(std::mem::take(&mut word));
+                }
+                any = false;
+            }
+            _ => word.push(c),
+        }
+    }
+    if any || !word.is_empty() {
+        out.push(word);
+    }
+    out
+}
+
 fn settle_writeback() {
     let _ = Command::new("sync").status();
 }
@@ -3031,7 +3154,12 @@ async fn setup_and_run(bench_slot: &mut Option<Bench>, opts: &Options) -> Result
             FALLBACK_CONFLIST.to_owned()
         }
     };
+    let network = network_name();
+    let conflist = own_network(&conflist, &network, &work.path().join("ipam"))
+        .with_context(|| format!("{}: not a CNI conflist", opts.conflist.display()))?;
     std::fs::write(cni_dir.join("10-crius.conflist"), conflist)?;
+    // Before any pod of this run: every chain there is another network's.
+    let foreign = nat_chains(None).len();
 
     let mut daemons = vec![start_criusd(opts, &host, &cni_dir)?];
     let mut skipped = Vec::new();
@@ -3060,6 +3188,12 @@ async fn setup_and_run(bench_slot: &mut Option<Bench>, opts: &Options) -> Result
         skipped.push(format!(
             "{}: skipped (`--no-containerd16`)",
             Kind::Containerd.name()
+        ));
+    }
+    if foreign > 0 {
+        skipped.push(format!(
+            "the node's nat table held {foreign} `CNI-` chains of other networks at the start \
+             (the bridge plugin's iptables runs load them all)"
         ));
     }
     let mut targets = Vec::new();
@@ -3175,6 +3309,16 @@ async fn async_main(opts: Options) -> Result<()> {
         t.daemon.teardown();
     }
     drop(bench);
+    let mut table = table;
+    let leaked = remove_chains(&network_name());
+    if leaked > 0 {
+        let line = format!(
+            "\nAfter the run, {leaked} of the iptables chains of the bench's network were left (a \
+             runtime failed to tear down a pod) and have been removed.\n"
+        );
+        eprint!("crius-bench:{line}");
+        table.push_str(&line);
+    }
     println!("{table}");
     if outcome.is_ok() {
         if let Some(parent) = opts.out.parent() {
@@ -3188,4 +3332,44 @@ async fn async_main(opts: Options) -> Result<()> {
         );
     }
     outcome
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_run_gets_its_own_network_name_and_ipam_state() {
+        let conf = own_network(FALLBACK_CONFLIST, "crius-bench-7", Path::new("/w/ipam")).unwrap();
+        let conf: serde_json::Value = serde_json::from_str(&conf).unwrap();
+        assert_eq!(conf["name"], "crius-bench-7");
+        assert_eq!(conf["plugins"][0]["ipam"]["dataDir"], "/w/ipam");
+        assert_eq!(conf["plugins"][0]["bridge"], "crius0");
+        assert!(conf["plugins"][1].get("ipam").is_none());
+        assert!(own_network("[]", "x", Path::new("/w")).is_err());
+    }
+
+    #[test]
+    fn rules_split_into_the_arguments_that_made_them() {
+        let rule = r#"-A POSTROUTING -s 10.87.0.5/32 -m comment --comment "name: \"crius-bench-7\" id: \"ab\"" -j CNI-0123"#;
+        assert_eq!(
+            shell_words(rule),
+            [
+                "-A",
+                "POSTROUTING",
+                "-s",
+                "10.87.0.5/32",
+                "-m",
+                "comment",
+                "--comment",
+                r#"name: "crius-bench-7" id: "ab""#,
+                "-j",
+                "CNI-0123"
+            ]
+        );
+        assert_eq!(
+            shell_words(r#"-A X --comment """#),
+            ["-A", "X", "--comment", ""]
+        );
+    }
 }
