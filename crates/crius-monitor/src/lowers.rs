@@ -17,9 +17,16 @@ pub(crate) const ALIAS_ABOVE: usize = 2048;
 /// Characters of a layer's directory name (its content digest) that name its alias.
 const SHORT: usize = 12;
 
+/// The most bytes of `lowerdir+=` options short ids may take; deeper images get positions.
+const SHORT_IDS_UP_TO: usize = 3072;
+
+/// The suffix of an alias directory's name.
+const SUFFIX: &str = ".lowers";
+
 /// The names `lowers` (bottom to top) get in the mount: `None` when their full names are short
 /// enough; else the first [`SHORT`] characters of each layer directory's name where those are
-/// ASCII alphanumerics and tell the layers apart, and their positions otherwise.
+/// ASCII alphanumerics, tell the layers apart and fit in [`SHORT_IDS_UP_TO`] bytes, and their
+/// positions otherwise.
 pub(crate) fn short_names(lowers: &[PathBuf]) -> Option<Vec<String>> {
     let total: usize = lowers
         .iter()
@@ -39,6 +46,7 @@ pub(crate) fn short_names(lowers: &[PathBuf]) -> Option<Vec<String>> {
         })
         .collect();
     if let Some(prefixes) = prefixes
+        && prefixes.len() * (SHORT + ",lowerdir+=".len()) <= SHORT_IDS_UP_TO
         && prefixes.iter().collect::<HashSet<_>>().len() == prefixes.len()
     {
         return Some(prefixes.into_iter().map(str::to_owned).collect());
@@ -52,7 +60,13 @@ pub(crate) fn dir_for(target: &Path) -> PathBuf {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    target.with_file_name(format!(".{name}.lowers"))
+    target.with_file_name(format!(".{name}{SUFFIX}"))
+}
+
+/// Whether `name` is that of an alias directory (one a monitor that died mid-mount left).
+pub(crate) fn is_alias_dir(name: &std::ffi::OsStr) -> bool {
+    name.to_str()
+        .is_some_and(|n| n.starts_with('.') && n.ends_with(SUFFIX))
 }
 
 /// A root-only directory of symlinks, one per layer; removed with its links when dropped.
@@ -150,6 +164,14 @@ mod tests {
     }
 
     #[test]
+    fn the_deepest_images_are_named_by_position() {
+        let names = short_names(&store_layers(256)).expect("aliased");
+        assert_eq!(names[255], "255");
+        assert!(short_names(&store_layers(133)).expect("aliased")[0].len() == SHORT);
+        assert_eq!(short_names(&store_layers(134)).expect("aliased")[0], "0");
+    }
+
+    #[test]
     fn ids_that_collide_or_are_no_ids_give_positions() {
         // Two layers share the first 12 characters of their names.
         let mut lowers = store_layers(128);
@@ -176,6 +198,8 @@ mod tests {
         let target = tmp.path().join("rootfs");
         let dir = dir_for(&target);
         assert_eq!(dir, tmp.path().join(".rootfs.lowers"));
+        assert!(is_alias_dir(dir.file_name().unwrap()));
+        assert!(!is_alias_dir("volume-0".as_ref()) && !is_alias_dir("rootfs".as_ref()));
         // A leftover of an interrupted mount is replaced.
         std::fs::create_dir(&dir).unwrap();
         std::fs::write(dir.join("stale"), "x").unwrap();

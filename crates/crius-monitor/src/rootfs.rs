@@ -669,7 +669,15 @@ pub(crate) fn remove(sys: &dyn Sys, dir: &Path) -> Result<(), Error> {
     let mut result = crate::mounts::release(sys, &dir.join("rootfs"));
     if let Ok(entries) = std::fs::read_dir(dir.join(MOUNTS)) {
         for entry in entries.flatten() {
-            let released = crate::mounts::release(sys, &entry.path());
+            let released = if crate::lowers::is_alias_dir(&entry.file_name()) {
+                // Layer names of an image volume's mount, left by a monitor that died in it.
+                std::fs::remove_dir_all(entry.path()).map_err(Error::io(format!(
+                    "cannot remove {}",
+                    entry.path().display()
+                )))
+            } else {
+                crate::mounts::release(sys, &entry.path())
+            };
             result = result.and(released);
         }
     }

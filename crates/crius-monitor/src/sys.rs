@@ -175,15 +175,23 @@ impl Sys for Linux {
             return overlay_fs(lowers, lowers, options, target);
         };
         let dir = crate::lowers::dir_for(target);
-        let failed = |e: std::io::Error| OverlayError {
-            step: format!("layer aliases in {}", dir.display()),
-            source: nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
+        // Short names only speed up later reads of the mount table: without them, full ones.
+        let unnamed = |e: std::io::Error| {
+            crate::log(format_args!(
+                "cannot name layers in {}: {e}; the overlay gets their full names",
+                dir.display()
+            ));
+            overlay_fs(lowers, lowers, options, target)
         };
-        let aliases = crate::lowers::Aliases::make(dir.clone(), lowers, &names).map_err(failed)?;
+        let aliases = match crate::lowers::Aliases::make(dir.clone(), lowers, &names) {
+            Ok(aliases) => aliases,
+            Err(e) => return unnamed(e),
+        };
+        // `in_dir` fails only before the mount is tried.
         crate::lowers::in_dir(aliases.dir(), || {
             overlay_fs(&names, lowers, options, target)
         })
-        .map_err(failed)?
+        .unwrap_or_else(unnamed)
     }
 
     fn mount_overlay_classic(&self, target: &Path, options: &str) -> nix::Result<()> {
