@@ -2805,36 +2805,79 @@ async fn join_all<T: 'static>(
     (done, first_error)
 }
 
-/// Writes every file system's dirty pages to disk (`sync`), outside any timed span.
-/// The CNI network of this run: its name tells its iptables chains from other networks'.
-fn network_name() -> String {
-    format!("crius-bench-{}", std::process::id())
+/// The CNI network of a run: its own name (which tells its pods' iptables chains from other
+/// networks'), bridge, subnet and host-local state, so that it shares nothing with the node's
+/// networks and nothing of it outlives the run unnoticed.
+#[derive(Debug, Clone)]
+struct BenchNetwork {
+    name: String,
+    bridge: String,
+    subnet: String,
 }
 
-/// `conflist` with the network named `name` and every host-local IPAM keeping its state in
-/// `ipam_dir`, so that nothing of the run outlives it unnoticed.
-fn own_network(conflist: &str, name: &str, ipam_dir: &Path) -> Result<String> {
+/// The network of this run, once made.
+static NETWORK: std::sync::OnceLock<BenchNetwork> = std::sync::OnceLock::new();
+
+impl BenchNetwork {
+    /// A network named after this process, with a random bridge name and a random /21 of
+    /// 10.128.0.0/9 (room for the three runtimes' 250 pods at once).
+    fn new() -> Result<BenchNetwork> {
+        let mut bytes = [0u8; 6];
+        std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom")?, &mut bytes)?;
+        Ok(BenchNetwork {
+            name: format!("crius-bench-{}", std::process::id()),
+            bridge: format!(
+                "crb{:02x}{:02x}{:02x}{:02x}",
+                bytes[0], bytes[1], bytes[2], bytes[3]
+            ),
+            subnet: format!("10.{}.{}.0/21", 128 + (bytes[4] & 0x7f), bytes[5] & 0xf8),
+        })
+    }
+
+    /// Removes what pods of the network left (their nat chains) and its bridge; how many chains.
+    fn remove(&self) -> usize {
+        let leaked = remove_chains(&self.name);
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.bridge])
+            .stderr(Stdio::null())
+            .status();
+        leaked
+    }
+}
+
+/// `conflist` on network `net`: its name, every bridge plugin's bridge, and every host-local
+/// IPAM's subnet, with that IPAM's state in `ipam_dir`.
+fn own_network(conflist: &str, net: &BenchNetwork, ipam_dir: &Path) -> Result<String> {
     let mut conf: serde_json::Value = serde_json::from_str(conflist)?;
     let top = conf.as_object_mut().context("not a JSON object")?;
-    top.insert("name".into(), name.into());
+    top.insert("name".into(), net.name.clone().into());
     let plugins = top
         .get_mut("plugins")
         .and_then(serde_json::Value::as_array_mut)
         .context("no plugins")?;
     for plugin in plugins {
+        if plugin.get("type").and_then(serde_json::Value::as_str) == Some("bridge") {
+            plugin["bridge"] = net.bridge.clone().into();
+        }
         if let Some(ipam) = plugin
             .get_mut("ipam")
             .and_then(serde_json::Value::as_object_mut)
             && ipam.get("type").and_then(serde_json::Value::as_str) == Some("host-local")
         {
             ipam.insert("dataDir".into(), ipam_dir.display().to_string().into());
+            ipam.insert(
+                "ranges".into(),
+                serde_json::json!([[{ "subnet": net.subnet }]]),
+            );
         }
     }
     Ok(serde_json::to_string_pretty(&conf)?)
 }
 
-/// The `CNI-` chains of the nat table made for a pod of network `network`; with `None`, of any
-/// network.
+/// The nat chains made for pods of network `network` (`None`: of any network): chains holding
+/// a rule whose comment names the network (bridge's), and chains such a rule jumps to (portmap's
+/// per-pod DNAT chains, jumped to from its shared `CNI-HOSTPORT-DNAT`). portmap's shared
+/// `CNI-HOSTPORT-*` chains are never among them.
 fn nat_chains(network: Option<&str>) -> Vec<String> {
     let rules = Command::new("iptables")
         .args(["-w", "-t", "nat", "-S"])
@@ -2843,20 +2886,38 @@ fn nat_chains(network: Option<&str>) -> Vec<String> {
         .unwrap_or_default();
     let mut chains: Vec<String> = Vec::new();
     for rule in rules.lines() {
-        let mut words = rule.split(' ');
-        let (Some("-A"), Some(chain)) = (words.next(), words.next()) else {
-            continue;
-        };
-        if !chain.starts_with("CNI-") || chains.iter().any(|c| c == chain) {
+        let words = shell_words(rule);
+        if words.first().map(String::as_str) != Some("-A") {
             continue;
         }
-        // A pod's chains name its network in their comments; portmap's shared ones do not.
-        let named = match network {
-            Some(n) => rule.contains(&format!("name: \\\"{n}\\\"")),
-            None => rule.contains("name: \\\""),
+        let Some(comment) = words
+            .windows(2)
+            .find(|w| w[0] == "--comment")
+            .map(|w| w[1].as_str())
+        else {
+            continue;
         };
-        if named {
-            chains.push(chain.to_owned());
+        let named = match network {
+            Some(n) => comment.contains(&format!("name: \"{n}\" ")),
+            None => comment.contains("name: \""),
+        };
+        if !named {
+            continue;
+        }
+        let target = words
+            .windows(2)
+            .find(|w| w[0] == "-j")
+            .map(|w| w[1].as_str());
+        for chain in [words.get(1).map(String::as_str), target]
+            .into_iter()
+            .flatten()
+        {
+            if chain.starts_with("CNI-")
+                && !chain.starts_with("CNI-HOSTPORT-")
+                && !chains.iter().any(|c| c == chain)
+            {
+                chains.push(chain.to_owned());
+            }
         }
     }
     chains
@@ -2929,6 +2990,7 @@ fn shell_words(line: &str) -> Vec<String> {
     out
 }
 
+/// Writes every file system's dirty pages to disk (`sync`), outside any timed span.
 fn settle_writeback() {
     let _ = Command::new("sync").status();
 }
@@ -3154,12 +3216,13 @@ async fn setup_and_run(bench_slot: &mut Option<Bench>, opts: &Options) -> Result
             FALLBACK_CONFLIST.to_owned()
         }
     };
-    let network = network_name();
-    let conflist = own_network(&conflist, &network, &work.path().join("ipam"))
+    // Before any pod of this run: every pod chain there is another network's.
+    let foreign = nat_chains(None).len();
+    let network = BenchNetwork::new().context("cannot read /dev/urandom")?;
+    let network = NETWORK.get_or_init(|| network);
+    let conflist = own_network(&conflist, network, &work.path().join("ipam"))
         .with_context(|| format!("{}: not a CNI conflist", opts.conflist.display()))?;
     std::fs::write(cni_dir.join("10-crius.conflist"), conflist)?;
-    // Before any pod of this run: every chain there is another network's.
-    let foreign = nat_chains(None).len();
 
     let mut daemons = vec![start_criusd(opts, &host, &cni_dir)?];
     let mut skipped = Vec::new();
@@ -3310,7 +3373,7 @@ async fn async_main(opts: Options) -> Result<()> {
     }
     drop(bench);
     let mut table = table;
-    let leaked = remove_chains(&network_name());
+    let leaked = NETWORK.get().map_or(0, BenchNetwork::remove);
     if leaked > 0 {
         let line = format!(
             "\nAfter the run, {leaked} of the iptables chains of the bench's network were left (a \
@@ -3339,14 +3402,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_run_gets_its_own_network_name_and_ipam_state() {
-        let conf = own_network(FALLBACK_CONFLIST, "crius-bench-7", Path::new("/w/ipam")).unwrap();
+    fn the_run_gets_its_own_network() {
+        let net = BenchNetwork::new().unwrap();
+        assert!(net.bridge.len() <= 15, "{net:?}");
+        let conf = own_network(FALLBACK_CONFLIST, &net, Path::new("/w/ipam")).unwrap();
         let conf: serde_json::Value = serde_json::from_str(&conf).unwrap();
-        assert_eq!(conf["name"], "crius-bench-7");
+        assert_eq!(conf["name"], net.name);
+        assert_eq!(conf["plugins"][0]["bridge"], net.bridge);
         assert_eq!(conf["plugins"][0]["ipam"]["dataDir"], "/w/ipam");
-        assert_eq!(conf["plugins"][0]["bridge"], "crius0");
+        assert_eq!(
+            conf["plugins"][0]["ipam"]["ranges"][0][0]["subnet"],
+            net.subnet
+        );
+        assert_eq!(conf["plugins"][0]["ipam"]["routes"][0]["dst"], "0.0.0.0/0");
         assert!(conf["plugins"][1].get("ipam").is_none());
-        assert!(own_network("[]", "x", Path::new("/w")).is_err());
+        assert!(own_network("[]", &net, Path::new("/w")).is_err());
     }
 
     #[test]
