@@ -457,7 +457,7 @@ pub(crate) struct Rootfs {
 
 /// Creates `writable/upper`, `writable/work` (owned by `owner`; `writable` made root-only when
 /// missing, with its parents) and mounts the overlay of `lowers` (bottom to top) at
-/// `dir/rootfs`; checks in mountinfo that it is writable.
+/// `dir/rootfs`; checks that it came out writable.
 pub(crate) fn mount_overlay(
     sys: &dyn Sys,
     dir: &Path,
@@ -510,7 +510,8 @@ fn overlay_dirs(
     })
 }
 
-/// Mounts the overlay of `lowers` on `dirs` and checks in mountinfo that it is writable.
+/// Mounts the overlay of `lowers` on `dirs` and checks that it came out writable
+/// ([`check_writable`]).
 fn mount_overlay_on(
     sys: &dyn Sys,
     lowers: &[PathBuf],
