@@ -2879,11 +2879,7 @@ fn own_network(conflist: &str, net: &BenchNetwork, ipam_dir: &Path) -> Result<St
 /// per-pod DNAT chains, jumped to from its shared `CNI-HOSTPORT-DNAT`). portmap's shared
 /// `CNI-HOSTPORT-*` chains are never among them.
 fn nat_chains(network: Option<&str>) -> Vec<String> {
-    let rules = Command::new("iptables")
-        .args(["-w", "-t", "nat", "-S"])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-        .unwrap_or_default();
+    let rules = nat_rules();
     let mut chains: Vec<String> = Vec::new();
     for rule in rules.lines() {
         let words = shell_words(rule);
@@ -2923,27 +2919,31 @@ fn nat_chains(network: Option<&str>) -> Vec<String> {
     chains
 }
 
+/// The nat table's rules as `iptables -S` prints them (empty when it cannot run).
+fn nat_rules() -> String {
+    Command::new("iptables")
+        .args(["-w", "-t", "nat", "-S"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default()
+}
+
 /// Removes the nat chains of network `network` and the rules jumping to them; how many.
 fn remove_chains(network: &str) -> usize {
     let chains = nat_chains(Some(network));
     if chains.is_empty() {
         return 0;
     }
-    let rules = Command::new("iptables")
-        .args(["-w", "-t", "nat", "-S"])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-        .unwrap_or_default();
+    let rules = nat_rules();
     for rule in rules.lines() {
-        let words: Vec<&str> = rule.split(' ').collect();
+        let words = shell_words(rule);
         let jumps = words
             .windows(2)
-            .any(|w| w[0] == "-j" && chains.iter().any(|c| c == w[1]));
-        if words.first() == Some(&"-A") && jumps {
-            // The rule as iptables printed it, deleted by the same words (quotes stripped: the
-            // comment is one argument).
+            .any(|w| w[0] == "-j" && chains.contains(&w[1]));
+        if words.first().map(String::as_str) == Some("-A") && jumps {
+            // The rule as iptables printed it, deleted by the same arguments.
             let mut args = vec!["-w".to_owned(), "-t".into(), "nat".into(), "-D".into()];
-            args.extend(shell_words(rule).into_iter().skip(1));
+            args.extend(words.into_iter().skip(1));
             let _ = Command::new("iptables").args(&args).status();
         }
     }

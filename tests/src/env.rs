@@ -251,15 +251,14 @@ impl Env {
         (id, config)
     }
 
+    /// Pod `id`'s directory under the daemon's state directory.
+    pub fn pod_dir(&self, id: &str) -> std::path::PathBuf {
+        self.daemon.paths.state.join("pods").join(id)
+    }
+
     /// The state pod `id`'s monitor wrote (`state.json`: monitor and sandbox pids, …).
     pub fn monitor_state(&self, id: &str) -> serde_json::Value {
-        let path = self
-            .daemon
-            .paths
-            .state
-            .join("pods")
-            .join(id)
-            .join("state.json");
+        let path = self.pod_dir(id).join("state.json");
         serde_json::from_slice(&std::fs::read(&path).expect("monitor state")).expect("state json")
     }
 

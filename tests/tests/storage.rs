@@ -59,14 +59,7 @@ async fn a_128_layer_image_starts_in_both_kinds_of_pod() {
 fn assert_short_rootfs_line(env: &crius_tests::env::Env, pod: &str, id: &str, layers: usize) {
     let monitor = env.monitor_state(pod)["monitor_pid"].as_i64().unwrap();
     let info = std::fs::read_to_string(format!("/proc/{monitor}/mountinfo")).unwrap();
-    let ctr_dir = env
-        .daemon
-        .paths
-        .state
-        .join("pods")
-        .join(pod)
-        .join("containers")
-        .join(id);
+    let ctr_dir = env.pod_dir(pod).join("containers").join(id);
     let rootfs = format!(" {} ", ctr_dir.join("rootfs").display());
     let line = info
         .lines()
