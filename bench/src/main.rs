@@ -2874,12 +2874,11 @@ fn own_network(conflist: &str, net: &BenchNetwork, ipam_dir: &Path) -> Result<St
     Ok(serde_json::to_string_pretty(&conf)?)
 }
 
-/// The nat chains made for pods of network `network` (`None`: of any network): chains holding
-/// a rule whose comment names the network (bridge's), and chains such a rule jumps to (portmap's
-/// per-pod DNAT chains, jumped to from its shared `CNI-HOSTPORT-DNAT`). portmap's shared
-/// `CNI-HOSTPORT-*` chains are never among them.
-fn nat_chains(network: Option<&str>) -> Vec<String> {
-    let rules = nat_rules();
+/// The nat chains of `rules` (the nat table as [`nat_rules`] gives it) made for pods of network
+/// `network` (`None`: of any network): chains holding a rule whose comment names the network
+/// (bridge's), and chains such a rule jumps to (portmap's per-pod DNAT chains, jumped to from its
+/// shared `CNI-HOSTPORT-DNAT`). portmap's shared `CNI-HOSTPORT-*` chains are never among them.
+fn nat_chains(rules: &str, network: Option<&str>) -> Vec<String> {
     let mut chains: Vec<String> = Vec::new();
     for rule in rules.lines() {
         let words = shell_words(rule);
@@ -2930,11 +2929,11 @@ fn nat_rules() -> String {
 
 /// Removes the nat chains of network `network` and the rules jumping to them; how many.
 fn remove_chains(network: &str) -> usize {
-    let chains = nat_chains(Some(network));
+    let rules = nat_rules();
+    let chains = nat_chains(&rules, Some(network));
     if chains.is_empty() {
         return 0;
     }
-    let rules = nat_rules();
     for rule in rules.lines() {
         let words = shell_words(rule);
         let jumps = words
@@ -3217,7 +3216,7 @@ async fn setup_and_run(bench_slot: &mut Option<Bench>, opts: &Options) -> Result
         }
     };
     // Before any pod of this run: every pod chain there is another network's.
-    let foreign = nat_chains(None).len();
+    let foreign = nat_chains(&nat_rules(), None).len();
     let network = BenchNetwork::new().context("cannot read /dev/urandom")?;
     let network = NETWORK.get_or_init(|| network);
     let conflist = own_network(&conflist, network, &work.path().join("ipam"))
