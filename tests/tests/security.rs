@@ -720,3 +720,121 @@ async fn pod_resources_and_overhead_reach_the_pod_cgroup() {
         "what the update leaves unset stays"
     );
 }
+
+/// Device nodes of this node that this (root) process can open, each as the `mknod` arguments
+/// and the shell redirection that opens it: the disk under `/` (read) where this host lets
+/// root read it, and the kernel log (`/dev/kmsg`, write-only: opening it so needs no
+/// capability, and nothing is written).
+fn host_devices() -> Vec<(String, &'static str)> {
+    use std::os::unix::fs::MetadataExt;
+    let mut found = Vec::new();
+    let dev = std::fs::metadata("/").expect("stat /").dev();
+    let (major, minor) = (nix::sys::stat::major(dev), nix::sys::stat::minor(dev));
+    let disk = std::fs::read_dir("/dev")
+        .expect("/dev")
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            std::fs::metadata(p).is_ok_and(|m| {
+                use std::os::unix::fs::FileTypeExt;
+                m.file_type().is_block_device() && m.rdev() == dev
+            })
+        });
+    if major != 0 && disk.is_some_and(|d| std::fs::File::open(d).is_ok()) {
+        found.push((format!("b {major} {minor}"), "<"));
+    }
+    if std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/kmsg")
+        .is_ok()
+    {
+        found.push(("c 1 11".to_owned(), ">"));
+    }
+    assert!(!found.is_empty(), "no host device this test can open");
+    found
+}
+
+/// A root container with the default capabilities (CAP_MKNOD among them) can make nodes for
+/// the host's disk and kernel log in its own filesystem, but the device cgroup (v1) and the
+/// device program (v2, each alone) keep it from opening them, in the first process and through
+/// ExecSync, while the devices every container has still open; a privileged container opens
+/// them.
+#[tokio::test]
+async fn a_container_cannot_open_host_devices_it_makes() {
+    let mut env = setup(false).await;
+    let devices = host_devices();
+    let probe: String = devices
+        .iter()
+        .enumerate()
+        .map(|(i, (node, redirect))| {
+            format!(
+                "mknod /tmp/d{i} {node} && echo made; \
+                 (: {redirect} /tmp/d{i}) 2>/tmp/err && echo opened || cat /tmp/err; "
+            )
+        })
+        .collect::<String>()
+        + "head -c 1 /dev/zero > /dev/null && echo zero";
+    let lines = 2 * devices.len() + 1;
+
+    let pod = env.pod("devices", false).await;
+    let config = env.container_config("devices", &format!("{probe}; sleep 300"));
+    let id = env.run(&pod, config).await;
+    let out = wait_lines(&env, "devices", lines).await;
+    for (i, (node, _)) in devices.iter().enumerate() {
+        assert_eq!(
+            out[2 * i],
+            "made",
+            "{node}: mknod must work for the check to mean anything"
+        );
+        assert!(
+            out[2 * i + 1].contains("Operation not permitted"),
+            "the first process opened the host's {node}: {out:?}"
+        );
+    }
+    assert_eq!(out[lines - 1], "zero", "{out:?}");
+    let exec = env
+        .exec(&id, &["sh", "-c", &probe.replace("/tmp/d", "/tmp/e")], 10)
+        .await
+        .expect("exec");
+    let stdout = String::from_utf8_lossy(&exec.stdout);
+    assert_eq!(
+        stdout.matches("Operation not permitted").count(),
+        devices.len(),
+        "ExecSync opened a host device: {stdout}"
+    );
+    // Where a v1 devices controller enforces the rules too (a hybrid node), open it up as the
+    // node's admin could: the v2 program alone must still refuse.
+    let v1: Vec<_> = cgroup_dirs(&mut env, &id)
+        .await
+        .into_iter()
+        .filter(|d| d.join("devices.allow").exists())
+        .collect();
+    for dir in &v1 {
+        std::fs::write(dir.join("devices.allow"), "a *:* rwm").expect("open the v1 devices");
+    }
+    if !v1.is_empty() {
+        let exec = env
+            .exec(&id, &["sh", "-c", &probe.replace("/tmp/d", "/tmp/f")], 10)
+            .await
+            .expect("exec");
+        let stdout = String::from_utf8_lossy(&exec.stdout);
+        assert_eq!(
+            stdout.matches("Operation not permitted").count(),
+            devices.len(),
+            "with the v1 controller open, a host device opened: {stdout}"
+        );
+    }
+
+    let pod = env.privileged_pod("devices-priv").await;
+    let mut config = env.container_config("devices-priv", &format!("{probe}; sleep 300"));
+    security(&mut config).privileged = true;
+    env.run(&pod, config).await;
+    let out = wait_lines(&env, "devices-priv", lines).await;
+    for (i, (node, _)) in devices.iter().enumerate() {
+        assert_eq!(
+            out[2 * i..2 * i + 2],
+            ["made", "opened"],
+            "privileged, {node}: {out:?}"
+        );
+    }
+}

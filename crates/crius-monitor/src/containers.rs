@@ -609,8 +609,29 @@ fn launch(
             rootfs::MOUNT_ATTR_NOSUID_NODEV_NOEXEC,
         )?;
     }
-    if let Some(cg) = cgroup {
-        cgroup::attach_container(cg, pid, &spec.resources)?;
+    let v2_dir = match cgroup {
+        Some(cg) => {
+            let dirs = cgroup::attach_container(cg, pid, &spec.resources)?;
+            cgroup::split_v2(&dirs, &cgroup::v2_mounts()).0
+        }
+        // Without a pod cgroup, libcontainer's manager made the container's cgroup: a v2 one
+        // on a v2-only node (on a v1 or hybrid node the process is still in this monitor's v2
+        // cgroup, which is not the container's to restrict).
+        None if cgroup::v2_only_in(&sys.cgroup_hierarchies()) => cgroup::v2_mounts()
+            .first()
+            .map(|m| m.join(cgroups_path.trim_start_matches('/'))),
+        None => None,
+    };
+    // Cgroup v2 has no devices controller: the container's v2 cgroup gets the program that
+    // keeps its device rules, before its first process runs anything of the image's. (On a
+    // hybrid node the v1 devices controller enforces the same rules too.)
+    if let (Some(dir), Some(rules)) = (
+        v2_dir,
+        crate::devices::rules(spec).map_err(Error::DeviceProgram)?,
+    ) {
+        crate::devices::Program::load(&rules, &dir)
+            .and_then(|p| p.attach(&dir))
+            .map_err(Error::DeviceProgram)?;
     }
     let state = ContainerState {
         pid,

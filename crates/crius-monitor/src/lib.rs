@@ -12,6 +12,7 @@ mod attach;
 mod capabilities;
 mod cgroup;
 mod containers;
+mod devices;
 mod exec;
 mod executor;
 mod identity;
@@ -166,6 +167,9 @@ pub enum Error {
     /// The container's runtime spec cannot be built.
     #[error(transparent)]
     Spec(#[from] ocispec::SpecError),
+    /// The container's device program cannot be loaded or attached.
+    #[error(transparent)]
+    DeviceProgram(devices::DeviceError),
     /// The container's runtime spec cannot be encoded.
     #[error("cannot encode the runtime spec: {source}")]
     EncodeSpec {
@@ -385,6 +389,7 @@ impl Error {
             | Error::SandboxFailed { .. }
             | Error::Libcontainer { .. }
             | Error::Systemd { .. }
+            | Error::DeviceProgram(_)
             | Error::Write(_) => false,
         }
     }

@@ -135,6 +135,9 @@ pub enum SpecError {
     /// The seccomp profile cannot be turned into a filter.
     #[error(transparent)]
     Seccomp(#[from] SeccompError),
+    /// A device the container is given cannot be named by a device rule.
+    #[error(transparent)]
+    Devices(#[from] crate::devices::DeviceError),
     /// The seccomp filter cannot be encoded.
     #[error("cannot encode the seccomp filter: {source}")]
     EncodeSeccomp {
@@ -396,26 +399,10 @@ pub(crate) fn build(
     if let Some(v) = r.memory_limit.filter(|v| *v > 0) {
         resources.insert("memory".into(), json!({"limit": v}));
     }
-    if !spec.privileged {
-        resources.insert(
-            "devices".into(),
-            json!([{"allow": false, "access": "rwm"},
-                   {"allow": true, "type": "c", "major": 1, "minor": 3, "access": "rwm"},
-                   {"allow": true, "type": "c", "major": 1, "minor": 5, "access": "rwm"},
-                   {"allow": true, "type": "c", "major": 1, "minor": 7, "access": "rwm"},
-                   {"allow": true, "type": "c", "major": 1, "minor": 8, "access": "rwm"},
-                   {"allow": true, "type": "c", "major": 1, "minor": 9, "access": "rwm"},
-                   {"allow": true, "type": "c", "major": 5, "minor": 0, "access": "rwm"},
-                   {"allow": true, "type": "c", "major": 5, "minor": 2, "access": "rwm"},
-                   {"allow": true, "type": "c", "major": 136, "access": "rwm"}]),
-        );
-        if let Some(Value::Array(rules)) = resources.get_mut("devices") {
-            // A CDI node with permissions `none` gets no rule.
-            for d in spec.devices.iter().filter(|d| !d.permissions.is_empty()) {
-                rules.push(json!({"allow": true, "type": d.kind, "major": d.major,
-                                  "minor": d.minor, "access": d.permissions}));
-            }
-        }
+    if let Some(rules) = crate::devices::rules(spec)? {
+        let mut list = vec![json!({"allow": false, "access": "rwm"})];
+        list.extend(rules.iter().map(crate::devices::Rule::oci));
+        resources.insert("devices".into(), Value::Array(list));
     }
     let devices: Vec<Value> = spec
         .devices
