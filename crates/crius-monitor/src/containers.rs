@@ -629,9 +629,7 @@ fn launch(
         v2_dir,
         crate::devices::rules(spec).map_err(Error::DeviceProgram)?,
     ) {
-        crate::devices::Program::load(&rules, &dir)
-            .and_then(|p| p.attach(&dir))
-            .map_err(Error::DeviceProgram)?;
+        crate::devices::enforce(&rules, &dir).map_err(Error::DeviceProgram)?;
     }
     let state = ContainerState {
         pid,

@@ -110,11 +110,15 @@ pub enum DeviceError {
         /// What is wrong with it.
         what: String,
     },
-    /// The kernel refused the program or its attachment.
-    #[error("cannot {what} the device program of cgroup {cgroup}: {source}")]
-    Bpf {
-        /// `load` or `attach`.
-        what: &'static str,
+    /// The kernel refused the program.
+    #[error("cannot load the device program: {source}")]
+    Load {
+        /// The errno.
+        source: nix::Error,
+    },
+    /// The program cannot be attached to the container's cgroup.
+    #[error("cannot attach the device program to cgroup {cgroup}: {source}")]
+    Attach {
         /// The cgroup directory.
         cgroup: String,
         /// The errno.
@@ -350,7 +354,7 @@ pub(crate) struct Program(OwnedFd);
 
 impl Program {
     /// Loads the program for `rules` into the kernel.
-    pub(crate) fn load(rules: &[Rule], cgroup: &Path) -> Result<Program, DeviceError> {
+    pub(crate) fn load(rules: &[Rule]) -> Result<Program, DeviceError> {
         let code = encode(&program(rules));
         let license = c"Apache-2.0";
         let mut attr = LoadAttr {
@@ -362,21 +366,17 @@ impl Program {
             ..LoadAttr::default()
         };
         attr.prog_name[..5].copy_from_slice(b"crius");
-        let fd = bpf(BPF_PROG_LOAD, &attr).map_err(|source| DeviceError::Bpf {
-            what: "load",
-            cgroup: cgroup.display().to_string(),
-            source,
-        })?;
+        let fd = bpf(BPF_PROG_LOAD, &attr).map_err(|source| DeviceError::Load { source })?;
         let fd = i32::try_from(fd).unwrap_or(-1);
-        // SAFETY: BPF_PROG_LOAD returned a new descriptor that nothing else owns.
+        // SAFETY: BPF_PROG_LOAD returned a new descriptor (close-on-exec) that nothing else
+        // owns.
         Ok(Program(unsafe { OwnedFd::from_raw_fd(fd) }))
     }
 
     /// Attaches the program to the cgroup v2 directory `cgroup`, beside any its ancestors
     /// have (each must allow an access).
     pub(crate) fn attach(&self, cgroup: &Path) -> Result<(), DeviceError> {
-        let err = |what, source| DeviceError::Bpf {
-            what,
+        let err = |source| DeviceError::Attach {
             cgroup: cgroup.display().to_string(),
             source,
         };
@@ -387,16 +387,45 @@ impl Program {
                 | nix::fcntl::OFlag::O_CLOEXEC,
             nix::sys::stat::Mode::empty(),
         )
-        .map_err(|e| err("open the cgroup for", e))?;
+        .map_err(err)?;
         let attr = AttachAttr {
             target_fd: u32::try_from(dir.as_raw_fd()).unwrap_or(u32::MAX),
             attach_bpf_fd: u32::try_from(self.0.as_raw_fd()).unwrap_or(u32::MAX),
             attach_type: BPF_CGROUP_DEVICE,
             attach_flags: BPF_F_ALLOW_MULTI,
         };
-        bpf(BPF_PROG_ATTACH, &attr).map_err(|e| err("attach", e))?;
+        bpf(BPF_PROG_ATTACH, &attr).map_err(err)?;
         Ok(())
     }
+}
+
+/// The program of the [`DEFAULT`] rules, loaded once per monitor.
+static DEFAULT_PROGRAM: std::sync::OnceLock<Program> = std::sync::OnceLock::new();
+
+/// Loads the program of the [`DEFAULT`] rules now, on a node with a cgroup v2 hierarchy: a
+/// monitor started ahead of its pod does, so the kernel's check of the program (~0.3 ms here)
+/// stays off its containers' start. A failure is left for [`enforce`] to report.
+pub(crate) fn preload() {
+    if !crate::cgroup::v2_mounts().is_empty()
+        && let Ok(p) = Program::load(DEFAULT)
+    {
+        let _ = DEFAULT_PROGRAM.set(p);
+    }
+}
+
+/// Attaches the program of `rules` to the cgroup v2 directory `cgroup` (the [`DEFAULT`] one
+/// loaded once per monitor).
+pub(crate) fn enforce(rules: &[Rule], cgroup: &Path) -> Result<(), DeviceError> {
+    if rules != DEFAULT {
+        return Program::load(rules)?.attach(cgroup);
+    }
+    if let Some(p) = DEFAULT_PROGRAM.get() {
+        return p.attach(cgroup);
+    }
+    let p = Program::load(rules)?;
+    p.attach(cgroup)?;
+    let _ = DEFAULT_PROGRAM.set(p);
+    Ok(())
 }
 
 #[cfg(test)]

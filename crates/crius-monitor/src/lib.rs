@@ -580,6 +580,7 @@ fn run_spare() -> ExitCode {
     if detach().is_err() {
         return ExitCode::FAILURE;
     }
+    devices::preload();
     use std::io::BufRead;
     use std::os::unix::ffi::OsStringExt;
     let mut line = Vec::new();
