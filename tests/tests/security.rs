@@ -721,86 +721,149 @@ async fn pod_resources_and_overhead_reach_the_pod_cgroup() {
     );
 }
 
-/// Device nodes of this node that this (root) process can open, each as the `mknod` arguments
-/// and the shell redirection that opens it: the disk under `/` (read) where this host lets
-/// root read it, and the kernel log (`/dev/kmsg`, write-only: opening it so needs no
-/// capability, and nothing is written).
-fn host_devices() -> Vec<(String, &'static str)> {
-    use std::os::unix::fs::MetadataExt;
+/// A device of this node that this (root) process can open: its type, numbers and the shell
+/// redirection that opens it.
+struct HostDevice {
+    kind: char,
+    major: u32,
+    minor: u32,
+    redirect: &'static str,
+}
+
+/// The devices of this node that this (root) process can open: the disk under `/` (read)
+/// where this host lets root read it, and the kernel log (`/dev/kmsg`, write-only: opening it
+/// so needs no capability, and nothing is written).
+fn host_devices() -> Vec<HostDevice> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
     let mut found = Vec::new();
     let dev = std::fs::metadata("/").expect("stat /").dev();
-    let (major, minor) = (nix::sys::stat::major(dev), nix::sys::stat::minor(dev));
     let disk = std::fs::read_dir("/dev")
         .expect("/dev")
         .flatten()
         .map(|e| e.path())
         .find(|p| {
-            std::fs::metadata(p).is_ok_and(|m| {
-                use std::os::unix::fs::FileTypeExt;
-                m.file_type().is_block_device() && m.rdev() == dev
-            })
+            std::fs::metadata(p).is_ok_and(|m| m.file_type().is_block_device() && m.rdev() == dev)
         });
-    if major != 0 && disk.is_some_and(|d| std::fs::File::open(d).is_ok()) {
-        found.push((format!("b {major} {minor}"), "<"));
+    if disk.is_some_and(|d| std::fs::File::open(d).is_ok()) {
+        found.push(HostDevice {
+            kind: 'b',
+            major: u32::try_from(nix::sys::stat::major(dev)).expect("major"),
+            minor: u32::try_from(nix::sys::stat::minor(dev)).expect("minor"),
+            redirect: "<",
+        });
     }
     if std::fs::OpenOptions::new()
         .write(true)
         .open("/dev/kmsg")
         .is_ok()
     {
-        found.push(("c 1 11".to_owned(), ">"));
+        found.push(HostDevice {
+            kind: 'c',
+            major: 1,
+            minor: 11,
+            redirect: ">",
+        });
     }
     assert!(!found.is_empty(), "no host device this test can open");
     found
 }
 
-/// A root container with the default capabilities (CAP_MKNOD among them) can make nodes for
-/// the host's disk and kernel log in its own filesystem, but the device cgroup (v1) and the
-/// device program (v2, each alone) keep it from opening them, in the first process and through
-/// ExecSync, while the devices every container has still open; a privileged container opens
-/// them.
+/// Whether this node mounts a cgroup v2 hierarchy.
+fn has_cgroup_v2() -> bool {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .expect("mountinfo")
+        .lines()
+        .any(|l| {
+            l.split(" - ")
+                .nth(1)
+                .is_some_and(|t| t.starts_with("cgroup2 "))
+        })
+}
+
+/// ExecSync of `script` with `sh -c`: its stdout and stderr lines.
+async fn exec_lines(env: &mut Env, id: &str, script: &str) -> Vec<String> {
+    let out = env.exec(id, &["sh", "-c", script], 10).await.expect("exec");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .chain(String::from_utf8_lossy(&out.stderr).lines())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// A hostile image ships nodes of the host's disk and kernel log (`/hostdev/dN`), and a root
+/// container with the default capabilities also tries to make such a node itself: the device
+/// cgroup (v1) and the device program (v2, each alone) keep it from opening the image's nodes
+/// and from making new ones, in the first process and through ExecSync, while the devices every
+/// container has still work; a privileged container opens the image's nodes.
 #[tokio::test]
-async fn a_container_cannot_open_host_devices_it_makes() {
+async fn a_container_cannot_use_host_devices_from_its_image() {
     let mut env = setup(false).await;
     let devices = host_devices();
+    let mut entries = crius_tests::image::busybox_entries(
+        crius_tests::image::BUSYBOX_PASSWD,
+        crius_tests::image::BUSYBOX_GROUP,
+    )
+    .expect("busybox");
+    entries.push(crius_tests::image::Entry::dir("hostdev", 0o755));
+    for (i, d) in devices.iter().enumerate() {
+        let path = format!("hostdev/d{i}");
+        entries.push(if d.kind == 'b' {
+            crius_tests::image::Entry::block_device(&path, d.major, d.minor, 0o666)
+        } else {
+            crius_tests::image::Entry::char_device(&path, d.major, d.minor, 0o666)
+        });
+    }
+    let image = crius_tests::image::Image::new(vec![
+        crius_tests::image::Layer::new(&entries, crius_tests::image::Compression::Gzip)
+            .expect("layer"),
+    ])
+    .with_cmd(&["sh"])
+    .with_env(&format!("PATH={}", crius_tests::image::DEFAULT_PATH));
+    let image = env.push_and_pull(image, "crius/hostdev:1").await;
+
+    // One line per image node ("opened" or the error), one for a node made here, one for
+    // /dev/zero.
     let probe: String = devices
         .iter()
         .enumerate()
-        .map(|(i, (node, redirect))| {
+        .map(|(i, d)| {
             format!(
-                "mknod /tmp/d{i} {node} && echo made; \
-                 (: {redirect} /tmp/d{i}) 2>/tmp/err && echo opened || cat /tmp/err; "
+                "(: {} /hostdev/d{i}) 2>/tmp/err && echo opened || cat /tmp/err; ",
+                d.redirect
             )
         })
         .collect::<String>()
-        + "head -c 1 /dev/zero > /dev/null && echo zero";
-    let lines = 2 * devices.len() + 1;
+        + &format!(
+            "mknod /tmp/made {} {} {} 2>/tmp/err && echo made || cat /tmp/err; \
+             head -c 1 /dev/zero > /dev/null && echo zero",
+            devices[0].kind, devices[0].major, devices[0].minor
+        );
+    let lines = devices.len() + 2;
+    let config = |env: &Env, name: &str| {
+        let mut c = env.container_config(name, &format!("{probe} 2>&1; sleep 300"));
+        c.image = Some(ImageSpec {
+            image: image.clone(),
+            ..ImageSpec::default()
+        });
+        c
+    };
+    let denied = |out: &[String], what: &str| {
+        assert_eq!(out.len(), lines, "{what}: {out:?}");
+        for line in &out[..lines - 1] {
+            assert!(
+                line.contains("Operation not permitted"),
+                "{what}: a host device was used: {out:?}"
+            );
+        }
+        assert_eq!(out[lines - 1], "zero", "{what}: {out:?}");
+    };
 
     let pod = env.pod("devices", false).await;
-    let config = env.container_config("devices", &format!("{probe}; sleep 300"));
-    let id = env.run(&pod, config).await;
-    let out = wait_lines(&env, "devices", lines).await;
-    for (i, (node, _)) in devices.iter().enumerate() {
-        assert_eq!(
-            out[2 * i],
-            "made",
-            "{node}: mknod must work for the check to mean anything"
-        );
-        assert!(
-            out[2 * i + 1].contains("Operation not permitted"),
-            "the first process opened the host's {node}: {out:?}"
-        );
-    }
-    assert_eq!(out[lines - 1], "zero", "{out:?}");
-    let exec = env
-        .exec(&id, &["sh", "-c", &probe.replace("/tmp/d", "/tmp/e")], 10)
-        .await
-        .expect("exec");
-    let stdout = String::from_utf8_lossy(&exec.stdout);
-    assert_eq!(
-        stdout.matches("Operation not permitted").count(),
-        devices.len(),
-        "ExecSync opened a host device: {stdout}"
+    let id = env.run(&pod, config(&env, "devices")).await;
+    denied(&wait_lines(&env, "devices", lines).await, "first process");
+    denied(
+        &exec_lines(&mut env, &id, &probe.replace("/tmp/made", "/tmp/e1")).await,
+        "ExecSync",
     );
     // Where a v1 devices controller enforces the rules too (a hybrid node), open it up as the
     // node's admin could: the v2 program alone must still refuse.
@@ -809,32 +872,47 @@ async fn a_container_cannot_open_host_devices_it_makes() {
         .into_iter()
         .filter(|d| d.join("devices.allow").exists())
         .collect();
+    // The v1 list is exactly the container's rules (libcontainer adds rules of its own to the
+    // spec's: making any node, the host's console).
+    let mut expected = [
+        "c 1:3 rwm",
+        "c 1:5 rwm",
+        "c 1:7 rwm",
+        "c 1:8 rwm",
+        "c 1:9 rwm",
+        "c 5:0 rwm",
+        "c 5:2 rwm",
+        "c 136:* rwm",
+        "c 10:200 rwm",
+    ];
+    expected.sort_unstable();
     for dir in &v1 {
-        std::fs::write(dir.join("devices.allow"), "a *:* rwm").expect("open the v1 devices");
+        let mut list: Vec<String> = std::fs::read_to_string(dir.join("devices.list"))
+            .expect("devices.list")
+            .lines()
+            .map(str::to_owned)
+            .collect();
+        list.sort();
+        assert_eq!(list, expected, "{}", dir.display());
     }
-    if !v1.is_empty() {
-        let exec = env
-            .exec(&id, &["sh", "-c", &probe.replace("/tmp/d", "/tmp/f")], 10)
-            .await
-            .expect("exec");
-        let stdout = String::from_utf8_lossy(&exec.stdout);
-        assert_eq!(
-            stdout.matches("Operation not permitted").count(),
-            devices.len(),
-            "with the v1 controller open, a host device opened: {stdout}"
+    if has_cgroup_v2() && !v1.is_empty() {
+        for dir in &v1 {
+            std::fs::write(dir.join("devices.allow"), "a *:* rwm").expect("open the v1 devices");
+        }
+        denied(
+            &exec_lines(&mut env, &id, &probe.replace("/tmp/made", "/tmp/e2")).await,
+            "ExecSync with the v1 controller open",
         );
     }
 
     let pod = env.privileged_pod("devices-priv").await;
-    let mut config = env.container_config("devices-priv", &format!("{probe}; sleep 300"));
-    security(&mut config).privileged = true;
-    env.run(&pod, config).await;
+    let mut c = config(&env, "devices-priv");
+    security(&mut c).privileged = true;
+    env.run(&pod, c).await;
     let out = wait_lines(&env, "devices-priv", lines).await;
-    for (i, (node, _)) in devices.iter().enumerate() {
-        assert_eq!(
-            out[2 * i..2 * i + 2],
-            ["made", "opened"],
-            "privileged, {node}: {out:?}"
-        );
-    }
+    assert_eq!(
+        out,
+        [vec!["opened"; devices.len()], vec!["made", "zero"]].concat(),
+        "privileged"
+    );
 }

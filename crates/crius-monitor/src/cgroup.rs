@@ -462,18 +462,17 @@ pub(crate) fn clone_into_missing(errno: nix::errno::Errno) -> bool {
     )
 }
 
-/// `dir` open as an `O_PATH` descriptor if it is a cgroup v2 directory (told by its filesystem,
-/// without reading the node's mount table); `None` for a v1 directory or one that cannot be
-/// opened.
-pub(crate) fn open_v2(dir: &Path) -> Option<std::os::fd::OwnedFd> {
+/// `dir` open as an `O_PATH` descriptor, and whether it is a cgroup v2 directory (told by its
+/// filesystem, without reading the node's mount table).
+pub(crate) fn open_dir(dir: &Path) -> nix::Result<(std::os::fd::OwnedFd, bool)> {
     let fd = nix::fcntl::open(
         dir,
         nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC,
         nix::sys::stat::Mode::empty(),
-    )
-    .ok()?;
-    let fs = nix::sys::statfs::fstatfs(&fd).ok()?;
-    (fs.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC).then_some(fd)
+    )?;
+    let v2 =
+        nix::sys::statfs::fstatfs(&fd)?.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC;
+    Ok((fd, v2))
 }
 
 /// Moves this process into the cgroup v2 directory open as `dir` (an `O_PATH` descriptor, usable
@@ -842,8 +841,9 @@ mod tests {
             return;
         }
         let made = Made(dir.clone());
-        let fd = open_v2(&dir).expect("a cgroup v2 directory");
-        assert!(open_v2(Path::new("/proc")).is_none());
+        let (fd, v2) = open_dir(&dir).expect("a cgroup directory");
+        assert!(v2, "a cgroup v2 directory");
+        assert!(!open_dir(Path::new("/proc")).expect("/proc").1);
         let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).expect("pipe");
         let ret = clone_into(nix::sched::CloneFlags::empty(), &fd).expect("clone3");
         if ret == 0 {

@@ -609,10 +609,20 @@ fn launch(
             rootfs::MOUNT_ATTR_NOSUID_NODEV_NOEXEC,
         )?;
     }
+    let rules = crate::devices::rules(spec).map_err(Error::DeviceProgram)?;
     let v2_dir = match cgroup {
         Some(cg) => {
             let dirs = cgroup::attach_container(cg, pid, &spec.resources)?;
-            cgroup::split_v2(&dirs, &cgroup::v2_mounts()).0
+            let (v2, v1) = cgroup::split_v2(&dirs, &cgroup::v2_mounts());
+            if let Some(rules) = &rules {
+                for dir in v1.iter().filter(|d| d.join("devices.list").exists()) {
+                    crate::devices::restrict_v1(dir, rules).map_err(Error::io(format!(
+                        "cannot write the device rules of {}",
+                        dir.display()
+                    )))?;
+                }
+            }
+            v2
         }
         // Without a pod cgroup, libcontainer's manager made the container's cgroup: a v2 one
         // on a v2-only node (on a v1 or hybrid node the process is still in this monitor's v2
@@ -625,11 +635,8 @@ fn launch(
     // Cgroup v2 has no devices controller: the container's v2 cgroup gets the program that
     // keeps its device rules, before its first process runs anything of the image's. (On a
     // hybrid node the v1 devices controller enforces the same rules too.)
-    if let (Some(dir), Some(rules)) = (
-        v2_dir,
-        crate::devices::rules(spec).map_err(Error::DeviceProgram)?,
-    ) {
-        crate::devices::enforce(&rules, &dir).map_err(Error::DeviceProgram)?;
+    if let (Some(dir), Some(rules)) = (&v2_dir, &rules) {
+        crate::devices::enforce(rules, dir).map_err(Error::DeviceProgram)?;
     }
     let state = ContainerState {
         pid,
@@ -639,9 +646,12 @@ fn launch(
         exit: None,
         oom_killed: false,
         user: None,
-        cgroup_dirs: cgroup
-            .map(|c| cgroup::pod_dirs(c).into_iter().map(|(_, d)| d).collect())
-            .unwrap_or_default(),
+        // Without a pod cgroup, the one libcontainer made on a v2-only node: ExecSync
+        // processes are born in these.
+        cgroup_dirs: cgroup.map_or_else(
+            || v2_dir.into_iter().collect(),
+            |c| cgroup::pod_dirs(c).into_iter().map(|(_, d)| d).collect(),
+        ),
         writable_dir: writable_dir(sandbox, &spec.id),
     };
     let (pipes, pty) = match console {

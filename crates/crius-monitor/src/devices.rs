@@ -52,6 +52,22 @@ impl Rule {
         }
     }
 
+    /// The line of a v1 `devices.list` (and `devices.allow`) allowing the same.
+    pub(crate) fn v1(&self) -> String {
+        let kind = match self.kind {
+            Some(Kind::Char) => 'c',
+            Some(Kind::Block) => 'b',
+            None => 'a',
+        };
+        let number = |n: Option<u32>| n.map_or_else(|| "*".to_owned(), |n| n.to_string());
+        format!(
+            "{kind} {}:{} {}",
+            number(self.major),
+            number(self.minor),
+            access_text(self.access)
+        )
+    }
+
     /// The OCI `linux.resources.devices` entry allowing the same.
     pub(crate) fn oci(&self) -> serde_json::Value {
         let mut v = serde_json::json!({"allow": true, "access": access_text(self.access)});
@@ -71,29 +87,17 @@ impl Rule {
     }
 }
 
-/// The devices every unprivileged container may use: making any node (using it is another
-/// matter), the null, zero, full, random and urandom nodes, the terminals (`/dev/tty`,
-/// `/dev/console`, `/dev/ptmx`, `/dev/pts/*`) and `/dev/net/tun`.
+/// The devices every unprivileged container may use (and make nodes of): the null, zero, full,
+/// random and urandom nodes, the terminals (`/dev/tty`, `/dev/ptmx`, `/dev/pts/*`) and
+/// `/dev/net/tun`. Not the host's console (5:1): a container's `/dev/console` is its own
+/// terminal's pts.
 pub(crate) const DEFAULT: &[Rule] = &[
-    Rule {
-        kind: Some(Kind::Char),
-        major: None,
-        minor: None,
-        access: MKNOD,
-    },
-    Rule {
-        kind: Some(Kind::Block),
-        major: None,
-        minor: None,
-        access: MKNOD,
-    },
     Rule::char(1, Some(3)),
     Rule::char(1, Some(5)),
     Rule::char(1, Some(7)),
     Rule::char(1, Some(8)),
     Rule::char(1, Some(9)),
     Rule::char(5, Some(0)),
-    Rule::char(5, Some(1)),
     Rule::char(5, Some(2)),
     Rule::char(136, None),
     Rule::char(10, Some(200)),
@@ -399,6 +403,27 @@ impl Program {
     }
 }
 
+/// Makes the v1 devices cgroup `dir` allow exactly `rules`: libcontainer's v1 manager adds
+/// rules of its own to the spec's (making any node, the host's console), which crius does not
+/// give. Each entry of `devices.list` that `rules` lacks is denied again.
+pub(crate) fn restrict_v1(dir: &Path, rules: &[Rule]) -> std::io::Result<()> {
+    let list = std::fs::read_to_string(dir.join("devices.list"))?;
+    let ours: Vec<String> = rules.iter().map(Rule::v1).collect();
+    let deny = |line: &str| std::fs::write(dir.join("devices.deny"), line);
+    if list.lines().any(|l| l.starts_with("a ")) {
+        // Everything allowed: deny all, then allow the rules one by one.
+        deny("a")?;
+        for rule in &ours {
+            std::fs::write(dir.join("devices.allow"), rule)?;
+        }
+        return Ok(());
+    }
+    for line in list.lines().filter(|l| !ours.iter().any(|o| o == l)) {
+        deny(line)?;
+    }
+    Ok(())
+}
+
 /// The program of the [`DEFAULT`] rules, loaded once per monitor.
 static DEFAULT_PROGRAM: std::sync::OnceLock<Program> = std::sync::OnceLock::new();
 
@@ -473,16 +498,7 @@ mod tests {
     fn the_default_program_allows_the_standard_nodes_and_denies_the_rest() {
         let rules = rules(&spec()).expect("rules").expect("unprivileged");
         let p = program(&rules);
-        for (major, minor) in [
-            (1, 3),
-            (1, 5),
-            (1, 7),
-            (1, 8),
-            (1, 9),
-            (5, 0),
-            (5, 1),
-            (5, 2),
-        ] {
+        for (major, minor) in [(1, 3), (1, 5), (1, 7), (1, 8), (1, 9), (5, 0), (5, 2)] {
             assert!(
                 run(&p, Kind::Char, READ | WRITE, major, minor),
                 "{major}:{minor}"
@@ -490,9 +506,19 @@ mod tests {
         }
         assert!(run(&p, Kind::Char, READ, 136, 42), "any pts");
         assert!(run(&p, Kind::Char, READ | WRITE, 10, 200), "tun");
-        // Making any node is allowed, using it is not.
-        assert!(run(&p, Kind::Block, MKNOD, 254, 0));
-        assert!(run(&p, Kind::Char, MKNOD, 1, 11));
+        assert!(
+            run(&p, Kind::Char, MKNOD, 1, 3),
+            "a node of an allowed device"
+        );
+        assert!(
+            !run(&p, Kind::Block, MKNOD, 254, 0),
+            "a node of the host's disk"
+        );
+        assert!(!run(&p, Kind::Char, MKNOD, 1, 11));
+        assert!(
+            !run(&p, Kind::Char, READ | WRITE, 5, 1),
+            "the host's console"
+        );
         assert!(!run(&p, Kind::Block, READ, 254, 0), "the host's disk");
         assert!(!run(&p, Kind::Block, MKNOD | READ, 254, 0));
         assert!(!run(&p, Kind::Char, WRITE, 1, 11), "the kernel log");
@@ -543,11 +569,20 @@ mod tests {
     }
 
     #[test]
-    fn rules_read_as_oci_entries() {
+    fn rules_read_as_oci_entries_and_v1_lines() {
+        let mknod_any = Rule {
+            kind: Some(Kind::Block),
+            major: None,
+            minor: None,
+            access: MKNOD,
+        };
         assert_eq!(
-            DEFAULT[0].oci(),
-            serde_json::json!({"allow": true, "type": "c", "access": "m"})
+            mknod_any.oci(),
+            serde_json::json!({"allow": true, "type": "b", "access": "m"})
         );
+        assert_eq!(mknod_any.v1(), "b *:* m");
+        assert_eq!(Rule::char(136, None).v1(), "c 136:* rwm");
+        assert_eq!(DEFAULT[0].v1(), "c 1:3 rwm");
         assert_eq!(
             Rule::char(136, None).oci(),
             serde_json::json!({"allow": true, "type": "c", "major": 136, "access": "rwm"})

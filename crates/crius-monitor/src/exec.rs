@@ -62,6 +62,8 @@ enum ExecError {
         kind: &'static str,
         source: std::io::Error,
     },
+    #[error("cannot join the container's cgroup {}: {reason}", dir.display())]
+    JoinCgroup { dir: PathBuf, reason: String },
     #[error("cannot join the pod's user namespace: {source}")]
     JoinUserNamespace { source: nix::Error },
     #[error("cannot join the container's {kind} namespace: {source}")]
@@ -279,14 +281,25 @@ fn setup_and_run(pod_dir: &Path, id: &str, cmd: &[std::ffi::OsString]) -> Result
         crate::containers::give_pipes([0, 1, 2], uid, gid)?;
     }
     // The v1 directories are joined now, as a thread; the command is born in the v2 one
-    // ([`fork_command`]). Best effort: a hierarchy the container has no directory in is skipped.
+    // ([`fork_command`]). The ones that keep the container's device rules (its v2 directory,
+    // a v1 devices directory) must be joined; elsewhere a hierarchy the container has no
+    // directory in is skipped.
     let mut v2 = None;
     for dir in &t.cgroup_dirs {
-        match crate::cgroup::open_v2(dir) {
-            Some(fd) => v2 = Some(fd),
-            None => {
-                let _ = crate::cgroup::enter_self(std::slice::from_ref(dir));
+        let must = |reason: String| ExecError::JoinCgroup {
+            dir: dir.clone(),
+            reason,
+        };
+        match crate::cgroup::open_dir(dir) {
+            Ok((fd, true)) => v2 = Some(fd),
+            Ok((_, false)) => {
+                if let Err(e) = crate::cgroup::enter_self(std::slice::from_ref(dir))
+                    && dir.join("devices.list").exists()
+                {
+                    return Err(must(e.to_string()));
+                }
             }
+            Err(e) => return Err(must(e.to_string())),
         }
     }
     if let Some(user) = &userns {
@@ -418,9 +431,12 @@ fn fork_command(v2: Option<&OwnedFd>) -> Result<nix::unistd::ForkResult, nix::er
                     child: crate::cloned_pid(ret),
                 });
             }
-            // EPERM: a seccomp filter around criusd that refuses clone3.
+            // EPERM: a seccomp filter around criusd that refuses clone3. The command must not
+            // run outside the container's cgroup (its device rules, its limits).
             Err(e) if crate::cgroup::clone_into_missing(e) || e == nix::errno::Errno::EPERM => {
-                let _ = crate::cgroup::enter_self_at(dir);
+                if crate::cgroup::enter_self_at(dir).is_err() {
+                    return Err(e);
+                }
             }
             Err(e) => return Err(e),
         }
