@@ -1,7 +1,7 @@
 //! Which device nodes a container may use, and the cgroup v2 program that enforces it.
 //!
 //! Cgroup v1 enforces the rules through the devices controller (libcontainer writes them from
-//! the runtime spec). Cgroup v2 has no such controller: a `BPF_PROG_TYPE_CGROUP_DEVICE`
+//! the runtime spec, [`restrict_v1`] takes out the rules it adds of its own). Cgroup v2 has no such controller: a `BPF_PROG_TYPE_CGROUP_DEVICE`
 //! program attached to the container's cgroup decides each open and mknod. The program is
 //! built here from the same rules, a short allow list with everything else denied.
 

@@ -282,8 +282,7 @@ fn setup_and_run(pod_dir: &Path, id: &str, cmd: &[std::ffi::OsString]) -> Result
     }
     // The v1 directories are joined now, as a thread; the command is born in the v2 one
     // ([`fork_command`]). The ones that keep the container's device rules (its v2 directory,
-    // a v1 devices directory) must be joined; elsewhere a hierarchy the container has no
-    // directory in is skipped.
+    // a v1 devices directory) must be joined.
     let mut v2 = None;
     for dir in &t.cgroup_dirs {
         let must = |reason: String| ExecError::JoinCgroup {
@@ -299,7 +298,16 @@ fn setup_and_run(pod_dir: &Path, id: &str, cmd: &[std::ffi::OsString]) -> Result
                     return Err(must(e.to_string()));
                 }
             }
-            Err(e) => return Err(must(e.to_string())),
+            // A hierarchy the container has no directory in is skipped, unless the directory
+            // would keep device rules (a v2 one, a v1 devices one).
+            Err(e) => {
+                let parent = dir.parent().unwrap_or(dir);
+                if parent.join("cgroup.controllers").exists()
+                    || parent.join("devices.list").exists()
+                {
+                    return Err(must(e.to_string()));
+                }
+            }
         }
     }
     if let Some(user) = &userns {
