@@ -521,7 +521,8 @@ fn launch(
         cgroup_view: cgroup_view.as_deref(),
         open_files: crate::pod_open_files(),
     };
-    let oci = ocispec::build(spec, &ns, id, &cgroups_path)?;
+    let rules = crate::devices::rules(spec).map_err(|e| Error::Spec(e.into()))?;
+    let oci = ocispec::build(spec, &ns, id, &cgroups_path, rules.as_deref())?;
     // The spec holds the environment (Secrets passed as env): root only.
     let config_json = serde_json::to_vec(&oci).map_err(|source| Error::EncodeSpec { source })?;
     // Read by libcontainer at once, never after a crash (the start-up sweep removes a container
@@ -609,7 +610,6 @@ fn launch(
             rootfs::MOUNT_ATTR_NOSUID_NODEV_NOEXEC,
         )?;
     }
-    let rules = crate::devices::rules(spec).map_err(Error::DeviceProgram)?;
     let v2_dir = match cgroup {
         Some(cg) => {
             let dirs = cgroup::attach_container(cg, pid, &spec.resources)?;

@@ -52,13 +52,18 @@ impl Rule {
         }
     }
 
+    /// The type's letter in v1 lines and OCI entries.
+    fn type_letter(&self) -> &'static str {
+        match self.kind {
+            Some(Kind::Char) => "c",
+            Some(Kind::Block) => "b",
+            None => "a",
+        }
+    }
+
     /// The line of a v1 `devices.list` (and `devices.allow`) allowing the same.
     pub(crate) fn v1(&self) -> String {
-        let kind = match self.kind {
-            Some(Kind::Char) => 'c',
-            Some(Kind::Block) => 'b',
-            None => 'a',
-        };
+        let kind = self.type_letter();
         let number = |n: Option<u32>| n.map_or_else(|| "*".to_owned(), |n| n.to_string());
         format!(
             "{kind} {}:{} {}",
@@ -70,13 +75,8 @@ impl Rule {
 
     /// The OCI `linux.resources.devices` entry allowing the same.
     pub(crate) fn oci(&self) -> serde_json::Value {
-        let mut v = serde_json::json!({"allow": true, "access": access_text(self.access)});
-        v["type"] = match self.kind {
-            Some(Kind::Char) => "c",
-            Some(Kind::Block) => "b",
-            None => "a",
-        }
-        .into();
+        let mut v = serde_json::json!({"allow": true, "type": self.type_letter(),
+                                       "access": access_text(self.access)});
         if let Some(major) = self.major {
             v["major"] = major.into();
         }

@@ -236,12 +236,14 @@ fn hooks(h: &crius_proto::Hooks) -> Value {
     })
 }
 
-/// Builds the spec: rootfs `rootfs`, identity `id`, cgroup `cgroups_path`.
+/// Builds the spec: rootfs `rootfs`, identity `id`, cgroup `cgroups_path`, the device rules
+/// `devices` ([`crate::devices::rules`]; `None`: every device).
 pub(crate) fn build(
     spec: &ContainerSpec,
     ns: &Namespaces<'_>,
     id: &Identity,
     cgroups_path: &str,
+    devices: Option<&[crate::devices::Rule]>,
 ) -> Result<Spec, SpecError> {
     let caps = capabilities(&spec.capabilities, spec.privileged)?;
     // A privileged container runs without a filter, as in other CRI runtimes (critest checks
@@ -399,7 +401,7 @@ pub(crate) fn build(
     if let Some(v) = r.memory_limit.filter(|v| *v > 0) {
         resources.insert("memory".into(), json!({"limit": v}));
     }
-    if let Some(rules) = crate::devices::rules(spec)? {
+    if let Some(rules) = devices {
         let mut list = vec![json!({"allow": false, "access": "rwm"})];
         list.extend(rules.iter().map(crate::devices::Rule::oci));
         resources.insert("devices".into(), Value::Array(list));
@@ -465,6 +467,11 @@ pub(crate) fn build(
 pub(crate) mod tests {
     use super::*;
 
+    /// The device rules of `spec`.
+    fn rules(spec: &ContainerSpec) -> Option<Vec<crate::devices::Rule>> {
+        crate::devices::rules(spec).expect("rules")
+    }
+
     /// A container spec for unit tests.
     pub(crate) fn spec() -> ContainerSpec {
         ContainerSpec {
@@ -528,7 +535,14 @@ pub(crate) mod tests {
             groups: vec![0],
             home: "/".into(),
         };
-        let oci = build(&spec(), &ns, &id, "/crius/crius-p/crius-c").expect("spec");
+        let oci = build(
+            &spec(),
+            &ns,
+            &id,
+            "/crius/crius-p/crius-c",
+            rules(&spec()).as_deref(),
+        )
+        .expect("spec");
         let v = serde_json::to_value(&oci).expect("json");
         assert_eq!(
             v["process"]["rlimits"],
@@ -583,8 +597,10 @@ pub(crate) mod tests {
             home: "/".into(),
         };
         // Without hooks there is no hooks object.
-        let plain =
-            serde_json::to_value(build(&spec(), &ns, &id, "/c").expect("spec")).expect("json");
+        let plain = serde_json::to_value(
+            build(&spec(), &ns, &id, "/c", rules(&spec()).as_deref()).expect("spec"),
+        )
+        .expect("json");
         assert!(plain.get("hooks").is_none_or(Value::is_null), "{plain}");
         let mut spec = spec();
         spec.hooks.poststart.push(crius_proto::Hook {
@@ -604,7 +620,7 @@ pub(crate) mod tests {
             gid: None,
         };
         spec.devices = vec![node("/dev/a", "rw"), node("/dev/b", "")];
-        let oci = build(&spec, &ns, &id, "/crius/crius-c").expect("spec");
+        let oci = build(&spec, &ns, &id, "/crius/crius-c", rules(&spec).as_deref()).expect("spec");
         let v = serde_json::to_value(&oci).expect("json");
         let hook = &v["hooks"]["poststart"][0];
         assert_eq!(hook["path"], "/bin/true");
