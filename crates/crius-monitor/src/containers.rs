@@ -18,6 +18,13 @@ use crate::{Error, cgroup, identity, ocispec, rootfs};
 /// Where libcontainer keeps its container state, in the pod directory.
 const LIBCONTAINER_ROOT: &str = "libcontainer";
 
+/// The size of one read of a container's output.
+const DRAIN_READ: usize = 64 * 1024;
+
+/// How much of one output stream the monitor copies before it serves its other sources
+/// again (the rest stays in the pipe, which the next poll reports at once).
+const DRAIN_BUDGET: usize = 4 * DRAIN_READ;
+
 /// The parts of a container that live only as long as its monitor: output ends, log, stdin
 /// and attached clients.
 #[derive(Debug)]
@@ -32,12 +39,14 @@ pub(crate) struct Live {
 }
 
 impl Live {
-    /// Reads what is available on the pipe of `stream` into the log; drops the pipe at end of
-    /// file.
+    /// Reads what is available on the pipe of `stream` into the log, at most
+    /// [`DRAIN_BUDGET`] bytes, so a container that writes faster than the log takes it
+    /// cannot keep the monitor from its other work; drops the pipe at end of file.
     pub(crate) fn drain(&mut self, stream: Stream) {
         let index = stream as usize;
-        let mut buf = vec![0u8; 64 * 1024];
-        loop {
+        let mut buf = vec![0u8; DRAIN_READ];
+        let mut taken = 0;
+        while taken < DRAIN_BUDGET {
             let Some(fd) = self.pipes[index].as_ref() else {
                 return;
             };
@@ -48,6 +57,7 @@ impl Live {
                     return;
                 }
                 Ok(n) => {
+                    taken += n;
                     self.log.write(stream, &buf[..n]);
                     self.attach.broadcast(stream, &buf[..n]);
                 }
