@@ -550,3 +550,52 @@ async fn exec_sync_output_fits_kubelets_message_limit() {
     assert_eq!(o, e, "each stream gets half");
     assert!(out.stdout.iter().chain(&out.stderr).all(|b| *b == 0));
 }
+
+/// An exec'd command, and whatever it leaves running, is as killable as the container's own
+/// processes, not as protected as criusd: in a container whose first process has
+/// `oom_score_adj` 800 (kubelet's value for a pod of low priority; raising it from criusd's
+/// is always allowed), `cat /proc/self/oom_score_adj` through ExecSync prints 800, with and
+/// without a pod user namespace.
+#[tokio::test]
+async fn an_exec_gets_the_containers_oom_score_adj() {
+    let mut env = setup(false).await;
+    let own = std::fs::read_to_string("/proc/self/oom_score_adj").expect("own oom_score_adj");
+    assert_ne!(own.trim(), "800", "the test runs at the value it looks for");
+    for userns in [false, true] {
+        let name = if userns { "oom-userns" } else { "oom-plain" };
+        let pod = env.pod(name, userns).await;
+        let mut config = env.container_config(name, "cat /proc/self/oom_score_adj; sleep 300");
+        config
+            .linux
+            .get_or_insert_default()
+            .resources
+            .get_or_insert_default()
+            .oom_score_adj = 800;
+        let id = env.run(&pod, config).await;
+        assert_eq!(
+            env.wait_stdout(name, 1).await,
+            ["800"],
+            "{name}: first process"
+        );
+        let out = env
+            .exec(&id, &["cat", "/proc/self/oom_score_adj"], 10)
+            .await
+            .expect("exec");
+        assert_eq!(
+            out.exit_code,
+            0,
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "800\n",
+            "{name}: the exec'd command's oom_score_adj"
+        );
+        assert!(
+            out.stderr.is_empty(),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}

@@ -510,6 +510,44 @@ async fn tty_exec_runs_on_a_terminal_of_the_container() {
     }
 }
 
+/// The container's root owns its `/dev`: it replaces `/dev/ptmx` with a symlink to a FIFO a
+/// reader waits on. A tty exec (whose helper opens the pty multiplexer as host root in a pod
+/// without a user namespace) must open only a real multiplexer (a character device 5:2 on
+/// devpts): it takes `/dev/pts/ptmx` and works, and the FIFO is never opened (the reader,
+/// which an open for writing would release, never prints).
+#[tokio::test]
+async fn a_tty_exec_opens_only_a_real_pty_multiplexer() {
+    let mut env = setup().await;
+    for userns in [false, true] {
+        let name = if userns { "ptmx-userns" } else { "ptmx" };
+        let script = "mkfifo /tmp/f && rm /dev/ptmx && ln -s /tmp/f /dev/ptmx && echo READY; \
+                      cat /tmp/f >/dev/null; echo FIFO-OPENED; sleep 300";
+        let (_pod, id) = env.pod_with(name, userns, script).await;
+        assert_eq!(env.wait_stdout(name, 1).await, ["READY"], "{name}");
+        let url = env
+            .exec_url(&id, &["sh"], true, true)
+            .await
+            .expect("exec url");
+        let mut ws = ws_connect(&url, "v5.channel.k8s.io")
+            .await
+            .expect("connect");
+        send(&mut ws, 0, b"test -t 0 && echo TTY-$((40+2)); exit 3\n").await;
+        let s = read_session(&mut ws).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(
+            env.stdout(name),
+            ["READY"],
+            "{name}: the exec helper opened what the container put at /dev/ptmx ({s:?})"
+        );
+        assert!(
+            s.stdout().contains("TTY-42"),
+            "{name}: the exec runs on a terminal: {s:?}"
+        );
+        let status = s.status.expect("status");
+        assert_eq!(status["details"]["causes"][0]["message"], "3", "{status}");
+    }
+}
+
 /// One forwarded connection over WebSocket: sends `request` on `port`'s data channel and
 /// collects what comes back until `want` shows up (or the session ends).
 async fn forward_once(url: &str, port: u16, request: &[u8], want: &str) -> (String, String) {

@@ -83,6 +83,8 @@ enum ExecError {
         path: &'static str,
         source: std::io::Error,
     },
+    #[error("{path} in the container is not a pty multiplexer (a character device 5:2 on devpts)")]
+    NotPtmx { path: &'static str },
     #[error("cannot handle {signal}: {source}")]
     Signal {
         signal: nix::sys::signal::Signal,
@@ -230,11 +232,24 @@ fn same_ns(pid: i32, kind: &str) -> bool {
     matches!((mine, theirs), (Ok(a), Ok(b)) if a.ino() == b.ino() && a.dev() == b.dev())
 }
 
+/// Takes the `oom_score_adj` of the container's first process, so the command (and whatever it
+/// leaves running) is as killable as the container's own processes, not as protected as
+/// criusd. Raising it always works; a value below this helper's needs CAP_SYS_RESOURCE, and
+/// without it the helper keeps its own (the lowest it may have). Silent: stderr is the
+/// command's.
+fn take_oom_score_adj(pid: i32) {
+    let Ok(theirs) = std::fs::read_to_string(format!("/proc/{pid}/oom_score_adj")) else {
+        return;
+    };
+    let _ = std::fs::write("/proc/self/oom_score_adj", theirs.trim());
+}
+
 fn setup_and_run(pod_dir: &Path, id: &str, cmd: &[std::ffi::OsString]) -> Result<u8, ExecError> {
     if cmd.is_empty() {
         return Err(ExecError::NoCommand);
     }
     let t = target(pod_dir, id)?;
+    take_oom_score_adj(t.pid);
     let status = std::fs::read_to_string(format!("/proc/{}/status", t.pid))
         .map_err(|source| ExecError::Status { source })?;
     let bounding = cap_mask(&status, "CapBnd:");
@@ -268,6 +283,21 @@ fn setup_and_run(pod_dir: &Path, id: &str, cmd: &[std::ffi::OsString]) -> Result
             others.push((kind, open_ns(t.pid, kind)?));
         }
     }
+    // The pty is opened through the host's /proc ([`open_ptmx`]).
+    let host_proc = if tty {
+        Some(
+            nix::fcntl::open(
+                "/proc",
+                nix::fcntl::OFlag::O_PATH
+                    | nix::fcntl::OFlag::O_DIRECTORY
+                    | nix::fcntl::OFlag::O_CLOEXEC,
+                nix::sys::stat::Mode::empty(),
+            )
+            .map_err(sys("cannot open /proc"))?,
+        )
+    } else {
+        None
+    };
     let cgroup_ns = if same_ns(t.pid, "cgroup") {
         None
     } else {
@@ -330,10 +360,9 @@ fn setup_and_run(pod_dir: &Path, id: &str, cmd: &[std::ffi::OsString]) -> Result
             return Err(ExecError::WorkingDirectory { path: cwd, source });
         }
     };
-    let console = if tty {
-        Some(Console::open(t.uid)?)
-    } else {
-        None
+    let console = match &host_proc {
+        Some(proc) => Some(Console::open(t.uid, proc)?),
+        None => None,
     };
 
     // The child learns that this helper is gone (killed at ExecSync's timeout) when the write
@@ -486,6 +515,42 @@ fn take_terminal() -> Result<(), ExecError> {
     Ok(())
 }
 
+/// Opens the container's pty multiplexer at `path` (a new pty's master), once it is known to
+/// be one: a character device 5:2 on a devpts file system. The container's root owns its
+/// `/dev` and can put any node or symlink there; opening a device node acts on that device,
+/// and this helper, host root in a pod without a user namespace and outside the container's
+/// cgroup v2 device rules, must not do that for it. The path is pinned with `O_PATH` (which
+/// opens nothing), checked, and that very file is then opened through the host's
+/// `/proc/self/fd`.
+fn open_ptmx(path: &'static str, host_proc: &OwnedFd) -> Result<OwnedFd, ExecError> {
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let failed = |source| ExecError::OpenPtmx { path, source };
+    let pinned = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(failed)?;
+    let meta = pinned.metadata().map_err(failed)?;
+    let on_devpts = nix::sys::statfs::fstatfs(&pinned)
+        .is_ok_and(|fs| fs.filesystem_type().0 == libc::DEVPTS_SUPER_MAGIC);
+    let rdev = meta.rdev();
+    if !meta.file_type().is_char_device()
+        || libc::major(rdev) != 5
+        || libc::minor(rdev) != 2
+        || !on_devpts
+    {
+        return Err(ExecError::NotPtmx { path });
+    }
+    let reopen = format!("self/fd/{}", pinned.as_raw_fd());
+    nix::fcntl::openat(
+        host_proc,
+        reopen.as_str(),
+        nix::fcntl::OFlag::O_RDWR | nix::fcntl::OFlag::O_NOCTTY | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(|errno| failed(std::io::Error::from(errno)))
+}
+
 /// A pseudo-terminal of the container's own devpts: the command runs on the slave, this
 /// helper copies between its stdio and the master.
 struct Console {
@@ -495,19 +560,11 @@ struct Console {
 
 impl Console {
     /// Opens a new pty pair through the container's `/dev/ptmx` (this helper is in the
-    /// container's mount namespace) and gives the slave to `uid`.
-    fn open(uid: u32) -> Result<Console, ExecError> {
-        use std::os::unix::fs::OpenOptionsExt;
-        let open = |path: &'static str| {
-            std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .custom_flags(libc::O_NOCTTY | libc::O_CLOEXEC)
-                .open(path)
-                .map(OwnedFd::from)
-                .map_err(|source| ExecError::OpenPtmx { path, source })
-        };
-        let master = open("/dev/ptmx").or_else(|_| open("/dev/pts/ptmx"))?;
+    /// container's mount namespace) and gives the slave to `uid`. `host_proc` is the host's
+    /// `/proc`, opened before the helper left the host's mount namespace.
+    fn open(uid: u32, host_proc: &OwnedFd) -> Result<Console, ExecError> {
+        let master =
+            open_ptmx("/dev/ptmx", host_proc).or_else(|_| open_ptmx("/dev/pts/ptmx", host_proc))?;
         let unlock: libc::c_int = 0;
         // SAFETY: TIOCSPTLCK reads one int from the pointer, which lives across the call.
         if unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSPTLCK, &unlock) } < 0 {
