@@ -219,23 +219,39 @@ async fn userns_root_container_sees_its_mapping_and_no_layer_changes_owner() {
     assert!(!mountinfo.contains(&pod.0), "no mount of the pod is left");
 }
 
+/// A read-only root filesystem refuses writes, and so do the files crius binds into it
+/// (`/etc/hostname`, `/etc/hosts`, `/etc/resolv.conf`: the pod's own copies, which live on the
+/// host); a writable one leaves them writable. With and without a pod user namespace.
 #[tokio::test]
 async fn readonly_rootfs_refuses_writes() {
     let mut env = setup(false).await;
-    let pod = env.pod("ro", true).await;
-    let mut config = env.container_config(
-        "ro",
-        "touch /x 2>/dev/null && echo writable || echo readonly",
-    );
-    config
-        .linux
-        .get_or_insert_default()
-        .security_context
-        .get_or_insert_default()
-        .readonly_rootfs = true;
-    let id = env.run(&pod, config).await;
-    env.wait_exit(&id, Duration::from_secs(20)).await;
-    assert_eq!(env.stdout("ro"), ["readonly"]);
+    let script = "for f in /x /etc/hostname /etc/hosts /etc/resolv.conf; do \
+                  if echo '# x' >> $f 2>/dev/null; then echo $f writable; \
+                  else echo $f readonly; fi; done";
+    for userns in [false, true] {
+        let pod = env
+            .pod(if userns { "ro-userns" } else { "ro" }, userns)
+            .await;
+        for readonly in [true, false] {
+            let name = format!("{}-{readonly}", if userns { "u" } else { "p" });
+            let mut config = env.container_config(&name, script);
+            config
+                .linux
+                .get_or_insert_default()
+                .security_context
+                .get_or_insert_default()
+                .readonly_rootfs = readonly;
+            let id = env.run(&pod, config).await;
+            env.wait_exit(&id, Duration::from_secs(20)).await;
+            let word = if readonly { "readonly" } else { "writable" };
+            assert_eq!(
+                env.stdout(&name),
+                ["/x", "/etc/hostname", "/etc/hosts", "/etc/resolv.conf"]
+                    .map(|f| format!("{f} {word}")),
+                "{name}"
+            );
+        }
+    }
 }
 
 /// Root in a user-namespaced pod binds port 80 (its network namespace belongs to the pod's user

@@ -331,6 +331,8 @@ pub(crate) fn build(
                            "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]}),
         );
     }
+    // The pod's own files are part of the container's root: read-only with it.
+    let pod_files_access = if spec.readonly_rootfs { "ro" } else { "rw" };
     for (dest, name) in [
         ("/etc/hostname", crius_proto::layout::HOSTNAME),
         ("/etc/hosts", crius_proto::layout::HOSTS),
@@ -338,7 +340,7 @@ pub(crate) fn build(
     ] {
         mounts.push(
             json!({"destination": dest, "type": "bind", "source": pod_file(name),
-                           "options": ["rbind", "rprivate"]}),
+                           "options": ["rbind", "rprivate", pod_files_access]}),
         );
     }
     for m in &spec.mounts {
@@ -566,6 +568,18 @@ pub(crate) mod tests {
         assert_eq!(v["linux"]["cgroupsPath"], "/crius/crius-p/crius-c");
         assert_eq!(v["linux"]["rootfsPropagation"], "slave");
         assert_eq!(v["root"]["readonly"], true);
+        for file in ["/etc/hostname", "/etc/hosts", "/etc/resolv.conf"] {
+            let mount = v["mounts"]
+                .as_array()
+                .and_then(|m| m.iter().find(|m| m["destination"] == file))
+                .unwrap_or_else(|| panic!("{file} is mounted"));
+            assert!(
+                mount["options"]
+                    .as_array()
+                    .is_some_and(|o| o.contains(&json!("ro"))),
+                "{file} is read-only with the root: {mount}"
+            );
+        }
         assert_eq!(v["process"]["noNewPrivileges"], true);
         assert!(
             v["linux"].get("uidMappings").is_none(),
