@@ -512,7 +512,9 @@ impl Drop for ProbeCgroups {
 }
 
 /// Point 12: a non-privileged container of a host-network pod sees `/sys` read-only in every
-/// submount: it cannot make cgroups or change limits in the host's hierarchies.
+/// submount: it cannot make cgroups or change limits in the host's hierarchies. Without a
+/// user namespace it has a sysfs of its own, without the host's submounts (tracefs, debugfs,
+/// securityfs, bpf): none of the host's mounts below `/sys` but its own cgroups.
 #[tokio::test]
 async fn host_network_containers_cannot_write_the_hosts_sys() {
     let mut env = setup(false).await;
@@ -527,6 +529,7 @@ async fn host_network_containers_cannot_write_the_hosts_sys() {
          for f in $(find /sys/fs/cgroup -maxdepth 3 -name memory.max -o -name memory.limit_in_bytes -o -name cgroup.freeze | head -40); do \
            v=$(cat \"$f\"); (echo \"$v\" > \"$f\") 2>/dev/null && echo \"WROTE $f\"; done; \
          awk '$5 ~ \"^/sys\" && $6 !~ \"(^|,)ro(,|$)\" {{print \"RW \" $5}}' /proc/self/mountinfo; \
+         awk '$5 ~ \"^/sys/\" && $5 !~ \"^/sys/fs/cgroup\" {{print \"HOST \" $5}}' /proc/self/mountinfo; \
          echo done; exec sleep 1000"
     );
     let cleanup = ProbeCgroups(probe.clone());
@@ -542,6 +545,8 @@ async fn host_network_containers_cannot_write_the_hosts_sys() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     let made = cleanup.remove();
+    let host_sys = mounts_below(Path::new("/sys"));
+    eprintln!("the host's mounts below /sys: {host_sys:?}");
     assert_eq!(lines.last().map(String::as_str), Some("done"), "{lines:?}");
     assert_eq!(
         lines.len(),

@@ -468,10 +468,12 @@ fn stage_in(
             rootfs::make_recursive_read_only(sys, &m.host_path, MountAttrFlags::empty())?;
         }
     }
-    // On the host network the container binds the host's /sys: crius' copy is read-only in every
-    // submount (a recursive bind's "ro" covers only the top), so no cgroup or sysfs file of the
-    // host can be written through it.
-    let host_sys = if !sandbox.new_net && !spec.privileged {
+    // On the host network in a user namespace (which may not mount a sysfs of a network
+    // namespace it does not own) the container binds the host's /sys: crius' copy is read-only
+    // in every submount (a recursive bind's "ro" covers only the top), so no cgroup or sysfs
+    // file of the host can be written through it. Without a user namespace it mounts a sysfs
+    // of its own, which shows none of the host's submounts (tracefs, debugfs, securityfs).
+    let host_sys = if !sandbox.new_net && sandbox.userns.is_some() && !spec.privileged {
         let copy =
             rootfs::propagation_bind(sys, dir, rootfs::HOST_SYS, Path::new("/sys"), "rprivate")?;
         rootfs::make_recursive_read_only(sys, &copy, rootfs::MOUNT_ATTR_NOSUID_NODEV_NOEXEC)?;

@@ -296,7 +296,9 @@ pub(crate) fn build(
         json!({"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
                "options": ["nosuid", "noexec", "nodev"]}),
     ];
-    if ns.net {
+    // A sysfs of its own where the container's user namespace owns its network namespace (or
+    // it has none); else a bind of the host's (crius' read-only copy unless privileged).
+    if ns.net || !ns.userns {
         mounts.push(
             json!({"destination": "/sys", "type": "sysfs", "source": "sysfs",
                            "options": ["nosuid", "noexec", "nodev", "ro"]}),
