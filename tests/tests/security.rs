@@ -425,9 +425,11 @@ fn proc_status(pid: i64, field: &str) -> String {
         .unwrap_or_else(|| panic!("no {field} for {pid}"))
 }
 
-/// The parked sandbox process holds no capability, has no_new_privs, keeps only its standard
-/// descriptors (on /dev/null) and sees an empty read-only root: the host's filesystem is not
-/// reachable from it. Containers of the pod still work. With and without a user namespace.
+/// The parked sandbox process holds no capability (with a user namespace, CAP_SYS_PTRACE stays
+/// in its permitted set alone, so that only a container holding it may trace the sandbox), has
+/// no_new_privs and a seccomp filter, keeps only its standard descriptors (on /dev/null) and
+/// sees an empty read-only root: the host's filesystem is not reachable from it. Containers of
+/// the pod still work. With and without a user namespace.
 #[tokio::test]
 async fn sandbox_process_is_hardened() {
     let mut env = setup(false).await;
@@ -448,13 +450,15 @@ async fn sandbox_process_is_hardened() {
         let v: serde_json::Value = serde_json::from_str(&info["info"]).expect("json");
         let pid = v["sandboxPid"].as_i64().expect("sandbox pid");
         for field in ["CapInh:", "CapPrm:", "CapEff:", "CapBnd:", "CapAmb:"] {
-            assert_eq!(
-                proc_status(pid, field),
-                "0000000000000000",
-                "{name} {field}"
-            );
+            let held = if userns && field == "CapPrm:" {
+                "0000000000080000"
+            } else {
+                "0000000000000000"
+            };
+            assert_eq!(proc_status(pid, field), held, "{name} {field}");
         }
         assert_eq!(proc_status(pid, "NoNewPrivs:"), "1", "{name}");
+        assert_eq!(proc_status(pid, "Seccomp:"), "2", "{name}");
         let fds: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
             .expect("fds")
             .flatten()
@@ -915,4 +919,397 @@ async fn a_container_cannot_use_host_devices_from_its_image() {
         [vec!["opened"; devices.len()], vec!["made", "zero"]].concat(),
         "privileged"
     );
+}
+
+/// A static probe, run as `/probe sockets` or `/probe sandbox`, printing one line of
+/// `key=value` pairs.
+///
+/// `sockets`: the errno of `socket()` (0 when it worked) for AF_ALG (the kernel's crypto API,
+/// whose splice path wrote into the page cache on unpatched kernels), AF_VSOCK, AF_INET and
+/// AF_UNIX, and for AF_ALG and AF_VSOCK again with bit 32 of the family's register set (the
+/// kernel reads an int there; a filter comparing 64 bits must not be fooled).
+///
+/// `sandbox`: plays a container taking over the pod's pause process, PID 1 of a shared PID
+/// namespace. It prints PID 1's `comm`, command line and `Seccomp:` mode, the errno of
+/// PTRACE_SEIZE on it and of opening its `/proc/1/mem` for writing. Where the seize works it
+/// stops PID 1, makes it run `socket(AF_ALG, SOCK_SEQPACKET, 0)` at its own system call
+/// instruction (x86_64), closes what that opened, restores its registers and lets it go:
+/// `inject` is the call's result (a descriptor, or minus its errno).
+const PROBE_C: &str = r#"
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/ptrace.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/user.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#ifndef AF_ALG
+#define AF_ALG 38
+#endif
+#ifndef AF_VSOCK
+#define AF_VSOCK 40
+#endif
+
+static int try_socket(int family, int type) {
+    int fd = socket(family, type, 0);
+    if (fd < 0) return errno;
+    close(fd);
+    return 0;
+}
+
+/* socket() with garbage in the upper half of the family's register, which the kernel
+   ignores (it reads an int). */
+static int try_socket_high(long family, int type) {
+    long fd = syscall(SYS_socket, family | (1L << 32), type, 0);
+    if (fd < 0) return errno;
+    close((int)fd);
+    return 0;
+}
+
+/* /proc/1/<name>, NULs and spaces as '_', the trailing newline cut; "?" if unreadable. */
+static void read_pid1(const char *name, char *out, size_t size) {
+    char path[64];
+    snprintf(path, sizeof path, "/proc/1/%s", name);
+    strcpy(out, "?");
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return;
+    ssize_t n = read(fd, out, size - 1);
+    close(fd);
+    if (n <= 0) { strcpy(out, "?"); return; }
+    out[n] = 0;
+    while (n > 0 && (out[n - 1] == '\n' || out[n - 1] == 0)) out[--n] = 0;
+    for (ssize_t i = 0; i < n; i++)
+        if (out[i] == 0 || out[i] == ' ' || out[i] == '\t') out[i] = '_';
+}
+
+/* The value of `field` in /proc/1/status, or "?". */
+static void status_field(const char *field, char *out, size_t size) {
+    static char status[8192];
+    strcpy(out, "?");
+    int fd = open("/proc/1/status", O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return;
+    ssize_t n = read(fd, status, sizeof status - 1);
+    close(fd);
+    if (n <= 0) return;
+    status[n] = 0;
+    char *line = strstr(status, field);
+    if (!line) return;
+    line += strlen(field);
+    while (*line == ' ' || *line == '\t') line++;
+    size_t len = strcspn(line, "\n");
+    if (len >= size) len = size - 1;
+    memcpy(out, line, len);
+    out[len] = 0;
+}
+
+#ifdef __x86_64__
+/* Runs system call `nr` in the stopped tracee `pid` at the `syscall` instruction just before
+   `at`'s rip; its return value, or a value below -4095 when a step of the tracing failed. */
+static long call_in(int pid, const struct user_regs_struct *at, long nr, long a, long b, long c) {
+    struct user_regs_struct r = *at;
+    r.rax = nr;
+    r.orig_rax = -1;
+    r.rdi = a;
+    r.rsi = b;
+    r.rdx = c;
+    r.rip = at->rip - 2;
+    if (ptrace(PTRACE_SETREGS, pid, 0, &r) != 0) return -10000;
+    if (ptrace(PTRACE_SINGLESTEP, pid, 0, 0) != 0) return -10001;
+    int status;
+    if (waitpid(pid, &status, __WALL) != pid || !WIFSTOPPED(status)) return -10002;
+    if (ptrace(PTRACE_GETREGS, pid, 0, &r) != 0) return -10003;
+    return (long)r.rax;
+}
+
+static long inject(int pid) {
+    struct user_regs_struct saved;
+    if (ptrace(PTRACE_GETREGS, pid, 0, &saved) != 0) return -10004;
+    errno = 0;
+    long text = ptrace(PTRACE_PEEKTEXT, pid, (void *)(saved.rip - 2), 0);
+    if (errno != 0 || (text & 0xffff) != 0x050f) return -10005;
+    long fd = call_in(pid, &saved, SYS_socket, AF_ALG, SOCK_SEQPACKET, 0);
+    if (fd >= 0) call_in(pid, &saved, SYS_close, fd, 0, 0);
+    ptrace(PTRACE_SETREGS, pid, 0, &saved);
+    return fd;
+}
+#else
+static long inject(int pid) { (void)pid; return -10006; }
+#endif
+
+static int sandbox(void) {
+    char comm[64], cmdline[64], seccomp[16];
+    read_pid1("comm", comm, sizeof comm);
+    read_pid1("cmdline", cmdline, sizeof cmdline);
+    status_field("Seccomp:", seccomp, sizeof seccomp);
+    int seize = ptrace(PTRACE_SEIZE, 1, 0, 0) == 0 ? 0 : errno;
+    char injected[32] = "none";
+    if (seize == 0) {
+        int status;
+        if (ptrace(PTRACE_INTERRUPT, 1, 0, 0) == 0 && waitpid(1, &status, __WALL) == 1
+            && WIFSTOPPED(status))
+            snprintf(injected, sizeof injected, "%ld", inject(1));
+        else
+            strcpy(injected, "not-stopped");
+        ptrace(PTRACE_DETACH, 1, 0, 0);
+    }
+    int fd = open("/proc/1/mem", O_RDWR | O_CLOEXEC);
+    int mem = fd >= 0 ? 0 : errno;
+    if (fd >= 0) close(fd);
+    printf("SANDBOX comm=%s cmdline=%s seccomp=%s seize=%d mem=%d inject=%s\n", comm, cmdline,
+           seccomp, seize, mem, injected);
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    if (argc > 1 && strcmp(argv[1], "sockets") == 0) {
+        printf("SOCKETS alg=%d vsock=%d inet=%d unix=%d alg_high=%d vsock_high=%d\n",
+               try_socket(AF_ALG, SOCK_SEQPACKET), try_socket(AF_VSOCK, SOCK_STREAM),
+               try_socket(AF_INET, SOCK_STREAM), try_socket(AF_UNIX, SOCK_STREAM),
+               try_socket_high(AF_ALG, SOCK_SEQPACKET), try_socket_high(AF_VSOCK, SOCK_STREAM));
+        return 0;
+    }
+    if (argc > 1 && strcmp(argv[1], "sandbox") == 0) return sandbox();
+    fprintf(stderr, "usage: probe sockets|sandbox\n");
+    return 2;
+}
+"#;
+
+/// busybox with [`PROBE_C`] built by `gcc -static` as `/probe`, pushed and pulled; its
+/// reference.
+async fn probe_image(env: &mut Env) -> String {
+    use crius_tests::image::{BUSYBOX_GROUP, BUSYBOX_PASSWD, Compression, Entry, Image, Layer};
+    let dir = tempfile::Builder::new()
+        .prefix("crius-probe-")
+        .tempdir()
+        .expect("tempdir");
+    let source = dir.path().join("probe.c");
+    let binary = dir.path().join("probe");
+    std::fs::write(&source, PROBE_C).expect("write probe.c");
+    let out = std::process::Command::new("gcc")
+        .args(["-static", "-O2", "-Wall", "-Werror", "-o"])
+        .arg(&binary)
+        .arg(&source)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run gcc ({e}): needs gcc and libc6-dev"));
+    assert!(
+        out.status.success(),
+        "gcc -static failed (needs gcc and libc6-dev): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut entries =
+        crius_tests::image::busybox_entries(BUSYBOX_PASSWD, BUSYBOX_GROUP).expect("busybox");
+    entries.push(Entry::file(
+        "probe",
+        std::fs::read(&binary).expect("probe"),
+        0o755,
+    ));
+    let image = Image::new(vec![
+        Layer::new(&entries, Compression::Gzip).expect("layer"),
+    ])
+    .with_cmd(&["sh"])
+    .with_env(&format!("PATH={}", crius_tests::image::DEFAULT_PATH));
+    env.push_and_pull(image, "crius/probe:1").await
+}
+
+/// The `key=value` pairs of a probe line.
+fn pairs(line: &str) -> std::collections::BTreeMap<String, String> {
+    line.split_whitespace()
+        .skip(1)
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
+
+/// A container config running `script` in the probe image.
+fn probe_config(env: &Env, image: &str, name: &str, script: &str) -> ContainerConfig {
+    let mut config = env.container_config(name, script);
+    config.image = Some(ImageSpec {
+        image: image.to_owned(),
+        ..ImageSpec::default()
+    });
+    config
+}
+
+/// RuntimeDefault refuses sockets of the kernel's crypto API (AF_ALG) and of the hypervisor
+/// (AF_VSOCK) with EPERM while INET and UNIX sockets work, in the first process and through
+/// ExecSync, with and without a user namespace. Unconfined leaves both to the kernel, which
+/// answers AF_ALG with a socket or, built without its socket interface, EAFNOSUPPORT: never
+/// EPERM, so the refusal is the filter's.
+#[tokio::test]
+async fn runtime_default_refuses_crypto_api_and_vsock_sockets() {
+    let mut env = setup(false).await;
+    let image = probe_image(&mut env).await;
+    for userns in [false, true] {
+        let pod = env
+            .pod(if userns { "af-userns" } else { "af-plain" }, userns)
+            .await;
+        for profile in [
+            security_profile::ProfileType::RuntimeDefault,
+            security_profile::ProfileType::Unconfined,
+        ] {
+            let confined = profile == security_profile::ProfileType::RuntimeDefault;
+            let name = format!(
+                "{}-{}",
+                if userns { "u" } else { "p" },
+                if confined { "default" } else { "unconfined" }
+            );
+            let mut config = probe_config(&env, &image, &name, "/probe sockets; sleep 300");
+            security(&mut config).seccomp = seccomp(profile, "");
+            let id = env.run(&pod, config).await;
+            let first = wait_lines(&env, &name, 1).await;
+            let out = env
+                .exec(&id, &["/probe", "sockets"], 10)
+                .await
+                .expect("exec");
+            assert_eq!(out.exit_code, 0, "{name}");
+            let exec = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+            for (how, line) in [("first process", &first[0]), ("ExecSync", &exec)] {
+                let errno = pairs(line);
+                let what = format!("{name} {how}: {line}");
+                assert_eq!(errno["inet"], "0", "{what}");
+                assert_eq!(errno["unix"], "0", "{what}");
+                if confined {
+                    for family in ["alg", "vsock", "alg_high", "vsock_high"] {
+                        assert_eq!(errno[family], "1", "{family} must be EPERM: {what}");
+                    }
+                } else {
+                    // The kernel's own answer: a socket, or EAFNOSUPPORT where it is built
+                    // without the crypto API's socket interface.
+                    assert!(["0", "97"].contains(&errno["alg"].as_str()), "{what}");
+                    assert_ne!(errno["vsock"], "1", "{what}");
+                }
+            }
+        }
+    }
+}
+
+/// Host-side: the pids of zombies whose parent is `parent`.
+fn zombie_children(parent: i64) -> Vec<i64> {
+    std::fs::read_dir("/proc")
+        .expect("/proc")
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i64>().ok())
+        .filter(|pid| {
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                return false;
+            };
+            let Some((_, rest)) = stat.rsplit_once(')') else {
+                return false;
+            };
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            fields.first() == Some(&"Z") && fields.get(1) == Some(&parent.to_string().as_str())
+        })
+        .collect()
+}
+
+/// Runs the probe in sandbox mode as container `name` of `pod`, with RuntimeDefault and
+/// `add` capabilities; its report.
+async fn probe_sandbox(
+    env: &mut Env,
+    pod: &(String, PodSandboxConfig),
+    image: &str,
+    name: &str,
+    add: &[&str],
+) -> (String, std::collections::BTreeMap<String, String>) {
+    let mut config = probe_config(env, image, name, "/probe sandbox; sleep 300");
+    let sc = security(&mut config);
+    sc.seccomp = seccomp(security_profile::ProfileType::RuntimeDefault, "");
+    sc.capabilities = Some(Capability {
+        add_capabilities: add.iter().map(|c| (*c).to_owned()).collect(),
+        ..Capability::default()
+    });
+    let id = env.run(pod, config).await;
+    let line = wait_lines(env, name, 1).await.remove(0);
+    eprintln!("{name}: {line}");
+    let seen = pairs(&line);
+    assert_eq!(seen["comm"], "criusd", "PID 1 is the pause process: {line}");
+    assert_eq!(seen["cmdline"], "pause", "{line}");
+    (id, seen)
+}
+
+/// In a pod whose containers share its PID namespace the pause process is PID 1. With a user
+/// namespace it runs as the pod's root and stays dumpable; without one it is not dumpable. In
+/// both, a root container (default capabilities, RuntimeDefault) can neither seize it with
+/// ptrace nor open its memory for writing, in its first process or through ExecSync, and the
+/// pause process runs under a seccomp filter of its own: a container granted CAP_SYS_PTRACE
+/// may seize it (as in any runtime), but a call it makes the pause process run (a socket of
+/// the crypto API) fails with EPERM. Traced and let go, the pause process still reaps the
+/// pod's orphans and parks asleep.
+#[tokio::test]
+async fn a_container_cannot_take_over_the_pause_process() {
+    let mut env = setup(false).await;
+    let image = probe_image(&mut env).await;
+    for userns in [true, false] {
+        let tag = if userns { "u" } else { "p" };
+        let mut config =
+            crius_tests::env::pod_config(&format!("pause-{tag}"), userns, env.logs.path());
+        crius_tests::env::namespace_options(&mut config).pid = NamespaceMode::Pod.into();
+        let pod = env.pod_from(config).await;
+        let sandbox_pid = env.monitor_state(&pod.0)["sandbox_pid"]
+            .as_i64()
+            .expect("sandbox pid");
+
+        let name = format!("{tag}-root");
+        let (root_id, seen) = probe_sandbox(&mut env, &pod, &image, &name, &[]).await;
+        assert_eq!(seen["seize"], "1", "{name}: PTRACE_SEIZE must be EPERM");
+        assert_ne!(seen["mem"], "0", "{name}: /proc/1/mem opened for writing");
+        assert_eq!(seen["inject"], "none", "{name}");
+        assert_eq!(seen["seccomp"], "2", "{name}: the pause process's filter");
+        let out = env
+            .exec(&root_id, &["/probe", "sandbox"], 10)
+            .await
+            .expect("exec");
+        let line = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        eprintln!("{name} ExecSync: {line}");
+        let seen = pairs(&line);
+        assert_eq!(seen["seize"], "1", "{name} ExecSync: {line}");
+        assert_ne!(seen["mem"], "0", "{name} ExecSync: {line}");
+
+        let name = format!("{tag}-tracer");
+        let (_, seen) = probe_sandbox(&mut env, &pod, &image, &name, &["SYS_PTRACE"]).await;
+        assert_eq!(seen["seize"], "0", "{name}: CAP_SYS_PTRACE may trace");
+        if cfg!(target_arch = "x86_64") {
+            assert_eq!(
+                seen["inject"], "-1",
+                "{name}: a call injected into the pause process must fail with EPERM"
+            );
+        }
+
+        // An orphan of a container becomes the pause process's child, and must not stay a
+        // zombie.
+        let name = format!("{tag}-orphan");
+        let orphan = probe_config(
+            &env,
+            &image,
+            &name,
+            "sh -c 'sleep 1 &'; echo gone; sleep 300",
+        );
+        env.run(&pod, orphan).await;
+        wait_lines(&env, &name, 1).await;
+        let children = || {
+            std::fs::read_to_string(format!("/proc/{sandbox_pid}/task/{sandbox_pid}/children"))
+                .expect("children of the pause process")
+        };
+        let adopted = children();
+        assert!(!adopted.trim().is_empty(), "{name}: not adopted");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !(children().trim().is_empty() && zombie_children(sandbox_pid).is_empty()) {
+            assert!(
+                Instant::now() < deadline,
+                "{name}: the pause process did not reap {adopted}: zombies {:?}",
+                zombie_children(sandbox_pid)
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(
+            proc_status(sandbox_pid, "State:").chars().next(),
+            Some('S'),
+            "{name}: the pause process sleeps"
+        );
+    }
 }

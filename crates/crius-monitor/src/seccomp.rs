@@ -30,8 +30,13 @@ const ENOSYS: u32 = 38;
 /// `CLONE_NEWNS | CLONE_NEWCGROUP | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWUSER |
 /// CLONE_NEWPID | CLONE_NEWNET`: the namespace flags of `clone`.
 const CLONE_NAMESPACES: u64 = 0x7E02_0000;
+/// `AF_ALG`: the kernel's crypto API as sockets, whose splice path wrote into the page cache
+/// of any readable file on unpatched kernels (CVE-2026-31431): image layers are shared.
+const AF_ALG: u64 = 38;
 /// `AF_VSOCK`: sockets of this family reach the host's hypervisor side.
 const AF_VSOCK: u64 = 40;
+/// Socket families from here on do not exist (the kernel's `AF_MAX` is 46).
+const FAMILIES_END: u64 = 64;
 
 /// System calls every container may make.
 const ALLOWED: &[&str] = &[
@@ -484,10 +489,46 @@ fn caps_filter(caps: &[&str]) -> Option<Filter> {
     })
 }
 
+/// The rules allowing `socket`: for every family below [`FAMILIES_END`] but AF_ALG and
+/// AF_VSOCK. Each rule holds one comparison, since libcontainer turns several comparisons of
+/// one argument into alternatives. Each compares all 64 bits and bounds the family from above:
+/// the kernel reads the family as a 32-bit int, so a rule `> 40` would also let
+/// `AF_ALG | 1 << 32` through. The families above AF_VSOCK are aligned blocks, each matched by
+/// a masked comparison.
+fn socket_rules() -> Vec<Rule> {
+    let allow = |a: Arg| Rule {
+        args: vec![a],
+        ..rule(&["socket"], "SCMP_ACT_ALLOW")
+    };
+    let mut rules = vec![
+        allow(arg(0, AF_ALG, "SCMP_CMP_LT")),
+        allow(arg(0, AF_ALG + 1, "SCMP_CMP_EQ")),
+    ];
+    let mut first = AF_VSOCK + 1;
+    while first < FAMILIES_END {
+        // The largest power of two that `first` is a multiple of, short of the end.
+        let mut size = 1 << first.trailing_zeros();
+        while first + size > FAMILIES_END {
+            size /= 2;
+        }
+        rules.push(allow(Arg {
+            index: 0,
+            value: !(size - 1),
+            value_two: first,
+            op: "SCMP_CMP_MASKED_EQ".into(),
+        }));
+        first += size;
+    }
+    rules
+}
+
 /// crius' default profile (`RuntimeDefault`) in Docker's profile format: everything not
-/// listed fails with EPERM; namespace creation, mounting, module loading, clock setting,
-/// keyrings, `io_uring`, `userfaultfd`, `open_by_handle_at` and the like are left out unless the
-/// container holds the capability that governs them.
+/// listed fails with EPERM; sockets of the kernel's crypto API (AF_ALG) and of the hypervisor
+/// (AF_VSOCK), namespace creation, mounting, module loading, clock setting, keyrings,
+/// `io_uring`, `userfaultfd`, `open_by_handle_at` and the like are left out unless the
+/// container holds the capability that governs them. 32-bit x86 programs keep `socketcall`,
+/// whose family a filter cannot read (it sits behind a pointer): refusing it would take
+/// `socket()` from every 32-bit glibc program.
 pub(crate) fn default_profile() -> Profile {
     const ALLOW: &str = "SCMP_ACT_ALLOW";
     let mut syscalls = vec![rule(ALLOWED, ALLOW)];
@@ -497,10 +538,7 @@ pub(crate) fn default_profile() -> Profile {
             ..rule(&["personality"], ALLOW)
         });
     }
-    syscalls.push(Rule {
-        args: vec![arg(0, AF_VSOCK, "SCMP_CMP_NE")],
-        ..rule(&["socket"], ALLOW)
-    });
+    syscalls.extend(socket_rules());
     syscalls.push(Rule {
         includes: Some(Filter {
             arches: vec!["amd64".into(), "x32".into(), "x86".into()],
@@ -773,6 +811,107 @@ mod tests {
         let arg = &clone.args().clone().expect("args")[0];
         assert_eq!(arg.value(), 0);
         assert_eq!(arg.value_two(), Some(CLONE_NAMESPACES));
+    }
+
+    #[test]
+    fn each_socket_rule_compares_the_family_once() {
+        let conditions = Conditions {
+            caps: &[],
+            arch: "amd64",
+            kernel: None,
+        };
+        let s =
+            translate("d", &default_profile(), "SCMP_ARCH_X86_64", &conditions).expect("profile");
+        let socket: Vec<_> = s
+            .syscalls()
+            .iter()
+            .flatten()
+            .filter(|r| r.names().iter().any(|n| n == "socket"))
+            .collect();
+        assert_eq!(socket.len(), 6, "{socket:?}");
+        for r in socket {
+            assert_eq!(r.names(), &["socket".to_owned()]);
+            let args = r.args().clone().expect("args");
+            assert_eq!(args.len(), 1, "{r:?}");
+            assert_eq!(args[0].index(), 0);
+        }
+    }
+
+    /// A default errno no system call gives by itself.
+    const REFUSED: u32 = 4000;
+
+    /// Loads the default profile, as libcontainer does for a container without capabilities
+    /// but refusing with [`REFUSED`], on a thread of its own, and returns what `probe` returns
+    /// there. The filter ends with the thread.
+    fn under_default_profile<T: Send + 'static>(probe: impl FnOnce() -> T + Send + 'static) -> T {
+        let (arch, go_arch) = native_arch();
+        let conditions = Conditions {
+            caps: &[],
+            arch: go_arch,
+            kernel: kernel_version(),
+        };
+        let mut filter = translate("d", &default_profile(), arch, &conditions).expect("profile");
+        filter.set_default_errno_ret(Some(REFUSED));
+        std::thread::spawn(move || {
+            nix::sys::prctl::set_no_new_privs().expect("no_new_privs");
+            libcontainer::seccomp::initialize_seccomp(&filter).expect("load the filter");
+            probe()
+        })
+        .join()
+        .expect("the filtered thread")
+    }
+
+    /// errno of `socket(family, SOCK_STREAM, 0)` with `family` as all 64 bits of the
+    /// argument; 0 when it made a socket.
+    fn socket_errno(family: u64) -> i32 {
+        // SAFETY: socket(2) with plain integer arguments; the descriptor it may return is
+        // closed at once.
+        let fd = unsafe {
+            libc::syscall(
+                libc::SYS_socket,
+                family,
+                libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
+                0,
+            )
+        };
+        if fd < 0 {
+            return nix::errno::Errno::last_raw();
+        }
+        if let Ok(fd) = libc::c_int::try_from(fd) {
+            // SAFETY: the descriptor was just made here and nothing else holds it.
+            drop(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) });
+        }
+        0
+    }
+
+    #[test]
+    fn the_default_profile_refuses_crypto_api_and_vsock_sockets_alone() {
+        let allowed: Vec<u64> = vec![0, 1, 2, 10, 16, 17, 37, 39, 41, 42, 43, 44, 45, 46, 63];
+        let refused: Vec<u64> = vec![
+            AF_ALG,
+            AF_VSOCK,
+            // The kernel reads the family as an int: the upper half of the register is
+            // ignored there, and must not slip a refused family past the filter.
+            AF_ALG | 1 << 32,
+            AF_VSOCK | 1 << 32,
+            AF_ALG | 0xffff_ffff_0000_0000,
+            AF_VSOCK | 0xffff_ffff_0000_0000,
+        ];
+        let (allowed_errno, refused_errno) = under_default_profile(move || {
+            let errno = |families: &[u64]| -> Vec<(u64, i32)> {
+                families.iter().map(|f| (*f, socket_errno(*f))).collect()
+            };
+            (errno(&allowed), errno(&refused))
+        });
+        let refused_code = i32::try_from(REFUSED).expect("errno");
+        for (family, errno) in allowed_errno {
+            assert_ne!(errno, refused_code, "family {family} is refused");
+        }
+        for (family, errno) in refused_errno {
+            assert_eq!(errno, refused_code, "family {family:#x} is allowed");
+        }
+        // Outside the filter nothing is refused with that errno.
+        assert_ne!(socket_errno(AF_ALG), refused_code);
     }
 
     #[test]
