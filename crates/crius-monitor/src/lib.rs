@@ -21,6 +21,7 @@ mod lowers;
 mod mountapi;
 mod mounts;
 mod ocispec;
+mod pause_filter;
 mod probe;
 mod proctitle;
 mod resolve;

@@ -12,7 +12,7 @@ use nix::sys::wait::{WaitPidFlag, waitpid};
 use nix::unistd::Pid;
 
 use crate::sys::{Linux, Sys};
-use crate::{Error, capabilities};
+use crate::{Error, capabilities, pause_filter};
 
 /// The namespaces the sandbox clone creates for `spec`.
 pub(crate) fn clone_flags(spec: &SandboxSpec) -> CloneFlags {
@@ -190,6 +190,7 @@ fn child(spec: &SandboxSpec, go: OwnedFd, status: OwnedFd) -> ! {
     match child_setup(&Linux, spec).and_then(|()| harden(status.as_raw_fd(), spec.userns.is_some()))
     {
         Ok(()) => {
+            // The sandbox's filter allows this write and close, then the pause loop alone.
             let _ = status.write_all(b"ok");
             drop(status);
             pause()
@@ -226,6 +227,10 @@ enum SetupError {
     },
     #[error("cannot drop capabilities: {source}")]
     Capabilities { source: capabilities::SetError },
+    #[error("cannot keep CAP_SYS_PTRACE as the sandbox's only permitted capability: {source}")]
+    TraceGuard { source: caps::errors::CapsError },
+    #[error("{source}")]
+    Filter { source: pause_filter::FilterError },
 }
 
 /// Maps a failed system call of step `what` to a [`SetupError`].
@@ -281,7 +286,7 @@ fn child_setup(sys: &dyn Sys, spec: &SandboxSpec) -> Result<(), SetupError> {
 /// Leaves the parked process nothing to misuse: its standard descriptors on `/dev/null`, every
 /// other inherited descriptor closed (but `keep`, the status pipe), neither the monitor's
 /// arguments nor its environment, then [`lock_down`].
-fn harden(keep: i32, dumpable: bool) -> Result<(), SetupError> {
+fn harden(keep: i32, userns: bool) -> Result<(), SetupError> {
     // The standard output is criusd's startup pipe and stderr the monitor's log.
     for fd in 0..=2 {
         crate::redirect_to_null(fd);
@@ -300,26 +305,70 @@ fn harden(keep: i32, dumpable: bool) -> Result<(), SetupError> {
     // The monitor's arguments and environment name the host's state directory, the pod id
     // and criusd's environment; every process of the pod reads them as `/proc/1/*`.
     crate::proctitle::overwrite(b"pause", true);
-    lock_down(&Linux, dumpable)
+    lock_down(&Linux, userns, keep)
 }
 
-/// An empty read-only tmpfs as the process's root (the host's filesystem is unmounted from its
-/// mount namespace), no capabilities in any set, no_new_privs, and (unless `dumpable`: a
-/// user-namespaced pod's containers join its namespaces through `/proc/PID/ns/*`) not
-/// dumpable, so that a container cannot read or trace it. The root goes first: changing it
-/// needs the capabilities dropped after it.
-fn lock_down(sys: &dyn Sys, dumpable: bool) -> Result<(), SetupError> {
+/// The steps of [`lock_down`] beyond [`Sys`].
+trait Guard {
+    /// Empties every capability set but the permitted one, which keeps CAP_SYS_PTRACE alone.
+    fn keep_trace_guard(&self) -> Result<(), caps::errors::CapsError>;
+    /// Installs the pause loop's seccomp filter ([`pause_filter`]); `status` may still be
+    /// written and closed.
+    fn install_filter(&self, status: i32) -> Result<(), pause_filter::FilterError>;
+}
+
+impl Guard for Linux {
+    fn keep_trace_guard(&self) -> Result<(), caps::errors::CapsError> {
+        use caps::{CapSet, Capability, CapsHashSet};
+        capabilities::drop_bounding_except(0);
+        capabilities::clear_ambient();
+        // The effective set first: it may never hold more than the permitted one.
+        caps::set(None, CapSet::Effective, &CapsHashSet::new())?;
+        caps::set(
+            None,
+            CapSet::Permitted,
+            &CapsHashSet::from([Capability::CAP_SYS_PTRACE]),
+        )?;
+        caps::set(None, CapSet::Inheritable, &CapsHashSet::new())
+    }
+
+    fn install_filter(&self, status: i32) -> Result<(), pause_filter::FilterError> {
+        pause_filter::install(status)
+    }
+}
+
+/// Locks the sandbox down so that the pod's containers can neither take it over nor use it:
+/// an empty read-only tmpfs as its root (the host's filesystem is unmounted from its mount
+/// namespace), no capabilities, no_new_privs, not traceable by a container, and last a seccomp
+/// filter that leaves it its pause loop alone (and the reply on `status`), even for code a
+/// tracer would make it run. The root goes first: changing it needs the capabilities dropped
+/// after it.
+///
+/// Without a user namespace the sandbox is made non-dumpable: its memory belongs to the host's
+/// user namespace, so only host root may trace it. With one it must stay dumpable, since the
+/// pod's containers join its namespaces through `/proc/PID/ns/*` as the pod's root; instead it
+/// keeps CAP_SYS_PTRACE in its permitted set (never effective): the kernel lets a process of
+/// the same user namespace trace it, read or write its memory only when the process holds
+/// every capability it permits, that is CAP_SYS_PTRACE, which libcontainer's init holds while
+/// it joins and a container only when granted it.
+fn lock_down(sys: &(impl Sys + Guard), userns: bool, status: i32) -> Result<(), SetupError> {
     sys.pivot_to_empty_root()
         .map_err(sys_error("cannot make an empty tmpfs the sandbox's root"))?;
-    sys.drop_capabilities()
-        .map_err(|source| SetupError::Capabilities { source })?;
+    if userns {
+        sys.keep_trace_guard()
+            .map_err(|source| SetupError::TraceGuard { source })?;
+    } else {
+        sys.drop_capabilities()
+            .map_err(|source| SetupError::Capabilities { source })?;
+    }
     sys.set_no_new_privs()
         .map_err(sys_error("cannot set no_new_privs"))?;
-    if !dumpable {
+    if !userns {
         sys.set_dumpable(false)
             .map_err(sys_error("cannot make the sandbox non-dumpable"))?;
     }
-    Ok(())
+    sys.install_filter(status)
+        .map_err(|source| SetupError::Filter { source })
 }
 
 /// The pause loop: reaps every child (as PID 1 of the pod's PID namespace it inherits orphans)
@@ -448,9 +497,46 @@ pub(crate) mod tests {
         );
     }
 
+    /// Logs a [`Guard`] call on the fake; Err when it is the one to fail.
+    fn guard_call(fake: &crate::sys::fake::Fake, call: String) -> bool {
+        let mut calls = fake.calls.borrow();
+        let fails = fake.fail_at.get() == Some(calls.len());
+        calls.push(call);
+        fails
+    }
+
+    impl Guard for crate::sys::fake::Fake {
+        fn keep_trace_guard(&self) -> Result<(), caps::errors::CapsError> {
+            if guard_call(self, "capabilities permitted CAP_SYS_PTRACE".into()) {
+                return Err("EPERM".into());
+            }
+            Ok(())
+        }
+
+        fn install_filter(&self, status: i32) -> Result<(), pause_filter::FilterError> {
+            if guard_call(self, format!("seccomp pause status={status}")) {
+                return Err(pause_filter::FilterError::Install {
+                    source: nix::Error::EPERM,
+                });
+            }
+            Ok(())
+        }
+    }
+
+    /// The calls [`lock_down`] made on a fake that fails call `fail_at`, and its result.
+    fn lock_down_calls(
+        fail_at: Option<usize>,
+        userns: bool,
+    ) -> (Vec<String>, Result<(), SetupError>) {
+        let fake = crate::sys::fake::Fake::default();
+        fake.fail_at.set(fail_at);
+        let result = lock_down(&fake, userns, 5);
+        (fake.calls.take(), result)
+    }
+
     #[test]
-    fn the_sandbox_drops_its_capabilities_after_its_root() {
-        let (calls, result) = record(None, |sys| lock_down(sys, false));
+    fn the_sandbox_drops_its_capabilities_after_its_root_and_filters_itself_last() {
+        let (calls, result) = lock_down_calls(None, false);
         result.unwrap();
         assert_eq!(
             calls,
@@ -458,15 +544,42 @@ pub(crate) mod tests {
                 "pivot /tmp",
                 "capabilities 0",
                 "no_new_privs 1",
-                "dumpable false"
+                "dumpable false",
+                "seccomp pause status=5",
             ]
         );
-        let (calls, result) = record(None, |sys| lock_down(sys, true));
+        // With a user namespace it stays dumpable (containers join its namespaces through
+        // /proc) and keeps CAP_SYS_PTRACE permitted, which a container must hold to trace it.
+        let (calls, result) = lock_down_calls(None, true);
         result.unwrap();
-        assert_eq!(calls, ["pivot /tmp", "capabilities 0", "no_new_privs 1"]);
-        let (calls, result) = record(Some(0), |sys| lock_down(sys, true));
+        assert_eq!(
+            calls,
+            [
+                "pivot /tmp",
+                "capabilities permitted CAP_SYS_PTRACE",
+                "no_new_privs 1",
+                "seccomp pause status=5",
+            ]
+        );
+        let (calls, result) = lock_down_calls(Some(0), true);
         assert_eq!(calls, ["pivot /tmp"]);
         assert!(result.is_err());
+    }
+
+    #[test]
+    fn a_failed_lock_down_step_stops_it_and_names_itself() {
+        for userns in [false, true] {
+            let (all, _) = lock_down_calls(None, userns);
+            for (step, call) in all.iter().enumerate() {
+                let (calls, result) = lock_down_calls(Some(step), userns);
+                let message = result.expect_err(call).to_string();
+                assert_eq!(calls.len(), step + 1, "{call} did not stop the lock-down");
+                assert!(
+                    message.contains("EPERM") || message.contains("permitted"),
+                    "{message}"
+                );
+            }
+        }
     }
 
     #[test]
