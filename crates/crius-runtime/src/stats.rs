@@ -247,26 +247,50 @@ pub struct DiskUsage {
 /// How deep [`disk_usage`] descends; what lies deeper is not counted.
 const MAX_WALK_DEPTH: usize = 1024;
 
+/// How many hard-linked inodes [`disk_usage`] remembers to count once; beyond that each further
+/// one is counted at every link (an over-count, never unbounded memory).
+const MAX_LINKED_INODES: usize = 1 << 20;
+
 /// Walks `dir` without following symlinks or crossing into other filesystems. Every
 /// subdirectory is opened relative to its parent's descriptor with O_NOFOLLOW, never by path:
 /// a container that swaps a directory of its writable layer for a symlink during the walk
-/// cannot steer it elsewhere. Entries that vanish during the walk are skipped. Blocks: run it
-/// off the async workers.
+/// cannot steer it elsewhere. Entries are visited as the directory is read, so the walk's
+/// memory does not grow with the number of entries a container makes. Entries that vanish
+/// during the walk are skipped. Blocks: run it off the async workers.
 pub fn disk_usage(dir: &Path) -> std::io::Result<DiskUsage> {
     use nix::fcntl::{AtFlags, OFlag};
     use nix::sys::stat::{Mode, SFlag, fstat, fstatat};
+    use std::os::fd::OwnedFd;
     const DIR_FLAGS: OFlag = OFlag::O_RDONLY
         .union(OFlag::O_DIRECTORY)
         .union(OFlag::O_NOFOLLOW)
         .union(OFlag::O_CLOEXEC);
-    let top = nix::dir::Dir::open(dir, DIR_FLAGS, Mode::empty())?;
+    /// A directory being read: its descriptor (for the lookups) and its entry stream (a
+    /// duplicate of the descriptor).
+    struct Open {
+        fd: OwnedFd,
+        entries: nix::dir::OwningIter,
+    }
+    let open = |fd: OwnedFd| -> nix::Result<Open> {
+        let entries =
+            nix::dir::Dir::from_fd(fd.try_clone().map_err(|e| {
+                nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::EMFILE))
+            })?)?
+            .into_iter();
+        Ok(Open { fd, entries })
+    };
+    let top = nix::fcntl::open(dir, DIR_FLAGS, Mode::empty())?;
     let st = fstat(&top)?;
     let dev = st.st_dev;
     let mut seen = HashSet::new();
     let mut usage = DiskUsage::default();
     let mut account = |st: &nix::sys::stat::FileStat| {
         let is_dir = st.st_mode & SFlag::S_IFMT.bits() == SFlag::S_IFDIR.bits();
-        if st.st_nlink > 1 && !is_dir && !seen.insert((st.st_dev, st.st_ino)) {
+        if st.st_nlink > 1
+            && !is_dir
+            && seen.len() < MAX_LINKED_INODES
+            && !seen.insert((st.st_dev, st.st_ino))
+        {
             return false;
         }
         let blocks = u64::try_from(st.st_blocks).unwrap_or(0);
@@ -275,35 +299,34 @@ pub fn disk_usage(dir: &Path) -> std::io::Result<DiskUsage> {
         is_dir && st.st_dev == dev
     };
     account(&st);
-    // The open directories from the top down to the one being read, each with the names of
-    // its entries still to visit.
-    let mut stack = vec![(top, Vec::<std::ffi::CString>::new(), false)];
+    // The open directories from the top down to the one being read.
+    let mut stack = vec![open(top)?];
     loop {
         let depth = stack.len();
-        let Some((dir, names, listed)) = stack.last_mut() else {
+        let Some(current) = stack.last_mut() else {
             break;
         };
-        if !*listed {
-            *listed = true;
-            for entry in dir.iter().flatten() {
-                let name = entry.file_name();
-                if name != c"." && name != c".." {
-                    names.push(name.to_owned());
-                }
-            }
-        }
-        let Some(name) = names.pop() else {
+        let Some(entry) = current.entries.next() else {
             stack.pop();
             continue;
         };
-        let Ok(st) = fstatat(&*dir, name.as_c_str(), AtFlags::AT_SYMLINK_NOFOLLOW) else {
+        let Ok(entry) = entry else {
+            continue;
+        };
+        let name = entry.file_name();
+        if name == c"." || name == c".." {
+            continue;
+        }
+        let Ok(st) = fstatat(&current.fd, name, AtFlags::AT_SYMLINK_NOFOLLOW) else {
             continue;
         };
         if !account(&st) || depth >= MAX_WALK_DEPTH {
             continue;
         }
-        if let Ok(sub) = nix::dir::Dir::openat(&*dir, name.as_c_str(), DIR_FLAGS, Mode::empty()) {
-            stack.push((sub, Vec::new(), false));
+        if let Ok(sub) = nix::fcntl::openat(&current.fd, name, DIR_FLAGS, Mode::empty())
+            && let Ok(sub) = open(sub)
+        {
+            stack.push(sub);
         }
     }
     Ok(usage)
@@ -503,6 +526,37 @@ mod tests {
         let u = disk_usage(d).expect("usage");
         assert_eq!(u.inodes, 4, "dir, sub, f (once), symlink");
         assert!(u.bytes >= 1 << 20 && u.bytes < 3 << 20, "{u:?}");
+    }
+
+    #[test]
+    fn disk_usage_counts_wide_and_deep_trees_exactly() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut deep = dir.path().to_owned();
+        // 40 levels, each with 300 files beside the next level: every entry of a directory is
+        // counted, before and after the descent into its subdirectory.
+        for level in 0..40 {
+            for i in 0..150 {
+                std::fs::write(deep.join(format!("a{i}")), b"").expect("write");
+            }
+            deep.push(format!("d{level}"));
+            std::fs::create_dir(&deep).expect("mkdir");
+            for i in 0..150 {
+                std::fs::write(deep.join(format!("z{i}")), b"").expect("write");
+            }
+        }
+        let u = disk_usage(dir.path()).expect("usage");
+        assert_eq!(u.inodes, 1 + 40 * (1 + 300));
+        // Deeper than the walk goes: the rest is not counted.
+        let mut chain = dir.path().join("chain");
+        for _ in 0..MAX_WALK_DEPTH + 10 {
+            std::fs::create_dir(&chain).expect("mkdir");
+            chain.push("c");
+        }
+        let deeper = disk_usage(dir.path()).expect("usage");
+        assert_eq!(
+            deeper.inodes - u.inodes,
+            u64::try_from(MAX_WALK_DEPTH).expect("depth")
+        );
     }
 
     #[test]
