@@ -231,18 +231,54 @@ fn container_stats_of(
     }
 }
 
-/// The network counters of every interface but `lo` in the network namespace of `pid`
-/// (`/proc/PID/net/dev` shows the namespace of that process).
+/// How much of a pod's `/proc/PID/net/dev` is read: the pod's root may make interfaces in its
+/// own network namespace, as many as it likes.
+const MAX_NET_DEV_BYTES: u64 = 256 * 1024;
+
+/// How many interfaces a pod's network stats list (`eth0` always among them).
+const MAX_INTERFACES: usize = 64;
+
+/// The network counters of the interfaces but `lo` in the network namespace of `pid`
+/// (`/proc/PID/net/dev` shows the namespace of that process), at most [`MAX_INTERFACES`].
 fn network_usage(pid: i32, at_ns: i64) -> Option<NetworkUsage> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/net/dev")).ok()?;
-    let interfaces: Vec<NetworkInterfaceUsage> = text
-        .lines()
+    use std::io::Read;
+    let mut text = String::new();
+    std::fs::File::open(format!("/proc/{pid}/net/dev"))
+        .ok()?
+        .take(MAX_NET_DEV_BYTES)
+        .read_to_string(&mut text)
+        .ok()?;
+    let interfaces = parse_net_dev(&text);
+    // The default is eth0, else the first (as kubelet reads it).
+    let default = interfaces
+        .iter()
+        .find(|i| i.name == "eth0")
+        .or_else(|| interfaces.first())
+        .cloned();
+    Some(NetworkUsage {
+        timestamp: at_ns,
+        default_interface: default,
+        interfaces,
+    })
+}
+
+/// The interfaces of a `/proc/PID/net/dev` text but `lo`: `eth0` and at most
+/// [`MAX_INTERFACES`] in all.
+fn parse_net_dev(text: &str) -> Vec<NetworkInterfaceUsage> {
+    let mut others = 0;
+    text.lines()
         .skip(2)
         .filter_map(|line| {
             let (name, rest) = line.split_once(':')?;
             let name = name.trim();
             if name == "lo" {
                 return None;
+            }
+            if name != "eth0" {
+                others += 1;
+                if others >= MAX_INTERFACES {
+                    return None;
+                }
             }
             let f: Vec<u64> = rest
                 .split_whitespace()
@@ -256,18 +292,7 @@ fn network_usage(pid: i32, at_ns: i64) -> Option<NetworkUsage> {
                 tx_errors: value(*f.get(10)?),
             })
         })
-        .collect();
-    // Every interface is listed; the default is eth0, else the first (as kubelet reads it).
-    let default = interfaces
-        .iter()
-        .find(|i| i.name == "eth0")
-        .or_else(|| interfaces.first())
-        .cloned();
-    Some(NetworkUsage {
-        timestamp: at_ns,
-        default_interface: default,
-        interfaces,
-    })
+        .collect()
 }
 
 /// Reads a pod's stats with its containers'; blocks.
@@ -726,6 +751,28 @@ impl Cri {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn net_dev_lists_eth0_and_a_bounded_number_of_others() {
+        let mut text = String::from(
+            "Inter-|   Receive                            |  Transmit\n face |bytes    packets\n",
+        );
+        let counters = " 10 1 2 0 0 0 0 0 20 2 3 0 0 0 0 0\n";
+        text.push_str(&format!("    lo:{counters}"));
+        for i in 0..200 {
+            text.push_str(&format!("  dummy{i}:{counters}"));
+        }
+        text.push_str(&format!("  eth0:{counters}"));
+        text.push_str("  cut: 1 2");
+        let interfaces = parse_net_dev(&text);
+        assert_eq!(interfaces.len(), MAX_INTERFACES);
+        assert!(interfaces.iter().all(|i| i.name != "lo" && i.name != "cut"));
+        let eth0 = interfaces.iter().find(|i| i.name == "eth0").expect("eth0");
+        assert_eq!(eth0.rx_bytes.as_ref().map(|v| v.value), Some(10));
+        assert_eq!(eth0.rx_errors.as_ref().map(|v| v.value), Some(2));
+        assert_eq!(eth0.tx_bytes.as_ref().map(|v| v.value), Some(20));
+        assert_eq!(eth0.tx_errors.as_ref().map(|v| v.value), Some(3));
+    }
 
     #[test]
     fn every_metric_has_its_descriptor_and_labels() {
