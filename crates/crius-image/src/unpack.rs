@@ -27,6 +27,9 @@ pub const WHITEOUT_PREFIX: &str = ".wh.";
 pub const OPAQUE_MARKER: &str = ".wh..wh..opq";
 /// The xattr overlayfs reads to treat a directory as opaque.
 pub const OPAQUE_XATTR: &str = "trusted.overlay.opaque";
+/// The longest path or link target an entry may have, in bytes (Linux's `PATH_MAX`): it bounds
+/// how deep a layer's tree can go.
+pub const PATH_MAX: usize = 4096;
 
 /// Why a layer was refused or could not be unpacked.
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +41,20 @@ pub enum UnpackError {
         path: String,
         /// Why it is refused.
         reason: &'static str,
+    },
+    /// An entry's path or link target is longer than [`PATH_MAX`].
+    #[error(
+        "refused tar entry {path}: its {what} is {len} bytes, longer than PATH_MAX ({limit} bytes)"
+    )]
+    PathTooLong {
+        /// The start of the entry's path as in the tar, quoted.
+        path: String,
+        /// `path` or `link target`.
+        what: &'static str,
+        /// Its length.
+        len: usize,
+        /// [`PATH_MAX`].
+        limit: usize,
     },
     /// A hardlink points outside the layer.
     #[error("refused hardlink {path:?} -> {target:?}: {reason}")]
@@ -431,6 +448,17 @@ fn cstring(name: &[u8], path: &[u8]) -> Result<CString, UnpackError> {
 impl Layer {
     fn entry<R: Read>(&mut self, mut entry: tar::Entry<'_, R>) -> Result<(), UnpackError> {
         let raw_path = entry.path_bytes().into_owned();
+        let link_len = entry.link_name_bytes().map_or(0, |l| l.len());
+        for (what, len) in [("path", raw_path.len()), ("link target", link_len)] {
+            if len > PATH_MAX {
+                return Err(UnpackError::PathTooLong {
+                    path: format!("{:?}...", lossy(&raw_path[..raw_path.len().min(200)])),
+                    what,
+                    len,
+                    limit: PATH_MAX,
+                });
+            }
+        }
         let comps = clean_path(&raw_path).map_err(|reason| UnpackError::UnsafePath {
             path: lossy(&raw_path),
             reason,
@@ -943,11 +971,12 @@ pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-/// Removes a directory tree the unpack or the store made, without following symlinks.
+/// Removes a directory tree the unpack or the store made (absent is fine), whatever its depth,
+/// without following symlinks or leaving its filesystem.
 pub fn remove_tree(path: &Path) -> std::io::Result<()> {
-    match std::fs::remove_dir_all(path) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        other => other,
+    match crius_proto::tree::remove(path) {
+        Err(e) if e.is_not_found() => Ok(()),
+        other => other.map_err(std::io::Error::from),
     }
 }
 
@@ -1218,6 +1247,69 @@ mod tests {
             ],
             &[],
         );
+    }
+
+    /// A tar of one regular file whose path (or, with `link`, hardlink target) is given as a
+    /// PAX record.
+    fn pax_tar(path: &[u8], link: Option<&[u8]>) -> Vec<u8> {
+        let mut builder = tar::Builder::new(Vec::new());
+        let mut records = vec![("path", path)];
+        records.extend(link.map(|l| ("linkpath", l)));
+        builder.append_pax_extensions(records).expect("pax");
+        let mut header = tar::Header::new_gnu();
+        header.as_old_mut().name[..1].copy_from_slice(b"x");
+        header.set_entry_type(if link.is_some() {
+            tar::EntryType::Link
+        } else {
+            tar::EntryType::Regular
+        });
+        header.set_mode(0o644);
+        header.set_size(0);
+        header.set_cksum();
+        builder.append(&header, &b""[..]).expect("append");
+        builder.into_inner().expect("tar")
+    }
+
+    #[test]
+    fn paths_longer_than_path_max_are_refused_before_anything_is_made() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let deep = b"a/".repeat(200_000);
+        let at_max = [b"b/".repeat(PATH_MAX / 2 - 1), b"cc".to_vec()].concat();
+        assert_eq!(at_max.len(), PATH_MAX);
+        for (n, tar, refused) in [
+            (0, pax_tar(&deep, None), Some(("path", deep.len()))),
+            (
+                1,
+                pax_tar(&[b"a".repeat(PATH_MAX), b"z".to_vec()].concat(), None),
+                Some(("path", PATH_MAX + 1)),
+            ),
+            (
+                2,
+                pax_tar(b"l", Some(&deep)),
+                Some(("link target", deep.len())),
+            ),
+            (3, pax_tar(&at_max, None), None),
+        ] {
+            let dest = tmp.path().join(format!("layer{n}"));
+            std::fs::create_dir(&dest).expect("mkdir");
+            let result = unpack(&tar[..], &dest, UnpackLimits::NONE);
+            let Some((what, len)) = refused else {
+                result.expect("a path of PATH_MAX bytes");
+                continue;
+            };
+            let err = result.expect_err("refused");
+            assert!(
+                matches!(err, UnpackError::PathTooLong { what: w, len: l, limit: PATH_MAX, .. }
+                    if w == what && l == len),
+                "{err}"
+            );
+            let message = err.to_string();
+            assert!(
+                message.contains("PATH_MAX (4096 bytes)") && message.len() < 400,
+                "{message}"
+            );
+            assert_eq!(std::fs::read_dir(&dest).expect("dest").count(), 0);
+        }
     }
 
     #[test]

@@ -909,7 +909,7 @@ pub(crate) fn delete_libcontainer(pod_dir: &Path, id: &str) {
     }
     let _ = std::env::set_current_dir("/");
     restore_dumpable();
-    let _ = std::fs::remove_dir_all(&path);
+    let _ = crius_proto::tree::remove(&path);
 }
 
 /// Releases a container whose process is gone: libcontainer state, cgroups, rootfs.

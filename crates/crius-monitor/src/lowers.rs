@@ -83,10 +83,10 @@ impl Aliases {
         lowers: &[PathBuf],
         names: &[String],
     ) -> std::io::Result<Aliases> {
-        match std::fs::remove_dir_all(&dir) {
+        match crius_proto::tree::remove(&dir) {
             Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e.into()),
         }
         std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
         let aliases = Aliases { dir };
@@ -104,7 +104,7 @@ impl Aliases {
 
 impl Drop for Aliases {
     fn drop(&mut self) {
-        if let Err(e) = std::fs::remove_dir_all(&self.dir) {
+        if let Err(e) = crius_proto::tree::remove(&self.dir) {
             crate::log(format_args!(
                 "cannot remove the layer aliases {}: {e}",
                 self.dir.display()

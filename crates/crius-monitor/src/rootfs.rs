@@ -649,12 +649,21 @@ pub(crate) fn release_volume_staging(sys: &dyn Sys, dir: &Path) -> Result<(), Er
     Ok(())
 }
 
-/// Removes a container's writable layer directory (absent is fine). It is never a mount point.
+/// Removes a container's writable layer directory (absent is fine), however deep the container
+/// made it. It is never a mount point.
 pub(crate) fn remove_writable(dir: &Path) -> Result<(), Error> {
-    match std::fs::remove_dir_all(dir) {
+    remove_tree(dir)
+}
+
+/// Removes directory tree `dir` (absent is fine) whatever its depth, without following symlinks
+/// or emptying a mount point.
+fn remove_tree(dir: &Path) -> Result<(), Error> {
+    match crius_proto::tree::remove(dir) {
         Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(Error::io(format!("cannot remove {}", dir.display()))(e)),
+        Err(e) if e.is_not_found() => Ok(()),
+        Err(e) => Err(Error::io(format!("cannot remove {}", dir.display()))(
+            e.into(),
+        )),
     }
 }
 
@@ -672,10 +681,9 @@ pub(crate) fn remove(sys: &dyn Sys, dir: &Path) -> Result<(), Error> {
         for entry in entries.flatten() {
             let released = if crate::lowers::is_alias_dir(&entry.file_name()) {
                 // Layer names of an image volume's mount, left by a monitor that died in it.
-                std::fs::remove_dir_all(entry.path()).map_err(Error::io(format!(
-                    "cannot remove {}",
-                    entry.path().display()
-                )))
+                crius_proto::tree::remove(&entry.path()).map_err(|e| {
+                    Error::io(format!("cannot remove {}", entry.path().display()))(e.into())
+                })
             } else {
                 crate::mounts::release(sys, &entry.path())
             };
@@ -683,11 +691,7 @@ pub(crate) fn remove(sys: &dyn Sys, dir: &Path) -> Result<(), Error> {
         }
     }
     result?;
-    match std::fs::remove_dir_all(dir) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(Error::io(format!("cannot remove {}", dir.display()))(e)),
-    }
+    remove_tree(dir)
 }
 
 #[cfg(test)]

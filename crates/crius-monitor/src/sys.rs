@@ -686,7 +686,7 @@ pub(crate) mod fake {
                 index <= i || !m.target.starts_with(target)
             });
             if top.kind == "tmpfs" {
-                let _ = std::fs::remove_dir_all(target);
+                let _ = crius_proto::tree::remove(target);
                 let _ = std::fs::create_dir(target);
             }
             Ok(())

@@ -1,7 +1,7 @@
 //! The small types crius-runtime (in criusd) and the crius pod monitor share: the sandbox spec
 //! criusd hands a new monitor, the monitor's durable state, the pod directory layout, and the
 //! request/reply messages of the monitor socket; and the few helpers crius' crates share
-//! ([`now_ns`], [`mountinfo`], and with the `tokio` feature `blocking`).
+//! ([`now_ns`], [`mountinfo`], [`tree`], and with the `tokio` feature `blocking`).
 //!
 //! The socket protocol is one JSON object per line over a unix stream socket: the client writes
 //! one [`Request`] line, the monitor answers one [`Reply`] line and closes the connection. Both
@@ -18,6 +18,7 @@ pub mod attach;
 pub mod limits;
 pub mod mountinfo;
 pub mod seccomp;
+pub mod tree;
 
 /// Version of the monitor socket protocol and of the files below.
 pub const PROTOCOL_VERSION: u32 = 1;

@@ -461,6 +461,18 @@ fn find(store: &Store<PodRecord>, id: &str) -> Result<PodView, PodError> {
 static LIVENESS: std::sync::LazyLock<liveness::Liveness> =
     std::sync::LazyLock::new(liveness::Liveness::default);
 
+/// Removes directory tree `dir` off the async workers, whatever its depth, without following
+/// symlinks or emptying a mount point.
+async fn remove_tree(dir: PathBuf) -> Result<(), PodError> {
+    blocking(move || {
+        crius_proto::tree::remove(&dir).map_err(|e| PodError::Remove {
+            path: dir,
+            source: e.into(),
+        })
+    })
+    .await
+}
+
 /// Whether the pod's monitor process still runs.
 fn monitor_alive(r: &PodRecord) -> bool {
     LIVENESS.is_running(r.monitor_pid, r.monitor_start_time)
@@ -1080,19 +1092,14 @@ impl Pods {
             self.cleanup(&record.dir).await?;
         }
         let dir = record.dir.clone();
-        let removed = blocking::<_, PodError>(move || Ok(std::fs::remove_dir_all(&dir))).await?;
+        let removed = blocking::<_, PodError>(move || Ok(crius_proto::tree::remove(&dir))).await?;
         match removed {
             Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) if e.is_not_found() => Ok(()),
             Err(_) => {
                 // Something was still mounted: release it for good and retry.
                 self.cleanup(&record.dir).await?;
-                let dir = record.dir.clone();
-                blocking(move || {
-                    std::fs::remove_dir_all(&dir)
-                        .map_err(|source| PodError::Remove { path: dir, source })
-                })
-                .await
+                remove_tree(record.dir.clone()).await
             }
         }
     }

@@ -11,7 +11,7 @@ use crius_net::PodNetwork;
 use crius_proto::{RequestBody, layout};
 
 use crate::store::{NetworkPhase, PodRecord, PodState};
-use crate::{DEFAULT_CGROUP_PARENT, PodError, Pods, client, internal, monitor_alive};
+use crate::{DEFAULT_CGROUP_PARENT, PodError, Pods, client, internal, monitor_alive, remove_tree};
 
 /// What the start-up sweep found and did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -107,12 +107,7 @@ impl Pods {
             }
             tracing::warn!(dir = %path.display(), "releasing a pod directory no record owns");
             self.cleanup(&path).await?;
-            tokio::fs::remove_dir_all(&path)
-                .await
-                .map_err(|source| PodError::Remove {
-                    path: path.clone(),
-                    source,
-                })?;
+            remove_tree(path.clone()).await?;
             out.orphan_dirs.push(path);
             orphan_ids.insert(name);
         }
@@ -125,12 +120,7 @@ impl Pods {
                     continue;
                 }
                 tracing::warn!(dir = %entry.path().display(), "removing writable layers no pod owns");
-                tokio::fs::remove_dir_all(entry.path())
-                    .await
-                    .map_err(|source| PodError::Remove {
-                        path: entry.path(),
-                        source,
-                    })?;
+                remove_tree(entry.path()).await?;
                 out.orphan_dirs.push(entry.path());
             }
         }
