@@ -1287,7 +1287,7 @@ async fn a_container_cannot_take_over_the_pause_process() {
             &env,
             &image,
             &name,
-            "sh -c 'sleep 1 &'; echo gone; sleep 300",
+            "sh -c 'sleep 5 &'; echo gone; sleep 300",
         );
         env.run(&pod, orphan).await;
         wait_lines(&env, &name, 1).await;
@@ -1297,7 +1297,7 @@ async fn a_container_cannot_take_over_the_pause_process() {
         };
         let adopted = children();
         assert!(!adopted.trim().is_empty(), "{name}: not adopted");
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + Duration::from_secs(20);
         while !(children().trim().is_empty() && zombie_children(sandbox_pid).is_empty()) {
             assert!(
                 Instant::now() < deadline,

@@ -25,6 +25,11 @@ const DRAIN_READ: usize = 64 * 1024;
 /// again (the rest stays in the pipe, which the next poll reports at once).
 const DRAIN_BUDGET: usize = 4 * DRAIN_READ;
 
+/// How much of one output stream is copied when the container's process is reaped: more than
+/// a pipe holds (1 MiB at most without CAP_SYS_RESOURCE), so its last output is logged before
+/// its exit is recorded.
+const EXIT_DRAIN_BUDGET: usize = 4 << 20;
+
 /// The parts of a container that live only as long as its monitor: output ends, log, stdin
 /// and attached clients.
 #[derive(Debug)]
@@ -43,10 +48,15 @@ impl Live {
     /// [`DRAIN_BUDGET`] bytes, so a container that writes faster than the log takes it
     /// cannot keep the monitor from its other work; drops the pipe at end of file.
     pub(crate) fn drain(&mut self, stream: Stream) {
+        self.drain_up_to(stream, DRAIN_BUDGET);
+    }
+
+    /// [`Live::drain`] with at most `budget` bytes.
+    fn drain_up_to(&mut self, stream: Stream, budget: usize) {
         let index = stream as usize;
         let mut buf = vec![0u8; DRAIN_READ];
         let mut taken = 0;
-        while taken < DRAIN_BUDGET {
+        while taken < budget {
             let Some(fd) = self.pipes[index].as_ref() else {
                 return;
             };
@@ -91,11 +101,12 @@ impl Live {
         }
     }
 
-    /// The container's process was reaped: its output is drained and logged, attached
+    /// The container's process was reaped: its output is drained and logged (what the pipe
+    /// holds, up to [`EXIT_DRAIN_BUDGET`]: a process it left behind may still write), attached
     /// clients are closed once they have it.
     pub(crate) fn exited(&mut self) {
         for stream in [Stream::Stdout, Stream::Stderr] {
-            self.drain(stream);
+            self.drain_up_to(stream, EXIT_DRAIN_BUDGET);
             self.log.flush(stream);
         }
         self.attach.exited();

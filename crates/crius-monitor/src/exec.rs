@@ -520,16 +520,23 @@ fn take_terminal() -> Result<(), ExecError> {
 /// `/dev` and can put any node or symlink there; opening a device node acts on that device,
 /// and this helper, host root in a pod without a user namespace and outside the container's
 /// cgroup v2 device rules, must not do that for it. The path is pinned with `O_PATH` (which
-/// opens nothing), checked, and that very file is then opened through the host's
-/// `/proc/self/fd`.
+/// opens nothing) and without following `/proc` magic links (which would lead, in a pod
+/// sharing the host's PID namespace, to the host's or another container's devpts), checked,
+/// and that very file is then opened through the host's `/proc/self/fd`.
 fn open_ptmx(path: &'static str, host_proc: &OwnedFd) -> Result<OwnedFd, ExecError> {
-    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
+    use std::os::unix::fs::FileTypeExt;
     let failed = |source| ExecError::OpenPtmx { path, source };
-    let pinned = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_PATH | libc::O_CLOEXEC)
-        .open(path)
-        .map_err(failed)?;
+    let pinned = std::fs::File::from(
+        nix::fcntl::openat2(
+            nix::fcntl::AT_FDCWD,
+            path,
+            OpenHow::new()
+                .flags(OFlag::O_PATH | OFlag::O_CLOEXEC)
+                .resolve(ResolveFlag::RESOLVE_NO_MAGICLINKS),
+        )
+        .map_err(|errno| failed(std::io::Error::from(errno)))?,
+    );
     let meta = pinned.metadata().map_err(failed)?;
     let on_devpts = nix::sys::statfs::fstatfs(&pinned)
         .is_ok_and(|fs| fs.filesystem_type().0 == libc::DEVPTS_SUPER_MAGIC);

@@ -339,9 +339,9 @@ impl Guard for Linux {
 
 /// Locks the sandbox down so that the pod's containers can neither take it over nor use it:
 /// an empty read-only tmpfs as its root (the host's filesystem is unmounted from its mount
-/// namespace), no capabilities, no_new_privs, not traceable by a container, and last a seccomp
-/// filter that leaves it its pause loop alone (and the reply on `status`), even for code a
-/// tracer would make it run. The root goes first: changing it needs the capabilities dropped
+/// namespace), no capabilities (but the trace guard below), no_new_privs, not traceable by a
+/// container without CAP_SYS_PTRACE, and last a seccomp filter that leaves it its pause loop
+/// alone (and the reply on `status`), even for code a tracer would make it run. The root goes first: changing it needs the capabilities dropped
 /// after it.
 ///
 /// Without a user namespace the sandbox is made non-dumpable: its memory belongs to the host's

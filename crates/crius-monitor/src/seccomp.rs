@@ -526,9 +526,10 @@ fn socket_rules() -> Vec<Rule> {
 /// listed fails with EPERM; sockets of the kernel's crypto API (AF_ALG) and of the hypervisor
 /// (AF_VSOCK), namespace creation, mounting, module loading, clock setting, keyrings,
 /// `io_uring`, `userfaultfd`, `open_by_handle_at` and the like are left out unless the
-/// container holds the capability that governs them. 32-bit x86 programs keep `socketcall`,
-/// whose family a filter cannot read (it sits behind a pointer): refusing it would take
-/// `socket()` from every 32-bit glibc program.
+/// container holds the capability that governs them. The socket refusals are a partial
+/// mitigation: the 32-bit x86 ABI keeps `socketcall`, whose family a filter cannot read (it
+/// sits behind a pointer), and any process may make 32-bit calls (`int 0x80`) where the kernel
+/// emulates them; refusing it would take `socket()` from every 32-bit glibc program.
 pub(crate) fn default_profile() -> Profile {
     const ALLOW: &str = "SCMP_ACT_ALLOW";
     let mut syscalls = vec![rule(ALLOWED, ALLOW)];

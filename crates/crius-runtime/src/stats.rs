@@ -258,40 +258,26 @@ const MAX_LINKED_INODES: usize = 1 << 20;
 /// memory does not grow with the number of entries a container makes. Entries that vanish
 /// during the walk are skipped. Blocks: run it off the async workers.
 pub fn disk_usage(dir: &Path) -> std::io::Result<DiskUsage> {
-    use nix::fcntl::{AtFlags, OFlag};
-    use nix::sys::stat::{Mode, SFlag, fstat, fstatat};
-    use std::os::fd::OwnedFd;
-    const DIR_FLAGS: OFlag = OFlag::O_RDONLY
-        .union(OFlag::O_DIRECTORY)
-        .union(OFlag::O_NOFOLLOW)
-        .union(OFlag::O_CLOEXEC);
-    /// A directory being read: its descriptor (for the lookups) and its entry stream (a
-    /// duplicate of the descriptor).
-    struct Open {
-        fd: OwnedFd,
-        entries: nix::dir::OwningIter,
-    }
-    let open = |fd: OwnedFd| -> nix::Result<Open> {
-        let entries =
-            nix::dir::Dir::from_fd(fd.try_clone().map_err(|e| {
-                nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::EMFILE))
-            })?)?
-            .into_iter();
-        Ok(Open { fd, entries })
-    };
-    let top = nix::fcntl::open(dir, DIR_FLAGS, Mode::empty())?;
-    let st = fstat(&top)?;
+    use rustix::fs::{AtFlags, CWD, Dir, FileType, Mode, OFlags, Stat};
+    const DIR_FLAGS: OFlags = OFlags::RDONLY
+        .union(OFlags::DIRECTORY)
+        .union(OFlags::NOFOLLOW)
+        .union(OFlags::CLOEXEC);
+    let top = rustix::fs::openat(CWD, dir, DIR_FLAGS, Mode::empty())?;
+    let st = rustix::fs::fstat(&top)?;
     let dev = st.st_dev;
     let mut seen = HashSet::new();
     let mut usage = DiskUsage::default();
-    let mut account = |st: &nix::sys::stat::FileStat| {
-        let is_dir = st.st_mode & SFlag::S_IFMT.bits() == SFlag::S_IFDIR.bits();
-        if st.st_nlink > 1
-            && !is_dir
-            && seen.len() < MAX_LINKED_INODES
-            && !seen.insert((st.st_dev, st.st_ino))
-        {
-            return false;
+    let mut account = |st: &Stat| {
+        let is_dir = FileType::from_raw_mode(st.st_mode) == FileType::Directory;
+        if st.st_nlink > 1 && !is_dir {
+            let inode = (st.st_dev, st.st_ino);
+            if seen.contains(&inode) {
+                return false;
+            }
+            if seen.len() < MAX_LINKED_INODES {
+                seen.insert(inode);
+            }
         }
         let blocks = u64::try_from(st.st_blocks).unwrap_or(0);
         usage.bytes = usage.bytes.saturating_add(blocks.saturating_mul(512));
@@ -300,31 +286,36 @@ pub fn disk_usage(dir: &Path) -> std::io::Result<DiskUsage> {
     };
     account(&st);
     // The open directories from the top down to the one being read.
-    let mut stack = vec![open(top)?];
+    let mut stack = vec![Dir::new(top)?];
     loop {
         let depth = stack.len();
         let Some(current) = stack.last_mut() else {
             break;
         };
-        let Some(entry) = current.entries.next() else {
-            stack.pop();
-            continue;
-        };
-        let Ok(entry) = entry else {
-            continue;
+        let entry = match current.read() {
+            Some(Ok(entry)) => entry,
+            // A directory that cannot be read further is left as counted so far.
+            None | Some(Err(_)) => {
+                stack.pop();
+                continue;
+            }
         };
         let name = entry.file_name();
         if name == c"." || name == c".." {
             continue;
         }
-        let Ok(st) = fstatat(&current.fd, name, AtFlags::AT_SYMLINK_NOFOLLOW) else {
+        let Ok(fd) = current.fd() else {
+            stack.pop();
+            continue;
+        };
+        let Ok(st) = rustix::fs::statat(fd, name, AtFlags::SYMLINK_NOFOLLOW) else {
             continue;
         };
         if !account(&st) || depth >= MAX_WALK_DEPTH {
             continue;
         }
-        if let Ok(sub) = nix::fcntl::openat(&current.fd, name, DIR_FLAGS, Mode::empty())
-            && let Ok(sub) = open(sub)
+        if let Ok(sub) = rustix::fs::openat(fd, name, DIR_FLAGS, Mode::empty())
+            && let Ok(sub) = Dir::new(sub)
         {
             stack.push(sub);
         }

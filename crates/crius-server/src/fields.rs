@@ -1290,32 +1290,32 @@ const ACCEPTED: &[Accepted] = &[
     },
     Accepted {
         path: "RunPodSandboxRequest.config.linux.security_context.run_as_user.value",
-        why: "the sandbox process is crius' own code, not an image's pause container: it parks with no capabilities in any set, no_new_privs, an empty read-only root and root ids (of the pod's user namespace, if any); kubelet sends this for every pod and copies it into each container's own security context, where it is honoured",
+        why: "the sandbox process is crius' own code, not an image's pause container: it parks with no capabilities (a user-namespaced pod's keeps CAP_SYS_PTRACE permitted as a trace guard), no_new_privs, a seccomp filter of its own that allows only its pause loop, an empty read-only root and root ids (of the pod's user namespace, if any); kubelet sends this for every pod and copies it into each container's own security context, where it is honoured",
         proof: "tests/tests/security.rs::sandbox_process_is_hardened",
     },
     Accepted {
         path: "RunPodSandboxRequest.config.linux.security_context.supplemental_groups",
-        why: "the sandbox process is crius' own code, not an image's pause container: it parks with no capabilities in any set, no_new_privs, an empty read-only root and root ids (of the pod's user namespace, if any); kubelet sends this for every pod and copies it into each container's own security context, where it is honoured",
+        why: "the sandbox process is crius' own code, not an image's pause container: it parks with no capabilities (a user-namespaced pod's keeps CAP_SYS_PTRACE permitted as a trace guard), no_new_privs, a seccomp filter of its own that allows only its pause loop, an empty read-only root and root ids (of the pod's user namespace, if any); kubelet sends this for every pod and copies it into each container's own security context, where it is honoured",
         proof: "tests/tests/security.rs::sandbox_process_is_hardened",
     },
     Accepted {
         path: "RunPodSandboxRequest.config.linux.security_context.seccomp_profile_path",
-        why: "the sandbox process is crius' own code, not an image's pause container: it parks with no capabilities in any set, no_new_privs, an empty read-only root and root ids (of the pod's user namespace, if any); kubelet sends this for every pod and copies it into each container's own security context, where it is honoured",
+        why: "the sandbox process is crius' own code, not an image's pause container: it parks with no capabilities (a user-namespaced pod's keeps CAP_SYS_PTRACE permitted as a trace guard), no_new_privs, a seccomp filter of its own that allows only its pause loop, an empty read-only root and root ids (of the pod's user namespace, if any); kubelet sends this for every pod and copies it into each container's own security context, where it is honoured",
         proof: "tests/tests/security.rs::sandbox_process_is_hardened",
     },
     Accepted {
         path: "RunPodSandboxRequest.config.linux.security_context.run_as_group.value",
-        why: "the sandbox process is crius' own code, not an image's pause container: it parks with no capabilities in any set, no_new_privs, an empty read-only root and root ids (of the pod's user namespace, if any); kubelet sends this for every pod and copies it into each container's own security context, where it is honoured",
+        why: "the sandbox process is crius' own code, not an image's pause container: it parks with no capabilities (a user-namespaced pod's keeps CAP_SYS_PTRACE permitted as a trace guard), no_new_privs, a seccomp filter of its own that allows only its pause loop, an empty read-only root and root ids (of the pod's user namespace, if any); kubelet sends this for every pod and copies it into each container's own security context, where it is honoured",
         proof: "tests/tests/security.rs::sandbox_process_is_hardened",
     },
     Accepted {
         path: "RunPodSandboxRequest.config.linux.security_context.seccomp.profile_type",
-        why: "the sandbox process is crius' own code, not an image's pause container: it parks with no capabilities in any set, no_new_privs, an empty read-only root and root ids (of the pod's user namespace, if any); kubelet sends this for every pod and copies it into each container's own security context, where it is honoured",
+        why: "the sandbox process is crius' own code, not an image's pause container: it parks with no capabilities (a user-namespaced pod's keeps CAP_SYS_PTRACE permitted as a trace guard), no_new_privs, a seccomp filter of its own that allows only its pause loop, an empty read-only root and root ids (of the pod's user namespace, if any); kubelet sends this for every pod and copies it into each container's own security context, where it is honoured",
         proof: "tests/tests/security.rs::sandbox_process_is_hardened",
     },
     Accepted {
         path: "RunPodSandboxRequest.config.linux.security_context.supplemental_groups_policy",
-        why: "the sandbox process is crius' own code, not an image's pause container: it parks with no capabilities in any set, no_new_privs, an empty read-only root and root ids (of the pod's user namespace, if any); kubelet sends this for every pod and copies it into each container's own security context, where it is honoured",
+        why: "the sandbox process is crius' own code, not an image's pause container: it parks with no capabilities (a user-namespaced pod's keeps CAP_SYS_PTRACE permitted as a trace guard), no_new_privs, a seccomp filter of its own that allows only its pause loop, an empty read-only root and root ids (of the pod's user namespace, if any); kubelet sends this for every pod and copies it into each container's own security context, where it is honoured",
         proof: "tests/tests/security.rs::sandbox_process_is_hardened",
     },
     Accepted {

@@ -242,13 +242,14 @@ const MAX_INTERFACES: usize = 64;
 /// (`/proc/PID/net/dev` shows the namespace of that process), at most [`MAX_INTERFACES`].
 fn network_usage(pid: i32, at_ns: i64) -> Option<NetworkUsage> {
     use std::io::Read;
-    let mut text = String::new();
+    let mut bytes = Vec::new();
     std::fs::File::open(format!("/proc/{pid}/net/dev"))
         .ok()?
         .take(MAX_NET_DEV_BYTES)
-        .read_to_string(&mut text)
+        .read_to_end(&mut bytes)
         .ok()?;
-    let interfaces = parse_net_dev(&text);
+    // Interface names are bytes; the cut may split one.
+    let interfaces = parse_net_dev(&String::from_utf8_lossy(&bytes));
     // The default is eth0, else the first (as kubelet reads it).
     let default = interfaces
         .iter()
