@@ -52,18 +52,7 @@ pub async fn setup_config(with_image_user: bool, extra: &str) -> Env {
     })
     .await
     .expect("criusd");
-    daemon
-        .images
-        .pull_image(PullImageRequest {
-            image: Some(ImageSpec {
-                image: pushed.reference.clone(),
-                ..ImageSpec::default()
-            }),
-            auth: None,
-            sandbox_config: None,
-        })
-        .await
-        .expect("pull");
+    daemon.pull(&pushed.reference).await.expect("pull");
     let logs = tempfile::Builder::new()
         .prefix("crius-logs-")
         .tempdir()
@@ -220,18 +209,7 @@ impl Env {
     /// reference.
     pub async fn push_and_pull(&mut self, image: crate::image::Image, repo: &str) -> String {
         let pushed = image.push(&self.registry_host(), repo).await.expect("push");
-        self.daemon
-            .images
-            .pull_image(PullImageRequest {
-                image: Some(ImageSpec {
-                    image: pushed.reference.clone(),
-                    ..ImageSpec::default()
-                }),
-                auth: None,
-                sandbox_config: None,
-            })
-            .await
-            .expect("pull");
+        self.daemon.pull(&pushed.reference).await.expect("pull");
         pushed.reference
     }
 

@@ -248,6 +248,24 @@ impl Criusd {
             .items
     }
 
+    /// PullImage of `reference` without credentials.
+    pub async fn pull(
+        &mut self,
+        reference: &str,
+    ) -> Result<cri_api::v1::PullImageResponse, tonic::Status> {
+        self.images
+            .pull_image(cri_api::v1::PullImageRequest {
+                image: Some(cri_api::v1::ImageSpec {
+                    image: reference.to_owned(),
+                    ..cri_api::v1::ImageSpec::default()
+                }),
+                auth: None,
+                sandbox_config: None,
+            })
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
     /// Starts a daemon with defaults on a fresh temporary directory.
     pub async fn start() -> anyhow::Result<Criusd> {
         Criusd::start_with(Options::default()).await

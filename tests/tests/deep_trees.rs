@@ -91,15 +91,7 @@ async fn an_image_path_deeper_than_path_max_is_refused() {
     .unwrap();
     let started = Instant::now();
     let status = daemon
-        .images
-        .pull_image(PullImageRequest {
-            image: Some(ImageSpec {
-                image: pushed.reference.clone(),
-                ..ImageSpec::default()
-            }),
-            auth: None,
-            sandbox_config: None,
-        })
+        .pull(&pushed.reference)
         .await
         .expect_err("the pull succeeded");
     eprintln!("refused in {:?}: {}", started.elapsed(), status.message());

@@ -309,18 +309,7 @@ async fn the_container_can_neither_trace_nor_read_the_exec_helper() {
         .restart_with_env(&[(MARKER, marker_value.split_once('=').expect("marker").1)])
         .await
         .expect("restart with the marker");
-    daemon
-        .images
-        .pull_image(PullImageRequest {
-            image: Some(ImageSpec {
-                image: pushed.reference.clone(),
-                ..ImageSpec::default()
-            }),
-            auth: None,
-            sandbox_config: None,
-        })
-        .await
-        .expect("pull");
+    daemon.pull(&pushed.reference).await.expect("pull");
     let logs = tempfile::Builder::new()
         .prefix("crius-logs-")
         .tempdir()

@@ -794,15 +794,19 @@ mod tests {
         assert!(allowed.contains(&"clone".to_owned()));
     }
 
-    #[test]
-    fn masked_comparisons_are_swapped_for_libcontainer() {
+    /// The default profile for amd64, for a container without capabilities.
+    fn amd64_default() -> oci_spec::runtime::LinuxSeccomp {
         let conditions = Conditions {
             caps: &[],
             arch: "amd64",
             kernel: None,
         };
-        let s =
-            translate("d", &default_profile(), "SCMP_ARCH_X86_64", &conditions).expect("profile");
+        translate("d", &default_profile(), "SCMP_ARCH_X86_64", &conditions).expect("profile")
+    }
+
+    #[test]
+    fn masked_comparisons_are_swapped_for_libcontainer() {
+        let s = amd64_default();
         let clone = s
             .syscalls()
             .iter()
@@ -816,13 +820,7 @@ mod tests {
 
     #[test]
     fn each_socket_rule_compares_the_family_once() {
-        let conditions = Conditions {
-            caps: &[],
-            arch: "amd64",
-            kernel: None,
-        };
-        let s =
-            translate("d", &default_profile(), "SCMP_ARCH_X86_64", &conditions).expect("profile");
+        let s = amd64_default();
         let socket: Vec<_> = s
             .syscalls()
             .iter()
