@@ -1,4 +1,5 @@
-//! What a test (or the demo) looks at on the host: namespace identities and process ids in /proc.
+//! What a test (or the demo) looks at on the host: namespace identities and process ids in /proc,
+//! and directories.
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
@@ -65,4 +66,28 @@ pub fn pod_monitors(dir: &std::path::Path, pods: &std::path::Path) -> usize {
             cmdline.contains(" monitor ") && (cmdline.contains(&dir) || logs_to_a_pod)
         })
         .count()
+}
+
+/// The names in directory `dir`, sorted (none when it does not exist).
+pub fn entries(dir: &std::path::Path) -> Vec<String> {
+    let mut out: Vec<String> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(Result::ok)
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort();
+    out
+}
+
+/// Removes the tree at its path when dropped, however deep, with crius' own removal: a failing
+/// test's temporary directories are removed with the standard library's recursive walk, which
+/// a tree tens of thousands of levels deep overflows.
+pub struct DeepTree(pub std::path::PathBuf);
+
+impl Drop for DeepTree {
+    fn drop(&mut self) {
+        let _ = crius_proto::tree::remove(&self.0);
+    }
 }

@@ -12,22 +12,12 @@ use std::time::{Duration, Instant};
 use cri_api::v1::*;
 use crius_tests::env::setup;
 use crius_tests::harness::{Criusd, Options};
+use crius_tests::host::{DeepTree, entries};
 use crius_tests::image::{Compression, Image, Layer};
 use crius_tests::registry::Registry;
 use nix::fcntl::{OFlag, openat};
 use nix::sys::stat::{Mode, mkdirat};
 use tonic::Code;
-
-/// The names in `dir` (none when it is missing).
-fn entries(dir: &Path) -> Vec<String> {
-    std::fs::read_dir(dir)
-        .map(|rd| {
-            rd.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default()
-}
 
 /// Makes `dir` and a chain of `depth` directories `d` under it, holding two descriptors at most.
 fn deep_chain(dir: &Path, depth: usize) {
@@ -124,6 +114,8 @@ async fn deep_trees_left_behind_are_removed_at_start_up() {
     deep_chain(&tmp.join("layer-left-behind"), DEPTH);
     let orphan = root.join("containers").join("f".repeat(64));
     deep_chain(&orphan.join("c0/upper"), DEPTH);
+    // Dropped before the daemon's temporary root, should the start-up leave them.
+    let _planted = [DeepTree(tmp.clone()), DeepTree(orphan.clone())];
     let started = Instant::now();
     daemon.restart().await.unwrap();
     eprintln!("restarted in {:?}", started.elapsed());

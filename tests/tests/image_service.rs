@@ -11,6 +11,7 @@ use cri_api::v1::{
     PullImageRequest, RemoveImageRequest, StreamImagesRequest,
 };
 use crius_tests::harness::{Criusd, Options};
+use crius_tests::host::entries;
 use crius_tests::image::{
     self, Compression, Entry, EntryKind, Image, Layer, busybox, busybox_with_image_user,
     multilayer_whiteouts, push_index,
@@ -105,19 +106,6 @@ async fn layer_dirs(daemon: &mut Criusd, image: &str) -> Vec<PathBuf> {
         .iter()
         .map(|d| PathBuf::from(d.as_str().expect("helper call failed")))
         .collect()
-}
-
-/// Entries of a directory (empty when it does not exist).
-fn entries(dir: &Path) -> Vec<String> {
-    let mut out: Vec<String> = std::fs::read_dir(dir)
-        .map(|rd| {
-            rd.filter_map(Result::ok)
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
-    out.sort();
-    out
 }
 
 /// Collects a tonic streaming response.
