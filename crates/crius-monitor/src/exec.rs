@@ -101,6 +101,11 @@ enum ExecError {
     Setresuid { uid: u32, source: nix::Error },
     #[error(transparent)]
     Capabilities(#[from] capabilities::SetError),
+    #[error("cannot ask for AppArmor profile {profile:?} at exec: {source}")]
+    AppArmor {
+        profile: String,
+        source: std::io::Error,
+    },
     #[error("cannot install the container's seccomp filter: {source}")]
     Seccomp {
         source: libcontainer::seccomp::SeccompError,
@@ -258,7 +263,12 @@ fn setup_and_run(pod_dir: &Path, id: &str, cmd: &[std::ffi::OsString]) -> Result
         .lines()
         .find_map(|l| l.strip_prefix("NoNewPrivs:"))
         .is_some_and(|v| v.trim() == "1");
-    let ProcessConfig { env, cwd, seccomp } = process_config(pod_dir, id)?;
+    let ProcessConfig {
+        env,
+        cwd,
+        seccomp,
+        apparmor,
+    } = process_config(pod_dir, id)?;
     // A terminal on stdin (the streaming Exec with tty): this helper leads a session with it,
     // so criusd's resizes reach it as SIGWINCH, and makes it raw, so the bytes pass through
     // to the container's own terminal unchanged.
@@ -283,8 +293,9 @@ fn setup_and_run(pod_dir: &Path, id: &str, cmd: &[std::ffi::OsString]) -> Result
             others.push((kind, open_ns(t.pid, kind)?));
         }
     }
-    // The pty is opened through the host's /proc ([`open_ptmx`]).
-    let host_proc = if tty {
+    // The pty is opened through the host's /proc ([`open_ptmx`]), and so is the AppArmor
+    // request ([`confine_at_exec`]).
+    let host_proc = if tty || apparmor.is_some() {
         Some(
             nix::fcntl::open(
                 "/proc",
@@ -361,8 +372,8 @@ fn setup_and_run(pod_dir: &Path, id: &str, cmd: &[std::ffi::OsString]) -> Result
         }
     };
     let console = match &host_proc {
-        Some(proc) => Some(Console::open(t.uid, proc)?),
-        None => None,
+        Some(proc) if tty => Some(Console::open(t.uid, proc)?),
+        _ => None,
     };
 
     // The child learns that this helper is gone (killed at ExecSync's timeout) when the write
@@ -415,6 +426,7 @@ fn setup_and_run(pod_dir: &Path, id: &str, cmd: &[std::ffi::OsString]) -> Result
                     effective,
                     no_new_privs,
                     seccomp: seccomp.as_ref(),
+                    apparmor: host_proc.as_ref().zip(apparmor.as_deref()),
                 },
                 &env,
                 cwd_after_ids,
@@ -802,9 +814,12 @@ struct ProcessConfig {
     cwd: PathBuf,
     /// `linux.seccomp`.
     seccomp: Option<oci_spec::runtime::LinuxSeccomp>,
+    /// `process.apparmorProfile`.
+    apparmor: Option<String>,
 }
 
-/// The environment, working directory and seccomp filter of container `id`: those of the
+/// The environment, working directory, seccomp filter and AppArmor profile of container `id`:
+/// those of the
 /// runtime spec crius wrote at create (`<container dir>/config.json`, from which libcontainer
 /// started the first process). The first process's `/proc/PID/environ` and `cwd` are its own
 /// to change at run time, and an exec must not inherit what it planted there (`LD_PRELOAD`).
@@ -830,6 +845,9 @@ fn process_config(pod_dir: &Path, id: &str) -> Result<ProcessConfig, ExecError> 
         env,
         cwd,
         seccomp: spec.linux().as_ref().and_then(|l| l.seccomp().clone()),
+        apparmor: process
+            .and_then(|p| p.apparmor_profile().clone())
+            .filter(|p| !p.is_empty()),
     })
 }
 
@@ -850,6 +868,57 @@ struct Privileges<'a> {
     no_new_privs: bool,
     /// The seccomp filter.
     seccomp: Option<&'a oci_spec::runtime::LinuxSeccomp>,
+    /// The host's `/proc` and the AppArmor profile the command runs under.
+    apparmor: Option<(&'a OwnedFd, &'a str)>,
+}
+
+/// Asks the kernel to run the command under AppArmor `profile` from its exec on, as the
+/// container's first process does, and reads the request back. It goes through the host's
+/// `/proc` (`proc`, opened before the container's mount namespace was joined): the
+/// container's own `/proc` is the pod's to replace, and a file planted there would take the
+/// request and leave the command unconfined.
+fn confine_at_exec(proc: &OwnedFd, profile: &str) -> Result<(), ExecError> {
+    use std::io::{Read, Write};
+    let failed = |source| ExecError::AppArmor {
+        profile: profile.to_owned(),
+        source,
+    };
+    let open = |flags: nix::fcntl::OFlag| {
+        // The LSM's own directory (Linux 5.8 and later), else the shared one.
+        ["thread-self/attr/apparmor/exec", "thread-self/attr/exec"]
+            .into_iter()
+            .map(|path| {
+                nix::fcntl::openat(
+                    proc,
+                    path,
+                    flags | nix::fcntl::OFlag::O_CLOEXEC,
+                    nix::sys::stat::Mode::empty(),
+                )
+            })
+            .find_map(Result::ok)
+            .map(std::fs::File::from)
+            .ok_or_else(|| failed(std::io::Error::from(nix::errno::Errno::last())))
+    };
+    open(nix::fcntl::OFlag::O_WRONLY)?
+        .write_all(format!("exec {profile}").as_bytes())
+        .map_err(failed)?;
+    let mut pending = String::new();
+    open(nix::fcntl::OFlag::O_RDONLY)?
+        .read_to_string(&mut pending)
+        .map_err(failed)?;
+    // `NAME (MODE)`.
+    if pending
+        .trim_end_matches(['\n', '\0'])
+        .rsplit_once(" (")
+        .map(|(name, _)| name)
+        != Some(profile)
+    {
+        return Err(failed(std::io::Error::other(format!(
+            "the kernel holds {:?} for the exec instead",
+            pending.trim_end_matches(['\n', '\0'])
+        ))));
+    }
+    Ok(())
 }
 
 fn install_seccomp(filter: &oci_spec::runtime::LinuxSeccomp) -> Result<(), ExecError> {
@@ -884,6 +953,7 @@ fn child(
         effective,
         no_new_privs,
         seccomp,
+        apparmor,
     } = privileges;
     // As for the first process: without no_new_privs the filter goes in while the process
     // still holds CAP_SYS_ADMIN (after the change of ids, before the capability drop); with it,
@@ -915,6 +985,13 @@ fn child(
     }
     // The change of ids reset the flag to `fs.suid_dumpable`.
     if let Err(e) = forbid_dumping() {
+        return e;
+    }
+    // Before any seccomp filter, which could make the request's calls fail in ways that look
+    // like success (an errno of 0).
+    if let Some((proc, profile)) = apparmor
+        && let Err(e) = confine_at_exec(proc, profile)
+    {
         return e;
     }
     if let Some(cwd) = cwd_after_ids

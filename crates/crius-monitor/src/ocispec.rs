@@ -444,6 +444,8 @@ pub(crate) fn build(
             // libcontainer installs the seccomp filter before dropping capabilities only
             // when this is absent; with `false` it would do so after, and fail (EACCES).
             "noNewPrivileges": spec.no_new_privs.then_some(true),
+            // libcontainer's init asks the kernel for it at its exec.
+            "apparmorProfile": spec.apparmor_profile,
             "capabilities": {
                 "bounding": caps, "effective": caps, "permitted": caps,
                 "inheritable": [], "ambient": [],
@@ -512,6 +514,7 @@ pub(crate) mod tests {
             stdin_once: false,
             tty: false,
             seccomp: crius_proto::SeccompProfile::Unconfined,
+            apparmor_profile: None,
             hooks: Default::default(),
         }
     }
@@ -539,8 +542,12 @@ pub(crate) mod tests {
             groups: vec![0],
             home: "/".into(),
         };
+        let confined = ContainerSpec {
+            apparmor_profile: Some("crius-default".into()),
+            ..spec()
+        };
         let oci = build(
-            &spec(),
+            &confined,
             &ns,
             &id,
             "/crius/crius-p/crius-c",
@@ -548,6 +555,7 @@ pub(crate) mod tests {
         )
         .expect("spec");
         let v = serde_json::to_value(&oci).expect("json");
+        assert_eq!(v["process"]["apparmorProfile"], "crius-default");
         assert_eq!(
             v["process"]["rlimits"],
             serde_json::json!([{"type": "RLIMIT_NOFILE", "soft": 1024, "hard": 524_288}])

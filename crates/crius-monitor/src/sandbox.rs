@@ -187,8 +187,14 @@ fn child(spec: &SandboxSpec, go: OwnedFd, status: OwnedFd) -> ! {
         unsafe { libc::_exit(1) }
     }
     use std::os::fd::AsRawFd;
-    match child_setup(&Linux, spec).and_then(|()| harden(status.as_raw_fd(), spec.userns.is_some()))
-    {
+    let locked = |()| {
+        harden(
+            status.as_raw_fd(),
+            spec.userns.is_some(),
+            spec.apparmor_profile.as_deref(),
+        )
+    };
+    match child_setup(&Linux, spec).and_then(locked) {
         Ok(()) => {
             // The sandbox's filter allows this write and close, then the pause loop alone.
             let _ = status.write_all(b"ok");
@@ -231,6 +237,11 @@ enum SetupError {
     TraceGuard { source: caps::errors::CapsError },
     #[error("{source}")]
     Filter { source: pause_filter::FilterError },
+    #[error("cannot change to AppArmor profile {profile:?}: {source}")]
+    AppArmor {
+        profile: String,
+        source: std::io::Error,
+    },
 }
 
 /// Maps a failed system call of step `what` to a [`SetupError`].
@@ -286,7 +297,7 @@ fn child_setup(sys: &dyn Sys, spec: &SandboxSpec) -> Result<(), SetupError> {
 /// Leaves the parked process nothing to misuse: its standard descriptors on `/dev/null`, every
 /// other inherited descriptor closed (but `keep`, the status pipe), neither the monitor's
 /// arguments nor its environment, then [`lock_down`].
-fn harden(keep: i32, userns: bool) -> Result<(), SetupError> {
+fn harden(keep: i32, userns: bool, apparmor: Option<&str>) -> Result<(), SetupError> {
     // The standard output is criusd's startup pipe and stderr the monitor's log.
     for fd in 0..=2 {
         crate::redirect_to_null(fd);
@@ -305,7 +316,7 @@ fn harden(keep: i32, userns: bool) -> Result<(), SetupError> {
     // The monitor's arguments and environment name the host's state directory, the pod id
     // and criusd's environment; every process of the pod reads them as `/proc/1/*`.
     crate::proctitle::overwrite(b"pause", true);
-    lock_down(&Linux, userns, keep)
+    lock_down(&Linux, userns, keep, apparmor)
 }
 
 /// The steps of [`lock_down`] beyond [`Sys`].
@@ -315,6 +326,10 @@ trait Guard {
     /// Installs the pause loop's seccomp filter ([`pause_filter`]); `status` may still be
     /// written and closed.
     fn install_filter(&self, status: i32) -> Result<(), pause_filter::FilterError>;
+    /// Opens this thread's AppArmor label for writing (while `/proc` is still reachable).
+    fn open_label(&self) -> std::io::Result<std::fs::File>;
+    /// Changes to AppArmor `profile` now, through `label` from [`Guard::open_label`].
+    fn change_profile(&self, label: std::fs::File, profile: &str) -> std::io::Result<()>;
 }
 
 impl Guard for Linux {
@@ -335,14 +350,27 @@ impl Guard for Linux {
     fn install_filter(&self, status: i32) -> Result<(), pause_filter::FilterError> {
         pause_filter::install(status)
     }
+
+    fn open_label(&self) -> std::io::Result<std::fs::File> {
+        let open = |path: &str| std::fs::OpenOptions::new().write(true).open(path);
+        // The LSM's own directory (Linux 5.8 and later), else the shared one.
+        open("/proc/thread-self/attr/apparmor/current")
+            .or_else(|_| open("/proc/thread-self/attr/current"))
+    }
+
+    fn change_profile(&self, mut label: std::fs::File, profile: &str) -> std::io::Result<()> {
+        label.write_all(format!("changeprofile {profile}").as_bytes())
+    }
 }
 
 /// Locks the sandbox down so that the pod's containers can neither take it over nor use it:
 /// an empty read-only tmpfs as its root (the host's filesystem is unmounted from its mount
 /// namespace), no capabilities (but the trace guard below), no_new_privs, not traceable by a
 /// container without CAP_SYS_PTRACE, and last a seccomp filter that leaves it its pause loop
-/// alone (and the reply on `status`), even for code a tracer would make it run. The root goes first: changing it needs the capabilities dropped
-/// after it.
+/// alone (and the reply on `status`), even for code a tracer would make it run. The root goes
+/// first: changing it needs the capabilities dropped after it. The pod's AppArmor profile
+/// (`apparmor`), when it names one, is taken after the root (a profile may forbid mounts) and
+/// before the filter, through the label opened while `/proc` was still there.
 ///
 /// Without a user namespace the sandbox is made non-dumpable: its memory belongs to the host's
 /// user namespace, so only host root may trace it. With one it must stay dumpable, since the
@@ -351,7 +379,20 @@ impl Guard for Linux {
 /// the same user namespace trace it, read or write its memory only when the process holds
 /// every capability it permits, that is CAP_SYS_PTRACE, which libcontainer's init holds while
 /// it joins and a container only when granted it.
-fn lock_down(sys: &(impl Sys + Guard), userns: bool, status: i32) -> Result<(), SetupError> {
+fn lock_down(
+    sys: &(impl Sys + Guard),
+    userns: bool,
+    status: i32,
+    apparmor: Option<&str>,
+) -> Result<(), SetupError> {
+    let apparmor_failed = |profile: &str| {
+        let profile = profile.to_owned();
+        move |source| SetupError::AppArmor { profile, source }
+    };
+    let label = match apparmor {
+        Some(profile) => Some((sys.open_label().map_err(apparmor_failed(profile))?, profile)),
+        None => None,
+    };
     sys.pivot_to_empty_root()
         .map_err(sys_error("cannot make an empty tmpfs the sandbox's root"))?;
     if userns {
@@ -360,6 +401,10 @@ fn lock_down(sys: &(impl Sys + Guard), userns: bool, status: i32) -> Result<(), 
     } else {
         sys.drop_capabilities()
             .map_err(|source| SetupError::Capabilities { source })?;
+    }
+    if let Some((label, profile)) = label {
+        sys.change_profile(label, profile)
+            .map_err(apparmor_failed(profile))?;
     }
     sys.set_no_new_privs()
         .map_err(sys_error("cannot set no_new_privs"))?;
@@ -422,6 +467,7 @@ pub(crate) mod tests {
             sysctls: Default::default(),
             oom_score_adj: None,
             writable_root: None,
+            apparmor_profile: None,
         }
     }
 
@@ -521,6 +567,20 @@ pub(crate) mod tests {
             }
             Ok(())
         }
+
+        fn open_label(&self) -> std::io::Result<std::fs::File> {
+            if guard_call(self, "open apparmor label".into()) {
+                return Err(std::io::Error::from_raw_os_error(libc::EPERM));
+            }
+            std::fs::File::open("/dev/null")
+        }
+
+        fn change_profile(&self, _: std::fs::File, profile: &str) -> std::io::Result<()> {
+            if guard_call(self, format!("changeprofile {profile}")) {
+                return Err(std::io::Error::from_raw_os_error(libc::EPERM));
+            }
+            Ok(())
+        }
     }
 
     /// The calls [`lock_down`] made on a fake that fails call `fail_at`, and its result.
@@ -528,10 +588,50 @@ pub(crate) mod tests {
         fail_at: Option<usize>,
         userns: bool,
     ) -> (Vec<String>, Result<(), SetupError>) {
+        lock_down_confined(fail_at, userns, None)
+    }
+
+    /// [`lock_down_calls`] for a pod that names AppArmor profile `apparmor`.
+    fn lock_down_confined(
+        fail_at: Option<usize>,
+        userns: bool,
+        apparmor: Option<&str>,
+    ) -> (Vec<String>, Result<(), SetupError>) {
         let fake = crate::sys::fake::Fake::default();
         fake.fail_at.set(fail_at);
-        let result = lock_down(&fake, userns, 5);
+        let result = lock_down(&fake, userns, 5, apparmor);
         (fake.calls.take(), result)
+    }
+
+    #[test]
+    fn a_named_apparmor_profile_is_taken_after_the_root_and_before_the_filter() {
+        let (calls, result) = lock_down_confined(None, true, Some("crius-default"));
+        result.unwrap();
+        assert_eq!(
+            calls,
+            [
+                // /proc is gone once the root is the empty tmpfs.
+                "open apparmor label",
+                "pivot /tmp",
+                "capabilities permitted CAP_SYS_PTRACE",
+                "changeprofile crius-default",
+                "no_new_privs 1",
+                "seccomp pause status=5",
+            ]
+        );
+        for (step, call) in calls.iter().enumerate() {
+            let (done, result) = lock_down_confined(Some(step), true, Some("p"));
+            assert_eq!(done.len(), step + 1, "{call}");
+            assert!(result.is_err());
+        }
+        let (_, result) = lock_down_confined(Some(3), false, Some("p"));
+        assert_eq!(
+            result.unwrap_err().to_string(),
+            format!(
+                "cannot change to AppArmor profile \"p\": {}",
+                std::io::Error::from_raw_os_error(libc::EPERM)
+            )
+        );
     }
 
     #[test]

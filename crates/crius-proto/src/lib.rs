@@ -247,6 +247,9 @@ pub struct SandboxSpec {
     /// work}`, on disk under the root); none: in the pod directory (pods made before).
     #[serde(default)]
     pub writable_root: Option<PathBuf>,
+    /// The AppArmor profile the sandbox process changes to once set up; none: unconfined.
+    #[serde(default)]
+    pub apparmor_profile: Option<String>,
 }
 
 /// The `/proc/sys` path of a sysctl key: dots separate components, unless the key uses
@@ -632,6 +635,10 @@ pub struct ContainerSpec {
     /// The seccomp filter.
     #[serde(default)]
     pub seccomp: SeccompProfile,
+    /// The AppArmor profile of its processes (its first process and every exec); none:
+    /// unconfined.
+    #[serde(default)]
+    pub apparmor_profile: Option<String>,
     /// OCI hooks (from CDI devices).
     #[serde(default)]
     pub hooks: Hooks,

@@ -1561,6 +1561,7 @@ devices:
             stdin_once: false,
             tty: false,
             seccomp: Default::default(),
+            apparmor_profile: None,
             hooks: Default::default(),
         };
         edits.apply(&mut spec);

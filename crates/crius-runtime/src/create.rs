@@ -71,6 +71,8 @@ pub struct SecurityRequest {
     pub no_new_privs: bool,
     /// The seccomp profile.
     pub seccomp: Seccomp,
+    /// The AppArmor profile.
+    pub apparmor: crate::apparmor::Request,
     /// `run_as_user`.
     pub run_as_user: Option<i64>,
     /// `run_as_username`; empty when unset.
@@ -508,6 +510,8 @@ struct Checked {
     cdi: crate::cdi::CdiEdits,
     pid_target: Option<String>,
     user: UserRequest,
+    /// The AppArmor profile, once resolved on the node.
+    apparmor: Option<String>,
 }
 
 impl Pods {
@@ -521,7 +525,8 @@ impl Pods {
         if req.image.is_empty() {
             return Err(invalid("config.image.image", "is required"));
         }
-        let checked = self.check_container(&req)?;
+        let mut checked = self.check_container(&req)?;
+        checked.apparmor = self.apparmor_profile(&req.security).await?;
         let id = self.new_container_id()?;
         // The lease commits while the container is made; a failure releases it after the
         // commit has ended.
@@ -619,7 +624,20 @@ impl Pods {
             cdi,
             pid_target,
             user,
+            apparmor: None,
         })
+    }
+
+    /// The AppArmor profile the container runs under on this node (`None`: unconfined).
+    async fn apparmor_profile(&self, sc: &SecurityRequest) -> Result<Option<String>, PodError> {
+        const FIELD: &str = "config.linux.security_context.apparmor";
+        let node = self.config.apparmor.clone();
+        if !node.enforced() {
+            // Decided without reading the node.
+            return Ok(node.resolve(FIELD, &sc.apparmor, sc.privileged)?);
+        }
+        let (request, privileged) = (sc.apparmor.clone(), sc.privileged);
+        crius_proto::blocking(move || Ok(node.resolve(FIELD, &request, privileged)?)).await
     }
 
     /// The part of CreateContainer after the image is leased under `id`.
@@ -638,6 +656,7 @@ impl Pods {
             cdi,
             pid_target,
             user,
+            apparmor,
         } = checked;
         // Files of the image owned beyond the pod's user namespace: a warning, not a refusal
         // (the pod may never touch them, and kubelet cannot give it a longer mapping).
@@ -730,6 +749,7 @@ impl Pods {
             stdin_once: req.stdin_once,
             tty: req.tty,
             seccomp,
+            apparmor_profile: apparmor,
             hooks: Default::default(),
         };
         cdi.apply(&mut spec);

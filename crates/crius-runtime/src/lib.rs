@@ -7,6 +7,7 @@
 //! `state.json`, `monitor.sock`, `monitor.log`, `netns` (the pinned network namespace, CNI's
 //! `netns_path`), `shm` (tmpfs), `hostname`, `hosts`, `resolv.conf`.
 
+pub mod apparmor;
 pub mod attach;
 pub mod cdi;
 pub mod client;
@@ -139,6 +140,9 @@ pub enum PodError {
         /// What the idmapped-mount probe found missing.
         reason: String,
     },
+    /// The AppArmor profile asked for cannot be applied on this node.
+    #[error(transparent)]
+    AppArmor(#[from] apparmor::Refused),
     /// The monitor could not make the sandbox because of what the node or pod lacks.
     #[error("{message}")]
     SandboxRefused {
@@ -379,6 +383,8 @@ pub struct PodsConfig {
     pub cni: crius_net::Cni,
     /// The directories of CDI spec files, in priority order (a later one wins).
     pub cdi_spec_dirs: Vec<PathBuf>,
+    /// The node's AppArmor.
+    pub apparmor: apparmor::Node,
 }
 
 /// A pod and whether it is ready now.
@@ -549,6 +555,11 @@ impl Pods {
         &self.config.idmap
     }
 
+    /// The node's AppArmor, as found at start.
+    pub fn apparmor(&self) -> &apparmor::Node {
+        &self.config.apparmor
+    }
+
     /// The directory of pod `id`.
     pub fn pod_dir(&self, id: &str) -> PathBuf {
         self.pods_dir.join(id)
@@ -677,6 +688,19 @@ impl Pods {
             })?
     }
 
+    /// The AppArmor profile of the sandbox process (`None`: unconfined). Only a profile the pod
+    /// names applies: one it does not name leaves the sandbox, which runs crius' own code alone
+    /// and hardened, unconfined.
+    async fn sandbox_apparmor(&self, spec: &PodSpec) -> Result<Option<String>, PodError> {
+        const FIELD: &str = "config.linux.security_context.apparmor";
+        if spec.apparmor == apparmor::Request::Unset {
+            return Ok(None);
+        }
+        let node = self.config.apparmor.clone();
+        let (request, privileged) = (spec.apparmor.clone(), spec.privileged == Some(true));
+        crius_proto::blocking(move || Ok(node.resolve(FIELD, &request, privileged)?)).await
+    }
+
     /// RunPodSandbox up to a running sandbox; returns its id and its CNI ADD, running or due.
     async fn run_inner(
         self: &Arc<Self>,
@@ -708,6 +732,7 @@ impl Pods {
             // namespace starts as a copy); a pod name may be longer than a hostname can be.
             spec.hostname = nix_hostname();
         }
+        let apparmor = self.sandbox_apparmor(&spec).await?;
         let id = new_id()?;
         let dir = self.pod_dir(&id);
         let systemd = self.config.cgroup_driver == CgroupDriver::Systemd;
@@ -738,6 +763,7 @@ impl Pods {
             sysctls: spec.sysctls.clone(),
             oom_score_adj: Some(SANDBOX_OOM_SCORE_ADJ),
             writable_root: Some(self.config.container_root.join(&id)),
+            apparmor_profile: apparmor,
         };
         let mut record = PodRecord::creating(id.clone(), spec, dir.clone(), crius_proto::now_ns());
         if !host_network {
@@ -1182,6 +1208,7 @@ mod tests {
                 dir.join("cni/cache"),
             ),
             cdi_spec_dirs: Vec::new(),
+            apparmor: apparmor::Node::Off("not in unit tests".into()),
         };
         let db = Arc::new(db);
         let images = crius_image::ImageStore::open(

@@ -134,4 +134,7 @@ pub struct PodSpec {
     /// this was kept, whose containers are not held to it).
     #[serde(default)]
     pub privileged: Option<bool>,
+    /// The sandbox process's AppArmor profile.
+    #[serde(default)]
+    pub apparmor: crate::apparmor::Request,
 }

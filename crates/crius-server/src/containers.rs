@@ -7,7 +7,7 @@ use std::time::Duration;
 use cri_api::v1::*;
 use crius_runtime::{
     ContainerRecord, ContainerRequest, ContainerStateKind, ContainerView, DeviceRequest,
-    ImageVolumeRequest, MountRequest, Propagation, Seccomp, SecurityRequest,
+    ImageVolumeRequest, MountRequest, Propagation, Seccomp, SecurityRequest, apparmor,
 };
 use tonic::Status;
 
@@ -48,8 +48,90 @@ pub(crate) fn container_resources(
     Ok(resources)
 }
 
+/// The AppArmor profile a security context (`F`, dotted from `config`) asks for: its `apparmor`
+/// message when set, else the deprecated string `deprecated` of a container's context
+/// (`runtime/default`, `unconfined`, `localhost/<name>`). Whether the node can apply it is
+/// crius-runtime's to decide.
+pub(crate) fn apparmor_request(
+    profile: Option<&SecurityProfile>,
+    deprecated: &str,
+) -> Result<apparmor::Request, Status> {
+    const F: &str = "config.linux.security_context";
+    let localhost = |field: &str, name: &str| {
+        // kubelet sends the bare name; a `localhost/` prefix is taken off all the same.
+        let name = name.strip_prefix("localhost/").unwrap_or(name);
+        if name.is_empty() {
+            return Err(invalid(field, "a Localhost profile needs a name"));
+        }
+        if name.len() > apparmor::MAX_NAME_BYTES {
+            return Err(invalid(
+                field,
+                format!(
+                    "the profile name is longer than {} bytes",
+                    apparmor::MAX_NAME_BYTES
+                ),
+            ));
+        }
+        // The kernel reads the name as a label: `:ns:` would pick another policy namespace,
+        // `//` a hat or a stack, `&` a stack, and it trims the spaces a check would keep.
+        let bad = if name.chars().any(char::is_control) {
+            Some("has a control character")
+        } else if name.starts_with(':') {
+            Some("names a policy namespace (`:ns:`); only the node's own profiles apply")
+        } else if name.contains("//") || name.contains('&') {
+            Some("names a hat or a stack (`//`, `&`); only whole profiles apply")
+        } else if name.trim() != name {
+            Some("starts or ends with white space")
+        } else {
+            None
+        };
+        if let Some(reason) = bad {
+            return Err(invalid(
+                field,
+                format!("profile {} {reason}", crius_runtime::validate::shown(name)),
+            ));
+        }
+        Ok(apparmor::Request::Localhost {
+            field: field.to_owned(),
+            name: name.to_owned(),
+        })
+    };
+    if let Some(p) = profile {
+        let field = format!("{F}.apparmor");
+        let ref_field = format!("{field}.localhost_ref");
+        return match security_profile::ProfileType::try_from(p.profile_type) {
+            Ok(security_profile::ProfileType::Localhost) => localhost(&ref_field, &p.localhost_ref),
+            Ok(_) if !p.localhost_ref.is_empty() => Err(invalid(
+                &ref_field,
+                "is set, but the profile type is not Localhost",
+            )),
+            Ok(security_profile::ProfileType::RuntimeDefault) => {
+                Ok(apparmor::Request::RuntimeDefault)
+            }
+            Ok(security_profile::ProfileType::Unconfined) => Ok(apparmor::Request::Unconfined),
+            Err(_) => Err(invalid(&field, "unknown profile type")),
+        };
+    }
+    let field = format!("{F}.apparmor_profile");
+    match deprecated {
+        "" => Ok(apparmor::Request::Unset),
+        "runtime/default" | "docker/default" => Ok(apparmor::Request::RuntimeDefault),
+        "unconfined" => Ok(apparmor::Request::Unconfined),
+        other => match other.strip_prefix("localhost/") {
+            Some(name) => localhost(&field, name),
+            None => Err(invalid(
+                &field,
+                format!(
+                    "{} is not runtime/default, unconfined or localhost/<name>",
+                    crius_runtime::validate::shown(other)
+                ),
+            )),
+        },
+    }
+}
+
 /// The container's security context in crius-runtime's terms, refusing what crius does not do
-/// (AppArmor, SELinux) instead of ignoring it. The deprecated profile fields are still read: a
+/// (SELinux) instead of ignoring it. The deprecated profile fields are still read: a
 /// profile named there must not be ignored either.
 #[allow(deprecated)]
 fn security_request(sc: &LinuxContainerSecurityContext) -> Result<SecurityRequest, Status> {
@@ -86,19 +168,7 @@ fn security_request(sc: &LinuxContainerSecurityContext) -> Result<SecurityReques
             },
         }
     };
-    if let Some(p) = &sc.apparmor
-        && p.profile_type != security_profile::ProfileType::Unconfined as i32
-    {
-        return Err(Status::failed_precondition(format!(
-            "{F}.apparmor: this node has no AppArmor support in crius; only Unconfined works"
-        )));
-    }
-    if !sc.apparmor_profile.is_empty() && sc.apparmor_profile != "unconfined" {
-        return Err(Status::failed_precondition(format!(
-            "{F}.apparmor_profile {:?}: only unconfined works",
-            sc.apparmor_profile
-        )));
-    }
+    let apparmor = apparmor_request(sc.apparmor.as_ref(), &sc.apparmor_profile)?;
     if let Some(se) = &sc.selinux_options
         && (!se.r#type.is_empty()
             || !se.level.is_empty()
@@ -116,6 +186,7 @@ fn security_request(sc: &LinuxContainerSecurityContext) -> Result<SecurityReques
         readonly_rootfs: sc.readonly_rootfs,
         no_new_privs: sc.no_new_privs,
         seccomp,
+        apparmor,
         run_as_user: sc.run_as_user.map(|v| v.value),
         run_as_username: sc.run_as_username.clone(),
         run_as_group: sc.run_as_group.map(|v| v.value),

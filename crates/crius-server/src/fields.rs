@@ -541,7 +541,7 @@ const HONOURED: &[Honoured] = &[
     },
     Honoured {
         path: "CreateContainerRequest.config.linux.security_context.apparmor_profile",
-        proof: "tests/tests/security.rs::apparmor_and_selinux_are_accepted_unconfined_and_refused_otherwise",
+        proof: "tests/tests/apparmor.rs::containers_run_under_crius_default_unless_they_ask_otherwise",
     },
     Honoured {
         path: "CreateContainerRequest.config.linux.security_context.seccomp_profile_path",
@@ -573,7 +573,19 @@ const HONOURED: &[Honoured] = &[
     },
     Honoured {
         path: "CreateContainerRequest.config.linux.security_context.apparmor.profile_type",
-        proof: "tests/tests/security.rs::apparmor_and_selinux_are_accepted_unconfined_and_refused_otherwise",
+        proof: "tests/tests/apparmor.rs::containers_run_under_crius_default_unless_they_ask_otherwise",
+    },
+    Honoured {
+        path: "CreateContainerRequest.config.linux.security_context.apparmor.localhost_ref",
+        proof: "tests/tests/apparmor.rs::localhost_profiles_must_be_loaded_and_apply",
+    },
+    Honoured {
+        path: "RunPodSandboxRequest.config.linux.security_context.apparmor.profile_type",
+        proof: "tests/tests/apparmor.rs::a_profile_the_pod_names_confines_its_sandbox",
+    },
+    Honoured {
+        path: "RunPodSandboxRequest.config.linux.security_context.apparmor.localhost_ref",
+        proof: "tests/tests/apparmor.rs::a_profile_the_pod_names_confines_its_sandbox",
     },
     Honoured {
         path: "CreateContainerRequest.config.linux.security_context.supplemental_groups_policy",
@@ -1009,16 +1021,16 @@ const REFUSED: &[Refused] = &[
     Refused {
         path: "RunPodSandboxRequest.config.linux.security_context.apparmor.profile_type",
         code: Code::FailedPrecondition,
-        when: "anything but Unconfined: this node has no AppArmor support in crius",
-        place: "crates/crius-server/src/fields.rs::refuse_unhandled_pod",
-        proof: "crates/crius-server/src/fields.rs::pod_security_fields_crius_cannot_apply_are_refused",
+        when: "RuntimeDefault or Localhost on a node without AppArmor (InvalidArgument: an unknown profile type, by `apparmor_request`)",
+        place: "crates/crius-runtime/src/apparmor.rs::choose",
+        proof: "tests/tests/apparmor.rs::without_apparmor_only_unset_and_unconfined_are_accepted",
     },
     Refused {
         path: "RunPodSandboxRequest.config.linux.security_context.apparmor.localhost_ref",
         code: Code::FailedPrecondition,
-        when: "non-empty",
-        place: "crates/crius-server/src/fields.rs::refuse_unhandled_pod",
-        proof: "crates/crius-server/src/fields.rs::pod_security_fields_crius_cannot_apply_are_refused",
+        when: "naming a profile the node has not loaded, or any profile on a node without AppArmor (InvalidArgument: non-empty without profile type Localhost, by `apparmor_request`)",
+        place: "crates/crius-runtime/src/apparmor.rs::resolve",
+        proof: "tests/tests/apparmor.rs::a_profile_the_pod_names_confines_its_sandbox",
     },
     Refused {
         path: "RunPodSandboxRequest.config.linux.overhead.oom_score_adj",
@@ -1151,35 +1163,35 @@ const REFUSED: &[Refused] = &[
         code: Code::FailedPrecondition,
         when: "non-empty: SELinux is not supported by crius",
         place: "crates/crius-server/src/containers.rs::security_request",
-        proof: "tests/tests/security.rs::apparmor_and_selinux_are_accepted_unconfined_and_refused_otherwise",
+        proof: "tests/tests/security.rs::selinux_options_are_accepted_empty_and_refused_otherwise",
     },
     Refused {
         path: "CreateContainerRequest.config.linux.security_context.selinux_options.role",
         code: Code::FailedPrecondition,
         when: "non-empty: SELinux is not supported by crius",
         place: "crates/crius-server/src/containers.rs::security_request",
-        proof: "tests/tests/security.rs::apparmor_and_selinux_are_accepted_unconfined_and_refused_otherwise",
+        proof: "tests/tests/security.rs::selinux_options_are_accepted_empty_and_refused_otherwise",
     },
     Refused {
         path: "CreateContainerRequest.config.linux.security_context.selinux_options.type",
         code: Code::FailedPrecondition,
         when: "non-empty: SELinux is not supported by crius",
         place: "crates/crius-server/src/containers.rs::security_request",
-        proof: "tests/tests/security.rs::apparmor_and_selinux_are_accepted_unconfined_and_refused_otherwise",
+        proof: "tests/tests/security.rs::selinux_options_are_accepted_empty_and_refused_otherwise",
     },
     Refused {
         path: "CreateContainerRequest.config.linux.security_context.selinux_options.level",
         code: Code::FailedPrecondition,
         when: "non-empty: SELinux is not supported by crius",
         place: "crates/crius-server/src/containers.rs::security_request",
-        proof: "tests/tests/security.rs::apparmor_and_selinux_are_accepted_unconfined_and_refused_otherwise",
+        proof: "tests/tests/security.rs::selinux_options_are_accepted_empty_and_refused_otherwise",
     },
     Refused {
         path: "CreateContainerRequest.config.linux.security_context.apparmor_profile",
-        code: Code::FailedPrecondition,
-        when: "anything but empty or `unconfined`",
-        place: "crates/crius-server/src/containers.rs::security_request",
-        proof: "tests/tests/security.rs::apparmor_and_selinux_are_accepted_unconfined_and_refused_otherwise",
+        code: Code::InvalidArgument,
+        when: "anything but empty, `runtime/default`, `docker/default`, `unconfined` or `localhost/<name>` (FailedPrecondition: `runtime/default` or `localhost/<name>` on a node without AppArmor; a profile the node has not loaded, by `resolve`)",
+        place: "crates/crius-server/src/containers.rs::apparmor_request",
+        proof: "tests/tests/apparmor.rs::malformed_apparmor_fields_are_invalid_arguments",
     },
     Refused {
         path: "CreateContainerRequest.config.linux.security_context.seccomp.profile_type",
@@ -1198,16 +1210,16 @@ const REFUSED: &[Refused] = &[
     Refused {
         path: "CreateContainerRequest.config.linux.security_context.apparmor.profile_type",
         code: Code::FailedPrecondition,
-        when: "anything but Unconfined: this node has no AppArmor support in crius",
-        place: "crates/crius-server/src/containers.rs::security_request",
-        proof: "tests/tests/security.rs::apparmor_and_selinux_are_accepted_unconfined_and_refused_otherwise",
+        when: "RuntimeDefault or Localhost on a node without AppArmor (InvalidArgument: an unknown profile type, by `apparmor_request`)",
+        place: "crates/crius-runtime/src/apparmor.rs::choose",
+        proof: "tests/tests/apparmor.rs::without_apparmor_only_unset_and_unconfined_are_accepted",
     },
     Refused {
         path: "CreateContainerRequest.config.linux.security_context.apparmor.localhost_ref",
         code: Code::FailedPrecondition,
-        when: "non-empty",
-        place: "crates/crius-server/src/fields.rs::refuse_unhandled_container",
-        proof: "crates/crius-server/src/fields.rs::container_fields_crius_cannot_apply_are_refused",
+        when: "naming a profile the node has not loaded, or any profile on a node without AppArmor (InvalidArgument: non-empty without profile type Localhost; empty with it, by `apparmor_request`)",
+        place: "crates/crius-runtime/src/apparmor.rs::resolve",
+        proof: "tests/tests/apparmor.rs::localhost_profiles_must_be_loaded_and_apply",
     },
     Refused {
         path: "CreateContainerRequest.config.windows",
@@ -1463,25 +1475,11 @@ fn precondition(field: &str, reason: &str) -> Status {
 }
 
 const LINUX_ONLY: &str = "crius is a Linux runtime and cannot apply a Windows configuration";
-const NO_APPARMOR: &str = "this node has no AppArmor support in crius; only Unconfined works";
 const NO_SELINUX: &str = "SELinux is not supported by crius";
 const SC: &str = "config.linux.security_context";
 
 fn selinux_set(o: &SeLinuxOption) -> bool {
     !o.user.is_empty() || !o.role.is_empty() || !o.r#type.is_empty() || !o.level.is_empty()
-}
-
-/// An AppArmor profile other than Unconfined (`prefix` names the security context).
-fn refuse_apparmor(prefix: &str, profile: Option<&SecurityProfile>) -> Result<(), Status> {
-    match profile {
-        Some(p)
-            if p.profile_type != security_profile::ProfileType::Unconfined as i32
-                || !p.localhost_ref.is_empty() =>
-        {
-            Err(precondition(&format!("{prefix}.apparmor"), NO_APPARMOR))
-        }
-        _ => Ok(()),
-    }
 }
 
 fn refuse_oom_score_adj(prefix: &str, r: Option<&LinuxContainerResources>) -> Result<(), Status> {
@@ -1536,7 +1534,6 @@ pub(crate) fn refuse_unhandled_pod(config: Option<&PodSandboxConfig>) -> Result<
     if sc.selinux_options.as_ref().is_some_and(selinux_set) {
         return Err(precondition(&format!("{SC}.selinux_options"), NO_SELINUX));
     }
-    refuse_apparmor(SC, sc.apparmor.as_ref())?;
     // A Localhost profile for the sandbox is checked like a container's and then accepted
     // without effect: the sandbox process runs only crius' own code, hardened (the profile
     // binds the pod's containers, which kubelet gives it in their own security contexts).
@@ -1677,7 +1674,6 @@ fn check_container(
             "ambient capabilities",
         ));
     }
-    refuse_apparmor(SC, sc.apparmor.as_ref())?;
     if let Some(p) = &sc.seccomp
         && !p.localhost_ref.is_empty()
         && p.profile_type != security_profile::ProfileType::Localhost as i32
@@ -2239,26 +2235,6 @@ printed by `cargo test -p crius-server fields::tests::print_docs_section -- --ig
             ),
             (
                 |s| {
-                    s.apparmor = Some(SecurityProfile {
-                        profile_type: security_profile::ProfileType::RuntimeDefault.into(),
-                        localhost_ref: String::new(),
-                    })
-                },
-                Code::FailedPrecondition,
-                "apparmor",
-            ),
-            (
-                |s| {
-                    s.apparmor = Some(SecurityProfile {
-                        profile_type: security_profile::ProfileType::Unconfined.into(),
-                        localhost_ref: "p".into(),
-                    })
-                },
-                Code::FailedPrecondition,
-                "apparmor",
-            ),
-            (
-                |s| {
                     s.seccomp = Some(SecurityProfile {
                         profile_type: security_profile::ProfileType::Localhost.into(),
                         localhost_ref: "/nonexistent/p.json".into(),
@@ -2400,16 +2376,6 @@ printed by `cargo test -p crius-server fields::tests::print_docs_section -- --ig
             check_container(&c, None),
             Code::Unimplemented,
             &format!("{F}.capabilities.add_ambient_capabilities"),
-        );
-        let mut c = kubelet_container();
-        sc(&mut c).apparmor = Some(SecurityProfile {
-            profile_type: security_profile::ProfileType::Unconfined.into(),
-            localhost_ref: "k8s-default".into(),
-        });
-        refused(
-            check_container(&c, None),
-            Code::FailedPrecondition,
-            &format!("{F}.apparmor"),
         );
         let mut c = kubelet_container();
         sc(&mut c).seccomp = Some(SecurityProfile {

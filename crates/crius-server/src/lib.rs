@@ -118,6 +118,27 @@ pub fn open_metadata(root: &std::path::Path) -> Result<redb::Database, StartErro
         })
 }
 
+/// The node's AppArmor, with crius' default profile loaded where the kernel enforces it.
+fn apparmor_node() -> crius_runtime::apparmor::Node {
+    use crius_runtime::apparmor::{DEFAULT_PROFILE, Node};
+    let node = Node::detect();
+    match &node {
+        Node::Off(reason) => tracing::info!(
+            %reason,
+            "AppArmor is off: containers run without a profile; RuntimeDefault and Localhost are refused"
+        ),
+        Node::On { .. } => match node.load_default() {
+            Ok(()) => tracing::info!(profile = DEFAULT_PROFILE, "AppArmor default profile loaded"),
+            Err(e) => tracing::warn!(
+                error = %e,
+                "AppArmor is on, but crius' default profile cannot be loaded now (it is tried \
+                 again at each container that needs it)"
+            ),
+        },
+    }
+    node
+}
+
 impl Cri {
     /// Opens the stores under the configuration's root (already validated) and builds the
     /// services. `idmap` is the result of the idmapped-mount probe criusd ran at start.
@@ -149,6 +170,7 @@ impl Cri {
                 container_root: config.container_root(),
                 cni: network::cni(&config),
                 cdi_spec_dirs: config.cdi_spec_dirs.clone(),
+                apparmor: apparmor_node(),
             },
         )
         .map_err(StartError::Pods)?;

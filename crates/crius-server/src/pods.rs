@@ -209,6 +209,7 @@ pub(crate) fn pod_spec(
         runtime_handler,
         cri_config: Vec::new(),
         privileged: Some(security.privileged),
+        apparmor: crate::containers::apparmor_request(security.apparmor.as_ref(), "")?,
     })
 }
 

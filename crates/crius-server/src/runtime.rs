@@ -541,6 +541,13 @@ impl Cri {
             let config = serde_json::json!({
                 "cgroupDriver": format!("{:?}", self.pods.cgroup_driver()).to_lowercase(),
                 "idmappedMounts": idmap_text,
+                "apparmor": match self.pods.apparmor() {
+                    crius_runtime::apparmor::Node::Off(reason) => format!("off: {reason}"),
+                    crius_runtime::apparmor::Node::On { parser: Some(_), .. } => "enforced".into(),
+                    crius_runtime::apparmor::Node::On { parser: None, .. } => {
+                        "enforced; no apparmor_parser for crius' default profile".into()
+                    }
+                },
                 "root": self.config.root,
                 "state": self.config.state,
                 "listen": self.config.listen,

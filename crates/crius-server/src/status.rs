@@ -19,6 +19,7 @@ pub(crate) fn pod_error(e: crius_runtime::PodError) -> tonic::Status {
             tonic::Status::already_exists(message)
         }
         PodError::NoUserns { .. }
+        | PodError::AppArmor(_)
         | PodError::SandboxRefused { .. }
         | PodError::PodNotReady { .. }
         | PodError::PodNotRunning { .. }
