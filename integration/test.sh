@@ -11,8 +11,9 @@ fi
 
 # Debian packages used by the tests: the registry, the busybox the test images are made from,
 # CNI plugins and the tools the network tests look with, and a C compiler with a static libc
-# for the exec_exposure attacker, openssl for the TLS registry's certificates.
-packages=(busybox-static docker-registry containernetworking-plugins iptables iproute2 util-linux libseccomp-dev gcc libc6-dev openssl)
+# for the exec_exposure attacker, openssl for the TLS registry's certificates, AppArmor's
+# parser, which compiles crius' default profile in a unit test.
+packages=(busybox-static docker-registry containernetworking-plugins iptables iproute2 util-linux libseccomp-dev gcc libc6-dev openssl apparmor)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -85,6 +85,7 @@ Architecture: $arch
 Maintainer: crius developers <crius@localhost>
 Installed-Size: $installed_size
 Depends: $shlibs, containernetworking-plugins, iptables, iproute2
+Recommends: apparmor
 Section: admin
 Priority: optional
 Description: Kubernetes container runtime (CRI) with user namespaces

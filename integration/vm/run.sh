@@ -28,7 +28,7 @@ here=$repo/integration/vm
 cache=${CRIUS_VM_DIR:-/var/tmp/crius-vm}
 mem=${CRIUS_VM_MEMORY:-4096}
 cpus=${CRIUS_VM_CPUS:-2}
-default_tests="sandbox containers stats workloads security recovery"
+default_tests="sandbox containers stats workloads security apparmor recovery"
 
 smoke=0 build=1 critest= kubelet= crictl= tests=$default_tests critest_args=()
 while [ $# -gt 0 ]; do
