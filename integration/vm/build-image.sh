@@ -20,13 +20,15 @@ image_size=${CRIUS_VM_IMAGE_SIZE:-8G}
 # What crius needs at run time (the .deb's Depends and Recommends are installed here, since the
 # guest installs the .deb offline; apparmor's parser loads crius' default profile into the
 # kernel's AppArmor), what its end-to-end tests and the demo need (a registry, busybox for the
-# test images, CNI plugins, ip), and what the in-guest CRI client and critest runner use.
+# test images, CNI plugins, ip), and what the in-guest CRI client and critest runner use
+# (critest loads its AppArmor profiles with `sudo apparmor_parser`).
 packages=(
   systemd systemd-sysv dbus udev kmod procps openssh-server
   ca-certificates util-linux iproute2 iptables
   containernetworking-plugins libseccomp2 apparmor
   busybox-static docker-registry skopeo curl
   python3 python3-grpcio python3-grpc-tools python3-protobuf python3-pkg-resources
+  sudo
 )
 
 [ "$(id -u)" = 0 ] || { echo "build-image.sh: run as root" >&2; exit 1; }

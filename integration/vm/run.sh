@@ -203,7 +203,7 @@ guest_args=()
 [ -n "$critest" ] && [ "$smoke" = 0 ] && guest_args+=(--critest -- "${critest_args[@]}")
 # The settings guest/run.sh reads go along (ssh passes no environment).
 guest_env=()
-for v in CRIUS_VM_CRITEST_APPARMOR CRIUS_VM_CRITEST_DRIVER CRIUS_VM_TEST_THREADS; do
+for v in CRIUS_VM_CRITEST_DRIVER CRIUS_VM_TEST_THREADS; do
   [ -n "${!v:-}" ] && guest_env+=("$v=${!v}")
 done
 set +e

@@ -8,7 +8,6 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
 use cri_api::v1::*;
 use crius_tests::env::{Env, pod_config, setup};
@@ -100,19 +99,6 @@ fn profile(kind: security_profile::ProfileType, localhost_ref: &str) -> Option<S
     })
 }
 
-/// Waits for `n` stdout lines of container `name`.
-async fn lines(env: &Env, name: &str, n: usize) -> Vec<String> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let out = env.stdout(name);
-        if out.len() >= n {
-            return out;
-        }
-        assert!(Instant::now() < deadline, "{name}: got {out:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 /// The label of host process `pid`.
 fn label(pid: u64) -> String {
     std::fs::read_to_string(format!("/proc/{pid}/attr/current"))
@@ -180,17 +166,17 @@ async fn containers_run_under_crius_default_unless_they_ask_otherwise() {
         });
         edit(sc);
         let id = env.run(&pod, config).await;
-        assert_eq!(lines(&env, name, 1).await[0], want, "{name}");
+        assert_eq!(env.wait_stdout(name, 1).await[0], want, "{name}");
         ids.push((name, id, want));
     }
-    let unconfined = lines(&env, "unconfined", 4).await;
+    let unconfined = env.wait_stdout("unconfined", 4).await;
     assert_eq!(
         unconfined[1..],
         ["mount=yes", "forward=yes", "shm=yes"],
         "the probe works"
     );
     for name in ["unset", "deprecated"] {
-        let out = lines(&env, name, 4).await;
+        let out = env.wait_stdout(name, 4).await;
         // The IPC namespace's sysctls stay writable.
         assert_eq!(out[1..], ["mount=no", "forward=no", "shm=yes"], "{name}");
     }
@@ -215,7 +201,7 @@ async fn containers_run_under_crius_default_unless_they_ask_otherwise() {
     let mut config = env.container_config("privileged", PROBE);
     security(&mut config).privileged = true;
     env.run(&privileged, config).await;
-    assert_eq!(lines(&env, "privileged", 1).await[0], "unconfined");
+    assert_eq!(env.wait_stdout("privileged", 1).await[0], "unconfined");
 }
 
 /// Localhost runs the container (even a privileged one) and its execs under the named profile,
@@ -264,7 +250,7 @@ async fn localhost_profiles_must_be_loaded_and_apply() {
         let mut config = env.container_config(case, script);
         edit(security(&mut config));
         let id = env.run(&pod, config).await;
-        assert_eq!(lines(&env, case, 2).await, want, "{case}");
+        assert_eq!(env.wait_stdout(case, 2).await, want, "{case}");
         let (_, code) = exec(&mut env, &id, &["cat", "/etc/hostname"]).await;
         assert_ne!(code, 0, "{case}: the exec read what its profile denies");
     }
@@ -331,7 +317,7 @@ async fn an_exec_is_confined_even_when_the_container_replaced_its_proc() {
         ..Capability::default()
     });
     let id = env.run(&pod, config).await;
-    assert_eq!(lines(&env, "planted", 1).await, ["planted"]);
+    assert_eq!(env.wait_stdout("planted", 1).await, ["planted"]);
     let (out, code) = exec(&mut env, &id, &["echo", "ok"]).await;
     assert_eq!((out.as_str(), code), ("ok", 0), "an exec works");
     let (out, code) = exec(
@@ -386,7 +372,7 @@ async fn a_profile_the_pod_names_confines_its_sandbox() {
         let c = format!("{name}-c");
         env.run(&pod, env.container_config(&c, "echo up; sleep 300"))
             .await;
-        assert_eq!(lines(&env, &c, 1).await, ["up"], "{name}");
+        assert_eq!(env.wait_stdout(&c, 1).await, ["up"], "{name}");
     }
     let mut config = pod_config("aa-pod-missing", false, env.logs.path());
     pod_security(&mut config).apparmor = profile(
@@ -436,7 +422,7 @@ async fn without_apparmor_only_unset_and_unconfined_are_accepted() {
         let mut config = env.container_config(name, "echo ran");
         edit(security(&mut config));
         env.run(&pod, config).await;
-        assert_eq!(lines(&env, name, 1).await, ["ran"], "{name}");
+        assert_eq!(env.wait_stdout(name, 1).await, ["ran"], "{name}");
     }
     let refused: [(&str, Edit, &str); 4] = [
         (
