@@ -570,3 +570,90 @@ async fn host_network_containers_cannot_write_the_hosts_sys() {
         .unwrap_or_else(|| panic!("no /sys/fs/cgroup mount: {host:?}"));
     assert!(top.1.split(',').any(|o| o == "rw"), "{top:?}");
 }
+
+/// The sum of the sizes of the files the directory `dir` itself holds: mounts beneath it (a
+/// container's root, the binds staged for it) are not entered.
+fn bytes_beneath(dir: &Path) -> u64 {
+    let mount_points: std::collections::BTreeSet<PathBuf> =
+        std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap()
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4).map(PathBuf::from))
+            .collect();
+    fn walk(dir: &Path, skip: &std::collections::BTreeSet<PathBuf>) -> u64 {
+        std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| !skip.contains(&e.path()))
+            .map(|e| match std::fs::symlink_metadata(e.path()) {
+                Ok(m) if m.is_dir() => walk(&e.path(), skip),
+                Ok(m) if m.is_file() => m.len(),
+                _ => 0,
+            })
+            .sum()
+    }
+    walk(dir, &mount_points)
+}
+
+/// A container (no memory limit) that writes to its `/etc/resolv.conf`, `/etc/hosts` and
+/// `/etc/hostname` fills the disk beneath crius' root, beside its writable layer, not the state
+/// directory, which on a node is a tmpfs in the host's `/run`, where it would starve the host's
+/// services of memory and space. With and without a user namespace; the files go with the pod.
+#[tokio::test]
+async fn what_a_container_writes_to_its_pod_files_stays_out_of_the_state_directory() {
+    let mut env = setup(false).await;
+    let root = env.daemon.paths.root.clone();
+    for userns in [false, true] {
+        let name = if userns { "files-u" } else { "files-p" };
+        let pod = env.pod(name, userns).await;
+        let script = "head -c 4194304 /dev/zero >> /etc/resolv.conf && \
+            head -c 1048576 /dev/zero >> /etc/hosts && head -c 1048576 /dev/zero >> /etc/hostname \
+            && echo written; sleep 300";
+        env.run(&pod, env.container_config(name, script)).await;
+        assert_eq!(env.wait_stdout(name, 1).await, ["written"], "{name}");
+        let info = env
+            .daemon
+            .runtime
+            .pod_sandbox_status(PodSandboxStatusRequest {
+                pod_sandbox_id: pod.0.clone(),
+                verbose: true,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .info;
+        let info: serde_json::Value = serde_json::from_str(&info["info"]).unwrap();
+        let files = PathBuf::from(info["podFilesDir"].as_str().unwrap());
+        assert!(files.starts_with(&root), "{name}: {}", files.display());
+        let written = std::fs::metadata(files.join("resolv.conf")).unwrap().len();
+        assert!(
+            written >= 4 << 20,
+            "{name}: resolv.conf has {written} bytes"
+        );
+        let state = bytes_beneath(&pod_dir(&env, &pod.0));
+        assert!(
+            state < 1 << 20,
+            "{name}: the pod's state directory holds {state} bytes"
+        );
+        env.daemon
+            .runtime
+            .stop_pod_sandbox(StopPodSandboxRequest {
+                pod_sandbox_id: pod.0.clone(),
+            })
+            .await
+            .unwrap();
+        env.daemon
+            .runtime
+            .remove_pod_sandbox(RemovePodSandboxRequest {
+                pod_sandbox_id: pod.0.clone(),
+            })
+            .await
+            .unwrap();
+        assert!(
+            !files.exists(),
+            "{name}: {} outlived its pod",
+            files.display()
+        );
+    }
+}

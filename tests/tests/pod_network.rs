@@ -139,9 +139,10 @@ async fn pod_ip_is_reachable_from_the_host_and_released_on_stop() {
         server.join().unwrap().unwrap();
 
         // The pod's /etc/hosts names the pod by its IP.
-        let hosts =
-            std::fs::read_to_string(PathBuf::from(info["podDir"].as_str().unwrap()).join("hosts"))
-                .unwrap();
+        let hosts = std::fs::read_to_string(
+            PathBuf::from(info["podFilesDir"].as_str().unwrap()).join("hosts"),
+        )
+        .unwrap();
         assert!(hosts.contains(&ip) && hosts.contains(name), "{hosts}");
 
         daemon

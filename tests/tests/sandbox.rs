@@ -254,7 +254,7 @@ async fn userns_pod_owns_its_namespaces() -> anyhow::Result<()> {
 
     let netns = PathBuf::from(info["netns"].as_str().context("no netns")?);
     ensure!(inode(&netns.display().to_string())? == inode(&format!("/proc/{pid}/ns/net"))?);
-    let dir = PathBuf::from(info["podDir"].as_str().context("no pod dir")?);
+    let dir = PathBuf::from(info["podFilesDir"].as_str().context("no pod files dir")?);
     ensure!(std::fs::read_to_string(dir.join("hostname"))? == "userns\n");
     let resolv = std::fs::read_to_string(dir.join("resolv.conf"))?;
     ensure!(
@@ -263,7 +263,8 @@ async fn userns_pod_owns_its_namespaces() -> anyhow::Result<()> {
     );
     // Host root's, 1777: the containers get it through a bind idmapped with the pod's mapping,
     // which shows it as the pod's root inside.
-    let shm = std::fs::metadata(dir.join("shm"))?;
+    let pod_dir = PathBuf::from(info["podDir"].as_str().context("no pod dir")?);
+    let shm = std::fs::metadata(pod_dir.join("shm"))?;
     ensure!(
         shm.uid() == 0 && shm.mode() & 0o7777 == 0o1777,
         "shm owned by {} mode {:o}",
@@ -880,7 +881,8 @@ async fn failed_sandbox_rolls_back_and_host_namespaces_work() -> anyhow::Result<
         "a pod sharing the host IPC has its own shm"
     );
     // kubelet sends cluster DNS for hostNetwork pods with ClusterFirstWithHostNet: it is used.
-    let resolv = std::fs::read_to_string(dir.join("resolv.conf"))?;
+    let files = PathBuf::from(info["podFilesDir"].as_str().context("no pod files dir")?);
+    let resolv = std::fs::read_to_string(files.join("resolv.conf"))?;
     ensure!(resolv.contains("nameserver 10.96.0.10"), "{resolv}");
     stop_and_remove(&mut daemon, &id).await?;
     assert_gone(&daemon, &[(id, monitor, pid)])

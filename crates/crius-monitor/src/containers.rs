@@ -434,21 +434,32 @@ fn stage_in(
     // are bound idmapped, so host root's files are root's in the pod.
     let mut spec = spec.clone();
     let mut pod_files = std::collections::BTreeMap::new();
+    // hostname, hosts and resolv.conf: on disk beneath the writable root (pods made before:
+    // in the pod directory).
+    let files_dir = sandbox.files_dir.as_deref().unwrap_or(pod_dir);
+    let mut sources: Vec<(&str, PathBuf)> = [
+        crius_proto::layout::HOSTNAME,
+        crius_proto::layout::HOSTS,
+        crius_proto::layout::RESOLV_CONF,
+    ]
+    .into_iter()
+    .map(|name| (name, files_dir.join(name)))
+    .collect();
     if sandbox.userns.is_some() {
-        let mut names = vec![
-            crius_proto::layout::HOSTNAME,
-            crius_proto::layout::HOSTS,
-            crius_proto::layout::RESOLV_CONF,
-        ];
         if sandbox.new_ipc && sandbox.shm_size > 0 {
-            names.push(crius_proto::layout::SHM);
+            let shm = crius_proto::layout::SHM;
+            sources.push((shm, pod_dir.join(shm)));
         }
-        for name in names {
-            let mapped = rootfs::idmapped_bind(sys, dir, name, &pod_dir.join(name), sandbox_pid)?;
+        for (name, source) in sources {
+            let mapped = rootfs::idmapped_bind(sys, dir, name, &source, sandbox_pid)?;
             pod_files.insert(name.to_owned(), mapped);
         }
     } else if spec.mounts.iter().any(|m| m.idmap) {
         return Err(Error::IdmapWithoutUserns);
+    } else {
+        for (name, source) in sources {
+            pod_files.insert(name.to_owned(), source);
+        }
     }
     for (i, m) in spec.mounts.iter_mut().enumerate() {
         let name = format!("volume-{i}");
@@ -1006,12 +1017,15 @@ mod tests {
         });
         let pod_dir = tmp.join("pod");
         std::fs::create_dir(&pod_dir).unwrap();
+        let files = tmp.join("writable/etc");
+        sandbox.files_dir = Some(files.clone());
+        std::fs::create_dir_all(&files).unwrap();
         for name in [
             crius_proto::layout::HOSTNAME,
             crius_proto::layout::HOSTS,
             crius_proto::layout::RESOLV_CONF,
         ] {
-            std::fs::write(pod_dir.join(name), "").unwrap();
+            std::fs::write(files.join(name), "").unwrap();
         }
         std::fs::create_dir(pod_dir.join(crius_proto::layout::SHM)).unwrap();
         let mut hierarchies = Vec::new();
@@ -1126,6 +1140,15 @@ mod tests {
         for name in ["hostname", "hosts", "resolv.conf", "shm"] {
             assert_eq!(staged.pod_files.get(name), Some(&mounts.join(name)));
         }
+        // The pod's files come from the writable root on disk, its shm from the pod directory.
+        let files = sandbox.files_dir.clone().expect("files dir");
+        for name in ["hostname", "hosts", "resolv.conf"] {
+            position(&calls, &format!("open_tree {}", files.join(name).display()));
+        }
+        position(
+            &calls,
+            &format!("open_tree {}", pod_dir.join("shm").display()),
+        );
         assert_eq!(staged.spec.mounts[0].host_path, mounts.join("volume-0"));
         assert_eq!(staged.host_sys.as_deref(), Some(sys.as_path()));
         assert_eq!(staged.cgroup_view.as_deref(), Some(view.as_path()));

@@ -468,6 +468,7 @@ pub(crate) mod tests {
             oom_score_adj: None,
             writable_root: None,
             apparmor_profile: None,
+            files_dir: None,
         }
     }
 

@@ -44,6 +44,9 @@ pub mod layout {
     pub const HOSTS: &str = "hosts";
     /// The pod's `/etc/resolv.conf`.
     pub const RESOLV_CONF: &str = "resolv.conf";
+    /// The directory of [`HOSTNAME`], [`HOSTS`] and [`RESOLV_CONF`] beneath a pod's writable
+    /// root on disk (`<container root>/<pod id>/etc`).
+    pub const POD_FILES: &str = "etc";
 }
 
 /// One contiguous id mapping range (`uid_map` / `gid_map` line).
@@ -250,6 +253,11 @@ pub struct SandboxSpec {
     /// The AppArmor profile the sandbox process changes to once set up; none: unconfined.
     #[serde(default)]
     pub apparmor_profile: Option<String>,
+    /// Where the pod's hostname, hosts and resolv.conf are: on disk beneath the writable root,
+    /// so that what a container writes to them fills the disk its writable layer is on, not the
+    /// memory of the state directory's tmpfs; none: the pod directory (pods made before).
+    #[serde(default)]
+    pub files_dir: Option<PathBuf>,
 }
 
 /// The `/proc/sys` path of a sysctl key: dots separate components, unless the key uses
@@ -799,6 +807,15 @@ pub struct WriteError {
 /// Writes `data` to `path` whole: to a temporary file in the same directory, synced, then
 /// renamed over `path`.
 pub fn write_whole(path: &Path, data: &[u8], mode: u32) -> Result<(), WriteError> {
+    replace(path, data, mode, true)
+}
+
+/// [`write_whole`] without the sync, for files that need not outlive the machine's boot.
+pub fn write_replace(path: &Path, data: &[u8], mode: u32) -> Result<(), WriteError> {
+    replace(path, data, mode, false)
+}
+
+fn replace(path: &Path, data: &[u8], mode: u32, sync: bool) -> Result<(), WriteError> {
     use std::os::unix::fs::OpenOptionsExt;
     let err = |source| WriteError {
         path: path.to_owned(),
@@ -817,7 +834,9 @@ pub fn write_whole(path: &Path, data: &[u8], mode: u32) -> Result<(), WriteError
             .mode(mode)
             .open(&tmp)?;
         file.write_all(data)?;
-        file.sync_all()?;
+        if sync {
+            file.sync_all()?;
+        }
         std::fs::rename(&tmp, path)
     })();
     if result.is_err() {

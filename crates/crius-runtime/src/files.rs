@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use crius_proto::{WriteError, layout, write_whole};
+use crius_proto::{WriteError, layout, write_replace};
 
 use crate::spec::DnsConfig;
 
@@ -39,14 +39,15 @@ pub fn render_resolv_conf(dns: &DnsConfig) -> String {
     text
 }
 
-/// Writes hostname, hosts and resolv.conf into the pod directory.
+/// Writes hostname, hosts and resolv.conf into `dir` (not synced: they are rewritten for any
+/// pod that is made again).
 pub fn write_pod_files(
     dir: &Path,
     hostname: &str,
     host_network: bool,
     dns: Option<&DnsConfig>,
 ) -> Result<(), WriteError> {
-    write_whole(
+    write_replace(
         &dir.join(layout::HOSTNAME),
         format!("{hostname}\n").as_bytes(),
         0o644,
@@ -56,7 +57,7 @@ pub fn write_pod_files(
     } else {
         render_hosts(hostname, &[]).into_bytes()
     };
-    write_whole(&dir.join(layout::HOSTS), &hosts, 0o644)?;
+    write_replace(&dir.join(layout::HOSTS), &hosts, 0o644)?;
     write_resolv_conf(dir, dns)
 }
 
@@ -68,12 +69,12 @@ fn write_resolv_conf(dir: &Path, dns: Option<&DnsConfig>) -> Result<(), WriteErr
         Some(d) => render_resolv_conf(d).into_bytes(),
         None => std::fs::read(HOST_RESOLV_CONF).unwrap_or_default(),
     };
-    write_whole(&dir.join(layout::RESOLV_CONF), &text, 0o644)
+    write_replace(&dir.join(layout::RESOLV_CONF), &text, 0o644)
 }
 
 /// Rewrites the pod's `/etc/hosts` once its IPs are known (the CNI hook calls this).
 pub fn update_hosts(dir: &Path, hostname: &str, ips: &[String]) -> Result<(), WriteError> {
-    write_whole(
+    write_replace(
         &dir.join(layout::HOSTS),
         render_hosts(hostname, ips).as_bytes(),
         0o644,

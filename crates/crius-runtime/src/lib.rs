@@ -5,7 +5,8 @@
 //!
 //! Pod directory `<state>/pods/<id>/` (names in [`crius_proto::layout`]): `spec.json`,
 //! `state.json`, `monitor.sock`, `monitor.log`, `netns` (the pinned network namespace, CNI's
-//! `netns_path`), `shm` (tmpfs), `hostname`, `hosts`, `resolv.conf`.
+//! `netns_path`), `shm` (tmpfs). The pod's `hostname`, `hosts` and `resolv.conf` are on disk in
+//! `<container root>/<id>/etc/`, beside its containers' writable layers.
 
 pub mod apparmor;
 pub mod attach;
@@ -764,8 +765,10 @@ impl Pods {
             oom_score_adj: Some(SANDBOX_OOM_SCORE_ADJ),
             writable_root: Some(self.config.container_root.join(&id)),
             apparmor_profile: apparmor,
+            files_dir: Some(self.config.container_root.join(&id).join(layout::POD_FILES)),
         };
         let mut record = PodRecord::creating(id.clone(), spec, dir.clone(), crius_proto::now_ns());
+        record.files_dir = sandbox.files_dir.clone();
         if !host_network {
             // ADD may start before the sandbox is recorded ready: the namespace it is given and
             // a DEL due on rollback are durable before.
@@ -895,13 +898,21 @@ impl Pods {
                 .create(dir)
                 .map_err(internal("cannot create the pod directory"))?;
             crius_proto::make_private_dir(dir, traverse_gid)?;
-            files::write_pod_files(
-                dir,
+            // The spec first: the monitor's cleanup finds the writable root (and the pod's
+            // files in it) through it.
+            write_whole(&dir.join(layout::SPEC), &data, 0o600)?;
+            let files = prepared.files_dir();
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(files)
+                .map_err(internal("cannot create the pod's files directory"))?;
+            Ok::<_, PodError>(files::write_pod_files(
+                files,
                 &prepared.spec.hostname,
                 prepared.spec.namespaces.network == NamespaceMode::Node,
                 prepared.spec.dns.as_ref(),
-            )?;
-            Ok::<_, PodError>(write_whole(&dir.join(layout::SPEC), &data, 0o600)?)
+            )?)
         })
         .await?;
         if let Some(stdout) = self.spares.take(dir).await {

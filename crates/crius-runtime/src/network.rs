@@ -203,7 +203,7 @@ impl Pods {
     /// Writes the pod's IPs into its `/etc/hosts`, then records them with the attachment in
     /// one commit.
     fn set_attached(&self, record: &PodRecord, ips: Vec<String>) -> Result<(), PodError> {
-        files::update_hosts(&record.dir, &record.spec.hostname, &ips)?;
+        files::update_hosts(record.files_dir(), &record.spec.hostname, &ips)?;
         self.store
             .update(&record.id, |r| {
                 r.ips = ips.clone();

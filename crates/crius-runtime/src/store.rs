@@ -68,6 +68,9 @@ pub struct PodRecord {
     /// The CNI attachment's phase.
     #[serde(default)]
     pub network: NetworkPhase,
+    /// Where its hostname, hosts and resolv.conf are; none: in `dir` (pods made before).
+    #[serde(default)]
+    pub files_dir: Option<PathBuf>,
 }
 
 impl PodRecord {
@@ -86,7 +89,13 @@ impl PodRecord {
             netns: None,
             ips: Vec::new(),
             network: NetworkPhase::None,
+            files_dir: None,
         }
+    }
+
+    /// The directory of the pod's hostname, hosts and resolv.conf.
+    pub fn files_dir(&self) -> &std::path::Path {
+        self.files_dir.as_deref().unwrap_or(&self.dir)
     }
 }
 

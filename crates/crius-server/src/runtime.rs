@@ -113,6 +113,7 @@ impl RuntimeService for Runtime {
                 "sandboxPid": r.sandbox_pid,
                 "netns": r.netns,
                 "podDir": r.dir,
+                "podFilesDir": r.files_dir(),
                 "recordedState": format!("{:?}", r.state),
                 "sandboxExit": self.0.pods.monitor_state(r).and_then(|s| s.exit).map(|e| {
                     serde_json::json!({ "code": e.code, "atNs": e.at_ns })
