@@ -119,6 +119,7 @@ async fn spied_daemon(spy: &CniSpy) -> Criusd {
 #[derive(Debug, PartialEq, Eq)]
 struct Leftovers {
     pod_dirs: Vec<String>,
+    writable_roots: Vec<String>,
     cni_cache: Vec<String>,
     ips: usize,
     veths: usize,
@@ -145,6 +146,7 @@ fn leftovers(d: &Criusd) -> Leftovers {
     let net = d.network.as_ref().unwrap();
     Leftovers {
         pod_dirs: names(&d.paths.state.join("pods")),
+        writable_roots: names(&d.paths.root.join("containers")),
         cni_cache: names(&d.paths.root.join("cni")),
         ips: net.allocated_ips().len(),
         veths: net.attached_links().len(),
@@ -159,6 +161,7 @@ fn leftovers(d: &Criusd) -> Leftovers {
 fn nothing_left() -> Leftovers {
     Leftovers {
         pod_dirs: Vec::new(),
+        writable_roots: Vec::new(),
         cni_cache: Vec::new(),
         ips: 0,
         veths: 0,
@@ -478,6 +481,59 @@ async fn killed_monitor_leaves_a_not_ready_pod_that_stop_and_remove_clean_up() {
     assert!(pods(&mut env.daemon).await.is_empty());
     assert_eq!(leftovers(&env.daemon), nothing_left());
     assert!(pod_cgroups(&pod.0).is_empty());
+}
+
+/// A pod whose state went with a reboot (monitor gone, pod directory gone, records kept):
+/// StopPodSandbox and RemovePodSandbox still remove what it had on disk, its files and its
+/// containers' writable layers beneath the container root.
+#[tokio::test]
+async fn a_pod_whose_state_is_gone_leaves_nothing_on_disk() {
+    let mut env = setup(false).await;
+    let pod = env.pod("rebooted", true).await;
+    env.run(&pod, env.container_config("c", "echo up; sleep 1000"))
+        .await;
+    assert_eq!(env.wait_stdout("c", 1).await, ["up"]);
+    let writable = env.daemon.paths.root.join("containers").join(&pod.0);
+    assert!(writable.join("etc/resolv.conf").exists());
+    let state = env.monitor_state(&pod.0);
+    let monitor = i32::try_from(state["monitor_pid"].as_i64().unwrap()).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(monitor),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    // What a reboot takes: every mount and file beneath the pod directory (a tmpfs on a node).
+    let dir = env.pod_dir(&pod.0);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let mut beneath: Vec<&str> = mountinfo
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4))
+            .filter(|m| Path::new(m).starts_with(&dir))
+            .collect();
+        if beneath.is_empty() {
+            break;
+        }
+        beneath.sort_by_key(|m| std::cmp::Reverse(m.len()));
+        for m in beneath {
+            let _ = nix::mount::umount2(m, nix::mount::MntFlags::MNT_DETACH);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "mounts beneath {}",
+            dir.display()
+        );
+    }
+    crius_proto::tree::remove(&dir).unwrap();
+    stop_pod(&mut env.daemon, &pod.0).await.unwrap();
+    remove_pod(&mut env.daemon, &pod.0).await.unwrap();
+    assert!(
+        !writable.exists(),
+        "{} outlived its pod",
+        writable.display()
+    );
+    assert_eq!(leftovers(&env.daemon), nothing_left());
 }
 
 #[tokio::test]

@@ -333,7 +333,8 @@ pub(crate) fn build(
                            "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]}),
         );
     }
-    // The pod's own files are part of the container's root: read-only with it.
+    // The pod's own files are part of the container's root: read-only with it. They come from
+    // a disk, which gives them neither nosuid, nodev nor noexec: the binds do.
     let pod_files_access = if spec.readonly_rootfs { "ro" } else { "rw" };
     for (dest, name) in [
         ("/etc/hostname", crius_proto::layout::HOSTNAME),
@@ -342,7 +343,8 @@ pub(crate) fn build(
     ] {
         mounts.push(
             json!({"destination": dest, "type": "bind", "source": pod_file(name),
-                           "options": ["rbind", "rprivate", pod_files_access]}),
+                           "options": ["rbind", "rprivate", "nosuid", "nodev", "noexec",
+                                       pod_files_access]}),
         );
     }
     for m in &spec.mounts {
@@ -589,6 +591,14 @@ pub(crate) mod tests {
                     .is_some_and(|o| o.contains(&json!("ro"))),
                 "{file} is read-only with the root: {mount}"
             );
+            for flag in ["nosuid", "nodev", "noexec"] {
+                assert!(
+                    mount["options"]
+                        .as_array()
+                        .is_some_and(|o| o.contains(&json!(flag))),
+                    "{file}: {flag}: {mount}"
+                );
+            }
         }
         assert_eq!(v["process"]["noNewPrivileges"], true);
         assert!(

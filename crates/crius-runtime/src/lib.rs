@@ -1123,6 +1123,15 @@ impl Pods {
             }
         }
         if !record.dir.exists() {
+            // Its state went with a reboot: what is left is its writable root on disk (the
+            // pod's files, its containers' writable layers), which the monitor would have
+            // removed.
+            if !monitor_alive(record) {
+                let root = self.config.container_root.join(&record.id);
+                if root.exists() {
+                    remove_tree(root).await?;
+                }
+            }
             return Ok(());
         }
         if !done {

@@ -160,8 +160,13 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     let _socket_lock = lock::Lock::acquire(&socket_lock_path, "socket")?;
     let listener = bind_socket(&config.listen)?;
     let listen = config.listen.clone();
-    // Still single-threaded: the probe clones a short-lived user namespace holder.
-    let idmap = crius_monitor::probe_idmap(&[&config.root, &config.state]);
+    // Still single-threaded: the probe clones a short-lived user namespace holder. The
+    // container root holds the pod files user-namespaced pods bind idmapped: it is probed too,
+    // since it may be a file system of its own.
+    let container_root = config.container_root();
+    std::fs::create_dir_all(&container_root)
+        .with_context(|| format!("cannot create {}", container_root.display()))?;
+    let idmap = crius_monitor::probe_idmap(&[&config.root, &config.state, &container_root]);
     match &idmap {
         crius_proto::IdmapSupport::Supported => tracing::info!("idmapped mounts work"),
         other => tracing::warn!(?other, "pods with a user namespace will be refused"),
