@@ -134,13 +134,13 @@ fn choose(
     };
     match request {
         Request::Unconfined => Ok(Choice::None),
-        Request::Unset | Request::RuntimeDefault if !enforced || privileged => match request {
-            Request::RuntimeDefault if !enforced => Err(refuse(
-                field,
-                "RuntimeDefault: AppArmor is not enabled on this node",
-            )),
-            _ => Ok(Choice::None),
-        },
+        // Refused even for a privileged container: asked for, never silently dropped.
+        Request::RuntimeDefault if !enforced => Err(refuse(
+            field,
+            "RuntimeDefault: AppArmor is not enabled on this node",
+        )),
+        Request::Unset if !enforced => Ok(Choice::None),
+        Request::Unset | Request::RuntimeDefault if privileged => Ok(Choice::None),
         Request::Unset | Request::RuntimeDefault => Ok(Choice::Default),
         Request::Localhost { field, name } => {
             if !enforced {
