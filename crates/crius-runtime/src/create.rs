@@ -525,8 +525,8 @@ impl Pods {
         if req.image.is_empty() {
             return Err(invalid("config.image.image", "is required"));
         }
-        let mut checked = self.check_container(&req)?;
-        checked.apparmor = self.apparmor_profile(&req.security).await?;
+        let apparmor = self.apparmor_profile(&req.security).await?;
+        let checked = self.check_container(&req, apparmor)?;
         let id = self.new_container_id()?;
         // The lease commits while the container is made; a failure releases it after the
         // commit has ended.
@@ -547,7 +547,11 @@ impl Pods {
         result
     }
 
-    fn check_container(&self, req: &ContainerRequest) -> Result<Checked, PodError> {
+    fn check_container(
+        &self,
+        req: &ContainerRequest,
+        apparmor: Option<String>,
+    ) -> Result<Checked, PodError> {
         let pod = self.get(&req.pod_id)?;
         let sc = &req.security;
         let seccomp = seccomp_profile(&sc.seccomp)?;
@@ -624,7 +628,7 @@ impl Pods {
             cdi,
             pid_target,
             user,
-            apparmor: None,
+            apparmor,
         })
     }
 
